@@ -1,0 +1,172 @@
+"""The one exception tree of ctxflow.
+
+Every error ctxflow raises on bad input is a ``CtxflowError``. Each one names
+the rule that was broken and the values involved, and carries them as
+attributes so callers and tests can inspect them without parsing text. Where a
+Python builtin describes the same failure, the error subclasses it too, so
+``except ValueError`` keeps working for callers who do not know ctxflow.
+
+Errors are raised *before* any state changes: catching one leaves the
+conversation, the layered state and the store exactly as they were.
+
+::
+
+    CtxflowError
+    ├── InvalidMessage (ValueError)          a message or block breaks the model's rules
+    ├── InvalidConversation (ValueError)     a sequence of messages breaks an API's rules
+    ├── FormatError (ValueError)             bytes or documents that cannot be read
+    ├── UnknownModel (LookupError)           no profile registered under a name
+    ├── TokenizerUnavailable (LookupError)   an encoding cannot be loaded offline
+    ├── PolicyError (ValueError)             a budget/compression policy is unusable
+    ├── BudgetExceeded                       fixed or critical content cannot fit
+    ├── CompressionError                     a rung or summarizer misbehaved
+    ├── ChartError (ValueError)              a chart document cannot be loaded
+    ├── EventError                           an event cannot be applied
+    │   └── EventNotAllowed                  (engine also subclasses TransitionNotAllowed)
+    ├── CheckpointError
+    │   ├── CorruptCheckpoint (ValueError)
+    │   ├── CheckpointNotFound (LookupError)
+    │   └── StaleCheckpoint                  a write based on an outdated parent
+    ├── StoreError                           the backend failed or refused
+    └── SessionError
+        ├── SessionNotFound (LookupError)
+        └── OwnershipLost                    a fencing token or lease was outdated
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BudgetExceeded",
+    "ChartError",
+    "CheckpointError",
+    "CheckpointNotFound",
+    "CompressionError",
+    "CorruptCheckpoint",
+    "CtxflowError",
+    "EventError",
+    "EventNotAllowed",
+    "FormatError",
+    "InvalidConversation",
+    "InvalidMessage",
+    "OwnershipLost",
+    "PolicyError",
+    "SessionError",
+    "SessionNotFound",
+    "StaleCheckpoint",
+    "StoreError",
+    "TokenizerUnavailable",
+    "UnknownModel",
+]
+
+
+class CtxflowError(Exception):
+    """Base class of every error ctxflow raises.
+
+    ``rule`` is a short stable identifier of the broken rule (for tests and
+    logs); ``details`` holds the values named in the message.
+    """
+
+    rule: str
+    details: dict[str, Any]
+
+    def __init__(self, message: str, *, rule: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rule = rule
+        self.details = details
+        for key, value in details.items():
+            if not hasattr(type(self), key):
+                setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.rule, self.details))
+
+
+def _rebuild(
+    cls: type[CtxflowError], message: str, rule: str, details: dict[str, Any]
+) -> CtxflowError:
+    return cls(message, rule=rule, **details)
+
+
+class InvalidMessage(CtxflowError, ValueError):
+    """A message or content block breaks the message model's rules."""
+
+
+class InvalidConversation(CtxflowError, ValueError):
+    """A sequence of messages breaks the rules of a target API.
+
+    ``violations`` lists every problem found, not just the first.
+    """
+
+
+class FormatError(CtxflowError, ValueError):
+    """Input bytes or a document cannot be read (names the source and line)."""
+
+
+class UnknownModel(CtxflowError, LookupError):
+    """No model profile is registered under the requested name."""
+
+
+class TokenizerUnavailable(CtxflowError, LookupError):
+    """A token encoding cannot be loaded without the network."""
+
+
+class PolicyError(CtxflowError, ValueError):
+    """A budget, scoring or compression policy cannot be used as given."""
+
+
+class BudgetExceeded(CtxflowError):
+    """Content that must be in the window does not fit its budget."""
+
+
+class CompressionError(CtxflowError):
+    """A compression rung or summarizer failed or returned unusable output."""
+
+
+class ChartError(CtxflowError, ValueError):
+    """A chart document is malformed, hostile, or names unknown callbacks."""
+
+
+class EventError(CtxflowError):
+    """An event could not be applied to the engine."""
+
+
+class EventNotAllowed(EventError):
+    """The event is not allowed in the current phase; nothing changed."""
+
+
+class CheckpointError(CtxflowError):
+    """Base class of checkpoint failures."""
+
+
+class CorruptCheckpoint(CheckpointError, ValueError):
+    """Checkpoint bytes are damaged, truncated, too large, or of an unknown version."""
+
+
+class CheckpointNotFound(CheckpointError, LookupError):
+    """No checkpoint (or session) exists under the given id."""
+
+
+class StaleCheckpoint(CheckpointError):
+    """A checkpoint write was based on a parent that is no longer the latest."""
+
+
+class StoreError(CtxflowError):
+    """A store backend failed or refused an operation."""
+
+
+class SessionError(CtxflowError):
+    """Base class of session-management failures."""
+
+
+class SessionNotFound(SessionError, LookupError):
+    """No live or stored session exists under the given id."""
+
+
+class OwnershipLost(SessionError):
+    """This node no longer owns the session (lease expired or fencing token outdated)."""

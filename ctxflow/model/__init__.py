@@ -1,0 +1,58 @@
+"""The data model of a conversation: messages, blocks, the Conversation, validity, formats.
+
+This room knows nothing of budgets, charts or storage.
+"""
+
+from ctxflow.model.anthropic import messages_from_anthropic, messages_to_anthropic
+from ctxflow.model.conversation import SUMMARY_OF, Conversation, ToolPair
+from ctxflow.model.messages import (
+    Block,
+    ImageBlock,
+    Message,
+    RedactedThinkingBlock,
+    Role,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    new_id,
+)
+from ctxflow.model.openai import from_openai, to_openai
+from ctxflow.model.transcripts import (
+    Transcript,
+    dump_transcript,
+    load_transcript,
+    read_transcripts,
+    write_transcripts,
+)
+from ctxflow.model.validity import API, ValidityReport, Violation, check, validate
+
+__all__ = [
+    "API",
+    "SUMMARY_OF",
+    "Block",
+    "Conversation",
+    "ImageBlock",
+    "Message",
+    "RedactedThinkingBlock",
+    "Role",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolPair",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "Transcript",
+    "ValidityReport",
+    "Violation",
+    "check",
+    "dump_transcript",
+    "from_openai",
+    "load_transcript",
+    "messages_from_anthropic",
+    "messages_to_anthropic",
+    "new_id",
+    "read_transcripts",
+    "to_openai",
+    "validate",
+    "write_transcripts",
+]

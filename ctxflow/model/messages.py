@@ -1,0 +1,270 @@
+"""Messages and content blocks: frozen values, validated on construction.
+
+A message is a role plus a tuple of content blocks. Blocks mirror the Anthropic
+Messages API (the richest of the formats ctxflow speaks); fields a block does
+not model are kept in ``extra`` so that a round trip through a provider format
+is lossless. Values never change after construction: use ``attrs.evolve``.
+
+The non-destructive tags ``condense_parent`` and ``truncation_parent`` name the
+summary (or truncation event) that hides a message from the effective view. The
+original is never removed; see :class:`ctxflow.model.Conversation`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+import attrs
+
+from ctxflow.errors import InvalidMessage
+
+__all__ = [
+    "Block",
+    "ImageBlock",
+    "Message",
+    "RedactedThinkingBlock",
+    "Role",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "new_id",
+]
+
+_TOOL_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def new_id(prefix: str = "msg") -> str:
+    """Return a fresh, unguessable id with a readable prefix."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class Role(StrEnum):
+    """Who wrote a message."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(kw_only=True)
+class TextBlock:
+    """Plain text."""
+
+    text: str
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="text", init=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ToolUseBlock:
+    """A call the assistant asks the caller to run; ``input`` is a JSON object."""
+
+    id: str
+    name: str
+    input: Mapping[str, Any]
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="tool_use", init=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ToolResultBlock:
+    """The answer to a tool_use: text, or a tuple of text/image blocks."""
+
+    tool_use_id: str
+    content: str | tuple[Block, ...] = ""
+    is_error: bool = False
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="tool_result", init=False, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The result's text content (block content joined by newlines)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+
+@attrs.frozen(kw_only=True)
+class ThinkingBlock:
+    """Extended-thinking output; must stay with its tool loop."""
+
+    thinking: str
+    signature: str = ""
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="thinking", init=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class RedactedThinkingBlock:
+    """Thinking the provider returned encrypted; opaque ``data``."""
+
+    data: str
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="redacted_thinking", init=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ImageBlock:
+    """An image by reference: ``source`` is the provider's source object (url, base64, file)."""
+
+    source: Mapping[str, Any]
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, repr=False)
+    type: str = attrs.field(default="image", init=False, repr=False)
+
+
+Block: TypeAlias = (
+    TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock | ImageBlock
+)
+
+_BLOCK_TYPES = (
+    TextBlock,
+    ToolUseBlock,
+    ToolResultBlock,
+    ThinkingBlock,
+    RedactedThinkingBlock,
+    ImageBlock,
+)
+
+# Which block types each role may carry.
+_ALLOWED: dict[Role, tuple[type, ...]] = {
+    Role.SYSTEM: (TextBlock,),
+    Role.USER: (TextBlock, ToolResultBlock, ImageBlock),
+    Role.ASSISTANT: (TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock),
+}
+
+
+def _to_role(value: Role | str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidMessage(
+            f"'role' must be one of system, user, assistant (got {value!r})",
+            rule="unknown_role",
+            role=value,
+        ) from None
+
+
+def _to_content(value: Iterable[Block] | str) -> tuple[Block, ...]:
+    if isinstance(value, str):
+        return (TextBlock(text=value),)
+    return tuple(value)
+
+
+def _check_block(block: object, role: Role, position: int) -> None:
+    if not isinstance(block, _BLOCK_TYPES):
+        raise InvalidMessage(
+            f"content[{position}] must be a content block (got {type(block).__name__})",
+            rule="unknown_block",
+            block=position,
+        )
+    if not isinstance(block, _ALLOWED[role]):
+        raise InvalidMessage(
+            f"a {role.value} message may not carry a {block.type} block (content[{position}])",
+            rule="block_not_allowed",
+            block=position,
+            block_type=block.type,
+        )
+    if isinstance(block, ToolUseBlock):
+        if not block.id or not _TOOL_ID.match(block.id):
+            raise InvalidMessage(
+                f"tool_use id must match {_TOOL_ID.pattern} (got {block.id!r})",
+                rule="tool_use_id",
+                block=position,
+            )
+        if not block.name:
+            raise InvalidMessage(
+                f"tool_use {block.id!r} must have a name", rule="tool_use_name", block=position
+            )
+        if not isinstance(block.input, Mapping):
+            raise InvalidMessage(
+                f"tool_use {block.id!r} input must be a JSON object "
+                f"(got {type(block.input).__name__})",
+                rule="tool_input_not_object",
+                block=position,
+            )
+    elif isinstance(block, ToolResultBlock):
+        if not block.tool_use_id:
+            raise InvalidMessage(
+                "tool_result must name the tool_use_id it answers",
+                rule="tool_result_id",
+                block=position,
+            )
+        if not isinstance(block.content, str):
+            for inner in block.content:
+                if not isinstance(inner, TextBlock | ImageBlock):
+                    raise InvalidMessage(
+                        f"tool_result {block.tool_use_id!r} may hold only text and image "
+                        f"blocks (got {type(inner).__name__})",
+                        rule="tool_result_content",
+                        block=position,
+                    )
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One message of a conversation: a role and its content blocks.
+
+    ``important`` pins the message: compression never hides it. ``metadata``
+    is free-form and travels with the message through every format.
+    """
+
+    role: Role = attrs.field(converter=_to_role)
+    content: tuple[Block, ...] = attrs.field(converter=_to_content)
+    id: str = attrs.field(factory=new_id)
+    timestamp: float | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    important: bool = False
+    condense_parent: str | None = None
+    truncation_parent: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InvalidMessage(
+                f"message id must be a non-empty string (got {self.id!r})", rule="message_id"
+            )
+        for position, block in enumerate(self.content):
+            _check_block(block, self.role, position)
+
+    @property
+    def hidden(self) -> bool:
+        """True when a compression tag hides this message from the effective view."""
+        return self.condense_parent is not None or self.truncation_parent is not None
+
+    @property
+    def text(self) -> str:
+        """The concatenated text blocks (tool results and calls excluded)."""
+        return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        """The tool_use blocks, in order."""
+        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+
+    @property
+    def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        """The tool_result blocks, in order."""
+        return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+
+    @classmethod
+    def user(cls, text: str, **kwargs: Any) -> Message:
+        """A user message holding one text block."""
+        return cls(role=Role.USER, content=(TextBlock(text=text),), **kwargs)
+
+    @classmethod
+    def assistant(cls, text: str, **kwargs: Any) -> Message:
+        """An assistant message holding one text block."""
+        return cls(role=Role.ASSISTANT, content=(TextBlock(text=text),), **kwargs)
+
+    @classmethod
+    def system(cls, text: str, **kwargs: Any) -> Message:
+        """A system message holding one text block."""
+        return cls(role=Role.SYSTEM, content=(TextBlock(text=text),), **kwargs)

@@ -1,0 +1,237 @@
+"""The validity checker: does a message sequence pass a provider's rules?
+
+This encodes DESIGN.md invariant 1 in its conservative form, which every API
+accepts: after an optional leading system message the first message is a user
+message and roles alternate; each tool_result answers a tool_use of the
+immediately preceding assistant message, and every tool_use is answered in the
+immediately following user message (a trailing pending call is reported as
+*pending*, not as a violation); tool results come first in their message;
+thinking blocks come first in theirs; no empty text; tool definitions are
+present whenever tool blocks are (when the caller says which tools it sends).
+
+:func:`check` returns every violation with its message index, rule and ids;
+:func:`validate` raises :class:`~ctxflow.errors.InvalidConversation` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import attrs
+
+from ctxflow.errors import InvalidConversation
+from ctxflow.model.messages import (
+    ImageBlock,
+    Message,
+    RedactedThinkingBlock,
+    Role,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+)
+
+__all__ = ["API", "ValidityReport", "Violation", "check", "validate"]
+
+API = Literal["anthropic", "openai"]
+APIS: tuple[API, ...] = ("anthropic", "openai")
+
+
+@attrs.frozen(kw_only=True)
+class Violation:
+    """One broken rule: where (message index), which rule, which ids."""
+
+    index: int
+    rule: str
+    detail: str
+    ids: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"message {self.index}: {self.rule}: {self.detail}"
+
+
+@attrs.frozen(kw_only=True)
+class ValidityReport:
+    """The outcome of :func:`check`."""
+
+    api: API
+    violations: tuple[Violation, ...]
+    pending: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no violation (pending calls are allowed)."""
+        return not self.violations
+
+    def rules(self) -> set[str]:
+        """The set of rules broken."""
+        return {v.rule for v in self.violations}
+
+
+def check(
+    messages: Sequence[Message],
+    *,
+    api: API = "anthropic",
+    tools: Sequence[object] | None = None,
+) -> ValidityReport:
+    """Check ``messages`` against ``api``'s rules and return every violation.
+
+    ``tools`` is the list of tool definitions sent with the messages; pass it
+    to also check that tool blocks never travel without definitions.
+    """
+    if api not in APIS:
+        raise ValueError(f"'api' must be one of {APIS} (got {api!r})")
+    out: list[Violation] = []
+    pending: tuple[str, ...] = ()
+    seen_messages: set[str] = set()
+    seen_uses: dict[str, int] = {}
+    has_tool_blocks = False
+
+    def add(index: int, rule: str, detail: str, *ids: str) -> None:
+        out.append(Violation(index=index, rule=rule, detail=detail, ids=tuple(ids)))
+
+    previous: Message | None = None
+    first_dialog = True
+    for index, message in enumerate(messages):
+        if message.id in seen_messages:
+            add(index, "duplicate_message_id", f"id {message.id!r} appears twice", message.id)
+        seen_messages.add(message.id)
+        if not message.content:
+            add(index, "empty_content", "message has no content blocks", message.id)
+        _check_blocks(index, message, add)
+
+        if message.role is Role.SYSTEM:
+            if index != 0:
+                add(index, "system_position", "a system message may only come first", message.id)
+            continue
+
+        if first_dialog and message.role is not Role.USER:
+            add(index, "first_not_user", "the first message after the system prompt must be user")
+        first_dialog = False
+        if previous is not None and previous.role is message.role:
+            add(
+                index,
+                "role_alternation",
+                f"two {message.role.value} messages in a row",
+                previous.id,
+                message.id,
+            )
+
+        uses = message.tool_uses
+        results = message.tool_results
+        if uses or results:
+            has_tool_blocks = True
+        for use in uses:
+            if use.id in seen_uses:
+                add(index, "duplicate_tool_use_id", f"tool_use id {use.id!r} reused", use.id)
+            seen_uses[use.id] = index
+
+        expected = (
+            {u.id for u in previous.tool_uses}
+            if previous is not None and previous.role is Role.ASSISTANT
+            else set()
+        )
+        answered = set()
+        for result in results:
+            if result.tool_use_id in expected:
+                answered.add(result.tool_use_id)
+            elif result.tool_use_id in seen_uses:
+                add(
+                    index,
+                    "result_not_adjacent",
+                    f"tool_result {result.tool_use_id!r} does not follow its tool_use "
+                    f"(message {seen_uses[result.tool_use_id]})",
+                    result.tool_use_id,
+                )
+            else:
+                add(
+                    index,
+                    "orphan_tool_result",
+                    f"tool_result {result.tool_use_id!r} answers no tool_use",
+                    result.tool_use_id,
+                )
+        if expected:
+            missing = sorted(expected - answered)
+            if missing and answered:
+                add(
+                    index,
+                    "batch_split",
+                    f"only {len(answered)} of {len(expected)} parallel calls answered here",
+                    *missing,
+                )
+            elif missing:
+                add(
+                    index - 1,
+                    "unanswered_tool_use",
+                    f"tool_use {', '.join(map(repr, missing))} not answered in the next message",
+                    *missing,
+                )
+        previous = message
+
+    if previous is not None and previous.role is Role.ASSISTANT and previous.tool_uses:
+        pending = tuple(u.id for u in previous.tool_uses)
+    if tools is not None and has_tool_blocks and not tools:
+        add(len(messages) - 1, "tools_missing", "tool blocks are present but no tool definitions")
+    if api == "openai":
+        for index, message in enumerate(messages):
+            for result in message.tool_results:
+                if not isinstance(result.content, str) and any(
+                    isinstance(b, ImageBlock) for b in result.content
+                ):
+                    add(
+                        index,
+                        "tool_result_non_text",
+                        f"OpenAI tool messages carry text only ({result.tool_use_id!r})",
+                        result.tool_use_id,
+                    )
+    out.sort(key=lambda v: v.index)
+    return ValidityReport(api=api, violations=tuple(out), pending=pending)
+
+
+def _check_blocks(index: int, message: Message, add: _Add) -> None:
+    seen_other = False
+    for block in message.content:
+        if isinstance(block, TextBlock) and not block.text:
+            add(index, "empty_text", "text block is empty", message.id)
+        if message.role is Role.ASSISTANT:
+            if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
+                if seen_other:
+                    add(index, "thinking_order", "thinking blocks must come first", message.id)
+            else:
+                seen_other = True
+        elif message.role is Role.USER:
+            if isinstance(block, ToolResultBlock):
+                if seen_other:
+                    add(
+                        index,
+                        "tool_result_order",
+                        "tool_result blocks must come before other content",
+                        block.tool_use_id,
+                    )
+            else:
+                seen_other = True
+
+
+class _Add(Protocol):
+    def __call__(self, index: int, rule: str, detail: str, *ids: str) -> None: ...
+
+
+def validate(
+    messages: Sequence[Message],
+    *,
+    api: API = "anthropic",
+    tools: Sequence[object] | None = None,
+) -> ValidityReport:
+    """Like :func:`check`, but raise :class:`InvalidConversation` on any violation."""
+    report = check(messages, api=api, tools=tools)
+    if not report.ok:
+        first = report.violations[0]
+        more = len(report.violations) - 1
+        raise InvalidConversation(
+            f"conversation is not valid for {api}: {first}"
+            + (f" (and {more} more)" if more else ""),
+            rule=first.rule,
+            violations=report.violations,
+            api=api,
+        )
+    return report

@@ -1,0 +1,32 @@
+"""Token counting offline: tiktoken encodings from installed packages, profiles, calibration."""
+
+from ctxflow.tokens.calibration import CalibratedCounter, Calibration
+from ctxflow.tokens.counters import (
+    IMAGE_TOKENS,
+    HeuristicCounter,
+    TiktokenCounter,
+    counter_for,
+    message_measure,
+)
+from ctxflow.tokens.profiles import (
+    DEFAULT_MODEL,
+    ModelProfile,
+    get_profile,
+    profile_names,
+    register_profile,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "IMAGE_TOKENS",
+    "CalibratedCounter",
+    "Calibration",
+    "HeuristicCounter",
+    "ModelProfile",
+    "TiktokenCounter",
+    "counter_for",
+    "get_profile",
+    "message_measure",
+    "profile_names",
+    "register_profile",
+]

@@ -1,0 +1,161 @@
+"""Model profiles: window sizes, output limits and the encoding to count with.
+
+The **input budget** of a call is ``context_window - output_reserve``
+(DESIGN.md "The budget contract"). ``output_reserve`` defaults to
+``min(max_output, 8192)``: agent turns rarely need more, and reserving a
+model's whole ``max_output`` (64k for some) would waste a third of the window.
+
+Anthropic and Google do not publish their tokenizers. Their profiles count with
+``cl100k_base``, the closest encoding that ships offline, and the
+:class:`~ctxflow.tokens.Calibration` learns the per-model correction from the
+usage the provider reports. OpenAI's current models use ``o200k_base``, which
+needs the ``ctxflow[o200k]`` extra; without it counting falls back to the
+heuristic counter with a logged warning.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import attrs
+
+from ctxflow.errors import PolicyError, UnknownModel
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelProfile",
+    "get_profile",
+    "profile_names",
+    "register_profile",
+]
+
+ModelClass = Literal["small", "standard", "large"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise PolicyError(
+            f"'{attribute.name}' must be a positive integer (got {value!r})",
+            rule="profile_value",
+            field=attribute.name,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ModelProfile:
+    """What ctxflow needs to know about a model to budget its context."""
+
+    name: str
+    provider: str
+    context_window: int = attrs.field(validator=_positive)
+    max_output: int = attrs.field(validator=_positive)
+    output_reserve: int = attrs.field(default=-1)
+    encoding: str = "cl100k_base"
+    per_message_overhead: int = 4
+
+    def __attrs_post_init__(self) -> None:
+        if self.output_reserve == -1:
+            object.__setattr__(self, "output_reserve", min(self.max_output, 8_192))
+        if not 0 <= self.output_reserve <= self.max_output:
+            raise PolicyError(
+                f"'output_reserve' must be between 0 and max_output={self.max_output} "
+                f"(got {self.output_reserve}) for model {self.name!r}",
+                rule="output_reserve",
+                model=self.name,
+            )
+        if self.output_reserve >= self.context_window:
+            raise PolicyError(
+                f"model {self.name!r}: output_reserve={self.output_reserve} leaves no input "
+                f"budget in a context_window of {self.context_window}",
+                rule="no_input_budget",
+                model=self.name,
+            )
+        if self.per_message_overhead < 0:
+            raise PolicyError(
+                f"'per_message_overhead' must be >= 0 (got {self.per_message_overhead})",
+                rule="profile_value",
+                field="per_message_overhead",
+            )
+
+    @property
+    def input_budget(self) -> int:
+        """Tokens a request may hold: ``context_window - output_reserve``."""
+        return self.context_window - self.output_reserve
+
+    @property
+    def model_class(self) -> ModelClass:
+        """``small`` (<= 32k window), ``large`` (>= 400k) or ``standard``."""
+        if self.context_window <= 32_768:
+            return "small"
+        if self.context_window >= 400_000:
+            return "large"
+        return "standard"
+
+
+def _p(name: str, provider: str, window: int, out: int, encoding: str) -> ModelProfile:
+    return ModelProfile(
+        name=name, provider=provider, context_window=window, max_output=out, encoding=encoding
+    )
+
+
+_BUILTIN = [
+    # Anthropic (counted with cl100k_base, the closest offline encoding)
+    _p("claude-opus-4-1", "anthropic", 200_000, 32_000, "cl100k_base"),
+    _p("claude-opus-4", "anthropic", 200_000, 32_000, "cl100k_base"),
+    _p("claude-sonnet-4-5", "anthropic", 200_000, 64_000, "cl100k_base"),
+    _p("claude-sonnet-4", "anthropic", 200_000, 64_000, "cl100k_base"),
+    _p("claude-haiku-4-5", "anthropic", 200_000, 64_000, "cl100k_base"),
+    _p("claude-3-7-sonnet", "anthropic", 200_000, 64_000, "cl100k_base"),
+    _p("claude-3-5-haiku", "anthropic", 200_000, 8_192, "cl100k_base"),
+    # OpenAI
+    _p("gpt-5", "openai", 400_000, 128_000, "o200k_base"),
+    _p("gpt-5-mini", "openai", 400_000, 128_000, "o200k_base"),
+    _p("gpt-4.1", "openai", 1_047_576, 32_768, "o200k_base"),
+    _p("gpt-4.1-mini", "openai", 1_047_576, 32_768, "o200k_base"),
+    _p("gpt-4o", "openai", 128_000, 16_384, "o200k_base"),
+    _p("gpt-4o-mini", "openai", 128_000, 16_384, "o200k_base"),
+    _p("o3", "openai", 200_000, 100_000, "o200k_base"),
+    _p("o4-mini", "openai", 200_000, 100_000, "o200k_base"),
+    _p("gpt-4-turbo", "openai", 128_000, 4_096, "cl100k_base"),
+    _p("gpt-3.5-turbo", "openai", 16_385, 4_096, "cl100k_base"),
+    # Google (counted with cl100k_base)
+    _p("gemini-2.5-pro", "google", 1_048_576, 65_536, "cl100k_base"),
+    _p("gemini-2.5-flash", "google", 1_048_576, 65_536, "cl100k_base"),
+    _p("gemini-2.0-flash", "google", 1_048_576, 8_192, "cl100k_base"),
+]
+
+#: The profile ``ctxflow run`` and the engine use when none is named.
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+_lock = threading.Lock()
+_registry: dict[str, ModelProfile] = {p.name: p for p in _BUILTIN}
+
+
+def register_profile(profile: ModelProfile, *, replace: bool = False) -> None:
+    """Add a profile; refuse to shadow an existing name unless ``replace``."""
+    with _lock:
+        if profile.name in _registry and not replace:
+            raise PolicyError(
+                f"a profile named {profile.name!r} exists; pass replace=True to replace it",
+                rule="profile_exists",
+                model=profile.name,
+            )
+        _registry[profile.name] = profile
+
+
+def get_profile(name: str) -> ModelProfile:
+    """The profile registered under ``name``."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownModel(
+            f"no model profile named {name!r}; known: {', '.join(sorted(_registry))}",
+            rule="unknown_model",
+            model=name,
+        ) from None
+
+
+def profile_names() -> list[str]:
+    """Every registered profile name, sorted."""
+    return sorted(_registry)
