@@ -1,0 +1,1 @@
+"""ctxflow's benchmark harness (run with ``make bench``; not shipped in the wheel)."""

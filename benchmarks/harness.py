@@ -1,0 +1,134 @@
+"""The benchmark harness: medians of repeated runs, peers measured in the same run.
+
+Each ``benchmarks/bench_<topic>.py`` module defines ``run(h: Harness) -> None``
+and records named metrics through ``h``. Times are medians of ``runs``
+repetitions after a warm-up, with the garbage collector off while timing
+(the machine is noisy; a single timing means nothing). A metric measured
+against a peer records the peer's median from the same run and the ratio.
+
+``--smoke`` shrinks every workload and repetition count so CI can check that
+the harness still runs; its numbers are not for quoting.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ctxflow.model import Message, Transcript
+from ctxflow.testing import concatenate, load_corpus
+
+__all__ = ["Harness"]
+
+
+class Harness:
+    """Times callables and collects named metrics into one JSON document."""
+
+    def __init__(self, *, smoke: bool = False) -> None:
+        self.smoke = smoke
+        self.metrics: dict[str, dict[str, Any]] = {}
+
+    # -- workloads -----------------------------------------------------------
+
+    def size(self, full: int, smoke: int) -> int:
+        """``smoke`` in a smoke run, ``full`` otherwise."""
+        return smoke if self.smoke else full
+
+    def corpus(self) -> list[Transcript]:
+        """Every transcript of the shared corpus."""
+        return _corpus()
+
+    def workload(self, n_messages: int) -> list[Message]:
+        """A valid conversation of ``n_messages`` concatenated from the corpus."""
+        return concatenate(self.corpus(), n_messages)
+
+    @staticmethod
+    def has(module: str) -> bool:
+        """True when ``module`` can be imported (peers live in the bench environment)."""
+        return importlib.util.find_spec(module) is not None
+
+    # -- timing --------------------------------------------------------------
+
+    def median_ms(
+        self,
+        fn: Callable[[], object],
+        *,
+        runs: int = 7,
+        warmup: int = 1,
+        setup: Callable[[], object] | None = None,
+    ) -> float:
+        """The median wall time of ``fn`` in milliseconds (``setup`` runs untimed before each)."""
+        runs = min(runs, 3) if self.smoke else runs
+        for _ in range(warmup):
+            if setup:
+                setup()
+            fn()
+        times = []
+        for _ in range(runs):
+            if setup:
+                setup()
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1000)
+            finally:
+                gc.enable()
+        return statistics.median(times)
+
+    # -- recording -----------------------------------------------------------
+
+    def record(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        *,
+        peer: str | None = None,
+        peer_value: float | None = None,
+        note: str = "",
+        **extra: Any,
+    ) -> None:
+        """Record metric ``name``; with a peer, also its value and ``ratio`` (ours / peer)."""
+        entry: dict[str, Any] = {"median": round(value, 4), "unit": unit}
+        if peer is not None and peer_value is not None:
+            entry["peer"] = peer
+            entry["peer_median"] = round(peer_value, 4)
+            entry["ratio"] = round(value / peer_value, 4) if peer_value else None
+        if note:
+            entry["note"] = note
+        entry.update(extra)
+        self.metrics[name] = entry
+        shown = f"{name}: {value:,.3f} {unit}"
+        if "ratio" in entry:
+            shown += f"  ({peer} {peer_value:,.3f} {unit}, ratio {entry['ratio']})"
+        print(shown, flush=True)
+
+    def document(self) -> dict[str, Any]:
+        """The results as one JSON-able document."""
+        return {
+            "smoke": self.smoke,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "metrics": self.metrics,
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the results document to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.document(), indent=2) + "\n")
+
+
+@cache
+def _corpus() -> list[Transcript]:
+    return load_corpus()

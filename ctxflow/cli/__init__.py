@@ -1,0 +1,47 @@
+"""The ``ctxflow`` command: one sub-command module per job, dispatched here.
+
+Each sub-command module exposes ``register(subparsers)``, which adds its parser
+and sets ``handler`` to a function ``(args) -> int`` (the exit status). Bad
+input ends with a one-line message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ctxflow.errors import CtxflowError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ctxflow.cli import report
+
+    parser = argparse.ArgumentParser(
+        prog="ctxflow",
+        description="Context management for LLM agents, as an explicit statechart.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (report,):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ctxflow`` command; return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except CtxflowError as exc:
+        print(f"ctxflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `ctxflow report ... | head`
+        return 0
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The layered state: what an agent's context is made of, layer by layer.
+
+====  ===========  ==========================================================
+L0    system       the system prompt and the tool definitions
+L1    task         the task statement and pinned items
+L2    runtime      phase, step, the tools projected for the phase, permissions
+L3    memory       short-term (the recent message stream, kept in the
+                   Conversation), episodic, semantic and procedural tiers
+L4    evidence     tool-result content in the stream, retrieved documents
+L5    work         scratchpad and intermediate results
+====  ===========  ==========================================================
+
+Every value here is frozen; a change makes a new state (``attrs.evolve`` or
+the ``with_*`` helpers), which is what lets a checkpoint capture the state by
+reference and a failed transition leave it untouched. ``to_plain`` and
+``from_plain`` give the plain-data form checkpoints store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+import attrs
+
+from ctxflow.errors import FormatError
+
+__all__ = [
+    "Document",
+    "EvidenceLayer",
+    "Episode",
+    "Fact",
+    "Layer",
+    "LayeredState",
+    "MemoryLayer",
+    "Procedure",
+    "RuntimeLayer",
+    "SystemLayer",
+    "TaskLayer",
+    "Tier",
+    "ToolDef",
+    "WorkBuffer",
+]
+
+
+class Layer(StrEnum):
+    """The six layers, in the order a window renders them."""
+
+    SYSTEM = "system"
+    TASK = "task"
+    RUNTIME = "runtime"
+    MEMORY = "memory"
+    EVIDENCE = "evidence"
+    WORK = "work"
+
+
+class Tier(StrEnum):
+    """The four tiers of the memory layer."""
+
+    SHORT_TERM = "short_term"
+    EPISODIC = "episodic"
+    SEMANTIC = "semantic"
+    PROCEDURAL = "procedural"
+
+
+def _dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(kw_only=True)
+class ToolDef:
+    """A tool the model may call: name, description and JSON-schema input."""
+
+    name: str
+    description: str = ""
+    input_schema: Mapping[str, Any] = attrs.field(
+        factory=lambda: {"type": "object", "properties": {}}, converter=_dict
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SystemLayer:
+    """L0: the system prompt and every tool definition the agent has."""
+
+    prompt: str = ""
+    tools: tuple[ToolDef, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class TaskLayer:
+    """L1: the task statement and items pinned into every window."""
+
+    statement: str = ""
+    pinned: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeLayer:
+    """L2: where the agent loop is: phase, step, projected tools, permissions."""
+
+    phase: str = "idle"
+    step: int = 0
+    tools: tuple[str, ...] | None = None  # None: every tool of L0
+    permissions: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Episode:
+    """An episodic memory: a summary and the span of message ids it covers."""
+
+    id: str
+    summary: str
+    span: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Fact:
+    """A semantic memory: a keyed fact and the message it came from."""
+
+    key: str
+    value: str
+    source: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Procedure:
+    """A procedural memory: how to do something, learned along the way."""
+
+    name: str
+    steps: str
+    source: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MemoryLayer:
+    """L3's stored tiers (the short-term tier is the conversation itself)."""
+
+    episodic: tuple[Episode, ...] = ()
+    semantic: tuple[Fact, ...] = ()
+    procedural: tuple[Procedure, ...] = ()
+
+    def fact(self, key: str) -> Fact | None:
+        """The latest fact stored under ``key``."""
+        for fact in reversed(self.semantic):
+            if fact.key == key:
+                return fact
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class Document:
+    """A retrieved document offered to the model as evidence."""
+
+    id: str
+    text: str
+    title: str = ""
+    source: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EvidenceLayer:
+    """L4's documents (tool-result content lives in the conversation)."""
+
+    documents: tuple[Document, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class WorkBuffer:
+    """L5: the agent's scratchpad and named intermediate results."""
+
+    scratchpad: str = ""
+    results: Mapping[str, str] = attrs.field(factory=dict, converter=_dict)
+
+
+@attrs.frozen(kw_only=True)
+class LayeredState:
+    """The whole layered state of one agent context."""
+
+    system: SystemLayer = SystemLayer()
+    task: TaskLayer = TaskLayer()
+    runtime: RuntimeLayer = RuntimeLayer()
+    memory: MemoryLayer = MemoryLayer()
+    evidence: EvidenceLayer = EvidenceLayer()
+    work: WorkBuffer = WorkBuffer()
+
+    # -- convenience updates (each returns a new state) ----------------------
+
+    def with_fact(self, key: str, value: str, source: str | None = None) -> LayeredState:
+        """Add a semantic fact (a later fact with the same key supersedes it)."""
+        kept = tuple(f for f in self.memory.semantic if f.key != key)
+        fact = Fact(key=key, value=value, source=source)
+        return attrs.evolve(self, memory=attrs.evolve(self.memory, semantic=(*kept, fact)))
+
+    def with_episode(self, episode: Episode) -> LayeredState:
+        """Add an episodic memory."""
+        memory = attrs.evolve(self.memory, episodic=(*self.memory.episodic, episode))
+        return attrs.evolve(self, memory=memory)
+
+    def with_procedure(self, procedure: Procedure) -> LayeredState:
+        """Add (or replace by name) a procedural memory."""
+        kept = tuple(p for p in self.memory.procedural if p.name != procedure.name)
+        memory = attrs.evolve(self.memory, procedural=(*kept, procedure))
+        return attrs.evolve(self, memory=memory)
+
+    def with_runtime(self, **changes: Any) -> LayeredState:
+        """Change runtime fields (phase, step, tools, permissions)."""
+        return attrs.evolve(self, runtime=attrs.evolve(self.runtime, **changes))
+
+    def projected_tools(self) -> tuple[ToolDef, ...]:
+        """The tool definitions the current phase may use, in L0's order."""
+        allowed = self.runtime.tools
+        if allowed is None:
+            return self.system.tools
+        names = set(allowed)
+        return tuple(t for t in self.system.tools if t.name in names)
+
+    # -- plain data for checkpoints -----------------------------------------
+
+    def to_plain(self) -> dict[str, Any]:
+        """The state as plain dicts, lists and scalars (msgpack- and JSON-safe)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> LayeredState:
+        """Rebuild a state from :meth:`to_plain`'s output."""
+        try:
+            system = data.get("system", {})
+            memory = data.get("memory", {})
+            runtime = dict(data.get("runtime", {}))
+            if runtime.get("tools") is not None:
+                runtime["tools"] = tuple(runtime["tools"])
+            runtime["permissions"] = tuple(runtime.get("permissions", ()))
+            return cls(
+                system=SystemLayer(
+                    prompt=system.get("prompt", ""),
+                    tools=tuple(ToolDef(**t) for t in system.get("tools", ())),
+                ),
+                task=TaskLayer(
+                    statement=data.get("task", {}).get("statement", ""),
+                    pinned=tuple(data.get("task", {}).get("pinned", ())),
+                ),
+                runtime=RuntimeLayer(**runtime),
+                memory=MemoryLayer(
+                    episodic=tuple(
+                        Episode(id=e["id"], summary=e["summary"], span=tuple(e.get("span", ())))
+                        for e in memory.get("episodic", ())
+                    ),
+                    semantic=tuple(Fact(**f) for f in memory.get("semantic", ())),
+                    procedural=tuple(Procedure(**p) for p in memory.get("procedural", ())),
+                ),
+                evidence=EvidenceLayer(
+                    documents=tuple(
+                        Document(**d) for d in data.get("evidence", {}).get("documents", ())
+                    )
+                ),
+                work=WorkBuffer(**data.get("work", {})),
+            )
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise FormatError(
+                f"layered state data is malformed: {exc}", rule="layers_plain"
+            ) from None
