@@ -19,7 +19,9 @@ def main() -> int:
     args = parser.parse_args()
     harness = Harness(smoke=args.smoke)
     folder = Path(__file__).parent
-    names = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_")
+    )
     if args.only:
         names = [n for n in names if n.removeprefix("bench_") in args.only or n in args.only]
     failed = []

@@ -55,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the report; exit 0 when valid for both APIs, 1 otherwise."""
     profile = get_profile(args.model)
     transcript = _pick(args.file, args.id)
-    measure = message_measure(
-        counter_for(profile.encoding), overhead=profile.per_message_overhead
-    )
+    measure = message_measure(counter_for(profile.encoding), overhead=profile.per_message_overhead)
     conversation = transcript.conversation(measure=measure)
     reports = {api: check(conversation.messages, api=api) for api in ("anthropic", "openai")}
     bad_at: dict[int, list[str]] = {}
@@ -97,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         print()
         return 0 if ok else 1
     print(f"{transcript.id}  ({transcript.source})")
-    print(f"model {profile.name}, encoding {profile.encoding}, input budget {profile.input_budget:,}")
+    print(
+        f"model {profile.name}, encoding {profile.encoding}, input budget {profile.input_budget:,}"
+    )
     print(f"{'#':>4} {'role':<9} {'tokens':>7} {'total':>8}  content")
     for row in rows:
         flag = "  !! " + ", ".join(row["problems"]) if row["problems"] else ""
@@ -112,5 +112,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for api, rep in reports.items():
         verdict = "valid" if rep.ok else f"{len(rep.violations)} violation(s)"
-        print(f"{api}: {verdict}" + (f"; pending tool call {', '.join(pending)}" if pending else ""))
+        print(
+            f"{api}: {verdict}" + (f"; pending tool call {', '.join(pending)}" if pending else "")
+        )
     return 0 if ok else 1

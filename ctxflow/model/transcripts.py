@@ -99,29 +99,25 @@ def dump_transcript(transcript: Transcript) -> dict[str, Any]:
     return out
 
 
-def _lines(source: str | os.PathLike[str] | IO[bytes]) -> tuple[str, Iterator[bytes]]:
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            raise FormatError(
-                f"{path}: cannot be read ({exc.strerror})", rule="unreadable", where=str(path)
-            ) from None
-
-        def gen() -> Iterator[bytes]:
-            with handle:
-                yield from handle
-
-        return str(path), gen()
-    return getattr(source, "name", "<stream>"), iter(source)
-
-
 def read_transcripts(
     source: str | os.PathLike[str] | IO[bytes], *, ids: Iterable[str] | None = None
 ) -> Iterator[Transcript]:
-    """Yield the transcripts of a JSONL file (only those in ``ids`` when given)."""
-    name, lines = _lines(source)
+    """Yield the transcripts of a JSONL file or binary stream (only ``ids`` when given)."""
+    if not isinstance(source, str | os.PathLike):
+        yield from _read(getattr(source, "name", "<stream>"), source, ids)
+        return
+    path = Path(source)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise FormatError(
+            f"{path}: cannot be read ({exc.strerror})", rule="unreadable", where=str(path)
+        ) from None
+    with handle:
+        yield from _read(str(path), handle, ids)
+
+
+def _read(name: str, lines: Iterable[bytes], ids: Iterable[str] | None) -> Iterator[Transcript]:
     wanted = set(ids) if ids is not None else None
     for number, raw in enumerate(lines, start=1):
         where = f"{name}:{number}"

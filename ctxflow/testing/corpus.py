@@ -52,7 +52,8 @@ def load_corpus(path: str | os.PathLike[str] | None = None) -> list[Transcript]:
     found = Path(path) if path else corpus_path()
     if found is None or not found.is_file():
         raise FileNotFoundError(
-            f"the corpus was not found; set {CORPUS_ENV} to {_NAME} or place it in ../shared/corpus/"
+            f"the corpus was not found; set {CORPUS_ENV} to {_NAME} "
+            "or place it in ../shared/corpus/"
         )
     return list(read_transcripts(found))
 
@@ -98,9 +99,7 @@ def concatenate(transcripts: Iterable[Transcript], n_messages: int) -> list[Mess
                             role=Role.USER,
                             id=f"{prefix}pending-answer",
                             content=tuple(
-                                ToolResultBlock(
-                                    tool_use_id=u.id, content="[no result recorded]"
-                                )
+                                ToolResultBlock(tool_use_id=u.id, content="[no result recorded]")
                                 for u in dialogue[-1].tool_uses
                             ),
                         )

@@ -62,7 +62,8 @@ class Calibration:
 
     def adjust(self, model: str, tokens: int) -> int:
         """``tokens`` corrected by ``model``'s factor (rounded up)."""
-        return math.ceil(tokens * self.factor(model))
+        # Rounded first so 100 × 1.2 is 120, not 121 from float error.
+        return math.ceil(round(tokens * self.factor(model), 6))
 
 
 class CalibratedCounter:

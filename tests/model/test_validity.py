@@ -56,7 +56,13 @@ def test_orphan_result() -> None:
 
 def test_result_not_adjacent() -> None:
     """A result two messages after its call breaks adjacency and leaves the call unanswered."""
-    msgs = [Message.user("do"), call("a"), Message.user("wait"), Message.assistant("k"), results("a")]
+    msgs = [
+        Message.user("do"),
+        call("a"),
+        Message.user("wait"),
+        Message.assistant("k"),
+        results("a"),
+    ]
     rules = check(msgs).rules()
     assert "result_not_adjacent" in rules
     assert "unanswered_tool_use" in rules
