@@ -1,0 +1,50 @@
+"""The statechart engine: charts as documents, the Engine, step records, listeners, diagrams.
+
+python-statemachine is imported here and nowhere else in ctxflow.
+"""
+
+from ctxflow.engine.charts import (
+    ACTIONS,
+    DEFAULT_CHART,
+    GUARDS,
+    Chart,
+    PhaseConfig,
+    TransitionSpec,
+    chart_names,
+    chart_path,
+    load_chart,
+)
+from ctxflow.engine.engine import (
+    Allocator,
+    AsyncEngine,
+    Checkpointer,
+    CompressionGuard,
+    Engine,
+    EngineSnapshot,
+    EventNotAllowed,
+    MemoryCheckpointer,
+)
+from ctxflow.engine.listeners import Listeners
+from ctxflow.engine.records import StepRecord
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_CHART",
+    "GUARDS",
+    "Allocator",
+    "AsyncEngine",
+    "Chart",
+    "Checkpointer",
+    "CompressionGuard",
+    "Engine",
+    "EngineSnapshot",
+    "EventNotAllowed",
+    "Listeners",
+    "MemoryCheckpointer",
+    "PhaseConfig",
+    "StepRecord",
+    "TransitionSpec",
+    "chart_names",
+    "chart_path",
+    "load_chart",
+]

@@ -1,0 +1,858 @@
+"""The Engine: an agent's context driven by a statechart.
+
+The engine holds the conversation, the layered state (frozen; the engine
+swaps it), the model profile, the chart machine and the policies. Agent code
+sends phase events; the engine applies each one as a unit:
+
+1. check the event and its arguments (unknown name, wrong keywords, not
+   allowed in this phase → typed error, nothing changed);
+2. run the chart's microstep (python-statemachine, strict: ``catch_errors_as_events``
+   is off, so an exception in a guard or action surfaces here as
+   :class:`~ctxflow.errors.EventError` with the original as ``__cause__``);
+3. on a phase change: reallocate the budget for the new phase and model and
+   project the phase's tool set; entering a state with ``consolidate_memory``
+   flushes memory; ``restore_last_good`` restores the latest good checkpoint;
+4. run the compression guard against the (new) phase's allocation — when the
+   hard limit cannot be met it raises :class:`~ctxflow.errors.BudgetExceeded`
+   and the event is rolled back: same phase, same configuration and history,
+   same layered state;
+5. commit, take a checkpoint (every phase change; on ``step`` when the policy
+   says so), keep a :class:`~ctxflow.engine.records.StepRecord`, log it, and
+   call the listeners.
+
+The four collaborators are small seams: ``allocator``, ``compressor``,
+``checkpointer`` and ``checkpoint_policy`` (plus ``consolidator`` and
+``window_builder``). Chart callbacks never do the work themselves: a chart
+action only marks an intent that the engine carries out after the microstep,
+so the chart machine stays synchronous and :class:`AsyncEngine` can await
+async collaborators with the same chart.
+
+Gotcha: restoring a chart needs the configuration *and* the history values
+(as state ids). Setting the configuration alone loses the history, and a later
+``resume`` would land nowhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import structlog
+from statemachine.exceptions import TransitionNotAllowed
+from statemachine.orderedset import OrderedSet
+
+from ctxflow import errors
+from ctxflow.engine.charts import ACTIONS, Chart, PhaseConfig, load_chart
+from ctxflow.engine.listeners import Listeners
+from ctxflow.engine.records import StepRecord
+from ctxflow.errors import CheckpointNotFound, CtxflowError, EventError
+from ctxflow.layers import LayeredState
+from ctxflow.model import Conversation, Message
+from ctxflow.protocols import TokenCounter
+from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, counter_for, get_profile, message_measure
+
+__all__ = [
+    "Allocator",
+    "AsyncEngine",
+    "Checkpointer",
+    "CompressionGuard",
+    "Engine",
+    "EngineSnapshot",
+    "EventNotAllowed",
+    "MemoryCheckpointer",
+]
+
+log = structlog.get_logger("ctxflow.engine")
+T = TypeVar("T")
+
+#: Keyword arguments each built-in event accepts (other events take none).
+EVENT_ARGUMENTS: Mapping[str, frozenset[str]] = {"start": frozenset({"task"})}
+
+
+class EventNotAllowed(errors.EventNotAllowed, TransitionNotAllowed):
+    """The event is not allowed in the current phase; nothing changed.
+
+    Also a python-statemachine ``TransitionNotAllowed``, so code written
+    against the library keeps catching it. ``event`` is the event name,
+    ``phase`` the current phase and ``configuration`` the active state ids.
+    """
+
+    def __init__(self, message: str, *, rule: str = "event_not_allowed", **details: Any) -> None:
+        # TransitionNotAllowed.__init__ takes (event, configuration): bypass it.
+        Exception.__init__(self, message)
+        self.message = message
+        self.rule = rule
+        self.details = details
+        self.phase = details.get("phase")
+        self.event = details.get("event")
+        self.configuration = details.get("configuration", ())
+
+
+# -- seams ----------------------------------------------------------------------
+
+
+class Allocator(Protocol):
+    """Shares the input budget over layers for a phase (e.g. ``ctxflow.budget``)."""
+
+    def __call__(self, state: LayeredState, *, phase: str, policy: Any) -> Any:
+        """An allocation: an object with ``layers`` (layer → tokens) or such a mapping."""
+        ...
+
+
+class CompressionGuard(Protocol):
+    """Keeps the effective conversation under the guard threshold of an allocation."""
+
+    def __call__(
+        self,
+        conversation: Conversation,
+        state: LayeredState,
+        allocation: Any,
+        *,
+        phase: str,
+        policy: Any,
+    ) -> Any:
+        """The ladder's report when it ran, None when nothing had to be done.
+
+        Raises ``BudgetExceeded`` when the hard limit cannot be met.
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class EngineSnapshot:
+    """Everything a checkpoint holds: messages, overlays, layered state, chart configuration."""
+
+    messages: tuple[Message, ...]
+    overlays: Mapping[str, Message] = attrs.field(factory=dict)
+    state: Mapping[str, Any]
+    chart: Mapping[str, Any]
+    phase: str
+    trigger: str
+
+
+class Checkpointer(Protocol):
+    """Captures an engine snapshot to a store and gives it back by id."""
+
+    def capture(self, snapshot: EngineSnapshot) -> str:
+        """Store ``snapshot``; return its checkpoint id."""
+        ...
+
+    def restore(self, checkpoint_id: str) -> EngineSnapshot:
+        """The snapshot stored under ``checkpoint_id`` (``CheckpointNotFound`` if none)."""
+        ...
+
+
+class MemoryCheckpointer:
+    """An in-process checkpointer: snapshots kept by reference in a dict.
+
+    Messages are frozen values, so a snapshot shares them with the live
+    conversation; nothing is copied but the list. Lost with the process.
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, EngineSnapshot] = {}
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    def capture(self, snapshot: EngineSnapshot) -> str:
+        """Keep ``snapshot``; return a new id."""
+        checkpoint_id = f"ckpt-{len(self._snapshots) + 1:06d}"
+        self._snapshots[checkpoint_id] = snapshot
+        return checkpoint_id
+
+    def restore(self, checkpoint_id: str) -> EngineSnapshot:
+        """The snapshot kept under ``checkpoint_id``."""
+        try:
+            return self._snapshots[checkpoint_id]
+        except KeyError:
+            raise CheckpointNotFound(
+                f"no checkpoint with id {checkpoint_id!r}",
+                rule="checkpoint_not_found",
+                checkpoint_id=checkpoint_id,
+            ) from None
+
+    def ids(self) -> list[str]:
+        """Every checkpoint id, oldest first."""
+        return list(self._snapshots)
+
+
+# -- the shared core --------------------------------------------------------------
+
+
+def _layers_of(allocation: Any) -> dict[str, int]:
+    if allocation is None:
+        return {}
+    layers = getattr(allocation, "layers", allocation)
+    return {str(getattr(k, "value", k)): int(v) for k, v in dict(layers).items()}
+
+
+@attrs.define
+class _Pending:
+    """An event being applied: staged values, committed only when every effect succeeded."""
+
+    trigger: str
+    source: str
+    started: float
+    config: OrderedSet[Any]
+    history: dict[str, Any]
+    state: LayeredState
+    conversation: Conversation
+    target: str = ""
+    configuration: tuple[str, ...] = ()
+    allocation: Any = None
+    consolidate: bool = False
+    restore: bool = False
+    restored_from: str | None = None
+    extra_checkpoint: bool = False
+    compression: Any = None
+
+
+class _Binder:
+    """The chart's model: exposes only the allowlisted callback names, bound to the engine."""
+
+    def __init__(self, core: _Core) -> None:
+        self.state: Any = None  # python-statemachine writes the configuration value here
+        for name in ACTIONS:
+            setattr(self, name, _intent(core, name))
+        self.has_task = lambda: bool(core._staged_state().task.statement)
+        self.has_checkpoint = lambda: bool(core._checkpoints)
+        for name, fn in core.chart.callbacks.items():
+            setattr(self, name, _user_callback(core, fn))
+
+
+def _intent(core: _Core, name: str) -> Callable[[], None]:
+    def mark() -> None:
+        pending = core._pending
+        if pending is None:
+            return
+        if name == "consolidate_memory":
+            pending.consolidate = True
+        elif name == "restore_last_good":
+            pending.restore = True
+        else:
+            pending.extra_checkpoint = True
+
+    mark.__name__ = name
+    return mark
+
+
+def _user_callback(core: _Core, fn: Callable[[Any], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        return fn(core)
+
+    call.__name__ = getattr(fn, "__name__", "callback")
+    return call
+
+
+class _Core:
+    """What the sync and async engines share: the chart, the stores, staging and commit."""
+
+    def __init__(
+        self,
+        chart: Chart | str | Any = "agent_loop",
+        *,
+        model: str | ModelProfile = DEFAULT_MODEL,
+        counter: TokenCounter | None = None,
+        conversation: Conversation | Iterable[Message] | None = None,
+        state: LayeredState | None = None,
+        phases: Mapping[str, PhaseConfig] | None = None,
+        allocator: Allocator | None = None,
+        compressor: CompressionGuard | None = None,
+        consolidator: Callable[[Conversation, LayeredState], Any] | None = None,
+        window_builder: Callable[..., Any] | None = None,
+        checkpointer: Checkpointer | None = None,
+        checkpoint_policy: Any = None,
+        listeners: Iterable[object] = (),
+        session_id: str = "session",
+    ) -> None:
+        self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
+        self.phases: dict[str, PhaseConfig] = dict(phases or {})
+        self.chart.check_phases(self.phases)
+        for phase, config in self.phases.items():
+            if not isinstance(config, PhaseConfig):
+                raise errors.PolicyError(
+                    f"phase configurations must be PhaseConfig values "
+                    f"(got {type(config).__name__} for {phase!r})",
+                    rule="phase_config",
+                    phase=phase,
+                )
+        self.profile = model if isinstance(model, ModelProfile) else get_profile(model)
+        self.counter: TokenCounter = counter or counter_for(self.profile.encoding)
+        self.measure = message_measure(self.counter, overhead=self.profile.per_message_overhead)
+        if isinstance(conversation, Conversation):
+            self._conversation = conversation
+        else:
+            self._conversation = Conversation(conversation or (), measure=self.measure)
+        self._state = state or LayeredState()
+        self.allocator = allocator
+        self.compressor = compressor
+        self.consolidator = consolidator
+        self.window_builder = window_builder
+        self.checkpointer: Checkpointer = checkpointer or MemoryCheckpointer()
+        self.checkpoint_policy = checkpoint_policy
+        self.listeners = Listeners(listeners)
+        self.session_id = session_id
+        self.records: list[StepRecord] = []
+        self._checkpoints: list[tuple[str, str]] = []  # (id, phase), oldest first
+        self._mark: Any = None
+        self._pending: _Pending | None = None
+        self._allocation: Any = None
+        self._binder = _Binder(self)
+        self._machine = self._new_machine()
+        self._configuration = self._read_configuration()
+        self._phase = self._leaf(self._configuration)
+        self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
+
+    # -- read-only views -----------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        """The current phase (the active atomic state)."""
+        return self._phase
+
+    @property
+    def configuration(self) -> tuple[str, ...]:
+        """Every active state id, outermost first (e.g. ``('active', 'execution')``)."""
+        return self._configuration
+
+    @property
+    def history(self) -> dict[str, list[str]]:
+        """The chart's history values as state ids (history pseudo-state → remembered states)."""
+        return {k: [str(s.id) for s in v] for k, v in self._machine.history_values.items()}
+
+    @property
+    def state(self) -> LayeredState:
+        """The layered state (frozen; each applied event may swap it)."""
+        return self._state
+
+    @property
+    def conversation(self) -> Conversation:
+        """The conversation (append-only; compression tags, never deletes)."""
+        return self._conversation
+
+    @property
+    def allocation(self) -> Any:
+        """The current phase's allocation (None when no allocator is configured)."""
+        return self._allocation
+
+    @property
+    def allowed_events(self) -> list[str]:
+        """The events the chart has a transition for in the current phase (guards aside)."""
+        return [t.event for t in self.chart.transitions_from(self._phase)]
+
+    @property
+    def checkpoint_ids(self) -> list[str]:
+        """The checkpoints this engine wrote or restored from, oldest first."""
+        return [cid for cid, _ in self._checkpoints]
+
+    @property
+    def is_final(self) -> bool:
+        """True once the chart reached a final state."""
+        return self._phase in self.chart.finals
+
+    # -- messages --------------------------------------------------------------
+
+    def add_message(self, message: Message) -> Message:
+        """Append one message (counted once, indexed once)."""
+        return self._conversation.append(message)
+
+    def add_messages(self, messages: Iterable[Message]) -> None:
+        """Append messages in order."""
+        self._conversation.extend(messages)
+
+    def set_state(self, state: LayeredState) -> None:
+        """Replace the layered state (the runtime layer is kept as the engine set it)."""
+        if not isinstance(state, LayeredState):
+            raise errors.PolicyError(
+                f"'state' must be a LayeredState (got {type(state).__name__})",
+                rule="engine_state",
+            )
+        self._state = attrs.evolve(state, runtime=self._state.runtime)
+
+    def window(self) -> Any:
+        """The window for the next model call, built for the current phase's allocation."""
+        if self.window_builder is None:
+            raise errors.PolicyError(
+                "building a window needs a 'window_builder' (none configured)",
+                rule="no_window_builder",
+            )
+        return self.window_builder(
+            self._conversation, self._state, self._allocation, phase=self._phase
+        )
+
+    # -- chart machine ---------------------------------------------------------
+
+    def _new_machine(self) -> Any:
+        return self.chart.machine_class(model=self._binder)
+
+    def _read_configuration(self) -> tuple[str, ...]:
+        return tuple(str(v) for v in self._machine.configuration_values)
+
+    def _leaf(self, configuration: Sequence[str]) -> str:
+        parents = self.chart.parents
+        for state_id in reversed(configuration):
+            if state_id not in self.chart.compounds and state_id in parents:
+                return state_id
+        return configuration[-1] if configuration else ""
+
+    def _set_chart(
+        self, configuration: Sequence[str], history: Mapping[str, Sequence[str]]
+    ) -> None:
+        states_map = self.chart.machine_class.states_map
+        unknown = [s for s in configuration if s not in states_map] + [
+            s for ids in history.values() for s in ids if s not in states_map
+        ]
+        unknown += [h for h in history if h not in self.chart.history]
+        if unknown or not configuration:
+            raise errors.CheckpointError(
+                f"a chart configuration must name states of chart {self.chart.name!r} "
+                f"(got {list(configuration)}, history {dict(history)})",
+                rule="chart_configuration",
+                unknown=unknown,
+            )
+        machine = self._machine
+        if machine.is_terminated:
+            machine = self._machine = self._new_machine()
+        machine.configuration = OrderedSet(states_map[s] for s in configuration)
+        machine.history_values = {h: [states_map[s] for s in ids] for h, ids in history.items()}
+        self._configuration = self._read_configuration()
+        self._phase = self._leaf(self._configuration)
+
+    def chart_plain(self) -> dict[str, Any]:
+        """The chart configuration with its history values, as plain data."""
+        return {
+            "chart": self.chart.name,
+            "configuration": list(self._configuration),
+            "history": self.history,
+        }
+
+    def _staged_state(self) -> LayeredState:
+        return self._pending.state if self._pending is not None else self._state
+
+    def _tools(self, phase: str) -> tuple[str, ...] | None:
+        config = self.phases.get(phase)
+        return config.tools if config is not None else None
+
+    # -- applying an event, in stages ----------------------------------------------
+
+    def _begin(self, event: str, kwargs: Mapping[str, Any]) -> _Pending:
+        if self._pending is not None:
+            raise EventError(
+                f"events must not be sent while another is being applied (got {event!r} "
+                f"during {self._pending.trigger!r})",
+                rule="reentrant_event",
+                trigger=event,
+            )
+        if not isinstance(event, str) or event not in self.chart.events:
+            raise EventError(
+                f"the event must be one of chart {self.chart.name!r}'s events "
+                f"({', '.join(self.chart.events)}) (got {event!r})",
+                rule="unknown_event",
+                trigger=event,
+            )
+        allowed = EVENT_ARGUMENTS.get(event, frozenset())
+        unexpected = sorted(set(kwargs) - allowed)
+        if unexpected:
+            raise EventError(
+                f"event {event!r} accepts the keyword arguments "
+                f"{sorted(allowed) or 'none'} (got {unexpected})",
+                rule="event_arguments",
+                trigger=event,
+                unexpected=unexpected,
+            )
+        state = self._state
+        if event == "start" and "task" in kwargs:
+            task = kwargs["task"]
+            if not isinstance(task, str) or not task.strip():
+                raise EventError(
+                    f"'task' must be a non-empty string (got {task!r})",
+                    rule="event_arguments",
+                    trigger=event,
+                )
+            state = attrs.evolve(state, task=attrs.evolve(state.task, statement=task))
+        if event not in self.allowed_events:
+            raise self._not_allowed(event)
+        machine = self._machine
+        pending = _Pending(
+            trigger=event,
+            source=self._phase,
+            started=time.perf_counter(),
+            config=OrderedSet(machine.configuration),
+            history=dict(machine.history_values),
+            state=state,
+            conversation=self._conversation,
+        )
+        self._pending = pending
+        try:
+            machine.send(event)
+        except TransitionNotAllowed:
+            self._rollback(pending)
+            raise self._not_allowed(event) from None
+        except CtxflowError:
+            self._rollback(pending)
+            raise
+        except Exception as exc:
+            self._rollback(pending)
+            raise EventError(
+                f"a chart callback failed while applying {event!r} in phase "
+                f"{pending.source!r}: {type(exc).__name__}: {exc}",
+                rule="callback_failed",
+                trigger=event,
+                phase=pending.source,
+            ) from exc
+        configuration = self._read_configuration()
+        pending.configuration = configuration
+        pending.target = (
+            pending.source if configuration == self._configuration else self._leaf(configuration)
+        )
+        if event == "step":
+            runtime = pending.state.runtime
+            pending.state = attrs.evolve(
+                pending.state, runtime=attrs.evolve(runtime, step=runtime.step + 1)
+            )
+        return pending
+
+    def _not_allowed(self, event: str) -> EventNotAllowed:
+        return EventNotAllowed(
+            f"event {event!r} is not allowed in phase {self._phase!r} "
+            f"(allowed: {', '.join(self.allowed_events) or 'none'})",
+            event=event,
+            phase=self._phase,
+            configuration=self._configuration,
+        )
+
+    def _rollback(self, pending: _Pending) -> None:
+        self._pending = None
+        machine = self._machine
+        if machine.is_terminated:
+            self._set_chart(
+                [str(s.id) for s in pending.config],
+                {k: [str(s.id) for s in v] for k, v in pending.history.items()},
+            )
+            return
+        machine.configuration = pending.config
+        machine.history_values = pending.history
+
+    def _restore_target(self, pending: _Pending) -> str | None:
+        """The latest checkpoint taken outside the phase being left (a 'good' one)."""
+        for checkpoint_id, phase in reversed(self._checkpoints):
+            if phase != pending.source:
+                return checkpoint_id
+        return None
+
+    def _apply_restore(self, pending: _Pending, snapshot: EngineSnapshot, cid: str) -> None:
+        pending.conversation = self._conversation_from(snapshot)
+        pending.state = attrs.evolve(
+            LayeredState.from_plain(snapshot.state), runtime=pending.state.runtime
+        )
+        pending.restored_from = cid
+
+    def _conversation_from(self, snapshot: EngineSnapshot) -> Conversation:
+        conversation = Conversation(snapshot.messages, measure=self.measure)
+        for message_id, replacement in snapshot.overlays.items():
+            conversation.set_overlay(message_id, replacement)
+        return conversation
+
+    def _enter(self, pending: _Pending) -> None:
+        """Stage the phase-entry effects: tool projection and reallocation."""
+        if pending.target != pending.source:
+            pending.state = pending.state.with_runtime(
+                phase=pending.target, tools=self._tools(pending.target)
+            )
+            pending.allocation = self._allocate(pending.state, pending.target)
+        elif self._allocation is not None:
+            pending.allocation = self._allocation
+        else:
+            pending.allocation = self._allocate(pending.state, pending.target)
+
+    def _allocate(self, state: LayeredState, phase: str) -> Any:
+        if self.allocator is None or phase in self.chart.finals:
+            return None
+        return self.allocator(state, phase=phase, policy=self._budget_policy(phase))
+
+    def _budget_policy(self, phase: str) -> Any:
+        config = self.phases.get(phase)
+        return config.budget_policy if config else None
+
+    def _guard_args(self, pending: _Pending) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if self.compressor is None or pending.target in self.chart.finals:
+            return None
+        config = self.phases.get(pending.target)
+        return (pending.conversation, pending.state, pending.allocation), {
+            "phase": pending.target,
+            "policy": config.compression_policy if config else None,
+        }
+
+    def _commit(self, pending: _Pending) -> None:
+        self._pending = None
+        self._state = pending.state
+        self._conversation = pending.conversation
+        self._configuration = pending.configuration
+        self._phase = pending.target
+        self._allocation = pending.allocation
+
+    def _checkpoint_trigger(self, pending: _Pending) -> str | None:
+        if pending.target != pending.source:
+            return "transition"
+        if pending.extra_checkpoint:
+            return "chart"
+        policy = self.checkpoint_policy
+        if policy is None:
+            return None
+        trigger: str | None = policy.should_checkpoint(
+            phase=self._phase,
+            message_count=len(self._conversation),
+            tokens=self._conversation.effective_tokens,
+            last=self._mark,
+        )
+        return trigger
+
+    def snapshot(self, trigger: str = "manual") -> EngineSnapshot:
+        """The engine's state as a checkpoint snapshot (nothing is stored)."""
+        return EngineSnapshot(
+            messages=tuple(self._conversation.messages),
+            overlays=self._conversation.overlays,
+            state=self._state.to_plain(),
+            chart=self.chart_plain(),
+            phase=self._phase,
+            trigger=trigger,
+        )
+
+    def _after_checkpoint(self, checkpoint_id: str, trigger: str) -> None:
+        self._checkpoints.append((checkpoint_id, self._phase))
+        policy = self.checkpoint_policy
+        if policy is not None and hasattr(policy, "mark"):
+            self._mark = policy.mark(
+                phase=self._phase,
+                message_count=len(self._conversation),
+                tokens=self._conversation.effective_tokens,
+            )
+        for hook in self.listeners.checkpoint:
+            hook(checkpoint_id, trigger=trigger, phase=self._phase)
+
+    def _finish(
+        self,
+        pending: _Pending,
+        tokens_before: int,
+        allocation_before: Any,
+        checkpoint: tuple[str, str] | None,
+    ) -> StepRecord:
+        record = StepRecord(
+            index=len(self.records),
+            trigger=pending.trigger,
+            source=pending.source,
+            target=pending.target,
+            phase_changed=pending.target != pending.source,
+            configuration=pending.configuration,
+            allocation_before=_layers_of(allocation_before),
+            allocation_after=_layers_of(self._allocation),
+            checkpoint_id=checkpoint[0] if checkpoint else None,
+            checkpoint_trigger=checkpoint[1] if checkpoint else None,
+            compression=pending.compression,
+            consolidated=pending.consolidate,
+            restored_from=pending.restored_from,
+            tokens_before=tokens_before,
+            tokens_after=self._conversation.effective_tokens,
+            duration_ms=(time.perf_counter() - pending.started) * 1000,
+        )
+        self.records.append(record)
+        if record.phase_changed:
+            log.info(
+                "transition",
+                trigger=record.trigger,
+                source=record.source,
+                target=record.target,
+                tokens=record.tokens_after,
+                checkpoint=record.checkpoint_id,
+                compressed=record.compressed,
+                session=self.session_id,
+                duration_ms=round(record.duration_ms, 3),
+            )
+        for hook in self.listeners.transition:
+            hook(record)
+        if pending.compression is not None:
+            for hook in self.listeners.compression:
+                hook(pending.compression, phase=self._phase)
+        return record
+
+    def _validate_restore(self, snapshot: Any, checkpoint_id: str) -> EngineSnapshot:
+        if not isinstance(snapshot, EngineSnapshot):
+            raise errors.CorruptCheckpoint(
+                f"checkpoint {checkpoint_id!r} must hold an engine snapshot "
+                f"(got {type(snapshot).__name__})",
+                rule="checkpoint_snapshot",
+                checkpoint_id=checkpoint_id,
+            )
+        chart = snapshot.chart
+        if chart.get("chart") != self.chart.name:
+            raise errors.CheckpointError(
+                f"checkpoint {checkpoint_id!r} must be of chart {self.chart.name!r} "
+                f"(got {chart.get('chart')!r})",
+                rule="chart_mismatch",
+                checkpoint_id=checkpoint_id,
+            )
+        return snapshot
+
+    def _load_snapshot(self, snapshot: EngineSnapshot, checkpoint_id: str) -> None:
+        """Replace conversation, state and chart configuration with the snapshot's."""
+        conversation = self._conversation_from(snapshot)
+        state = LayeredState.from_plain(snapshot.state)
+        previous = (list(self._configuration), self.history)
+        self._set_chart(snapshot.chart["configuration"], snapshot.chart.get("history", {}))
+        try:
+            self._allocation = self._allocate(state, self._phase)
+        except CtxflowError:
+            self._set_chart(*previous)
+            raise
+        self._conversation = conversation
+        self._state = state
+        self._checkpoints.append((checkpoint_id, self._phase))
+
+
+def _effect_failed(pending: _Pending, exc: Exception) -> EventError:
+    return EventError(
+        f"an engine effect failed while applying {pending.trigger!r} in phase "
+        f"{pending.source!r}: {type(exc).__name__}: {exc}",
+        rule="effect_failed",
+        trigger=pending.trigger,
+        phase=pending.source,
+    )
+
+
+def _not_awaitable(value: T, what: str) -> T:
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise errors.PolicyError(
+            f"the sync Engine needs a sync {what} (got an awaitable); use AsyncEngine",
+            rule="async_collaborator",
+        )
+    return value
+
+
+async def _resolve(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Engine(_Core):
+    """The synchronous engine: ``send`` applies an event and returns its step record."""
+
+    def send(self, event: str, **kwargs: Any) -> StepRecord:
+        """Apply ``event``; typed errors leave everything as it was."""
+        tokens_before = self._conversation.effective_tokens
+        allocation_before = self._allocation
+        pending = self._begin(event, kwargs)
+        try:
+            if pending.restore:
+                target = self._restore_target(pending)
+                if target is not None:
+                    snapshot = _not_awaitable(self.checkpointer.restore(target), "checkpointer")
+                    self._apply_restore(pending, snapshot, target)
+            if pending.consolidate and self.consolidator is not None:
+                pending.state = _not_awaitable(
+                    self.consolidator(pending.conversation, pending.state), "consolidator"
+                )
+            self._enter(pending)
+            guard = self._guard_args(pending)
+            if guard is not None:
+                args, kw = guard
+                pending.compression = _not_awaitable(self.compressor(*args, **kw), "compressor")  # type: ignore[misc]
+        except CtxflowError:
+            self._rollback(pending)
+            raise
+        except Exception as exc:
+            self._rollback(pending)
+            raise _effect_failed(pending, exc) from exc
+        self._commit(pending)
+        checkpoint = None
+        trigger = self._checkpoint_trigger(pending)
+        if trigger is not None:
+            checkpoint_id = _not_awaitable(
+                self.checkpointer.capture(self.snapshot(trigger)), "checkpointer"
+            )
+            self._after_checkpoint(checkpoint_id, trigger)
+            checkpoint = (checkpoint_id, trigger)
+        return self._finish(pending, tokens_before, allocation_before, checkpoint)
+
+    def checkpoint(self, trigger: str = "manual") -> str:
+        """Take a checkpoint now; return its id."""
+        checkpoint_id = _not_awaitable(
+            self.checkpointer.capture(self.snapshot(trigger)), "checkpointer"
+        )
+        self._after_checkpoint(checkpoint_id, trigger)
+        return checkpoint_id
+
+    def restore(self, checkpoint_id: str) -> None:
+        """Restore messages, layered state and chart configuration (with history)."""
+        snapshot = _not_awaitable(self.checkpointer.restore(checkpoint_id), "checkpointer")
+        self._load_snapshot(self._validate_restore(snapshot, checkpoint_id), checkpoint_id)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> Engine:
+        """A new engine (same keyword arguments as the constructor) restored from a checkpoint."""
+        engine = cls(**kwargs)
+        engine.restore(checkpoint_id)
+        return engine
+
+
+class AsyncEngine(_Core):
+    """The asynchronous engine: ``await send(...)``; collaborators may be sync or async."""
+
+    async def send(self, event: str, **kwargs: Any) -> StepRecord:
+        """Apply ``event``; typed errors leave everything as it was."""
+        tokens_before = self._conversation.effective_tokens
+        allocation_before = self._allocation
+        pending = self._begin(event, kwargs)
+        try:
+            if pending.restore:
+                target = self._restore_target(pending)
+                if target is not None:
+                    snapshot = await _resolve(self.checkpointer.restore(target))
+                    self._apply_restore(pending, snapshot, target)
+            if pending.consolidate and self.consolidator is not None:
+                pending.state = await _resolve(
+                    self.consolidator(pending.conversation, pending.state)
+                )
+            self._enter(pending)
+            guard = self._guard_args(pending)
+            if guard is not None:
+                args, kw = guard
+                pending.compression = await _resolve(self.compressor(*args, **kw))  # type: ignore[misc]
+        except CtxflowError:
+            self._rollback(pending)
+            raise
+        except Exception as exc:
+            self._rollback(pending)
+            raise _effect_failed(pending, exc) from exc
+        self._commit(pending)
+        checkpoint = None
+        trigger = self._checkpoint_trigger(pending)
+        if trigger is not None:
+            checkpoint_id = await _resolve(self.checkpointer.capture(self.snapshot(trigger)))
+            self._after_checkpoint(checkpoint_id, trigger)
+            checkpoint = (checkpoint_id, trigger)
+        return self._finish(pending, tokens_before, allocation_before, checkpoint)
+
+    async def checkpoint(self, trigger: str = "manual") -> str:
+        """Take a checkpoint now; return its id."""
+        checkpoint_id = await _resolve(self.checkpointer.capture(self.snapshot(trigger)))
+        self._after_checkpoint(checkpoint_id, trigger)
+        return checkpoint_id
+
+    async def restore(self, checkpoint_id: str) -> None:
+        """Restore messages, layered state and chart configuration (with history)."""
+        snapshot = await _resolve(self.checkpointer.restore(checkpoint_id))
+        self._load_snapshot(self._validate_restore(snapshot, checkpoint_id), checkpoint_id)
+
+    @classmethod
+    async def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> AsyncEngine:
+        """A new engine (same keyword arguments as the constructor) restored from a checkpoint."""
+        engine = cls(**kwargs)
+        await engine.restore(checkpoint_id)
+        return engine
