@@ -60,7 +60,7 @@ def test_merge_refuses_conflicting_tool_ids() -> None:
     """Two contexts using one tool id cannot merge; the error names both."""
     a = part("a", 0)
     b = Part(id="b", messages=(Message.user("x"), *turn("a1", 5)), state=LayeredState())
-    with pytest.raises(SessionError, match="'a1'.*'a' and 'b'") as info:
+    with pytest.raises(SessionError, match=r"'a1'.*'a' and 'b'") as info:
         merge_parts([a, b])
     assert info.value.rule == "merge_tool_conflict"
 
