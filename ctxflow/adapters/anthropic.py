@@ -139,7 +139,7 @@ def anthropic_body(
     ``system`` is one text or several parts (each becomes a text block, so a
     cache breakpoint can end the stable parts); leading system messages are
     appended to it. ``cache`` marks prompt-cache breakpoints; ``options`` adds
-    other request fields (``temperature``, ``tool_choice``, ``thinking``, ...)
+    other request fields (``stop_sequences``, ``tool_choice``, ``thinking``, ...)
     but may not replace a rendered one.
     """
     if not isinstance(max_tokens, int) or max_tokens <= 0:
@@ -164,13 +164,13 @@ def anthropic_body(
     body["messages"] = rendered
     if tools:
         body["tools"] = [tool_to_anthropic(t) for t in tools]
+    body.update(options or {})
     if cache is not None:
         stable_end = None
         if cache.stable_messages:
             covered = [e for e in ends[: cache.stable_messages] if e is not None]
             stable_end = max(covered) if covered else None
         apply_breakpoints(body, cache, stable_end=stable_end)
-    body.update(options or {})
     return body
 
 

@@ -14,6 +14,8 @@ Gotchas:
   strips every ``cache_control`` before comparing.
 - Thinking blocks (and empty text) cannot carry a mark; the mark moves back
   to the last block of the same message that can.
+- A top-level ``cache_control`` (Anthropic's automatic mark on the last
+  cacheable block) takes one of the four slots too.
 - A system prompt given as a string is the same prefix as one text block of
   that string; both fingerprint alike.
 """
@@ -110,8 +112,8 @@ def _blocks(body: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def count_breakpoints(body: Mapping[str, Any]) -> int:
-    """How many blocks of ``body`` carry a ``cache_control`` mark."""
-    return sum(1 for _, item in _blocks(body) if _marked(item))
+    """How many breakpoints ``body`` marks (blocks, plus a top-level automatic mark)."""
+    return int(_marked(body)) + sum(1 for _, item in _blocks(body) if _marked(item))
 
 
 def _item_bytes(label: str, item: Any) -> bytes:

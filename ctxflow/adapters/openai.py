@@ -285,7 +285,8 @@ def parse_openai(
     refusal = data.get("refusal")
     if isinstance(refusal, str) and refusal:
         blocks.append(TextBlock(text=refusal, extra={"ctxflow.refusal": True}))
-    calls = data.get("tool_calls") or []
+    calls = data.get("tool_calls")
+    calls = [] if calls is None else calls
     if not isinstance(calls, list):
         raise ResponseError(
             f"'{where}.tool_calls' must be a list (got {type(calls).__name__})",

@@ -112,11 +112,11 @@ def test_adjacent_same_role_messages_merge_tool_results_first(anthropic_types: A
 
 
 def test_options_add_fields_but_cannot_replace_rendered_ones() -> None:
-    """Options such as temperature are added; one naming a rendered field is refused."""
+    """Options such as stop_sequences are added; one naming a rendered field is refused."""
     body = anthropic_body(
-        messages=[Message.user("hi")], model="m", max_tokens=5, options={"temperature": 0}
+        messages=[Message.user("hi")], model="m", max_tokens=5, options={"stop_sequences": ["END"]}
     )
-    assert body["temperature"] == 0
+    assert body["stop_sequences"] == ["END"]
     with pytest.raises(PolicyError, match="owns") as info:
         anthropic_body(messages=[Message.user("hi")], model="m", max_tokens=5, options={"model": 1})
     assert info.value.fields == ["model"]

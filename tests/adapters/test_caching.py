@@ -181,3 +181,13 @@ def test_prefix_bytes_stable_when_a_message_is_appended(
     # The prefix fields themselves serialise to the same bytes.
     for key in ("tools", "system"):
         assert json.dumps(first[key], sort_keys=True) == json.dumps(second[key], sort_keys=True)
+
+
+def test_top_level_automatic_mark_counts(make_loop: Any, tools: Any) -> None:
+    """A top-level cache_control option takes one of the four breakpoint slots."""
+    options = {"cache_control": EPHEMERAL}
+    policy = CachePolicy(stable_messages=1, last_message=True)
+    with pytest.raises(PolicyError, match="1 already marked"):
+        _body(make_loop(), tools, policy, options=options)
+    body = _body(make_loop(), tools, CachePolicy(), options=options)
+    assert count_breakpoints(body) == 3
