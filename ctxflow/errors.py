@@ -20,6 +20,9 @@ conversation, the layered state and the store exactly as they were.
     ├── PolicyError (ValueError)             a budget/compression policy is unusable
     ├── BudgetExceeded                       fixed or critical content cannot fit
     ├── CompressionError                     a rung or summarizer misbehaved
+    ├── ResponseError (ValueError)           a provider response body cannot be read
+    ├── ProviderError                        the provider refused or failed a request
+    │   └── ContextOverflow                  the prompt is longer than the model's window
     ├── ChartError (ValueError)              a chart document cannot be loaded
     ├── EventError                           an event cannot be applied
     │   └── EventNotAllowed                  (engine also subclasses TransitionNotAllowed)
@@ -43,6 +46,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFound",
     "CompressionError",
+    "ContextOverflow",
     "CorruptCheckpoint",
     "CtxflowError",
     "EventError",
@@ -52,6 +56,8 @@ __all__ = [
     "InvalidMessage",
     "OwnershipLost",
     "PolicyError",
+    "ProviderError",
+    "ResponseError",
     "SessionError",
     "SessionNotFound",
     "StaleCheckpoint",
@@ -126,6 +132,21 @@ class BudgetExceeded(CtxflowError):
 
 class CompressionError(CtxflowError):
     """A compression rung or summarizer failed or returned unusable output."""
+
+
+class ResponseError(CtxflowError, ValueError):
+    """A provider response body has an unknown shape or content ctxflow cannot accept.
+
+    ``field`` names the offending place in the body (``choices[0].message.tool_calls[1]``).
+    """
+
+
+class ProviderError(CtxflowError):
+    """The provider answered a request with an error (``status`` and ``type`` as reported)."""
+
+
+class ContextOverflow(ProviderError):
+    """The provider rejected a request because the prompt exceeds the model's window."""
 
 
 class ChartError(CtxflowError, ValueError):

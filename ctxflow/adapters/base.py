@@ -1,0 +1,159 @@
+"""What every provider adapter shares: the window shape it renders, parsed responses, usage.
+
+Adapters are the outer ring: they import the model, the tokens and the layers,
+and nothing in the core imports them. A renderer takes anything with
+``system``, ``messages`` and ``tools`` (:class:`WindowLike`), so the budget's
+``Window`` works without this module importing it.
+
+Usage is normalised across providers. ``prompt_tokens`` is everything the
+provider read as input, cached or not: Anthropic reports uncached
+``input_tokens`` apart from ``cache_creation_input_tokens`` and
+``cache_read_input_tokens`` (their sum is the prompt), OpenAI reports
+``prompt_tokens`` with the cached part inside it. Calibration must compare a
+local estimate of the whole prompt with that sum, never with Anthropic's
+``input_tokens`` alone, or every cache hit would look like a 10x overestimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Protocol
+
+import attrs
+
+from ctxflow.errors import ResponseError
+from ctxflow.layers import ToolDef
+from ctxflow.model import Message, ToolUseBlock
+from ctxflow.tokens import Calibration
+
+__all__ = [
+    "ParsedResponse",
+    "StopReason",
+    "Usage",
+    "WindowLike",
+    "observe_usage",
+]
+
+
+class WindowLike(Protocol):
+    """Anything a renderer can turn into a request: a system text, messages and tools."""
+
+    @property
+    def system(self) -> str:
+        """The system prompt with the rendered context layers."""
+        ...
+
+    @property
+    def messages(self) -> Sequence[Message]:
+        """The messages of the window, oldest first."""
+        ...
+
+    @property
+    def tools(self) -> Sequence[ToolDef]:
+        """The tools offered to the model in this window."""
+        ...
+
+
+class StopReason(StrEnum):
+    """Why the model stopped, in provider-neutral terms."""
+
+    END_TURN = "end_turn"
+    TOOL_USE = "tool_use"
+    MAX_TOKENS = "max_tokens"
+    STOP_SEQUENCE = "stop_sequence"
+    REFUSAL = "refusal"
+    PAUSE = "pause"
+    CONTEXT_FULL = "context_full"
+    OTHER = "other"
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ResponseError(
+            f"'{attribute.name}' must be a non-negative integer (got {value!r})",
+            rule="usage_value",
+            field=attribute.name,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token usage one response reports, normalised across providers.
+
+    ``prompt_tokens`` includes the cached part (``cache_read_tokens`` read from
+    the cache, ``cache_write_tokens`` written to it).
+    """
+
+    prompt_tokens: int = attrs.field(default=0, validator=_non_negative)
+    output_tokens: int = attrs.field(default=0, validator=_non_negative)
+    cache_read_tokens: int = attrs.field(default=0, validator=_non_negative)
+    cache_write_tokens: int = attrs.field(default=0, validator=_non_negative)
+    reasoning_tokens: int = attrs.field(default=0, validator=_non_negative)
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """Prompt tokens that were neither read from nor written to the cache."""
+        return max(self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens, 0)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus output tokens."""
+        return self.prompt_tokens + self.output_tokens
+
+
+@attrs.frozen(kw_only=True)
+class ParsedResponse:
+    """A provider response read back: the assistant message, usage and why it stopped.
+
+    ``stop_reason`` is the provider's own word (``end_turn``, ``tool_calls``,
+    ...); ``stop`` is its neutral form.
+    """
+
+    message: Message
+    usage: Usage
+    stop: StopReason
+    stop_reason: str | None = None
+    model: str | None = None
+    id: str | None = None
+    api: str = "anthropic"
+
+    @property
+    def tool_calls(self) -> tuple[ToolUseBlock, ...]:
+        """The tool_use blocks the model asked for, in order."""
+        return self.message.tool_uses
+
+
+def tool_names(tools: Iterable[str | ToolDef] | None) -> frozenset[str] | None:
+    """The set of tool names of ``tools`` (names or definitions); None stays None."""
+    if tools is None:
+        return None
+    return frozenset(t if isinstance(t, str) else t.name for t in tools)
+
+
+def observe_usage(
+    calibration: Calibration, model: str, estimated_prompt_tokens: int, usage: Usage
+) -> float | None:
+    """Feed a response's prompt usage to ``calibration``; return the new factor.
+
+    Returns None (and records nothing) when the provider reported no prompt
+    tokens, which some gateways do; a non-positive estimate is the caller's
+    mistake and raises :class:`~ctxflow.errors.PolicyError`.
+    """
+    if usage.prompt_tokens <= 0:
+        return None
+    return calibration.observe(model, estimated_prompt_tokens, usage.prompt_tokens)
+
+
+def get_path(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``body[key]`` checked against ``kind``; a ResponseError naming ``where.key`` otherwise."""
+    value = body.get(key)
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        field = f"{where}.{key}" if where else key
+        raise ResponseError(
+            f"'{field}' must be {names} (got {type(value).__name__})",
+            rule="response_shape",
+            field=field,
+        )
+    return value

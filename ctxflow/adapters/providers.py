@@ -1,0 +1,88 @@
+"""One object per provider that renders windows and parses responses with fixed options.
+
+The engine receives a :class:`Provider` (and an LLM client) and never imports
+this package; the frozen adapters here bundle a model name and request
+options so that each turn only passes the window and the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import attrs
+
+from ctxflow.adapters.anthropic import parse_anthropic, render_anthropic
+from ctxflow.adapters.base import ParsedResponse, WindowLike
+from ctxflow.adapters.caching import CachePolicy
+from ctxflow.adapters.openai import parse_openai, render_openai
+from ctxflow.layers import ToolDef
+
+__all__ = ["AnthropicAdapter", "OpenAIAdapter", "Provider"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Renders a window as a request body and reads the response body back."""
+
+    def render(self, window: WindowLike) -> dict[str, Any]:
+        """The request body for ``window``."""
+        ...
+
+    def parse(
+        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
+    ) -> ParsedResponse:
+        """The assistant message and usage of a response body."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class AnthropicAdapter:
+    """The Anthropic Messages API for one model, with prompt caching by default."""
+
+    model: str
+    max_tokens: int = 4096
+    cache: CachePolicy | None = attrs.field(factory=CachePolicy)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def render(self, window: WindowLike) -> dict[str, Any]:
+        """The request body for ``window``."""
+        return render_anthropic(
+            window,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            cache=self.cache,
+            options=self.options,
+        )
+
+    def parse(
+        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
+    ) -> ParsedResponse:
+        """The assistant message and usage of a response body."""
+        return parse_anthropic(body, allowed_tools=allowed_tools)
+
+
+@attrs.frozen(kw_only=True)
+class OpenAIAdapter:
+    """The OpenAI Chat Completions API for one model."""
+
+    model: str
+    max_tokens: int | None = None
+    system_role: Literal["system", "developer"] = "system"
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def render(self, window: WindowLike) -> dict[str, Any]:
+        """The request body for ``window``."""
+        return render_openai(
+            window,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            system_role=self.system_role,
+            options=self.options,
+        )
+
+    def parse(
+        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
+    ) -> ParsedResponse:
+        """The assistant message and usage of a response body."""
+        return parse_openai(body, allowed_tools=allowed_tools)

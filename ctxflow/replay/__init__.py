@@ -1,0 +1,1 @@
+"""Replaying recorded agent conversations through the engine (``ctxflow run``)."""

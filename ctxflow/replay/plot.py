@@ -1,0 +1,104 @@
+"""``ctxflow run --plot``: tokens per layer over turns, with phases and events marked.
+
+matplotlib is an optional extra (``pip install 'ctxflow[plot]'``); without it
+:func:`plot_turns` raises a :class:`~ctxflow.errors.CtxflowError` saying how to
+install it, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ctxflow.errors import CtxflowError
+
+__all__ = ["PlotUnavailable", "plot_turns"]
+
+_PHASE_COLOURS = {
+    "planning": "#dbeafe",
+    "execution": "#dcfce7",
+    "reflection": "#fef9c3",
+    "paused": "#e5e7eb",
+    "failed": "#fee2e2",
+}
+
+
+class PlotUnavailable(CtxflowError, ImportError):
+    """The optional plotting extra is not installed."""
+
+
+def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Draw a PNG of per-layer window tokens over turns; return its path.
+
+    Each turn is a report record with ``turn``, ``phase``, ``input_budget``,
+    ``layers`` (name → ``{"used": int}``), ``compression`` (None or a report)
+    and ``checkpoint`` (None or an id).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'ctxflow[plot]'", rule="plot_extra"
+        ) from None
+    target = Path(path)
+    xs = [int(t["turn"]) for t in turns]
+    names: list[str] = []
+    for t in turns:
+        for name in t.get("layers", {}):
+            if name not in names:
+                names.append(name)
+    series = [[int(t.get("layers", {}).get(n, {}).get("used", 0)) for t in turns] for n in names]
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
+    try:
+        start = 0
+        for i in range(1, len(turns) + 1):
+            if i == len(turns) or turns[i]["phase"] != turns[start]["phase"]:
+                phase = str(turns[start]["phase"])
+                ax.axvspan(
+                    xs[start] - 0.5,
+                    xs[i - 1] + 0.5,
+                    color=_PHASE_COLOURS.get(phase, "#f3f4f6"),
+                    zorder=0,
+                    label=f"phase: {phase}",
+                )
+                start = i
+        if xs:
+            ax.stackplot(xs, *series, labels=names, alpha=0.85, zorder=2)
+            budgets = [int(t.get("input_budget", 0)) for t in turns]
+            ax.plot(xs, budgets, color="black", linestyle="--", linewidth=1, label="input budget")
+            top = max(budgets + [sum(col) for col in zip(*series, strict=True)] + [1])
+            comp = [x for x, t in zip(xs, turns, strict=True) if t.get("compression")]
+            ckpt = [x for x, t in zip(xs, turns, strict=True) if t.get("checkpoint")]
+            ax.scatter(
+                comp,
+                [top * 1.02] * len(comp),
+                marker="v",
+                color="#dc2626",
+                label="compression",
+                zorder=3,
+            )
+            ax.scatter(
+                ckpt,
+                [top * 1.06] * len(ckpt),
+                marker="|",
+                color="#1d4ed8",
+                label="checkpoint",
+                zorder=3,
+            )
+        ax.set_xlabel("turn (assistant message)")
+        ax.set_ylabel("tokens in the window")
+        ax.set_title(title or "ctxflow run: window tokens per layer")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(
+            unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8
+        )
+        fig.tight_layout()
+        fig.savefig(target, format="png")
+    finally:
+        plt.close(fig)
+    return target

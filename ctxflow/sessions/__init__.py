@@ -1,0 +1,1 @@
+"""Sessions: many agent contexts in one process (and, with Redis, across processes)."""
