@@ -269,6 +269,7 @@ class _Scan:
     atomic: list[str] = attrs.Factory(list)
     finals: list[str] = attrs.Factory(list)
     histories: dict[str, str] = attrs.Factory(dict)
+    history_types: dict[str, str] = attrs.Factory(dict)
     transitions: list[TransitionSpec] = attrs.Factory(list)
     used_actions: set[str] = attrs.Factory(set)
     used_guards: set[str] = attrs.Factory(set)
@@ -333,6 +334,7 @@ class _Scan:
                     rule="chart_state_id",
                 )
             self.histories[hist_id] = state_id
+            self.history_types[hist_id] = kind
         for child_id, child in children.items():
             self.state(child_id, child, state_id)
         if not children:
@@ -437,6 +439,7 @@ class Chart:
     compounds: tuple[str, ...]
     parents: Mapping[str, str | None] = attrs.field(repr=False)
     history: Mapping[str, str]
+    history_types: Mapping[str, str] = attrs.field(repr=False)
     initial: str
     events: tuple[str, ...]
     transitions: tuple[TransitionSpec, ...] = attrs.field(repr=False)
@@ -583,6 +586,7 @@ def load_chart(
         compounds=compounds,
         parents=parents,
         history=dict(scan.histories),
+        history_types=dict(scan.history_types),
         initial=str(initial.id),
         events=tuple(dict.fromkeys(t.event for t in scan.transitions)),
         transitions=tuple(scan.transitions),

@@ -558,13 +558,15 @@ class _Core:
         return conversation
 
     def _enter(self, pending: _Pending) -> None:
-        """Stage the phase-entry effects: tool projection and reallocation."""
+        """Stage the phase's runtime layer: phase name and projected tool set."""
         if pending.target != pending.source:
             pending.state = pending.state.with_runtime(
                 phase=pending.target, tools=self._tools(pending.target)
             )
-            pending.allocation = self._allocate(pending.state, pending.target)
-        elif self._allocation is not None:
+
+    def _reallocate(self, pending: _Pending) -> None:
+        """Stage the allocation: a new one on a phase change, else the current one."""
+        if pending.target == pending.source and self._allocation is not None:
             pending.allocation = self._allocation
         else:
             pending.allocation = self._allocate(pending.state, pending.target)
@@ -754,11 +756,12 @@ class Engine(_Core):
                 if target is not None:
                     snapshot = _not_awaitable(self.checkpointer.restore(target), "checkpointer")
                     self._apply_restore(pending, snapshot, target)
+            self._enter(pending)
             if pending.consolidate and self.consolidator is not None:
                 pending.state = _not_awaitable(
                     self.consolidator(pending.conversation, pending.state), "consolidator"
                 )
-            self._enter(pending)
+            self._reallocate(pending)
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
@@ -815,11 +818,12 @@ class AsyncEngine(_Core):
                 if target is not None:
                     snapshot = await _resolve(self.checkpointer.restore(target))
                     self._apply_restore(pending, snapshot, target)
+            self._enter(pending)
             if pending.consolidate and self.consolidator is not None:
                 pending.state = await _resolve(
                     self.consolidator(pending.conversation, pending.state)
                 )
-            self._enter(pending)
+            self._reallocate(pending)
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
