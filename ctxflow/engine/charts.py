@@ -542,9 +542,15 @@ def load_chart(
                 f"callback names must not shadow built-in names (got {key!r})",
                 rule="chart_callback",
             )
+    if not isinstance(source, (str, os.PathLike, Mapping)):
+        raise ChartError(
+            f"a chart must be a name, a file path or a mapping (got {type(source).__name__})",
+            rule="chart_source",
+        )
     if isinstance(source, Mapping):
         doc: Any = source
-        where = name or str(source.get("name") or "chart")
+        name = name or source.get("name")
+        where = str(name or "chart")
     else:
         path = Path(source)
         if path.suffix not in _SUFFIXES and not path.exists():

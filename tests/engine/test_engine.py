@@ -207,7 +207,7 @@ def test_fail_from_any_active_phase(make: Make, via: tuple[str, ...]) -> None:
 
 
 def test_recover_restores_the_latest_good_checkpoint(make: Make) -> None:
-    """recover: failed → planning restores the conversation of the last checkpoint before failing."""
+    """recover: failed → planning restores the conversation of the last good checkpoint."""
     d = engine(make)
     walk(d, "start", "plan_ready")
     d.engine.add_message(Message.user("good turn"))
