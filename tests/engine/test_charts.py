@@ -29,9 +29,7 @@ def test_default_chart_structure_matches_the_event_table() -> None:
     """agent_loop has the table's phases, events, history state and final state."""
     chart = load_chart()
     assert chart.name == "agent_loop"
-    assert set(chart.phases) == {
-        "idle", "planning", "execution", "reflection", "paused", "failed"
-    }
+    assert set(chart.phases) == {"idle", "planning", "execution", "reflection", "paused", "failed"}
     assert chart.finals == ("done",)
     assert chart.compounds == ("active",)
     assert chart.history == {"resume_point": "active"}
@@ -154,7 +152,7 @@ def test_json_syntax_errors_and_wrong_suffixes_are_chart_errors(tmp_path: Path) 
     """Broken JSON and unknown file types fail with ChartError naming the file."""
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    with pytest.raises(ChartError, match="broken.json"):
+    with pytest.raises(ChartError, match=r"broken\.json"):
         load_chart(broken)
     other = tmp_path / "chart.xml"
     other.write_text("<scxml/>")

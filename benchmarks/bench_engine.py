@@ -1,0 +1,126 @@
+"""Engine overhead per step vs a bare python-statemachine chart, and a full corpus replay.
+
+``engine.step_overhead_ms`` times a ``step`` event on the Engine (guard not
+firing, no checkpoint) against the same internal event sent to the bare
+python-statemachine class of the same chart document, in the same run.
+``engine.replay_*`` feeds the longest corpus conversation into an engine,
+one ``step`` per assistant turn, and reports the per-turn median and the
+whole replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any
+
+import structlog
+
+from benchmarks.harness import Harness
+from ctxflow.engine import Engine, chart_path
+from ctxflow.model import Message, Role
+from ctxflow.testing import FixedCounter
+
+
+class _Model:
+    """The bare chart's model: the callback names the document uses, doing nothing."""
+
+    def consolidate_memory(self) -> None:
+        """No-op."""
+
+    def restore_last_good(self) -> None:
+        """No-op."""
+
+
+def _quiet() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _no_compression(conversation: Any, state: Any, allocation: Any, **kw: Any) -> None:
+    return None
+
+
+def _allocation(state: Any, *, phase: str, policy: Any) -> dict[str, int]:
+    return {"memory": 1000, "evidence": 1000}
+
+
+def _engine(**kwargs: Any) -> Engine:
+    kwargs.setdefault("allocator", _allocation)
+    kwargs.setdefault("compressor", _no_compression)
+    engine = Engine(**kwargs)
+    engine.send("start", task="benchmark")
+    engine.send("plan_ready")
+    return engine
+
+
+def run(h: Harness) -> None:
+    from statemachine.io import load
+
+    _quiet()
+    n = h.size(2000, 50)
+    bare_cls = load(str(chart_path("agent_loop")))
+    bare_cls.catch_errors_as_events = False
+    bare = bare_cls(model=_Model())
+    bare.send("start")
+    bare.send("plan_ready")
+
+    def bare_steps() -> None:
+        for _ in range(n):
+            bare.send("step")
+
+    engine = _engine(counter=FixedCounter())
+
+    def engine_steps() -> None:
+        for _ in range(n):
+            engine.send("step")
+
+    bare_ms = h.median_ms(bare_steps, runs=9) / n
+    ours_ms = h.median_ms(engine_steps, runs=9) / n
+    h.record(
+        "engine.step_overhead_ms",
+        ours_ms,
+        "ms",
+        peer="python-statemachine internal event (same chart)",
+        peer_value=bare_ms,
+        note="guard not firing, no checkpoint; target ratio <= 2",
+    )
+
+    transcript = max(h.corpus(), key=lambda t: len(t.messages))
+    messages = list(transcript.messages)
+    if h.smoke:
+        messages = messages[:40]
+
+    def turns() -> list[list[Message]]:
+        out: list[list[Message]] = []
+        current: list[Message] = []
+        for message in messages:
+            current.append(message)
+            if message.role is Role.ASSISTANT:
+                out.append(current)
+                current = []
+        if current:
+            out.append(current)
+        return out
+
+    grouped = turns()
+
+    def replay() -> list[float]:
+        replayer = _engine()
+        per_turn = []
+        for batch in grouped:
+            start = time.perf_counter()
+            replayer.add_messages(batch)
+            replayer.send("step")
+            per_turn.append((time.perf_counter() - start) * 1000)
+        return per_turn
+
+    per_turn = replay()
+    h.record(
+        "engine.replay_turn_ms",
+        statistics.median(per_turn),
+        "ms",
+        note=f"median per assistant turn (add messages + step), {transcript.id}, "
+        f"{len(messages)} messages, {len(grouped)} turns, cl100k counting included",
+    )
+    h.record("engine.replay_total_ms", h.median_ms(replay, runs=5), "ms", turns=len(grouped))
