@@ -24,6 +24,7 @@ from ctxflow.engine.engine import (
     EventNotAllowed,
     MemoryCheckpointer,
 )
+from ctxflow.engine.diagrams import render_dot, render_mermaid, write_diagrams
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
 
@@ -47,4 +48,7 @@ __all__ = [
     "chart_names",
     "chart_path",
     "load_chart",
+    "render_dot",
+    "render_mermaid",
+    "write_diagrams",
 ]
