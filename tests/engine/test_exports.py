@@ -12,7 +12,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert exported == constants + sorted(n for n in exported if not n.isupper())
     assert constants == sorted(constants)
     public = {
-        n for n in vars(ctxflow.engine) if not n.startswith("_") and n not in {
+        n for n in vars(ctxflow.engine) if n.isidentifier() and not n.startswith("_") and n not in {
             "charts", "diagrams", "engine", "listeners", "records"
         }
     }  # fmt: skip
