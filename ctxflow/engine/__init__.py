@@ -14,6 +14,7 @@ from ctxflow.engine.charts import (
     chart_path,
     load_chart,
 )
+from ctxflow.engine.diagrams import render_dot, render_mermaid, write_diagrams
 from ctxflow.engine.engine import (
     Allocator,
     AsyncEngine,
@@ -24,7 +25,6 @@ from ctxflow.engine.engine import (
     EventNotAllowed,
     MemoryCheckpointer,
 )
-from ctxflow.engine.diagrams import render_dot, render_mermaid, write_diagrams
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
 

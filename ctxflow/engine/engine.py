@@ -123,61 +123,116 @@ class CompressionGuard(Protocol):
 
 @attrs.frozen(kw_only=True)
 class EngineSnapshot:
-    """Everything a checkpoint holds: messages, overlays, layered state, chart configuration."""
+    """What a checkpoint gives back: the conversation, the plain layered state and chart.
 
+    ``chart`` is ``{"chart": name, "configuration": [...], "history": {...}}``
+    with state ids only. Checkpointers may return any object with these three
+    attributes (``ctxflow.checkpoints.Restored`` has them).
+    """
+
+    conversation: Conversation
+    state: Mapping[str, Any]
+    chart: Mapping[str, Any]
+    checkpoint_id: str = ""
+
+
+class Checkpointer(Protocol):
+    """Captures the conversation, layered state and chart configuration; gives them back.
+
+    The shape of ``ctxflow.checkpoints.Checkpointer``: ``capture`` returns the
+    new checkpoint's id or a record with an ``id``; ``restore`` returns an
+    object with ``conversation``, ``state`` and ``chart``.
+    """
+
+    def capture(
+        self,
+        conversation: Conversation,
+        *,
+        state: Mapping[str, Any],
+        chart: Mapping[str, Any],
+        phase: str,
+        trigger: str,
+    ) -> Any:
+        """Write one checkpoint; return its id (or a record with ``id``)."""
+        ...
+
+    def restore(self, checkpoint_id: str, *, measure: Any = None) -> Any:
+        """The checkpoint ``checkpoint_id`` (``CheckpointNotFound`` if none)."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class _Kept:
     messages: tuple[Message, ...]
-    overlays: Mapping[str, Message] = attrs.field(factory=dict)
+    overlays: Mapping[str, Message]
     state: Mapping[str, Any]
     chart: Mapping[str, Any]
     phase: str
     trigger: str
 
 
-class Checkpointer(Protocol):
-    """Captures an engine snapshot to a store and gives it back by id."""
-
-    def capture(self, snapshot: EngineSnapshot) -> str:
-        """Store ``snapshot``; return its checkpoint id."""
-        ...
-
-    def restore(self, checkpoint_id: str) -> EngineSnapshot:
-        """The snapshot stored under ``checkpoint_id`` (``CheckpointNotFound`` if none)."""
-        ...
-
-
 class MemoryCheckpointer:
-    """An in-process checkpointer: snapshots kept by reference in a dict.
+    """An in-process checkpointer: checkpoints kept by reference in a dict.
 
-    Messages are frozen values, so a snapshot shares them with the live
-    conversation; nothing is copied but the list. Lost with the process.
+    Messages are frozen values, so a checkpoint shares them with the live
+    conversation; only the list is copied. Lost with the process; use a store
+    (``ctxflow.checkpoints`` + ``ctxflow.stores``) for anything durable.
     """
 
     def __init__(self) -> None:
-        self._snapshots: dict[str, EngineSnapshot] = {}
+        self._kept: dict[str, _Kept] = {}
 
     def __len__(self) -> int:
-        return len(self._snapshots)
+        return len(self._kept)
 
-    def capture(self, snapshot: EngineSnapshot) -> str:
-        """Keep ``snapshot``; return a new id."""
-        checkpoint_id = f"ckpt-{len(self._snapshots) + 1:06d}"
-        self._snapshots[checkpoint_id] = snapshot
+    def capture(
+        self,
+        conversation: Conversation,
+        *,
+        state: Mapping[str, Any],
+        chart: Mapping[str, Any],
+        phase: str,
+        trigger: str,
+    ) -> str:
+        """Keep one checkpoint; return its new id."""
+        checkpoint_id = f"ckpt-{len(self._kept) + 1:06d}"
+        self._kept[checkpoint_id] = _Kept(
+            messages=tuple(conversation.messages),
+            overlays=conversation.overlays,
+            state=state,
+            chart=chart,
+            phase=phase,
+            trigger=trigger,
+        )
         return checkpoint_id
 
-    def restore(self, checkpoint_id: str) -> EngineSnapshot:
-        """The snapshot kept under ``checkpoint_id``."""
+    def restore(self, checkpoint_id: str, *, measure: Any = None) -> EngineSnapshot:
+        """The checkpoint kept under ``checkpoint_id``, with a fresh conversation."""
         try:
-            return self._snapshots[checkpoint_id]
+            kept = self._kept[checkpoint_id]
         except KeyError:
             raise CheckpointNotFound(
                 f"no checkpoint with id {checkpoint_id!r}",
                 rule="checkpoint_not_found",
                 checkpoint_id=checkpoint_id,
             ) from None
+        conversation = Conversation(kept.messages, measure=measure)
+        for message_id, replacement in kept.overlays.items():
+            conversation.set_overlay(message_id, replacement)
+        return EngineSnapshot(
+            conversation=conversation,
+            state=kept.state,
+            chart=kept.chart,
+            checkpoint_id=checkpoint_id,
+        )
 
     def ids(self) -> list[str]:
         """Every checkpoint id, oldest first."""
-        return list(self._snapshots)
+        return list(self._kept)
+
+
+def _checkpoint_id(written: Any) -> str:
+    return written if isinstance(written, str) else str(written.id)
 
 
 # -- the shared core --------------------------------------------------------------
@@ -424,11 +479,7 @@ class _Core:
 
     def chart_plain(self) -> dict[str, Any]:
         """The chart configuration with its history values, as plain data."""
-        return {
-            "chart": self.chart.name,
-            "configuration": list(self._configuration),
-            "history": self.history,
-        }
+        return self._capture_args("manual")[1]["chart"]  # type: ignore[no-any-return]
 
     def _staged_state(self) -> LayeredState:
         return self._pending.state if self._pending is not None else self._state
@@ -544,18 +595,13 @@ class _Core:
                 return checkpoint_id
         return None
 
-    def _apply_restore(self, pending: _Pending, snapshot: EngineSnapshot, cid: str) -> None:
-        pending.conversation = self._conversation_from(snapshot)
+    def _apply_restore(self, pending: _Pending, restored: Any, cid: str) -> None:
+        restored = self._validate_restore(restored, cid)
+        pending.conversation = restored.conversation
         pending.state = attrs.evolve(
-            LayeredState.from_plain(snapshot.state), runtime=pending.state.runtime
+            LayeredState.from_plain(restored.state), runtime=pending.state.runtime
         )
         pending.restored_from = cid
-
-    def _conversation_from(self, snapshot: EngineSnapshot) -> Conversation:
-        conversation = Conversation(snapshot.messages, measure=self.measure)
-        for message_id, replacement in snapshot.overlays.items():
-            conversation.set_overlay(message_id, replacement)
-        return conversation
 
     def _enter(self, pending: _Pending) -> None:
         """Stage the phase's runtime layer: phase name and projected tool set."""
@@ -606,23 +652,33 @@ class _Core:
         if policy is None:
             return None
         trigger: str | None = policy.should_checkpoint(
-            phase=self._phase,
-            message_count=len(self._conversation),
-            tokens=self._conversation.effective_tokens,
+            phase=pending.target,
+            message_count=len(pending.conversation),
+            tokens=pending.conversation.effective_tokens,
             last=self._mark,
         )
         return trigger
 
-    def snapshot(self, trigger: str = "manual") -> EngineSnapshot:
-        """The engine's state as a checkpoint snapshot (nothing is stored)."""
-        return EngineSnapshot(
-            messages=tuple(self._conversation.messages),
-            overlays=self._conversation.overlays,
-            state=self._state.to_plain(),
-            chart=self.chart_plain(),
-            phase=self._phase,
-            trigger=trigger,
-        )
+    def _capture_args(
+        self, trigger: str, pending: _Pending | None = None
+    ) -> tuple[tuple[Conversation], dict[str, Any]]:
+        if pending is None:
+            conversation, state = self._conversation, self._state
+            configuration, phase = self._configuration, self._phase
+        else:
+            conversation, state = pending.conversation, pending.state
+            configuration, phase = pending.configuration, pending.target
+        chart = {
+            "chart": self.chart.name,
+            "configuration": list(configuration),
+            "history": self.history,
+        }
+        return (conversation,), {
+            "state": state.to_plain(),
+            "chart": chart,
+            "phase": phase,
+            "trigger": trigger,
+        }
 
     def _after_checkpoint(self, checkpoint_id: str, trigger: str) -> None:
         self._checkpoints.append((checkpoint_id, self._phase))
@@ -681,36 +737,38 @@ class _Core:
                 hook(pending.compression, phase=self._phase)
         return record
 
-    def _validate_restore(self, snapshot: Any, checkpoint_id: str) -> EngineSnapshot:
-        if not isinstance(snapshot, EngineSnapshot):
+    def _validate_restore(self, restored: Any, checkpoint_id: str) -> Any:
+        chart = getattr(restored, "chart", None)
+        if not isinstance(getattr(restored, "conversation", None), Conversation) or not (
+            isinstance(chart, Mapping) and isinstance(getattr(restored, "state", None), Mapping)
+        ):
             raise errors.CorruptCheckpoint(
-                f"checkpoint {checkpoint_id!r} must hold an engine snapshot "
-                f"(got {type(snapshot).__name__})",
+                f"checkpoint {checkpoint_id!r} must give back a conversation, a state and a "
+                f"chart (got {type(restored).__name__})",
                 rule="checkpoint_snapshot",
                 checkpoint_id=checkpoint_id,
             )
-        chart = snapshot.chart
-        if chart.get("chart") != self.chart.name:
+        if chart.get("chart") != self.chart.name or "configuration" not in chart:
             raise errors.CheckpointError(
-                f"checkpoint {checkpoint_id!r} must be of chart {self.chart.name!r} "
-                f"(got {chart.get('chart')!r})",
+                f"checkpoint {checkpoint_id!r} must hold a configuration of chart "
+                f"{self.chart.name!r} (got {chart.get('chart')!r})",
                 rule="chart_mismatch",
                 checkpoint_id=checkpoint_id,
             )
-        return snapshot
+        return restored
 
-    def _load_snapshot(self, snapshot: EngineSnapshot, checkpoint_id: str) -> None:
-        """Replace conversation, state and chart configuration with the snapshot's."""
-        conversation = self._conversation_from(snapshot)
-        state = LayeredState.from_plain(snapshot.state)
+    def _load_restored(self, restored: Any, checkpoint_id: str) -> None:
+        """Replace conversation, state and chart configuration with the checkpoint's."""
+        restored = self._validate_restore(restored, checkpoint_id)
+        state = LayeredState.from_plain(restored.state)
         previous = (list(self._configuration), self.history)
-        self._set_chart(snapshot.chart["configuration"], snapshot.chart.get("history", {}))
+        self._set_chart(restored.chart["configuration"], restored.chart.get("history", {}))
         try:
             self._allocation = self._allocate(state, self._phase)
         except CtxflowError:
             self._set_chart(*previous)
             raise
-        self._conversation = conversation
+        self._conversation = restored.conversation
         self._state = state
         self._checkpoints.append((checkpoint_id, self._phase))
 
@@ -754,8 +812,10 @@ class Engine(_Core):
             if pending.restore:
                 target = self._restore_target(pending)
                 if target is not None:
-                    snapshot = _not_awaitable(self.checkpointer.restore(target), "checkpointer")
-                    self._apply_restore(pending, snapshot, target)
+                    restored = _not_awaitable(
+                        self.checkpointer.restore(target, measure=self.measure), "checkpointer"
+                    )
+                    self._apply_restore(pending, restored, target)
             self._enter(pending)
             if pending.consolidate and self.consolidator is not None:
                 pending.state = _not_awaitable(
@@ -766,6 +826,12 @@ class Engine(_Core):
             if guard is not None:
                 args, kw = guard
                 pending.compression = _not_awaitable(self.compressor(*args, **kw), "compressor")  # type: ignore[misc]
+            checkpoint = None
+            trigger = self._checkpoint_trigger(pending)
+            if trigger is not None:
+                args, kw = self._capture_args(trigger, pending)
+                written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
+                checkpoint = (_checkpoint_id(written), trigger)
         except CtxflowError:
             self._rollback(pending)
             raise
@@ -773,28 +839,24 @@ class Engine(_Core):
             self._rollback(pending)
             raise _effect_failed(pending, exc) from exc
         self._commit(pending)
-        checkpoint = None
-        trigger = self._checkpoint_trigger(pending)
-        if trigger is not None:
-            checkpoint_id = _not_awaitable(
-                self.checkpointer.capture(self.snapshot(trigger)), "checkpointer"
-            )
-            self._after_checkpoint(checkpoint_id, trigger)
-            checkpoint = (checkpoint_id, trigger)
+        if checkpoint is not None:
+            self._after_checkpoint(*checkpoint)
         return self._finish(pending, tokens_before, allocation_before, checkpoint)
 
     def checkpoint(self, trigger: str = "manual") -> str:
         """Take a checkpoint now; return its id."""
-        checkpoint_id = _not_awaitable(
-            self.checkpointer.capture(self.snapshot(trigger)), "checkpointer"
-        )
+        args, kw = self._capture_args(trigger)
+        written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
+        checkpoint_id = _checkpoint_id(written)
         self._after_checkpoint(checkpoint_id, trigger)
         return checkpoint_id
 
     def restore(self, checkpoint_id: str) -> None:
         """Restore messages, layered state and chart configuration (with history)."""
-        snapshot = _not_awaitable(self.checkpointer.restore(checkpoint_id), "checkpointer")
-        self._load_snapshot(self._validate_restore(snapshot, checkpoint_id), checkpoint_id)
+        restored = _not_awaitable(
+            self.checkpointer.restore(checkpoint_id, measure=self.measure), "checkpointer"
+        )
+        self._load_restored(restored, checkpoint_id)
 
     @classmethod
     def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> Engine:
@@ -816,8 +878,10 @@ class AsyncEngine(_Core):
             if pending.restore:
                 target = self._restore_target(pending)
                 if target is not None:
-                    snapshot = await _resolve(self.checkpointer.restore(target))
-                    self._apply_restore(pending, snapshot, target)
+                    restored = await _resolve(
+                        self.checkpointer.restore(target, measure=self.measure)
+                    )
+                    self._apply_restore(pending, restored, target)
             self._enter(pending)
             if pending.consolidate and self.consolidator is not None:
                 pending.state = await _resolve(
@@ -828,6 +892,12 @@ class AsyncEngine(_Core):
             if guard is not None:
                 args, kw = guard
                 pending.compression = await _resolve(self.compressor(*args, **kw))  # type: ignore[misc]
+            checkpoint = None
+            trigger = self._checkpoint_trigger(pending)
+            if trigger is not None:
+                args, kw = self._capture_args(trigger, pending)
+                written = await _resolve(self.checkpointer.capture(*args, **kw))
+                checkpoint = (_checkpoint_id(written), trigger)
         except CtxflowError:
             self._rollback(pending)
             raise
@@ -835,24 +905,21 @@ class AsyncEngine(_Core):
             self._rollback(pending)
             raise _effect_failed(pending, exc) from exc
         self._commit(pending)
-        checkpoint = None
-        trigger = self._checkpoint_trigger(pending)
-        if trigger is not None:
-            checkpoint_id = await _resolve(self.checkpointer.capture(self.snapshot(trigger)))
-            self._after_checkpoint(checkpoint_id, trigger)
-            checkpoint = (checkpoint_id, trigger)
+        if checkpoint is not None:
+            self._after_checkpoint(*checkpoint)
         return self._finish(pending, tokens_before, allocation_before, checkpoint)
 
     async def checkpoint(self, trigger: str = "manual") -> str:
         """Take a checkpoint now; return its id."""
-        checkpoint_id = await _resolve(self.checkpointer.capture(self.snapshot(trigger)))
+        args, kw = self._capture_args(trigger)
+        checkpoint_id = _checkpoint_id(await _resolve(self.checkpointer.capture(*args, **kw)))
         self._after_checkpoint(checkpoint_id, trigger)
         return checkpoint_id
 
     async def restore(self, checkpoint_id: str) -> None:
         """Restore messages, layered state and chart configuration (with history)."""
-        snapshot = await _resolve(self.checkpointer.restore(checkpoint_id))
-        self._load_snapshot(self._validate_restore(snapshot, checkpoint_id), checkpoint_id)
+        restored = await _resolve(self.checkpointer.restore(checkpoint_id, measure=self.measure))
+        self._load_restored(restored, checkpoint_id)
 
     @classmethod
     async def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> AsyncEngine:

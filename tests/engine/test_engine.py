@@ -475,3 +475,22 @@ def test_async_collaborators_are_awaited_by_the_async_engine() -> None:
     with pytest.raises(errors.PolicyError, match="AsyncEngine"):
         sync.send("start", task="t")
     assert sync.phase == "idle"
+
+
+def test_a_failing_checkpoint_rolls_the_transition_back(make: Make) -> None:
+    """When the checkpoint of a phase change cannot be written, the phase does not change."""
+    from ctxflow.engine import MemoryCheckpointer
+
+    class Refusing(MemoryCheckpointer):
+        def capture(self, conversation: Any, **kw: Any) -> str:
+            if kw["phase"] == "execution":
+                raise errors.StaleCheckpoint("the session moved on", rule="stale")
+            return super().capture(conversation, **kw)
+
+    d = engine(make, checkpointer=Refusing())
+    walk(d, "start")
+    with pytest.raises(errors.StaleCheckpoint):
+        d.send("plan_ready")
+    assert d.engine.phase == "planning"
+    assert d.engine.allocation == {"memory": 400, "evidence": 600}
+    assert len(d.engine.checkpoint_ids) == 1
