@@ -342,12 +342,14 @@ class _Core:
             self._conversation = conversation
         else:
             self._conversation = Conversation(conversation or (), measure=self.measure)
-        self._state = state or LayeredState()
+        self._state = state if state is not None else LayeredState()
         self.allocator = allocator
         self.compressor = compressor
         self.consolidator = consolidator
         self.window_builder = window_builder
-        self.checkpointer: Checkpointer = checkpointer or MemoryCheckpointer()
+        self.checkpointer: Checkpointer = (
+            checkpointer if checkpointer is not None else MemoryCheckpointer()
+        )
         self.checkpoint_policy = checkpoint_policy
         self.listeners = Listeners(listeners)
         self.session_id = session_id
