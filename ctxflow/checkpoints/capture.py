@@ -3,8 +3,16 @@
 A :class:`Checkpointer` is bound to one store and one session. It remembers
 the manifest it wrote last, so the next capture costs what changed since:
 the appended messages (hashed and stored once), the changed tags and
-overlays, and the state or chart only if they changed. It writes a full
-manifest every ``full_every`` checkpoints so a load replays a bounded chain.
+overlays, and the state or chart only if they changed.
+
+It writes a full manifest at most every ``full_every`` checkpoints, and only
+once the deltas written since the last full manifest weigh at least
+``full_ratio`` times that manifest (in msgpack bytes). A full manifest lists
+every message, so writing one at a fixed interval would make storage grow
+quadratically over a long session; tying it to the delta bytes keeps the
+manifests' total linear (about ``1 + 2 / full_ratio`` times the final full
+manifest), while a load replays at most about as many deltas as the log has
+messages. ``full_ratio=0`` gives a plain "every ``full_every``" rule.
 
 The layered state and the chart configuration are opaque plain mappings here
 (``LayeredState.to_plain()`` and e.g. ``{"configuration": [...], "history":
@@ -23,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import msgpack
 
 from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain
 from ctxflow.checkpoints.manifest import Manifest
@@ -127,15 +136,23 @@ class Checkpointer:
         session_id: str | None = None,
         *,
         full_every: int = 64,
+        full_ratio: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if full_every < 1:
             raise CheckpointError(
                 f"'full_every' must be >= 1 (got {full_every})", rule="full_every"
             )
+        if not full_ratio >= 0:
+            raise CheckpointError(
+                f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
+            )
         self.store = store
         self.session_id = session_id or new_session_id()
         self.full_every = full_every
+        self.full_ratio = full_ratio
+        self._delta_bytes = 0
+        self._full_bytes = 0
         self.clock = clock
         self._last_id: str | None = None
         self._manifest: Manifest | None = None
@@ -189,10 +206,15 @@ class Checkpointer:
         manifest.state = state_plain
         manifest.chart = chart_plain
         record: Mapping[str, Any] | None = None
-        if self._manifest is not None and self._since_full + 1 < self.full_every:
+        due = (
+            self._since_full + 1 >= self.full_every
+            and self._delta_bytes >= self.full_ratio * self._full_bytes
+        )
+        if self._manifest is not None and not due:
             record = manifest.delta_from(self._manifest)
         if record is None:
             record = manifest.to_plain()
+        weight = self._weigh(record)
         draft = CheckpointDraft(
             id=new_checkpoint_id(),
             session_id=self.session_id,
@@ -210,7 +232,11 @@ class Checkpointer:
         self._manifest = manifest
         self._log = log
         self._overlays = overlays
-        self._since_full = 0 if draft.full else self._since_full + 1
+        if draft.full:
+            self._since_full, self._delta_bytes, self._full_bytes = 0, 0, weight
+        else:
+            self._since_full += 1
+            self._delta_bytes += weight
         self._written.update(bodies)
         return written
 
@@ -225,6 +251,7 @@ class Checkpointer:
         self._log = tuple(conversation.messages)
         self._overlays = conversation.overlays
         self._since_full = snapshot.depth
+        self._delta_bytes = self._full_bytes = 0
         self._written = snapshot.manifest.body_hashes()
         return Restored(
             conversation=conversation,
@@ -234,6 +261,17 @@ class Checkpointer:
         )
 
     # -- manifest building ---------------------------------------------------
+
+    @staticmethod
+    def _weigh(record: Mapping[str, Any]) -> int:
+        try:
+            return len(msgpack.packb(record, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(
+                f"state and chart must be plain data (dict, list, str, bytes, int, float, "
+                f"bool, None) ({exc})",
+                rule="not_plain",
+            ) from None
 
     def _append(
         self, manifest: Manifest, messages: tuple[Message, ...], bodies: dict[str, Any]

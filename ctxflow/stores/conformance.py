@@ -79,7 +79,7 @@ class StoreConformance:
 
     def test_every_checkpoint_loads(self, store: BaseStore) -> None:
         """Each checkpoint of a chain of deltas and full manifests restores its own state."""
-        writer, _ = self._session(store, steps=9, full_every=3)
+        writer, _ = self._session(store, steps=9, full_every=3, full_ratio=0)
         records = store.checkpoints(writer.session_id)
         assert [r.full for r in records[:4]] == [True, False, False, True]
         for record in records:
@@ -135,7 +135,7 @@ class StoreConformance:
 
     def test_retention_keep_last(self, store: BaseStore) -> None:
         """Keep-last-N deletes the oldest, and every kept checkpoint still restores."""
-        writer, conversation = self._session(store, steps=10, full_every=4)
+        writer, conversation = self._session(store, steps=10, full_every=4, full_ratio=0)
         records = store.checkpoints(writer.session_id)
         deleted = store.prune(writer.session_id, keep_last=3)
         assert deleted == [r.id for r in records[:7]]

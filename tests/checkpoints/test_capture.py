@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import attrs
@@ -45,7 +46,11 @@ def test_round_trip_of_corpus_with_random_tags(
     messages = list(transcript.messages)
     conversation = Conversation(messages)
     store = MemoryStore()
-    writer = Checkpointer(store, full_every=data.draw(st.integers(1, 4)))
+    writer = Checkpointer(
+        store,
+        full_every=data.draw(st.integers(1, 4)),
+        full_ratio=data.draw(st.sampled_from([0, 1])),
+    )
     writer.capture(conversation, state={"k": 1}, chart=CHART, phase="planning")
     movable = [m.id for m in messages if m.role is not Role.SYSTEM]
     if len(movable) >= 2:
@@ -179,3 +184,23 @@ def test_async_wrapper(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_full_manifests_stay_linear() -> None:
+    """Over a long session full manifests are spaced out so their total stays linear."""
+    store = MemoryStore()
+    writer = Checkpointer(store, full_every=16)
+    conversation = Conversation()
+    for i in range(600):
+        role = Message.user if i % 2 == 0 else Message.assistant
+        conversation.append(role(f"turn {i}", id=f"m{i}"))
+        writer.capture(conversation)
+    records = store.checkpoints(writer.session_id)
+    fulls = [r for r in records if r.full]
+    assert 4 <= len(fulls) <= 12
+    gaps = [b.seq - a.seq for a, b in itertools.pairwise(fulls)]
+    assert min(gaps) >= 16
+    assert gaps == sorted(gaps)
+    snapshot = store.load(writer.session_id)
+    assert snapshot.depth <= 600 // 2 + 16
+    assert len(restore(store, writer.session_id).conversation) == 600
