@@ -22,7 +22,8 @@ import pytest
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
 from ctxflow.model import Conversation, Message
-from ctxflow.stores.base import BaseStore
+from ctxflow.serde import EnvelopeCodec
+from ctxflow.stores.base import BaseStore, Store
 
 __all__ = ["StoreConformance"]
 
@@ -215,3 +216,22 @@ class StoreConformance:
         assert latest.messages == conversation.messages
         assert latest.overlays == conversation.overlays
         assert latest.effective() == conversation.effective()
+
+    def test_newer_format_version_is_refused(self, store: BaseStore) -> None:
+        """A checkpoint written by a newer format raises CorruptCheckpoint; nothing changes."""
+        writer, _ = self._session(store, steps=3)
+        corrupt = getattr(store, "corrupt", None)
+        if corrupt is None:
+            pytest.skip("backend offers no way to replace a stored checkpoint")
+        latest = store.latest(writer.session_id)
+        newer = EnvelopeCodec(store.codec.layers, version=store.codec.version + 1)
+        corrupt(latest.id, newer.encode({"kind": "delta", "hashes": []}))
+        with pytest.raises(CorruptCheckpoint) as info:
+            store.load(writer.session_id)
+        assert info.value.rule == "newer_version"
+        assert store.latest(writer.session_id) == latest
+        assert len(store.checkpoints(writer.session_id)) == 3
+
+    def test_is_a_store(self, store: BaseStore) -> None:
+        """The backend satisfies the Store protocol."""
+        assert isinstance(store, Store)

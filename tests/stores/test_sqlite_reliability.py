@@ -16,6 +16,7 @@ import pytest
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
+from ctxflow.serde import default_codec
 from ctxflow.stores import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ import sys
 from ctxflow.checkpoints import Checkpointer
 from ctxflow.errors import CheckpointNotFound, StaleCheckpoint
 from ctxflow.model import Conversation, Message
+from ctxflow.serde import default_codec
 from ctxflow.stores import SQLiteStore
 
 path, session, name, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -228,3 +230,16 @@ def test_two_processes_write_one_session(tmp_path: Path) -> None:
         child.communicate(timeout=60)
         assert child.returncode == 0
     assert _assert_chain(path, "ses_p") == 50
+
+
+def test_size_limit_on_load(tmp_path: Path) -> None:
+    """A stored checkpoint larger than the reader's limit raises CorruptCheckpoint."""
+    path = tmp_path / "limit.db"
+    with SQLiteStore(path) as store:
+        writer = Checkpointer(store)
+        writer.capture(Conversation([Message.user("x" * 5000, id="u1")]))
+    with SQLiteStore(path, codec=default_codec(max_size=1000)) as small:
+        with pytest.raises(CorruptCheckpoint) as info:
+            restore(small, writer.session_id)
+        assert info.value.rule == "too_large"
+        assert small.latest(writer.session_id).message_count == 1
