@@ -7,12 +7,26 @@ from ctxflow.testing.corpus import (
     load_corpus,
 )
 from ctxflow.testing.doubles import CountingCounter, FixedCounter
+from ctxflow.testing.llm import (
+    AsyncScriptedLLM,
+    ScriptedLLM,
+    ScriptExhausted,
+    prompt_too_long,
+    text_response,
+    tool_call_response,
+)
 
 __all__ = [
     "CORPUS_ENV",
+    "AsyncScriptedLLM",
     "CountingCounter",
     "FixedCounter",
+    "ScriptExhausted",
+    "ScriptedLLM",
     "concatenate",
     "corpus_path",
     "load_corpus",
+    "prompt_too_long",
+    "text_response",
+    "tool_call_response",
 ]

@@ -1,0 +1,188 @@
+"""Checkpoint cost over a long session: ctxflow's SQLite store against LangGraph's SqliteSaver.
+
+A loop appends one message per step and checkpoints at every step into a
+SQLite file in a temporary directory. Recorded: the per-step cost (append plus
+checkpoint, median over a window) near step 10 and at the last step, their
+ratio (flat is the goal: at most 1.5x), the storage after the run against the raw
+conversation JSON (goal: at most 1x), and the time to load the latest state from a
+new connection.
+
+The peer, when installed, is measured as in PEERS.md section 3: a StateGraph
+with ``messages: Annotated[list, add_messages]``, one node that appends the
+next turn (as LangChain messages) and loops, ``durability="sync"``; per-step
+time is the time between node entries.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Harness
+from ctxflow.checkpoints import Checkpointer, restore
+from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
+from ctxflow.stores import SQLiteStore
+
+WINDOW = 10
+
+
+def _windows(times: list[float]) -> tuple[float, float]:
+    """Median ms near step 10 and over the last steps."""
+    early = times[5 : 5 + WINDOW]
+    late = times[-WINDOW:]
+    return statistics.median(early) * 1000, statistics.median(late) * 1000
+
+
+def _file_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
+    path = folder / "ctxflow.db"
+    store = SQLiteStore(path)
+    writer = Checkpointer(store)
+    conversation = Conversation()
+    chart = {"configuration": ["execution"], "history": {}}
+    times = []
+    gc.collect()
+    gc.disable()
+    try:
+        for step, message in enumerate(messages, start=1):
+            start = time.perf_counter()
+            conversation.append(message)
+            writer.capture(
+                conversation,
+                state={"runtime": {"phase": "execution", "step": step}},
+                chart=chart,
+                phase="execution",
+                trigger="messages",
+            )
+            times.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    store.checkpoint_wal()
+    store.close()
+    size = _file_size(path)
+
+    def load() -> None:
+        with SQLiteStore(path) as fresh:
+            restored = restore(fresh, writer.session_id)
+        assert len(restored.conversation) == len(messages)
+
+    early, late = _windows(times)
+    return {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=7)}
+
+
+def _to_langchain(message: Message) -> list[Any]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+    if message.role is Role.SYSTEM:
+        return [SystemMessage(content=message.text)]
+    if message.role is Role.ASSISTANT:
+        calls = [{"name": u.name, "args": dict(u.input), "id": u.id} for u in message.tool_uses]
+        return [AIMessage(content=message.text, tool_calls=calls)]
+    out: list[Any] = [
+        ToolMessage(content=r.text, tool_call_id=r.tool_use_id) for r in message.tool_results
+    ]
+    if message.text or not out:
+        out.append(HumanMessage(content=message.text or "(empty)"))
+    return out
+
+
+def _peer(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
+    import sqlite3
+    from typing import Annotated, TypedDict
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, StateGraph
+    from langgraph.graph.message import add_messages
+
+    turns = [_to_langchain(m) for m in messages]
+
+    # The functional form: string annotations could not see the local add_messages.
+    State = TypedDict("State", {"messages": Annotated[list[Any], add_messages], "step": int})  # type: ignore[misc]  # noqa: UP013
+
+    entries: list[float] = []
+
+    def node(state: dict[str, Any]) -> dict[str, Any]:
+        entries.append(time.perf_counter())
+        step = state["step"]
+        return {"messages": turns[step], "step": step + 1}
+
+    def route(state: dict[str, Any]) -> str:
+        return "node" if state["step"] < len(turns) else END
+
+    graph = StateGraph(State)
+    graph.add_node("node", node)
+    graph.set_entry_point("node")
+    graph.add_conditional_edges("node", route)
+    path = folder / "langgraph.db"
+    connection = sqlite3.connect(path, check_same_thread=False)
+    saver = SqliteSaver(connection)
+    app = graph.compile(checkpointer=saver)
+    config: Any = {
+        "configurable": {"thread_id": "bench"},
+        "recursion_limit": len(turns) + 10,
+    }
+    gc.collect()
+    gc.disable()
+    try:
+        app.invoke({"messages": [], "step": 0}, config, durability="sync")
+        entries.append(time.perf_counter())
+    finally:
+        gc.enable()
+    times = [b - a for a, b in itertools.pairwise(entries)]
+    size = _file_size(path)
+
+    def load() -> None:
+        state = app.get_state(config)
+        assert state.values["step"] == len(turns)
+
+    early, late = _windows(times)
+    result = {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=5)}
+    connection.close()
+    return result
+
+
+def run(h: Harness) -> None:
+    """Measure per-step checkpoint cost, growth, storage and load time."""
+    n = h.size(1000, 30)
+    messages = h.workload(n)
+    raw = len(json.dumps(messages_to_anthropic(messages)).encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = _ours(h, messages, Path(tmp))
+        peer = None
+        if h.has("langgraph") and h.has("langgraph.checkpoint.sqlite"):
+            peer = _peer(h, messages, Path(tmp))
+    name = "langgraph SqliteSaver" if peer else None
+    note = "" if peer else "peer not installed"
+
+    def record(metric: str, key: str, unit: str, **extra: Any) -> None:
+        h.record(
+            metric,
+            ours[key],
+            unit,
+            peer=name,
+            peer_value=peer[key] if peer else None,
+            note=note,
+            **extra,
+        )
+
+    record("checkpoints.step_ms@10", "early", "ms", window=WINDOW)
+    record(f"checkpoints.step_ms@{n}", "late", "ms", window=WINDOW)
+    ours["growth"] = ours["late"] / ours["early"]
+    if peer:
+        peer["growth"] = peer["late"] / peer["early"]
+    record("checkpoints.step_growth", "growth", "x", target=1.5, steps=n)
+    ours["storage"] = ours["size"] / raw
+    if peer:
+        peer["storage"] = peer["size"] / raw
+    record("checkpoints.storage_vs_raw", "storage", "x", target=1.0, raw_bytes=raw)
+    record("checkpoints.storage_bytes", "size", "bytes", steps=n)
+    record("checkpoints.load_latest_ms", "load", "ms", messages=n)

@@ -1,0 +1,311 @@
+"""Capture a conversation, its layered state and chart into a store; restore them exactly.
+
+A :class:`Checkpointer` is bound to one store and one session. It remembers
+the manifest it wrote last, so the next capture costs what changed since:
+the appended messages (hashed and stored once), the changed tags and
+overlays, and the state or chart only if they changed.
+
+It writes a full manifest at most every ``full_every`` checkpoints, and only
+once the deltas written since the last full manifest weigh at least
+``full_ratio`` times that manifest (in msgpack bytes). A full manifest lists
+every message, so writing one at a fixed interval would make storage grow
+quadratically over a long session; tying it to the delta bytes keeps the
+manifests' total linear (about ``1 + 2 / full_ratio`` times the final full
+manifest), while a load replays at most about as many deltas as the log has
+messages. ``full_ratio=0`` gives a plain "every ``full_every``" rule.
+
+The layered state and the chart configuration are opaque plain mappings here
+(``LayeredState.to_plain()`` and e.g. ``{"configuration": [...], "history":
+{...}}``): this module does not import the engine.
+
+Gotcha: a checkpointer writes with ``expected_parent`` set to the checkpoint it
+wrote or restored last. If another writer moved the session on, the write
+raises :class:`~ctxflow.errors.StaleCheckpoint` and nothing changes; restore
+the latest (or fork) and carry on from there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgpack
+
+from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain
+from ctxflow.checkpoints.manifest import Manifest
+from ctxflow.checkpoints.model import (
+    CheckpointDraft,
+    CheckpointRecord,
+    Snapshot,
+    new_checkpoint_id,
+    new_session_id,
+)
+from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
+from ctxflow.model import Conversation, Message
+
+if TYPE_CHECKING:
+    from ctxflow.stores.base import Store
+
+__all__ = ["Checkpointer", "Restored", "conversation_from_snapshot", "restore"]
+
+Measure = Callable[[Message], int]
+
+
+@attrs.frozen(kw_only=True)
+class Restored:
+    """What a restore gives back: the conversation, the plain state and chart, the record."""
+
+    conversation: Conversation
+    state: dict[str, Any]
+    chart: dict[str, Any]
+    record: CheckpointRecord
+
+
+def _plain_mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise CheckpointError(
+            f"'{name}' must be a plain mapping or None (got {type(value).__name__})",
+            rule="not_plain",
+        )
+    return dict(value)
+
+
+def conversation_from_snapshot(
+    snapshot: Snapshot, *, measure: Measure | None = None
+) -> Conversation:
+    """Rebuild the Conversation of a loaded checkpoint (tags and overlays included)."""
+    manifest = snapshot.manifest
+    messages = []
+    for message_id, digest in zip(manifest.ids, manifest.hashes, strict=True):
+        body = snapshot.bodies.get(digest)
+        if body is None or body.get("id") != message_id:
+            raise CorruptCheckpoint(
+                f"message {message_id!r} must have its body {digest} in the store (missing)",
+                rule="missing_body",
+                message_id=message_id,
+            )
+        condense, truncation = manifest.tags.get(message_id, (None, None))
+        messages.append(
+            message_from_plain(body, condense_parent=condense, truncation_parent=truncation)
+        )
+    try:
+        conversation = Conversation(messages, measure=measure)
+        for message_id, digest in manifest.overlays.items():
+            body = snapshot.bodies.get(digest)
+            if body is None:
+                raise CorruptCheckpoint(
+                    f"overlay of {message_id!r} must have its body {digest} in the store",
+                    rule="missing_body",
+                    message_id=message_id,
+                )
+            conversation.set_overlay(message_id, message_from_plain(body))
+    except InvalidMessage as exc:
+        raise CorruptCheckpoint(
+            f"a checkpoint must restore a valid conversation ({exc})", rule="conversation"
+        ) from None
+    return conversation
+
+
+def restore(
+    store: Store,
+    session_id: str,
+    checkpoint_id: str | None = None,
+    *,
+    measure: Measure | None = None,
+) -> Restored:
+    """Load a checkpoint (the session's latest when no id is given) and rebuild it."""
+    snapshot = store.load(session_id, checkpoint_id)
+    return Restored(
+        conversation=conversation_from_snapshot(snapshot, measure=measure),
+        state=dict(snapshot.manifest.state),
+        chart=dict(snapshot.manifest.chart),
+        record=snapshot.record,
+    )
+
+
+class Checkpointer:
+    """Writes the checkpoints of one session to one store, each as a delta of the last."""
+
+    def __init__(
+        self,
+        store: Store,
+        session_id: str | None = None,
+        *,
+        full_every: int = 64,
+        full_ratio: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if full_every < 1:
+            raise CheckpointError(
+                f"'full_every' must be >= 1 (got {full_every})", rule="full_every"
+            )
+        if not full_ratio >= 0:
+            raise CheckpointError(
+                f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
+            )
+        self.store = store
+        self.session_id = session_id or new_session_id()
+        self.full_every = full_every
+        self.full_ratio = full_ratio
+        self._delta_bytes = 0
+        self._full_bytes = 0
+        self.clock = clock
+        self._last_id: str | None = None
+        self._manifest: Manifest | None = None
+        self._log: tuple[Message, ...] = ()
+        self._overlays: dict[str, Message] = {}
+        self._since_full = 0
+        self._written: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Checkpointer session={self.session_id} last={self._last_id}>"
+
+    @property
+    def last_id(self) -> str | None:
+        """The checkpoint the next capture will be based on (None before the first)."""
+        return self._last_id
+
+    def capture(
+        self,
+        conversation: Conversation,
+        *,
+        state: Mapping[str, Any] | None = None,
+        chart: Mapping[str, Any] | None = None,
+        phase: str | None = None,
+        trigger: str | None = None,
+        tokens: int | None = None,
+    ) -> CheckpointRecord:
+        """Write a checkpoint of ``conversation``, ``state`` and ``chart``; return its record.
+
+        ``tokens`` defaults to the conversation's effective tokens. Raises
+        ``StaleCheckpoint`` (nothing written) when the session moved on.
+        """
+        state_plain = _plain_mapping("state", state)
+        chart_plain = _plain_mapping("chart", chart)
+        log = tuple(conversation.messages)
+        bodies: dict[str, Mapping[str, Any]] = {}
+        manifest = self._extend(log, bodies)
+        if manifest is None:
+            manifest = Manifest()
+            self._append(manifest, log, bodies)
+        overlays = conversation.overlays
+        previous = self._manifest.overlays if self._manifest is not None else {}
+        manifest.overlays = {}
+        for message_id, overlay in overlays.items():
+            if self._overlays.get(message_id) is overlay and message_id in previous:
+                manifest.overlays[message_id] = previous[message_id]
+                continue
+            body = message_to_plain(overlay, with_tags=True)
+            digest = body_hash(body)
+            manifest.overlays[message_id] = digest
+            bodies[digest] = body
+        manifest.state = state_plain
+        manifest.chart = chart_plain
+        record: Mapping[str, Any] | None = None
+        due = (
+            self._since_full + 1 >= self.full_every
+            and self._delta_bytes >= self.full_ratio * self._full_bytes
+        )
+        if self._manifest is not None and not due:
+            record = manifest.delta_from(self._manifest)
+        if record is None:
+            record = manifest.to_plain()
+        weight = self._weigh(record)
+        draft = CheckpointDraft(
+            id=new_checkpoint_id(),
+            session_id=self.session_id,
+            parent_id=self._last_id,
+            created_at=self.clock(),
+            manifest=record,
+            bodies=bodies,
+            phase=phase,
+            trigger=trigger,
+            tokens=conversation.effective_tokens if tokens is None else tokens,
+            message_count=len(log),
+        )
+        written = self.store.put(draft, expected_parent=self._last_id)
+        self._last_id = written.id
+        self._manifest = manifest
+        self._log = log
+        self._overlays = overlays
+        if draft.full:
+            self._since_full, self._delta_bytes, self._full_bytes = 0, 0, weight
+        else:
+            self._since_full += 1
+            self._delta_bytes += weight
+        self._written.update(bodies)
+        return written
+
+    def restore(
+        self, checkpoint_id: str | None = None, *, measure: Measure | None = None
+    ) -> Restored:
+        """Restore a checkpoint of this session and continue capturing from it."""
+        snapshot = self.store.load(self.session_id, checkpoint_id)
+        conversation = conversation_from_snapshot(snapshot, measure=measure)
+        self._last_id = snapshot.record.id
+        self._manifest = snapshot.manifest.copy()
+        self._log = tuple(conversation.messages)
+        self._overlays = conversation.overlays
+        self._since_full = snapshot.depth
+        self._delta_bytes = self._full_bytes = 0
+        self._written = snapshot.manifest.body_hashes()
+        return Restored(
+            conversation=conversation,
+            state=dict(snapshot.manifest.state),
+            chart=dict(snapshot.manifest.chart),
+            record=snapshot.record,
+        )
+
+    # -- manifest building ---------------------------------------------------
+
+    @staticmethod
+    def _weigh(record: Mapping[str, Any]) -> int:
+        try:
+            return len(msgpack.packb(record, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(
+                f"state and chart must be plain data (dict, list, str, bytes, int, float, "
+                f"bool, None) ({exc})",
+                rule="not_plain",
+            ) from None
+
+    def _append(
+        self, manifest: Manifest, messages: tuple[Message, ...], bodies: dict[str, Any]
+    ) -> None:
+        for message in messages:
+            body = message_to_plain(message)
+            digest = body_hash(body)
+            manifest.ids.append(message.id)
+            manifest.hashes.append(digest)
+            if message.hidden:
+                manifest.tags[message.id] = (message.condense_parent, message.truncation_parent)
+            if digest not in self._written:
+                bodies[digest] = body
+
+    def _extend(self, log: tuple[Message, ...], bodies: dict[str, Any]) -> Manifest | None:
+        """The last manifest extended to ``log``, or None when ``log`` does not extend it."""
+        if self._manifest is None:
+            return None
+        previous = self._log
+        n = len(previous)
+        if len(log) < n:
+            return None
+        manifest = self._manifest.copy()
+        # Tuple equality checks identity first: the common case (nothing retagged) is C speed.
+        if log[:n] != previous:
+            for index in range(n):
+                old, new = previous[index], log[index]
+                if old is new:
+                    continue
+                if new.id != old.id or message_to_plain(new) != message_to_plain(old):
+                    return None
+                if new.hidden:
+                    manifest.tags[new.id] = (new.condense_parent, new.truncation_parent)
+                else:
+                    manifest.tags.pop(new.id, None)
+        self._append(manifest, log[n:], bodies)
+        return manifest

@@ -1,0 +1,154 @@
+"""Checkpoint manifests: the full form, and deltas against a parent.
+
+A full manifest names every message of the log in order (by body hash: the
+body holds the message id, so ids are not stored twice),
+the compression tags of the tagged ones, the overlays (by body hash), the
+layered state and the chart configuration, all as plain data. Writing that
+at every checkpoint would repeat the history each time (quadratic storage
+over a long session), so most checkpoints store a *delta* against their
+parent: the appended ids and hashes, the tags that changed, the overlays set
+or removed, and the state or chart only when they changed. A full manifest is
+written every so often (``full_every``) so a load replays a bounded chain.
+
+Gotcha: a delta needs the parent's ids to be a prefix of the child's. The log
+only grows, so that holds along a session; anything else is written in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ctxflow.errors import CorruptCheckpoint
+
+__all__ = ["Manifest", "mentions"]
+
+Tags = tuple[str | None, str | None]
+
+
+class Manifest:
+    """The full manifest of one checkpoint (a working form, changed in place).
+
+    ``ids`` (parallel to ``hashes``) is not stored: a store fills it from the
+    bodies when it loads a checkpoint.
+    """
+
+    __slots__ = ("chart", "hashes", "ids", "overlays", "state", "tags")
+
+    def __init__(
+        self,
+        *,
+        ids: list[str] | None = None,
+        hashes: list[str] | None = None,
+        tags: dict[str, Tags] | None = None,
+        overlays: dict[str, str] | None = None,
+        state: dict[str, Any] | None = None,
+        chart: dict[str, Any] | None = None,
+    ) -> None:
+        self.ids = ids if ids is not None else []
+        self.hashes = hashes if hashes is not None else []
+        self.tags = tags if tags is not None else {}
+        self.overlays = overlays if overlays is not None else {}
+        self.state = state if state is not None else {}
+        self.chart = chart if chart is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Manifest messages={len(self.ids)} tagged={len(self.tags)} "
+            f"overlays={len(self.overlays)}>"
+        )
+
+    def copy(self) -> Manifest:
+        """An independent copy (state and chart are shared: they are replaced, never edited)."""
+        return Manifest(
+            ids=list(self.ids),
+            hashes=list(self.hashes),
+            tags=dict(self.tags),
+            overlays=dict(self.overlays),
+            state=self.state,
+            chart=self.chart,
+        )
+
+    def body_hashes(self) -> set[str]:
+        """Every body hash this manifest references (messages and overlays)."""
+        return set(self.hashes) | set(self.overlays.values())
+
+    def to_plain(self) -> dict[str, Any]:
+        """The full manifest as plain data."""
+        return {
+            "kind": "full",
+            "hashes": list(self.hashes),
+            "tags": {k: list(v) for k, v in self.tags.items()},
+            "overlays": dict(self.overlays),
+            "state": self.state,
+            "chart": self.chart,
+        }
+
+    @classmethod
+    def from_plain(cls, data: Any) -> Manifest:
+        """Read a full manifest; raise ``CorruptCheckpoint`` when it is malformed."""
+        if not isinstance(data, Mapping) or data.get("kind") != "full":
+            raise CorruptCheckpoint("a full manifest must have kind 'full'", rule="manifest")
+        manifest = cls()
+        manifest.apply(data, full=True)
+        return manifest
+
+    def delta_from(self, parent: Manifest) -> dict[str, Any] | None:
+        """This manifest as a delta against ``parent``, or None when it is not an extension."""
+        n = len(parent.hashes)
+        if len(self.hashes) < n or self.hashes[:n] != parent.hashes:
+            return None
+        delta: dict[str, Any] = {"kind": "delta", "hashes": self.hashes[n:]}
+        changed = {k: list(v) for k, v in self.tags.items() if parent.tags.get(k) != v}
+        changed.update({k: [None, None] for k in parent.tags if k not in self.tags})
+        if changed:
+            delta["tags"] = changed
+        set_overlays = {k: v for k, v in self.overlays.items() if parent.overlays.get(k) != v}
+        if set_overlays:
+            delta["overlays"] = set_overlays
+        removed = [k for k in parent.overlays if k not in self.overlays]
+        if removed:
+            delta["removed_overlays"] = removed
+        if self.state != parent.state:
+            delta["state"] = self.state
+        if self.chart != parent.chart:
+            delta["chart"] = self.chart
+        return delta
+
+    def apply(self, data: Mapping[str, Any], *, full: bool = False) -> None:
+        """Apply a delta (or, with ``full``, load a full manifest) in place."""
+        try:
+            hashes = list(data["hashes"])
+            if not all(isinstance(h, str) for h in hashes):
+                raise ValueError("hashes must be strings")
+            self.hashes.extend(hashes)
+            for key, pair in dict(data.get("tags") or {}).items():
+                condense, truncation = pair
+                if condense is None and truncation is None:
+                    self.tags.pop(key, None)
+                else:
+                    self.tags[key] = (condense, truncation)
+            self.overlays.update(dict(data.get("overlays") or {}))
+            for key in data.get("removed_overlays") or ():
+                self.overlays.pop(key, None)
+            if full or "state" in data:
+                self.state = dict(data.get("state") or {})
+            if full or "chart" in data:
+                self.chart = dict(data.get("chart") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpoint(
+                f"a manifest must have the documented shape ({type(exc).__name__}: {exc})",
+                rule="manifest",
+            ) from None
+
+
+def mentions(record: Mapping[str, Any]) -> set[str]:
+    """The body hashes a stored manifest record (full or delta) names itself."""
+    found = set(record.get("hashes") or ())
+    found.update(dict(record.get("overlays") or {}).values())
+    return found

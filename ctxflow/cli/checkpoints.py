@@ -1,0 +1,204 @@
+"""``ctxflow checkpoints``: list, show, diff and restore the checkpoints of a SQLite store.
+
+The store file must exist (this command never creates one). ``restore``
+writes the conversation as corpus JSONL: the effective view by default (what
+a model would be shown), or the whole log with ``--view log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ctxflow.checkpoints import CheckpointRecord, conversation_from_snapshot
+from ctxflow.errors import StoreError
+from ctxflow.model import Transcript, dump_transcript, write_transcripts
+from ctxflow.stores import SQLiteStore
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``checkpoints`` sub-command and its actions."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "checkpoints",
+        help="inspect and restore checkpoints in a SQLite store",
+        description="List sessions and checkpoints, show one, diff two, or restore one "
+        "as corpus JSONL.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
+        p.add_argument("--store", required=True, help="the SQLite store file")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    listing = action("list", "list sessions, or the checkpoints of one session")
+    listing.add_argument("session", nargs="?", help="a session id (default: list sessions)")
+    show = action("show", "show one checkpoint (default: the session's latest)")
+    show.add_argument("session")
+    show.add_argument("checkpoint", nargs="?")
+    diff = action("diff", "what changed between two checkpoints of a session")
+    diff.add_argument("session")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    rest = action("restore", "write a checkpoint's conversation as corpus JSONL")
+    rest.add_argument("session")
+    rest.add_argument("checkpoint", nargs="?")
+    rest.add_argument("--out", help="write to this file (default: print)")
+    rest.add_argument(
+        "--view", choices=("effective", "log"), default="effective", help="which messages"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _open(path: str) -> SQLiteStore:
+    if not Path(path).is_file():
+        raise StoreError(f"--store must name an existing file (got {path!r})", rule="no_store")
+    return SQLiteStore(path)
+
+
+def _when(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row(record: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "seq": record.seq,
+        "parent": record.parent_id,
+        "created": _when(record.created_at),
+        "phase": record.phase,
+        "trigger": record.trigger,
+        "tokens": record.tokens,
+        "messages": record.message_count,
+        "size": record.size,
+        "manifest": "full" if record.full else "delta",
+    }
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    print()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one action against the store; exit 0."""
+    store = _open(args.store)
+    try:
+        handler = {"list": _list, "show": _show, "diff": _diff, "restore": _restore}
+        return handler[args.action](store, args)
+    finally:
+        store.close()
+
+
+def _list(store: SQLiteStore, args: argparse.Namespace) -> int:
+    if args.session is None:
+        rows = []
+        for session in store.sessions():
+            latest = store.latest(session)
+            rows.append(
+                {
+                    "session": session,
+                    "checkpoints": latest.seq,
+                    "latest": latest.id,
+                    "phase": latest.phase,
+                    "updated": _when(latest.created_at),
+                }
+            )
+        if args.json:
+            _print_json(rows)
+            return 0
+        print(f"{'session':<28} {'count':>5}  {'phase':<12} updated (UTC)")
+        for row in rows:
+            print(
+                f"{row['session']:<28} {row['checkpoints']:>5}  {row['phase'] or '-':<12} "
+                f"{row['updated']}"
+            )
+        return 0
+    records = [_row(r) for r in store.checkpoints(args.session)]
+    if args.json:
+        _print_json(records)
+        return 0
+    print(
+        f"{'seq':>4} {'checkpoint':<20} {'phase':<12} {'trigger':<9} {'msgs':>5} "
+        f"{'tokens':>8} {'bytes':>8} manifest"
+    )
+    for r in records:
+        print(
+            f"{r['seq']:>4} {r['id']:<20} {r['phase'] or '-':<12} {r['trigger'] or '-':<9} "
+            f"{r['messages']:>5} {r['tokens']:>8} {r['size']:>8} {r['manifest']}"
+        )
+    return 0
+
+
+def _show(store: SQLiteStore, args: argparse.Namespace) -> int:
+    snapshot = store.load(args.session, args.checkpoint)
+    info = {
+        "session": args.session,
+        **_row(snapshot.record),
+        "tagged": len(snapshot.manifest.tags),
+        "overlays": len(snapshot.manifest.overlays),
+        "bodies": len(snapshot.bodies),
+        "state_keys": sorted(snapshot.manifest.state),
+        "chart": snapshot.manifest.chart,
+    }
+    if args.json:
+        _print_json(info)
+        return 0
+    for key, value in info.items():
+        print(f"{key:<11} {value}")
+    return 0
+
+
+def _diff(store: SQLiteStore, args: argparse.Namespace) -> int:
+    old = store.load(args.session, args.old).manifest
+    new = store.load(args.session, args.new).manifest
+    prefix = new.ids[: len(old.ids)] == old.ids
+    before = set(old.ids)
+    after = set(new.ids)
+    ids = before | after
+    state_keys = set(old.state) | set(new.state)
+    result: dict[str, Any] = {
+        "appended": [i for i in new.ids if i not in before],
+        "removed": [i for i in old.ids if i not in after],
+        "extends": prefix,
+        "tags_changed": sorted(i for i in ids if old.tags.get(i) != new.tags.get(i)),
+        "overlays_changed": sorted(
+            i
+            for i in set(old.overlays) | set(new.overlays)
+            if old.overlays.get(i) != new.overlays.get(i)
+        ),
+        "state_keys_changed": sorted(k for k in state_keys if old.state.get(k) != new.state.get(k)),
+        "chart_changed": old.chart != new.chart,
+    }
+    if args.json:
+        _print_json(result)
+        return 0
+    for key, value in result.items():
+        shown = value if isinstance(value, bool) else f"{len(value)} {value[:10]}"
+        print(f"{key:<18} {shown}")
+    return 0
+
+
+def _restore(store: SQLiteStore, args: argparse.Namespace) -> int:
+    snapshot = store.load(args.session, args.checkpoint)
+    conversation = conversation_from_snapshot(snapshot)
+    messages = conversation.effective() if args.view == "effective" else conversation.messages
+    transcript = Transcript(
+        id=f"{args.session}/{snapshot.record.id}",
+        messages=tuple(messages),
+        source="ctxflow checkpoint",
+        meta={"phase": snapshot.record.phase, "view": args.view},
+    )
+    if args.out:
+        write_transcripts(args.out, [transcript])
+        print(f"wrote {len(messages)} messages to {args.out}", file=sys.stderr)
+    else:
+        print(json.dumps(dump_transcript(transcript), ensure_ascii=False))
+    return 0

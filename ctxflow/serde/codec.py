@@ -1,0 +1,315 @@
+"""The envelope codec: header, checksum, then a chain of byte layers around msgpack.
+
+Layout of an encoded value::
+
+    magic "CXFL" | version u16 | tag length u8 | codec tags (ascii) | body length u32
+    | blake2b-64 of everything before it and of the body | body
+
+The body is msgpack of plain data, passed through each :class:`ByteLayer` in
+order (lz4 by default; a user adds encryption at rest as one more layer). The
+layer tags are written into the header, so bytes written with another chain
+are refused by name instead of decoded as garbage.
+
+Decoding checks, in this order and before any decompression: the magic, the
+format version, the codec tags, the body length against the size limit, and
+the checksum. The lz4 layer then checks the frame's declared content size and
+decompresses with a hard output limit, so a crafted frame cannot expand past
+``max_size``. Every failure is a :class:`~ctxflow.errors.CorruptCheckpoint`
+whose ``rule`` names what was wrong.
+
+Gotcha: msgpack turns tuples into lists; a round trip gives lists back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import lz4.frame
+import msgpack
+
+from ctxflow.errors import CheckpointError, CorruptCheckpoint
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "ByteLayer",
+    "Envelope",
+    "EnvelopeCodec",
+    "Lz4Layer",
+    "Migration",
+    "default_codec",
+    "read_envelope",
+]
+
+#: The first four bytes of every encoded value.
+MAGIC = b"CXFL"
+#: The format version this code writes.
+FORMAT_VERSION = 1
+#: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
+DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+_HARD_LIMIT = 2**32 - 1
+
+#: Upgrades a decoded value of version ``v`` to version ``v + 1``.
+Migration = Callable[[Any], Any]
+
+_HEAD = struct.Struct(">4sHB")
+_LENGTH = struct.Struct(">I")
+_DIGEST = 8
+
+
+@runtime_checkable
+class ByteLayer(Protocol):
+    """One reversible transformation of the body bytes (compression, encryption)."""
+
+    @property
+    def tag(self) -> str:
+        """A short ascii name written into the envelope (no ``+``)."""
+        ...
+
+    def wrap(self, data: bytes) -> bytes:
+        """The transformed bytes of ``data``."""
+        ...
+
+    def unwrap(self, data: bytes, *, max_size: int) -> bytes:
+        """The original bytes; raise ``CorruptCheckpoint`` if they would exceed ``max_size``."""
+        ...
+
+
+class Lz4Layer:
+    """lz4 frame compression with the content size stored in the frame header."""
+
+    tag = "lz4"
+
+    def __init__(self, *, level: int = 0) -> None:
+        self.level = level
+
+    def wrap(self, data: bytes) -> bytes:
+        """Compress ``data`` into one lz4 frame."""
+        return bytes(lz4.frame.compress(data, compression_level=self.level, store_size=True))
+
+    def unwrap(self, data: bytes, *, max_size: int) -> bytes:
+        """Decompress one frame, refusing frames that declare or produce too much."""
+        try:
+            info = lz4.frame.get_frame_info(data)
+        except (RuntimeError, ValueError) as exc:
+            raise CorruptCheckpoint(
+                f"the lz4 frame header must be valid ({exc})", rule="lz4_header"
+            ) from None
+        declared = int(info.get("content_size") or 0)
+        if declared > max_size:
+            raise CorruptCheckpoint(
+                f"the lz4 frame must declare at most {max_size} bytes (got {declared})",
+                rule="too_large",
+                size=declared,
+                limit=max_size,
+            )
+        decompressor = lz4.frame.LZ4FrameDecompressor()
+        try:
+            out = bytes(decompressor.decompress(data, max_length=max_size + 1))
+        except RuntimeError as exc:
+            raise CorruptCheckpoint(
+                f"the lz4 frame must decompress ({exc})", rule="lz4_frame"
+            ) from None
+        if len(out) > max_size:
+            raise CorruptCheckpoint(
+                f"the body must decompress to at most {max_size} bytes (got more)",
+                rule="too_large",
+                limit=max_size,
+            )
+        if not decompressor.eof or decompressor.unused_data:
+            raise CorruptCheckpoint(
+                "the lz4 frame must be complete and alone (truncated or trailing bytes)",
+                rule="lz4_frame",
+            )
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """The parsed header of an encoded value (what ``read_envelope`` returns)."""
+
+    version: int
+    tags: tuple[str, ...]
+    body: bytes
+
+
+def read_envelope(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
+    """Parse and verify the header and checksum of ``data`` (no decompression)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CorruptCheckpoint(
+            f"checkpoint data must be bytes (got {type(data).__name__})", rule="not_bytes"
+        )
+    data = bytes(data)
+    if len(data) < _HEAD.size or data[:4] != MAGIC:
+        raise CorruptCheckpoint(
+            f"checkpoint data must start with {MAGIC!r} (got {data[:4]!r})", rule="magic"
+        )
+    _, version, tag_length = _HEAD.unpack_from(data)
+    offset = _HEAD.size
+    end_of_header = offset + tag_length + _LENGTH.size + _DIGEST
+    if len(data) < end_of_header:
+        raise CorruptCheckpoint(
+            f"checkpoint header must be {end_of_header} bytes (got {len(data)}: truncated)",
+            rule="truncated",
+        )
+    try:
+        tags = tuple(data[offset : offset + tag_length].decode("ascii").split("+"))
+    except UnicodeDecodeError:
+        raise CorruptCheckpoint("codec tags must be ascii", rule="tags") from None
+    offset += tag_length
+    (length,) = _LENGTH.unpack_from(data, offset)
+    offset += _LENGTH.size
+    if length > max_size:
+        raise CorruptCheckpoint(
+            f"checkpoint body must be at most {max_size} bytes (got {length})",
+            rule="too_large",
+            size=length,
+            limit=max_size,
+        )
+    digest = data[offset : offset + _DIGEST]
+    body = data[end_of_header:]
+    if len(body) != length:
+        raise CorruptCheckpoint(
+            f"checkpoint body must be {length} bytes (got {len(body)}: truncated or padded)",
+            rule="truncated",
+        )
+    expected = hashlib.blake2b(data[:offset], digest_size=_DIGEST)
+    expected.update(body)
+    if expected.digest() != digest:
+        raise CorruptCheckpoint(
+            "checkpoint checksum must match its content (bytes were changed)", rule="checksum"
+        )
+    return Envelope(version=version, tags=tags, body=body)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise CorruptCheckpoint(
+        f"checkpoint body must hold plain data only (got msgpack extension type {code})",
+        rule="ext_type",
+    )
+
+
+class EnvelopeCodec:
+    """Plain data ⇄ bytes: msgpack body, a chain of byte layers, a checked envelope.
+
+    ``layers`` run in order on encode (default: lz4) and in reverse on decode.
+    ``migrations`` maps an older format version ``v`` to a function upgrading a
+    decoded value to ``v + 1``; bytes of a newer version are refused.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[ByteLayer] = (),
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        version: int = FORMAT_VERSION,
+        migrations: Mapping[int, Migration] | None = None,
+    ) -> None:
+        for layer in layers:
+            if not layer.tag or "+" in layer.tag or not layer.tag.isascii():
+                raise CheckpointError(
+                    f"a layer tag must be non-empty ascii without '+' (got {layer.tag!r})",
+                    rule="layer_tag",
+                )
+        if not 0 < max_size <= _HARD_LIMIT:
+            raise CheckpointError(
+                f"'max_size' must be in 1..{_HARD_LIMIT} (got {max_size})", rule="limit"
+            )
+        self.layers = tuple(layers)
+        self.max_size = max_size
+        self.version = version
+        self.migrations = dict(migrations or {})
+        self.tags = ("msgpack", *(layer.tag for layer in self.layers))
+        self._tag_bytes = "+".join(self.tags).encode("ascii")
+
+    def __repr__(self) -> str:
+        return f"<EnvelopeCodec v{self.version} {'+'.join(self.tags)}>"
+
+    def with_layer(self, layer: ByteLayer) -> EnvelopeCodec:
+        """A codec with ``layer`` added at the end of the chain (e.g. encryption)."""
+        return EnvelopeCodec(
+            (*self.layers, layer),
+            max_size=self.max_size,
+            version=self.version,
+            migrations=self.migrations,
+        )
+
+    def encode(self, value: Any) -> bytes:
+        """The envelope bytes of the plain ``value``."""
+        try:
+            body: bytes = msgpack.packb(value, use_bin_type=True, datetime=False)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(
+                f"a checkpoint value must be plain data (dict, list, str, bytes, int, float, "
+                f"bool, None) ({exc})",
+                rule="not_plain",
+            ) from None
+        if len(body) > self.max_size:
+            raise CheckpointError(
+                f"a checkpoint body must be at most {self.max_size} bytes (got {len(body)})",
+                rule="too_large",
+                size=len(body),
+                limit=self.max_size,
+            )
+        for layer in self.layers:
+            body = layer.wrap(body)
+        head = (
+            _HEAD.pack(MAGIC, self.version, len(self._tag_bytes))
+            + self._tag_bytes
+            + _LENGTH.pack(len(body))
+        )
+        digest = hashlib.blake2b(head, digest_size=_DIGEST)
+        digest.update(body)
+        return head + digest.digest() + body
+
+    def decode(self, data: bytes) -> Any:
+        """The plain value of ``data``; raise ``CorruptCheckpoint`` naming what is wrong."""
+        envelope = read_envelope(data, max_size=self.max_size)
+        if envelope.version > self.version:
+            raise CorruptCheckpoint(
+                f"checkpoint format version must be at most {self.version} "
+                f"(got {envelope.version}: written by a newer ctxflow)",
+                rule="newer_version",
+                version=envelope.version,
+            )
+        if envelope.tags != self.tags:
+            raise CorruptCheckpoint(
+                f"codec tags must be {'+'.join(self.tags)!r} (got {'+'.join(envelope.tags)!r})",
+                rule="tags",
+                tags=envelope.tags,
+            )
+        body = envelope.body
+        for layer in reversed(self.layers):
+            body = layer.unwrap(body, max_size=self.max_size)
+        try:
+            value = msgpack.unpackb(
+                body, raw=False, use_list=True, strict_map_key=True, ext_hook=_refuse_ext
+            )
+        except CorruptCheckpoint:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CorruptCheckpoint(
+                f"checkpoint body must be valid msgpack ({type(exc).__name__}: {exc})",
+                rule="msgpack",
+            ) from None
+        for version in range(envelope.version, self.version):
+            migrate = self.migrations.get(version)
+            if migrate is None:
+                raise CorruptCheckpoint(
+                    f"format version {version} must have a migration to {version + 1} "
+                    f"(none registered)",
+                    rule="no_migration",
+                    version=version,
+                )
+            value = migrate(value)
+        return value
+
+
+def default_codec(*, max_size: int = DEFAULT_MAX_SIZE) -> EnvelopeCodec:
+    """The codec ctxflow writes by default: msgpack + lz4 in a version-1 envelope."""
+    return EnvelopeCodec((Lz4Layer(),), max_size=max_size)

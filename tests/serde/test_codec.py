@@ -1,0 +1,213 @@
+"""The envelope codec: round trips, typed errors on damaged bytes, limits, layers, migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from typing import Any
+
+import lz4.frame
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctxflow.errors import CheckpointError, CorruptCheckpoint
+from ctxflow.serde import FORMAT_VERSION, MAGIC, EnvelopeCodec, Lz4Layer, default_codec
+
+plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+class XorLayer:
+    """A toy cipher layer: XOR with a repeating key (stands in for encryption at rest)."""
+
+    tag = "xor"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def wrap(self, data: bytes) -> bytes:
+        """XOR ``data`` with the key."""
+        return bytes(b ^ self.key[i % len(self.key)] for i, b in enumerate(data))
+
+    def unwrap(self, data: bytes, *, max_size: int) -> bytes:
+        """XOR is its own inverse."""
+        return self.wrap(data)
+
+
+class HmacLayer:
+    """Prefixes an HMAC-SHA256 of the data and checks it on the way back."""
+
+    tag = "hmac"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def wrap(self, data: bytes) -> bytes:
+        """Prefix the MAC."""
+        return hmac.new(self.key, data, hashlib.sha256).digest() + data
+
+    def unwrap(self, data: bytes, *, max_size: int) -> bytes:
+        """Check and strip the MAC."""
+        mac, body = data[:32], data[32:]
+        if not hmac.compare_digest(mac, hmac.new(self.key, body, hashlib.sha256).digest()):
+            raise CorruptCheckpoint("the HMAC must match (wrong key or forged)", rule="hmac")
+        return body
+
+
+@settings(max_examples=60, deadline=None)
+@given(plain)
+def test_round_trip_of_plain_data(value: Any) -> None:
+    """Any plain value decodes to itself."""
+    codec = default_codec()
+    assert codec.decode(codec.encode(value)) == value
+
+
+def test_header_layout() -> None:
+    """The envelope starts with the magic, the version and the codec tags."""
+    data = default_codec().encode({"a": 1})
+    assert data.startswith(MAGIC)
+    assert struct.unpack(">H", data[4:6])[0] == FORMAT_VERSION
+    assert data[7 : 7 + data[6]] == b"msgpack+lz4"
+
+
+def test_non_plain_value_is_refused() -> None:
+    """A value that is not plain data raises a CheckpointError on encode."""
+    with pytest.raises(CheckpointError, match="plain data"):
+        default_codec().encode({"x": object()})
+
+
+@pytest.mark.parametrize(
+    ("damage", "rule"),
+    [
+        (lambda b: b"XXXX" + b[4:], "magic"),
+        (lambda b: b[:10], "truncated"),
+        (lambda b: b[:-3], "truncated"),
+        (lambda b: b + b"extra", "truncated"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "checksum"),
+        (lambda b: b"", "magic"),
+    ],
+)
+def test_damaged_bytes_raise_corrupt(damage: Any, rule: str) -> None:
+    """Damaged, truncated or padded bytes raise CorruptCheckpoint naming the rule."""
+    data = default_codec().encode({"messages": ["hello"] * 20})
+    with pytest.raises(CorruptCheckpoint) as info:
+        default_codec().decode(damage(data))
+    assert info.value.rule == rule
+
+
+def test_not_bytes_is_refused() -> None:
+    """Decoding something that is not bytes raises CorruptCheckpoint."""
+    with pytest.raises(CorruptCheckpoint):
+        default_codec().decode("text")  # type: ignore[arg-type]
+
+
+def test_newer_version_is_refused() -> None:
+    """Bytes of a newer format version raise CorruptCheckpoint naming the version."""
+    newer = EnvelopeCodec((Lz4Layer(),), version=FORMAT_VERSION + 1).encode([1])
+    with pytest.raises(CorruptCheckpoint, match="newer") as info:
+        default_codec().decode(newer)
+    assert info.value.rule == "newer_version"
+
+
+def test_older_version_is_migrated() -> None:
+    """An older version is read through its registered migration hook."""
+    old = default_codec().encode({"n": 1})
+    upgraded = EnvelopeCodec(
+        (Lz4Layer(),),
+        version=FORMAT_VERSION + 1,
+        migrations={FORMAT_VERSION: lambda v: {**v, "m": 2}},
+    )
+    assert upgraded.decode(old) == {"n": 1, "m": 2}
+    without = EnvelopeCodec((Lz4Layer(),), version=FORMAT_VERSION + 1)
+    with pytest.raises(CorruptCheckpoint, match="migration"):
+        without.decode(old)
+
+
+def test_stored_size_limit() -> None:
+    """A body larger than the limit is refused before decompression."""
+    data = default_codec().encode("x" * 5000)
+    small = EnvelopeCodec((), max_size=100)
+    with pytest.raises(CorruptCheckpoint) as info:
+        EnvelopeCodec((Lz4Layer(),), max_size=10).decode(data)
+    assert info.value.rule == "too_large"
+    with pytest.raises(CheckpointError, match="at most"):
+        small.encode("y" * 200)
+
+
+def _forge(body: bytes, tags: bytes = b"msgpack+lz4") -> bytes:
+    head = (
+        struct.pack(">4sHB", MAGIC, FORMAT_VERSION, len(tags)) + tags + struct.pack(">I", len(body))
+    )
+    digest = hashlib.blake2b(head, digest_size=8)
+    digest.update(body)
+    return head + digest.digest() + body
+
+
+def test_decompression_bomb_with_declared_size() -> None:
+    """A small frame declaring a huge content size is refused from its header."""
+    bomb = lz4.frame.compress(msgpack.packb("a" * 2_000_000), store_size=True)
+    assert len(bomb) < 20_000
+    with pytest.raises(CorruptCheckpoint, match="declare") as info:
+        EnvelopeCodec((Lz4Layer(),), max_size=100_000).decode(_forge(bomb))
+    assert info.value.rule == "too_large"
+
+
+def test_decompression_bomb_without_declared_size() -> None:
+    """A frame that hides its size still stops at the limit while decompressing."""
+    bomb = lz4.frame.compress(msgpack.packb("a" * 2_000_000), store_size=False)
+    with pytest.raises(CorruptCheckpoint, match="decompress") as info:
+        EnvelopeCodec((Lz4Layer(),), max_size=100_000).decode(_forge(bomb))
+    assert info.value.rule == "too_large"
+
+
+def test_garbage_frame_and_msgpack() -> None:
+    """A valid envelope around a broken frame or broken msgpack raises CorruptCheckpoint."""
+    with pytest.raises(CorruptCheckpoint):
+        default_codec().decode(_forge(b"not an lz4 frame at all"))
+    with pytest.raises(CorruptCheckpoint, match="msgpack"):
+        default_codec().decode(_forge(lz4.frame.compress(b"\xc1\xc1")))
+
+
+def test_ext_types_are_refused() -> None:
+    """A msgpack extension type (which could rebuild objects) is refused."""
+    body = lz4.frame.compress(msgpack.packb(msgpack.ExtType(42, b"obj")))
+    with pytest.raises(CorruptCheckpoint, match="extension") as info:
+        default_codec().decode(_forge(body))
+    assert info.value.rule == "ext_type"
+
+
+def test_encryption_layer_is_recorded_and_required() -> None:
+    """An extra layer is recorded in the tags; bytes without it (or another key) are refused."""
+    secret = default_codec().with_layer(XorLayer(b"k3y")).with_layer(HmacLayer(b"mac"))
+    data = secret.encode({"secret": "value" * 10})
+    assert b"msgpack+lz4+xor+hmac" in data[:40]
+    assert b"value" not in data
+    assert secret.decode(data) == {"secret": "value" * 10}
+    with pytest.raises(CorruptCheckpoint, match="codec tags"):
+        default_codec().decode(data)
+    wrong = default_codec().with_layer(XorLayer(b"k3y")).with_layer(HmacLayer(b"bad"))
+    with pytest.raises(CorruptCheckpoint, match="HMAC"):
+        wrong.decode(data)
+
+
+def test_bad_layer_tag() -> None:
+    """A layer tag with a '+' is refused when the codec is built."""
+
+    class Bad(XorLayer):
+        tag = "a+b"
+
+    with pytest.raises(CheckpointError, match="tag"):
+        EnvelopeCodec((Bad(b"k"),))
