@@ -24,6 +24,7 @@ from ctxflow.engine.engine import (
     EngineSnapshot,
     EventNotAllowed,
     MemoryCheckpointer,
+    StoreCheckpointer,
 )
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
@@ -44,6 +45,7 @@ __all__ = [
     "MemoryCheckpointer",
     "PhaseConfig",
     "StepRecord",
+    "StoreCheckpointer",
     "TransitionSpec",
     "chart_names",
     "chart_path",

@@ -44,7 +44,8 @@ import structlog
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
-from ctxflow import errors
+from ctxflow import checkpoints, errors
+from ctxflow.checkpoints import CheckpointPolicy, new_session_id
 from ctxflow.engine.charts import ACTIONS, Chart, PhaseConfig, load_chart
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
@@ -63,6 +64,7 @@ __all__ = [
     "EngineSnapshot",
     "EventNotAllowed",
     "MemoryCheckpointer",
+    "StoreCheckpointer",
 ]
 
 log = structlog.get_logger("ctxflow.engine")
@@ -171,12 +173,57 @@ class _Kept:
     trigger: str
 
 
+class StoreCheckpointer:
+    """The engine's checkpointer over a store: ``ctxflow.checkpoints.Checkpointer`` for writes.
+
+    Reads (``restore``) load a checkpoint's data without moving the writer, so
+    restoring an older checkpoint — ``recover`` does — never forks the session:
+    the next write rebases the writer on the session's latest checkpoint and
+    continues from there, recording the restored content (a full manifest when
+    the log does not extend the last one). A write while another writer moved
+    the session on still raises ``StaleCheckpoint``.
+    """
+
+    def __init__(self, store: Any, session_id: str | None = None) -> None:
+        self.store = store
+        self.writer = checkpoints.Checkpointer(store, session_id)
+        self._rebase = False
+
+    @property
+    def session_id(self) -> str:
+        """The session this checkpointer writes."""
+        return self.writer.session_id
+
+    def capture(
+        self,
+        conversation: Conversation,
+        *,
+        state: Mapping[str, Any],
+        chart: Mapping[str, Any],
+        phase: str,
+        trigger: str,
+    ) -> Any:
+        """Write one checkpoint; return its record."""
+        if self._rebase:
+            self.writer.restore()
+            self._rebase = False
+        return self.writer.capture(
+            conversation, state=state, chart=chart, phase=phase, trigger=trigger
+        )
+
+    def restore(self, checkpoint_id: str, *, measure: Any = None) -> Any:
+        """Load a checkpoint of this session (conversation, state, chart, record)."""
+        restored = checkpoints.restore(self.store, self.session_id, checkpoint_id, measure=measure)
+        self._rebase = restored.record.id != self.writer.last_id
+        return restored
+
+
 class MemoryCheckpointer:
-    """An in-process checkpointer: checkpoints kept by reference in a dict.
+    """The fallback checkpointer when no store is given: checkpoints kept in process memory.
 
     Messages are frozen values, so a checkpoint shares them with the live
-    conversation; only the list is copied. Lost with the process; use a store
-    (``ctxflow.checkpoints`` + ``ctxflow.stores``) for anything durable.
+    conversation; only the list is copied. Lost with the process: pass a store
+    (``Engine(store=...)``, e.g. ``ctxflow.stores.SQLiteStore``) for anything durable.
     """
 
     def __init__(self) -> None:
@@ -319,10 +366,11 @@ class _Core:
         compressor: CompressionGuard | None = None,
         consolidator: Callable[[Conversation, LayeredState], Any] | None = None,
         window_builder: Callable[..., Any] | None = None,
+        store: Any = None,
         checkpointer: Checkpointer | None = None,
         checkpoint_policy: Any = None,
         listeners: Iterable[object] = (),
-        session_id: str = "session",
+        session_id: str | None = None,
     ) -> None:
         self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
@@ -347,12 +395,24 @@ class _Core:
         self.compressor = compressor
         self.consolidator = consolidator
         self.window_builder = window_builder
-        self.checkpointer: Checkpointer = (
-            checkpointer if checkpointer is not None else MemoryCheckpointer()
+        if store is not None and checkpointer is not None:
+            raise errors.PolicyError(
+                "give the engine a 'store' or a 'checkpointer', not both", rule="engine_store"
+            )
+        self.checkpointer: Checkpointer
+        if checkpointer is not None:
+            self.checkpointer = checkpointer
+        elif store is not None:
+            self.checkpointer = StoreCheckpointer(store, session_id)
+        else:
+            self.checkpointer = MemoryCheckpointer()
+        self.session_id: str = (
+            session_id or getattr(self.checkpointer, "session_id", None) or new_session_id()
         )
-        self.checkpoint_policy = checkpoint_policy
+        self.checkpoint_policy = (
+            checkpoint_policy if checkpoint_policy is not None else CheckpointPolicy()
+        )
         self.listeners = Listeners(listeners)
-        self.session_id = session_id
         self.records: list[StepRecord] = []
         self._checkpoints: list[tuple[str, str]] = []  # (id, phase), oldest first
         self._mark: Any = None
@@ -684,6 +744,11 @@ class _Core:
 
     def _after_checkpoint(self, checkpoint_id: str, trigger: str) -> None:
         self._checkpoints.append((checkpoint_id, self._phase))
+        self._remark()
+        for hook in self.listeners.checkpoint:
+            hook(checkpoint_id, trigger=trigger, phase=self._phase)
+
+    def _remark(self) -> None:
         policy = self.checkpoint_policy
         if policy is not None and hasattr(policy, "mark"):
             self._mark = policy.mark(
@@ -691,8 +756,6 @@ class _Core:
                 message_count=len(self._conversation),
                 tokens=self._conversation.effective_tokens,
             )
-        for hook in self.listeners.checkpoint:
-            hook(checkpoint_id, trigger=trigger, phase=self._phase)
 
     def _finish(
         self,
@@ -773,6 +836,7 @@ class _Core:
         self._conversation = restored.conversation
         self._state = state
         self._checkpoints.append((checkpoint_id, self._phase))
+        self._remark()
 
 
 def _effect_failed(pending: _Pending, exc: Exception) -> EventError:

@@ -7,7 +7,7 @@ Fixtures:
   records every text it counted (assert that nothing is tokenized twice).
 - ``ctxflow_chart``: the chart the engine fixtures run (``agent_loop``);
   override it in your ``conftest.py`` to test your own chart.
-- ``ctxflow_store``: an in-memory checkpointer.
+- ``ctxflow_store``: an in-memory checkpoint store (:class:`~ctxflow.stores.MemoryStore`).
 - ``ctxflow_recorder``: a :class:`~ctxflow.testing.engine.TransitionRecorder`.
 - ``ctxflow_llm``: a :class:`~ctxflow.testing.llm.ScriptedLLM` with an empty
   script (``ctxflow_llm.add(...)`` the responses your test expects).
@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from ctxflow.engine import AsyncEngine, Chart, Engine, MemoryCheckpointer, load_chart
+from ctxflow.engine import AsyncEngine, Chart, Engine, load_chart
+from ctxflow.stores import MemoryStore
 from ctxflow.testing.doubles import CountingCounter, FixedCounter
 from ctxflow.testing.engine import TransitionRecorder
 from ctxflow.testing.llm import ScriptedLLM
@@ -49,9 +50,9 @@ def ctxflow_chart() -> Chart | str:
 
 
 @pytest.fixture
-def ctxflow_store() -> MemoryCheckpointer:
+def ctxflow_store() -> MemoryStore:
     """An in-memory checkpoint store."""
-    return MemoryCheckpointer()
+    return MemoryStore()
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def _engine_kwargs(
     return {
         "chart": chart if isinstance(chart, Chart) else load_chart(chart),
         "counter": counter,
-        "checkpointer": store,
+        "store": store,
         "listeners": [recorder],
     }
 
@@ -81,7 +82,7 @@ def _engine_kwargs(
 def ctxflow_engine(
     ctxflow_chart: Chart | str,
     ctxflow_counter: FixedCounter,
-    ctxflow_store: MemoryCheckpointer,
+    ctxflow_store: MemoryStore,
     ctxflow_recorder: TransitionRecorder,
 ) -> Engine:
     """A synchronous engine on ``ctxflow_chart`` with test doubles attached."""
@@ -92,7 +93,7 @@ def ctxflow_engine(
 def ctxflow_async_engine(
     ctxflow_chart: Chart | str,
     ctxflow_counter: FixedCounter,
-    ctxflow_store: MemoryCheckpointer,
+    ctxflow_store: MemoryStore,
     ctxflow_recorder: TransitionRecorder,
 ) -> AsyncEngine:
     """An asynchronous engine on ``ctxflow_chart`` with test doubles attached."""

@@ -1,0 +1,87 @@
+"""The engine on real checkpoint stores (memory and SQLite): restore, recover, policy triggers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxflow import errors
+from ctxflow.checkpoints import CheckpointPolicy
+from ctxflow.engine import StoreCheckpointer
+from ctxflow.model import Message
+from ctxflow.stores import MemoryStore, SQLiteStore
+from ctxflow.testing.engine import assert_transition
+from tests.engine.conftest import Driver, ratio_allocator
+
+Make = Callable[..., Driver]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A real store of each kind."""
+    backend = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "c.db")
+    yield backend
+    backend.close()
+
+
+def test_pause_checkpoint_restore_resume_through_a_store(make: Make, store: Any) -> None:
+    """pause → checkpoint → a new engine on the same session restores → resume lands back."""
+    d = make(store=store, allocator=ratio_allocator)
+    for event in ("start", "plan_ready"):
+        d.send(event, **({"task": "t"} if event == "start" else {}))
+    d.engine.add_message(Message.user("working"))
+    d.send("reflect")
+    d.send("pause")
+    checkpoint = d.engine.records[-1].checkpoint_id
+    assert checkpoint is not None
+    fresh = make(store=store, session_id=d.engine.session_id, allocator=ratio_allocator)
+    fresh.restore(checkpoint)
+    assert fresh.engine.phase == "paused"
+    assert fresh.engine.history == {"resume_point": ["reflection"]}
+    assert [m.text for m in fresh.engine.conversation.messages] == ["working"]
+    assert fresh.engine.state == d.engine.state
+    fresh.send("resume")
+    assert_transition(fresh.engine, "resume", from_="paused", to="reflection", checkpoint=True)
+    assert store.latest(d.engine.session_id).id == fresh.engine.records[-1].checkpoint_id
+
+
+def test_recover_reads_an_older_checkpoint_and_keeps_writing(make: Make, store: Any) -> None:
+    """recover restores the last good checkpoint and the session continues without a fork."""
+    d = make(store=store)
+    d.send("start", task="t")
+    d.engine.add_message(Message.user("good"))
+    d.send("plan_ready")
+    good = d.engine.records[-1].checkpoint_id
+    d.engine.add_message(Message.assistant("bad"))
+    d.send("fail")
+    d.send("recover")
+    record = assert_transition(d.engine, "recover", from_="failed", to="planning", checkpoint=True)
+    assert record.restored_from == good
+    assert [m.text for m in d.engine.conversation.messages] == ["good"]
+    assert store.latest(d.engine.session_id).id == record.checkpoint_id
+    assert len(store.sessions()) == 1
+
+
+def test_policy_triggers_checkpoints_on_steps(make: Make, store: Any) -> None:
+    """The checkpoints package's policy adds a 'messages' checkpoint on a step."""
+    d = make(store=store, checkpoint_policy=CheckpointPolicy(every_messages=2))
+    d.send("start", task="t")
+    d.send("plan_ready")
+    d.engine.add_message(Message.user("one"))
+    d.send("step")
+    assert_transition(d.engine, "step", checkpoint=False)
+    d.engine.add_message(Message.assistant("two"))
+    d.send("step")
+    record = assert_transition(d.engine, "step", checkpoint=True)
+    assert record.checkpoint_trigger == "messages"
+    kept = store.checkpoints(d.engine.session_id)
+    assert [c.trigger for c in kept] == ["transition", "transition", "messages"]
+
+
+def test_store_and_checkpointer_are_exclusive(make: Make) -> None:
+    """Giving both a store and a checkpointer is a PolicyError."""
+    with pytest.raises(errors.PolicyError, match="not both"):
+        make(store=MemoryStore(), checkpointer=StoreCheckpointer(MemoryStore()))
