@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import logging
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from benchmarks.harness import Harness
+from ctxflow.checkpoints import CheckpointPolicy
 from ctxflow.engine import Engine, chart_path
 from ctxflow.model import Message, Role
+from ctxflow.stores import SQLiteStore
 from ctxflow.testing import FixedCounter
 
 
@@ -124,3 +128,21 @@ def run(h: Harness) -> None:
         f"{len(messages)} messages, {len(grouped)} turns, cl100k counting included",
     )
     h.record("engine.replay_total_ms", h.median_ms(replay, runs=5), "ms", turns=len(grouped))
+
+    with tempfile.TemporaryDirectory() as folder:
+        count = iter(range(1_000_000))
+
+        def replay_sqlite() -> None:
+            store = SQLiteStore(Path(folder) / f"replay-{next(count)}.db")
+            replayer = _engine(store=store, checkpoint_policy=CheckpointPolicy(every_messages=10))
+            for batch in grouped:
+                replayer.add_messages(batch)
+                replayer.send("step")
+            store.close()
+
+        h.record(
+            "engine.replay_sqlite_total_ms",
+            h.median_ms(replay_sqlite, runs=5),
+            "ms",
+            note="same replay, SQLite store, a checkpoint every 10 messages",
+        )
