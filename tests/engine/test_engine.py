@@ -494,3 +494,34 @@ def test_a_failing_checkpoint_rolls_the_transition_back(make: Make) -> None:
     assert d.engine.phase == "planning"
     assert d.engine.allocation == {"memory": 400, "evidence": 600}
     assert len(d.engine.checkpoint_ids) == 1
+
+
+def test_window_uses_the_builder_with_the_phase_allocation(make: Make) -> None:
+    """window() hands the conversation, state, allocation and phase to the window builder."""
+    seen: list[Any] = []
+
+    def builder(conversation: Any, state: Any, allocation: Any, *, phase: str) -> str:
+        seen.append((allocation, phase, state.runtime.tools))
+        return "window"
+
+    d = engine(make, window_builder=builder)
+    walk(d, "start", "plan_ready")
+    assert d.engine.window() == "window"
+    assert seen == [({"memory": 800, "evidence": 200}, "execution", ("search", "edit"))]
+
+
+def test_listeners_need_only_the_hooks_they_use(make: Make) -> None:
+    """A listener with one hook, or none, is accepted; only present hooks are called."""
+
+    class OnlyCheckpoints:
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def on_checkpoint(self, checkpoint_id: str, *, trigger: str, phase: str) -> None:
+            self.ids.append(checkpoint_id)
+
+    only = OnlyCheckpoints()
+    d = engine(make, listeners=[only, object()])
+    walk(d, "start")
+    assert only.ids == d.engine.checkpoint_ids
+    assert len(d.engine.listeners) == 2
