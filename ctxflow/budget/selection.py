@@ -112,6 +112,8 @@ class _Index:
         self.statics: dict[int, tuple[float, bool, bool]] = {}  # id(message) -> score parts
         self.task_words: frozenset[str] | None = None
         self.merged: dict[tuple[int, int], tuple[Message, Message, Message, int]] = {}
+        self.costs: dict[int, tuple[Message, int]] = {}
+        self.trims: dict[tuple[int, int, int], tuple[Message, list[Message] | None, int]] = {}
 
     # -- building ------------------------------------------------------------
 
@@ -238,6 +240,16 @@ class _Index:
             cached = (score.value, score.category is Category.CRITICAL, False)
             self.statics[key] = cached
         return cached[0], cached[1]
+
+    def cost_of(self, message: Message) -> int:
+        hit = self.costs.get(id(message))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        if len(self.costs) > 1024:
+            self.costs.clear()
+        cost = self.measure(message)
+        self.costs[id(message)] = (message, cost)
+        return cost
 
     def merged_message(self, a: Message, b: Message) -> tuple[Message, int]:
         key = (id(a), id(b))
@@ -548,7 +560,7 @@ def _assemble(
         a, b = units[u]
         if u in trims:
             part = trims[u][0]
-            part_costs = [index.measure(m) for m in part]
+            part_costs = [index.cost_of(m) for m in part]
             ev_total += max(0, sum(part_costs) - index.reduced[u])
         elif mode[u]:
             part = view[a:b]
@@ -576,6 +588,21 @@ def _trim_unit(
     index: _Index, unit: tuple[int, int], room: int, counter: TokenCounter
 ) -> tuple[list[Message] | None, int]:
     """The unit's messages with their largest tool results middle-trimmed to fit ``room``."""
+    a, b = unit
+    key = (a, b, room)
+    hit = index.trims.get(key)
+    if hit is not None and hit[0] is index.view[a]:
+        return hit[1], hit[2]
+    if len(index.trims) > 256:
+        index.trims.clear()
+    found, cost = _trim_unit_uncached(index, unit, room, counter)
+    index.trims[key] = (index.view[a], found, cost)
+    return found, cost
+
+
+def _trim_unit_uncached(
+    index: _Index, unit: tuple[int, int], room: int, counter: TokenCounter
+) -> tuple[list[Message] | None, int]:
     a, b = unit
     view = index.view
     messages = list(view[a:b])
