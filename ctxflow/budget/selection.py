@@ -17,13 +17,16 @@ How a build chooses (deterministic, in this order):
    largest tool results are middle-trimmed (head and tail kept, with a
    marker); if that still cannot fit, :class:`BudgetExceeded` is raised with
    the numbers;
-3. *recency*: walking back from the newest unit, each unit is taken whole
-   while the evidence allowance lasts, else with its tool results masked (a
-   short placeholder naming the tool and the size withheld); the walk stops
-   at the first unit that does not fit even masked;
-4. *gap fill*: older units that still fit, best score first (see
-   :mod:`ctxflow.budget.scoring`), masked;
-5. *lending*: whatever budget is left unmasks masked units, newest first.
+3. *recency*: the newest units are taken whole while the evidence allowance
+   lasts, older ones with their tool results masked (a short placeholder
+   naming the tool and the size withheld), back to the oldest unit that still
+   fits. Both cuts are found by binary search over prefix sums, so a build
+   costs O(log n) plus the pieces it assembles; when even the unmasked tail
+   does not fit, a unit-by-unit walk decides instead;
+4. *gap fill*: older units that still fit (looking back at most 256 units
+   from the cut), best score first (see :mod:`ctxflow.budget.scoring`), masked;
+5. *lending*: whatever budget is left unmasks masked units, newest first, and
+   a worthwhile remainder shows the next masked result middle-trimmed.
 
 Adjacent same-role messages at unit boundaries (a gap, a summary standing
 next to a user turn) are merged into one message in the window.
@@ -36,8 +39,9 @@ re-tokenize the history.
 
 from __future__ import annotations
 
+import bisect
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import attrs
 
@@ -102,11 +106,25 @@ class _Index:
         self.tokens: list[int] = []
         self.masked_tokens: list[int] = []
         self.masked: list[Message | None] = []
+        self.alt: list[Message] = []  # the masked form where there is one, else the message
         self.system_text = ""
         self.tool_blocks = False
         self.first = 0  # first dialogue index (1 when the view starts with a system message)
         self.units: list[tuple[int, int]] = []
+        self.starts: list[int] = []
         self.valid: list[bool] = []
+        # prefix sums over units (length units + 1)
+        self.cum_full: list[int] = [0]
+        self.cum_red: list[int] = [0]
+        self.cum_ev: list[int] = [0]
+        self.cum_ev_units: list[int] = [0]
+        self.cum_ev_msgs: list[int] = [0]
+        self.cum_valid: list[int] = [0]
+        self.cum_valid_msgs: list[int] = [0]
+        self.cum_valid_full: list[int] = [0]
+        self.important: list[int] = []
+        self.invalid: list[int] = []
+        self.clash: list[int] = []  # units whose first role equals the previous unit's last
         self.full: list[int] = []
         self.reduced: list[int] = []
         self.statics: dict[int, tuple[float, bool, bool]] = {}  # id(message) -> score parts
@@ -130,6 +148,7 @@ class _Index:
             self.tokens = []
             self.masked_tokens = []
             self.masked = []
+            self.alt = []
             self.system_text = ""
             self.tool_blocks = False
             self.first = 1 if view and view[0].role is Role.SYSTEM else 0
@@ -143,11 +162,49 @@ class _Index:
             self._add_masked(conversation, view, position)
         self.view = view
         del self.units[keep_units:]
+        del self.starts[keep_units:]
         del self.valid[keep_units:]
         del self.full[keep_units:]
         del self.reduced[keep_units:]
+        for prefix in (
+            self.cum_full,
+            self.cum_red,
+            self.cum_ev,
+            self.cum_ev_units,
+            self.cum_ev_msgs,
+            self.cum_valid,
+            self.cum_valid_msgs,
+            self.cum_valid_full,
+        ):
+            del prefix[keep_units + 1 :]
+        self.important = [u for u in self.important if u < keep_units]
+        self.clash = [u for u in self.clash if u < keep_units]
+        self.invalid = [u for u in self.invalid if u < keep_units]
         start = self.units[-1][1] if self.units else self.first
         self._build_units(view, start)
+        self._extend_prefix(view, keep_units)
+
+    def _extend_prefix(self, view: list[Message], begin: int) -> None:
+        for u in range(begin, len(self.units)):
+            a, b = self.units[u]
+            ok = self.valid[u]
+            full = self.full[u] if ok else 0
+            red = self.reduced[u] if ok else 0
+            ev = full - red
+            if not ok:
+                self.invalid.append(u)
+            self.cum_full.append(self.cum_full[-1] + full)
+            self.cum_red.append(self.cum_red[-1] + red)
+            self.cum_ev.append(self.cum_ev[-1] + ev)
+            self.cum_ev_units.append(self.cum_ev_units[-1] + (1 if ev > 0 else 0))
+            self.cum_ev_msgs.append(self.cum_ev_msgs[-1] + (b - a if ev > 0 else 0))
+            self.cum_valid.append(self.cum_valid[-1] + (1 if ok else 0))
+            self.cum_valid_msgs.append(self.cum_valid_msgs[-1] + (b - a if ok else 0))
+            self.cum_valid_full.append(self.cum_valid_full[-1] + (full if ok else 0))
+            if any(view[i].important for i in range(a, b)):
+                self.important.append(u)
+            if u > 0 and view[self.units[u - 1][1] - 1].role is view[a].role:
+                self.clash.append(u)
 
     def _closed(self, unit: int, view: list[Message]) -> bool:
         # A unit is final only when the message after it starts a new unit.
@@ -159,6 +216,7 @@ class _Index:
         results = message.tool_results
         if not results or message.role is not Role.USER:
             self.masked.append(None)
+            self.alt.append(message)
             self.masked_tokens.append(self.tokens[i])
             return
         names: dict[str, str] = {}
@@ -183,9 +241,11 @@ class _Index:
         cost = self.measure(masked)
         if cost >= self.tokens[i]:
             self.masked.append(None)
+            self.alt.append(message)
             self.masked_tokens.append(self.tokens[i])
         else:
             self.masked.append(masked)
+            self.alt.append(masked)
             self.masked_tokens.append(cost)
 
     def _build_units(self, view: list[Message], start: int) -> None:
@@ -221,6 +281,7 @@ class _Index:
                         continue
                     break
             self.units.append((begin, i))
+            self.starts.append(begin)
             self.valid.append(ok)
             self.full.append(sum(self.tokens[begin:i]))
             self.reduced.append(sum(self.masked_tokens[begin:i]))
@@ -347,6 +408,20 @@ def select(
     trimmed, cannot fit.
     """
     index = _index(conversation, measure)
+    return _select(
+        index, budget=budget, evidence=evidence, counter=counter, task=task, weights=weights
+    )
+
+
+def _select(
+    index: _Index,
+    *,
+    budget: int,
+    evidence: int,
+    counter: TokenCounter,
+    task: str,
+    weights: ScoreWeights,
+) -> Selection:
     view = index.view
     units = index.units
     full = index.full
@@ -372,26 +447,20 @@ def select(
         _add(excluded, "broken_pair", 1, b - a, full[last])
         last -= 1
 
-    critical = [lead]
-    for u in range(lead + 1, last):
-        a, b = units[u]
-        if valid[u] and any(view[i].important for i in range(a, b)):
-            critical.append(u)
-    # mode per unit: 1 full, 0 masked; a trimmed unit has replacement messages
-    mode: dict[int, int] = {}
-    reserved = 0
-    for u in critical:
-        mode[u] = 0
-        reserved += reduced[u]
+    lo, hi = lead + 1, last  # the units the recency walk may take
+    inner = [u for u in index.important if lo <= u < hi and valid[u]]
+    critical = [lead, *inner]
+    # sparse: unit -> 1 full / 0 masked, for units outside the contiguous run
+    sparse: dict[int, int] = {}
     trims: dict[int, tuple[list[Message], int]] = {}
-    last_cost = full[last]
+    reserved = sum(reduced[u] for u in inner)
     if last != lead:
+        reserved += reduced[lead]
+        sparse[lead] = 0
+        last_cost = full[last]
         if reserved + last_cost > budget:
-            room = budget - reserved
-            trimmed, last_cost = _trim_unit(index, units[last], room, counter)
-            if trimmed is not None:
-                trims[last] = (trimmed, last_cost)
-            else:
+            cut, last_cost = _trim_unit(index, units[last], budget - reserved, counter)
+            if cut is None:
                 raise BudgetExceeded(
                     f"critical messages and the last turn must fit the message budget of {budget} "
                     f"tokens (got critical={reserved}, last turn={full[last]} before trimming)",
@@ -400,18 +469,16 @@ def select(
                     critical=reserved,
                     last_turn=full[last],
                 )
-        mode[last] = 1
+            trims[last] = (cut, last_cost)
+        sparse[last] = 1
+        ev_left = evidence - max(0, last_cost - reduced[last])
     else:
+        last_cost = 0
         if full[lead] <= budget:
-            mode[lead] = 1
-            reserved = full[lead]
-            last_cost = 0
+            reserved += full[lead]
         else:
-            room = budget
-            trimmed, reserved = _trim_unit(index, units[lead], room, counter)
-            if trimmed is not None:
-                trims[lead] = (trimmed, reserved)
-            else:
+            cut, cost = _trim_unit(index, units[lead], budget, counter)
+            if cut is None:
                 raise BudgetExceeded(
                     f"the task turn must fit the message budget of {budget} tokens "
                     f"(got {reduced[lead]} at least)",
@@ -419,9 +486,11 @@ def select(
                     budget=budget,
                     critical=reduced[lead],
                 )
-            mode[lead] = 1
-            last_cost = 0
-    if reserved > budget - last_cost:
+            trims[lead] = (cut, cost)
+            reserved += cost
+        sparse[lead] = 1
+        ev_left = evidence
+    if reserved + last_cost > budget:
         raise BudgetExceeded(
             f"critical messages must fit the message budget of {budget} tokens "
             f"(got {reserved} for {len(critical)} critical turns and {last_cost} for the "
@@ -432,102 +501,80 @@ def select(
             last_turn=last_cost,
         )
     left = budget - reserved - last_cost
-    ev_left = evidence - max(0, last_cost - reduced[last]) if last != lead else evidence
+    run = _contiguous(index, lo, hi, left, ev_left, inner)
+    if run is not None:
+        s, c, cost = run
+        left -= cost
+        for u in inner:
+            if u < s:
+                sparse[u] = 0
+        # lending: leftover extends the unmasked region, then one partial result
+        while c > s and full[c - 1] - reduced[c - 1] <= left:
+            c -= 1
+            if valid[c]:
+                left -= full[c] - reduced[c]
+        stop = s - 1
+    else:
+        s = c = hi
+        stop, left = _greedy(index, lo, hi, left, ev_left, inner, sparse)
 
-    stop = lead
-    for u in range(last - 1, lead, -1):
-        if not valid[u]:
-            continue
-        ev = full[u] - reduced[u]
-        if u in mode:  # critical, reserved masked
-            if ev and ev <= ev_left and ev <= left:
-                mode[u] = 1
-                left -= ev
-                ev_left -= ev
-            continue
-        if ev <= ev_left and full[u] <= left:
-            mode[u] = 1
-            left -= full[u]
-            ev_left -= ev
-        elif reduced[u] <= left:
-            mode[u] = 0
-            left -= reduced[u]
-        else:
-            stop = u
-            break
-
-    if stop > lead and left > 0:
+    if stop >= lo and left > 0:
         words = keywords(task) if task else frozenset()
         count = len(view)
         candidates: list[tuple[float, int]] = []
-        for u in range(lead + 1, stop + 1):
-            if u in mode or not valid[u] or reduced[u] > left:
+        for u in range(stop, max(lo, stop - _GAP_LOOKBACK) - 1, -1):
+            if u in sparse or not valid[u] or reduced[u] > left:
                 continue
             a, b = units[u]
-            best = None
-            for i in range(a, b):
-                value, _ = index.static_score(view[i], words, weights)
-                value += weights.recency * i / max(1, count - 1)
-                best = value if best is None or value > best else best
-            if best is not None:
-                candidates.append((-best, -u))
+            best = max(index.static_score(view[i], words, weights)[0] for i in range(a, b))
+            candidates.append((-(best + weights.recency * b / max(1, count - 1)), -u))
         candidates.sort()
         for _, neg in candidates:
-            u = -neg
-            if reduced[u] <= left:
-                mode[u] = 0
-                left -= reduced[u]
+            if reduced[-neg] <= left:
+                sparse[-neg] = 0
+                left -= reduced[-neg]
 
     if left > 0:
-        partial = -1
-        for u in sorted(mode, reverse=True):
-            if mode[u] == 0:
+        partial = c - 1 if c > s else -1
+        for u in sorted(sparse, reverse=True):
+            if sparse[u] == 0 and u not in trims:
                 ev = full[u] - reduced[u]
                 if 0 < ev <= left:
-                    mode[u] = 1
+                    sparse[u] = 1
                     left -= ev
                 elif ev > left and partial < 0:
                     partial = u
         # Fill a worthwhile remainder with the newest masked result, middle-trimmed.
-        if partial >= 0 and left >= max(_MIN_PARTIAL, budget // 50):
+        if partial >= 0 and valid[partial] and left >= max(_MIN_PARTIAL, budget // 50):
             cut, cost = _trim_unit(index, units[partial], reduced[partial] + left, counter)
             if cut is not None and cost > reduced[partial]:
                 trims[partial] = (cut, cost)
-                mode[partial] = 1
                 left -= cost - reduced[partial]
 
-    chosen = sorted(mode)
     while True:
-        messages, total, ev_total = _assemble(index, chosen, mode, trims)
+        pieces = _pieces(index, sparse, s, c, hi, trims)
+        messages, total, ev_total = _assemble(index, pieces, trims)
         if total <= budget:
             break
         # A measure charging merged messages more than their parts: drop the oldest optional unit.
-        optional = [u for u in chosen if u not in critical and u != last]
-        if not optional:
+        optional = [u for u in sorted(sparse) if u not in critical and u != last]
+        if optional:
+            del sparse[optional[0]]
+            trims.pop(optional[0], None)
+        elif s < c:
+            s += 1
+        elif c < hi:
+            c += 1
+            s = c
+        else:
             raise BudgetExceeded(
                 f"the selected messages must fit the message budget of {budget} tokens "
                 f"(got {total})",
                 rule="critical_exceeds",
                 budget=budget,
             )
-        chosen.remove(optional[0])
-        del mode[optional[0]]
-        trims.pop(optional[0], None)
 
-    taken = set(chosen)
-    for u in range(lead + 1, last):
-        if u not in taken and valid[u]:
-            a, b = units[u]
-            _add(excluded, "older_than_window", 1, b - a, full[u])
-        elif u not in taken:
-            a, b = units[u]
-            _add(excluded, "broken_pair", 1, b - a, full[u])
-    for u in chosen:
-        a, b = units[u]
-        if u in trims:
-            _add(excluded, "trimmed_results", 1, b - a, full[u] - trims[u][1])
-        elif mode[u] == 0 and full[u] > reduced[u]:
-            _add(excluded, "masked_results", 1, b - a, full[u] - reduced[u])
+    _account(index, excluded, pieces, trims, lo, hi)
     return Selection(
         messages=tuple(messages),
         tokens=total,
@@ -535,6 +582,155 @@ def select(
         evidence_tokens=ev_total,
         excluded=_freeze(excluded),
     )
+
+
+def _contiguous(
+    index: _Index, lo: int, hi: int, left: int, ev_left: int, inner: list[int]
+) -> tuple[int, int, int] | None:
+    """The run ``[s, c)`` masked + ``[c, hi)`` whole that fits ``left``, by prefix sums.
+
+    Returns ``(s, c, cost)``, or None when even the unmasked tail does not fit
+    (the caller then walks unit by unit).
+    """
+    if lo >= hi:
+        return hi, hi, 0
+    cum_full, cum_red, cum_ev = index.cum_full, index.cum_red, index.cum_ev
+    reduced = index.reduced
+    c = bisect.bisect_left(cum_ev, cum_ev[hi] - max(0, ev_left), lo, hi)
+
+    def cost(s: int) -> int:
+        base = cum_full[hi] - cum_full[c] + cum_red[c] - cum_red[s]
+        return base - sum(reduced[u] for u in inner if u >= s)
+
+    if cost(c) > left:
+        return None
+    low, high = lo, c  # smallest s in [lo, c] with cost(s) <= left
+    while low < high:
+        mid = (low + high) // 2
+        if cost(mid) <= left:
+            high = mid
+        else:
+            low = mid + 1
+    return low, c, cost(low)
+
+
+def _greedy(
+    index: _Index,
+    lo: int,
+    hi: int,
+    left: int,
+    ev_left: int,
+    inner: list[int],
+    sparse: dict[int, int],
+) -> tuple[int, int]:
+    """Walk back unit by unit (whole while evidence lasts, else masked); return the stop unit."""
+    full, reduced, valid = index.full, index.reduced, index.valid
+    critical = set(inner)
+    for u in range(hi - 1, lo - 1, -1):
+        if not valid[u]:
+            continue
+        ev = full[u] - reduced[u]
+        if u in critical:
+            sparse[u] = 0
+            if ev and ev <= ev_left and ev <= left:
+                sparse[u] = 1
+                left -= ev
+                ev_left -= ev
+            continue
+        if ev <= ev_left and full[u] <= left:
+            sparse[u] = 1
+            left -= full[u]
+            ev_left -= ev
+        elif reduced[u] <= left:
+            sparse[u] = 0
+            left -= reduced[u]
+        else:
+            for k in inner:
+                if k < u:
+                    sparse[k] = 0
+            return u, left
+    return lo - 1, left
+
+
+_TRIM = 2
+_GAP_LOOKBACK = 256
+
+
+def _pieces(
+    index: _Index,
+    sparse: dict[int, int],
+    s: int,
+    c: int,
+    hi: int,
+    trims: dict[int, tuple[list[Message], int]],
+) -> list[tuple[int, int, int]]:
+    """Chosen units as ordered runs ``(from, to, kind)`` split at trims, gaps and role clashes."""
+    spans: list[tuple[int, int, int]] = []
+    for u in sorted(k for k in sparse if k < s):
+        spans.append((u, u + 1, _TRIM if u in trims else sparse[u]))
+    for a, b, kind in ((s, c, 0), (c, hi, 1)):
+        if a >= b:
+            continue
+        cuts = sorted(
+            {u for u in trims if a <= u < b}
+            | {u + 1 for u in trims if a <= u < b}
+            | set(_between(index.clash, a, b))
+            | set(_between(index.invalid, a, b))
+            | {u + 1 for u in _between(index.invalid, a, b)}
+        )
+        start = a
+        for point in [*cuts, b]:
+            if point > start:
+                if start in trims:
+                    spans.append((start, start + 1, _TRIM))
+                elif index.valid[start] or point - start > 1:
+                    spans.append((start, point, kind))
+                start = point
+    for u in sorted(k for k in sparse if k >= hi):
+        spans.append((u, u + 1, _TRIM if u in trims else sparse[u]))
+    return [span for span in spans if index.valid[span[0]]]
+
+
+def _between(points: list[int], a: int, b: int) -> list[int]:
+    return points[bisect.bisect_left(points, a) : bisect.bisect_left(points, b)]
+
+
+def _account(
+    index: _Index,
+    excluded: dict[str, list[int]],
+    pieces: list[tuple[int, int, int]],
+    trims: dict[int, tuple[list[Message], int]],
+    lo: int,
+    hi: int,
+) -> None:
+    """Aggregate what the chosen pieces left out, masked or trimmed (by prefix sums)."""
+    cv, cvm, cvf = index.cum_valid, index.cum_valid_msgs, index.cum_valid_full
+    taken_units = taken_msgs = taken_tokens = 0
+    for a, b, kind in pieces:
+        if a >= lo and b <= hi:
+            taken_units += cv[b] - cv[a]
+            taken_msgs += cvm[b] - cvm[a]
+            taken_tokens += cvf[b] - cvf[a]
+        masked_units = index.cum_ev_units[b] - index.cum_ev_units[a]
+        if kind == 0 and masked_units:
+            _add(
+                excluded,
+                "masked_results",
+                masked_units,
+                index.cum_ev_msgs[b] - index.cum_ev_msgs[a],
+                index.cum_ev[b] - index.cum_ev[a],
+            )
+        elif kind == _TRIM:
+            a_msg, b_msg = index.units[a]
+            _add(excluded, "trimmed_results", 1, b_msg - a_msg, index.full[a] - trims[a][1])
+    if hi > lo:
+        older = (cv[hi] - cv[lo] - taken_units, cvm[hi] - cvm[lo] - taken_msgs)
+        tokens = cvf[hi] - cvf[lo] - taken_tokens
+        if older[0]:
+            _add(excluded, "older_than_window", older[0], older[1], tokens)
+    for u in _between(index.invalid, lo, hi):
+        a, b = index.units[u]
+        _add(excluded, "broken_pair", 1, b - a, index.full[u])
 
 
 def _freeze(excluded: dict[str, list[int]]) -> dict[str, Exclusion]:
@@ -546,41 +742,48 @@ def _freeze(excluded: dict[str, list[int]]) -> dict[str, Exclusion]:
 
 def _assemble(
     index: _Index,
-    chosen: Iterable[int],
-    mode: dict[int, int],
+    pieces: list[tuple[int, int, int]],
     trims: dict[int, tuple[list[Message], int]],
 ) -> tuple[list[Message], int, int]:
-    view = index.view
-    units = index.units
+    view, alt = index.view, index.alt
+    starts, units = index.starts, index.units
     out: list[Message] = []
-    costs: list[int] = []
+    last_cost = 0
     total = 0
     ev_total = 0
-    for u in chosen:
-        a, b = units[u]
-        if u in trims:
-            part = trims[u][0]
-            part_costs = [index.cost_of(m) for m in part]
-            ev_total += max(0, sum(part_costs) - index.reduced[u])
-        elif mode[u]:
-            part = view[a:b]
-            part_costs = index.tokens[a:b]
-            ev_total += index.full[u] - index.reduced[u]
+    for a, b, kind in pieces:
+        first_msg = starts[a]
+        end_msg = units[b - 1][1]
+        if kind == _TRIM:
+            part: list[Message] = trims[a][0]
+            part_cost = trims[a][1]
+            tail_cost = index.cost_of(part[-1])
+            head_cost = index.cost_of(part[0])
+            ev_total += max(0, part_cost - index.reduced[a])
+        elif kind == 1:
+            part = view[first_msg:end_msg]
+            part_cost = index.cum_full[b] - index.cum_full[a]
+            head_cost = index.tokens[first_msg]
+            tail_cost = index.tokens[end_msg - 1]
+            ev_total += index.cum_ev[b] - index.cum_ev[a]
         else:
-            part = [m if m is not None else view[a + k] for k, m in enumerate(index.masked[a:b])]
-            part_costs = index.masked_tokens[a:b]
+            part = alt[first_msg:end_msg]
+            part_cost = index.cum_red[b] - index.cum_red[a]
+            head_cost = index.masked_tokens[first_msg]
+            tail_cost = index.masked_tokens[end_msg - 1]
         if out and out[-1].role is part[0].role:
             merged, cost = index.merged_message(out[-1], part[0])
-            total += cost - costs[-1]
+            total += cost - last_cost - head_cost
             out[-1] = merged
-            costs[-1] = cost
+            if len(part) == 1:
+                last_cost = cost
+                total += part_cost
+                continue
             out.extend(part[1:])
-            costs.extend(part_costs[1:])
-            total += sum(part_costs[1:])
         else:
             out.extend(part)
-            costs.extend(part_costs)
-            total += sum(part_costs)
+        total += part_cost
+        last_cost = tail_cost
     return out, total, ev_total
 
 

@@ -45,7 +45,7 @@ from ctxflow.budget.allocation import (
 from ctxflow.budget.policy import BudgetPolicy
 from ctxflow.budget.render import render_context
 from ctxflow.budget.scoring import DEFAULT_WEIGHTS, ScoreWeights
-from ctxflow.budget.selection import Exclusion, _index, select
+from ctxflow.budget.selection import Exclusion, _index, _select
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.model import Conversation, Message
@@ -147,6 +147,18 @@ def window_measure(counter: TokenCounter, *, overhead: int = 4) -> Measure:
     return per[overhead]
 
 
+_last_tools: list[tuple[tuple[ToolDef, ...], str]] = []
+
+
+def _tools_text(tools: tuple[ToolDef, ...]) -> str:
+    # The same tuple comes back on every build of a phase: skip re-encoding it.
+    if _last_tools and _last_tools[0][0] is tools:
+        return _last_tools[0][1]
+    text = tools_json(tools)
+    _last_tools[:] = [(tools, text)]
+    return text
+
+
 def _window_tools(state: LayeredState, has_tool_blocks: bool) -> tuple[ToolDef, ...]:
     projected = state.projected_tools()
     if not projected and has_tool_blocks:
@@ -184,7 +196,7 @@ def build_window(
     extra = index.system_text
     if extra and extra != prompt:
         prompt = f"{prompt}\n\n{extra}" if prompt else extra
-    tools_text = tools_json(tools)
+    tools_text = _tools_text(tools)
     fixed = FixedCosts(
         system_prompt=count.count(prompt) if prompt else 0,
         tools=count.count(tools_text) if tools_text else 0,
@@ -251,11 +263,10 @@ def build_window(
                 fixed=fixed.named(),
             )
     evidence = max(0, layers[Layer.EVIDENCE] - rendered.used.get("documents", 0))
-    selection = select(
-        conversation,
+    selection = _select(
+        index,
         budget=message_budget,
         evidence=evidence,
-        measure=measure,
         counter=count,
         task=state.task.statement,
         weights=weights,
