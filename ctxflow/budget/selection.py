@@ -127,11 +127,13 @@ class _Index:
         self.clash: list[int] = []  # units whose first role equals the previous unit's last
         self.full: list[int] = []
         self.reduced: list[int] = []
-        self.statics: dict[int, tuple[float, bool, bool]] = {}  # id(message) -> score parts
+        self.statics: dict[int, tuple[Message, float, bool]] = {}  # id(message) -> score parts
         self.task_words: frozenset[str] | None = None
         self.merged: dict[tuple[int, int], tuple[Message, Message, Message, int]] = {}
         self.costs: dict[int, tuple[Message, int]] = {}
-        self.trims: dict[tuple[int, int, int], tuple[Message, list[Message] | None, int]] = {}
+        self.trims: dict[
+            tuple[int, int, int], tuple[tuple[Message, ...], list[Message] | None, int]
+        ] = {}
 
     # -- building ------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class _Index:
             self.masked_tokens = []
             self.masked = []
             self.alt = []
+            self.trims.clear()
             self.system_text = ""
             self.tool_blocks = False
             self.first = 1 if view and view[0].role is Role.SYSTEM else 0
@@ -296,11 +299,11 @@ class _Index:
             self.task_words = words
         key = id(message)
         cached = self.statics.get(key)
-        if cached is None:
+        if cached is None or cached[0] is not message:
             score = score_message(message, position=0, count=1, task_words=words, weights=weights)
-            cached = (score.value, score.category is Category.CRITICAL, False)
+            cached = (message, score.value, score.category is Category.CRITICAL)
             self.statics[key] = cached
-        return cached[0], cached[1]
+        return cached[1], cached[2]
 
     def cost_of(self, message: Message) -> int:
         hit = self.costs.get(id(message))
@@ -794,12 +797,13 @@ def _trim_unit(
     a, b = unit
     key = (a, b, room)
     hit = index.trims.get(key)
-    if hit is not None and hit[0] is index.view[a]:
+    current = tuple(index.view[a:b])
+    if hit is not None and all(x is y for x, y in zip(hit[0], current, strict=True)):
         return hit[1], hit[2]
     if len(index.trims) > 256:
         index.trims.clear()
     found, cost = _trim_unit_uncached(index, unit, room, counter)
-    index.trims[key] = (index.view[a], found, cost)
+    index.trims[key] = (current, found, cost)
     return found, cost
 
 
