@@ -169,11 +169,40 @@ def allocate(
         raise PolicyError(
             f"'flexible' must be an integer >= 0 (got {flexible!r})", rule="policy_value"
         )
+    present = tuple(t for t in Tier if t in set(tiers_present))
+    key = (flexible, phase, model_class, present)
+    cached = _ALLOCATIONS.get(id(policy))
+    if cached is not None and cached[0] is policy and key in cached[1]:
+        ratios, layers, tiers = cached[1][key]
+        return dict(ratios), dict(layers), dict(tiers)
+    result = _allocate(flexible, phase, model_class, policy, present)
+    if cached is None or cached[0] is not policy:
+        cached = (policy, {})
+        _ALLOCATIONS[id(policy)] = cached
+        if len(_ALLOCATIONS) > 32:
+            _ALLOCATIONS.clear()
+            _ALLOCATIONS[id(policy)] = cached
+    if len(cached[1]) > 256:
+        cached[1].clear()
+    cached[1][key] = result
+    return dict(result[0]), dict(result[1]), dict(result[2])
+
+
+_Result = tuple[dict[Layer, float], dict[Layer, int], dict[Tier, int]]
+_ALLOCATIONS: dict[int, tuple[BudgetPolicy, dict[tuple[object, ...], _Result]]] = {}
+
+
+def _allocate(
+    flexible: int,
+    phase: str,
+    model_class: str,
+    policy: BudgetPolicy,
+    present: tuple[Tier, ...],
+) -> _Result:
     adjusted = policy.ratios_for(phase, model_class)
     total = sum(adjusted.values())
     ratios = {layer: value / total for layer, value in adjusted.items()}
     layers = largest_remainder(flexible, adjusted)
-    present = set(tiers_present)
     weights = {t: w for t, w in policy.tiers.as_dict().items() if t in present and w > 0}
     if weights:
         split = largest_remainder(layers[Layer.MEMORY], weights)

@@ -129,6 +129,8 @@ class _Index:
         self.reduced: list[int] = []
         self.statics: dict[int, tuple[Message, float, bool]] = {}  # id(message) -> score parts
         self.task_words: frozenset[str] | None = None
+        self.score_weights: ScoreWeights | None = None
+        self.unit_scores: dict[tuple[int, int], tuple[Message, float]] = {}
         self.merged: dict[tuple[int, int], tuple[Message, Message, Message, int]] = {}
         self.costs: dict[int, tuple[Message, int]] = {}
         self.trims: dict[
@@ -152,6 +154,7 @@ class _Index:
             self.masked = []
             self.alt = []
             self.trims.clear()
+            self.unit_scores.clear()
             self.system_text = ""
             self.tool_blocks = False
             self.first = 1 if view and view[0].role is Role.SYSTEM else 0
@@ -304,6 +307,20 @@ class _Index:
             cached = (message, score.value, score.category is Category.CRITICAL)
             self.statics[key] = cached
         return cached[1], cached[2]
+
+    def unit_score(self, a: int, b: int, words: frozenset[str], weights: ScoreWeights) -> float:
+        """The best static score of the messages ``view[a:b]`` (cached per unit)."""
+        if self.task_words != words or self.score_weights is not weights:
+            self.statics.clear()
+            self.unit_scores.clear()
+            self.task_words = words
+            self.score_weights = weights
+        hit = self.unit_scores.get((a, b))
+        if hit is not None and hit[0] is self.view[a]:
+            return hit[1]
+        best = max(self.static_score(self.view[i], words, weights)[0] for i in range(a, b))
+        self.unit_scores[(a, b)] = (self.view[a], best)
+        return best
 
     def cost_of(self, message: Message) -> int:
         hit = self.costs.get(id(message))
@@ -529,7 +546,7 @@ def _select(
             if u in sparse or not valid[u] or reduced[u] > left:
                 continue
             a, b = units[u]
-            best = max(index.static_score(view[i], words, weights)[0] for i in range(a, b))
+            best = index.unit_score(a, b, words, weights)
             candidates.append((-(best + weights.recency * b / max(1, count - 1)), -u))
         candidates.sort()
         for _, neg in candidates:
