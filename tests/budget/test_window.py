@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ctxflow.budget import BudgetPolicy, build_window, tools_json, window_measure
 from ctxflow.errors import BudgetExceeded, PolicyError
-from ctxflow.layers import Episode
+from ctxflow.layers import Episode, LayeredState
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock, ToolUseBlock, check
 from ctxflow.testing import CountingCounter, FixedCounter
 
@@ -237,3 +237,55 @@ def test_bad_input_raises_typed_errors_before_changes() -> None:
         build_window(
             state_for("t" * 10_000), conversation, phase="planning", counter=COUNTER, budget=100
         )
+
+
+def test_profile_gives_the_budget_and_the_overhead() -> None:
+    """Without a budget, the profile's input budget and per-message overhead are used."""
+    from ctxflow.tokens import ModelProfile
+
+    profile = ModelProfile(
+        name="t-small",
+        provider="test",
+        context_window=8_000,
+        max_output=1_000,
+        per_message_overhead=3,
+    )
+    measure = window_measure(COUNTER, overhead=3)
+    conversation = Conversation(_loop(40, size=600), measure=measure)
+    window = build_window(
+        state_for(), conversation, phase="execution", counter=COUNTER, profile=profile
+    )
+    assert window.input_budget == 7_000
+    assert window.report.allocation.model_class == "small"
+    assert window.tokens <= 7_000
+    assert window.tokens == (
+        COUNTER.count(window.system)
+        + COUNTER.count(tools_json(window.tools))
+        + sum(measure(m) for m in window.messages)
+    )
+
+
+def test_documents_and_work_buffer_render_within_their_allowance() -> None:
+    """Documents and the work buffer render in the system text; oversized ones are dropped."""
+    from ctxflow.layers import Document, EvidenceLayer, WorkBuffer
+
+    state = state_for()
+    state = LayeredState(
+        system=state.system,
+        task=state.task,
+        evidence=EvidenceLayer(
+            documents=(
+                Document(id="d1", title="API notes", text="parse() returns a Tree"),
+                Document(id="d2", text="z" * 200_000),
+            )
+        ),
+        work=WorkBuffer(scratchpad="step 1 done", results={"plan": "patch io.py"}),
+    )
+    conversation = Conversation(_loop(3, size=50), measure=MEASURE)
+    window = build_window(state, conversation, phase="planning", counter=COUNTER, budget=6_000)
+    assert "parse() returns a Tree" in window.system
+    assert "z" * 1_000 not in window.system
+    assert window.report.dropped_blocks["documents"] == 1
+    assert "plan: patch io.py" in window.system
+    assert "step 1 done" in window.system
+    assert counted(window) == window.tokens <= 6_000
