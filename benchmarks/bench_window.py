@@ -27,7 +27,7 @@ from ctxflow.budget import build_window, selection, window_measure
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Conversation, Message, Role, TextBlock, ToolResultBlock
-from ctxflow.tokens import counter_for
+from ctxflow.tokens import DEFAULT_MODEL, counter_for, get_profile
 
 
 def _state_for(messages: list[Message]) -> LayeredState:
@@ -172,6 +172,20 @@ def run(h: Harness) -> None:
         window_tokens=window.tokens,
     )
     h.record(f"window_build_{n}_cold", cold, "ms", note="first build after the view changed")
+
+    profile = get_profile(DEFAULT_MODEL)
+    typical = h.median_ms(
+        lambda: build_window(
+            state, conversation, phase="execution", counter=counter, profile=profile
+        ),
+        runs=15,
+    )
+    h.record(
+        f"window_build_{n}_profile_budget",
+        typical,
+        "ms",
+        note=f"{DEFAULT_MODEL} input budget ({profile.input_budget} tokens)",
+    )
 
     tail = h.workload(n + 40)[n:]
     pending = [m for m in tail if m.role is not Role.SYSTEM]

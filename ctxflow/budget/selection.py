@@ -34,7 +34,8 @@ next to a user turn) are merged into one message in the window.
 Counts come from the conversation's cache (``Conversation.tokens``); the
 masked and merged forms are measured once and cached per conversation (keyed
 weakly, checked against the view by identity), so repeated builds never
-re-tokenize the history.
+re-tokenize the history. Like the Conversation itself, the cache is not
+meant for concurrent builds on one conversation from several threads.
 """
 
 from __future__ import annotations
