@@ -92,6 +92,18 @@ class Conversation:
         return tuple(self._log)
 
     @property
+    def effective_count(self) -> int:
+        """How many messages the effective view holds."""
+        if self._view is None:
+            self._view = self._build_view()
+        return len(self._view)
+
+    @property
+    def measure(self) -> Measure:
+        """The function this conversation counts a message's tokens with."""
+        return self._measure
+
+    @property
     def total_tokens(self) -> int:
         """Tokens of every original message in the log."""
         return self._total

@@ -1,0 +1,257 @@
+"""Budget policies: base ratios, phase and model adjustments, memory-tier weights.
+
+A policy is a frozen value, so an engine can swap it per chart or per phase
+and a checkpoint can record which one was in force. Every number is checked
+on construction: NaN, infinities, negative base ratios or weights, and
+policies that would leave nothing to share raise :class:`PolicyError` before
+anything uses them.
+
+Ratios are in *points* (percent of the flexible budget). Adjustments are
+points added to the base ratio of a layer; each adjusted ratio is clamped at
+zero and the six are normalised, so the points need not sum to 100.
+
+Model-class adjustments (``ModelProfile.model_class``):
+
+- ``large`` (>= 400k window): evidence +5, memory +3, work buffer -5 — a huge
+  window has room to keep more raw tool output and history;
+- ``small`` (<= 32k window): work buffer +5, memory -3, evidence -2 — a small
+  window needs its scratch space more than old evidence;
+- ``standard``: no adjustment.
+
+Phases are plain strings (charts are user-defined). A phase without an entry
+in ``phases`` gets no adjustment, unless ``known_phases`` is set: then a phase
+outside it raises :class:`PolicyError` (rule ``unknown_phase``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import attrs
+
+from ctxflow.errors import PolicyError
+from ctxflow.layers import Layer, Tier
+
+__all__ = [
+    "DEFAULT_MODEL_ADJUSTMENTS",
+    "DEFAULT_PHASE_ADJUSTMENTS",
+    "Adjustments",
+    "BudgetPolicy",
+    "LayerRatios",
+    "TierWeights",
+]
+
+
+def _finite(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyError(
+            f"{what} must be a number (got {value!r})", rule="policy_value", field=what
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise PolicyError(
+            f"{what} must be a finite number (got {value!r})", rule="policy_nan", field=what
+        )
+    return number
+
+
+def _non_negative(what: str, value: object) -> float:
+    number = _finite(what, value)
+    if number < 0:
+        raise PolicyError(
+            f"{what} must be >= 0 (got {value!r})", rule="policy_negative", field=what
+        )
+    return number
+
+
+@attrs.frozen(kw_only=True)
+class LayerRatios:
+    """Base shares of the flexible budget per layer, in points (need not sum to 100).
+
+    The system and task shares cover what those layers render beyond their
+    measured fixed costs (the context-block framing); the rest of the system
+    prompt, the tools, the task statement and pinned items are fixed costs.
+    """
+
+    system: float = 5.0
+    task: float = 5.0
+    runtime: float = 3.0
+    memory: float = 52.0
+    evidence: float = 25.0
+    work: float = 10.0
+
+    def __attrs_post_init__(self) -> None:
+        total = 0.0
+        for layer in Layer:
+            total += _non_negative(f"ratio '{layer.value}'", getattr(self, layer.value))
+        if total <= 0:
+            raise PolicyError(
+                f"layer ratios must not all be zero (got {self.as_dict()})",
+                rule="policy_all_zero",
+            )
+
+    def as_dict(self) -> dict[Layer, float]:
+        """The ratios by layer, in render order."""
+        return {layer: float(getattr(self, layer.value)) for layer in Layer}
+
+
+def _points(value: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[Layer, float]]:
+    out: dict[str, dict[Layer, float]] = {}
+    for key, changes in (value or {}).items():
+        if not isinstance(key, str) or not key:
+            raise PolicyError(
+                f"adjustment keys must be non-empty strings (got {key!r})", rule="policy_key"
+            )
+        row: dict[Layer, float] = {}
+        for layer_name, points in changes.items():
+            try:
+                layer = Layer(layer_name)
+            except ValueError:
+                raise PolicyError(
+                    f"adjustment layer must be one of {[x.value for x in Layer]} "
+                    f"(got {layer_name!r} under {key!r})",
+                    rule="policy_layer",
+                    key=key,
+                ) from None
+            row[layer] = _finite(f"adjustment {key}.{layer.value}", points)
+        out[key] = row
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class Adjustments:
+    """Points added to base ratios, keyed by phase name or model class."""
+
+    points: Mapping[str, Mapping[Layer, float]] = attrs.field(factory=dict, converter=_points)
+
+    def for_key(self, key: str) -> Mapping[Layer, float]:
+        """The adjustment row for ``key`` (empty when there is none)."""
+        return self.points.get(key, {})
+
+
+#: Phase adjustments of the default chart (planning, execution, reflection).
+DEFAULT_PHASE_ADJUSTMENTS = Adjustments(
+    points={
+        "planning": {"memory": 10, "evidence": 10, "work": -20},
+        "execution": {"memory": -10, "evidence": -5, "work": 15},
+        "reflection": {"memory": 15, "evidence": 5, "work": -20},
+    }
+)
+
+#: Model-class adjustments (see the module docstring for why these values).
+DEFAULT_MODEL_ADJUSTMENTS = Adjustments(
+    points={
+        "large": {"evidence": 5, "memory": 3, "work": -5},
+        "small": {"work": 5, "memory": -3, "evidence": -2},
+    }
+)
+
+
+@attrs.frozen(kw_only=True)
+class TierWeights:
+    """Weights splitting the memory layer's allocation over its non-empty tiers."""
+
+    short_term: float = 1.5
+    episodic: float = 1.0
+    semantic: float = 0.8
+    procedural: float = 1.2
+
+    def __attrs_post_init__(self) -> None:
+        total = 0.0
+        for tier in Tier:
+            total += _non_negative(f"tier weight '{tier.value}'", getattr(self, tier.value))
+        if total <= 0:
+            raise PolicyError("tier weights must not all be zero", rule="policy_all_zero")
+
+    def as_dict(self) -> dict[Tier, float]:
+        """The weights by tier."""
+        return {tier: float(getattr(self, tier.value)) for tier in Tier}
+
+
+def _phases(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise PolicyError(
+            f"'known_phases' must be a collection of names (got the string {value!r})",
+            rule="policy_value",
+        )
+    return frozenset(str(v) for v in value)  # type: ignore[attr-defined]
+
+
+@attrs.frozen(kw_only=True)
+class BudgetPolicy:
+    """Everything that decides how a flexible budget is shared out.
+
+    ``headroom_max`` and ``headroom_fraction`` set ``compaction_headroom``:
+    ``min(headroom_max, floor(headroom_fraction * (input budget - fixed costs)))``
+    tokens kept free so a summarizer call always fits.
+    """
+
+    ratios: LayerRatios = LayerRatios()
+    phases: Adjustments = DEFAULT_PHASE_ADJUSTMENTS
+    models: Adjustments = DEFAULT_MODEL_ADJUSTMENTS
+    tiers: TierWeights = TierWeights()
+    known_phases: frozenset[str] | None = attrs.field(default=None, converter=_phases)
+    headroom_max: int = 2_000
+    headroom_fraction: float = 0.10
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            isinstance(self.headroom_max, bool)
+            or not isinstance(self.headroom_max, int)
+            or self.headroom_max < 0
+        ):
+            raise PolicyError(
+                f"'headroom_max' must be an integer >= 0 (got {self.headroom_max!r})",
+                rule="policy_value",
+                field="headroom_max",
+            )
+        fraction = _non_negative("'headroom_fraction'", self.headroom_fraction)
+        if fraction >= 1:
+            raise PolicyError(
+                f"'headroom_fraction' must be below 1 (got {self.headroom_fraction!r})",
+                rule="policy_value",
+                field="headroom_fraction",
+            )
+
+    def check_phase(self, phase: str) -> None:
+        """Raise :class:`PolicyError` when the policy restricts phases and ``phase`` is not one."""
+        if not isinstance(phase, str) or not phase:
+            raise PolicyError(
+                f"'phase' must be a non-empty string (got {phase!r})", rule="unknown_phase"
+            )
+        if self.known_phases is not None and phase not in self.known_phases:
+            raise PolicyError(
+                f"'phase' must be one of {sorted(self.known_phases)} (got {phase!r})",
+                rule="unknown_phase",
+                phase=phase,
+            )
+
+    def ratios_for(self, phase: str, model_class: str = "standard") -> dict[Layer, float]:
+        """The adjusted ratios for a phase and model class, clamped at zero (not normalised).
+
+        Raises :class:`PolicyError` when the phase is not allowed or every
+        adjusted ratio is zero.
+        """
+        self.check_phase(phase)
+        out = self.ratios.as_dict()
+        for row in (self.phases.for_key(phase), self.models.for_key(model_class)):
+            for layer, points in row.items():
+                out[layer] += points
+        clamped = {layer: max(0.0, value) for layer, value in out.items()}
+        if sum(clamped.values()) <= 0:
+            raise PolicyError(
+                f"adjusted ratios for phase {phase!r} and model class {model_class!r} are all "
+                f"zero (got {out})",
+                rule="policy_all_zero",
+                phase=phase,
+            )
+        return clamped
+
+    def headroom(self, remaining: int) -> int:
+        """``compaction_headroom`` for ``remaining`` tokens left after fixed costs."""
+        if remaining <= 0:
+            return 0
+        return min(self.headroom_max, math.floor(self.headroom_fraction * remaining))

@@ -1,0 +1,189 @@
+"""Rendering the stored layers as context blocks in the system text (the one place).
+
+Every layer that is not the message stream is rendered into the **system
+text**, after the system prompt, inside one ``<context>`` element with a
+``## `` heading per section, in layer order:
+
+``task`` (statement and pinned items), ``runtime`` (phase, step, tools,
+permissions), ``episodic`` / ``semantic`` / ``procedural`` memory,
+``documents`` (L4's retrieved documents), ``work`` (scratchpad and results).
+
+Putting them in the system text, not in a leading context message, keeps the
+message stream exactly the conversation's (no synthetic user turn to merge,
+no role-alternation fix-ups) and works the same for both APIs.
+
+Each section is filled up to an allowance: memory entries newest first (shown
+in chronological order), documents in their given order, and the work
+scratchpad middle-trimmed. What did not fit is counted in ``dropped``. The
+task statement and pinned items are fixed costs and are always rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from ctxflow.layers import LayeredState
+from ctxflow.protocols import TokenCounter
+
+__all__ = ["RenderedContext", "middle_trim", "render_context", "trim_marker"]
+
+
+def trim_marker(removed_chars: int) -> str:
+    """The marker that stands where a middle-trim removed text."""
+    return f"\n[... {removed_chars:,} chars trimmed ...]\n"
+
+
+def middle_trim(
+    text: str, max_tokens: int, counter: TokenCounter, *, known_tokens: int | None = None
+) -> str | None:
+    """``text`` with its middle cut (head and tail kept, marker between) to fit ``max_tokens``.
+
+    Returns None when not even the marker fits. ``known_tokens`` is an
+    estimate of the text's count (avoids counting a huge text; the result is
+    always counted).
+    """
+    tokens = counter.count(text) if known_tokens is None else known_tokens
+    if tokens <= max_tokens and (known_tokens is None or counter.count(text) <= max_tokens):
+        return text
+    ratio = max_tokens / max(tokens, 1)
+    keep = int(len(text) * ratio * 0.95)
+    for _ in range(12):
+        keep = max(0, min(keep, len(text) - 1))
+        head = keep * 2 // 3
+        tail = keep - head
+        candidate = text[:head] + trim_marker(len(text) - keep) + (text[-tail:] if tail else "")
+        size = counter.count(candidate)
+        if size <= max_tokens:
+            return candidate
+        if keep == 0:
+            return None
+        keep = int(keep * max_tokens / size * 0.9)
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class RenderedContext:
+    """The rendered context blocks: text, tokens used per section, entries dropped."""
+
+    text: str
+    used: Mapping[str, int]
+    dropped: Mapping[str, int]
+
+
+def _fill(
+    entries: Sequence[str], allowance: int, counter: TokenCounter, *, newest_first: bool
+) -> tuple[list[str], int, int]:
+    order = list(reversed(entries)) if newest_first else list(entries)
+    kept: list[str] = []
+    used = 0
+    dropped = 0
+    for entry in order:
+        size = counter.count(entry) + 1
+        if used + size <= allowance:
+            kept.append(entry)
+            used += size
+        else:
+            dropped += 1
+    if newest_first:
+        kept.reverse()
+    return kept, used, dropped
+
+
+def render_context(
+    state: LayeredState, *, counter: TokenCounter, allowances: Mapping[str, int]
+) -> RenderedContext:
+    """Render ``state``'s context blocks within per-section ``allowances`` (tokens).
+
+    Sections: ``runtime``, ``episodic``, ``semantic``, ``procedural``,
+    ``documents``, ``work``; the task section is always rendered.
+    """
+    sections: list[str] = []
+    used: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+
+    task = state.task
+    if task.statement or task.pinned:
+        lines = ["## Task"]
+        if task.statement:
+            lines.append(task.statement)
+        if task.pinned:
+            lines.append("Pinned:")
+            lines.extend(f"- {item}" for item in task.pinned)
+        sections.append("\n".join(lines))
+
+    runtime = state.runtime
+    tools = ", ".join(t.name for t in state.projected_tools()) or "none"
+    runtime_text = f"## Runtime\nphase: {runtime.phase}\nstep: {runtime.step}\ntools: {tools}"
+    if runtime.permissions:
+        runtime_text += "\npermissions: " + ", ".join(runtime.permissions)
+    size = counter.count(runtime_text)
+    if size <= allowances.get("runtime", 0):
+        sections.append(runtime_text)
+        used["runtime"] = size
+    else:
+        dropped["runtime"] = 1
+
+    memory = state.memory
+    tiers: list[tuple[str, str, list[str]]] = [
+        ("episodic", "## Episodic memory", [f"- [{e.id}] {e.summary}" for e in memory.episodic]),
+        ("semantic", "## Semantic memory", [f"- {f.key}: {f.value}" for f in memory.semantic]),
+        (
+            "procedural",
+            "## Procedural memory",
+            [f"### {p.name}\n{p.steps}" for p in memory.procedural],
+        ),
+    ]
+    for name, heading, entries in tiers:
+        if not entries:
+            continue
+        allowance = allowances.get(name, 0) - counter.count(heading) - 1
+        kept, spent, lost = _fill(entries, allowance, counter, newest_first=True)
+        if kept:
+            sections.append("\n".join([heading, *kept]))
+            used[name] = spent + counter.count(heading) + 1
+        if lost:
+            dropped[name] = lost
+
+    documents = state.evidence.documents
+    if documents:
+        heading = "## Documents"
+        allowance = allowances.get("documents", 0) - counter.count(heading) - 1
+        texts = [f"### {d.title or d.id} ({d.id})\n{d.text}" for d in documents]
+        kept, spent, lost = _fill(texts, allowance, counter, newest_first=False)
+        if kept:
+            sections.append("\n".join([heading, *kept]))
+            used["documents"] = spent + counter.count(heading) + 1
+        if lost:
+            dropped["documents"] = lost
+
+    work = state.work
+    if work.scratchpad or work.results:
+        allowance = allowances.get("work", 0)
+        parts = ["## Work buffer"]
+        results = [f"- {key}: {value}" for key, value in sorted(work.results.items())]
+        kept, spent, lost = _fill(results, allowance // 2, counter, newest_first=False)
+        pad_allowance = allowance - spent - counter.count(parts[0]) - 2
+        if work.scratchpad and pad_allowance > 0:
+            pad = middle_trim(work.scratchpad, pad_allowance, counter)
+            if pad:
+                parts.append(pad)
+            else:
+                dropped["work"] = dropped.get("work", 0) + 1
+        elif work.scratchpad:
+            dropped["work"] = dropped.get("work", 0) + 1
+        if kept:
+            parts.append("Results:")
+            parts.extend(kept)
+        if lost:
+            dropped["work"] = dropped.get("work", 0) + lost
+        if len(parts) > 1:
+            text = "\n".join(parts)
+            sections.append(text)
+            used["work"] = counter.count(text)
+
+    if not sections:
+        return RenderedContext(text="", used=used, dropped=dropped)
+    text = "<context>\n" + "\n\n".join(sections) + "\n</context>"
+    return RenderedContext(text=text, used=used, dropped=dropped)

@@ -1,0 +1,326 @@
+"""The Window: what one model call is sent, built within its budget.
+
+:func:`build_window` runs the budget contract end to end: measure the fixed
+costs, set the headroom aside, allocate the flexible budget for the phase and
+the model, render the stored layers into the system text (see
+:mod:`ctxflow.budget.render`), and select messages from the conversation's
+effective view (see :mod:`ctxflow.budget.selection`).
+
+Counting: a window's tokens are ``count(system) + count(tools JSON) + sum of
+measure(message)``. Messages are counted by the conversation's cached measure,
+so the conversation **must** be built with the same measure the builder uses:
+``window_measure(counter, overhead=profile.per_message_overhead)`` (the
+default), or pass ``measure=`` explicitly.
+
+Lending: a layer that cannot use its allocation lends it on. Everything the
+rendered context blocks do not use flows to the message stream (the message
+budget is what is left after the system text and tools are counted); the
+stream's leftover unmasks tool results, newest first; and when the whole
+stream needs less than the short-term and evidence allocations, the surplus is
+lent to the first context section that had to drop content, in the order
+work, episodic, semantic, procedural, documents, runtime.
+
+Tools: the window carries ``state.projected_tools()``; when the phase
+projects no tools but the history holds tool blocks, it carries every L0 tool
+(Anthropic rejects tool blocks without tool definitions).
+
+Building never changes the state or the conversation; the same inputs give the
+same window.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from ctxflow.budget.allocation import (
+    DEFAULT_POLICY,
+    Allocation,
+    FixedCosts,
+    plan_budget,
+    tools_json,
+)
+from ctxflow.budget.policy import BudgetPolicy
+from ctxflow.budget.render import render_context
+from ctxflow.budget.scoring import DEFAULT_WEIGHTS, ScoreWeights
+from ctxflow.budget.selection import Exclusion, _index, _select
+from ctxflow.errors import BudgetExceeded
+from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
+from ctxflow.model import Conversation, Message
+from ctxflow.protocols import TokenCounter
+from ctxflow.tokens import ModelProfile, message_measure
+
+__all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
+
+Measure = Callable[[Message], int]
+
+_SECTIONS_LEND_ORDER = ("work", "episodic", "semantic", "procedural", "documents", "runtime")
+
+
+@attrs.frozen(kw_only=True)
+class LayerUsage:
+    """Tokens a layer (or tier) was allocated and how many it used."""
+
+    allocated: int
+    used: int
+
+
+@attrs.frozen(kw_only=True)
+class WindowReport:
+    """How a window's budget was spent and what was left out."""
+
+    allocation: Allocation
+    layers: Mapping[str, LayerUsage]
+    tiers: Mapping[str, LayerUsage]
+    message_budget: int
+    excluded: Mapping[str, Exclusion]
+    dropped_blocks: Mapping[str, int]
+
+    @property
+    def flexible_used(self) -> int:
+        """Tokens used beyond the fixed costs."""
+        return sum(u.used for u in self.layers.values())
+
+
+@attrs.frozen(kw_only=True)
+class Window:
+    """One model call's context: system text, tools, messages, and their token count."""
+
+    system: str
+    tools: tuple[ToolDef, ...]
+    messages: tuple[Message, ...]
+    input_budget: int
+    tokens: int
+    report: WindowReport = attrs.field(repr=False, eq=False)
+
+
+class _CachedCounter:
+    """Counts through a small cache: system prompts and tool JSON repeat on every build."""
+
+    def __init__(self, inner: TokenCounter) -> None:
+        self.inner = inner
+        self.cache: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def count(self, text: str) -> int:
+        hit = self.cache.get(text)
+        if hit is None:
+            hit = self.inner.count(text)
+            if len(self.cache) >= 512:
+                self.cache.clear()
+            self.cache[text] = hit
+        return hit
+
+
+_COUNTERS: weakref.WeakKeyDictionary[TokenCounter, _CachedCounter] = weakref.WeakKeyDictionary()
+_MEASURES: weakref.WeakKeyDictionary[TokenCounter, dict[int, Measure]] = weakref.WeakKeyDictionary()
+
+
+def _cached(counter: TokenCounter) -> TokenCounter:
+    try:
+        found = _COUNTERS.get(counter)
+        if found is None:
+            found = _CachedCounter(counter)
+            _COUNTERS[counter] = found
+        return found
+    except TypeError:  # neither hashable nor weak-referenceable
+        return counter
+
+
+def window_measure(counter: TokenCounter, *, overhead: int = 4) -> Measure:
+    """The message measure :func:`build_window` uses by default (one per counter and overhead).
+
+    Build the conversation with it (``Conversation(measure=window_measure(c))``)
+    so its cached counts are the counts the window is checked against.
+    """
+    try:
+        per = _MEASURES.setdefault(counter, {})
+    except TypeError:
+        return message_measure(counter, overhead=overhead)
+    if overhead not in per:
+        per[overhead] = message_measure(counter, overhead=overhead)
+    return per[overhead]
+
+
+_last_tools: list[tuple[tuple[ToolDef, ...], str]] = []
+
+
+def _tools_text(tools: tuple[ToolDef, ...]) -> str:
+    # The same tuple comes back on every build of a phase: skip re-encoding it.
+    if _last_tools and _last_tools[0][0] is tools:
+        return _last_tools[0][1]
+    text = tools_json(tools)
+    _last_tools[:] = [(tools, text)]
+    return text
+
+
+def _window_tools(state: LayeredState, has_tool_blocks: bool) -> tuple[ToolDef, ...]:
+    projected = state.projected_tools()
+    if not projected and has_tool_blocks:
+        return state.system.tools
+    return projected
+
+
+def build_window(
+    state: LayeredState,
+    conversation: Conversation,
+    *,
+    phase: str,
+    counter: TokenCounter,
+    profile: ModelProfile | None = None,
+    budget: int | None = None,
+    policy: BudgetPolicy = DEFAULT_POLICY,
+    measure: Measure | None = None,
+    weights: ScoreWeights = DEFAULT_WEIGHTS,
+) -> Window:
+    """Build the window for one call in ``phase``, within ``budget`` or the profile's input budget.
+
+    Raises :class:`~ctxflow.errors.PolicyError` for an unknown phase (when the
+    policy restricts phases) or an unusable budget, and
+    :class:`~ctxflow.errors.BudgetExceeded` when fixed costs, or critical
+    messages plus the last turn (trimmed), cannot fit.
+    """
+    if measure is None:
+        overhead = profile.per_message_overhead if profile is not None else 4
+        measure = window_measure(counter, overhead=overhead)
+    policy.check_phase(phase)
+    count = _cached(counter)
+    index = _index(conversation, measure)
+    tools = _window_tools(state, index.tool_blocks)
+    prompt = state.system.prompt
+    extra = index.system_text
+    if extra and extra != prompt:
+        prompt = f"{prompt}\n\n{extra}" if prompt else extra
+    tools_text = _tools_text(tools)
+    fixed = FixedCosts(
+        system_prompt=count.count(prompt) if prompt else 0,
+        tools=count.count(tools_text) if tools_text else 0,
+        task=count.count(state.task.statement) if state.task.statement else 0,
+        pinned=tuple(count.count(item) for item in state.task.pinned),
+    )
+    memory = state.memory
+    present = [Tier.SHORT_TERM] if index.units else []
+    present += [
+        tier
+        for tier, entries in (
+            (Tier.EPISODIC, memory.episodic),
+            (Tier.SEMANTIC, memory.semantic),
+            (Tier.PROCEDURAL, memory.procedural),
+        )
+        if entries
+    ]
+    allocation = plan_budget(
+        state,
+        phase=phase,
+        counter=count,
+        profile=profile,
+        budget=budget,
+        policy=policy,
+        tiers_present=present,
+        fixed=fixed,
+    )
+    layers = allocation.layers
+    allowances = {
+        "runtime": layers[Layer.RUNTIME],
+        "episodic": allocation.tiers[Tier.EPISODIC],
+        "semantic": allocation.tiers[Tier.SEMANTIC],
+        "procedural": allocation.tiers[Tier.PROCEDURAL],
+        "documents": layers[Layer.EVIDENCE],
+        "work": layers[Layer.WORK],
+    }
+    rendered = render_context(state, counter=count, allowances=allowances)
+    stream_demand = sum(index.full)
+    surplus = allocation.tiers[Tier.SHORT_TERM] + layers[Layer.EVIDENCE] - stream_demand
+    if surplus > 0 and rendered.dropped:
+        for name in _SECTIONS_LEND_ORDER:
+            if name in rendered.dropped:
+                allowances[name] += surplus
+                rendered = render_context(state, counter=count, allowances=allowances)
+                break
+    system = _join(prompt, rendered.text)
+    system_tokens = count.count(system) if system else 0
+    tools_tokens = fixed.tools
+    message_budget = allocation.input_budget - allocation.headroom - system_tokens - tools_tokens
+    if message_budget < 0:
+        rendered = render_context(state, counter=count, allowances={})
+        system = _join(prompt, rendered.text)
+        system_tokens = count.count(system) if system else 0
+        message_budget = (
+            allocation.input_budget - allocation.headroom - system_tokens - tools_tokens
+        )
+        if message_budget < 0:
+            raise BudgetExceeded(
+                f"the system text and tools must fit the input budget of "
+                f"{allocation.input_budget} tokens less headroom {allocation.headroom} "
+                f"(got system={system_tokens}, tools={tools_tokens})",
+                rule="fixed_costs",
+                budget=allocation.input_budget,
+                fixed=fixed.named(),
+            )
+    evidence = max(0, layers[Layer.EVIDENCE] - rendered.used.get("documents", 0))
+    selection = _select(
+        index,
+        budget=message_budget,
+        evidence=evidence,
+        counter=count,
+        task=state.task.statement,
+        weights=weights,
+    )
+    total = system_tokens + tools_tokens + selection.tokens
+    if total > allocation.input_budget:  # pragma: no cover - selection guarantees this
+        raise BudgetExceeded(
+            f"window must fit the input budget of {allocation.input_budget} (got {total})",
+            rule="window_overrun",
+        )
+    used = rendered.used
+    blocks_used = sum(used.values())
+    framing = max(
+        0, system_tokens - fixed.system_prompt - fixed.task - sum(fixed.pinned) - blocks_used
+    )
+    tier_used = {
+        Tier.SHORT_TERM: selection.memory_tokens,
+        Tier.EPISODIC: used.get("episodic", 0),
+        Tier.SEMANTIC: used.get("semantic", 0),
+        Tier.PROCEDURAL: used.get("procedural", 0),
+    }
+    layer_used = {
+        Layer.SYSTEM: framing,
+        Layer.TASK: 0,
+        Layer.RUNTIME: used.get("runtime", 0),
+        Layer.MEMORY: sum(tier_used.values()),
+        Layer.EVIDENCE: used.get("documents", 0) + selection.evidence_tokens,
+        Layer.WORK: used.get("work", 0),
+    }
+    report = WindowReport(
+        allocation=allocation,
+        layers={
+            layer.value: LayerUsage(allocated=layers[layer], used=layer_used[layer])
+            for layer in Layer
+        },
+        tiers={
+            tier.value: LayerUsage(allocated=allocation.tiers[tier], used=tier_used[tier])
+            for tier in Tier
+        },
+        message_budget=message_budget,
+        excluded=selection.excluded,
+        dropped_blocks=dict(rendered.dropped),
+    )
+    return Window(
+        system=system,
+        tools=tools,
+        messages=selection.messages,
+        input_budget=allocation.input_budget,
+        tokens=total,
+        report=report,
+    )
+
+
+def _join(prompt: str, context: str) -> str:
+    if prompt and context:
+        return f"{prompt}\n\n{context}"
+    return prompt or context
