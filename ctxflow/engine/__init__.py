@@ -25,6 +25,7 @@ from ctxflow.engine.engine import (
     EventNotAllowed,
     MemoryCheckpointer,
     StoreCheckpointer,
+    WindowBuilder,
 )
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
@@ -47,6 +48,7 @@ __all__ = [
     "StepRecord",
     "StoreCheckpointer",
     "TransitionSpec",
+    "WindowBuilder",
     "chart_names",
     "chart_path",
     "load_chart",

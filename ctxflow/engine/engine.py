@@ -20,9 +20,11 @@ sends phase events; the engine applies each one as a unit:
    says so), keep a :class:`~ctxflow.engine.records.StepRecord`, log it, and
    call the listeners.
 
-The four collaborators are small seams: ``allocator``, ``compressor``,
-``checkpointer`` and ``checkpoint_policy`` (plus ``consolidator`` and
-``window_builder``). Chart callbacks never do the work themselves: a chart
+The collaborators are small seams with real defaults: ``allocator``
+(``ctxflow.budget.plan_budget``), ``window_builder`` (``ctxflow.budget.build_window``),
+``checkpointer`` (``ctxflow.checkpoints.Checkpointer`` over the ``store`` given,
+else in process memory) and ``checkpoint_policy`` (``ctxflow.checkpoints.CheckpointPolicy``);
+``compressor`` and ``consolidator`` run only when given. Chart callbacks never do the work themselves: a chart
 action only marks an intent that the engine carries out after the microstep,
 so the chart machine stays synchronous and :class:`AsyncEngine` can await
 async collaborators with the same chart.
@@ -45,6 +47,7 @@ from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
 from ctxflow import checkpoints, errors
+from ctxflow.budget import DEFAULT_POLICY, Allocation, Window, build_window, plan_budget
 from ctxflow.checkpoints import CheckpointPolicy, new_session_id
 from ctxflow.engine.charts import ACTIONS, Chart, PhaseConfig, load_chart
 from ctxflow.engine.listeners import Listeners
@@ -65,6 +68,7 @@ __all__ = [
     "EventNotAllowed",
     "MemoryCheckpointer",
     "StoreCheckpointer",
+    "WindowBuilder",
 ]
 
 log = structlog.get_logger("ctxflow.engine")
@@ -101,6 +105,16 @@ class Allocator(Protocol):
 
     def __call__(self, state: LayeredState, *, phase: str, policy: Any) -> Any:
         """An allocation: an object with ``layers`` (layer → tokens) or such a mapping."""
+        ...
+
+
+class WindowBuilder(Protocol):
+    """Builds the window for the next model call (e.g. ``ctxflow.budget.build_window``)."""
+
+    def __call__(
+        self, conversation: Conversation, state: LayeredState, *, phase: str, policy: Any
+    ) -> Any:
+        """The window for one call in ``phase``."""
         ...
 
 
@@ -365,7 +379,8 @@ class _Core:
         allocator: Allocator | None = None,
         compressor: CompressionGuard | None = None,
         consolidator: Callable[[Conversation, LayeredState], Any] | None = None,
-        window_builder: Callable[..., Any] | None = None,
+        window_builder: WindowBuilder | None = None,
+        budget: int | None = None,
         store: Any = None,
         checkpointer: Checkpointer | None = None,
         checkpoint_policy: Any = None,
@@ -391,10 +406,20 @@ class _Core:
         else:
             self._conversation = Conversation(conversation or (), measure=self.measure)
         self._state = state if state is not None else LayeredState()
-        self.allocator = allocator
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0
+        ):
+            raise errors.PolicyError(
+                f"'budget' must be a positive integer or None (got {budget!r})",
+                rule="engine_budget",
+            )
+        self.budget = budget
+        self.allocator: Allocator = allocator if allocator is not None else self._plan_budget
         self.compressor = compressor
         self.consolidator = consolidator
-        self.window_builder = window_builder
+        self.window_builder: WindowBuilder = (
+            window_builder if window_builder is not None else self._build_window
+        )
         if store is not None and checkpointer is not None:
             raise errors.PolicyError(
                 "give the engine a 'store' or a 'checkpointer', not both", rule="engine_store"
@@ -453,7 +478,7 @@ class _Core:
 
     @property
     def allocation(self) -> Any:
-        """The current phase's allocation (None when no allocator is configured)."""
+        """The current phase's allocation (None before the first phase and in final states)."""
         return self._allocation
 
     @property
@@ -491,14 +516,35 @@ class _Core:
         self._state = attrs.evolve(state, runtime=self._state.runtime)
 
     def window(self) -> Any:
-        """The window for the next model call, built for the current phase's allocation."""
-        if self.window_builder is None:
-            raise errors.PolicyError(
-                "building a window needs a 'window_builder' (none configured)",
-                rule="no_window_builder",
-            )
+        """The window for the next model call in the current phase (within its budget)."""
         return self.window_builder(
-            self._conversation, self._state, self._allocation, phase=self._phase
+            self._conversation,
+            self._state,
+            phase=self._phase,
+            policy=self._budget_policy(self._phase),
+        )
+
+    def _plan_budget(self, state: LayeredState, *, phase: str, policy: Any) -> Allocation:
+        return plan_budget(
+            state,
+            phase=phase,
+            counter=self.counter,
+            profile=self.profile,
+            budget=self.budget,
+            policy=policy if policy is not None else DEFAULT_POLICY,
+        )
+
+    def _build_window(
+        self, conversation: Conversation, state: LayeredState, *, phase: str, policy: Any
+    ) -> Window:
+        return build_window(
+            state,
+            conversation,
+            phase=phase,
+            counter=self.counter,
+            profile=self.profile,
+            budget=self.budget,
+            policy=policy if policy is not None else DEFAULT_POLICY,
         )
 
     # -- chart machine ---------------------------------------------------------
@@ -680,7 +726,7 @@ class _Core:
             pending.allocation = self._allocate(pending.state, pending.target)
 
     def _allocate(self, state: LayeredState, phase: str) -> Any:
-        if self.allocator is None or phase in self.chart.finals:
+        if phase in self.chart.finals:
             return None
         return self.allocator(state, phase=phase, policy=self._budget_policy(phase))
 

@@ -497,17 +497,18 @@ def test_a_failing_checkpoint_rolls_the_transition_back(make: Make) -> None:
 
 
 def test_window_uses_the_builder_with_the_phase_allocation(make: Make) -> None:
-    """window() hands the conversation, state, allocation and phase to the window builder."""
+    """window() hands the conversation, state, phase and its budget policy to the builder."""
     seen: list[Any] = []
 
-    def builder(conversation: Any, state: Any, allocation: Any, *, phase: str) -> str:
-        seen.append((allocation, phase, state.runtime.tools))
+    def builder(conversation: Any, state: Any, *, phase: str, policy: Any) -> str:
+        seen.append((policy, phase, state.runtime.tools))
         return "window"
 
-    d = engine(make, window_builder=builder)
+    phases = {**PHASES, "execution": PhaseConfig(tools=("search", "edit"), budget_policy=7)}
+    d = engine(make, window_builder=builder, phases=phases)
     walk(d, "start", "plan_ready")
     assert d.engine.window() == "window"
-    assert seen == [({"memory": 800, "evidence": 200}, "execution", ("search", "edit"))]
+    assert seen == [(7, "execution", ("search", "edit"))]
 
 
 def test_listeners_need_only_the_hooks_they_use(make: Make) -> None:
