@@ -45,12 +45,7 @@ def _no_compression(conversation: Any, state: Any, allocation: Any, **kw: Any) -
     return None
 
 
-def _allocation(state: Any, *, phase: str, policy: Any) -> dict[str, int]:
-    return {"memory": 1000, "evidence": 1000}
-
-
 def _engine(**kwargs: Any) -> Engine:
-    kwargs.setdefault("allocator", _allocation)
     kwargs.setdefault("compressor", _no_compression)
     engine = Engine(**kwargs)
     engine.send("start", task="benchmark")

@@ -24,10 +24,10 @@ The collaborators are small seams with real defaults: ``allocator``
 (``ctxflow.budget.plan_budget``), ``window_builder`` (``ctxflow.budget.build_window``),
 ``checkpointer`` (``ctxflow.checkpoints.Checkpointer`` over the ``store`` given,
 else in process memory) and ``checkpoint_policy`` (``ctxflow.checkpoints.CheckpointPolicy``);
-``compressor`` and ``consolidator`` run only when given. Chart callbacks never do the work themselves: a chart
-action only marks an intent that the engine carries out after the microstep,
-so the chart machine stays synchronous and :class:`AsyncEngine` can await
-async collaborators with the same chart.
+``compressor`` and ``consolidator`` run only when given. Chart callbacks never
+do the work themselves: a chart action only marks an intent that the engine
+carries out after the microstep, so the chart machine stays synchronous and
+:class:`AsyncEngine` can await async collaborators with the same chart.
 
 Gotcha: restoring a chart needs the configuration *and* the history values
 (as state ids). Setting the configuration alone loses the history, and a later
