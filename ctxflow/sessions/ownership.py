@@ -522,10 +522,17 @@ class SessionCoordinator:
         pipe = self.client.pipeline(transaction=False)
         for session_id in candidates:
             pipe.exists(self._key(session_id, "owner"))
+            pipe.exists(self._key(session_id, "order"), self._key(session_id, "state"))
         flags = self._call("claim", pipe.execute)
         claimed = []
-        for session_id, held in zip(candidates, flags, strict=True):
+        for session_id, held, stored in zip(candidates, flags[::2], flags[1::2], strict=True):
             if held:
+                continue
+            if not stored:  # erased or expired: nothing to take over, forget it
+                self._call(
+                    "claim (index)",
+                    partial(self.client.hdel, self.keys.prefix + "owners", session_id),
+                )
                 continue
             try:
                 lease = self.acquire(session_id)

@@ -90,6 +90,18 @@ def test_acquire_is_exclusive_and_tokens_grow(client: redis.Redis, tenant: str) 
         a.release(lease)
 
 
+def test_claims_skip_erased_sessions(client: redis.Redis, tenant: str) -> None:
+    """A lapsed lease of a session with no data left is forgotten, not claimed."""
+    a = _coordinator(client, tenant, "a")
+    b = _coordinator(client, tenant, "b")
+    a.update("ses_kept", lambda d: 1)
+    a.acquire("ses_kept")
+    a.acquire("ses_gone")
+    client.delete(a.keys.session("ses_kept", "owner"), a.keys.session("ses_gone", "owner"))
+    assert [lease.session_id for lease in b.claim_orphans()] == ["ses_kept"]
+    assert client.hkeys(a.keys.prefix + "owners") == [b"ses_kept"]
+
+
 def test_no_lost_updates_across_processes(client: redis.Redis, tenant: str, redis_url: str) -> None:
     """8 processes x 1,000 CAS increments of shared sessions lose no update."""
     sessions = ["ses_c1", "ses_c2", "ses_c3"]
