@@ -28,6 +28,11 @@ Gotchas:
   (their node died or was paused past the TTL) and claims them, so a killed
   node's sessions move within ``lease_ttl + claim_interval``; the callback
   ``on_claim`` restores them from their latest checkpoint.
+- redis-py 6+ retries every command on connection errors by default. A
+  compare-and-set whose reply was lost and that is sent again reports a
+  version conflict, and the ``"retry"`` policy then applies ``fn`` twice.
+  For exactly-once updates give the coordinator a client made with
+  ``retry=Retry(NoBackoff(), 0)`` (what :meth:`RedisStore.from_url` does).
 - Invalidation is pub/sub on ``ctxflow:<tenant>:events``: fire and forget. A
   node that misses a message still cannot write stale data (fencing and the
   stale-parent check refuse it); it only serves an old cached copy longer.
