@@ -295,6 +295,24 @@ class ContextManager:
         self._emit("on_evicted", entry.context)
         return True
 
+    def invalidate(self, context_id: str) -> bool:
+        """Drop the cached copy of a context another process changed; reload on next get.
+
+        Wire it to a :class:`~ctxflow.sessions.ownership.SessionCoordinator`:
+        ``on_invalidate=lambda change: manager.invalidate(change.session_id)``.
+        A copy with unsaved changes is kept (and False returned): its next save
+        is refused by the store's parent check, so nothing is silently lost.
+        """
+        with self._cache_lock:
+            entry = self._cache.get(context_id)
+            if entry is None:
+                return True
+            if entry.context.dirty:
+                log.warning("invalidate_dirty_copy", context=context_id)
+                return False
+            del self._cache[context_id]
+        return True
+
     # -- persistence -----------------------------------------------------------
 
     def _save(self, entry: _Entry, trigger: str = "save") -> None:

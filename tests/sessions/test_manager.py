@@ -337,3 +337,18 @@ def test_sigterm_flushes_every_acknowledged_change(tmp_path: Path) -> None:
         assert child.wait(timeout=30) == 128 + signal.SIGTERM
     manager = ContextManager(SQLiteStore(path))
     assert all(manager.get(cid).data == {"n": 5} for cid in ids)
+
+
+def test_invalidate_drops_clean_copies_and_keeps_dirty_ones() -> None:
+    """Another writer's change drops a clean cached copy; a dirty one is kept, not lost."""
+    store = MemoryStore()
+    mine, theirs = ContextManager(store), ContextManager(store)
+    cid = mine.create(messages=[Message.user("task")]).id
+    theirs.append(cid, turn(0))
+    theirs.save(cid)
+    assert len(mine.get(cid).conversation) == 1
+    assert mine.invalidate(cid) is True
+    assert len(mine.get(cid).conversation) == 3
+    mine.update(cid, lambda c: c.set_data("x", 1))
+    assert mine.invalidate(cid) is False
+    assert mine.get(cid).data == {"x": 1}
