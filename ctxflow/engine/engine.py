@@ -130,9 +130,10 @@ class CompressionGuard(Protocol):
         phase: str,
         policy: Any,
     ) -> Any:
-        """The ladder's report when it ran, None when nothing had to be done.
+        """None when nothing had to be done; else the run's report, or an object with
+        ``state`` (the new layered state, memory flushed) and ``report``.
 
-        Raises ``BudgetExceeded`` when the hard limit cannot be met.
+        Raises ``BudgetExceeded`` when the hard limit cannot be met, changing nothing.
         """
         ...
 
@@ -743,6 +744,17 @@ class _Core:
             "policy": config.compression_policy if config else None,
         }
 
+    def _compressed(self, pending: _Pending, result: Any) -> None:
+        """Take the guard's outcome: None, a report, or a result with a new state and a report."""
+        if result is None:
+            return
+        state = getattr(result, "state", None)
+        if isinstance(state, LayeredState) and hasattr(result, "report"):
+            pending.state = attrs.evolve(state, runtime=pending.state.runtime)
+            pending.compression = result.report
+        else:
+            pending.compression = result
+
     def _commit(self, pending: _Pending) -> None:
         self._pending = None
         self._state = pending.state
@@ -937,7 +949,8 @@ class Engine(_Core):
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
-                pending.compression = _not_awaitable(self.compressor(*args, **kw), "compressor")  # type: ignore[misc]
+                result = _not_awaitable(self.compressor(*args, **kw), "compressor")  # type: ignore[misc]
+                self._compressed(pending, result)
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
@@ -1003,7 +1016,7 @@ class AsyncEngine(_Core):
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
-                pending.compression = await _resolve(self.compressor(*args, **kw))  # type: ignore[misc]
+                self._compressed(pending, await _resolve(self.compressor(*args, **kw)))  # type: ignore[misc]
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
