@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 _DECISION = re.compile(
-    r"(?im)^[ \t>*-]*(?:decision|decided|remember|important|constraint|requirement|note|fact)"
+    r"(?im)(?:^[ \t>*-]*|(?<=[.!?] ))"
+    r"(?:decision|decided|remember|important|constraint|requirement|note|fact)"
     r"\s*[:\-\u2013]\s*\S.*$"
     r"|^.*\b(?:we|i)\s+(?:have\s+)?decided\b.*$"
     r"|^.*\blet'?s\s+go\s+with\b.*$"
