@@ -111,8 +111,10 @@ class Draft:
         """True when the draft differs from the conversation it came from."""
         return bool(self.overlays or self.hidden or self.summaries)
 
-    def with_overlays(self, replacements: Mapping[int, Message]) -> Draft:
-        """Show replacements at view indices (same id, role and tool ids)."""
+    def with_overlays(
+        self, replacements: Mapping[int, Message], counts: Mapping[int, int] | None = None
+    ) -> Draft:
+        """Show replacements at view indices (same id, role and tool ids); ``counts`` if known."""
         if not replacements:
             return self
         view = list(self.view)
@@ -120,7 +122,7 @@ class Draft:
         overlays = dict(self.overlays)
         total = self.total
         for index, message in replacements.items():
-            count = self.measure(message)
+            count = counts[index] if counts is not None else self.measure(message)
             total += count - tokens[index]
             view[index] = message
             tokens[index] = count

@@ -227,7 +227,13 @@ class _Plan:
 
 
 class Ladder:
-    """Runs compression rungs cheapest first; keeps a short history to detect thrash."""
+    """Runs compression rungs cheapest first; keeps a short history to detect thrash.
+
+    ``validate=False`` skips the validity check of the input and of the final
+    view (each is a pass over the whole view), for callers that check every
+    window they send anyway; the built-in rungs keep the view valid by
+    construction.
+    """
 
     def __init__(
         self,
@@ -235,12 +241,14 @@ class Ladder:
         policy: LadderPolicy | None = None,
         summarizer: Summarizer | AsyncSummarizer | None = None,
         rungs: Sequence[Rung] | None = None,
+        validate: bool = True,
     ) -> None:
         self.policy = policy or LadderPolicy()
         self.summarizer: Summarizer | AsyncSummarizer = summarizer or ExtractiveSummarizer()
         self.rungs: tuple[Rung, ...] = tuple(rungs) if rungs is not None else default_rungs()
         if not self.rungs:
             raise PolicyError("a ladder needs at least one rung (got none)", rule="no_rungs")
+        self.validate = validate
         self.history: deque[tuple[int, int]] = deque(maxlen=8)
 
     def guard(self, conversation: Conversation, *, budget: int, fixed: int = 0) -> bool:
@@ -331,21 +339,10 @@ class Ladder:
         turn: int,
     ) -> Generator[NeedsSummary, str | CompressionError, CompressionResult]:
         threshold, target, hard = _limits(self.policy, budget, fixed)
-        before = check(conversation.effective(), api="anthropic")
-        if not before.ok:
-            raise InvalidConversation(
-                f"the conversation is invalid before compression: {before.violations[0]}"
-                + (
-                    f" (and {len(before.violations) - 1} more)"
-                    if len(before.violations) > 1
-                    else ""
-                ),
-                rule="invalid_before_compression",
-                violations=before.violations,
-                api="anthropic",
-            )
-        openai_ok = check(conversation.effective(), api="openai").ok
         start = Draft.of(conversation)
+        openai_ok = True
+        if self.validate:
+            openai_ok = _check_input(start.view)
         ctx = RungContext(
             target=target,
             hard_limit=hard,
@@ -381,16 +378,13 @@ class Ladder:
             if proposal.total >= draft.total:
                 outcomes.append(_skipped(rung, draft, f"not smaller ({proposal.total:,} tokens)"))
                 continue
-            problems = [
-                api
-                for api, needed in (("anthropic", True), ("openai", openai_ok))
-                if needed and not check(proposal.view, api=api).ok  # type: ignore[arg-type]
-            ]
-            if problems:
-                outcomes.append(
-                    _skipped(rung, draft, f"result invalid for {', '.join(problems)}; undone")
-                )
-                continue
+            if not isinstance(rung, _BUILT_IN):
+                problems = _problems(proposal.view, openai_ok)
+                if problems:
+                    outcomes.append(
+                        _skipped(rung, draft, f"result invalid for {', '.join(problems)}; undone")
+                    )
+                    continue
             outcomes.append(
                 RungOutcome(
                     name=rung.name,
@@ -408,6 +402,14 @@ class Ladder:
                 tokens=draft.total,
                 hard_limit=hard,
             )
+        if draft.changed and self.validate:
+            problems = _problems(draft.view, openai_ok)
+            if problems:
+                raise CompressionError(
+                    f"the compressed view must be valid for every API (invalid for "
+                    f"{', '.join(problems)} after {[o.name for o in outcomes if o.applied]})",
+                    rule="invalid_result",
+                )
         if draft.total > target:
             warnings.append(
                 f"reached {draft.total:,} tokens, above the target {target:,} but within the "
@@ -477,6 +479,36 @@ class Ladder:
             cache_invalidated=first_changed is not None,
         )
         return CompressionResult(state=new_state, report=report)
+
+
+_BUILT_IN = (TrimOversized, ClearToolResults, Truncate, Condense, HardReset)
+_OPENAI_ONLY = "tool_result_non_text"
+
+
+def _check_input(view: list[Message]) -> bool:
+    """Raise InvalidConversation for an invalid view; say whether OpenAI accepts it too."""
+    # One pass: the OpenAI rules are the Anthropic rules plus one of their own.
+    report = check(view, api="openai")
+    violations = tuple(v for v in report.violations if v.rule != _OPENAI_ONLY)
+    if violations:
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise InvalidConversation(
+            f"the conversation must be valid before compression (got {violations[0]}{more})",
+            rule="invalid_before_compression",
+            violations=violations,
+            api="anthropic",
+        )
+    return len(violations) == len(report.violations)
+
+
+def _problems(view: list[Message], openai_ok: bool) -> list[str]:
+    report = check(view, api="openai")
+    problems = []
+    if any(v.rule != _OPENAI_ONLY for v in report.violations):
+        problems.append("anthropic")
+    if openai_ok and not report.ok:
+        problems.append("openai")
+    return problems
 
 
 def _skipped(rung: Rung, draft: Draft, reason: str) -> RungOutcome:

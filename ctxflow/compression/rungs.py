@@ -204,6 +204,7 @@ class ClearToolResults:
         eligible = results[: max(0, len(results) - self.keep_results)]
         need = draft.total - ctx.target
         replacements: dict[int, Message] = {}
+        counts: dict[int, int] = {}
         saved = 0
         for index in eligible:
             if saved >= need:
@@ -246,16 +247,17 @@ class ClearToolResults:
             if new_count >= count:
                 continue
             replacements[index] = replacement
+            counts[index] = new_count
             saved += count - new_count
         if not replacements:
             return Skip(reason="no older tool result is large enough to clear")
-        return draft.with_overlays(replacements)
+        return draft.with_overlays(replacements, counts)
 
 
 def hideable_spans(
     view: Sequence[Message],
     tokens: Sequence[int],
-    protected: set[int],
+    protected: Callable[[int], bool],
     stop: int,
     need: float,
 ) -> list[int]:
@@ -270,7 +272,7 @@ def hideable_spans(
     out: list[int] = []
     index = first
     while index < stop and need > 0:
-        if index in protected or is_result(view[index]):
+        if protected(index) or is_result(view[index]):
             index += 1
             continue
         role = view[index].role
@@ -279,7 +281,7 @@ def hideable_spans(
         best_freed = 0
         bound = index
         while bound < stop:
-            if bound in protected:
+            if protected(bound):
                 break
             freed += tokens[bound]
             bound += 1
@@ -297,19 +299,31 @@ def hideable_spans(
     return out
 
 
-def _critical(draft: Draft, ctx: RungContext, *, decisions: bool, summaries: str) -> set[int]:
+def _protector(
+    draft: Draft, keep: set[int], *, decisions: bool, summaries: bool
+) -> Callable[[int], bool]:
+    """A predicate for protected view indices, judged lazily (truncation stops early)."""
     view = draft.view
-    protected = {i for i, m in enumerate(view) if m.important}
-    summary_indices = [
-        i for i, m in enumerate(view) if SUMMARY_OF in m.metadata or _is_new_summary(m)
-    ]
-    if summaries == "all":
-        protected.update(summary_indices)
-    elif summaries == "latest" and summary_indices:
-        protected.add(summary_indices[-1])
-    if decisions:
-        protected.update(i for i, m in enumerate(view) if is_decision(m))
+
+    def protected(index: int) -> bool:
+        if index in keep:
+            return True
+        message = view[index]
+        if message.important:
+            return True
+        if summaries and (SUMMARY_OF in message.metadata or _is_new_summary(message)):
+            return True
+        return decisions and is_decision(message)
+
     return protected
+
+
+def _latest_summary(draft: Draft) -> set[int]:
+    for index in range(len(draft.view) - 1, -1, -1):
+        message = draft.view[index]
+        if SUMMARY_OF in message.metadata or _is_new_summary(message):
+            return {index}
+    return set()
 
 
 def _is_new_summary(message: Message) -> bool:
@@ -331,17 +345,16 @@ class Truncate:
 
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
         """Hide the oldest hideable spans until the target is met."""
-        protected = _critical(draft, ctx, decisions=True, summaries="all")
         request = _request_index(draft, ctx)
-        if request is not None:
-            protected.add(request)
+        keep = {request} if request is not None else set()
+        protected = _protector(draft, keep, decisions=True, summaries=True)
         indices = hideable_spans(
             draft.view, draft.tokens, protected, tail_start(draft.view), draft.total - ctx.target
         )
         if not indices:
             return Skip(reason="no whole turn outside the protected messages can be hidden")
-        facts = extract_facts([draft.view[i] for i in indices])
-        return draft.without(indices, new_id("trunc"), facts)
+        # User decisions stay visible (protected above), so there is nothing to flush here.
+        return draft.without(indices, new_id("trunc"))
 
 
 @attrs.frozen(kw_only=True)
@@ -439,14 +452,15 @@ class HardReset:
 
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
         """Hide everything else that can be hidden, as one truncation event."""
-        protected = _critical(draft, ctx, decisions=False, summaries="latest")
+        latest = _latest_summary(draft)
         tail = tail_start(draft.view)
         request = _request_index(draft, ctx)
         tag = new_id("reset")
         options = []
         for keep_request in (True, False) if request is not None else (False,):
-            keep = protected | ({request} if keep_request and request is not None else set())
-            indices = hideable_spans(draft.view, draft.tokens, keep, tail, float("inf"))
+            keep = latest | ({request} if keep_request and request is not None else set())
+            protected = _protector(draft, keep, decisions=False, summaries=False)
+            indices = hideable_spans(draft.view, draft.tokens, protected, tail, float("inf"))
             if indices:
                 facts = extract_facts([draft.view[i] for i in indices])
                 options.append(draft.without(indices, tag, facts))

@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ctxflow.errors import CompressionError
@@ -42,14 +42,19 @@ __all__ = [
     "render",
 ]
 
-_DECISION = re.compile(
-    r"(?im)(?:^[ \t>*-]*|(?<=[.!?] ))"
-    r"(?:decision|decided|remember|important|constraint|requirement|note|fact)"
-    r"\s*[:\-\u2013]\s*\S.*$"
-    r"|^.*\b(?:we|i)\s+(?:have\s+)?decided\b.*$"
-    r"|^.*\blet'?s\s+go\s+with\b.*$"
+# Keywords first (one fast scan), then the line around each hit is judged; a
+# whole-line regex with leading ``.*`` is far slower on long tool-heavy texts.
+_KEYWORD = re.compile(
+    r"(?i)\b(decision|decided|remember|important|constraint|requirement|note|fact|go with)\b"
 )
-_LABEL = re.compile(r"^[ \t>*-]*([A-Za-z]+)\s*[:\-\u2013]")
+_LABELS = frozenset(
+    ("decision", "decided", "remember", "important", "constraint", "requirement", "note", "fact")
+)
+_KEYS = (*_LABELS, "go with")
+_LEAD = re.compile(r"[ \t>*-]*")
+_SEP = re.compile(r"[ \t]*[:\-\u2013][ \t]*\S")
+_DECIDED = re.compile(r"(?i)\b(?:we|i)\s+(?:have\s+)?$")
+_LETS = re.compile(r"(?i)\blet'?s\s+$")
 _PATH = re.compile(
     r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.(?:py|pyi|js|ts|tsx|jsx|md|rst|txt|json|ya?ml|toml|cfg|ini"
     r"|c|h|cc|cpp|hpp|go|rs|java|rb|sh|sql|html|css|lock))\b"
@@ -63,9 +68,33 @@ def _texts(message: Message) -> list[str]:
     return [b.text for b in message.content if isinstance(b, TextBlock) and b.text]
 
 
+def _decisions(text: str) -> Iterator[tuple[str, str]]:
+    """Each (kind, line) stating a decision, constraint or thing to remember in ``text``."""
+    lowered = text.lower()
+    if not any(key in lowered for key in _KEYS):
+        return
+    for match in _KEYWORD.finditer(text):
+        word = match.group(1).lower()
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.end())
+        if line_end < 0:
+            line_end = len(text)
+        before = text[line_start : match.start()]
+        labelled = word in _LABELS and _SEP.match(text, match.end()) is not None
+        if labelled and (_LEAD.fullmatch(before) or before.endswith((". ", "! ", "? "))):
+            yield word, text[match.start() : line_end].strip()
+            continue
+        if (word == "decided" and _DECIDED.search(before)) or (
+            word == "go with" and _LETS.search(before)
+        ):
+            yield "decision", text[line_start:line_end].strip()
+
+
 def is_decision(message: Message) -> bool:
     """True when a user message states a decision, a constraint or something to remember."""
-    return message.role is Role.USER and any(_DECISION.search(t) for t in _texts(message))
+    if message.role is not Role.USER:
+        return False
+    return any(next(_decisions(t), None) is not None for t in _texts(message))
 
 
 def extract_facts(messages: Sequence[Message]) -> list[Fact]:
@@ -81,12 +110,10 @@ def extract_facts(messages: Sequence[Message]) -> list[Fact]:
         if message.role is Role.SYSTEM or SUMMARY_OF in message.metadata:
             continue
         for text in _texts(message):
-            for match in _DECISION.finditer(text):
-                line = match.group(0).strip()[:_FACT_CHARS]
-                label = _LABEL.match(line)
-                kind = label.group(1).lower() if label else "decision"
-                digest = hashlib.sha1(line.encode()).hexdigest()[:10]
-                key = f"{kind}:{digest}"
+            for kind, found in _decisions(text):
+                line = found[:_FACT_CHARS]
+                key = f"{'decision' if kind == 'decided' else kind}:"
+                key += hashlib.sha1(line.encode()).hexdigest()[:10]
                 if key not in seen:
                     seen.add(key)
                     facts.append(Fact(key=key, value=line, source=message.id))
