@@ -384,13 +384,23 @@ class Conversation:
                 message_id=message_id,
             )
 
-    def set_overlays(self, replacements: Mapping[str, Message]) -> None:
-        """Lay many overlays at once (one view rebuild); all are checked before any is set."""
+    def set_overlays(
+        self, replacements: Mapping[str, Message], *, counts: Mapping[str, int] | None = None
+    ) -> None:
+        """Lay many overlays at once (one view rebuild); all are checked before any is set.
+
+        ``counts`` may give overlays' token counts already taken with :meth:`measure`
+        (so a planner that measured them does not pay twice); others are measured here.
+        """
         for message_id, replacement in replacements.items():
             self._check_overlay(message_id, replacement)
+        known = counts or {}
         for message_id, replacement in replacements.items():
             self._overlays[message_id] = replacement
-            self._overlay_tokens[message_id] = self._measure(replacement)
+            count = known.get(message_id)
+            self._overlay_tokens[message_id] = (
+                count if count is not None else self._measure(replacement)
+            )
         self._recount()
 
     def remove_overlays(self, message_ids: Iterable[str]) -> None:
