@@ -62,6 +62,7 @@ class Draft:
         "facts",
         "hidden",
         "measure",
+        "overlay_counts",
         "overlays",
         "summaries",
         "tokens",
@@ -76,6 +77,7 @@ class Draft:
         tokens: list[int],
         measure: Callable[[Message], int],
         overlays: dict[str, Message] | None = None,
+        overlay_counts: dict[str, int] | None = None,
         hidden: dict[str, str] | None = None,
         summaries: tuple[tuple[Message, tuple[str, ...]], ...] = (),
         facts: tuple[Fact, ...] = (),
@@ -86,6 +88,7 @@ class Draft:
         self.tokens = tokens
         self.measure = measure
         self.overlays = overlays or {}
+        self.overlay_counts = overlay_counts or {}
         self.hidden = hidden or {}
         self.summaries = summaries
         self.facts = facts
@@ -120,6 +123,7 @@ class Draft:
         view = list(self.view)
         tokens = list(self.tokens)
         overlays = dict(self.overlays)
+        overlay_counts = dict(self.overlay_counts)
         total = self.total
         for index, message in replacements.items():
             count = counts[index] if counts is not None else self.measure(message)
@@ -127,7 +131,10 @@ class Draft:
             view[index] = message
             tokens[index] = count
             overlays[message.id] = message
-        return self._copy(view=view, tokens=tokens, overlays=overlays, total=total)
+            overlay_counts[message.id] = count
+        return self._copy(
+            view=view, tokens=tokens, overlays=overlays, overlay_counts=overlay_counts, total=total
+        )
 
     def without(self, indices: Iterable[int], tag: str, facts: Sequence[Fact] = ()) -> Draft:
         """Hide the messages at view indices under truncation event ``tag``."""
@@ -182,7 +189,7 @@ class Draft:
         gone = self.covered_ids() | set(self.hidden)
         overlays = {i: m for i, m in self.overlays.items() if i not in gone}
         if overlays:
-            conversation.set_overlays(overlays)
+            conversation.set_overlays(overlays, counts=self.overlay_counts)
         for summary, covers in self.summaries:
             conversation.add_summary(summary, covers)
         by_tag: dict[str, list[str]] = {}

@@ -395,6 +395,16 @@ class Ladder:
             )
             used.append(index)
             draft = proposal
+        # Overlays keep ids, roles and tool ids (the conversation checks that), so
+        # only hiding and summaries can change validity.
+        if (draft.hidden or draft.summaries) and self.validate:
+            problems = _seam_problems(start.view, draft.view)
+            if problems:
+                raise CompressionError(
+                    f"the compressed view must be valid for every API (invalid for "
+                    f"{', '.join(problems)} after {[o.name for o in outcomes if o.applied]})",
+                    rule="invalid_result",
+                )
         if draft.total > hard:
             raise BudgetExceeded(
                 _too_large(draft, hard, fixed, budget, self.policy),
@@ -402,14 +412,6 @@ class Ladder:
                 tokens=draft.total,
                 hard_limit=hard,
             )
-        if draft.changed and self.validate:
-            problems = _problems(draft.view, openai_ok)
-            if problems:
-                raise CompressionError(
-                    f"the compressed view must be valid for every API (invalid for "
-                    f"{', '.join(problems)} after {[o.name for o in outcomes if o.applied]})",
-                    rule="invalid_result",
-                )
         if draft.total > target:
             warnings.append(
                 f"reached {draft.total:,} tokens, above the target {target:,} but within the "
@@ -499,6 +501,43 @@ def _check_input(view: list[Message]) -> bool:
             api="anthropic",
         )
     return len(violations) == len(report.violations)
+
+
+def _seam_problems(before: list[Message], after: list[Message]) -> list[str]:
+    """The API rules broken where hiding or a summary joined two messages.
+
+    The input view was checked whole; the rules are local (each message, each
+    adjacent pair, the first dialogue message), so after spans are hidden or
+    replaced only the new junctions and new messages need checking.
+    """
+    position = {m.id: i for i, m in enumerate(before)}
+    first = dialogue_start(after)
+    if first < len(after) and after[first].role is not Role.USER:
+        return ["anthropic", "openai"]
+    previous = -2
+    for index, message in enumerate(after):
+        here = position.get(message.id, -1)
+        if here < 0 and not _seam_message_ok(message):
+            return ["anthropic", "openai"]
+        if index > first and (here < 0 or here != previous + 1):
+            before_message = after[index - 1]
+            uses = (
+                {u.id for u in before_message.tool_uses}
+                if before_message.role is Role.ASSISTANT
+                else set()
+            )
+            if before_message.role is message.role or uses != {
+                r.tool_use_id for r in message.tool_results
+            }:
+                return ["anthropic", "openai"]
+        previous = here
+    return []
+
+
+def _seam_message_ok(message: Message) -> bool:
+    return bool(message.content) and all(
+        getattr(block, "text", "x") != "" for block in message.content
+    )
 
 
 def _problems(view: list[Message], openai_ok: bool) -> list[str]:

@@ -194,7 +194,7 @@ class ClearToolResults:
 
     keep_results: int = 3
     pinned_tools: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
-    min_chars: int = 400
+    min_chars: int = 1_000
     name: str = "clear"
 
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:

@@ -12,10 +12,13 @@ from _builders import chat, tool_loop
 
 from ctxflow.compression import (
     Condense,
+    Draft,
     HardReset,
     Ladder,
     LadderPolicy,
     LLMSummarizer,
+    RungContext,
+    Truncate,
     fixed_tokens,
     guard,
     undo,
@@ -312,3 +315,45 @@ def test_undo_by_summary_id_truncation_tag_or_message_id(
     with pytest.raises(InvalidMessage) as caught:
         undo(conversation, "no-such-id")
     assert caught.value.rule == "unknown_compression"
+
+
+class SplitPairRung:
+    """A custom rung that (wrongly) hides one tool-result message, splitting its pair."""
+
+    name = "split"
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Draft:
+        """Hide the first tool-result message in the view."""
+        index = next(i for i, m in enumerate(draft.view) if m.tool_results)
+        return draft.without([index], "bad")
+
+
+class SplitPairTruncate(Truncate):
+    """A built-in rung gone wrong: the ladder's final seam check must catch it."""
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Draft:  # type: ignore[override]
+        """Hide the first tool-result message in the view."""
+        return SplitPairRung().propose(draft, ctx)
+
+
+def test_a_custom_rung_that_breaks_pairs_is_undone(measure: Callable[[Message], int]) -> None:
+    """A custom rung's invalid draft is skipped with a reason; later rungs still run."""
+    conversation = tool_loop([2_000] * 6, measure=measure)
+    report = (
+        Ladder(rungs=[SplitPairRung(), Truncate()])
+        .run(conversation, LayeredState(), budget=2_000, fixed=0)
+        .report
+    )
+    assert report.outcomes[0].reason == "result invalid for anthropic, openai; undone"
+    assert report.rungs_used == ("truncate",)
+    assert conversation.check(api="anthropic").ok
+
+
+def test_the_final_seam_check_refuses_an_invalid_result(measure: Callable[[Message], int]) -> None:
+    """If a trusted rung ever broke a pair, the run raises and the conversation is untouched."""
+    conversation = tool_loop([2_000] * 6, measure=measure)
+    before = _snapshot(conversation)
+    with pytest.raises(CompressionError) as caught:
+        Ladder(rungs=[SplitPairTruncate()]).run(conversation, LayeredState(), budget=2_000, fixed=0)
+    assert caught.value.rule == "invalid_result"
+    assert _snapshot(conversation) == before
