@@ -462,7 +462,7 @@ class Ladder:
         report = CompressionReport(
             turn=turn,
             tokens_before=start.total,
-            tokens_after=conversation.effective_tokens,
+            tokens_after=draft.total,
             target=target,
             threshold=threshold,
             hard_limit=hard,

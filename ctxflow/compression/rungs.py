@@ -326,6 +326,10 @@ def _latest_summary(draft: Draft) -> set[int]:
     return set()
 
 
+def _is_summary(message: Message) -> bool:
+    return SUMMARY_OF in message.metadata or _is_new_summary(message)
+
+
 def _is_new_summary(message: Message) -> bool:
     return message.role is Role.USER and message.metadata.get("ctxflow.kind") == "summary"
 
@@ -392,7 +396,9 @@ class Condense:
                 if view[cursor].role is Role.ASSISTANT:
                     end = cursor
                 cursor += 1
-            if end > index:
+            # A summary covering only summaries would have no place in the view: the
+            # conversation shows a summary where the first original it covers stood.
+            if end > index and any(not _is_summary(m) for m in view[index:end]):
                 weight = sum(tokens[index:end])
                 if weight > best_tokens:
                     best, best_tokens = (index, end), weight
