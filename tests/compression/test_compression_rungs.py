@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from _builders import chat, tool_loop
@@ -24,6 +24,17 @@ from ctxflow.model import SUMMARY_OF, Conversation, Message, check
 
 #: One rung alone may not reach the target; a far hard limit lets it show what it does.
 LENIENT = LadderPolicy(hard_limit=1_000.0)
+
+
+class ScriptedSummarizer:
+    """Returns the scripted summaries in order, whatever the messages."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+
+    def summarize(self, messages: Sequence[Message], *, max_tokens: int) -> str:
+        """The next scripted summary."""
+        return self.texts.pop(0)
 
 
 def _valid(conversation: object) -> None:
@@ -162,3 +173,32 @@ def test_pinned_messages_are_never_trimmed_cleared_or_hidden(
     assert conversation.get("r1") == pinned
     assert not conversation.original("r1").hidden
     assert check(conversation.effective(), api="openai").ok
+
+
+def test_condense_never_covers_only_an_earlier_summary(
+    measure: Callable[[Message], int],
+) -> None:
+    """A span holding nothing but a summary is not condensed again (it would vanish)."""
+    messages = [
+        Message.system("You are a helpful agent.", id="sys"),
+        Message.user(
+            "\n".join(f"Decision: option {n} uses port {8000 + n} on host {n}" for n in range(20)),
+            id="u0",
+        ),
+        Message.assistant("pinned plan", id="b0", important=True),
+        Message.user("short", id="u1"),
+        Message.assistant("short", id="b1"),
+    ]
+    conversation = Conversation(messages, measure=measure)
+    ladder = Ladder(
+        policy=LENIENT,
+        summarizer=ScriptedSummarizer("earlier work " * 15, "tiny"),
+        rungs=[Condense(keep_recent=0)],
+    )
+    first = ladder.run(conversation, LayeredState(), budget=50, fixed=0, turn=0).report
+    assert first.rungs_used == ("condense",)
+    second = ladder.run(conversation, LayeredState(), budget=10, fixed=0, turn=10).report
+    assert second.rungs_used == ()
+    assert conversation.effective()[1].text.startswith("[Summary of 1 earlier messages]")
+    assert second.tokens_after == conversation.effective_tokens
+    _valid(conversation)
