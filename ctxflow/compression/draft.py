@@ -143,15 +143,26 @@ class Draft:
             return self
         hidden = dict(self.hidden)
         removed = 0
+        fresh = {summary.id: covers for summary, covers in self.summaries}
+        dropped: set[str] = set()
         for index in drop:
-            hidden[self.view[index].id] = tag
+            message_id = self.view[index].id
             removed += self.tokens[index]
+            if message_id in fresh:
+                # A summary planned in this run and hidden again is never written:
+                # what it covers is hidden under this tag instead (no orphan in the log).
+                dropped.add(message_id)
+                hidden.update(dict.fromkeys(fresh[message_id], tag))
+            else:
+                hidden[message_id] = tag
+        summaries = tuple(s for s in self.summaries if s[0].id not in dropped)
         view = [m for i, m in enumerate(self.view) if i not in drop]
         tokens = [t for i, t in enumerate(self.tokens) if i not in drop]
         return self._copy(
             view=view,
             tokens=tokens,
             hidden=hidden,
+            summaries=summaries,
             total=self.total - removed,
             facts=(*self.facts, *facts),
         )

@@ -451,7 +451,9 @@ class HardReset:
     """The last resort: pinned messages, the latest summary and the last complete turn.
 
     The original request is kept when it is pinned or when the result still
-    reaches the target with it.
+    reaches the target with it; the latest summary too (its text is in
+    episodic memory either way). The first option that reaches the target
+    wins, else the first within the hard limit, else the smallest.
     """
 
     name: str = "reset"
@@ -462,9 +464,9 @@ class HardReset:
         tail = tail_start(draft.view)
         request = _request_index(draft, ctx)
         tag = new_id("reset")
+        requests = [{request}, set()] if request is not None else [set()]
         options = []
-        for keep_request in (True, False) if request is not None else (False,):
-            keep = latest | ({request} if keep_request and request is not None else set())
+        for keep in [latest | r for r in requests] + ([set()] if latest else []):
             protected = _protector(draft, keep, decisions=False, summaries=False)
             indices = hideable_spans(draft.view, draft.tokens, protected, tail, float("inf"))
             if indices:

@@ -107,7 +107,11 @@ def extract_facts(messages: Sequence[Message]) -> list[Fact]:
     facts: list[Fact] = []
     seen: set[str] = set()
     for message in messages:
-        if message.role is Role.SYSTEM or SUMMARY_OF in message.metadata:
+        if (
+            message.role is Role.SYSTEM
+            or SUMMARY_OF in message.metadata
+            or message.metadata.get("ctxflow.kind") == "summary"
+        ):
             continue
         for text in _texts(message):
             for kind, found in _decisions(text):
