@@ -1,4 +1,4 @@
-"""Compression: fact retention against LangChain ``trim_messages``, and ladder speed at 10k messages.
+"""Compression: fact retention against LangChain ``trim_messages``; ladder speed at 10k msgs.
 
 Fact retention plants decisions and things to remember ("Decision: use port
 8231 for the staging proxy", "Remember: the customer's reservation code is
