@@ -25,9 +25,10 @@ def _snapshot(conversation: Conversation) -> tuple[object, ...]:
 
 
 def _fixed(conversation: Conversation) -> int:
+    """Tokens of the system prompt and the first user message (the uncompressible part)."""
     view = conversation.effective()
-    lead = [m for m in view[:2] if m.role is Role.SYSTEM or m is view[0] or m.role is Role.USER]
-    return sum(conversation.tokens(m.id) for m in lead[:2])
+    first = 1 if view and view[0].role is Role.SYSTEM else 0
+    return sum(conversation.tokens(m.id) for m in view[: first + 1])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
