@@ -127,7 +127,7 @@ class RungOutcome:
 class CompressionReport:
     """The record of one ladder run (frozen; ``undo`` needs only this and the conversation)."""
 
-    turn: int
+    turn: int | None
     tokens_before: int
     tokens_after: int
     target: int
@@ -264,9 +264,12 @@ class Ladder:
         *,
         budget: int,
         fixed: int = 0,
-        turn: int = 0,
+        turn: int | None = None,
     ) -> CompressionResult:
         """Compress ``conversation`` to the target; return the new state and the report.
+
+        ``turn`` (the caller's step counter) enables thrash detection: firing
+        again within ``policy.thrash_window`` turns escalates; ``None`` disables it.
 
         Raises :class:`BudgetExceeded` (changing nothing) when even the last
         rung leaves more than the hard limit, :class:`InvalidConversation`
@@ -300,7 +303,7 @@ class Ladder:
         *,
         budget: int,
         fixed: int = 0,
-        turn: int = 0,
+        turn: int | None = None,
     ) -> CompressionResult:
         """Like :meth:`run`, with a sync or async summarizer."""
         steps = self._steps(conversation, state, budget=budget, fixed=fixed, turn=turn)
@@ -320,9 +323,9 @@ class Ladder:
         except StopIteration as stop:
             return cast(CompressionResult, stop.value)
 
-    def _order(self, turn: int) -> tuple[list[int], bool]:
+    def _order(self, turn: int | None) -> tuple[list[int], bool]:
         indices = list(range(len(self.rungs)))
-        if self.history:
+        if self.history and turn is not None:
             last_turn, highest = self.history[-1]
             if 0 <= turn - last_turn <= self.policy.thrash_window and highest + 1 < len(indices):
                 start = highest + 1
@@ -336,7 +339,7 @@ class Ladder:
         *,
         budget: int,
         fixed: int,
-        turn: int,
+        turn: int | None,
     ) -> Generator[NeedsSummary, str | CompressionError, CompressionResult]:
         threshold, target, hard = _limits(self.policy, budget, fixed)
         start = Draft.of(conversation)
@@ -349,7 +352,7 @@ class Ladder:
             budget=budget,
             fixed=fixed,
             original_request=_original_request(conversation),
-            turn=turn,
+            turn=turn if turn is not None else 0,
         )
         order, escalated = self._order(turn)
         draft = start
@@ -442,7 +445,7 @@ class Ladder:
         warnings: tuple[str, ...],
         escalated: bool,
         limits: tuple[int, int, int],
-        turn: int,
+        turn: int | None,
     ) -> CompressionResult:
         covered = draft.covered_ids()
         gone = covered | set(draft.hidden)
@@ -456,7 +459,7 @@ class Ladder:
             new_state = new_state.with_fact(fact.key, fact.value, fact.source)
         for episode in draft.episodes:
             new_state = new_state.with_episode(episode)
-        if used:
+        if used and turn is not None:
             self.history.append((turn, max(used)))
         threshold, target, hard = limits
         report = CompressionReport(

@@ -295,6 +295,8 @@ def test_firing_again_soon_escalates_to_a_later_rung(measure: Callable[[Message]
     assert names.index(second.outcomes[0].name) > names.index(highest)
     later = ladder.run(conversation, LayeredState(), budget=budget, fixed=0, turn=60).report
     assert not later.escalated
+    untracked = ladder.run(conversation, LayeredState(), budget=budget // 2, fixed=0).report
+    assert not untracked.escalated
 
 
 def test_undo_by_summary_id_truncation_tag_or_message_id(
