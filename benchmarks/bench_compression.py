@@ -7,6 +7,8 @@ corpus conversation, compresses to 25% and 50% of the compressible tokens
 (total minus system prompt and first user message) with the offline
 extractive summarizer, and counts the planted facts still present in the
 effective view or in the memory layers (semantic facts, episodic summaries).
+The same facts without their label ("the customer's reservation code is
+QX7P2L") measure what survives when the extractor cannot recognise them.
 LangChain's ``trim_messages`` (strategy ``last``, ``start_on="human"``,
 system kept) gets the same budget in the same run; it keeps only a tail, so
 only the view counts for it.
@@ -37,14 +39,18 @@ SEED = 20261123
 FACTS_PER_CONVERSATION = 3
 
 
-def _fact(rng: random.Random, n: int) -> str:
+def _fact(rng: random.Random, n: int, labelled: bool) -> str:
     if n % 2:
         code = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(6))
-        return f"Remember: the customer's reservation code is {code}"
-    return f"Decision: use port {rng.randint(2000, 9999)} for the staging proxy {n}"
+        fact = f"Remember: the customer's reservation code is {code}"
+    else:
+        fact = f"Decision: use port {rng.randint(2000, 9999)} for the staging proxy {n}"
+    return fact if labelled else fact.split(": ", 1)[1]
 
 
-def _plant(transcript: Transcript, rng: random.Random) -> tuple[list[Message], list[str]]:
+def _plant(
+    transcript: Transcript, rng: random.Random, labelled: bool = True
+) -> tuple[list[Message], list[str]]:
     messages = list(transcript.messages)
     users = [
         i
@@ -55,7 +61,7 @@ def _plant(transcript: Transcript, rng: random.Random) -> tuple[list[Message], l
         return messages, []
     facts = []
     for n, index in enumerate(sorted(rng.sample(users, min(FACTS_PER_CONVERSATION, len(users))))):
-        fact = _fact(rng, n)
+        fact = _fact(rng, n, labelled)
         facts.append(fact)
         message = messages[index]
         messages[index] = attrs.evolve(message, content=(*message.content, TextBlock(text=fact)))
@@ -115,13 +121,16 @@ def _retention(
     transcripts: list[Transcript],
     measure: Callable[[Message], int],
     count: Callable[[str], int],
+    *,
+    labelled: bool = True,
+    fractions: Sequence[float] = (0.25, 0.50),
 ) -> None:
     with_peer = h.has("langchain_core")
-    for fraction in (0.25, 0.50):
+    for fraction in fractions:
         rng = random.Random(SEED)
         planted = kept = peer_kept = raised = violations = 0
         for transcript in transcripts:
-            messages, facts = _plant(transcript, rng)
+            messages, facts = _plant(transcript, rng, labelled)
             if not facts:
                 continue
             conversation = Conversation(messages, measure=measure)
@@ -164,13 +173,19 @@ def _retention(
                 peer_kept += sum(fact in text for fact in facts)
         pct = int(fraction * 100)
         share = 100 * kept / planted if planted else 0.0
+        kind = "" if labelled else "unlabelled_"
         h.record(
-            f"compression.fact_retention_{pct}pct",
+            f"compression.fact_retention_{kind}{pct}pct",
             share,
             "%",
             peer="langchain trim_messages" if with_peer else None,
             peer_value=100 * peer_kept / planted if with_peer and planted else None,
-            note=f"{planted} facts planted in {len(transcripts)} conversations; goal >= 95% at 25%",
+            note=f"{planted} facts planted in {len(transcripts)} conversations"
+            + (
+                "; goal >= 95% at 25%"
+                if labelled
+                else "; facts without a Decision:/Remember: label"
+            ),
             planted=planted,
             budget_exceeded=raised,
             violations=violations,
@@ -254,4 +269,5 @@ def run(h: Harness) -> None:
     if h.smoke:
         transcripts = transcripts[:: max(1, len(transcripts) // 20)]
     _retention(h, transcripts, measure, counter.count)
+    _retention(h, transcripts, measure, counter.count, labelled=False, fractions=(0.25,))
     _speed(h, measure, counter.count)
