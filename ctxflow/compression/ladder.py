@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Generator, Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 import attrs
 
@@ -63,24 +63,29 @@ __all__ = [
 ]
 
 
-def _fraction(name: str, low_inclusive: bool = False) -> Any:
-    def check_value(_: object, __: attrs.Attribute[float], value: float) -> None:
-        if not isinstance(value, int | float) or value != value or value < 0:
-            raise PolicyError(f"'{name}' must be a non-negative number (got {value!r})", rule=name)
-        if value == 0 and not low_inclusive:
-            raise PolicyError(f"'{name}' must be above zero (got {value!r})", rule=name)
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise PolicyError(
+            f"'{attribute.name}' must be a number above zero (got {value!r})", rule=attribute.name
+        )
 
-    return check_value
+
+def _turns(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyError(
+            f"'{attribute.name}' must be a non-negative integer (got {value!r})",
+            rule=attribute.name,
+        )
 
 
 @attrs.frozen(kw_only=True)
 class LadderPolicy:
     """The ladder's thresholds (fractions of the flexible budget) and escalation window."""
 
-    threshold: float = attrs.field(default=0.75, validator=_fraction("threshold"))
-    target: float = attrs.field(default=0.50, validator=_fraction("target"))
-    hard_limit: float = attrs.field(default=1.0, validator=_fraction("hard_limit"))
-    thrash_window: int = 2
+    threshold: float = attrs.field(default=0.75, validator=_positive)
+    target: float = attrs.field(default=0.50, validator=_positive)
+    hard_limit: float = attrs.field(default=1.0, validator=_positive)
+    thrash_window: int = attrs.field(default=2, validator=_turns)
 
     def __attrs_post_init__(self) -> None:
         if self.target > self.hard_limit:

@@ -88,6 +88,8 @@ def _text(text: str) -> dict[str, Any]:
         ({"target": 0.0}, "target"),
         ({"target": 1.5}, "target_above_hard_limit"),
         ({"threshold": 0.4, "target": 0.5}, "threshold_below_target"),
+        ({"hard_limit": float("nan")}, "hard_limit"),
+        ({"thrash_window": -1}, "thrash_window"),
     ],
 )
 def test_unusable_policies_are_typed_errors(kwargs: dict[str, float], rule: str) -> None:
