@@ -4,6 +4,18 @@ The engine calls :func:`guard` (or :meth:`Ladder.guard`) after each step and
 before a transition lands, then :meth:`Ladder.run` when it fires. Every rung
 tags or overlays; nothing is deleted, and :func:`recall`, :func:`expand` and
 :func:`undo` bring any original back.
+
+::
+
+    ladder = Ladder()  # default policy: threshold 0.75, target 0.50, hard limit 1.0
+    if ladder.guard(conversation, budget=flexible, fixed=fixed):
+        result = ladder.run(conversation, state, budget=flexible, fixed=fixed, turn=step)
+        state = result.state  # facts flushed to semantic memory, summaries to episodic
+        result.report.rungs_used, result.report.tokens_after, result.report.warnings
+    undo(conversation, result.report)  # or undo(conversation, summary_or_message_id)
+
+Budgets are plain token numbers: ``budget`` is the flexible budget and
+``fixed`` the fixed costs that sit inside the conversation (0 when they do not).
 """
 
 from ctxflow.compression.draft import Draft
