@@ -27,6 +27,7 @@ How a run stays safe:
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from typing import cast
@@ -254,6 +255,9 @@ class Ladder:
         if not self.rungs:
             raise PolicyError("a ladder needs at least one rung (got none)", rule="no_rungs")
         self.validate = validate
+        self._validated: weakref.WeakKeyDictionary[Conversation, list[_Validated]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.history: deque[tuple[int, int]] = deque(maxlen=8)
 
     def guard(self, conversation: Conversation, *, budget: int, fixed: int = 0) -> bool:
@@ -350,7 +354,11 @@ class Ladder:
         start = Draft.of(conversation)
         openai_ok = True
         if self.validate:
-            openai_ok = _check_input(start.view)
+            known = self._validated.get(conversation, [])
+            openai_ok = _check_input(start.view, known)
+            self._validated[conversation] = [
+                _Validated(messages=list(start.view), openai_ok=openai_ok)
+            ]
         ctx = RungContext(
             target=target,
             hard_limit=hard,
@@ -436,6 +444,7 @@ class Ladder:
             escalated=escalated,
             limits=(threshold, target, hard),
             turn=turn,
+            openai_ok=openai_ok,
         )
 
     def _commit(
@@ -451,6 +460,7 @@ class Ladder:
         escalated: bool,
         limits: tuple[int, int, int],
         turn: int | None,
+        openai_ok: bool,
     ) -> CompressionResult:
         covered = draft.covered_ids()
         gone = covered | set(draft.hidden)
@@ -459,6 +469,11 @@ class Ladder:
         changed = gone | set(overlaid)
         first_changed = next((i for i, m in enumerate(start.view) if m.id in changed), None)
         draft.commit(conversation)
+        if self.validate and draft.changed:
+            # The committed view was checked (input whole, seams after hiding).
+            self._validated.setdefault(conversation, []).insert(
+                0, _Validated(messages=conversation.effective(), openai_ok=openai_ok)
+            )
         new_state = state
         for fact in draft.facts:
             new_state = new_state.with_fact(fact.key, fact.value, fact.source)
@@ -495,11 +510,41 @@ _BUILT_IN = (TrimOversized, ClearToolResults, Truncate, Condense, HardReset)
 _OPENAI_ONLY = "tool_result_non_text"
 
 
-def _check_input(view: list[Message]) -> bool:
-    """Raise InvalidConversation for an invalid view; say whether OpenAI accepts it too."""
+@attrs.frozen(kw_only=True)
+class _Validated:
+    """A view known to be valid (its messages as shown), and whether OpenAI accepts it too."""
+
+    messages: list[Message]
+    openai_ok: bool
+
+
+def _check_input(view: list[Message], known: Sequence[_Validated] = ()) -> bool:
+    """Raise InvalidConversation for an invalid view; say whether OpenAI accepts it too.
+
+    When a view in ``known`` is a prefix of this one (the usual case: turns were
+    appended since the last run), only the new messages and the seam are
+    checked, since every rule is local. The comparison is by the messages as
+    shown (identity first, then value), so a changed overlay is seen.
+    """
+    start = 0
+    openai_ok = True
+    for entry in known:
+        size = len(entry.messages)
+        if 0 < size <= len(view) and view[:size] == entry.messages:
+            if size == len(view):
+                return entry.openai_ok
+            start, openai_ok = size - 1, entry.openai_ok
+            break
     # One pass: the OpenAI rules are the Anthropic rules plus one of their own.
-    report = check(view, api="openai")
-    violations = tuple(v for v in report.violations if v.rule != _OPENAI_ONLY)
+    report = check(view[start:], api="openai")
+    found = [
+        attrs.evolve(v, index=v.index + start)
+        for v in report.violations
+        # Index 0 of a window was checked with its own predecessor already, except
+        # for a call it left pending that the next message must now answer.
+        if start == 0 or v.index > 0 or v.rule == "unanswered_tool_use"
+    ]
+    violations = tuple(v for v in found if v.rule != _OPENAI_ONLY)
     if violations:
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
         raise InvalidConversation(
@@ -508,7 +553,7 @@ def _check_input(view: list[Message]) -> bool:
             violations=violations,
             api="anthropic",
         )
-    return len(violations) == len(report.violations)
+    return openai_ok and len(violations) == len(found)
 
 
 def _seam_problems(before: list[Message], after: list[Message]) -> list[str]:

@@ -31,7 +31,7 @@ from ctxflow.errors import (
     PolicyError,
 )
 from ctxflow.layers import LayeredState
-from ctxflow.model import Conversation, Message, Role, ToolResultBlock, ToolUseBlock
+from ctxflow.model import Conversation, Message, Role, TextBlock, ToolResultBlock, ToolUseBlock
 
 
 def _snapshot(conversation: Conversation) -> tuple[object, ...]:
@@ -361,3 +361,45 @@ def test_the_final_seam_check_refuses_an_invalid_result(measure: Callable[[Messa
         Ladder(rungs=[SplitPairTruncate()]).run(conversation, LayeredState(), budget=2_000, fixed=0)
     assert caught.value.rule == "invalid_result"
     assert _snapshot(conversation) == before
+
+
+def test_later_runs_still_catch_invalid_appends(measure: Callable[[Message], int]) -> None:
+    """After a run, appended messages that break the rules are reported with their index."""
+    conversation = tool_loop([3_000] * 6, measure=measure)
+    ladder = Ladder()
+    budget = conversation.effective_tokens // 2
+    ladder.run(conversation, LayeredState(), budget=budget, fixed=0)
+    conversation.append(Message.user("one more thing", id="x1"))
+    ladder.run(conversation, LayeredState(), budget=budget, fixed=0)
+    conversation.append(
+        Message(
+            role=Role.ASSISTANT,
+            id="x2",
+            content=(ToolUseBlock(id="tx", name="bash", input={}),),
+        )
+    )
+    conversation.append(Message.user("no result given", id="x3"))
+    before = _snapshot(conversation)
+    with pytest.raises(InvalidConversation) as caught:
+        ladder.run(conversation, LayeredState(), budget=budget, fixed=0)
+    violation = caught.value.violations[0]
+    assert violation.rule == "unanswered_tool_use"
+    assert conversation.effective()[violation.index].id == "x2"
+    assert _snapshot(conversation) == before
+
+
+def test_a_changed_overlay_is_checked_again(measure: Callable[[Message], int]) -> None:
+    """An overlay laid after a run (here with empty text) is not trusted from the last check."""
+    conversation = tool_loop([3_000] * 6, measure=measure)
+    ladder = Ladder()
+    budget = conversation.effective_tokens // 2
+    ladder.run(conversation, LayeredState(), budget=budget, fixed=0)
+    conversation.set_overlay(
+        "a5",
+        attrs.evolve(
+            conversation.get("a5"), content=(TextBlock(text=""), *conversation.get("a5").tool_uses)
+        ),
+    )
+    with pytest.raises(InvalidConversation) as caught:
+        ladder.run(conversation, LayeredState(), budget=budget, fixed=0)
+    assert caught.value.violations[0].rule == "empty_text"
