@@ -225,13 +225,6 @@ def _original_request(conversation: Conversation) -> str | None:
     return None
 
 
-@attrs.frozen(kw_only=True)
-class _Plan:
-    draft: Draft
-    outcomes: tuple[RungOutcome, ...]
-    used: tuple[int, ...]
-
-
 class Ladder:
     """Runs compression rungs cheapest first; keeps a short history to detect thrash.
 
