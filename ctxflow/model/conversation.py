@@ -14,7 +14,7 @@ the first message it covers stood, so the chronology reads naturally.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -374,6 +374,12 @@ class Conversation:
 
     def set_overlay(self, message_id: str, replacement: Message) -> None:
         """Show ``replacement`` instead of a message; its role and tool ids must match."""
+        self._check_overlay(message_id, replacement)
+        self._overlays[message_id] = replacement
+        self._overlay_tokens[message_id] = self._measure(replacement)
+        self._recount()
+
+    def _check_overlay(self, message_id: str, replacement: Message) -> None:
         original = self.original(message_id)
         if replacement.id != original.id or replacement.role is not original.role:
             raise InvalidMessage(
@@ -389,9 +395,39 @@ class Conversation:
                 rule="overlay_pairs",
                 message_id=message_id,
             )
-        self._overlays[message_id] = replacement
-        self._overlay_tokens[message_id] = self._measure(replacement)
+
+    def set_overlays(
+        self, replacements: Mapping[str, Message], *, counts: Mapping[str, int] | None = None
+    ) -> None:
+        """Lay many overlays at once (one view rebuild); all are checked before any is set.
+
+        ``counts`` may give overlays' token counts already taken with :meth:`measure`
+        (so a planner that measured them does not pay twice); others are measured here.
+        """
+        for message_id, replacement in replacements.items():
+            self._check_overlay(message_id, replacement)
+        known = counts or {}
+        for message_id, replacement in replacements.items():
+            self._overlays[message_id] = replacement
+            count = known.get(message_id)
+            self._overlay_tokens[message_id] = (
+                count if count is not None else self._measure(replacement)
+            )
         self._recount()
+
+    def remove_overlays(self, message_ids: Iterable[str]) -> None:
+        """Show many originals again (one view rebuild)."""
+        ids = list(message_ids)
+        for message_id in ids:
+            self.original(message_id)
+        for message_id in ids:
+            self._overlays.pop(message_id, None)
+            self._overlay_tokens.pop(message_id, None)
+        self._recount()
+
+    def measure(self, message: Message) -> int:
+        """Count ``message`` with this conversation's measure (nothing is cached)."""
+        return self._measure(message)
 
     def remove_overlay(self, message_id: str) -> None:
         """Show the original again."""

@@ -1,0 +1,483 @@
+"""The rungs of the compression ladder: small callables that turn a draft into a smaller one.
+
+A rung's ``propose(draft, ctx)`` returns a new :class:`~ctxflow.compression.draft.Draft`,
+a :class:`Skip` saying why it did nothing, or a :class:`NeedsSummary` asking
+the ladder to run the summarizer (sync or async) and hand the text to its
+``finish``. Rungs never touch the conversation: the ladder commits the final
+draft. Every rung tags instead of deleting, so every original stays fetchable.
+
+Cheapest first:
+
+1. :class:`TrimOversized` — a tool result larger than its share is cut in the
+   middle (head and tail kept, with a marker naming the recall id);
+2. :class:`ClearToolResults` — older tool results are replaced by a short
+   placeholder (observation masking), the last ``keep_results`` and pinned
+   tools excepted;
+3. :class:`Truncate` — the oldest whole turns are hidden, critical messages
+   (pinned, the original request, user decisions, summaries) kept;
+4. :class:`Condense` — the longest eligible span is replaced by a summary,
+   after its facts are flushed to semantic memory;
+5. :class:`HardReset` — only pinned messages, the latest summary and the last
+   complete turn (and the original request, if it fits) stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeAlias
+
+import attrs
+
+from ctxflow.compression.draft import Draft, dialogue_start, is_result, tail_start
+from ctxflow.compression.summarizers import extract_facts, is_decision
+from ctxflow.layers import Episode
+from ctxflow.model import SUMMARY_OF, Block, Message, Role, TextBlock, ToolResultBlock, new_id
+
+__all__ = [
+    "CLEARED",
+    "OVERLAY_KIND",
+    "SUMMARY_MARKER",
+    "TRIMMED",
+    "ClearToolResults",
+    "Condense",
+    "HardReset",
+    "NeedsSummary",
+    "Proposal",
+    "Rung",
+    "RungContext",
+    "Skip",
+    "TrimOversized",
+    "Truncate",
+    "hideable_spans",
+]
+
+#: Metadata key on an overlay saying which rung laid it (``trimmed`` or ``cleared``).
+OVERLAY_KIND = "ctxflow.overlay"
+TRIMMED = "trimmed"
+CLEARED = "cleared"
+#: How a summary message's text begins; ``{n}`` is the number of messages it covers.
+SUMMARY_MARKER = "[Summary of {n} earlier messages]"
+
+
+@attrs.frozen(kw_only=True)
+class RungContext:
+    """What a rung needs to know about this run, in tokens."""
+
+    target: int
+    hard_limit: int
+    budget: int
+    fixed: int
+    original_request: str | None
+    turn: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Skip:
+    """A rung did nothing, and why."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class NeedsSummary:
+    """A rung asks for a summary of ``messages``; ``finish`` turns the text into a draft."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    finish: Callable[[str], Draft | Skip]
+
+
+Proposal: TypeAlias = Draft | Skip | NeedsSummary
+
+
+class Rung(Protocol):
+    """One step of the ladder."""
+
+    @property
+    def name(self) -> str:
+        """A short stable name for reports."""
+        ...
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """A smaller draft, a reason to skip, or a request for a summary."""
+        ...
+
+
+def _middle_trim(text: str, keep: int, recall_id: str, tokens_per_char: float) -> str:
+    cut = len(text) - keep
+    head = keep * 3 // 5
+    tail = keep - head
+    marker = (
+        f"\n[… {cut:,} characters (≈{round(cut * tokens_per_char):,} tokens) trimmed by ctxflow; "
+        f"recall id {recall_id} …]\n"
+    )
+    return f"{text[:head]}{marker}{text[len(text) - tail :] if tail else ''}"
+
+
+def _result_chars(message: Message) -> int:
+    total = 0
+    for block in message.content:
+        if isinstance(block, ToolResultBlock):
+            if isinstance(block.content, str):
+                total += len(block.content)
+            else:
+                total += sum(len(b.text) for b in block.content if isinstance(b, TextBlock))
+    return total
+
+
+@attrs.frozen(kw_only=True)
+class TrimOversized:
+    """Middle-trims any tool result larger than ``share`` of the target's flexible part (tokens)."""
+
+    share: float = 0.5
+    min_tokens: int = 256
+    name: str = "trim"
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """Trim every oversized, unpinned tool-result message to its share."""
+        limit = max(self.min_tokens, int(self.share * (ctx.target - ctx.fixed)))
+        replacements: dict[int, Message] = {}
+        for index, message in enumerate(draft.view):
+            count = draft.tokens[index]
+            if count <= limit or message.important or not is_result(message):
+                continue
+            chars = _result_chars(message)
+            if chars == 0:
+                continue
+            ratio = limit / count
+            per_char = count / chars
+            blocks = []
+            for block in message.content:
+                if isinstance(block, ToolResultBlock):
+                    block = _trim_block(block, ratio, message.id, per_char)
+                blocks.append(block)
+            replacements[index] = attrs.evolve(
+                message,
+                content=tuple(blocks),
+                metadata={**message.metadata, OVERLAY_KIND: TRIMMED},
+            )
+        if not replacements:
+            return Skip(reason=f"no tool result over its share of {limit:,} tokens")
+        return draft.with_overlays(replacements)
+
+
+def _trim_block(
+    block: ToolResultBlock, ratio: float, recall_id: str, per_char: float
+) -> ToolResultBlock:
+    if isinstance(block.content, str):
+        keep = int(len(block.content) * ratio)
+        if keep >= len(block.content):
+            return block
+        return attrs.evolve(block, content=_middle_trim(block.content, keep, recall_id, per_char))
+    inner = []
+    for part in block.content:
+        if isinstance(part, TextBlock) and int(len(part.text) * ratio) < len(part.text):
+            part = TextBlock(
+                text=_middle_trim(part.text, int(len(part.text) * ratio), recall_id, per_char)
+            )
+        inner.append(part)
+    return attrs.evolve(block, content=tuple(inner))
+
+
+def _names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+@attrs.frozen(kw_only=True)
+class ClearToolResults:
+    """Replaces older tool results by a placeholder naming the tool and the size cleared.
+
+    The newest ``keep_results`` result messages and results of tools named in
+    ``pinned_tools`` are never cleared; results are cleared oldest first and
+    only until the draft reaches the target.
+    """
+
+    keep_results: int = 3
+    pinned_tools: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    min_chars: int = 1_000
+    name: str = "clear"
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """Clear the oldest eligible tool results until the target is met."""
+        view = draft.view
+        results = [i for i, m in enumerate(view) if is_result(m)]
+        eligible = results[: max(0, len(results) - self.keep_results)]
+        need = draft.total - ctx.target
+        replacements: dict[int, Message] = {}
+        counts: dict[int, int] = {}
+        saved = 0
+        for index in eligible:
+            if saved >= need:
+                break
+            message = view[index]
+            if message.important or message.metadata.get(OVERLAY_KIND) == CLEARED:
+                continue
+            previous = view[index - 1]
+            names = {u.id: u.name for u in previous.tool_uses}
+            chars = _result_chars(message)
+            if chars < self.min_chars:
+                continue
+            count = draft.tokens[index]
+            blocks: list[Block] = []
+            changed = False
+            for block in message.content:
+                if isinstance(block, ToolResultBlock):
+                    name = names.get(block.tool_use_id, "tool")
+                    size = len(block.text)
+                    if name not in self.pinned_tools and size >= self.min_chars:
+                        kind = "error result" if block.is_error else "result"
+                        block = attrs.evolve(
+                            block,
+                            content=(
+                                f"[{name} {kind} cleared by ctxflow: {size:,} characters "
+                                f"(≈{round(count * size / chars):,} tokens); "
+                                f"recall id {message.id}]"
+                            ),
+                        )
+                        changed = True
+                blocks.append(block)
+            if not changed:
+                continue
+            replacement = attrs.evolve(
+                message,
+                content=tuple(blocks),
+                metadata={**message.metadata, OVERLAY_KIND: CLEARED},
+            )
+            new_count = draft.measure(replacement)
+            if new_count >= count:
+                continue
+            replacements[index] = replacement
+            counts[index] = new_count
+            saved += count - new_count
+        if not replacements:
+            return Skip(reason="no older tool result is large enough to clear")
+        return draft.with_overlays(replacements, counts)
+
+
+def hideable_spans(
+    view: Sequence[Message],
+    tokens: Sequence[int],
+    protected: Callable[[int], bool],
+    stop: int,
+    need: float,
+) -> list[int]:
+    """View indices to hide, oldest first, until ``need`` tokens are freed.
+
+    Only whole spans between same-role safe boundaries are taken (see
+    :mod:`ctxflow.compression.draft`), none crossing a protected index, none
+    at or after ``stop``; so the view stays valid for every API.
+    """
+    first = dialogue_start(view)
+    stop = min(stop, len(view) - 1)
+    out: list[int] = []
+    index = first
+    while index < stop and need > 0:
+        if protected(index) or is_result(view[index]):
+            index += 1
+            continue
+        role = view[index].role
+        freed = 0
+        best = -1
+        best_freed = 0
+        bound = index
+        while bound < stop:
+            if protected(bound):
+                break
+            freed += tokens[bound]
+            bound += 1
+            candidate = view[bound]
+            if candidate.role is role and not is_result(candidate):
+                best, best_freed = bound, freed
+                if freed >= need:
+                    break
+        if best < 0:
+            index += 1
+            continue
+        out.extend(range(index, best))
+        need -= best_freed
+        index = best
+    return out
+
+
+def _protector(
+    draft: Draft, keep: set[int], *, decisions: bool, summaries: bool
+) -> Callable[[int], bool]:
+    """A predicate for protected view indices, judged lazily (truncation stops early)."""
+    view = draft.view
+
+    def protected(index: int) -> bool:
+        if index in keep:
+            return True
+        message = view[index]
+        if message.important:
+            return True
+        if summaries and (SUMMARY_OF in message.metadata or _is_new_summary(message)):
+            return True
+        return decisions and is_decision(message)
+
+    return protected
+
+
+def _latest_summary(draft: Draft) -> set[int]:
+    for index in range(len(draft.view) - 1, -1, -1):
+        message = draft.view[index]
+        if SUMMARY_OF in message.metadata or _is_new_summary(message):
+            return {index}
+    return set()
+
+
+def _is_summary(message: Message) -> bool:
+    return SUMMARY_OF in message.metadata or _is_new_summary(message)
+
+
+def _is_new_summary(message: Message) -> bool:
+    return message.role is Role.USER and message.metadata.get("ctxflow.kind") == "summary"
+
+
+def _request_index(draft: Draft, ctx: RungContext) -> int | None:
+    first = dialogue_start(draft.view)
+    if first < len(draft.view) and draft.view[first].id == ctx.original_request:
+        return first
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Truncate:
+    """Hides the oldest whole turns (a sliding window), keeping critical messages."""
+
+    name: str = "truncate"
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """Hide the oldest hideable spans until the target is met."""
+        request = _request_index(draft, ctx)
+        keep = {request} if request is not None else set()
+        protected = _protector(draft, keep, decisions=True, summaries=True)
+        indices = hideable_spans(
+            draft.view, draft.tokens, protected, tail_start(draft.view), draft.total - ctx.target
+        )
+        if not indices:
+            return Skip(reason="no whole turn outside the protected messages can be hidden")
+        # User decisions stay visible (protected above), so there is nothing to flush here.
+        return draft.without(indices, new_id("trunc"))
+
+
+@attrs.frozen(kw_only=True)
+class Condense:
+    """Summarises all but the most recent messages into one summary message.
+
+    The span starts at a plain user message (or an earlier summary) and ends
+    just before an assistant message, so the user-role summary keeps roles
+    alternating; it never crosses a pinned message. Facts and decisions in the
+    span go to semantic memory, the summary to episodic memory.
+    """
+
+    keep_recent: int = 6
+    ratio: float = 0.2
+    max_tokens: int = 2_000
+    min_tokens: int = 64
+    name: str = "condense"
+
+    def _span(self, draft: Draft, stop: int) -> tuple[int, int] | None:
+        view, tokens = draft.view, draft.tokens
+        first = dialogue_start(view)
+        best: tuple[int, int] | None = None
+        best_tokens = 0
+        index = first
+        while index < stop:
+            message = view[index]
+            if message.important or message.role is not Role.USER or is_result(message):
+                index += 1
+                continue
+            end = -1
+            cursor = index + 1
+            while cursor <= stop and cursor < len(view):
+                if view[cursor - 1].important:
+                    break
+                if view[cursor].role is Role.ASSISTANT:
+                    end = cursor
+                cursor += 1
+            # A summary covering only summaries would have no place in the view: the
+            # conversation shows a summary where the first original it covers stood.
+            if end > index and any(not _is_summary(m) for m in view[index:end]):
+                weight = sum(tokens[index:end])
+                if weight > best_tokens:
+                    best, best_tokens = (index, end), weight
+                index = end
+            else:
+                index = cursor
+        return best
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """Ask for a summary of the longest eligible span."""
+        view = draft.view
+        tail = tail_start(view)
+        span = self._span(draft, min(tail, max(0, len(view) - self.keep_recent)))
+        if span is None:
+            span = self._span(draft, tail)
+        if span is None:
+            return Skip(
+                reason="no span starts at a plain user message and ends before an assistant "
+                "message without crossing a pinned one"
+            )
+        start, stop = span
+        messages = tuple(view[start:stop])
+        weight = sum(draft.tokens[start:stop])
+        room = weight - max(0, draft.total - ctx.target)
+        limit = max(self.min_tokens, min(self.max_tokens, int(weight * self.ratio), room))
+        facts = extract_facts(messages)
+
+        def finish(text: str) -> Draft | Skip:
+            marker = SUMMARY_MARKER.format(n=len(messages))
+            summary = Message(
+                role=Role.USER,
+                content=(TextBlock(text=f"{marker}\n{text}"),),
+                id=new_id("sum"),
+                metadata={"ctxflow.kind": "summary"},
+            )
+            count = draft.measure(summary)
+            if count >= weight or count > limit * 1.5 + 16:
+                return Skip(
+                    reason=f"the summary is too long ({count:,} tokens for a span of "
+                    f"{weight:,}, limit {limit:,})"
+                )
+            episode = Episode(id=summary.id, summary=text, span=tuple(m.id for m in messages))
+            return draft.with_summary(start, stop, summary, episode=episode, facts=facts)
+
+        return NeedsSummary(messages=messages, max_tokens=limit, finish=finish)
+
+
+@attrs.frozen(kw_only=True)
+class HardReset:
+    """The last resort: pinned messages, the latest summary and the last complete turn.
+
+    The original request is kept when it is pinned or when the result still
+    reaches the target with it; the latest summary too (its text is in
+    episodic memory either way). The first option that reaches the target
+    wins, else the first within the hard limit, else the smallest.
+    """
+
+    name: str = "reset"
+
+    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
+        """Hide everything else that can be hidden, as one truncation event."""
+        latest = _latest_summary(draft)
+        tail = tail_start(draft.view)
+        request = _request_index(draft, ctx)
+        tag = new_id("reset")
+        requests = [{request}, set()] if request is not None else [set()]
+        options = []
+        for keep in [latest | r for r in requests] + ([set()] if latest else []):
+            protected = _protector(draft, keep, decisions=False, summaries=False)
+            indices = hideable_spans(draft.view, draft.tokens, protected, tail, float("inf"))
+            if indices:
+                facts = extract_facts([draft.view[i] for i in indices])
+                options.append(draft.without(indices, tag, facts))
+        if not options:
+            return Skip(reason="nothing outside the last turn and pinned messages can be hidden")
+        for option in options:
+            if option.total <= ctx.target:
+                return option
+        for option in options:
+            if option.total <= ctx.hard_limit:
+                return option
+        return min(options, key=lambda d: d.total)

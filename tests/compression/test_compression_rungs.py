@@ -1,0 +1,204 @@
+"""Each rung alone: what it tags, what it keeps, and that every original survives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+from _builders import chat, tool_loop
+
+from ctxflow.compression import (
+    ClearToolResults,
+    Condense,
+    HardReset,
+    Ladder,
+    LadderPolicy,
+    TrimOversized,
+    Truncate,
+    expand,
+    recall,
+)
+from ctxflow.compression.rungs import CLEARED, OVERLAY_KIND, TRIMMED
+from ctxflow.layers import LayeredState
+from ctxflow.model import SUMMARY_OF, Conversation, Message, check
+
+#: One rung alone may not reach the target; a far hard limit lets it show what it does.
+LENIENT = LadderPolicy(hard_limit=1_000.0)
+
+
+class ScriptedSummarizer:
+    """Returns the scripted summaries in order, whatever the messages."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+
+    def summarize(self, messages: Sequence[Message], *, max_tokens: int) -> str:
+        """The next scripted summary."""
+        return self.texts.pop(0)
+
+
+def _valid(conversation: object) -> None:
+    for api in ("anthropic", "openai"):
+        report = conversation.check(api=api)  # type: ignore[attr-defined]
+        assert report.ok, report.violations
+
+
+def test_trim_cuts_the_middle_of_an_oversized_result_and_names_the_recall_id(
+    measure: Callable[[Message], int],
+) -> None:
+    """An 800 KB result keeps its head and tail, with a marker giving size and recall id."""
+    conversation = tool_loop([200, 800_000, 200], measure=measure)
+    result = Ladder(policy=LENIENT, rungs=[TrimOversized()]).run(
+        conversation, LayeredState(), budget=4_000, fixed=0
+    )
+    shown = conversation.get("r1")
+    text = shown.tool_results[0].text
+    assert shown.metadata[OVERLAY_KIND] == TRIMMED
+    assert "trimmed by ctxflow; recall id r1" in text
+    assert text.startswith("line 1 ")
+    assert text.rstrip().endswith(recall(conversation, "r1").tool_results[0].text.rstrip()[-20:])
+    assert conversation.tokens("r1") <= 1_200
+    assert len(recall(conversation, "r1").tool_results[0].text) == 800_000
+    assert result.report.rungs_used == ("trim",)
+    _valid(conversation)
+
+
+def test_clear_keeps_the_latest_results_and_pinned_tools(
+    measure: Callable[[Message], int],
+) -> None:
+    """Older results become placeholders; the last K and the pinned tool's result stay."""
+    conversation = tool_loop(
+        [2_000] * 6, measure=measure, tools=["bash", "memory", "bash", "bash", "bash", "bash"]
+    )
+    rung = ClearToolResults(keep_results=2, pinned_tools={"memory"})
+    Ladder(policy=LENIENT, rungs=[rung]).run(conversation, LayeredState(), budget=100, fixed=0)
+    cleared = [f"r{n}" for n in range(6) if conversation.overlay(f"r{n}") is not None]
+    assert cleared == ["r0", "r2", "r3"]
+    placeholder = conversation.get("r0").tool_results[0].text
+    assert placeholder.startswith("[bash result cleared by ctxflow: 2,000 characters")
+    assert "recall id r0" in placeholder
+    assert conversation.get("r0").metadata[OVERLAY_KIND] == CLEARED
+    _valid(conversation)
+
+
+def test_truncate_hides_whole_turns_and_keeps_request_and_decisions(
+    measure: Callable[[Message], int],
+) -> None:
+    """The oldest tool rounds go as pairs; the request and a decision stay visible."""
+    conversation = tool_loop(
+        [400] * 8, measure=measure, extra_user_text={2: "Decision: keep the public API stable."}
+    )
+    result = Ladder(policy=LENIENT, rungs=[Truncate()]).run(
+        conversation, LayeredState(), budget=400, fixed=0
+    )
+    visible = [m.id for m in conversation.effective()]
+    assert visible[:2] == ["sys", "req"]
+    assert "r2" in visible
+    assert "a2" in visible
+    for n in range(8):
+        assert (f"a{n}" in visible) == (f"r{n}" in visible)
+    assert result.report.hidden
+    assert all(conversation.original(i).truncation_parent for i in result.report.hidden)
+    _valid(conversation)
+
+
+def test_condense_replaces_a_span_with_a_marked_user_summary_and_flushes_memory(
+    measure: Callable[[Message], int],
+) -> None:
+    """The summary starts with its marker, stands first, and its facts and episode reach memory."""
+    conversation = chat(12, measure=measure, decision_at=1)
+    result = Ladder(policy=LENIENT, rungs=[Condense(keep_recent=4)]).run(
+        conversation, LayeredState(), budget=300, fixed=0
+    )
+    view = conversation.effective()
+    summary = view[1]
+    assert summary.text.startswith("[Summary of ")
+    assert summary.role.value == "user"
+    assert view[2].role.value == "assistant"
+    covered = [m.id for m in expand(conversation, summary.id)]
+    assert covered[0] == "u0"
+    assert all(conversation.original(i).condense_parent == summary.id for i in covered)
+    memory = result.state.memory
+    assert any("port 8231" in f.value for f in memory.semantic)
+    assert memory.episodic[-1].id == summary.id
+    assert list(memory.episodic[-1].span) == covered
+    assert result.report.facts_flushed
+    _valid(conversation)
+
+
+def test_condense_twice_folds_the_earlier_summary_into_the_new_one(
+    measure: Callable[[Message], int],
+) -> None:
+    """A second condensation covers the first summary; expand reaches every original."""
+    conversation = chat(14, measure=measure)
+    ladder = Ladder(policy=LENIENT, rungs=[Condense(keep_recent=4)])
+    ladder.run(conversation, LayeredState(), budget=600, fixed=0)
+    for n in range(14, 20):
+        conversation.extend(
+            [
+                Message.user(f"more question {n} " * 20, id=f"u{n}"),
+                Message.assistant(f"more answer {n} " * 20, id=f"b{n}"),
+            ]
+        )
+    ladder.run(conversation, LayeredState(), budget=600, fixed=0, turn=10)
+    summaries = conversation.summaries()
+    assert len(summaries) == 2
+    assert summaries[0].id in summaries[1].metadata[SUMMARY_OF]
+    expanded = {m.id for m in expand(conversation, summaries[1].id)}
+    assert {"u0", "b0", "u14"} <= expanded
+    _valid(conversation)
+
+
+def test_hard_reset_keeps_pinned_messages_and_the_last_turn(
+    measure: Callable[[Message], int],
+) -> None:
+    """Only the system prompt, the pinned request and the last complete turn stay."""
+    conversation = tool_loop([300] * 10, measure=measure, pin_request=True)
+    Ladder(policy=LENIENT, rungs=[HardReset()]).run(
+        conversation, LayeredState(), budget=50, fixed=0
+    )
+    assert [m.id for m in conversation.effective()] == ["sys", "req", "final"]
+    _valid(conversation)
+
+
+def test_pinned_messages_are_never_trimmed_cleared_or_hidden(
+    measure: Callable[[Message], int],
+) -> None:
+    """A pinned huge result stays intact under every rung."""
+    plain = tool_loop([5_000] * 4, measure=measure)
+    messages = [attrs.evolve(m, important=True) if m.id == "r1" else m for m in plain]
+    conversation = Conversation(messages, measure=measure)
+    pinned = conversation.original("r1")
+    Ladder().run(conversation, LayeredState(), budget=1_800, fixed=0)
+    assert conversation.get("r1") == pinned
+    assert not conversation.original("r1").hidden
+    assert check(conversation.effective(), api="openai").ok
+
+
+def test_condense_never_covers_only_an_earlier_summary(
+    measure: Callable[[Message], int],
+) -> None:
+    """A span holding nothing but a summary is not condensed again (it would vanish)."""
+    messages = [
+        Message.system("You are a helpful agent.", id="sys"),
+        Message.user(
+            "\n".join(f"Decision: option {n} uses port {8000 + n} on host {n}" for n in range(20)),
+            id="u0",
+        ),
+        Message.assistant("pinned plan", id="b0", important=True),
+        Message.user("short", id="u1"),
+        Message.assistant("short", id="b1"),
+    ]
+    conversation = Conversation(messages, measure=measure)
+    ladder = Ladder(
+        policy=LENIENT,
+        summarizer=ScriptedSummarizer("earlier work " * 15, "tiny"),
+        rungs=[Condense(keep_recent=0)],
+    )
+    first = ladder.run(conversation, LayeredState(), budget=50, fixed=0, turn=0).report
+    assert first.rungs_used == ("condense",)
+    second = ladder.run(conversation, LayeredState(), budget=10, fixed=0, turn=10).report
+    assert second.rungs_used == ()
+    assert conversation.effective()[1].text.startswith("[Summary of 1 earlier messages]")
+    assert second.tokens_after == conversation.effective_tokens
+    _valid(conversation)

@@ -1,0 +1,91 @@
+"""The summarizers: the offline extractive default, its bounds, and fact extraction."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctxflow.compression import ExtractiveSummarizer, extract_facts, render
+from ctxflow.compression.summarizers import checked_summary
+from ctxflow.errors import CompressionError
+from ctxflow.model import Message, Role, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxflow.protocols import Summarizer
+
+
+def _span() -> list[Message]:
+    return [
+        Message.user("Please fix the crash in src/app/models.py when saving users.", id="u0"),
+        Message(
+            role=Role.ASSISTANT,
+            id="a0",
+            content=(
+                TextBlock(text="I will read the file first."),
+                ToolUseBlock(id="t0", name="bash", input={"command": "cat src/app/models.py"}),
+            ),
+        ),
+        Message(
+            role=Role.USER,
+            id="r0",
+            content=(
+                ToolResultBlock(
+                    tool_use_id="t0",
+                    content="Traceback (most recent call last):\nValueError: bad user id",
+                    is_error=True,
+                ),
+                TextBlock(text="Decision: keep the public API stable.\nShould we add a migration?"),
+            ),
+        ),
+        Message.assistant(
+            "Understood. Remember: the customer's reservation code is QX7P2L", id="a1"
+        ),
+    ]
+
+
+def test_extractive_summary_keeps_request_decisions_files_errors_tools_and_questions() -> None:
+    """Every section the ladder relies on is present for a typical span."""
+    summary = ExtractiveSummarizer().summarize(_span(), max_tokens=400)
+    assert isinstance(ExtractiveSummarizer(), Summarizer)
+    assert "Request:" in summary
+    assert "fix the crash" in summary
+    assert "Decision: keep the public API stable." in summary
+    assert "QX7P2L" in summary
+    assert "src/app/models.py" in summary
+    assert "ValueError: bad user id" in summary
+    assert "bash x1 (1 failed)" in summary
+    assert "Should we add a migration?" in summary
+
+
+def test_extractive_summary_is_bounded_and_deterministic() -> None:
+    """A small max_tokens gives a short summary, the same every time."""
+    span = _span() * 1
+    first = ExtractiveSummarizer().summarize(span, max_tokens=30)
+    assert len(first) <= 30 * 3
+    assert first == ExtractiveSummarizer().summarize(span, max_tokens=30)
+
+
+def test_extract_facts_keys_by_label_and_sources_the_message() -> None:
+    """Decision and remember lines become facts sourced to their message, tool output unread."""
+    facts = extract_facts(_span())
+    assert [(f.key.split(":")[0], f.source) for f in facts] == [
+        ("decision", "r0"),
+        ("remember", "a1"),
+    ]
+    assert facts[1].value == "Remember: the customer's reservation code is QX7P2L"
+
+
+def test_render_is_bounded_and_keeps_both_ends() -> None:
+    """A long transcript is cut in the middle, keeping the request and the latest message."""
+    long = [Message.user("first request"), *[Message.assistant("x" * 1_000) for _ in range(50)]]
+    long.append(Message.user("the latest question"))
+    text = render(long, max_chars=2_000)
+    assert len(text) < 2_200
+    assert "first request" in text
+    assert "the latest question" in text
+    assert "omitted" in text
+
+
+@pytest.mark.parametrize("bad", ["", "   \n", None, 3, ["text"]])
+def test_checked_summary_refuses_empty_or_non_text(bad: object) -> None:
+    """Empty or non-string output is a CompressionError at the summarizer boundary."""
+    with pytest.raises(CompressionError) as caught:
+        checked_summary(bad)
+    assert caught.value.rule == "summarizer_output"
