@@ -24,7 +24,9 @@ The collaborators are small seams with real defaults: ``allocator``
 (``ctxflow.budget.plan_budget``), ``window_builder`` (``ctxflow.budget.build_window``),
 ``checkpointer`` (``ctxflow.checkpoints.Checkpointer`` over the ``store`` given,
 else in process memory) and ``checkpoint_policy`` (``ctxflow.checkpoints.CheckpointPolicy``);
-``compressor`` and ``consolidator`` run only when given. Chart callbacks never
+``compressor`` (the phase's ``ctxflow.compression.Ladder``: guard, then run to
+target) and ``consolidator`` (decisions and constraints flushed into semantic
+memory on entering ``reflection``). Chart callbacks never
 do the work themselves: a chart action only marks an intent that the engine
 carries out after the microstep, so the chart machine stays synchronous and
 :class:`AsyncEngine` can await async collaborators with the same chart.
@@ -49,6 +51,14 @@ from statemachine.orderedset import OrderedSet
 from ctxflow import checkpoints, errors
 from ctxflow.budget import DEFAULT_POLICY, Allocation, Window, build_window, plan_budget
 from ctxflow.checkpoints import CheckpointPolicy, new_session_id
+from ctxflow.compression import (
+    CompressionReport,
+    Ladder,
+    LadderPolicy,
+    extract_facts,
+    fixed_tokens,
+    undo,
+)
 from ctxflow.engine.charts import ACTIONS, Chart, PhaseConfig, load_chart
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
@@ -368,6 +378,8 @@ def _user_callback(core: _Core, fn: Callable[[Any], Any]) -> Callable[[], Any]:
 class _Core:
     """What the sync and async engines share: the chart, the stores, staging and commit."""
 
+    _async = False
+
     def __init__(
         self,
         chart: Chart | str | Any = "agent_loop",
@@ -381,6 +393,7 @@ class _Core:
         compressor: CompressionGuard | None = None,
         consolidator: Callable[[Conversation, LayeredState], Any] | None = None,
         window_builder: WindowBuilder | None = None,
+        summarizer: Any = None,
         budget: int | None = None,
         store: Any = None,
         checkpointer: Checkpointer | None = None,
@@ -416,8 +429,21 @@ class _Core:
             )
         self.budget = budget
         self.allocator: Allocator = allocator if allocator is not None else self._plan_budget
-        self.compressor = compressor
-        self.consolidator = consolidator
+        for phase, config in self.phases.items():
+            policy = config.compression_policy
+            if policy is not None and not isinstance(policy, LadderPolicy | Ladder):
+                raise errors.PolicyError(
+                    f"a phase's compression policy must be a LadderPolicy or a Ladder "
+                    f"(got {type(policy).__name__} for {phase!r})",
+                    rule="phase_config",
+                    phase=phase,
+                )
+        self.summarizer = summarizer
+        self._ladders: dict[str, Ladder] = {}
+        self.compressor: CompressionGuard = compressor if compressor is not None else self._compress
+        self.consolidator: Callable[[Conversation, LayeredState], Any] = (
+            consolidator if consolidator is not None else self._consolidate
+        )
         self.window_builder: WindowBuilder = (
             window_builder if window_builder is not None else self._build_window
         )
@@ -524,6 +550,44 @@ class _Core:
             phase=self._phase,
             policy=self._budget_policy(self._phase),
         )
+
+    def ladder(self, phase: str) -> Ladder:
+        """The compression ladder of ``phase`` (its own policy, or the default one)."""
+        ladder = self._ladders.get(phase)
+        if ladder is None:
+            config = self.phases.get(phase)
+            policy = config.compression_policy if config is not None else None
+            if isinstance(policy, Ladder):
+                ladder = policy
+            else:
+                ladder = Ladder(policy=policy, summarizer=self.summarizer)
+            self._ladders[phase] = ladder
+        return ladder
+
+    def _compress(
+        self,
+        conversation: Conversation,
+        state: LayeredState,
+        allocation: Any,
+        *,
+        phase: str,
+        policy: Any,
+    ) -> Any:
+        flexible = getattr(allocation, "flexible", None)
+        if not isinstance(flexible, int) or flexible <= 0:
+            return None
+        ladder = self.ladder(phase)
+        fixed = fixed_tokens(conversation)
+        if not ladder.guard(conversation, budget=flexible, fixed=fixed):
+            return None
+        run = ladder.arun if self._async else ladder.run
+        return run(conversation, state, budget=flexible, fixed=fixed, turn=state.runtime.step)
+
+    def _consolidate(self, conversation: Conversation, state: LayeredState) -> LayeredState:
+        """Flush the decisions and constraints stated so far into semantic memory."""
+        for fact in extract_facts(conversation.effective()):
+            state = state.with_fact(fact.key, fact.value, fact.source)
+        return state
 
     def _plan_budget(self, state: LayeredState, *, phase: str, policy: Any) -> Allocation:
         return plan_budget(
@@ -687,6 +751,9 @@ class _Core:
 
     def _rollback(self, pending: _Pending) -> None:
         self._pending = None
+        report = pending.compression
+        if isinstance(report, CompressionReport) and report.changed:
+            undo(pending.conversation, report)
         machine = self._machine
         if machine.is_terminated:
             self._set_chart(
@@ -949,7 +1016,7 @@ class Engine(_Core):
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
-                result = _not_awaitable(self.compressor(*args, **kw), "compressor")  # type: ignore[misc]
+                result = _not_awaitable(self.compressor(*args, **kw), "compressor")
                 self._compressed(pending, result)
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
@@ -994,6 +1061,8 @@ class Engine(_Core):
 class AsyncEngine(_Core):
     """The asynchronous engine: ``await send(...)``; collaborators may be sync or async."""
 
+    _async = True
+
     async def send(self, event: str, **kwargs: Any) -> StepRecord:
         """Apply ``event``; typed errors leave everything as it was."""
         tokens_before = self._conversation.effective_tokens
@@ -1016,7 +1085,7 @@ class AsyncEngine(_Core):
             guard = self._guard_args(pending)
             if guard is not None:
                 args, kw = guard
-                self._compressed(pending, await _resolve(self.compressor(*args, **kw)))  # type: ignore[misc]
+                self._compressed(pending, await _resolve(self.compressor(*args, **kw)))
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
