@@ -1,7 +1,8 @@
 """Engine overhead per step vs a bare python-statemachine chart, and a full corpus replay.
 
-``engine.step_overhead_ms`` times a ``step`` event on the Engine (guard not
-firing, no checkpoint) against the same internal event sent to the bare
+``engine.step_overhead_ms`` times a ``step`` event on the Engine with its real
+defaults (budget allocation, the compression guard evaluated but not firing,
+the checkpoint policy consulted but not firing) against the same internal event sent to the bare
 python-statemachine class of the same chart document, in the same run.
 ``engine.replay_*`` feeds the longest corpus conversation into an engine,
 one ``step`` per assistant turn, and reports the per-turn median and the
@@ -41,12 +42,7 @@ def _quiet() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-def _no_compression(conversation: Any, state: Any, allocation: Any, **kw: Any) -> None:
-    return None
-
-
 def _engine(**kwargs: Any) -> Engine:
-    kwargs.setdefault("compressor", _no_compression)
     engine = Engine(**kwargs)
     engine.send("start", task="benchmark")
     engine.send("plan_ready")
@@ -123,6 +119,23 @@ def run(h: Harness) -> None:
         f"{len(messages)} messages, {len(grouped)} turns, cl100k counting included",
     )
     h.record("engine.replay_total_ms", h.median_ms(replay, runs=5), "ms", turns=len(grouped))
+
+    fired: list[int] = []
+
+    def replay_tight() -> None:
+        replayer = _engine(budget=8000)
+        for batch in grouped:
+            replayer.add_messages(batch)
+            replayer.send("step")
+        fired.append(sum(r.compressed for r in replayer.records))
+
+    h.record(
+        "engine.replay_tight_total_ms",
+        h.median_ms(replay_tight, runs=5),
+        "ms",
+        note="same replay with an 8,000-token input budget: the ladder fires on steps",
+        compressions=fired[-1],
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         count = iter(range(1_000_000))
