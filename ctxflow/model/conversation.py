@@ -99,11 +99,6 @@ class Conversation:
         return len(self._view)
 
     @property
-    def measure(self) -> Measure:
-        """The function this conversation counts a message's tokens with."""
-        return self._measure
-
-    @property
     def total_tokens(self) -> int:
         """Tokens of every original message in the log."""
         return self._total
