@@ -15,8 +15,9 @@ call returns.
 
 Limits: each context keeps at most ``max_messages`` messages and
 ``max_tokens`` tokens in its *effective* view (defaults 2,000 and 150,000). A
-change that crosses a limit runs the compression ``ladder`` (tags, never
-deletes); without a ladder the change is refused with ``BudgetExceeded`` before
+change that crosses a limit runs the compression ladder (tags, never deletes;
+one :class:`~ctxflow.compression.Ladder` per context by default); with
+``compress=None`` such a change is refused with ``BudgetExceeded`` before
 anything changes.
 
 Concurrency: each context has a lock; :meth:`ContextManager.batch` takes the
@@ -36,6 +37,7 @@ import signal
 import statistics
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
@@ -45,6 +47,7 @@ import attrs
 import structlog
 
 from ctxflow.checkpoints import Checkpointer
+from ctxflow.compression import Ladder
 from ctxflow.errors import (
     BudgetExceeded,
     CheckpointNotFound,
@@ -59,15 +62,48 @@ from ctxflow.sessions.context import Context
 from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
 from ctxflow.stores.base import Store
 
-__all__ = ["ConflictError", "ContextManager", "Limits", "ManagerStats", "retry"]
+__all__ = [
+    "ConflictError",
+    "ContextManager",
+    "LadderCompressor",
+    "Limits",
+    "ManagerStats",
+    "retry",
+]
 
 log = structlog.get_logger("ctxflow.sessions")
+_DEFAULT: Any = object()
 
 T = TypeVar("T")
 Measure = Callable[[Message], int]
 #: A compression run: given the conversation, the state and a token target, tag
 #: messages through the Conversation's methods and return the new state.
 Compress = Callable[[Conversation, LayeredState, int], LayeredState]
+
+
+class LadderCompressor:
+    """The default compressor: ctxflow's compression ladder, one per context.
+
+    A ladder keeps a short history per session (to detect thrash), so each
+    context gets its own. The manager's token target ``T`` is the ladder's
+    target; its hard limit is ``T / policy.target`` (the context's limit).
+    """
+
+    def __init__(self, factory: Callable[[], Ladder] = Ladder) -> None:
+        self.factory = factory
+        # Keyed weakly by the conversation: an unloaded context's ladder goes with it.
+        self._ladders: weakref.WeakKeyDictionary[Conversation, Ladder] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, conversation: Conversation, state: LayeredState, target: int
+    ) -> LayeredState:
+        with self._lock:
+            ladder = self._ladders.get(conversation)
+            if ladder is None:
+                ladder = self._ladders[conversation] = self.factory()
+        budget = max(1, int(target / ladder.policy.target))
+        return ladder.run(conversation, state, budget=budget).state
 
 
 class ConflictError(SessionError):
@@ -162,7 +198,7 @@ class ContextManager:
         max_live: int = 1_000,
         ttl: float | None = None,
         limits: Limits | None = None,
-        compress: Compress | None = None,
+        compress: Compress | None = _DEFAULT,
         measure: Measure | None = None,
         write_through: bool = False,
         listeners: Sequence[object] = (),
@@ -175,7 +211,7 @@ class ContextManager:
         self.max_live = max_live
         self.ttl = ttl
         self.limits = limits or Limits()
-        self.compress = compress
+        self.compress: Compress | None = LadderCompressor() if compress is _DEFAULT else compress
         self.measure = measure
         self.write_through = write_through
         self.listeners = list(listeners)

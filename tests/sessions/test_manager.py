@@ -107,7 +107,9 @@ def test_ttl_unloads_idle_contexts() -> None:
 
 def test_limits_without_ladder_refuse_before_change() -> None:
     """Crossing a limit with no ladder raises BudgetExceeded and changes nothing."""
-    manager = ContextManager(MemoryStore(), limits=Limits(max_messages=4, max_tokens=10_000))
+    manager = ContextManager(
+        MemoryStore(), limits=Limits(max_messages=4, max_tokens=10_000), compress=None
+    )
     cid = manager.create(messages=[Message.user("task"), *turn(0)]).id
     before = manager.get(cid).version
     with pytest.raises(BudgetExceeded, match="over the limits"):
@@ -352,3 +354,16 @@ def test_invalidate_drops_clean_copies_and_keeps_dirty_ones() -> None:
     mine.update(cid, lambda c: c.set_data("x", 1))
     assert mine.invalidate(cid) is False
     assert mine.get(cid).data == {"x": 1}
+
+
+def test_default_ladder_keeps_contexts_within_limits() -> None:
+    """With the default ladder, a context over its token limit is compressed, nothing lost."""
+    manager = ContextManager(MemoryStore(), limits=Limits(max_messages=200, max_tokens=600))
+    cid = manager.create(messages=[Message.user("task: keep the build green", important=True)]).id
+    for i in range(30):
+        manager.append(cid, turn(i))
+    context = manager.get(cid)
+    assert context.conversation.effective_tokens <= 600
+    assert len(context.conversation) >= 61
+    assert context.conversation.check().ok
+    assert context.conversation.effective()[0].text.startswith("task")
