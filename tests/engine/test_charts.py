@@ -11,8 +11,6 @@ import pytest
 from ctxflow.engine import ACTIONS, GUARDS, PhaseConfig, chart_names, chart_path, load_chart
 from ctxflow.errors import ChartError
 
-yaml = pytest.importorskip("yaml")
-
 
 def default_doc() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(chart_path("agent_loop").read_text())
@@ -60,6 +58,7 @@ def test_bad_chart_names_fail(name: str) -> None:
 
 def test_yaml_chart_loads_like_json(tmp_path: Path) -> None:
     """A YAML document loads with the same meaning as its JSON twin (on/off stay strings)."""
+    yaml = pytest.importorskip("yaml")
     doc = default_doc()
     doc["states"]["off"] = {"transitions": [{"event": "on", "target": "idle"}]}
     doc["states"]["idle"]["transitions"].append({"event": "off", "target": "off"})
@@ -86,6 +85,7 @@ HOSTILE_YAML = {
 @pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
 def test_hostile_yaml_is_refused(tmp_path: Path, case: str) -> None:
     """Python tags, alias bombs and broken YAML are refused with ChartError."""
+    pytest.importorskip("yaml")
     path = tmp_path / "evil.yaml"
     path.write_text(HOSTILE_YAML[case])
     with pytest.raises(ChartError):
