@@ -17,14 +17,14 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ctxflow.cli import checkpoints, report
+    from ctxflow.cli import checkpoints, diagram, report
 
     parser = argparse.ArgumentParser(
         prog="ctxflow",
         description="Context management for LLM agents, as an explicit statechart.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (checkpoints, report):
+    for module in (checkpoints, diagram, report):
         module.register(sub)
     return parser
 
