@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ctxflow report examples/transcripts/swe-agent-marshmallow-1867.jsonl
+	mkdir -p .ctxflow
+	$(BIN)/ctxflow run examples/transcripts/openhands-ponyc-4588.jsonl --budget 12000 \
+		--report .ctxflow/run-report.json --windows .ctxflow/run-windows.jsonl --plot .ctxflow/run.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -17,14 +17,14 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ctxflow.cli import checkpoints, diagram, report
+    from ctxflow.cli import checkpoints, diagram, report, run
 
     parser = argparse.ArgumentParser(
         prog="ctxflow",
         description="Context management for LLM agents, as an explicit statechart.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (checkpoints, diagram, report):
+    for module in (run, report, diagram, checkpoints):
         module.register(sub)
     return parser
 

@@ -52,6 +52,15 @@ def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: s
             if name not in names:
                 names.append(name)
     series = [[int(t.get("layers", {}).get(n, {}).get("used", 0)) for t in turns] for n in names]
+    if any("window_tokens" in t for t in turns):
+        # Fixed costs (system prompt, tool definitions, task) are measured, not
+        # allocated: show them as the base so the stack adds up to the window.
+        layered = [sum(col) for col in zip(*series, strict=True)] if series else [0] * len(turns)
+        fixed = [
+            max(0, int(t.get("window_tokens", 0)) - u) for t, u in zip(turns, layered, strict=True)
+        ]
+        names.insert(0, "fixed costs")
+        series.insert(0, fixed)
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     try:
         start = 0

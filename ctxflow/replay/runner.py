@@ -1,0 +1,200 @@
+"""Replaying a recorded conversation through the engine, turn by turn.
+
+:func:`replay` feeds a transcript to an :class:`~ctxflow.engine.Engine` the
+way the agent loop would have: phase events derived by
+:func:`~ctxflow.replay.plan.plan_replay`, every message added, and before each
+assistant turn the window the model would have seen is built, checked against
+both APIs' rules and its input budget, and recorded with what the engine did
+since the previous turn (events, compressions, checkpoints).
+
+The system prompt and tool definitions go to layer L0, not the message
+stream, so they are counted once, as fixed costs. The first user message is
+the task: it stays in the stream, and the window always keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from ctxflow.adapters import render_anthropic, render_openai
+from ctxflow.engine import Engine
+from ctxflow.layers import LayeredState, SystemLayer
+from ctxflow.model import Role, check
+from ctxflow.replay.inputs import RunInput
+from ctxflow.replay.plan import plan_replay
+
+__all__ = ["RunResult", "TurnRecord", "replay"]
+
+API = Literal["anthropic", "openai"]
+
+
+@attrs.frozen(kw_only=True)
+class TurnRecord:
+    """What happened up to one assistant turn, and the window built for it."""
+
+    turn: int
+    phase: str
+    events: tuple[str, ...]
+    window_tokens: int
+    input_budget: int
+    messages_in_window: int
+    layers: Mapping[str, Mapping[str, int]]
+    compression: Mapping[str, Any] | None
+    checkpoint: str | None
+    valid: bool
+    violations: tuple[str, ...]
+    within_budget: bool
+
+    def to_plain(self) -> dict[str, Any]:
+        """The record as JSON-able data."""
+        return {
+            "turn": self.turn,
+            "phase": self.phase,
+            "event": list(self.events),
+            "window_tokens": self.window_tokens,
+            "input_budget": self.input_budget,
+            "messages_in_window": self.messages_in_window,
+            "layers": {k: dict(v) for k, v in self.layers.items()},
+            "compression": dict(self.compression) if self.compression else None,
+            "checkpoint": self.checkpoint,
+            "valid": self.valid,
+            "violations": list(self.violations),
+            "within_budget": self.within_budget,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """Every turn's record, and the totals."""
+
+    conversation_id: str
+    model: str
+    session_id: str
+    turns: tuple[TurnRecord, ...]
+    messages: int
+    compressions: int
+    checkpoints: int
+    final_phase: str
+
+    @property
+    def ok(self) -> bool:
+        """True when every window was valid and within its budget."""
+        return all(t.valid and t.within_budget for t in self.turns)
+
+    def totals(self) -> dict[str, Any]:
+        """Summary numbers for the report."""
+        tokens = [t.window_tokens for t in self.turns]
+        return {
+            "turns": len(self.turns),
+            "messages": self.messages,
+            "compressions": self.compressions,
+            "checkpoints": self.checkpoints,
+            "invalid_windows": sum(not t.valid for t in self.turns),
+            "over_budget_windows": sum(not t.within_budget for t in self.turns),
+            "max_window_tokens": max(tokens, default=0),
+            "final_phase": self.final_phase,
+            "ok": self.ok,
+        }
+
+
+def _compression_summary(report: Any) -> dict[str, Any]:
+    return {
+        "rungs": list(getattr(report, "rungs_used", ())),
+        "tokens_before": int(getattr(report, "tokens_before", 0)),
+        "tokens_after": int(getattr(report, "tokens_after", 0)),
+        "messages_affected": int(getattr(report, "messages_affected", 0)),
+        "facts_flushed": len(getattr(report, "facts_flushed", ()) or ()),
+        "warnings": list(getattr(report, "warnings", ())),
+    }
+
+
+def replay(
+    run: RunInput,
+    *,
+    engine_factory: Callable[[LayeredState], Engine],
+    reflect_every: int = 10,
+    api: API = "anthropic",
+    on_turn: Callable[[TurnRecord], None] | None = None,
+    on_window: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Replay ``run`` through an engine made by ``engine_factory(initial_state)``.
+
+    ``on_turn`` sees each turn's record as it is made; ``on_window`` gets each
+    window rendered as a request body of ``api``.
+    """
+    messages = run.transcript.messages
+    system = next((m.text for m in messages if m.role is Role.SYSTEM), "")
+    state = LayeredState(system=SystemLayer(prompt=system, tools=run.tools))
+    engine = engine_factory(state)
+    turns: list[TurnRecord] = []
+    seen_records = 0
+    events: list[str] = []
+    compressions = 0
+    for step in plan_replay(messages, reflect_every=reflect_every):
+        if step.kind == "message":
+            assert step.message is not None
+            engine.add_message(step.message)
+        elif step.kind == "event":
+            assert step.event is not None
+            engine.send(step.event)
+            events.append(step.event)
+        else:
+            new = engine.records[seen_records:]
+            seen_records = len(engine.records)
+            compression = next(
+                (_compression_summary(r.compression) for r in reversed(new) if r.compression),
+                None,
+            )
+            compressions += sum(1 for r in new if r.compression)
+            checkpoint = next((r.checkpoint_id for r in reversed(new) if r.checkpoint_id), None)
+            window = engine.window()
+            problems = []
+            for target in ("anthropic", "openai"):
+                report = check(window.messages, api=target, tools=window.tools)
+                problems += [f"{target}:{v.rule}@{v.index}" for v in report.violations]
+            layers = {
+                name: {"allocated": usage.allocated, "used": usage.used}
+                for name, usage in window.report.layers.items()
+            }
+            record = TurnRecord(
+                turn=step.turn,
+                phase=engine.phase,
+                events=tuple(events),
+                window_tokens=window.tokens,
+                input_budget=window.input_budget,
+                messages_in_window=len(window.messages),
+                layers=layers,
+                compression=compression,
+                checkpoint=checkpoint,
+                valid=not problems,
+                violations=tuple(problems),
+                within_budget=window.tokens <= window.input_budget,
+            )
+            events = []
+            turns.append(record)
+            if on_turn is not None:
+                on_turn(record)
+            if on_window is not None:
+                if api == "anthropic":
+                    body = render_anthropic(
+                        window, model=engine.profile.name, max_tokens=engine.profile.output_reserve
+                    )
+                else:
+                    body = render_openai(
+                        window, model=engine.profile.name, max_tokens=engine.profile.output_reserve
+                    )
+                on_window(body)
+    compressions += sum(1 for r in engine.records[seen_records:] if r.compression)
+    return RunResult(
+        conversation_id=run.transcript.id,
+        model=engine.profile.name,
+        session_id=engine.session_id,
+        turns=tuple(turns),
+        messages=sum(1 for m in messages if m.role is not Role.SYSTEM),
+        compressions=compressions,
+        checkpoints=len(engine.checkpoint_ids),
+        final_phase=engine.phase,
+    )
