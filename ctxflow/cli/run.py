@@ -108,11 +108,19 @@ def _staged(path: str | None) -> Iterator[tuple[Path, IO[str]] | None]:
             os.unlink(handle.name)
 
 
-def _quiet_logs() -> None:
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Only warnings and errors while the replay prints its own progress."""
+    before = structlog.get_config()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
     )
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
 
 
 def _progress(record: TurnRecord) -> None:
@@ -162,7 +170,11 @@ def _summary(result: RunResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the conversation; exit 0 when every window is valid and within budget."""
-    _quiet_logs()
+    with _quiet_logs():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     profile = get_profile(args.model)
     if args.reflect_every < 0:
         raise FormatError(
