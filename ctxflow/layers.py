@@ -28,8 +28,8 @@ from ctxflow.errors import FormatError
 
 __all__ = [
     "Document",
-    "EvidenceLayer",
     "Episode",
+    "EvidenceLayer",
     "Fact",
     "Layer",
     "LayeredState",
