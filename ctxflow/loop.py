@@ -1,0 +1,532 @@
+"""Agent-loop helpers: plan → execute → reflect, with the engine deciding the context.
+
+:func:`run_agent` (sync) and :func:`arun_agent` (async) drive one task::
+
+    result = run_agent(engine, client, {"read_file": read_file},
+                       adapter=AnthropicAdapter(model="claude-sonnet-4-5"), task="Fix the bug")
+    result.text, result.turns, result.records
+
+Each turn asks the engine for the window, renders it with the adapter, calls
+the client (``complete(request) -> response body``), parses the response
+with the window's tool names as the allowed tools, adds the assistant
+message, runs its tool calls and adds their results. The phase decides which
+event follows a reply:
+
+=============  ===========================  ===============================
+phase          reply with tool calls        reply with text only
+=============  ===========================  ===============================
+planning       run them, stay               ``plan_ready`` (the plan)
+execution      run them, ``step``; every    ``finish`` (the final answer)
+               ``reflect_every`` steps
+               ``reflect``
+reflection     run them, stay               ``execute`` (the reflection)
+=============  ===========================  ===============================
+
+After a text reply that does not finish, a short user message (``prompts``)
+keeps the roles alternating so no request ends with an assistant message.
+Events the chart does not allow in the current phase are skipped, so a
+custom chart without ``reflect`` still runs.
+
+Recovery, each logged under a stable structlog event name:
+
+- ``agent.context_overflow`` — the provider refused the prompt as too long
+  (:class:`~ctxflow.errors.ContextOverflow`): the provider's count, when it
+  gives one, is fed to the calibration; the phase's conversation is
+  compressed with a forced ladder aiming at ``overflow_target`` of the
+  flexible budget (``agent.overflow_compressed``) and the call is retried
+  once. A second overflow on the same turn is raised.
+- ``agent.recover`` — a tool or a collaborator raised a
+  :class:`~ctxflow.errors.CtxflowError` mid-turn (the engine's state is not
+  trusted any more): the loop sends ``fail`` then ``recover`` (the chart
+  restores the latest good checkpoint and lands in planning), adds the
+  ``recover`` prompt naming the error and goes on; more than
+  ``max_recoveries`` times in one run, the error is raised.
+- ``agent.bad_response`` — the response cannot be accepted: a tool not
+  projected in the current phase, tool arguments that are not a JSON object,
+  or arguments missing a required field or of the wrong JSON type for the
+  tool's ``input_schema``. The loop **stops** by raising the
+  :class:`~ctxflow.errors.ResponseError` (its ``field`` names the place);
+  nothing was added to the conversation, so the caller may retry or answer.
+- ``agent.tool_error`` — a tool raised an ordinary exception: the model gets
+  an ``is_error`` tool result with the exception's text and the loop goes on.
+
+Gotcha: the sync and async helpers share one generator core that yields the
+effects (send an event, call the model, run a tool, compress); the two
+drivers only differ in awaiting them, so their behaviour cannot drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+import structlog
+
+from ctxflow.adapters import ParsedResponse, Provider, Usage, observe_usage
+from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_tokens
+from ctxflow.engine import AsyncEngine, Engine, StepRecord
+from ctxflow.errors import ContextOverflow, CtxflowError, PolicyError, ResponseError
+from ctxflow.layers import ToolDef
+from ctxflow.model import Message, Role, ToolResultBlock, ToolUseBlock
+from ctxflow.tokens import Calibration
+
+__all__ = ["PROMPTS", "AgentResult", "Tools", "arun_agent", "run_agent"]
+
+log = structlog.get_logger("ctxflow.loop")
+
+Tools: TypeAlias = (
+    Mapping[str, Callable[[Mapping[str, Any]], Any]] | Callable[[str, Mapping[str, Any]], Any]
+)
+"""Tool executors: a mapping name → callable(input), or one callable(name, input)."""
+
+PROMPTS: Mapping[str, str] = {
+    "plan_ready": "Plan noted. Carry it out step by step with the tools.",
+    "reflect": "Reflect: what has worked, what is left, and whether the plan still holds.",
+    "execute": "Continue with the plan.",
+    "recover": "The last step failed ({error}). The context was restored to the last good "
+    "checkpoint; plan again from here.",
+}
+"""The user messages the loop adds after a phase change (``recover`` gets ``{error}``)."""
+
+_JSON_TYPES: Mapping[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": Mapping,
+    "array": list,
+    "null": type(None),
+}
+_ANTHROPIC_COUNTS = re.compile(r"(\d+) tokens > (\d+)")
+_OPENAI_COUNTS = re.compile(r"maximum context length is (\d+) tokens.*?resulted in (\d+) tokens")
+
+
+@attrs.frozen(kw_only=True)
+class AgentResult:
+    """What a run gave back: the final text, how it went and every step record."""
+
+    text: str
+    finished: bool
+    turns: int
+    records: tuple[StepRecord, ...] = attrs.field(repr=False)
+    usage: Usage
+    recoveries: int = 0
+    overflows: int = 0
+
+    @property
+    def phases(self) -> list[str]:
+        """The phases entered, in order (phase changes only)."""
+        return [r.target for r in self.records if r.phase_changed]
+
+
+# -- effects the core asks its driver to perform ------------------------------------
+
+
+@attrs.frozen
+class _Send:
+    event: str
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class _Call:
+    request: Mapping[str, Any]
+
+
+@attrs.frozen
+class _Tool:
+    call: ToolUseBlock
+
+
+@attrs.frozen
+class _Compress:
+    ladder: Ladder
+    budget: int
+    fixed: int
+
+
+_Effect: TypeAlias = _Send | _Call | _Tool | _Compress
+
+
+def _check_number(name: str, value: Any, *, low: float, high: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise PolicyError(f"'{name}' must be a number {bound} (got {value!r})", rule=name)
+
+
+def _overflow_counts(error: ContextOverflow) -> tuple[int, int] | None:
+    """(prompt tokens, limit) as the provider's message states them, if it does."""
+    text = str(error)
+    found = _ANTHROPIC_COUNTS.search(text)
+    if found:
+        return int(found.group(1)), int(found.group(2))
+    found = _OPENAI_COUNTS.search(text)
+    if found:
+        return int(found.group(2)), int(found.group(1))
+    return None
+
+
+def _check_arguments(calls: Sequence[ToolUseBlock], tools: Sequence[ToolDef]) -> None:
+    """Raise ResponseError naming the field when a call's input breaks its tool's schema.
+
+    Checks the top level only: required properties and their JSON types.
+    """
+    schemas = {t.name: t.input_schema for t in tools}
+    for i, call in enumerate(calls):
+        schema = schemas.get(call.name) or {}
+        properties = schema.get("properties") or {}
+        for key in schema.get("required") or ():
+            if key not in call.input:
+                raise ResponseError(
+                    f"'tool_calls[{i}].input.{key}' is required by tool {call.name!r} "
+                    f"(got keys {sorted(call.input)})",
+                    rule="tool_arguments",
+                    field=f"tool_calls[{i}].input.{key}",
+                    tool=call.name,
+                )
+        for key, value in call.input.items():
+            kind = (properties.get(key) or {}).get("type")
+            names = [kind] if isinstance(kind, str) else list(kind or [])
+            expected = [_JSON_TYPES[n] for n in names if n in _JSON_TYPES]
+            if not expected:
+                continue
+            is_bool = isinstance(value, bool)
+            matches = any(isinstance(value, t) and (not is_bool or t is bool) for t in expected)
+            if not matches:
+                raise ResponseError(
+                    f"'tool_calls[{i}].input.{key}' must be {' or '.join(names)} for tool "
+                    f"{call.name!r} (got {type(value).__name__})",
+                    rule="tool_arguments",
+                    field=f"tool_calls[{i}].input.{key}",
+                    tool=call.name,
+                )
+
+
+def _executor(tools: Tools) -> Callable[[str, Mapping[str, Any]], Any]:
+    if callable(tools) and not isinstance(tools, Mapping):
+        return tools
+    if not isinstance(tools, Mapping):
+        raise PolicyError(
+            f"'tools' must be a mapping of name to callable, or a callable "
+            f"(got {type(tools).__name__})",
+            rule="tools",
+        )
+    table = dict(tools)
+
+    def run(name: str, arguments: Mapping[str, Any]) -> Any:
+        fn = table.get(name)
+        if fn is None:
+            raise LookupError(f"no executor for tool {name!r} (have: {sorted(table)})")
+        return fn(arguments)
+
+    return run
+
+
+def _core(
+    engine: Engine | AsyncEngine,
+    adapter: Provider,
+    *,
+    task: str | None,
+    max_turns: int,
+    reflect_every: int,
+    calibration: Calibration,
+    prompts: Mapping[str, str],
+    overflow_target: float,
+    max_recoveries: int,
+) -> Generator[_Effect, Any, AgentResult]:
+    """The loop as a generator of effects; the drivers perform them (sync or awaited)."""
+    model = engine.profile.name
+    prompt_total = output_total = turns = recoveries = overflows = steps = 0
+    if "start" in engine.allowed_events:
+        if not isinstance(task, str) or not task.strip():
+            raise PolicyError(
+                f"'task' must be a non-empty string to start the loop (got {task!r})",
+                rule="task",
+            )
+        yield _Send("start", {"task": task})
+        engine.add_message(Message.user(task))
+
+    def done(text: str, finished: bool) -> AgentResult:
+        return AgentResult(
+            text=text,
+            finished=finished,
+            turns=turns,
+            records=tuple(engine.records),
+            usage=Usage(prompt_tokens=prompt_total, output_tokens=output_total),
+            recoveries=recoveries,
+            overflows=overflows,
+        )
+
+    def allowed(event: str) -> bool:
+        return event in engine.allowed_events
+
+    def nudge(event: str, **values: str) -> None:
+        text = prompts.get(event)
+        if text:
+            engine.add_message(Message.user(text.format(**values)))
+
+    last_text = ""
+    while turns < max_turns and not engine.is_final:
+        phase = engine.phase
+        try:
+            window = engine.window()
+            try:
+                body = yield _Call(adapter.render(window))
+            except ContextOverflow as exc:
+                overflows += 1
+                counts = _overflow_counts(exc)
+                factor = None
+                if counts is not None and window.tokens > 0:
+                    factor = calibration.observe(model, window.tokens, counts[0])
+                log.warning(
+                    "agent.context_overflow",
+                    phase=phase,
+                    estimated=window.tokens,
+                    reported=counts[0] if counts else None,
+                    limit=counts[1] if counts else None,
+                    factor=factor,
+                    session=engine.session_id,
+                )
+                yield from _force_ladder(engine, overflow_target)
+                window = engine.window()
+                body = yield _Call(adapter.render(window))
+            turns += 1
+            names = [t.name for t in window.tools]
+            try:
+                parsed: ParsedResponse = adapter.parse(body, allowed_tools=names)
+                _check_arguments(parsed.tool_calls, window.tools)
+            except ResponseError as exc:
+                log.warning(
+                    "agent.bad_response",
+                    phase=phase,
+                    rule=exc.rule,
+                    field=getattr(exc, "field", None),
+                    session=engine.session_id,
+                )
+                raise
+            prompt_total += parsed.usage.prompt_tokens
+            output_total += parsed.usage.output_tokens
+            if window.tokens > 0:
+                observe_usage(calibration, model, window.tokens, parsed.usage)
+            engine.add_message(parsed.message)
+            last_text = parsed.message.text
+            calls = parsed.tool_calls
+            if calls:
+                results = []
+                for call in calls:
+                    try:
+                        output = yield _Tool(call)
+                        results.append(ToolResultBlock(tool_use_id=call.id, content=str(output)))
+                    except CtxflowError:
+                        raise
+                    except Exception as exc:
+                        log.warning(
+                            "agent.tool_error",
+                            tool=call.name,
+                            error=f"{type(exc).__name__}: {exc}",
+                            session=engine.session_id,
+                        )
+                        results.append(
+                            ToolResultBlock(
+                                tool_use_id=call.id,
+                                content=f"{type(exc).__name__}: {exc}",
+                                is_error=True,
+                            )
+                        )
+                engine.add_message(Message(role=Role.USER, content=tuple(results)))
+                if phase == "execution" and allowed("step"):
+                    yield _Send("step")
+                    steps += 1
+                    if reflect_every and steps % reflect_every == 0 and allowed("reflect"):
+                        yield _Send("reflect")
+                        nudge("reflect")
+            elif phase == "planning" and allowed("plan_ready"):
+                yield _Send("plan_ready")
+                nudge("plan_ready")
+            elif phase == "reflection" and allowed("execute"):
+                yield _Send("execute")
+                nudge("execute")
+            elif allowed("finish"):
+                yield _Send("finish")
+                log.info("agent.finished", turns=turns, session=engine.session_id)
+                return done(last_text, True)
+            else:
+                return done(last_text, False)
+        except (ContextOverflow, ResponseError):
+            raise
+        except CtxflowError as exc:
+            if recoveries >= max_recoveries or not allowed("fail"):
+                raise
+            recoveries += 1
+            log.warning(
+                "agent.recover",
+                phase=engine.phase,
+                rule=exc.rule,
+                error=f"{type(exc).__name__}: {exc}",
+                session=engine.session_id,
+            )
+            yield _Send("fail")
+            yield _Send("recover")
+            steps = 0
+            nudge("recover", error=f"{type(exc).__name__}: {exc}")
+    if not engine.is_final:
+        log.warning("agent.max_turns", turns=turns, phase=engine.phase, session=engine.session_id)
+    return done(last_text, engine.is_final)
+
+
+def _force_ladder(engine: Engine | AsyncEngine, target: float) -> Generator[_Effect, Any, None]:
+    """Compress the conversation to ``target`` of the flexible budget, whatever the guard says."""
+    flexible = getattr(engine.allocation, "flexible", None)
+    if not isinstance(flexible, int) or flexible <= 0:
+        return
+    policy = LadderPolicy(target=target, threshold=target)
+    ladder = Ladder(policy=policy, summarizer=engine.summarizer)
+    before = engine.conversation.effective_tokens
+    result: CompressionResult = yield _Compress(
+        ladder, budget=flexible, fixed=fixed_tokens(engine.conversation)
+    )
+    engine.set_state(result.state)
+    log.info(
+        "agent.overflow_compressed",
+        phase=engine.phase,
+        tokens_before=before,
+        tokens_after=result.report.tokens_after,
+        rungs=list(result.report.rungs_used),
+        session=engine.session_id,
+    )
+
+
+def _options(
+    max_turns: int, reflect_every: int, overflow_target: float, max_recoveries: int
+) -> None:
+    _check_number("max_turns", max_turns, low=1)
+    _check_number("reflect_every", reflect_every, low=0)
+    _check_number("overflow_target", overflow_target, low=0.01, high=1.0)
+    _check_number("max_recoveries", max_recoveries, low=0)
+
+
+def run_agent(
+    engine: Engine,
+    client: Any,
+    tools: Tools,
+    *,
+    adapter: Provider,
+    task: str | None = None,
+    max_turns: int = 20,
+    reflect_every: int = 3,
+    calibration: Calibration | None = None,
+    prompts: Mapping[str, str] | None = None,
+    overflow_target: float = 0.3,
+    max_recoveries: int = 1,
+) -> AgentResult:
+    """Run one task through ``engine`` with ``client`` until the model answers without a tool.
+
+    ``client`` has ``complete(request) -> response body`` (an SDK client from
+    :mod:`ctxflow.adapters` or :class:`ctxflow.testing.ScriptedLLM`);
+    ``adapter`` renders windows and parses bodies. ``task`` starts an engine
+    still in its initial phase; an engine restored mid-task just continues.
+    ``reflect_every=0`` never reflects. Usage goes to ``calibration`` (a new
+    one when None) under the engine's model name.
+    """
+    _options(max_turns, reflect_every, overflow_target, max_recoveries)
+    execute = _executor(tools)
+    core = _core(
+        engine,
+        adapter,
+        task=task,
+        max_turns=max_turns,
+        reflect_every=reflect_every,
+        calibration=calibration if calibration is not None else Calibration(),
+        prompts={**PROMPTS, **(prompts or {})},
+        overflow_target=overflow_target,
+        max_recoveries=max_recoveries,
+    )
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = core.send(value) if error is None else core.throw(error)
+        except StopIteration as stop:
+            result: AgentResult = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(effect, _Send):
+                value = engine.send(effect.event, **effect.kwargs)
+            elif isinstance(effect, _Call):
+                value = client.complete(effect.request)
+            elif isinstance(effect, _Tool):
+                value = execute(effect.call.name, effect.call.input)
+            else:
+                value = effect.ladder.run(
+                    engine.conversation, engine.state, budget=effect.budget, fixed=effect.fixed
+                )
+        except Exception as exc:
+            error = exc
+
+
+async def _maybe_await(value: Any | Awaitable[Any]) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def arun_agent(
+    engine: AsyncEngine,
+    client: Any,
+    tools: Tools,
+    *,
+    adapter: Provider,
+    task: str | None = None,
+    max_turns: int = 20,
+    reflect_every: int = 3,
+    calibration: Calibration | None = None,
+    prompts: Mapping[str, str] | None = None,
+    overflow_target: float = 0.3,
+    max_recoveries: int = 1,
+) -> AgentResult:
+    """The async form of :func:`run_agent`: awaits the engine, the client and async tools.
+
+    ``client.complete`` must be a coroutine function; tools may be sync or async.
+    """
+    _options(max_turns, reflect_every, overflow_target, max_recoveries)
+    execute = _executor(tools)
+    core = _core(
+        engine,
+        adapter,
+        task=task,
+        max_turns=max_turns,
+        reflect_every=reflect_every,
+        calibration=calibration if calibration is not None else Calibration(),
+        prompts={**PROMPTS, **(prompts or {})},
+        overflow_target=overflow_target,
+        max_recoveries=max_recoveries,
+    )
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = core.send(value) if error is None else core.throw(error)
+        except StopIteration as stop:
+            result: AgentResult = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(effect, _Send):
+                value = await engine.send(effect.event, **effect.kwargs)
+            elif isinstance(effect, _Call):
+                value = await client.complete(effect.request)
+            elif isinstance(effect, _Tool):
+                value = await _maybe_await(execute(effect.call.name, effect.call.input))
+            else:
+                value = await effect.ladder.arun(
+                    engine.conversation, engine.state, budget=effect.budget, fixed=effect.fixed
+                )
+        except Exception as exc:
+            error = exc

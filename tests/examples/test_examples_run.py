@@ -1,0 +1,64 @@
+"""Every example script runs offline in a subprocess, exits 0 and prints what it promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+EXPECTED = {
+    "minimal_loop.py": [
+        "phases: planning -> execution -> reflection -> execution -> done",
+        "answer: 2 + 3 + 4 = 9",
+    ],
+    "checkpoint_restore_fork.py": [
+        "stopped: phase=execution finished=False",
+        "restored: phase=execution messages=5",
+        "resumed: done answer='About 522,000.'",
+        "forked: session=True answer='Nantes: 320,000.'",
+        "sessions in store: 2",
+    ],
+    "anthropic_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
+    "openai_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
+    "custom_chart.py": ["approve:     review -> done"],
+}
+
+
+def run_example(name: str) -> subprocess.CompletedProcess[str]:
+    """Run one example with no API keys in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_every_script_is_covered() -> None:
+    """Each runnable example in examples/ has expectations here."""
+    scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("test_")}
+    assert scripts == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str) -> None:
+    """The example exits 0 and prints its expected lines."""
+    done = run_example(name)
+    assert done.returncode == 0, done.stderr
+    for line in EXPECTED[name]:
+        assert line in done.stdout, f"{name}: missing {line!r} in\n{done.stdout}"
+
+
+def test_readme_lists_every_example() -> None:
+    """examples/README.md names every script."""
+    readme = (EXAMPLES / "README.md").read_text()
+    for path in EXAMPLES.glob("*.py"):
+        assert f"`{path.name}`" in readme
