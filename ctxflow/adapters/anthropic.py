@@ -31,6 +31,8 @@ from ctxflow.adapters.base import (
     WindowLike,
     get_path,
     tool_names,
+    usage_count,
+    usage_object,
 )
 from ctxflow.adapters.caching import CachePolicy, apply_breakpoints
 from ctxflow.adapters.errors import provider_error
@@ -194,34 +196,16 @@ def render_anthropic(
     )
 
 
-def _count(usage: Mapping[str, Any], key: str) -> int:
-    value = usage.get(key)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ResponseError(
-            f"'usage.{key}' must be a non-negative integer (got {value!r})",
-            rule="usage_value",
-            field=f"usage.{key}",
-        )
-    return value
-
-
 def anthropic_usage(usage: Any) -> Usage:
     """A normalised :class:`Usage` from an Anthropic ``usage`` object (None: zeros)."""
+    usage = usage_object(usage)
     if usage is None:
         return Usage()
-    if not isinstance(usage, Mapping):
-        raise ResponseError(
-            f"'usage' must be an object (got {type(usage).__name__})",
-            rule="response_shape",
-            field="usage",
-        )
-    written = _count(usage, "cache_creation_input_tokens")
-    read = _count(usage, "cache_read_input_tokens")
+    written = usage_count(usage, "cache_creation_input_tokens")
+    read = usage_count(usage, "cache_read_input_tokens")
     return Usage(
-        prompt_tokens=_count(usage, "input_tokens") + written + read,
-        output_tokens=_count(usage, "output_tokens"),
+        prompt_tokens=usage_count(usage, "input_tokens") + written + read,
+        output_tokens=usage_count(usage, "output_tokens"),
         cache_read_tokens=read,
         cache_write_tokens=written,
     )

@@ -33,6 +33,8 @@ __all__ = [
     "Usage",
     "WindowLike",
     "observe_usage",
+    "usage_count",
+    "usage_object",
 ]
 
 
@@ -157,3 +159,30 @@ def get_path(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], w
             field=field,
         )
     return value
+
+
+def usage_count(data: Mapping[str, Any], key: str, where: str = "usage") -> int:
+    """A token count from a provider's usage object (absent: 0; anything odd: an error)."""
+    value = data.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ResponseError(
+            f"'{where}.{key}' must be a non-negative integer (got {value!r})",
+            rule="usage_value",
+            field=f"{where}.{key}",
+        )
+    return value
+
+
+def usage_object(usage: Any) -> Mapping[str, Any] | None:
+    """The response's ``usage`` as a mapping (None when absent), or a typed error."""
+    if usage is None:
+        return None
+    if not isinstance(usage, Mapping):
+        raise ResponseError(
+            f"'usage' must be an object (got {type(usage).__name__})",
+            rule="response_shape",
+            field="usage",
+        )
+    return usage

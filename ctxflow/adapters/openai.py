@@ -25,6 +25,8 @@ from ctxflow.adapters.base import (
     WindowLike,
     get_path,
     tool_names,
+    usage_count,
+    usage_object,
 )
 from ctxflow.adapters.errors import provider_error
 from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
@@ -140,36 +142,20 @@ def render_openai(
     )
 
 
-def _count(data: Mapping[str, Any], key: str, where: str) -> int:
-    value = data.get(key)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ResponseError(
-            f"'{where}.{key}' must be a non-negative integer (got {value!r})",
-            rule="usage_value",
-            field=f"{where}.{key}",
-        )
-    return value
-
-
 def openai_usage(usage: Any) -> Usage:
     """A normalised :class:`Usage` from an OpenAI ``usage`` object (None: zeros)."""
+    usage = usage_object(usage)
     if usage is None:
         return Usage()
-    if not isinstance(usage, Mapping):
-        raise ResponseError(
-            f"'usage' must be an object (got {type(usage).__name__})",
-            rule="response_shape",
-            field="usage",
-        )
     prompt_details = usage.get("prompt_tokens_details") or {}
     output_details = usage.get("completion_tokens_details") or {}
     return Usage(
-        prompt_tokens=_count(usage, "prompt_tokens", "usage"),
-        output_tokens=_count(usage, "completion_tokens", "usage"),
-        cache_read_tokens=_count(prompt_details, "cached_tokens", "usage.prompt_tokens_details"),
-        reasoning_tokens=_count(
+        prompt_tokens=usage_count(usage, "prompt_tokens", "usage"),
+        output_tokens=usage_count(usage, "completion_tokens", "usage"),
+        cache_read_tokens=usage_count(
+            prompt_details, "cached_tokens", "usage.prompt_tokens_details"
+        ),
+        reasoning_tokens=usage_count(
             output_details, "reasoning_tokens", "usage.completion_tokens_details"
         ),
     )
