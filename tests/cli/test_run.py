@@ -151,3 +151,15 @@ def test_corpus_replays_valid_within_budget(corpus: list[Transcript], budget: in
     # A refusal names the numbers (what is too large, and the budget).
     assert all(any(ch.isdigit() for ch in message) for message in refusals)
     assert len(refusals) <= len(corpus) // 10
+
+
+def test_replay_is_deterministic(tmp_path: Path) -> None:
+    """Two replays of one transcript with one budget write byte-identical windows."""
+    outputs = []
+    for i in range(2):
+        target = tmp_path / f"w{i}.jsonl"
+        args = ["run", str(PONY), "--budget", "9000", "--store", "memory", "--quiet"]
+        assert main([*args, "--windows", str(target)]) == 0
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") == 49
