@@ -1,23 +1,25 @@
 """Compression: fact retention against LangChain ``trim_messages``; ladder speed at 10k msgs.
 
-Fact retention plants decisions and things to remember ("Decision: use port
-8231 for the staging proxy", "Remember: the customer's reservation code is
-QX7P2L") as text appended to user messages at random depths (seeded) of every
-corpus conversation, compresses to 25% and 50% of the compressible tokens
-(total minus system prompt and first user message) with the offline
-extractive summarizer, and counts the planted facts still present in the
-effective view or in the memory layers (semantic facts, episodic summaries).
-The same facts without their label ("the customer's reservation code is
-QX7P2L") measure what survives when the extractor cannot recognise them.
-LangChain's ``trim_messages`` (strategy ``last``, ``start_on="human"``,
-system kept) gets the same budget in the same run; it keeps only a tail, so
-only the view counts for it.
+Fact retention plants facts as text appended to user messages at random
+depths (seeded) of every corpus conversation, compresses to 25% and 50% of
+the compressible tokens (total minus system prompt and first user message)
+with the offline extractive summarizer, and counts the planted facts still
+present verbatim in the effective view or in the memory layers (semantic
+facts, episodic summaries). The facts vary as users write them: plain
+statements, "my ... is ...", "please use ...", "the code is ...", numbers
+with units, hosts, paths and confirmations ("yes, use ..."). The labelled run
+prefixes each with "Decision:", "Remember:" or "Note:"; the unlabelled run
+plants them as written. LangChain's ``trim_messages`` (strategy ``last``,
+``start_on="human"``, system kept) gets the same budget in the same run; it
+keeps only a tail, so only the view counts for it.
 
 Speed: clearing plus truncation of a 10,000-message conversation to 50%,
 counts cached (the conversation is built once; each run is undone in the
-untimed setup), next to ``trim_messages`` with cached per-message counts: a
-fresh ladder each run (a full validity pass over the input), the same ladder
-across runs (warm), and without validation.
+untimed setup), next to ``trim_messages`` with cached per-message counts.
+``clear_truncate_10k_ms`` is the cold case (a fresh Ladder each run, so a
+full validity pass over the input), ``_warm_ms`` the steady state (one Ladder
+across runs, the input view validated before), ``_unvalidated_ms`` without
+validation.
 """
 
 # No ``from __future__ import annotations`` here: trim_messages recognises a
@@ -41,13 +43,33 @@ SEED = 20261123
 FACTS_PER_CONVERSATION = 3
 
 
+_LABELS = ("Decision", "Remember", "Note")
+
+
+def _code(rng: random.Random, size: int = 6) -> str:
+    return "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(size))
+
+
 def _fact(rng: random.Random, n: int, labelled: bool) -> str:
-    if n % 2:
-        code = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(6))
-        fact = f"Remember: the customer's reservation code is {code}"
-    else:
-        fact = f"Decision: use port {rng.randint(2000, 9999)} for the staging proxy {n}"
-    return fact if labelled else fact.split(": ", 1)[1]
+    """One planted fact, in one of several ways users state things (seeded)."""
+    port, size = rng.randint(2000, 9999), rng.randint(2, 512)
+    word = rng.choice(("amber", "falcon", "orchid", "quartz", "tundra", "willow"))
+    templates = (
+        f"use port {port} for the staging proxy {n}",
+        f"the customer's reservation code is {_code(rng)}",
+        f"The nightly export runs on host {word}-{rng.randint(1, 99)}.internal",
+        f"my employee number is {rng.randint(100_000, 999_999)}",
+        f"please use the {word} profile for the load test {n}",
+        f"The code is {_code(rng, 8)}",
+        f"the batch size should be {size} items with a timeout of {rng.randint(5, 90)} seconds",
+        f"write the report to reports/{word}/summary_{n}.csv",
+        f"yes, use the {word} bucket for the backups",
+        f"My manager's name is {word.title()} {rng.choice(('Okafor', 'Lindqvist', 'Tanaka'))}",
+    )
+    fact = templates[rng.randrange(len(templates))]
+    if labelled:
+        return f"{_LABELS[n % len(_LABELS)]}: {fact}"
+    return fact[0].upper() + fact[1:] if rng.random() < 0.5 else fact
 
 
 def _plant(
@@ -184,10 +206,11 @@ def _retention(
             peer_value=100 * peer_kept / planted if with_peer and planted else None,
             note=f"{planted} facts planted in {len(transcripts)} conversations"
             + (
-                "; goal >= 95% at 25%"
+                "; labelled Decision:/Remember:/Note:"
                 if labelled
-                else "; facts without a Decision:/Remember: label"
-            ),
+                else "; facts as users write them"
+            )
+            + "; goal >= 95% at 25%",
             planted=planted,
             budget_exceeded=raised,
             violations=violations,
@@ -245,6 +268,7 @@ def _speed(h: Harness, measure: Callable[[Message], int], count: Callable[[str],
         tokens_before=last.tokens_before,
         tokens_after=last.tokens_after,
         rungs=list(last.rungs_used),
+        note="cold: a fresh Ladder each run (full validity pass over the input)",
     )
     reset()
     h.record("compression.ladder_10k_ms", h.median_ms(full_ladder, runs=7, setup=reset), "ms")
@@ -287,5 +311,5 @@ def run(h: Harness) -> None:
     if h.smoke:
         transcripts = transcripts[:: max(1, len(transcripts) // 20)]
     _retention(h, transcripts, measure, counter.count)
-    _retention(h, transcripts, measure, counter.count, labelled=False, fractions=(0.25,))
+    _retention(h, transcripts, measure, counter.count, labelled=False)
     _speed(h, measure, counter.count)

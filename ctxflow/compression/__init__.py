@@ -46,6 +46,7 @@ from ctxflow.compression.summarizers import (
     AsyncLLMSummarizer,
     ExtractiveSummarizer,
     LLMSummarizer,
+    extract_details,
     extract_facts,
     render,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "Truncate",
     "default_rungs",
     "expand",
+    "extract_details",
     "extract_facts",
     "fixed_tokens",
     "guard",

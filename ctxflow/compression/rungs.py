@@ -29,7 +29,7 @@ from typing import Protocol, TypeAlias
 import attrs
 
 from ctxflow.compression.draft import Draft, dialogue_start, is_result, tail_start
-from ctxflow.compression.summarizers import extract_facts, is_decision
+from ctxflow.compression.summarizers import extract_details, extract_facts, is_decision
 from ctxflow.layers import Episode
 from ctxflow.model import SUMMARY_OF, Block, Message, Role, TextBlock, ToolResultBlock, new_id
 
@@ -341,10 +341,38 @@ def _request_index(draft: Draft, ctx: RungContext) -> int | None:
     return None
 
 
+def _chat_messages(messages: Sequence[Message], chars: int, block_chars: int) -> list[Message]:
+    """The user messages whose short text blocks fit in ``chars``, newest first, in order."""
+    picked: list[Message] = []
+    for message in reversed(messages):
+        if message.role is not Role.USER:
+            continue
+        texts = [b for b in message.content if isinstance(b, TextBlock)]
+        size = sum(len(b.text) for b in texts)
+        if not texts or size > block_chars:
+            continue
+        if size > chars:
+            break
+        chars -= size
+        picked.append(message)
+    picked.reverse()
+    return picked
+
+
 @attrs.frozen(kw_only=True)
 class Truncate:
-    """Hides the oldest whole turns (a sliding window), keeping critical messages."""
+    """Hides the oldest whole turns (a sliding window), keeping critical messages.
 
+    User decisions stay visible; the specific details users stated in the
+    hidden turns (codes, numbers, paths, "my X is …") are flushed to semantic
+    memory. That scan is bounded: only user messages with at most
+    ``detail_block_chars`` of text (conversational turns, not pasted
+    documents), newest first, up to ``detail_chars`` characters per run
+    (0 turns the flush off).
+    """
+
+    detail_chars: int = 16_000
+    detail_block_chars: int = 1_000
     name: str = "truncate"
 
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
@@ -357,8 +385,13 @@ class Truncate:
         )
         if not indices:
             return Skip(reason="no whole turn outside the protected messages can be hidden")
-        # User decisions stay visible (protected above), so there is nothing to flush here.
-        return draft.without(indices, new_id("trunc"))
+        facts = []
+        if self.detail_chars > 0:
+            hidden = [draft.view[i] for i in indices]
+            facts = extract_details(
+                _chat_messages(hidden, self.detail_chars, self.detail_block_chars)
+            )
+        return draft.without(indices, new_id("trunc"), facts)
 
 
 @attrs.frozen(kw_only=True)
@@ -424,7 +457,7 @@ class Condense:
         weight = sum(draft.tokens[start:stop])
         room = weight - max(0, draft.total - ctx.target)
         limit = max(self.min_tokens, min(self.max_tokens, int(weight * self.ratio), room))
-        facts = extract_facts(messages)
+        facts = extract_facts(messages, details=True)
 
         def finish(text: str) -> Draft | Skip:
             marker = SUMMARY_MARKER.format(n=len(messages))
@@ -470,7 +503,11 @@ class HardReset:
             protected = _protector(draft, keep, decisions=False, summaries=False)
             indices = hideable_spans(draft.view, draft.tokens, protected, tail, float("inf"))
             if indices:
-                facts = extract_facts([draft.view[i] for i in indices])
+                hidden = [draft.view[i] for i in indices]
+                facts = [
+                    *extract_facts(hidden),
+                    *extract_details(_chat_messages(hidden, 16_000, 1_000)),
+                ]
                 options.append(draft.without(indices, tag, facts))
         if not options:
             return Skip(reason="nothing outside the last turn and pinned messages can be hidden")

@@ -5,10 +5,14 @@ Both implement the :class:`~ctxflow.protocols.Summarizer` protocol
 implements :class:`~ctxflow.protocols.AsyncSummarizer`.
 
 The extractive summarizer is deterministic and needs no network: it keeps the
-user's original request, decisions and commitments, files and identifiers,
-errors, tool outcomes and open questions, found with regular expressions, and
-bounds itself to about ``max_tokens`` (four characters a token, a
-conservative guess for any counter; the ladder measures the result anyway).
+user's original request, decisions and commitments, the specific details users
+state (codes, numbers with units, paths, "my X is …", "please use …", kept
+verbatim), files and identifiers, errors, tool outcomes and open questions,
+found with regular expressions, and bounds itself to about ``max_tokens``
+(four characters a token, a conservative guess for any counter; the ladder
+measures the result anyway). The detail scan reads only user text, one
+combined regular expression per text block, so callers over large spans bound
+what they hand it (the truncation rung scans short user turns, newest first).
 
 The LLM summarizer renders the span as a bounded transcript (so the call
 always fits the model's window, however long the span) and asks for a 70-90%
@@ -37,6 +41,7 @@ __all__ = [
     "ExtractiveSummarizer",
     "LLMSummarizer",
     "checked_summary",
+    "extract_details",
     "extract_facts",
     "is_decision",
     "render",
@@ -62,6 +67,34 @@ _PATH = re.compile(
 _ERROR_LINE = re.compile(r"(?m)^.*\b(?:\w*Error|Exception|Traceback|FAILED|fatal)\b.*$")
 _QUESTION = re.compile(r"(?m)^[^\n?]{8,200}\?\s*$")
 _FACT_CHARS = 400
+
+# Specific, checkable details a user states: one scan over the text finds the
+# cues, then only the sentences holding a hit are judged. Strong cues say the
+# user is stating something to keep ("my X is", "please use", "the code is …");
+# weak ones are details by their shape (codes, numbers with units, paths).
+_STRONG = (
+    r"\b(?:my|our)\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|was|=)\s+\S"
+    r"|(?:^|\bplease\s+|\b(?:yes|yeah|ok|okay|sure|correct|right)\b[,.!]?\s+)"
+    r"(?:use|set|keep|go\s+with|pick|choose|switch\s+to|deploy\s+to|send)\b"
+    r"|\bthe\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|should\s+be|must\s+be|=)\s+"
+    r"[\"'`(]?(?=[A-Z0-9/~$\u20ac\u00a3])"
+    r"|\b(?:code|id|number|password|pin|key|token|version|port|host|email|account|order"
+    r"|reservation|ticket|username|address)\b\s*(?:is|:|=|#)\s*\S"
+)
+_WEAK = (
+    r"(?-i:\b(?=[A-Z0-9_-]*\d)(?=[A-Z0-9_-]*[A-Z])[A-Z0-9][A-Z0-9_-]{3,}\b)"
+    r"|\b[a-z]+_[a-z0-9_]*\d\b|\b[a-z]{2,}(?:[-.]\d+|\d{2,})\b"
+    r"|\b\d+(?:\.\d+)?\s?(?:ms|s|secs?|seconds?|min|minutes?|hours?|days?|weeks?|[kmgt]i?b"
+    r"|%|px|rpm|items?|rows?|users?|workers?|threads?|retries|times|percent)\b"
+    r"|[$\u20ac\u00a3]\s?\d|\bport\s+\d{2,5}\b|\bv?\d+\.\d+\.\d+\b|\b\d{3,}\b"
+    r"|(?<![\w/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+|\b[\w.-]+\.(?:py|js|ts|md|json|ya?ml"
+    r"|toml|cfg|ini|go|rs|java|sh|sql|txt|log|csv|conf)\b|\S+@\S+\.\w+|https?://\S+"
+)
+_DETAIL = re.compile(f"(?im)(?P<strong>{_STRONG})|(?P<weak>{_WEAK})")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_FENCE = re.compile(r"```.*?(?:```|$)", re.S)
+_DETAIL_CHARS = 240
+_MAX_DETAILS = 48
 
 
 def _texts(message: Message) -> list[str]:
@@ -97,13 +130,86 @@ def is_decision(message: Message) -> bool:
     return any(next(_decisions(t), None) is not None for t in _texts(message))
 
 
-def extract_facts(messages: Sequence[Message]) -> list[Fact]:
+def _sentences_with_details(text: str) -> Iterator[tuple[int, str]]:
+    """Each (score, sentence) of ``text`` holding a detail cue: 2 for a strong one, else 1."""
+    if "```" in text:
+        text = _FENCE.sub("\n", text)
+    start = stop = -1
+    best = 0
+    for match in _DETAIL.finditer(text):
+        score = 2 if match.lastgroup == "strong" else 1
+        if match.start() < stop:
+            best = max(best, score)
+            continue
+        if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
+            yield best, text[start:stop].strip()
+        start = text.rfind("\n", 0, match.start()) + 1
+        for end in _SENTENCE_END.finditer(text, start, match.start()):
+            start = end.end()
+        ender = _SENTENCE_END.search(text, match.end())
+        stop = ender.end() if ender else len(text)
+        best = score
+    if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
+        yield best, text[start:stop].strip()
+
+
+def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -> list[Fact]:
+    """Specific details users state, as facts: codes, numbers, paths, "my X is …", "use …".
+
+    Only the text users wrote is read (tool output and assistant text are
+    not), sentence by sentence; a sentence is kept verbatim when it holds an
+    identifier, a number with a unit, a port, a path, an address, a
+    confirmation ("yes, use …"), a directive ("please use …") or a statement
+    such as "my account is …" / "the code is …". Duplicates are dropped; at
+    most ``limit`` are returned (strong cues first, then the most recent), in
+    conversation order, each keyed ``detail:<digest>``.
+    """
+    found: list[tuple[int, int, Fact]] = []
+    seen: set[str] = set()
+    order = 0
+    for message in messages:
+        if (
+            message.role is not Role.USER
+            or SUMMARY_OF in message.metadata
+            or message.metadata.get("ctxflow.kind") == "summary"
+        ):
+            continue
+        for text in _texts(message):
+            for score, sentence in _sentences_with_details(text):
+                line = " ".join(sentence.split())
+                if not 8 <= len(line) <= _DETAIL_CHARS:
+                    continue
+                digest = hashlib.sha1(line.lower().encode()).hexdigest()[:10]
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                found.append(
+                    (score, order, Fact(key=f"detail:{digest}", value=line, source=message.id))
+                )
+                order += 1
+    if len(found) > limit:
+        found = sorted(found, key=lambda item: (-item[0], -item[1]))[:limit]
+        found.sort(key=lambda item: item[1])
+    return [fact for _, _, fact in found]
+
+
+def extract_facts(messages: Sequence[Message], *, details: bool = False) -> list[Fact]:
     """The decisions, constraints and things to remember stated in the messages' text.
 
     Each line such as ``Decision: use port 8231`` becomes a fact keyed by its
     label and a short digest of its text, sourced to the message it came from.
     Tool results are not searched: they hold code and logs, not commitments.
+    With ``details`` the specific details users state follow (see
+    :func:`extract_details`), unless a decision already holds them.
     """
+    facts = _decision_facts(messages)
+    if details:
+        known = [f.value for f in facts]
+        facts.extend(f for f in extract_details(messages) if not any(f.value in k for k in known))
+    return facts
+
+
+def _decision_facts(messages: Sequence[Message]) -> list[Fact]:
     facts: list[Fact] = []
     seen: set[str] = set()
     for message in messages:
@@ -180,9 +286,17 @@ class ExtractiveSummarizer:
             sections.append(("Earlier", [_clip(t, 600) for t in earlier[-2:]]))
         if request is not None:
             sections.append(("Request", [_clip(" ".join(_texts(request)), 500)]))
-        decisions = [f.value for f in extract_facts(messages)]
+        decisions = [f.value for f in _decision_facts(messages)]
         if decisions:
             sections.append(("Decisions", decisions))
+        said = " ".join(_texts(request)) if request is not None else ""
+        details = [
+            f.value
+            for f in extract_details(messages)
+            if f.value not in said and not any(f.value in d for d in decisions)
+        ]
+        if details:
+            sections.append(("Details", details))
         files: dict[str, None] = {}
         tools: Counter[str] = Counter()
         failures: Counter[str] = Counter()
@@ -235,6 +349,8 @@ class ExtractiveSummarizer:
             used += len(header) + 1
             for item in items:
                 line = f"- {item}"
+                if title == "Details" and used + len(line) + 1 > budget:
+                    continue  # a clipped detail is no longer checkable: try a shorter one
                 if used + len(line) + 1 > budget:
                     line = _clip(line, budget - used - 1)
                     if len(line) < 12:

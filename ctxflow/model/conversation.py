@@ -434,5 +434,9 @@ class Conversation:
     def _recount(self) -> None:
         self.version += 1
         self._view = None
-        view = self.effective()
-        self._effective_total = sum(self.tokens(m.id) for m in view)
+        view = self._view = self._build_view()
+        # Direct lookups: every id in the view is known, and this runs on each change.
+        overlay_tokens, tokens = self._overlay_tokens, self._tokens
+        self._effective_total = sum(
+            overlay_tokens[i] if i in overlay_tokens else tokens[i] for i in (m.id for m in view)
+        )

@@ -202,3 +202,27 @@ def test_condense_never_covers_only_an_earlier_summary(
     assert conversation.effective()[1].text.startswith("[Summary of 1 earlier messages]")
     assert second.tokens_after == conversation.effective_tokens
     _valid(conversation)
+
+
+def test_truncate_flushes_unlabelled_user_details_to_semantic_memory(
+    measure: Callable[[Message], int],
+) -> None:
+    """A code a user stated without a label leaves the view but reaches semantic memory."""
+    conversation = tool_loop(
+        [400] * 8, measure=measure, extra_user_text={1: "the reservation code is QX7P2L"}
+    )
+    result = Ladder(policy=LENIENT, rungs=[Truncate()]).run(
+        conversation, LayeredState(), budget=400, fixed=0
+    )
+    assert "r1" in result.report.hidden
+    values = [f.value for f in result.state.memory.semantic]
+    assert "the reservation code is QX7P2L" in values
+    off = Ladder(policy=LENIENT, rungs=[Truncate(detail_chars=0)]).run(
+        tool_loop(
+            [400] * 8, measure=measure, extra_user_text={1: "the reservation code is QX7P2L"}
+        ),
+        LayeredState(),
+        budget=400,
+        fixed=0,
+    )
+    assert not off.state.memory.semantic

@@ -89,3 +89,36 @@ def test_checked_summary_refuses_empty_or_non_text(bad: object) -> None:
     with pytest.raises(CompressionError) as caught:
         checked_summary(bad)
     assert caught.value.rule == "summarizer_output"
+
+
+def test_extract_details_keeps_stated_details_verbatim_and_skips_chatter() -> None:
+    """User sentences with codes, numbers, paths or "my X is" become facts; chatter does not."""
+    from ctxflow.compression import extract_details
+
+    said = [
+        "Hi. my user id is mia_li_3668",
+        "Please use version 2.4.1 of the client.",
+        "Yes, use the blue-green strategy",
+        "Logs go to /var/log/amber/app.log",
+        "hello, how are you today",
+        "The code is QX7P2L",
+        "The code is QX7P2L",
+    ]
+    messages = [Message.user(text, id=f"u{i}") for i, text in enumerate(said)]
+    messages.append(Message.assistant("the port is 9999 on my side", id="a0"))
+    values = [f.value for f in extract_details(messages)]
+    assert values == [
+        "my user id is mia_li_3668",
+        "Please use version 2.4.1 of the client.",
+        "Yes, use the blue-green strategy",
+        "Logs go to /var/log/amber/app.log",
+        "The code is QX7P2L",
+    ]
+    assert len(extract_details(messages, limit=2)) == 2
+
+
+def test_extractive_summary_keeps_unlabelled_user_details() -> None:
+    """A detail a user states without a label survives in the bounded summary."""
+    span = [*_span(), Message.user("my employee number is 551234", id="u9")]
+    summary = ExtractiveSummarizer().summarize(span, max_tokens=400)
+    assert "my employee number is 551234" in summary
