@@ -309,6 +309,10 @@ class BaseStore(abc.ABC):
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """The encoded bodies present under these hashes."""
 
+    def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
+        """The decoded bodies present under these hashes (a backend may read them in bulk)."""
+        return {h: self.codec.decode(b) for h, b in self._bodies(hashes).items()}
+
     @abc.abstractmethod
     def _present(self, hashes: Iterable[str]) -> set[str]:
         """Which of these body hashes are stored."""
@@ -431,15 +435,14 @@ class BaseStore(abc.ABC):
                 ]
             )
             hashes = manifest.body_hashes()
-            raw = self._bodies(hashes)
-        missing = hashes - raw.keys()
+            bodies = self._decoded_bodies(hashes)
+        missing = hashes - bodies.keys()
         if missing:
             raise CorruptCheckpoint(
                 f"checkpoint {records[index].id!r} must have all its bodies in the store "
                 f"(missing {len(missing)}, e.g. {min(missing)!r})",
                 rule="missing_body",
             )
-        bodies = {h: self.codec.decode(b) for h, b in raw.items()}
         try:
             manifest.ids = [bodies[h]["id"] for h in manifest.hashes]
         except (KeyError, TypeError):

@@ -9,6 +9,21 @@ two checkpoints.
 Durability: ``synchronous=NORMAL`` (the WAL default) survives a killed
 process; pass ``synchronous="FULL"`` to survive a power cut as well.
 
+Bodies are written *loose* (one envelope each, in ``loose``); once
+``segment_bodies`` loose bodies have accumulated, the write that crosses the
+line packs them into one *segment* (one envelope over a ``{hash: body}`` map)
+in the same transaction. One lz4 frame over many messages compresses their
+shared keys and text several times better than one frame per message, and a
+load decodes a few segments instead of a thousand envelopes. ``bodies`` keeps
+one row per hash (pointing at its segment, or at its loose row), so content
+addressing and the per-session references work as before; when retention or
+erasure deletes a packed body, its segment is dropped if nothing in it is left,
+else rewritten without it (an erased session's text must not linger in a
+segment another session still reads).
+
+Schema version 2 (segments) upgrades version-1 files in place on open: their
+bodies become loose bodies.
+
 Every ``sqlite3`` failure is re-raised as :class:`~ctxflow.errors.StoreError`
 naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
 ``PRAGMA integrity_check`` (``verify=True`` runs it on open).
@@ -25,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxflow.checkpoints.model import CheckpointRecord
-from ctxflow.errors import StoreError
+from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.serde import EnvelopeCodec, default_codec
 from ctxflow.stores.base import BaseStore
 
@@ -55,6 +70,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
+    segment INTEGER
+);
+CREATE TABLE IF NOT EXISTS loose (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS session_bodies (
@@ -63,8 +86,23 @@ CREATE TABLE IF NOT EXISTS session_bodies (
     PRIMARY KEY (session, body)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS session_bodies_body ON session_bodies (body);
+CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+#: Version 1 files kept every body's bytes in ``bodies``. Upgrading moves them to
+#: ``loose`` (every version-1 body stays a loose body, packed with the next ones);
+#: ``_SCHEMA`` then creates what is missing.
+_MIGRATIONS = {
+    "1": (
+        "CREATE TABLE loose (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
+        "INSERT INTO loose (id, data) SELECT id, data FROM bodies;"
+        "ALTER TABLE bodies DROP COLUMN data;"
+        "ALTER TABLE bodies ADD COLUMN segment INTEGER"
+    )
+}
+#: Loose bodies packed into one segment at once (one lz4 frame compresses their
+#: shared keys and text far better than one frame per body).
+SEGMENT_BODIES = 128
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
     "c.tokens, c.message_count, c.size"
@@ -104,7 +142,13 @@ class SQLiteStore(BaseStore):
         timeout: float = 30.0,
         synchronous: str = "NORMAL",
         verify: bool = False,
+        segment_bodies: int = SEGMENT_BODIES,
     ) -> None:
+        if not isinstance(segment_bodies, int) or segment_bodies < 1:
+            raise StoreError(
+                f"'segment_bodies' must be an integer >= 1 (got {segment_bodies!r})",
+                rule="sqlite_option",
+            )
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise StoreError(
                 f"'synchronous' must be OFF, NORMAL, FULL or EXTRA (got {synchronous!r})",
@@ -112,6 +156,7 @@ class SQLiteStore(BaseStore):
             )
         self.path = Path(path)
         self.codec = codec or default_codec()
+        self.segment_bodies = segment_bodies
         self._lock = threading.RLock()
         with self._errors("open"):
             self._db = sqlite3.connect(
@@ -125,12 +170,24 @@ class SQLiteStore(BaseStore):
                 if verify:
                     self.check()
                 self._db.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS ctxflow_meta "
+                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
                 row = self._db.execute(
                     "SELECT value FROM ctxflow_meta WHERE key = 'schema'"
                 ).fetchone()
+                if row is not None and row[0] in _MIGRATIONS:
+                    for statement in _MIGRATIONS[row[0]].split(";"):
+                        self._db.execute(statement)
+                    self._db.execute(
+                        "UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'",
+                        (_SCHEMA_VERSION,),
+                    )
+                    row = (_SCHEMA_VERSION,)
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
                 if row is None:
                     self._db.execute(
                         "INSERT INTO ctxflow_meta (key, value) VALUES ('schema', ?)",
@@ -258,10 +315,67 @@ class SQLiteStore(BaseStore):
         for chunk in _chunks(sorted(hashes)):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT hash, data FROM bodies WHERE hash IN ({marks})", tuple(chunk)
+                f"SELECT b.hash, l.data FROM bodies b JOIN loose l ON l.id = b.id "
+                f"WHERE b.hash IN ({marks})",
+                tuple(chunk),
             )
             found.update((r[0], bytes(r[1])) for r in rows)
         return found
+
+    def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        wanted: dict[int, list[str]] = {}
+        for chunk in _chunks(sorted(hashes)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT b.hash, b.segment, l.data FROM bodies b LEFT JOIN loose l "
+                f"ON l.id = b.id WHERE b.hash IN ({marks})",
+                tuple(chunk),
+            )
+            for digest, segment, data in rows:
+                if segment is None:
+                    if data is not None:
+                        found[digest] = self.codec.decode(bytes(data))
+                else:
+                    wanted.setdefault(int(segment), []).append(digest)
+        for segment, digests in wanted.items():
+            packed = self._segment(segment)
+            for digest in digests:
+                if digest in packed:
+                    found[digest] = packed[digest]
+        return found
+
+    def _segment(self, segment: int) -> dict[str, Any]:
+        """The decoded bodies of one segment (hash -> plain body); typed errors when damaged."""
+        row = self._db.execute("SELECT data FROM segments WHERE id = ?", (segment,)).fetchone()
+        if row is None:
+            return {}
+        value = self.codec.decode(bytes(row[0]))
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise CorruptCheckpoint(
+                f"segment {segment} must map body hashes to bodies (got {type(value).__name__})",
+                rule="segment",
+                segment=segment,
+            )
+        return value
+
+    def _pack(self) -> None:
+        """Move the loose bodies into one new segment once enough have accumulated."""
+        (count,) = self._db.execute("SELECT count(*) FROM loose").fetchone()
+        if count < self.segment_bodies:
+            return
+        rows = self._db.execute(
+            "SELECT b.id, b.hash, l.data FROM loose l JOIN bodies b ON b.id = l.id ORDER BY l.id"
+        ).fetchall()
+        packed = {digest: self.codec.decode(bytes(data)) for _, digest, data in rows}
+        cursor = self._db.execute(
+            "INSERT INTO segments (data) VALUES (?)", (self.codec.encode(packed),)
+        )
+        segment = int(cursor.lastrowid or 0)
+        self._db.executemany(
+            "UPDATE bodies SET segment = ? WHERE id = ?", ((segment, body) for body, _, _ in rows)
+        )
+        self._db.executemany("DELETE FROM loose WHERE id = ?", ((body,) for body, _, _ in rows))
 
     def _present(self, hashes: Iterable[str]) -> set[str]:
         found: set[str] = set()
@@ -295,9 +409,12 @@ class SQLiteStore(BaseStore):
         mentioned: set[str],
     ) -> None:
         session = self._session_key(record.session_id)
-        self._db.executemany(
-            "INSERT OR IGNORE INTO bodies (hash, data) VALUES (?, ?)", bodies.items()
-        )
+        for digest, data in bodies.items():
+            cursor = self._db.execute("INSERT OR IGNORE INTO bodies (hash) VALUES (?)", (digest,))
+            if cursor.rowcount:
+                self._db.execute(
+                    "INSERT INTO loose (id, data) VALUES (?, ?)", (cursor.lastrowid, data)
+                )
         self._db.execute(
             "INSERT INTO checkpoints (id, session, parent, seq, full, created_at, phase, "
             "trigger, tokens, message_count, size, manifest) "
@@ -318,6 +435,8 @@ class SQLiteStore(BaseStore):
             ),
         )
         self._reference(session, mentioned)
+        if bodies:
+            self._pack()
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
         row = self._db.execute(
@@ -331,6 +450,26 @@ class SQLiteStore(BaseStore):
     def _delete(self, session_id: str, checkpoint_ids: Sequence[str]) -> None:
         self._db.executemany("DELETE FROM checkpoints WHERE id = ?", ((i,) for i in checkpoint_ids))
 
+    def _shrink(self, segment: int) -> None:
+        """Drop a segment no body row points to; else rewrite it without deleted bodies.
+
+        Rewriting (not just keeping) a shared segment is what makes erasure real:
+        an erased session's bodies must not survive inside a segment another
+        session still reads.
+        """
+        kept = {
+            r[0] for r in self._db.execute("SELECT hash FROM bodies WHERE segment = ?", (segment,))
+        }
+        if not kept:
+            self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
+            return
+        packed = self._segment(segment)
+        if packed.keys() - kept:
+            rest = {h: b for h, b in packed.items() if h in kept}
+            self._db.execute(
+                "UPDATE segments SET data = ? WHERE id = ?", (self.codec.encode(rest), segment)
+            )
+
     def _collect(self, session_id: str, live: set[str]) -> None:
         row = self._db.execute("SELECT id FROM sessions WHERE name = ?", (session_id,)).fetchone()
         if row is None:
@@ -343,11 +482,25 @@ class SQLiteStore(BaseStore):
         ).fetchall()
         dead = [(session, body) for body, digest in held if digest not in live]
         self._db.executemany("DELETE FROM session_bodies WHERE session = ? AND body = ?", dead)
-        self._db.executemany(
-            "DELETE FROM bodies WHERE id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM session_bodies WHERE body = ?)",
-            ((body, body) for _, body in dead),
-        )
+        touched: set[int] = set()
+        for chunk in _chunks([body for _, body in dead]):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT DISTINCT segment FROM bodies WHERE id IN ({marks}) "
+                "AND segment IS NOT NULL",
+                tuple(chunk),
+            )
+            touched.update(int(r[0]) for r in rows)
+        for _, body in dead:
+            cursor = self._db.execute(
+                "DELETE FROM bodies WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM session_bodies WHERE body = ?)",
+                (body, body),
+            )
+            if cursor.rowcount:
+                self._db.execute("DELETE FROM loose WHERE id = ?", (body,))
+        for segment in sorted(touched):
+            self._shrink(segment)
         left = self._db.execute("SELECT 1 FROM checkpoints WHERE session = ? LIMIT 1", (session,))
         if left.fetchone() is None:
             self._db.execute("DELETE FROM session_bodies WHERE session = ?", (session,))

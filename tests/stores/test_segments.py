@@ -1,0 +1,211 @@
+"""Body segments in the SQLite store: packing, damage, retention, erasure and the v1 upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctxflow.checkpoints import Checkpointer, restore
+from ctxflow.errors import CorruptCheckpoint, StoreError
+from ctxflow.model import Conversation, Message
+from ctxflow.stores import SQLiteStore
+
+
+def _turn(i: int, tag: str = "") -> Message:
+    role = Message.user if i % 2 == 0 else Message.assistant
+    return role(f"turn {i}{tag} " + "words " * (i % 7), id=f"{tag}m{i}")
+
+
+def _grow(store: SQLiteStore, steps: int, *, session: str | None = None, tag: str = "") -> str:
+    writer = Checkpointer(store, session, full_every=4)
+    conversation = Conversation()
+    for i in range(steps):
+        conversation.append(_turn(i, tag))
+        writer.capture(conversation, state={"step": i})
+    return writer.session_id
+
+
+def _count(store: SQLiteStore, table: str) -> int:
+    return int(store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _segment_hashes(store: SQLiteStore) -> set[str]:
+    found: set[str] = set()
+    for (segment,) in store._db.execute("SELECT id FROM segments").fetchall():
+        found |= store._segment(int(segment)).keys()
+    return found
+
+
+def test_loose_bodies_are_packed_and_restore_exactly(tmp_path: Path) -> None:
+    """Once enough loose bodies accumulate they move into a segment and still restore exactly."""
+    with SQLiteStore(tmp_path / "s.db", segment_bodies=8) as store:
+        session = _grow(store, 30)
+        assert _count(store, "segments") == 3
+        assert _count(store, "loose") == 30 - 24
+        restored = restore(store, session).conversation
+        assert [m.id for m in restored] == [f"m{i}" for i in range(30)]
+        assert list(restored) == [_turn(i) for i in range(30)]
+        for record in store.checkpoints(session):
+            assert len(restore(store, session, record.id).conversation) == record.message_count
+
+
+def test_packing_shrinks_the_file(tmp_path: Path) -> None:
+    """A packed store is smaller than one that keeps every body loose."""
+    sizes = []
+    for n in (16, 10_000):
+        with SQLiteStore(tmp_path / f"p{n}.db", segment_bodies=n) as s:
+            _grow(s, 200)
+            s.checkpoint_wal()
+            sizes.append(s.size)
+    assert sizes[0] < sizes[1]
+
+
+def test_damaged_segment_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """Changed bytes in a segment give CorruptCheckpoint (checksum), never wrong messages."""
+    with SQLiteStore(tmp_path / "d.db", segment_bodies=4) as store:
+        session = _grow(store, 6)
+        with store._transaction(write=True):
+            segment, data = store._db.execute("SELECT id, data FROM segments").fetchone()
+            damaged = bytearray(data)
+            damaged[-2] ^= 0xFF
+            store._db.execute(
+                "UPDATE segments SET data = ? WHERE id = ?", (bytes(damaged), segment)
+            )
+        with pytest.raises(CorruptCheckpoint, match="checksum"):
+            restore(store, session)
+
+
+def test_segment_of_wrong_shape_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """A segment that decodes to something other than a hash map is refused with a typed error."""
+    with SQLiteStore(tmp_path / "w.db", segment_bodies=4) as store:
+        session = _grow(store, 6)
+        with store._transaction(write=True):
+            store._db.execute("UPDATE segments SET data = ?", (store.codec.encode([1, 2]),))
+        with pytest.raises(CorruptCheckpoint, match="segment"):
+            restore(store, session)
+
+
+def test_prune_keeps_bodies_inside_segments(tmp_path: Path) -> None:
+    """Retention leaves every body a kept checkpoint names, even when it sits in a segment."""
+    with SQLiteStore(tmp_path / "r.db", segment_bodies=5) as store:
+        session = _grow(store, 23)
+        store.prune(session, keep_last=3)
+        for record in store.checkpoints(session):
+            assert len(restore(store, session, record.id).conversation) == record.message_count
+        assert _count(store, "bodies") == 23
+
+
+def test_erase_rewrites_shared_segments(tmp_path: Path) -> None:
+    """Erasing a session removes its bodies from segments a surviving session still uses."""
+    with SQLiteStore(tmp_path / "e.db", segment_bodies=6) as store:
+        first = _grow(store, 9, tag="a")
+        second = _grow(store, 9, tag="b")
+        gone = set(store.load(first).manifest.hashes)
+        assert gone & _segment_hashes(store)
+        store.erase(first)
+        assert not gone & _segment_hashes(store)
+        assert len(restore(store, second).conversation) == 9
+
+
+def test_erase_drops_unreferenced_segments(tmp_path: Path) -> None:
+    """Erasing the only session leaves no segment, loose body or body row behind."""
+    with SQLiteStore(tmp_path / "z.db", segment_bodies=4) as store:
+        session = _grow(store, 17)
+        assert _count(store, "segments") == 4
+        store.erase(session)
+        assert [_count(store, t) for t in ("segments", "loose", "bodies")] == [0, 0, 0]
+
+
+def test_fork_shares_segment_bodies_until_both_are_erased(tmp_path: Path) -> None:
+    """A fork keeps reading bodies packed for its source after the source is erased."""
+    with SQLiteStore(tmp_path / "f.db", segment_bodies=4) as store:
+        session = _grow(store, 10)
+        fork = store.fork(session, store.latest(session).id)
+        store.erase(session)
+        assert len(restore(store, fork.session_id).conversation) == 10
+        store.erase(fork.session_id)
+        assert _count(store, "segments") == 0
+
+
+def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
+    """A file in the version-1 layout (bodies hold their bytes) opens, upgrades and restores."""
+    path = tmp_path / "v1.db"
+    with SQLiteStore(path, segment_bodies=1000) as store:
+        session = _grow(store, 7)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "BEGIN;"
+        "DROP INDEX bodies_segment;"
+        "ALTER TABLE bodies DROP COLUMN segment;"
+        "ALTER TABLE bodies ADD COLUMN data BLOB NOT NULL DEFAULT x'';"
+        "UPDATE bodies SET data = (SELECT data FROM loose WHERE loose.id = bodies.id);"
+        "DROP TABLE loose; DROP TABLE segments;"
+        "UPDATE ctxflow_meta SET value = '1' WHERE key = 'schema';"
+        "COMMIT;"
+    )
+    db.close()
+    with SQLiteStore(path, segment_bodies=4) as store:
+        assert list(restore(store, session).conversation) == [_turn(i) for i in range(7)]
+        writer = Checkpointer(store, session)
+        conversation = writer.restore().conversation
+        conversation.append(_turn(7))
+        writer.capture(conversation)
+        assert [_count(store, "segments"), _count(store, "loose")] == [1, 0]
+        assert len(restore(store, session).conversation) == 8
+        row = store._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
+        assert row[0] == "2"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A file written by a newer schema raises StoreError instead of being misread."""
+    path = tmp_path / "n.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE ctxflow_meta SET value = '99' WHERE key = 'schema'")
+    db.close()
+    with pytest.raises(StoreError, match="schema"):
+        SQLiteStore(path)
+
+
+def test_bad_segment_size_is_refused(tmp_path: Path) -> None:
+    """A segment size below one is refused before the file is opened."""
+    with pytest.raises(StoreError, match="segment_bodies"):
+        SQLiteStore(tmp_path / "x.db", segment_bodies=0)
+    assert not (tmp_path / "x.db").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from(["grow", "grow", "prune", "fork_erase"]), max_size=25),
+    size=st.integers(min_value=1, max_value=5),
+)
+def test_latest_always_restores(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str], size: int
+) -> None:
+    """Under any mix of captures, prunes and erased forks, every kept checkpoint restores."""
+    path = tmp_path_factory.mktemp("prop") / "h.db"
+    with SQLiteStore(path, segment_bodies=size) as store:
+        writer = Checkpointer(store, full_every=3)
+        conversation = Conversation()
+        for step in steps:
+            if step == "grow" or not len(conversation):
+                conversation.append(_turn(len(conversation)))
+                writer.capture(conversation)
+            elif step == "prune":
+                store.prune(writer.session_id, keep_last=2)
+            else:
+                fork = store.fork(writer.session_id, store.latest(writer.session_id).id)
+                store.erase(fork.session_id)
+        if len(conversation):
+            for record in store.checkpoints(writer.session_id):
+                got = restore(store, writer.session_id, record.id).conversation
+                assert list(got) == list(conversation)[: record.message_count]
+        referenced = _segment_hashes(store)
+        rows = {
+            r[0] for r in store._db.execute("SELECT hash FROM bodies WHERE segment IS NOT NULL")
+        }
+        assert referenced == rows
