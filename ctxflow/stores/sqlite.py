@@ -21,7 +21,13 @@ erasure deletes a packed body, its segment is dropped if nothing in it is left,
 else rewritten without it (an erased session's text must not linger in a
 segment another session still reads).
 
-Schema version 2 (segments) upgrades version-1 files in place on open: their
+Checkpoint rows are packed the same way: once a session has twice
+``pack_checkpoints`` rows, its oldest ones (record fields and decoded
+manifest) move into one envelope in ``packs``; ``packed_ids`` keeps their ids
+findable. The newest rows stay plain, so a write never touches a pack; only
+listing, loading an old chain, retention and erasure decode them.
+
+Schema version 2 (segments and packs) upgrades version-1 files in place on open: their
 bodies become loose bodies.
 
 Every ``sqlite3`` failure is re-raised as :class:`~ctxflow.errors.StoreError`
@@ -86,6 +92,17 @@ CREATE TABLE IF NOT EXISTS session_bodies (
     PRIMARY KEY (session, body)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS session_bodies_body ON session_bodies (body);
+CREATE TABLE IF NOT EXISTS packs (
+    session INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (session, last_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packed_ids (
+    id TEXT PRIMARY KEY,
+    session INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
 _SCHEMA_VERSION = "2"
@@ -103,6 +120,10 @@ _MIGRATIONS = {
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
 SEGMENT_BODIES = 128
+#: Checkpoint rows packed at once: once a session has twice this many rows, its
+#: oldest ones (record and decoded manifest) move into one pack envelope.
+PACK_CHECKPOINTS = 128
+_PACKED = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
     "c.tokens, c.message_count, c.size"
@@ -143,12 +164,16 @@ class SQLiteStore(BaseStore):
         synchronous: str = "NORMAL",
         verify: bool = False,
         segment_bodies: int = SEGMENT_BODIES,
+        pack_checkpoints: int = PACK_CHECKPOINTS,
     ) -> None:
-        if not isinstance(segment_bodies, int) or segment_bodies < 1:
-            raise StoreError(
-                f"'segment_bodies' must be an integer >= 1 (got {segment_bodies!r})",
-                rule="sqlite_option",
-            )
+        for name, value in (
+            ("segment_bodies", segment_bodies),
+            ("pack_checkpoints", pack_checkpoints),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise StoreError(
+                    f"'{name}' must be an integer >= 1 (got {value!r})", rule="sqlite_option"
+                )
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise StoreError(
                 f"'synchronous' must be OFF, NORMAL, FULL or EXTRA (got {synchronous!r})",
@@ -157,6 +182,7 @@ class SQLiteStore(BaseStore):
         self.path = Path(path)
         self.codec = codec or default_codec()
         self.segment_bodies = segment_bodies
+        self.pack_checkpoints = pack_checkpoints
         self._lock = threading.RLock()
         with self._errors("open"):
             self._db = sqlite3.connect(
@@ -281,12 +307,19 @@ class SQLiteStore(BaseStore):
         return [r[0] for r in self._db.execute("SELECT name FROM sessions ORDER BY id")]
 
     def _records(self, session_id: str) -> list[CheckpointRecord]:
+        records: list[CheckpointRecord] = []
+        row = self._db.execute("SELECT id FROM sessions WHERE name = ?", (session_id,)).fetchone()
+        if row is None:
+            return records
+        for _, entries in self._packs(int(row[0])):
+            records.extend(_record((e[0], session_id, *e[1:10])) for e in entries)
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session "
             "WHERE s.name = ? ORDER BY c.seq",
             (session_id,),
         )
-        return [_record(r) for r in rows]
+        records.extend(_record(r) for r in rows)
+        return records
 
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         row = self._db.execute(
@@ -294,11 +327,17 @@ class SQLiteStore(BaseStore):
             "WHERE s.name = ? ORDER BY c.seq DESC LIMIT 1",
             (session_id,),
         ).fetchone()
-        return _record(row) if row else None
+        if row is not None:
+            return _record(row)
+        records = self._records(session_id)
+        return records[-1] if records else None
 
     def _exists(self, checkpoint_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,))
-        return row.fetchone() is not None
+        for table in ("checkpoints", "packed_ids"):
+            row = self._db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (checkpoint_id,))
+            if row.fetchone() is not None:
+                return True
+        return False
 
     def _manifests(self, checkpoint_ids: Sequence[str]) -> list[bytes]:
         found: dict[str, bytes] = {}
@@ -308,7 +347,110 @@ class SQLiteStore(BaseStore):
                 f"SELECT id, manifest FROM checkpoints WHERE id IN ({marks})", tuple(chunk)
             )
             found.update((r[0], bytes(r[1])) for r in rows)
+        missing = [i for i in checkpoint_ids if i not in found]
+        if missing:
+            packed = self._packed_manifests(missing)
+            found.update((i, self.codec.encode(v)) for i, v in packed.items())
         return [found[i] for i in checkpoint_ids]
+
+    def _decoded_manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
+        found: dict[str, Any] = {}
+        for chunk in _chunks(list(checkpoint_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, manifest FROM checkpoints WHERE id IN ({marks})", tuple(chunk)
+            )
+            found.update((r[0], self.codec.decode(bytes(r[1]))) for r in rows)
+        missing = [i for i in checkpoint_ids if i not in found]
+        if missing:
+            found.update(self._packed_manifests(missing))
+        return [found[i] for i in checkpoint_ids]
+
+    # -- checkpoint packs -----------------------------------------------------
+
+    def _decode_pack(self, session: int, last_seq: int, data: bytes) -> list[list[Any]]:
+        value = self.codec.decode(data)
+        if not isinstance(value, list) or not all(
+            isinstance(e, list) and len(e) == 11 and isinstance(e[0], str) for e in value
+        ):
+            raise CorruptCheckpoint(
+                f"checkpoint pack {session}/{last_seq} must be a list of 11-field entries",
+                rule="pack",
+                session=session,
+                last_seq=last_seq,
+            )
+        return value
+
+    def _packs(self, session: int) -> list[tuple[int, list[list[Any]]]]:
+        """A session's packs, oldest first, as (last seq, decoded entries)."""
+        rows = self._db.execute(
+            "SELECT last_seq, data FROM packs WHERE session = ? ORDER BY last_seq", (session,)
+        ).fetchall()
+        return [(int(r[0]), self._decode_pack(session, int(r[0]), bytes(r[1]))) for r in rows]
+
+    def _packs_of(self, checkpoint_ids: Iterable[str]) -> dict[tuple[int, int], list[list[Any]]]:
+        """The decoded packs holding these (packed) checkpoint ids, by (session, last seq)."""
+        places: set[tuple[int, int]] = set()
+        for chunk in _chunks(sorted(set(checkpoint_ids))):
+            marks = ",".join("?" * len(chunk))
+            places.update(
+                self._db.execute(
+                    f"SELECT session, seq FROM packed_ids WHERE id IN ({marks})", tuple(chunk)
+                ).fetchall()
+            )
+        packs: dict[tuple[int, int], list[list[Any]]] = {}
+        for session, seq in sorted(places):
+            if any(k[0] == session and k[1] >= seq for k in packs):
+                continue
+            row = self._db.execute(
+                "SELECT last_seq, data FROM packs WHERE session = ? AND last_seq >= ? "
+                "ORDER BY last_seq LIMIT 1",
+                (session, seq),
+            ).fetchone()
+            if row is not None:
+                key = (int(session), int(row[0]))
+                packs[key] = self._decode_pack(key[0], key[1], bytes(row[1]))
+        return packs
+
+    def _packed_manifests(self, checkpoint_ids: Sequence[str]) -> dict[str, Any]:
+        wanted = set(checkpoint_ids)
+        found: dict[str, Any] = {}
+        for entries in self._packs_of(wanted).values():
+            found.update((e[0], e[10]) for e in entries if e[0] in wanted)
+        return found
+
+    def _store_pack(self, session: int, old_last: int | None, entries: list[list[Any]]) -> None:
+        """Replace a pack by ``entries`` (none left: drop it)."""
+        if old_last is not None:
+            self._db.execute(
+                "DELETE FROM packs WHERE session = ? AND last_seq = ?", (session, old_last)
+            )
+        if entries:
+            self._db.execute(
+                "INSERT INTO packs (session, last_seq, data) VALUES (?, ?, ?)",
+                (session, entries[-1][2], self.codec.encode(entries)),
+            )
+
+    def _pack_rows(self, session: int) -> None:
+        """Move a session's oldest rows into a pack once it has twice ``pack_checkpoints``."""
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM checkpoints WHERE session = ?", (session,)
+        ).fetchone()
+        if count < 2 * self.pack_checkpoints:
+            return
+        rows = self._db.execute(
+            f"SELECT {_PACKED} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
+            (session, count - self.pack_checkpoints),
+        ).fetchall()
+        entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
+        self._store_pack(session, None, entries)
+        self._db.executemany(
+            "INSERT INTO packed_ids (id, session, seq) VALUES (?, ?, ?)",
+            ((e[0], session, e[2]) for e in entries),
+        )
+        self._db.execute(
+            "DELETE FROM checkpoints WHERE session = ? AND seq <= ?", (session, entries[-1][2])
+        )
 
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -437,18 +579,32 @@ class SQLiteStore(BaseStore):
         self._reference(session, mentioned)
         if bodies:
             self._pack()
+        self._pack_rows(session)
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
         row = self._db.execute(
             "SELECT session FROM checkpoints WHERE id = ?", (checkpoint_id,)
         ).fetchone()
-        self._db.execute(
-            "UPDATE checkpoints SET manifest = ?, full = 1 WHERE id = ?", (manifest, checkpoint_id)
-        )
-        self._reference(int(row[0]), mentioned)
+        if row is not None:
+            self._db.execute(
+                "UPDATE checkpoints SET manifest = ?, full = 1 WHERE id = ?",
+                (manifest, checkpoint_id),
+            )
+            self._reference(int(row[0]), mentioned)
+            return
+        for (session, last), entries in self._packs_of([checkpoint_id]).items():
+            for entry in entries:
+                if entry[0] == checkpoint_id:
+                    entry[3], entry[10] = 1, self.codec.decode(manifest)
+            self._store_pack(session, last, entries)
+            self._reference(session, mentioned)
 
     def _delete(self, session_id: str, checkpoint_ids: Sequence[str]) -> None:
         self._db.executemany("DELETE FROM checkpoints WHERE id = ?", ((i,) for i in checkpoint_ids))
+        doomed = set(checkpoint_ids)
+        for (session, last), entries in self._packs_of(doomed).items():
+            self._store_pack(session, last, [e for e in entries if e[0] not in doomed])
+        self._db.executemany("DELETE FROM packed_ids WHERE id = ?", ((i,) for i in doomed))
 
     def _shrink(self, segment: int) -> None:
         """Drop a segment no body row points to; else rewrite it without deleted bodies.
@@ -501,7 +657,11 @@ class SQLiteStore(BaseStore):
                 self._db.execute("DELETE FROM loose WHERE id = ?", (body,))
         for segment in sorted(touched):
             self._shrink(segment)
-        left = self._db.execute("SELECT 1 FROM checkpoints WHERE session = ? LIMIT 1", (session,))
+        left = self._db.execute(
+            "SELECT 1 FROM checkpoints WHERE session = ? UNION ALL "
+            "SELECT 1 FROM packs WHERE session = ? LIMIT 1",
+            (session, session),
+        )
         if left.fetchone() is None:
             self._db.execute("DELETE FROM session_bodies WHERE session = ?", (session,))
             self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))

@@ -1,4 +1,4 @@
-"""Body segments in the SQLite store: packing, damage, retention, erasure and the v1 upgrade."""
+"""Body segments and checkpoint packs in the SQLite store: damage, retention, erasure, upgrade."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxflow.checkpoints import Checkpointer, restore
-from ctxflow.errors import CorruptCheckpoint, StoreError
+from ctxflow.checkpoints.model import CheckpointDraft
+from ctxflow.errors import CheckpointError, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
 from ctxflow.stores import SQLiteStore
 
@@ -178,6 +179,87 @@ def test_bad_segment_size_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
+def test_packed_checkpoints_list_and_restore_as_before(tmp_path: Path) -> None:
+    """Packing old checkpoint rows changes neither their records nor what they restore."""
+    with SQLiteStore(tmp_path / "k.db", pack_checkpoints=1000) as plain:
+        _grow(plain, 25, session="s")
+        expected = plain.checkpoints("s")
+        conversations = [list(restore(plain, "s", r.id).conversation) for r in expected]
+    with SQLiteStore(tmp_path / "k.db", pack_checkpoints=4) as store:
+        writer = Checkpointer(store, "s")
+        conversation = writer.restore().conversation
+        conversation.append(_turn(25))
+        writer.capture(conversation, state={"step": 25})
+        assert _count(store, "packs") >= 1
+        assert _count(store, "checkpoints") < 8
+        records = store.checkpoints("s")
+        assert records[:25] == expected
+        for record, messages in zip(records, conversations, strict=False):
+            assert list(restore(store, "s", record.id).conversation) == messages
+
+
+def test_packed_id_counts_as_stored(tmp_path: Path) -> None:
+    """A checkpoint id that now lives in a pack is still refused as a duplicate."""
+    with SQLiteStore(tmp_path / "i.db", pack_checkpoints=2) as store:
+        session = _grow(store, 9)
+        first = store.checkpoints(session)[0]
+        assert store._db.execute("SELECT 1 FROM packed_ids WHERE id = ?", (first.id,)).fetchone()
+        draft = CheckpointDraft(
+            id=first.id,
+            session_id="other",
+            parent_id=None,
+            created_at=0.0,
+            manifest={"kind": "full", "hashes": [], "tags": {}, "overlays": {}},
+            tokens=0,
+            message_count=0,
+        )
+        with pytest.raises(CheckpointError, match="already stored"):
+            store.put(draft, expected_parent=None)
+
+
+def test_prune_rewrites_a_packed_delta_in_full(tmp_path: Path) -> None:
+    """Pruning into the middle of a pack rewrites the first kept delta in full, in the pack."""
+    with SQLiteStore(tmp_path / "q.db", pack_checkpoints=4, segment_bodies=3) as store:
+        session = _grow(store, 30)
+        records = store.checkpoints(session)
+        store.prune(session, keep_last=26)
+        kept = store.checkpoints(session)
+        assert kept[1:] == records[5:]
+        assert kept[0].full and kept[0].id == records[4].id
+        for record in kept:
+            assert len(restore(store, session, record.id).conversation) == record.message_count
+        store.prune(session, keep_last=1)
+        assert [_count(store, t) for t in ("packs", "packed_ids")] == [0, 0]
+        assert len(restore(store, session).conversation) == 30
+
+
+def test_damaged_pack_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """Changed bytes in a checkpoint pack give CorruptCheckpoint when the session is read."""
+    with SQLiteStore(tmp_path / "b.db", pack_checkpoints=2) as store:
+        session = _grow(store, 6)
+        with store._transaction(write=True):
+            key, last, data = store._db.execute(
+                "SELECT session, last_seq, data FROM packs"
+            ).fetchone()
+            damaged = bytearray(data)
+            damaged[-2] ^= 0xFF
+            store._db.execute(
+                "UPDATE packs SET data = ? WHERE session = ? AND last_seq = ?",
+                (bytes(damaged), key, last),
+            )
+        with pytest.raises(CorruptCheckpoint, match="checksum"):
+            store.checkpoints(session)
+
+
+def test_erase_drops_packs(tmp_path: Path) -> None:
+    """Erasing a session removes its packs and packed ids along with its rows."""
+    with SQLiteStore(tmp_path / "x.db", pack_checkpoints=2) as store:
+        session = _grow(store, 11)
+        store.erase(session)
+        tables = ("packs", "packed_ids", "checkpoints", "sessions")
+        assert [_count(store, t) for t in tables] == [0, 0, 0, 0]
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     steps=st.lists(st.sampled_from(["grow", "grow", "prune", "fork_erase"]), max_size=25),
@@ -188,7 +270,7 @@ def test_latest_always_restores(
 ) -> None:
     """Under any mix of captures, prunes and erased forks, every kept checkpoint restores."""
     path = tmp_path_factory.mktemp("prop") / "h.db"
-    with SQLiteStore(path, segment_bodies=size) as store:
+    with SQLiteStore(path, segment_bodies=size, pack_checkpoints=size) as store:
         writer = Checkpointer(store, full_every=3)
         conversation = Conversation()
         for step in steps:
