@@ -21,8 +21,8 @@ erasure deletes a packed body, its segment is dropped if nothing in it is left,
 else rewritten without it (an erased session's text must not linger in a
 segment another session still reads).
 
-Checkpoint rows are packed the same way: once a session has twice
-``pack_checkpoints`` rows, its oldest ones (record fields and decoded
+Checkpoint rows are packed the same way: once a session has
+``pack_checkpoints`` rows more than a few, its oldest ones (record fields and decoded
 manifest) move into one envelope in ``packs``; ``packed_ids`` keeps their ids
 findable. The newest rows stay plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
@@ -120,9 +120,10 @@ _MIGRATIONS = {
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
 SEGMENT_BODIES = 128
-#: Checkpoint rows packed at once: once a session has twice this many rows, its
-#: oldest ones (record and decoded manifest) move into one pack envelope.
+#: Checkpoint rows packed at once: once a session has this many rows more than
+#: ``_PLAIN_ROWS``, its oldest ones (record and decoded manifest) move into one pack.
 PACK_CHECKPOINTS = 128
+_PLAIN_ROWS = 16
 _PACKED = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
@@ -432,15 +433,16 @@ class SQLiteStore(BaseStore):
             )
 
     def _pack_rows(self, session: int) -> None:
-        """Move a session's oldest rows into a pack once it has twice ``pack_checkpoints``."""
+        """Move a session's oldest rows into a pack once enough have accumulated."""
         (count,) = self._db.execute(
             "SELECT count(*) FROM checkpoints WHERE session = ?", (session,)
         ).fetchone()
-        if count < 2 * self.pack_checkpoints:
+        keep = min(_PLAIN_ROWS, self.pack_checkpoints)
+        if count < self.pack_checkpoints + keep:
             return
         rows = self._db.execute(
             f"SELECT {_PACKED} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
-            (session, count - self.pack_checkpoints),
+            (session, count - keep),
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
         self._store_pack(session, None, entries)
