@@ -11,11 +11,11 @@ process; pass ``synchronous="FULL"`` to survive a power cut as well.
 
 Bodies are written *loose* (one envelope each, in ``loose``); once
 ``segment_bodies`` loose bodies have accumulated, the write that crosses the
-line packs them into one *segment* (one envelope over a ``{hash: body}`` map)
+line packs them into one *segment* (one envelope over a list of bodies)
 in the same transaction. One lz4 frame over many messages compresses their
 shared keys and text several times better than one frame per message, and a
 load decodes a few segments instead of a thousand envelopes. ``bodies`` keeps
-one row per hash (pointing at its segment, or at its loose row), so content
+one row per hash (its segment and position there, or its loose row), so content
 addressing and the per-session references work as before; when retention or
 erasure deletes a packed body, its segment is dropped if nothing in it is left,
 else rewritten without it (an erased session's text must not linger in a
@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
-    segment INTEGER
+    segment INTEGER,
+    pos INTEGER
 );
 CREATE TABLE IF NOT EXISTS loose (
     id INTEGER PRIMARY KEY,
@@ -114,7 +115,8 @@ _MIGRATIONS = {
         "CREATE TABLE loose (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
         "INSERT INTO loose (id, data) SELECT id, data FROM bodies;"
         "ALTER TABLE bodies DROP COLUMN data;"
-        "ALTER TABLE bodies ADD COLUMN segment INTEGER"
+        "ALTER TABLE bodies ADD COLUMN segment INTEGER;"
+        "ALTER TABLE bodies ADD COLUMN pos INTEGER"
     )
 }
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
@@ -468,36 +470,42 @@ class SQLiteStore(BaseStore):
 
     def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        wanted: dict[int, list[str]] = {}
+        wanted: dict[int, list[tuple[str, int]]] = {}
         for chunk in _chunks(sorted(hashes)):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT b.hash, b.segment, l.data FROM bodies b LEFT JOIN loose l "
+                f"SELECT b.hash, b.segment, b.pos, l.data FROM bodies b LEFT JOIN loose l "
                 f"ON l.id = b.id WHERE b.hash IN ({marks})",
                 tuple(chunk),
             )
-            for digest, segment, data in rows:
+            for digest, segment, pos, data in rows:
                 if segment is None:
                     if data is not None:
                         found[digest] = self.codec.decode(bytes(data))
                 else:
-                    wanted.setdefault(int(segment), []).append(digest)
-        for segment, digests in wanted.items():
+                    wanted.setdefault(int(segment), []).append((digest, int(pos)))
+        for segment, places in wanted.items():
             packed = self._segment(segment)
-            for digest in digests:
-                if digest in packed:
-                    found[digest] = packed[digest]
+            for digest, pos in places:
+                if not 0 <= pos < len(packed):
+                    raise CorruptCheckpoint(
+                        f"body {digest!r} must be inside segment {segment} "
+                        f"(position {pos} of {len(packed)})",
+                        rule="segment",
+                        segment=segment,
+                    )
+                found[digest] = packed[pos]
         return found
 
-    def _segment(self, segment: int) -> dict[str, Any]:
-        """The decoded bodies of one segment (hash -> plain body); typed errors when damaged."""
+    def _segment(self, segment: int) -> list[Any]:
+        """The decoded bodies of one segment, in position order; typed errors when damaged."""
         row = self._db.execute("SELECT data FROM segments WHERE id = ?", (segment,)).fetchone()
         if row is None:
-            return {}
+            return []
         value = self.codec.decode(bytes(row[0]))
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        if not isinstance(value, list):
             raise CorruptCheckpoint(
-                f"segment {segment} must map body hashes to bodies (got {type(value).__name__})",
+                f"segment {segment} must be a list of bodies (got {type(value).__name__})",
                 rule="segment",
                 segment=segment,
             )
@@ -511,13 +519,14 @@ class SQLiteStore(BaseStore):
         rows = self._db.execute(
             "SELECT b.id, b.hash, l.data FROM loose l JOIN bodies b ON b.id = l.id ORDER BY l.id"
         ).fetchall()
-        packed = {digest: self.codec.decode(bytes(data)) for _, digest, data in rows}
+        packed = [self.codec.decode(bytes(data)) for _, _, data in rows]
         cursor = self._db.execute(
             "INSERT INTO segments (data) VALUES (?)", (self.codec.encode(packed),)
         )
         segment = int(cursor.lastrowid or 0)
         self._db.executemany(
-            "UPDATE bodies SET segment = ? WHERE id = ?", ((segment, body) for body, _, _ in rows)
+            "UPDATE bodies SET segment = ?, pos = ? WHERE id = ?",
+            ((segment, pos, row[0]) for pos, row in enumerate(rows)),
         )
         self._db.executemany("DELETE FROM loose WHERE id = ?", ((body,) for body, _, _ in rows))
 
@@ -615,17 +624,25 @@ class SQLiteStore(BaseStore):
         an erased session's bodies must not survive inside a segment another
         session still reads.
         """
-        kept = {
-            r[0] for r in self._db.execute("SELECT hash FROM bodies WHERE segment = ?", (segment,))
-        }
+        kept = self._db.execute(
+            "SELECT id, pos FROM bodies WHERE segment = ? ORDER BY pos", (segment,)
+        ).fetchall()
         if not kept:
             self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
             return
         packed = self._segment(segment)
-        if packed.keys() - kept:
-            rest = {h: b for h, b in packed.items() if h in kept}
+        if len(kept) < len(packed):
+            if not all(0 <= pos < len(packed) for _, pos in kept):
+                raise CorruptCheckpoint(
+                    f"segment {segment} must hold every body placed in it", rule="segment"
+                )
+            rest = [packed[pos] for _, pos in kept]
             self._db.execute(
                 "UPDATE segments SET data = ? WHERE id = ?", (self.codec.encode(rest), segment)
+            )
+            self._db.executemany(
+                "UPDATE bodies SET pos = ? WHERE id = ?",
+                ((new, body) for new, (body, _) in enumerate(kept)),
             )
 
     def _collect(self, session_id: str, live: set[str]) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxflow.checkpoints import Checkpointer, restore
+from ctxflow.checkpoints.bodies import body_hash
 from ctxflow.checkpoints.model import CheckpointDraft
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
@@ -35,9 +36,10 @@ def _count(store: SQLiteStore, table: str) -> int:
 
 
 def _segment_hashes(store: SQLiteStore) -> set[str]:
+    """The hash of every body held inside any segment (recomputed from the bodies)."""
     found: set[str] = set()
     for (segment,) in store._db.execute("SELECT id FROM segments").fetchall():
-        found |= store._segment(int(segment)).keys()
+        found |= {body_hash(b) for b in store._segment(int(segment))}
     return found
 
 
@@ -85,8 +87,18 @@ def test_segment_of_wrong_shape_gives_corrupt_checkpoint(tmp_path: Path) -> None
     with SQLiteStore(tmp_path / "w.db", segment_bodies=4) as store:
         session = _grow(store, 6)
         with store._transaction(write=True):
-            store._db.execute("UPDATE segments SET data = ?", (store.codec.encode([1, 2]),))
+            store._db.execute("UPDATE segments SET data = ?", (store.codec.encode({"a": 1}),))
         with pytest.raises(CorruptCheckpoint, match="segment"):
+            restore(store, session)
+
+
+def test_body_outside_its_segment_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """A body row that points past the end of its segment gives CorruptCheckpoint."""
+    with SQLiteStore(tmp_path / "o.db", segment_bodies=4) as store:
+        session = _grow(store, 6)
+        with store._transaction(write=True):
+            store._db.execute("UPDATE bodies SET pos = 99 WHERE segment IS NOT NULL")
+        with pytest.raises(CorruptCheckpoint, match="position 99"):
             restore(store, session)
 
 
@@ -142,6 +154,7 @@ def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
         "BEGIN;"
         "DROP INDEX bodies_segment;"
         "ALTER TABLE bodies DROP COLUMN segment;"
+        "ALTER TABLE bodies DROP COLUMN pos;"
         "ALTER TABLE bodies ADD COLUMN data BLOB NOT NULL DEFAULT x'';"
         "UPDATE bodies SET data = (SELECT data FROM loose WHERE loose.id = bodies.id);"
         "DROP TABLE loose; DROP TABLE segments;"
