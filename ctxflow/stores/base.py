@@ -309,6 +309,11 @@ class BaseStore(abc.ABC):
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """The encoded bodies present under these hashes."""
 
+    def _chain_records(self, session_id: str, checkpoint_id: str | None) -> list[CheckpointRecord]:
+        """Consecutive records of a session, oldest first, that hold the checkpoint (the
+        latest when None) and the full manifest its chain starts from: all by default."""
+        return self._known(session_id)
+
     def _decoded_manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
         """The decoded manifest records of checkpoints, in the order given."""
         return [self.codec.decode(b) for b in self._manifests(checkpoint_ids)]
@@ -429,7 +434,7 @@ class BaseStore(abc.ABC):
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
         with self._transaction(write=False):
-            records = self._known(session_id)
+            records = self._chain_records(session_id, checkpoint_id)
             index = _index_of(records, session_id, checkpoint_id)
             start = _chain_start(records, index)
             manifest = replay(self._decoded_manifests([r.id for r in records[start : index + 1]]))

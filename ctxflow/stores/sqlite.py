@@ -121,7 +121,7 @@ _MIGRATIONS = {
 }
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
-SEGMENT_BODIES = 128
+SEGMENT_BODIES = 64
 #: Checkpoint rows packed at once: once a session has this many rows more than
 #: ``_PLAIN_ROWS``, its oldest ones (record and decoded manifest) move into one pack.
 PACK_CHECKPOINTS = 128
@@ -323,6 +323,33 @@ class SQLiteStore(BaseStore):
         )
         records.extend(_record(r) for r in rows)
         return records
+
+    def _chain_records(self, session_id: str, checkpoint_id: str | None) -> list[CheckpointRecord]:
+        # The latest checkpoint's chain usually starts among the plain rows: then the
+        # packs (older records) need not be decoded at all.
+        if checkpoint_id is None:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session "
+                "WHERE s.name = ? ORDER BY c.seq",
+                (session_id,),
+            ).fetchall()
+            records = [_record(r) for r in rows]
+            if not records or any(r.full for r in records):
+                return records or self._known(session_id)
+            session = self._db.execute(
+                "SELECT id FROM sessions WHERE name = ?", (session_id,)
+            ).fetchone()[0]
+            packs = self._db.execute(
+                "SELECT last_seq, data FROM packs WHERE session = ? ORDER BY last_seq DESC",
+                (session,),
+            )
+            for last, data in packs:
+                entries = self._decode_pack(session, int(last), bytes(data))
+                records[:0] = [_record((e[0], session_id, *e[1:10])) for e in entries]
+                if any(e[3] for e in entries):
+                    break
+            return records
+        return self._known(session_id)
 
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         row = self._db.execute(

@@ -207,6 +207,9 @@ def test_packed_checkpoints_list_and_restore_as_before(tmp_path: Path) -> None:
         assert _count(store, "checkpoints") < 8
         records = store.checkpoints("s")
         assert records[:25] == expected
+        latest = store.load("s")
+        assert latest.record == records[-1]
+        assert latest.manifest == store.load("s", records[-1].id).manifest
         for record, messages in zip(records, conversations, strict=False):
             assert list(restore(store, "s", record.id).conversation) == messages
 
@@ -296,6 +299,7 @@ def test_latest_always_restores(
                 fork = store.fork(writer.session_id, store.latest(writer.session_id).id)
                 store.erase(fork.session_id)
         if len(conversation):
+            assert list(restore(store, writer.session_id).conversation) == list(conversation)
             for record in store.checkpoints(writer.session_id):
                 got = restore(store, writer.session_id, record.id).conversation
                 assert list(got) == list(conversation)[: record.message_count]
