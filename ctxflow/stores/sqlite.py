@@ -24,7 +24,9 @@ segment another session still reads).
 Checkpoint rows are packed the same way: once a session has
 ``pack_checkpoints`` rows more than a few, its oldest ones (record fields and decoded
 manifest) move into one envelope in ``packs``; ``packed_ids`` keeps their ids
-findable. The newest rows stay plain, so a write never touches a pack; only
+findable. Inside packs a full manifest is stored as a delta of the session's
+previous full one (at most ``_MAX_DEPTH`` in a row): full manifests repeat the
+whole log's hashes and would otherwise be most of a pack. The newest rows stay plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
 
 Schema version 2 (segments and packs) upgrades version-1 files in place on open: their
@@ -45,6 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ctxflow.checkpoints.manifest import Manifest
 from ctxflow.checkpoints.model import CheckpointRecord
 from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.serde import EnvelopeCodec, default_codec
@@ -126,6 +129,10 @@ SEGMENT_BODIES = 64
 #: ``_PLAIN_ROWS``, its oldest ones (record and decoded manifest) move into one pack.
 PACK_CHECKPOINTS = 128
 _PLAIN_ROWS = 16
+#: A packed full manifest is stored as a delta against the session's previous
+#: full one; at most this many in a row, so expanding one decodes a few packs.
+_MAX_DEPTH = 8
+_Memo = dict[tuple[int, int], tuple[Manifest, int]]
 _PACKED = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
@@ -401,10 +408,10 @@ class SQLiteStore(BaseStore):
     def _decode_pack(self, session: int, last_seq: int, data: bytes) -> list[list[Any]]:
         value = self.codec.decode(data)
         if not isinstance(value, list) or not all(
-            isinstance(e, list) and len(e) == 11 and isinstance(e[0], str) for e in value
+            isinstance(e, list) and len(e) == 12 and isinstance(e[0], str) for e in value
         ):
             raise CorruptCheckpoint(
-                f"checkpoint pack {session}/{last_seq} must be a list of 11-field entries",
+                f"checkpoint pack {session}/{last_seq} must be a list of 12-field entries",
                 rule="pack",
                 session=session,
                 last_seq=last_seq,
@@ -429,6 +436,7 @@ class SQLiteStore(BaseStore):
                 ).fetchall()
             )
         packs: dict[tuple[int, int], list[list[Any]]] = {}
+        memo: _Memo = {}
         for session, seq in sorted(places):
             if any(k[0] == session and k[1] >= seq for k in packs):
                 continue
@@ -439,8 +447,86 @@ class SQLiteStore(BaseStore):
             ).fetchone()
             if row is not None:
                 key = (int(session), int(row[0]))
-                packs[key] = self._decode_pack(key[0], key[1], bytes(row[1]))
+                packs[key] = self._expand(key[0], self._decode_pack(*key, bytes(row[1])), memo)
         return packs
+
+    def _full_at(self, session: int, seq: int, memo: _Memo) -> tuple[Manifest, int]:
+        """The full manifest of the packed full checkpoint ``seq`` (and its delta depth)."""
+        if (session, seq) not in memo:
+            row = self._db.execute(
+                "SELECT last_seq, data FROM packs WHERE session = ? AND last_seq >= ? "
+                "ORDER BY last_seq LIMIT 1",
+                (session, seq),
+            ).fetchone()
+            stored = self._decode_pack(session, int(row[0]), bytes(row[1])) if row else []
+            if any(e[2] == seq and e[3] for e in stored):
+                self._expand(session, stored, memo)
+        if (session, seq) not in memo:
+            raise CorruptCheckpoint(
+                f"a packed full manifest must find its base, full checkpoint {seq} (missing)",
+                rule="pack",
+                session=session,
+                seq=seq,
+            )
+        return memo[(session, seq)]
+
+    def _expand(self, session: int, stored: list[list[Any]], memo: _Memo) -> list[list[Any]]:
+        """A pack's entries with every full manifest in full (see ``_compact``)."""
+        out: list[list[Any]] = []
+        for entry in stored:
+            manifest = entry[10]
+            if entry[3]:
+                try:
+                    if entry[11] is None:
+                        full, depth = Manifest.from_plain(manifest), 0
+                    else:
+                        base_seq, depth = int(entry[11][0]), int(entry[11][1])
+                        if base_seq >= entry[2]:
+                            raise ValueError("a base must come first")
+                        full = self._full_at(session, base_seq, memo)[0].copy()
+                        full.apply(manifest)
+                except (TypeError, ValueError, IndexError, AttributeError) as exc:
+                    raise CorruptCheckpoint(
+                        f"a packed full manifest must be full or a delta of an earlier one ({exc})",
+                        rule="pack",
+                    ) from None
+                memo[(session, entry[2])] = (full, depth)
+                manifest = full.to_plain()
+            out.append([*entry[:10], manifest])
+        return out
+
+    def _full_before(self, session: int, seq: int, memo: _Memo) -> tuple[int, Manifest, int] | None:
+        """The session's last packed full checkpoint before ``seq`` (a few packs back at most)."""
+        rows = self._db.execute(
+            "SELECT last_seq, data FROM packs WHERE session = ? AND last_seq < ? "
+            "ORDER BY last_seq DESC LIMIT 4",
+            (session, seq),
+        ).fetchall()
+        for last, data in rows:
+            fulls = [e[2] for e in self._decode_pack(session, int(last), bytes(data)) if e[3]]
+            if fulls:
+                return (fulls[-1], *self._full_at(session, fulls[-1], memo))
+        return None
+
+    def _compact(self, session: int, entries: list[list[Any]], memo: _Memo) -> list[list[Any]]:
+        """Pack entries as stored: a full manifest becomes a delta against the previous full
+        one, tagged ``[base seq, depth]`` (full manifests repeat every hash of the log, and
+        they make up most of a pack's bytes otherwise)."""
+        base = self._full_before(session, entries[0][2], memo)
+        out: list[list[Any]] = []
+        for entry in entries:
+            manifest, stamp = entry[10], None
+            if entry[3]:
+                full, depth = Manifest.from_plain(manifest), 0
+                if base is not None and base[2] < _MAX_DEPTH:
+                    delta = full.delta_from(base[1])
+                    if delta is not None:
+                        manifest, depth = delta, base[2] + 1
+                        stamp = [base[0], depth]
+                base = (entry[2], full, depth)
+                memo[(session, entry[2])] = (full, depth)
+            out.append([*entry[:10], manifest, stamp])
+        return out
 
     def _packed_manifests(self, checkpoint_ids: Sequence[str]) -> dict[str, Any]:
         wanted = set(checkpoint_ids)
@@ -449,8 +535,14 @@ class SQLiteStore(BaseStore):
             found.update((e[0], e[10]) for e in entries if e[0] in wanted)
         return found
 
-    def _store_pack(self, session: int, old_last: int | None, entries: list[list[Any]]) -> None:
-        """Replace a pack by ``entries`` (none left: drop it)."""
+    def _store_pack(
+        self,
+        session: int,
+        old_last: int | None,
+        entries: list[list[Any]],
+        memo: _Memo | None = None,
+    ) -> None:
+        """Replace a pack by ``entries`` (expanded; none left: drop it)."""
         if old_last is not None:
             self._db.execute(
                 "DELETE FROM packs WHERE session = ? AND last_seq = ?", (session, old_last)
@@ -458,7 +550,13 @@ class SQLiteStore(BaseStore):
         if entries:
             self._db.execute(
                 "INSERT INTO packs (session, last_seq, data) VALUES (?, ?, ?)",
-                (session, entries[-1][2], self.codec.encode(entries)),
+                (
+                    session,
+                    entries[-1][2],
+                    self.codec.encode(
+                        self._compact(session, entries, {} if memo is None else memo)
+                    ),
+                ),
             )
 
     def _pack_rows(self, session: int) -> None:
@@ -637,11 +735,28 @@ class SQLiteStore(BaseStore):
             self._store_pack(session, last, entries)
             self._reference(session, mentioned)
 
+    def _unpack_session(self, session: int) -> list[tuple[int, list[list[Any]]]]:
+        """Every pack of a session, expanded, oldest first."""
+        memo: _Memo = {}
+        return [
+            (last, self._expand(session, stored, memo)) for last, stored in self._packs(session)
+        ]
+
     def _delete(self, session_id: str, checkpoint_ids: Sequence[str]) -> None:
         self._db.executemany("DELETE FROM checkpoints WHERE id = ?", ((i,) for i in checkpoint_ids))
         doomed = set(checkpoint_ids)
-        for (session, last), entries in self._packs_of(doomed).items():
-            self._store_pack(session, last, [e for e in entries if e[0] not in doomed])
+        row = self._db.execute("SELECT id FROM sessions WHERE name = ?", (session_id,)).fetchone()
+        if row is None or not self._packs_of(doomed):
+            return
+        # A kept pack may store a full manifest as a delta of a doomed one: rewrite them all.
+        session = int(row[0])
+        packs = self._unpack_session(session)
+        self._db.execute("DELETE FROM packs WHERE session = ?", (session,))
+        memo: _Memo = {}
+        for _, entries in packs:
+            kept = [e for e in entries if e[0] not in doomed]
+            if kept:
+                self._store_pack(session, None, kept, memo)
         self._db.executemany("DELETE FROM packed_ids WHERE id = ?", ((i,) for i in doomed))
 
     def _shrink(self, segment: int) -> None:

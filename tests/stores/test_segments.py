@@ -249,6 +249,53 @@ def test_prune_rewrites_a_packed_delta_in_full(tmp_path: Path) -> None:
         assert len(restore(store, session).conversation) == 30
 
 
+def _stored_entries(store: SQLiteStore) -> list[list[object]]:
+    rows = store._db.execute("SELECT data FROM packs ORDER BY last_seq").fetchall()
+    return [e for (data,) in rows for e in store.codec.decode(bytes(data))]
+
+
+def test_packed_full_manifests_are_deltas_of_earlier_ones(tmp_path: Path) -> None:
+    """Packed full manifests are stored against the previous full one and restore exactly."""
+    with SQLiteStore(tmp_path / "g.db", pack_checkpoints=4) as store:
+        writer = Checkpointer(store, "s", full_every=2, full_ratio=0)
+        conversation = Conversation()
+        for i in range(40):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        stamps = [e[11] for e in _stored_entries(store) if e[3]]
+        assert any(stamps) and not stamps[0]
+        assert max(stamp[1] for stamp in stamps if stamp) <= 8
+        for record in store.checkpoints("s"):
+            got = restore(store, "s", record.id).conversation
+            assert list(got) == list(conversation)[: record.message_count]
+        store.prune("s", keep_last=17)
+        assert not _stored_entries(store)[0][11]
+        for record in store.checkpoints("s"):
+            got = restore(store, "s", record.id).conversation
+            assert list(got) == list(conversation)[: record.message_count]
+
+
+def test_packed_full_without_its_base_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """A packed full manifest whose base pack is gone gives CorruptCheckpoint when expanded."""
+    with SQLiteStore(tmp_path / "h.db", pack_checkpoints=4) as store:
+        writer = Checkpointer(store, "s", full_every=2, full_ratio=0)
+        conversation = Conversation()
+        for i in range(30):
+            conversation.append(_turn(i))
+            writer.capture(conversation)
+        records = store.checkpoints("s")
+        with store._transaction(write=True):
+            first = store._db.execute("SELECT min(last_seq) FROM packs").fetchone()[0]
+            store._db.execute("DELETE FROM packs WHERE last_seq = ?", (first,))
+        failures = []
+        for record in records[first:]:
+            try:
+                restore(store, "s", record.id)
+            except CorruptCheckpoint as exc:
+                failures.append(exc.rule)
+        assert "pack" in failures
+
+
 def test_damaged_pack_gives_corrupt_checkpoint(tmp_path: Path) -> None:
     """Changed bytes in a checkpoint pack give CorruptCheckpoint when the session is read."""
     with SQLiteStore(tmp_path / "b.db", pack_checkpoints=2) as store:
