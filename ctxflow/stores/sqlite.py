@@ -22,11 +22,13 @@ else rewritten without it (an erased session's text must not linger in a
 segment another session still reads).
 
 Checkpoint rows are packed the same way: once a session has
-``pack_checkpoints`` rows more than a few, its oldest ones (record fields and decoded
-manifest) move into one envelope in ``packs``; ``packed_ids`` keeps their ids
-findable. Inside packs a full manifest is stored as a delta of the session's
+``pack_checkpoints`` rows more than a few, its oldest ones (record fields and
+decoded manifest) move into one envelope in ``packs``; ``packed_ids`` keeps
+their ids findable (by a 64-bit key hashed from the id, checked against the
+pack). Inside packs a full manifest is stored as a delta of the session's
 previous full one (at most ``_MAX_DEPTH`` in a row): full manifests repeat the
-whole log's hashes and would otherwise be most of a pack. The newest rows stay plain, so a write never touches a pack; only
+whole log's hashes and would otherwise be most of a pack. The newest rows stay
+plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
 
 Schema version 2 (segments and packs) upgrades version-1 files in place on open: their
@@ -39,6 +41,7 @@ naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -103,9 +106,10 @@ CREATE TABLE IF NOT EXISTS packs (
     PRIMARY KEY (session, last_seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS packed_ids (
-    id TEXT PRIMARY KEY,
+    key INTEGER NOT NULL,
     session INTEGER NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (key, session, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
@@ -155,6 +159,12 @@ def _record(row: Sequence[Any]) -> CheckpointRecord:
         message_count=row[9],
         size=row[10],
     )
+
+
+def _id_key(checkpoint_id: str) -> int:
+    """The 64-bit key ``packed_ids`` finds a checkpoint id by (collisions are checked)."""
+    digest = hashlib.blake2b(checkpoint_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -370,11 +380,13 @@ class SQLiteStore(BaseStore):
         return records[-1] if records else None
 
     def _exists(self, checkpoint_id: str) -> bool:
-        for table in ("checkpoints", "packed_ids"):
-            row = self._db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (checkpoint_id,))
-            if row.fetchone() is not None:
-                return True
-        return False
+        row = self._db.execute("SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,))
+        if row.fetchone() is not None:
+            return True
+        candidates = self._db.execute(
+            "SELECT 1 FROM packed_ids WHERE key = ? LIMIT 1", (_id_key(checkpoint_id),)
+        )
+        return candidates.fetchone() is not None and bool(self._packed_manifests([checkpoint_id]))
 
     def _manifests(self, checkpoint_ids: Sequence[str]) -> list[bytes]:
         found: dict[str, bytes] = {}
@@ -428,11 +440,10 @@ class SQLiteStore(BaseStore):
     def _packs_of(self, checkpoint_ids: Iterable[str]) -> dict[tuple[int, int], list[list[Any]]]:
         """The decoded packs holding these (packed) checkpoint ids, by (session, last seq)."""
         places: set[tuple[int, int]] = set()
-        for chunk in _chunks(sorted(set(checkpoint_ids))):
-            marks = ",".join("?" * len(chunk))
+        for id_key in {_id_key(i) for i in checkpoint_ids}:
             places.update(
                 self._db.execute(
-                    f"SELECT session, seq FROM packed_ids WHERE id IN ({marks})", tuple(chunk)
+                    "SELECT session, seq FROM packed_ids WHERE key = ?", (id_key,)
                 ).fetchall()
             )
         packs: dict[tuple[int, int], list[list[Any]]] = {}
@@ -574,8 +585,8 @@ class SQLiteStore(BaseStore):
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
         self._store_pack(session, None, entries)
         self._db.executemany(
-            "INSERT INTO packed_ids (id, session, seq) VALUES (?, ?, ?)",
-            ((e[0], session, e[2]) for e in entries),
+            "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",
+            ((_id_key(e[0]), session, e[2]) for e in entries),
         )
         self._db.execute(
             "DELETE FROM checkpoints WHERE session = ? AND seq <= ?", (session, entries[-1][2])
@@ -753,11 +764,15 @@ class SQLiteStore(BaseStore):
         packs = self._unpack_session(session)
         self._db.execute("DELETE FROM packs WHERE session = ?", (session,))
         memo: _Memo = {}
+        gone: list[tuple[int, int, int]] = []
         for _, entries in packs:
             kept = [e for e in entries if e[0] not in doomed]
+            gone.extend((_id_key(e[0]), session, e[2]) for e in entries if e[0] in doomed)
             if kept:
                 self._store_pack(session, None, kept, memo)
-        self._db.executemany("DELETE FROM packed_ids WHERE id = ?", ((i,) for i in doomed))
+        self._db.executemany(
+            "DELETE FROM packed_ids WHERE key = ? AND session = ? AND seq = ?", gone
+        )
 
     def _shrink(self, segment: int) -> None:
         """Drop a segment no body row points to; else rewrite it without deleted bodies.

@@ -219,7 +219,9 @@ def test_packed_id_counts_as_stored(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "i.db", pack_checkpoints=2) as store:
         session = _grow(store, 9)
         first = store.checkpoints(session)[0]
-        assert store._db.execute("SELECT 1 FROM packed_ids WHERE id = ?", (first.id,)).fetchone()
+        assert not store._db.execute(
+            "SELECT 1 FROM checkpoints WHERE id = ?", (first.id,)
+        ).fetchone()
         draft = CheckpointDraft(
             id=first.id,
             session_id="other",
