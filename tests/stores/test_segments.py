@@ -185,6 +185,19 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def test_new_files_use_small_pages_and_old_files_keep_theirs(tmp_path: Path) -> None:
+    """A new file gets the configured page size; reopening never changes an existing one."""
+    with SQLiteStore(tmp_path / "a.db") as store:
+        assert store._db.execute("PRAGMA page_size").fetchone()[0] == 1024
+    with SQLiteStore(tmp_path / "b.db", page_size=4096) as store:
+        _grow(store, 3)
+    with SQLiteStore(tmp_path / "b.db") as store:
+        assert store._db.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert len(store.checkpoints(store.sessions()[0])) == 3
+    with pytest.raises(StoreError, match="page_size"):
+        SQLiteStore(tmp_path / "c.db", page_size=1000)
+
+
 def test_bad_segment_size_is_refused(tmp_path: Path) -> None:
     """A segment size below one is refused before the file is opened."""
     with pytest.raises(StoreError, match="segment_bodies"):
