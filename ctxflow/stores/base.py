@@ -309,6 +309,19 @@ class BaseStore(abc.ABC):
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """The encoded bodies present under these hashes."""
 
+    def _chain_records(self, session_id: str, checkpoint_id: str | None) -> list[CheckpointRecord]:
+        """Consecutive records of a session, oldest first, that hold the checkpoint (the
+        latest when None) and the full manifest its chain starts from: all by default."""
+        return self._known(session_id)
+
+    def _decoded_manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
+        """The decoded manifest records of checkpoints, in the order given."""
+        return [self.codec.decode(b) for b in self._manifests(checkpoint_ids)]
+
+    def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
+        """The decoded bodies present under these hashes (a backend may read them in bulk)."""
+        return {h: self.codec.decode(b) for h, b in self._bodies(hashes).items()}
+
     @abc.abstractmethod
     def _present(self, hashes: Iterable[str]) -> set[str]:
         """Which of these body hashes are stored."""
@@ -421,25 +434,19 @@ class BaseStore(abc.ABC):
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
         with self._transaction(write=False):
-            records = self._known(session_id)
+            records = self._chain_records(session_id, checkpoint_id)
             index = _index_of(records, session_id, checkpoint_id)
             start = _chain_start(records, index)
-            manifest = replay(
-                [
-                    self.codec.decode(b)
-                    for b in self._manifests([r.id for r in records[start : index + 1]])
-                ]
-            )
+            manifest = replay(self._decoded_manifests([r.id for r in records[start : index + 1]]))
             hashes = manifest.body_hashes()
-            raw = self._bodies(hashes)
-        missing = hashes - raw.keys()
+            bodies = self._decoded_bodies(hashes)
+        missing = hashes - bodies.keys()
         if missing:
             raise CorruptCheckpoint(
                 f"checkpoint {records[index].id!r} must have all its bodies in the store "
                 f"(missing {len(missing)}, e.g. {min(missing)!r})",
                 rule="missing_body",
             )
-        bodies = {h: self.codec.decode(b) for h, b in raw.items()}
         try:
             manifest.ids = [bodies[h]["id"] for h in manifest.hashes]
         except (KeyError, TypeError):
@@ -498,13 +505,13 @@ class BaseStore(abc.ABC):
             first = kept[0]
             if not first.full:
                 start = _chain_start(records, len(doomed))
-                chain = self._manifests([r.id for r in records[start : len(doomed) + 1]])
-                full = replay([self.codec.decode(b) for b in chain]).to_plain()
+                chain = self._decoded_manifests([r.id for r in records[start : len(doomed) + 1]])
+                full = replay(chain).to_plain()
                 self._rewrite_full(first.id, self.codec.encode(full), mentions(full))
             self._delete(session_id, [r.id for r in doomed])
             live: set[str] = set()
-            for blob in self._manifests([r.id for r in kept]):
-                live |= mentions(self.codec.decode(blob))
+            for plain in self._decoded_manifests([r.id for r in kept]):
+                live |= mentions(plain)
             self._collect(session_id, live)
         return [r.id for r in doomed]
 

@@ -110,7 +110,8 @@ def test_corrupted_body_keeps_previous_checkpoint(tmp_path: Path) -> None:
         digest = store.load(writer.session_id).manifest.hashes[-1]
         with store._transaction(write=True):
             store._db.execute(
-                "UPDATE bodies SET data = substr(data, 1, length(data) - 5) WHERE hash = ?",
+                "UPDATE loose SET data = substr(data, 1, length(data) - 5) "
+                "WHERE id = (SELECT id FROM bodies WHERE hash = ?)",
                 (digest,),
             )
         with pytest.raises(CorruptCheckpoint, match="truncated"):
