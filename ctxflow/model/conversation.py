@@ -20,7 +20,15 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model.messages import Message, Role
+from ctxflow.model.messages import (
+    Message,
+    RedactedThinkingBlock,
+    Role,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 from ctxflow.model.validity import API, ValidityReport, check
 
 __all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
@@ -32,12 +40,26 @@ Measure = Callable[[Message], int]
 
 
 def _char_estimate(message: Message) -> int:
-    """Chars/4 over all block text; the fallback when no counter is given."""
+    """Chars/4 over the blocks' string fields; the fallback when no counter is given.
+
+    Reads the fields directly (this runs for every message of a restored
+    checkpoint): the text, ids, names, signatures and the block type.
+    """
     total = 0
     for block in message.content:
-        for value in attrs.asdict(block, recurse=True).values():
-            if isinstance(value, str):
-                total += len(value)
+        total += len(block.type)
+        if isinstance(block, TextBlock):
+            total += len(block.text)
+        elif isinstance(block, ToolUseBlock):
+            total += len(block.id) + len(block.name)
+        elif isinstance(block, ToolResultBlock):
+            total += len(block.tool_use_id)
+            if isinstance(block.content, str):
+                total += len(block.content)
+        elif isinstance(block, ThinkingBlock):
+            total += len(block.thinking) + len(block.signature)
+        elif isinstance(block, RedactedThinkingBlock):
+            total += len(block.data)
     return total // 4 + 4
 
 
