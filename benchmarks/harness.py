@@ -64,8 +64,14 @@ class Harness:
         runs: int = 7,
         warmup: int = 1,
         setup: Callable[[], object] | None = None,
+        repeat: int = 1,
     ) -> float:
-        """The median wall time of ``fn`` in milliseconds (``setup`` runs untimed before each)."""
+        """The median wall time of ``fn`` in milliseconds (``setup`` runs untimed before each).
+
+        ``repeat`` calls ``fn`` that many times per timed run and divides: for
+        sub-millisecond calls, so one run is not dominated by a cold cache
+        after the collection that precedes it. Give a peer the same ``repeat``.
+        """
         runs = min(runs, 3) if self.smoke else runs
         for _ in range(warmup):
             if setup:
@@ -79,8 +85,9 @@ class Harness:
             gc.disable()
             try:
                 start = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - start) * 1000)
+                for _ in range(repeat):
+                    fn()
+                times.append((time.perf_counter() - start) * 1000 / repeat)
             finally:
                 gc.enable()
         return statistics.median(times)
