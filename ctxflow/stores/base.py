@@ -463,7 +463,7 @@ class BaseStore(abc.ABC):
     ) -> CheckpointRecord:
         """Start a new session whose first checkpoint equals the given one."""
         snapshot = self.load(session_id, checkpoint_id)
-        target = new_session_id or _new_session_id()
+        target = self._fork_target(new_session_id or _new_session_id())
         source = snapshot.record
         draft = CheckpointDraft(
             id=new_checkpoint_id(),
@@ -471,6 +471,7 @@ class BaseStore(abc.ABC):
             parent_id=None,
             created_at=time.time(),
             manifest=snapshot.manifest.to_plain(),
+            bodies=self._fork_bodies(snapshot),
             phase=source.phase,
             trigger="fork",
             tokens=source.tokens,
@@ -484,6 +485,14 @@ class BaseStore(abc.ABC):
                 rule="session_exists",
                 session_id=target,
             ) from None
+
+    def _fork_target(self, session_id: str) -> str:
+        """Check a new session id for a fork (backends with id rules override this)."""
+        return session_id
+
+    def _fork_bodies(self, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
+        """Bodies a fork must write: none here, where bodies are shared store-wide."""
+        return {}
 
     def prune(
         self,

@@ -60,9 +60,7 @@ from ctxflow.checkpoints.model import (
     CheckpointDraft,
     CheckpointRecord,
     Snapshot,
-    new_checkpoint_id,
 )
-from ctxflow.checkpoints.model import new_session_id as _new_session_id
 from ctxflow.errors import (
     CheckpointError,
     CheckpointNotFound,
@@ -473,33 +471,12 @@ class RedisStore(BaseStore):
             "load", lambda: super(RedisStore, self).load(session_id, checkpoint_id), read=True
         )
 
-    def fork(
-        self, session_id: str, checkpoint_id: str, *, new_session_id: str | None = None
-    ) -> CheckpointRecord:
-        """Start a new session equal to the given checkpoint, copying its bodies."""
-        snapshot = self.load(session_id, checkpoint_id)
-        target = check_session_id(new_session_id or _new_session_id())
-        source = snapshot.record
-        draft = CheckpointDraft(
-            id=new_checkpoint_id(),
-            session_id=target,
-            parent_id=None,
-            created_at=time.time(),
-            manifest=snapshot.manifest.to_plain(),
-            bodies=dict(snapshot.bodies),
-            phase=source.phase,
-            trigger="fork",
-            tokens=source.tokens,
-            message_count=source.message_count,
-        )
-        try:
-            return self.put(draft, expected_parent=None)
-        except StaleCheckpoint:
-            raise CheckpointError(
-                f"a fork needs a new session id ({target!r} already exists)",
-                rule="session_exists",
-                session_id=target,
-            ) from None
+    def _fork_target(self, session_id: str) -> str:
+        return check_session_id(session_id)
+
+    def _fork_bodies(self, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
+        # Bodies live under each session's hash tag here, so a fork copies them.
+        return dict(snapshot.bodies)
 
     def prune(
         self,
