@@ -221,21 +221,35 @@ class Conversation:
         return list(self._view)
 
     def _build_view(self) -> list[Message]:
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[list[Message], int]:
+        """The effective view and its token total, in one pass over the log."""
         view: list[Message] = []
+        append = view.append
+        total = 0
         placed: set[str] = set()
+        overlays, overlay_tokens, tokens = self._overlays, self._overlay_tokens, self._tokens
         for message in self._log:
-            if SUMMARY_OF in message.metadata:
+            if message.metadata and SUMMARY_OF in message.metadata:
                 continue  # placed at the first message it covers
-            if message.hidden:
+            if message.condense_parent is not None or message.truncation_parent is not None:
                 parent = message.condense_parent
                 if parent is not None and parent not in placed:
                     summary = self._log[self._position[parent]]
                     if not summary.hidden:
-                        view.append(self._overlays.get(parent, summary))
+                        append(overlays.get(parent, summary))
+                        total += overlay_tokens.get(parent, tokens[parent])
                     placed.add(parent)
                 continue
-            view.append(self._overlays.get(message.id, message))
-        return view
+            ident = message.id
+            if ident in overlays:
+                append(overlays[ident])
+                total += overlay_tokens[ident]
+            else:
+                append(message)
+                total += tokens[ident]
+        return view, total
 
     def check(self, *, api: API = "anthropic", effective: bool = True) -> ValidityReport:
         """Check the effective view (or the whole log) against ``api``'s rules."""
@@ -455,10 +469,4 @@ class Conversation:
 
     def _recount(self) -> None:
         self.version += 1
-        self._view = None
-        view = self._view = self._build_view()
-        # Direct lookups: every id in the view is known, and this runs on each change.
-        overlay_tokens, tokens = self._overlay_tokens, self._tokens
-        self._effective_total = sum(
-            overlay_tokens[i] if i in overlay_tokens else tokens[i] for i in (m.id for m in view)
-        )
+        self._view, self._effective_total = self._scan()
