@@ -350,8 +350,10 @@ class BaseStore(abc.ABC):
 
     # -- operations -----------------------------------------------------------
 
-    def put(self, draft: CheckpointDraft, *, expected_parent: str | None) -> CheckpointRecord:
-        """Write one checkpoint atomically; see :meth:`Store.put`."""
+    def _prepare(
+        self, draft: CheckpointDraft, expected_parent: str | None
+    ) -> tuple[bytes, dict[str, bytes], set[str]]:
+        """Check a draft and encode it: (manifest bytes, body bytes by hash, hashes named)."""
         if draft.parent_id != expected_parent:
             raise CheckpointError(
                 f"a draft's parent must be the expected parent {expected_parent!r} "
@@ -371,7 +373,11 @@ class BaseStore(abc.ABC):
                     rule="body_hash",
                 )
             bodies[digest] = self.codec.encode(dict(body))
-        mentioned = mentions(draft.manifest)
+        return manifest, bodies, mentions(draft.manifest)
+
+    def put(self, draft: CheckpointDraft, *, expected_parent: str | None) -> CheckpointRecord:
+        """Write one checkpoint atomically; see :meth:`Store.put`."""
+        manifest, bodies, mentioned = self._prepare(draft, expected_parent)
         with self._transaction(write=True):
             latest = self._latest(draft.session_id)
             latest_id = latest.id if latest else None

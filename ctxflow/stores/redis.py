@@ -54,8 +54,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ctxflow.checkpoints.bodies import body_hash
-from ctxflow.checkpoints.manifest import mentions
 from ctxflow.checkpoints.model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -344,26 +342,8 @@ class RedisStore(BaseStore):
         fencing token to match, in the same script, else ``OwnershipLost``.
         """
         session_id = check_session_id(draft.session_id)
-        if draft.parent_id != expected_parent:
-            raise CheckpointError(
-                f"a draft's parent must be the expected parent {expected_parent!r} "
-                f"(got {draft.parent_id!r})",
-                rule="parent_mismatch",
-            )
-        if not draft.full and draft.parent_id is None:
-            raise CheckpointError(
-                "a delta manifest needs a parent (got parent None)", rule="delta_without_parent"
-            )
-        manifest = self.codec.encode(dict(draft.manifest))
-        bodies: dict[str, bytes] = {}
-        for digest, body in draft.bodies.items():
-            if body_hash(body) != digest:
-                raise CheckpointError(
-                    f"a body must be stored under its own hash (got {digest!r})",
-                    rule="body_hash",
-                )
-            bodies[digest] = self.codec.encode(dict(body))
-        mentioned = sorted(mentions(draft.manifest))
+        manifest, bodies, named = self._prepare(draft, expected_parent)
+        mentioned = sorted(named)
         keys = self.keys.checkpoint_keys(session_id)
         given = sorted(bodies)
 
