@@ -411,6 +411,35 @@ def _options(
     _check_number("max_recoveries", max_recoveries, low=0)
 
 
+def _prepare(
+    engine: Any,
+    adapter: Provider,
+    tools: Tools,
+    *,
+    task: str | None,
+    max_turns: int,
+    reflect_every: int,
+    calibration: Calibration | None,
+    prompts: Mapping[str, str] | None,
+    overflow_target: float,
+    max_recoveries: int,
+) -> tuple[Any, Any]:
+    """Check the options; return the tool executor and the loop core (sync and async share it)."""
+    _options(max_turns, reflect_every, overflow_target, max_recoveries)
+    core = _core(
+        engine,
+        adapter,
+        task=task,
+        max_turns=max_turns,
+        reflect_every=reflect_every,
+        calibration=calibration if calibration is not None else Calibration(),
+        prompts={**PROMPTS, **(prompts or {})},
+        overflow_target=overflow_target,
+        max_recoveries=max_recoveries,
+    )
+    return _executor(tools), core
+
+
 def run_agent(
     engine: Engine,
     client: Any,
@@ -434,16 +463,15 @@ def run_agent(
     ``reflect_every=0`` never reflects. Usage goes to ``calibration`` (a new
     one when None) under the engine's model name.
     """
-    _options(max_turns, reflect_every, overflow_target, max_recoveries)
-    execute = _executor(tools)
-    core = _core(
+    execute, core = _prepare(
         engine,
         adapter,
+        tools,
         task=task,
         max_turns=max_turns,
         reflect_every=reflect_every,
-        calibration=calibration if calibration is not None else Calibration(),
-        prompts={**PROMPTS, **(prompts or {})},
+        calibration=calibration,
+        prompts=prompts,
         overflow_target=overflow_target,
         max_recoveries=max_recoveries,
     )
@@ -495,16 +523,15 @@ async def arun_agent(
 
     ``client.complete`` must be a coroutine function; tools may be sync or async.
     """
-    _options(max_turns, reflect_every, overflow_target, max_recoveries)
-    execute = _executor(tools)
-    core = _core(
+    execute, core = _prepare(
         engine,
         adapter,
+        tools,
         task=task,
         max_turns=max_turns,
         reflect_every=reflect_every,
-        calibration=calibration if calibration is not None else Calibration(),
-        prompts={**PROMPTS, **(prompts or {})},
+        calibration=calibration,
+        prompts=prompts,
         overflow_target=overflow_target,
         max_recoveries=max_recoveries,
     )
