@@ -403,19 +403,7 @@ class BaseStore(abc.ABC):
                     rule="missing_body",
                 )
             new = {h: b for h, b in bodies.items() if h not in present}
-            record = CheckpointRecord(
-                id=draft.id,
-                session_id=draft.session_id,
-                parent_id=draft.parent_id,
-                seq=latest.seq + 1 if latest else 1,
-                created_at=draft.created_at,
-                phase=draft.phase,
-                trigger=draft.trigger,
-                tokens=draft.tokens,
-                message_count=draft.message_count,
-                size=len(manifest) + sum(len(b) for b in new.values()),
-                full=draft.full,
-            )
+            record = record_for(draft, latest, manifest, new)
             self._write(record, manifest, new, mentioned)
         return record
 
@@ -578,3 +566,25 @@ def _chain_start(records: Sequence[CheckpointRecord], index: int) -> int:
             rule="manifest_chain",
         )
     return start
+
+
+def record_for(
+    draft: CheckpointDraft,
+    latest: CheckpointRecord | None,
+    manifest: bytes,
+    new_bodies: Mapping[str, bytes],
+) -> CheckpointRecord:
+    """The record a put writes: the draft's fields, the next seq, the bytes it adds."""
+    return CheckpointRecord(
+        id=draft.id,
+        session_id=draft.session_id,
+        parent_id=draft.parent_id,
+        seq=latest.seq + 1 if latest else 1,
+        created_at=draft.created_at,
+        phase=draft.phase,
+        trigger=draft.trigger,
+        tokens=draft.tokens,
+        message_count=draft.message_count,
+        size=len(manifest) + sum(len(b) for b in new_bodies.values()),
+        full=draft.full,
+    )

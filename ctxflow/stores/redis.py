@@ -68,7 +68,7 @@ from ctxflow.errors import (
     StoreError,
 )
 from ctxflow.serde import EnvelopeCodec, default_codec
-from ctxflow.stores.base import BaseStore
+from ctxflow.stores.base import BaseStore, record_for
 
 __all__ = ["Fence", "RedisKeys", "RedisStore", "check_session_id", "check_tenant"]
 
@@ -355,19 +355,7 @@ class RedisStore(BaseStore):
         if latest_id != expected_parent:
             raise self._stale(session_id, latest_id, expected_parent)
         new = {h: bodies[h] for h, flag in zip(given, head[1:], strict=True) if not flag}
-        record = CheckpointRecord(
-            id=draft.id,
-            session_id=session_id,
-            parent_id=draft.parent_id,
-            seq=latest.seq + 1 if latest else 1,
-            created_at=draft.created_at,
-            phase=draft.phase,
-            trigger=draft.trigger,
-            tokens=draft.tokens,
-            message_count=draft.message_count,
-            size=len(manifest) + sum(len(b) for b in new.values()),
-            full=draft.full,
-        )
+        record = record_for(draft, latest, manifest, new)
         args: list[Any] = [
             fence.owner if fence else "",
             str(fence.token) if fence else "",
