@@ -49,7 +49,14 @@ from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
 from ctxflow import checkpoints, errors
-from ctxflow.budget import DEFAULT_POLICY, Allocation, Window, build_window, plan_budget
+from ctxflow.budget import (
+    DEFAULT_POLICY,
+    Allocation,
+    Window,
+    build_window,
+    plan_budget,
+    window_measure,
+)
 from ctxflow.checkpoints import CheckpointPolicy, new_session_id
 from ctxflow.compression import (
     CompressionReport,
@@ -66,7 +73,7 @@ from ctxflow.errors import CheckpointNotFound, CtxflowError, EventError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import TokenCounter
-from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, counter_for, get_profile, message_measure
+from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, counter_for, get_profile
 
 __all__ = [
     "Allocator",
@@ -414,7 +421,8 @@ class _Core:
                 )
         self.profile = model if isinstance(model, ModelProfile) else get_profile(model)
         self.counter: TokenCounter = counter or counter_for(self.profile.encoding)
-        self.measure = message_measure(self.counter, overhead=self.profile.per_message_overhead)
+        # The builder's own measure, so cached counts are exactly what windows are checked with.
+        self.measure = window_measure(self.counter, overhead=self.profile.per_message_overhead)
         if isinstance(conversation, Conversation):
             self._conversation = conversation
         else:
@@ -610,6 +618,7 @@ class _Core:
             profile=self.profile,
             budget=self.budget,
             policy=policy if policy is not None else DEFAULT_POLICY,
+            measure=self.measure,
         )
 
     # -- chart machine ---------------------------------------------------------
