@@ -28,3 +28,9 @@ def corpus() -> list[Transcript]:
             pytest.skip(reason)
         _cache.extend(load_corpus(path))
     return _cache
+
+
+@pytest.fixture(scope="session")
+def transcripts(corpus: list[Transcript]) -> list[Transcript]:
+    """The same corpus, under the name some test modules use."""
+    return corpus

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from ctxflow.budget import build_window, tools_json, window_measure
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Conversation, Role, Transcript, check
-from ctxflow.testing import corpus_path, load_corpus
 from ctxflow.tokens import counter_for
-
-
-@pytest.fixture(scope="module")
-def transcripts() -> list[Transcript]:
-    """The shared corpus (skipped when absent unless CTXFLOW_REQUIRE_CORPUS=1)."""
-    if corpus_path() is None:
-        if os.environ.get("CTXFLOW_REQUIRE_CORPUS") == "1":
-            pytest.fail("the corpus is required (CTXFLOW_REQUIRE_CORPUS=1) but was not found")
-        pytest.skip("the shared corpus is not available")
-    return load_corpus()
 
 
 def _budgets(fixed: int, task: int, compressible: int) -> list[int]:
