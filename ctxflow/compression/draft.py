@@ -25,7 +25,7 @@ __all__ = ["Draft", "dialogue_start", "is_result", "tail_start"]
 
 def is_result(message: Message) -> bool:
     """True for a user message carrying tool results (it belongs to the call before it)."""
-    return message.role is Role.USER and any(b.type == "tool_result" for b in message.content)
+    return bool(message.tool_results)  # only user messages may carry tool results
 
 
 def dialogue_start(view: Sequence[Message]) -> int:

@@ -225,14 +225,25 @@ class Message:
     important: bool = False
     condense_parent: str | None = None
     truncation_parent: str | None = None
+    # Derived once from ``content`` (read on every check, index and compression pass).
+    _uses: tuple[ToolUseBlock, ...] = attrs.field(init=False, eq=False, repr=False)
+    _results: tuple[ToolResultBlock, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise InvalidMessage(
                 f"message id must be a non-empty string (got {self.id!r})", rule="message_id"
             )
+        uses: list[ToolUseBlock] = []
+        results: list[ToolResultBlock] = []
         for position, block in enumerate(self.content):
             _check_block(block, self.role, position)
+            if isinstance(block, ToolUseBlock):
+                uses.append(block)
+            elif isinstance(block, ToolResultBlock):
+                results.append(block)
+        object.__setattr__(self, "_uses", tuple(uses))
+        object.__setattr__(self, "_results", tuple(results))
 
     @property
     def hidden(self) -> bool:
@@ -247,12 +258,12 @@ class Message:
     @property
     def tool_uses(self) -> tuple[ToolUseBlock, ...]:
         """The tool_use blocks, in order."""
-        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+        return self._uses
 
     @property
     def tool_results(self) -> tuple[ToolResultBlock, ...]:
         """The tool_result blocks, in order."""
-        return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+        return self._results
 
     @classmethod
     def user(cls, text: str, **kwargs: Any) -> Message:
