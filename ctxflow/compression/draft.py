@@ -98,9 +98,12 @@ class Draft:
     @classmethod
     def of(cls, conversation: Conversation) -> Draft:
         """The draft of a conversation as it stands (no changes yet)."""
-        view = conversation.effective()
-        tokens = [conversation.tokens(m.id) for m in view]
-        return cls(view=view, tokens=tokens, measure=conversation.measure)
+        return cls(
+            view=conversation.effective(),
+            tokens=conversation.effective_counts(),
+            measure=conversation.measure,
+            total=conversation.effective_tokens,
+        )
 
     def _copy(self, **changes: object) -> Draft:
         values: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
@@ -195,16 +198,17 @@ class Draft:
         """Every id a new summary of this draft covers."""
         return {i for _, covers in self.summaries for i in covers}
 
-    def commit(self, conversation: Conversation) -> None:
-        """Apply the changes to ``conversation``: one call per kind of change."""
+    def commit(self, conversation: Conversation, *, keep_valid: bool = False) -> None:
+        """Apply the changes to ``conversation`` in one call (one view rebuild).
+
+        With ``keep_valid``, a result the conversation finds invalid raises
+        :class:`~ctxflow.errors.InvalidConversation` and changes nothing.
+        """
         gone = self.covered_ids() | set(self.hidden)
-        overlays = {i: m for i, m in self.overlays.items() if i not in gone}
-        if overlays:
-            conversation.set_overlays(overlays, counts=self.overlay_counts)
-        for summary, covers in self.summaries:
-            conversation.add_summary(summary, covers)
-        by_tag: dict[str, list[str]] = {}
-        for message_id, tag in self.hidden.items():
-            by_tag.setdefault(tag, []).append(message_id)
-        for tag, ids in by_tag.items():
-            conversation.hide(ids, truncation_parent=tag)
+        conversation.apply(
+            overlays={i: m for i, m in self.overlays.items() if i not in gone},
+            overlay_counts=self.overlay_counts,
+            summaries=self.summaries,
+            hidden=self.hidden,
+            keep_valid=keep_valid,
+        )

@@ -27,7 +27,6 @@ How a run stays safe:
 from __future__ import annotations
 
 import inspect
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from typing import cast
@@ -248,9 +247,6 @@ class Ladder:
         if not self.rungs:
             raise PolicyError("a ladder needs at least one rung (got none)", rule="no_rungs")
         self.validate = validate
-        self._validated: weakref.WeakKeyDictionary[Conversation, list[_Validated]] = (
-            weakref.WeakKeyDictionary()
-        )
         self.history: deque[tuple[int, int]] = deque(maxlen=8)
 
     def guard(self, conversation: Conversation, *, budget: int, fixed: int = 0) -> bool:
@@ -347,11 +343,7 @@ class Ladder:
         start = Draft.of(conversation)
         openai_ok = True
         if self.validate:
-            known = self._validated.get(conversation, [])
-            openai_ok = _check_input(start.view, known)
-            self._validated[conversation] = [
-                _Validated(messages=list(start.view), openai_ok=openai_ok)
-            ]
+            openai_ok = _check_input(conversation)
         ctx = RungContext(
             target=target,
             hard_limit=hard,
@@ -404,17 +396,13 @@ class Ladder:
             )
             used.append(index)
             draft = proposal
-        # Overlays keep ids, roles and tool ids (the conversation checks that), so
-        # only hiding and summaries can change validity.
-        if (draft.hidden or draft.summaries) and self.validate:
-            problems = _seam_problems(start.view, draft.view)
-            if problems:
+        if draft.total > hard:
+            if self.validate and draft.changed and _problems(draft.view, openai_ok):
                 raise CompressionError(
-                    f"the compressed view must be valid for every API (invalid for "
-                    f"{', '.join(problems)} after {[o.name for o in outcomes if o.applied]})",
+                    "the compressed view must be valid for every API (it is not after "
+                    f"{[o.name for o in outcomes if o.applied]})",
                     rule="invalid_result",
                 )
-        if draft.total > hard:
             raise BudgetExceeded(
                 _too_large(draft, hard, fixed, budget, self.policy),
                 rule="hard_limit",
@@ -461,12 +449,15 @@ class Ladder:
         previous = {i: o for i in overlaid if (o := conversation.overlay(i)) is not None}
         changed = gone | set(overlaid)
         first_changed = next((i for i, m in enumerate(start.view) if m.id in changed), None)
-        draft.commit(conversation)
-        if self.validate and draft.changed:
-            # The committed view was checked (input whole, seams after hiding).
-            self._validated.setdefault(conversation, []).insert(
-                0, _Validated(messages=conversation.effective(), openai_ok=openai_ok)
-            )
+        try:
+            draft.commit(conversation, keep_valid=self.validate)
+        except InvalidConversation as error:
+            applied = [o.name for o in outcomes if o.applied]
+            raise CompressionError(
+                f"the compressed view must be valid for every API ({error.message} after "
+                f"{applied})",
+                rule="invalid_result",
+            ) from None
         new_state = state
         for fact in draft.facts:
             new_state = new_state.with_fact(fact.key, fact.value, fact.source)
@@ -503,42 +494,14 @@ _BUILT_IN = (TrimOversized, ClearToolResults, Truncate, Condense, HardReset)
 _OPENAI_ONLY = "tool_result_non_text"
 
 
-@attrs.frozen(kw_only=True)
-class _Validated:
-    """A view known to be valid (its messages as shown), and whether OpenAI accepts it too."""
-
-    messages: list[Message]
-    openai_ok: bool
-
-
-def _check_input(view: list[Message], known: Sequence[_Validated] = ()) -> bool:
+def _check_input(conversation: Conversation) -> bool:
     """Raise InvalidConversation for an invalid view; say whether OpenAI accepts it too.
 
-    When a view in ``known`` is a prefix of this one (the usual case: turns were
-    appended since the last run), only the new messages and the seam are
-    checked, since every rule is local. The comparison is by the messages as
-    shown (identity first, then value), so a changed overlay is seen.
+    The conversation knows its view's validity incrementally, so this walks
+    only what was appended or changed since the view was last checked.
     """
-    start = 0
-    openai_ok = True
-    for entry in known:
-        size = len(entry.messages)
-        if 0 < size <= len(view) and view[:size] == entry.messages:
-            if size == len(view):
-                return entry.openai_ok
-            start, openai_ok = size - 1, entry.openai_ok
-            break
-    # One pass: the OpenAI rules are the Anthropic rules plus one of their own.
-    report = check(view[start:], api="openai")
-    found = [
-        attrs.evolve(v, index=v.index + start)
-        for v in report.violations
-        # Index 0 of a window was checked with its own predecessor already, except
-        # for a call it left pending that the next message must now answer.
-        if start == 0 or v.index > 0 or v.rule == "unanswered_tool_use"
-    ]
-    violations = tuple(v for v in found if v.rule != _OPENAI_ONLY)
-    if violations:
+    if not conversation.valid_for("anthropic"):
+        violations = conversation.check(api="anthropic").violations
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
         raise InvalidConversation(
             f"the conversation must be valid before compression (got {violations[0]}{more})",
@@ -546,44 +509,7 @@ def _check_input(view: list[Message], known: Sequence[_Validated] = ()) -> bool:
             violations=violations,
             api="anthropic",
         )
-    return openai_ok and len(violations) == len(found)
-
-
-def _seam_problems(before: list[Message], after: list[Message]) -> list[str]:
-    """The API rules broken where hiding or a summary joined two messages.
-
-    The input view was checked whole; the rules are local (each message, each
-    adjacent pair, the first dialogue message), so after spans are hidden or
-    replaced only the new junctions and new messages need checking.
-    """
-    position = {m.id: i for i, m in enumerate(before)}
-    first = dialogue_start(after)
-    if first < len(after) and after[first].role is not Role.USER:
-        return ["anthropic", "openai"]
-    previous = -2
-    for index, message in enumerate(after):
-        here = position.get(message.id, -1)
-        if here < 0 and not _seam_message_ok(message):
-            return ["anthropic", "openai"]
-        if index > first and (here < 0 or here != previous + 1):
-            before_message = after[index - 1]
-            uses = (
-                {u.id for u in before_message.tool_uses}
-                if before_message.role is Role.ASSISTANT
-                else set()
-            )
-            if before_message.role is message.role or uses != {
-                r.tool_use_id for r in message.tool_results
-            }:
-                return ["anthropic", "openai"]
-        previous = here
-    return []
-
-
-def _seam_message_ok(message: Message) -> bool:
-    return bool(message.content) and all(
-        getattr(block, "text", "x") != "" for block in message.content
-    )
+    return conversation.valid_for("openai")
 
 
 def _problems(view: list[Message], openai_ok: bool) -> list[str]:

@@ -1,7 +1,8 @@
 """Recall and undo: every hidden original can be fetched, and every compression undone.
 
-``recall`` gives an agent's "recall" tool the original of any message (a
-trimmed or cleared result's marker names the id to ask for); ``expand`` opens
+``recall`` gives an agent's "recall" tool the original of any message, by
+its id or, for a trimmed or cleared result, by the call id the result
+carries (its marker says so); ``expand`` opens
 a summary back into the originals it covers, through nested summaries.
 ``undo`` reverses one ladder run (from its report) or one compression event
 (by summary id, truncation tag, or the id of any message it touched).
@@ -19,7 +20,19 @@ __all__ = ["expand", "recall", "undo"]
 
 
 def recall(conversation: Conversation, message_id: str) -> Message:
-    """The original of a message, whether hidden, overlaid or visible (tags included)."""
+    """The original of a message, whether hidden, overlaid or visible (tags included).
+
+    ``message_id`` may also be a call id (tool_use id): a cleared or trimmed
+    result's marker tells the model to recall it by the call id its
+    tool_result block carries, so that id gives back the message of results.
+    """
+    if message_id not in conversation:
+        try:
+            answered = conversation.pair(message_id).result_message
+        except InvalidMessage:
+            answered = None
+        if answered is not None:
+            return conversation.original(answered)
     return conversation.original(message_id)
 
 

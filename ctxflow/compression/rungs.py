@@ -9,7 +9,7 @@ draft. Every rung tags instead of deleting, so every original stays fetchable.
 Cheapest first:
 
 1. :class:`TrimOversized` — a tool result larger than its share is cut in the
-   middle (head and tail kept, with a marker naming the recall id);
+   middle (head and tail kept, with a marker saying what was cut);
 2. :class:`ClearToolResults` — older tool results are replaced by a short
    placeholder (observation masking), the last ``keep_results`` and pinned
    tools excepted;
@@ -103,13 +103,13 @@ class Rung(Protocol):
         ...
 
 
-def _middle_trim(text: str, keep: int, recall_id: str, tokens_per_char: float) -> str:
+def _middle_trim(text: str, keep: int, tokens_per_char: float) -> str:
     cut = len(text) - keep
     head = keep * 3 // 5
     tail = keep - head
     marker = (
         f"\n[… {cut:,} characters (≈{round(cut * tokens_per_char):,} tokens) trimmed by ctxflow; "
-        f"recall id {recall_id} …]\n"
+        "recall the whole result by its call id …]\n"
     )
     return f"{text[:head]}{marker}{text[len(text) - tail :] if tail else ''}"
 
@@ -149,7 +149,7 @@ class TrimOversized:
             blocks = []
             for block in message.content:
                 if isinstance(block, ToolResultBlock):
-                    block = _trim_block(block, ratio, message.id, per_char)
+                    block = _trim_block(block, ratio, per_char)
                 blocks.append(block)
             replacements[index] = attrs.evolve(
                 message,
@@ -161,20 +161,16 @@ class TrimOversized:
         return draft.with_overlays(replacements)
 
 
-def _trim_block(
-    block: ToolResultBlock, ratio: float, recall_id: str, per_char: float
-) -> ToolResultBlock:
+def _trim_block(block: ToolResultBlock, ratio: float, per_char: float) -> ToolResultBlock:
     if isinstance(block.content, str):
         keep = int(len(block.content) * ratio)
         if keep >= len(block.content):
             return block
-        return attrs.evolve(block, content=_middle_trim(block.content, keep, recall_id, per_char))
+        return attrs.evolve(block, content=_middle_trim(block.content, keep, per_char))
     inner = []
     for part in block.content:
         if isinstance(part, TextBlock) and int(len(part.text) * ratio) < len(part.text):
-            part = TextBlock(
-                text=_middle_trim(part.text, int(len(part.text) * ratio), recall_id, per_char)
-            )
+            part = TextBlock(text=_middle_trim(part.text, int(len(part.text) * ratio), per_char))
         inner.append(part)
     return attrs.evolve(block, content=tuple(inner))
 
@@ -189,7 +185,9 @@ class ClearToolResults:
 
     The newest ``keep_results`` result messages and results of tools named in
     ``pinned_tools`` are never cleared; results are cleared oldest first and
-    only until the draft reaches the target.
+    only until the draft reaches the target. The placeholder names no message
+    id: the model recalls a result by the call id its tool_result block
+    already carries (see :func:`~ctxflow.compression.recall`).
     """
 
     keep_results: int = 3
@@ -200,58 +198,68 @@ class ClearToolResults:
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
         """Clear the oldest eligible tool results until the target is met."""
         view = draft.view
-        results = [i for i, m in enumerate(view) if is_result(m)]
-        eligible = results[: max(0, len(results) - self.keep_results)]
         need = draft.total - ctx.target
         replacements: dict[int, Message] = {}
         counts: dict[int, int] = {}
         saved = 0
-        for index in eligible:
+        for at in range(max(1, dialogue_start(view)), _keep_from(view, self.keep_results)):
             if saved >= need:
                 break
-            message = view[index]
-            if message.important or message.metadata.get(OVERLAY_KIND) == CLEARED:
+            message = view[at]
+            if not message.tool_results or message.important:
                 continue
-            previous = view[index - 1]
-            names = {u.id: u.name for u in previous.tool_uses}
-            chars = _result_chars(message)
-            if chars < self.min_chars:
+            if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
-            count = draft.tokens[index]
-            blocks: list[Block] = []
-            changed = False
-            for block in message.content:
-                if isinstance(block, ToolResultBlock):
-                    name = names.get(block.tool_use_id, "tool")
-                    size = len(block.text)
-                    if name not in self.pinned_tools and size >= self.min_chars:
-                        kind = "error result" if block.is_error else "result"
-                        block = attrs.evolve(
-                            block,
-                            content=(
-                                f"[{name} {kind} cleared by ctxflow: {size:,} characters "
-                                f"(≈{round(count * size / chars):,} tokens); "
-                                f"recall id {message.id}]"
-                            ),
-                        )
-                        changed = True
-                blocks.append(block)
-            if not changed:
+            replacement = self._cleared(message, view[at - 1])
+            if replacement is None:
                 continue
-            replacement = attrs.evolve(
-                message,
-                content=tuple(blocks),
-                metadata={**message.metadata, OVERLAY_KIND: CLEARED},
-            )
-            new_count = draft.measure(replacement)
-            if new_count >= count:
-                continue
-            replacements[index] = replacement
-            counts[index] = new_count
-            saved += count - new_count
+            count = draft.measure(replacement)
+            if count < draft.tokens[at]:
+                replacements[at] = replacement
+                counts[at] = count
+                saved += draft.tokens[at] - count
         if not replacements:
             return Skip(reason="no older tool result is large enough to clear")
         return draft.with_overlays(replacements, counts)
+
+    def _cleared(self, message: Message, call: Message) -> Message | None:
+        """``message`` with its large, unpinned results replaced (None when none is)."""
+        if _result_chars(message) < self.min_chars:
+            return None
+        blocks: list[Block] = []
+        changed = False
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                size = len(block.text)
+                name = next((u.name for u in call.tool_uses if u.id == block.tool_use_id), "tool")
+                if size >= self.min_chars and name not in self.pinned_tools:
+                    kind = "error result" if block.is_error else "result"
+                    block = ToolResultBlock(
+                        tool_use_id=block.tool_use_id,
+                        content=f"[{name} {kind} cleared by ctxflow: {size:,} characters; "
+                        "recall it by its call id]",
+                        is_error=block.is_error,
+                        extra=block.extra,
+                    )
+                    changed = True
+            blocks.append(block)
+        if not changed:
+            return None
+        return message.with_content(
+            tuple(blocks), metadata={**message.metadata, OVERLAY_KIND: CLEARED}
+        )
+
+
+def _keep_from(view: Sequence[Message], keep: int) -> int:
+    """The view index of the ``keep``-th newest tool-result message (the view's end for 0)."""
+    if keep <= 0:
+        return len(view)
+    for index in range(len(view) - 1, -1, -1):
+        if view[index].tool_results:
+            keep -= 1
+            if keep == 0:
+                return index
+    return 0
 
 
 def hideable_spans(

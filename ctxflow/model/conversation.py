@@ -10,16 +10,24 @@ original stays fetchable by id.
 A summary message added by :meth:`Conversation.add_summary` is stored at the
 end of the log (the log only grows) but appears in the effective view where
 the first message it covers stood, so the chronology reads naturally.
+
+The view is rebuilt from slices of the log between the few *special*
+positions (tagged, summary or overlaid messages), so a rebuild costs Python
+work per special message, not per message. Validity is known incrementally:
+once the view has been checked, an append checks only the new messages and a
+compression only the messages it changed and their new neighbours (every API
+rule is local), so the ladder's check of a 10,000-message view is not a
+10,000-message pass each time.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 import attrs
 
-from ctxflow.errors import InvalidMessage
+from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model.messages import (
     Message,
     RedactedThinkingBlock,
@@ -29,7 +37,7 @@ from ctxflow.model.messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ctxflow.model.validity import API, ValidityReport, check
+from ctxflow.model.validity import API, ValidityReport, check, local_ok
 
 __all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
 
@@ -79,15 +87,22 @@ class Conversation:
     def __init__(self, messages: Iterable[Message] = (), *, measure: Measure | None = None):
         self._measure: Measure = measure or _char_estimate
         self._log: list[Message] = []
+        self._counts: list[int] = []  # parallel to the log
         self._position: dict[str, int] = {}
-        self._tokens: dict[str, int] = {}
         self._uses: dict[str, tuple[str, str]] = {}  # tool_use id -> (message id, tool name)
         self._results: dict[str, str] = {}  # tool_use id -> message id of the result
         self._overlays: dict[str, Message] = {}
         self._overlay_tokens: dict[str, int] = {}
+        self._special: set[int] = set()  # log positions of tagged, summary, overlaid messages
         self._total = 0
         self._effective_total = 0
         self._view: list[Message] | None = None
+        self._view_tokens: list[int] = []
+        self._view_positions: list[int] = []  # log position of each view entry
+        self._placed: dict[str, int] = {}  # summary id -> its view index
+        self._epoch = 0  # moves on every change other than an append
+        # (epoch, view length checked, valid for OpenAI too); only valid views are kept
+        self._valid: tuple[int, int, bool] | None = None
         self.version = 0
         self.extend(messages)
 
@@ -116,9 +131,7 @@ class Conversation:
     @property
     def effective_count(self) -> int:
         """How many messages the effective view holds."""
-        if self._view is None:
-            self._view = self._build_view()
-        return len(self._view)
+        return len(self._current_view())
 
     @property
     def total_tokens(self) -> int:
@@ -156,12 +169,12 @@ class Conversation:
         self.original(message_id)
         if message_id in self._overlay_tokens:
             return self._overlay_tokens[message_id]
-        return self._tokens[message_id]
+        return self._counts[self._position[message_id]]
 
     def original_tokens(self, message_id: str) -> int:
         """The cached token count of the original message."""
         self.original(message_id)
-        return self._tokens[message_id]
+        return self._counts[self._position[message_id]]
 
     def pair(self, tool_use_id: str) -> ToolPair:
         """Where a tool call was made and answered."""
@@ -216,44 +229,114 @@ class Conversation:
         Hidden messages are skipped, overlays replace their originals, and a
         visible summary stands where the first message it covers stood.
         """
+        return list(self._current_view())
+
+    def effective_counts(self) -> list[int]:
+        """The cached token counts of the effective view, in the order of :meth:`effective`."""
+        self._current_view()
+        return list(self._view_tokens)
+
+    def _current_view(self) -> list[Message]:
         if self._view is None:
-            self._view = self._build_view()
-        return list(self._view)
+            self._rebuild()
+        assert self._view is not None
+        return self._view
 
-    def _build_view(self) -> list[Message]:
-        return self._scan()[0]
-
-    def _scan(self) -> tuple[list[Message], int]:
-        """The effective view and its token total, in one pass over the log."""
+    def _rebuild(self) -> None:
+        """Derive the view, its counts and log positions: slices between special positions."""
+        log, counts, overlays, overlay_tokens = (
+            self._log,
+            self._counts,
+            self._overlays,
+            self._overlay_tokens,
+        )
         view: list[Message] = []
-        append = view.append
-        total = 0
-        placed: set[str] = set()
-        overlays, overlay_tokens, tokens = self._overlays, self._overlay_tokens, self._tokens
-        for message in self._log:
-            if message.metadata and SUMMARY_OF in message.metadata:
+        tokens: list[int] = []
+        positions: list[int] = []
+        placed: dict[str, int] = {}
+        start = 0
+        for at in sorted(self._special):
+            if at > start:
+                view += log[start:at]
+                tokens += counts[start:at]
+                positions += range(start, at)
+            start = at + 1
+            message = log[at]
+            if SUMMARY_OF in message.metadata:
                 continue  # placed at the first message it covers
-            if message.condense_parent is not None or message.truncation_parent is not None:
-                parent = message.condense_parent
+            parent = message.condense_parent
+            if parent is not None or message.truncation_parent is not None:
                 if parent is not None and parent not in placed:
-                    summary = self._log[self._position[parent]]
+                    where = self._position[parent]
+                    summary = log[where]
+                    placed[parent] = -1
                     if not summary.hidden:
-                        append(overlays.get(parent, summary))
-                        total += overlay_tokens.get(parent, tokens[parent])
-                    placed.add(parent)
+                        placed[parent] = len(view)
+                        view.append(overlays.get(parent, summary))
+                        tokens.append(overlay_tokens.get(parent, counts[where]))
+                        positions.append(at)
                 continue
-            ident = message.id
-            if ident in overlays:
-                append(overlays[ident])
-                total += overlay_tokens[ident]
-            else:
-                append(message)
-                total += tokens[ident]
-        return view, total
+            view.append(overlays[message.id])
+            tokens.append(overlay_tokens[message.id])
+            positions.append(at)
+        if start < len(log):
+            view += log[start:]
+            tokens += counts[start:]
+            positions += range(start, len(log))
+        self._view, self._view_tokens, self._view_positions = view, tokens, positions
+        self._placed = placed
+        self._effective_total = sum(tokens)
+
+    # -- validity --------------------------------------------------------------
 
     def check(self, *, api: API = "anthropic", effective: bool = True) -> ValidityReport:
-        """Check the effective view (or the whole log) against ``api``'s rules."""
-        return check(self.effective() if effective else self._log, api=api)
+        """Check the effective view (or the whole log) against ``api``'s rules.
+
+        A view known valid is not walked again: only what was appended or
+        changed since it was last checked.
+        """
+        if not effective:
+            return check(self._log, api=api)
+        if api == "anthropic" and self.valid_for("anthropic"):
+            return ValidityReport(api=api, violations=(), pending=self._pending())
+        if api == "openai" and self.valid_for("openai"):
+            return ValidityReport(api=api, violations=(), pending=self._pending())
+        return check(self._current_view(), api=api)
+
+    def valid_for(self, api: API = "anthropic") -> bool:
+        """True when the effective view passes ``api``'s rules (known incrementally)."""
+        known = self._validity()
+        if known is None:
+            view = self._current_view()
+            report = check(view, api="openai")
+            # The OpenAI rules are the Anthropic ones plus text-only tool results.
+            anthropic = all(v.rule == "tool_result_non_text" for v in report.violations)
+            self._valid = (self._epoch, len(view), report.ok) if anthropic else None
+            known = (anthropic, report.ok)
+        return known[1] if api == "openai" else known[0]
+
+    def _validity(self) -> tuple[bool, bool] | None:
+        """(Anthropic, OpenAI) validity of the view from what is known, or None if unknown."""
+        memo = self._valid
+        if memo is None or memo[0] != self._epoch:
+            return None
+        _, checked, openai = memo
+        view = self._current_view()
+        if checked < len(view):
+            new = range(checked, len(view))
+            if not local_ok(view, new, api="anthropic"):
+                self._valid = None
+                return None  # let a full check report exactly what is wrong
+            openai = openai and local_ok(view, new, api="openai")
+            self._valid = (self._epoch, len(view), openai)
+        return True, openai
+
+    def _pending(self) -> tuple[str, ...]:
+        view = self._current_view()
+        last = view[-1] if view else None
+        if last is not None and last.role is Role.ASSISTANT:
+            return tuple(u.id for u in last.tool_uses)
+        return ()
 
     # -- appending -----------------------------------------------------------
 
@@ -321,25 +404,33 @@ class Conversation:
                     )
                 new_results.add(result.tool_use_id)
         counts = [self._measure(m) for m in batch]
+        special = False
         for message, count in zip(batch, counts, strict=True):
-            self._position[message.id] = len(self._log)
+            at = len(self._log)
+            self._position[message.id] = at
             self._log.append(message)
-            self._tokens[message.id] = count
+            self._counts.append(count)
             self._total += count
             for use in message.tool_uses:
                 self._uses[use.id] = (message.id, use.name)
             for result in message.tool_results:
                 self._results[result.tool_use_id] = message.id
-        if any(m.hidden or SUMMARY_OF in m.metadata for m in batch):
-            self._recount()
+            if message.hidden or SUMMARY_OF in message.metadata:
+                self._special.add(at)
+                special = True
+        if special:
+            shown = [m.id for m in batch if SUMMARY_OF in m.metadata]
+            self._changed(range(base, base + len(batch)), summaries=shown)
             return
         # The common case stays O(new messages): extend the cached view in place.
         self.version += 1
         if self._view is not None:
-            self._view.extend(batch)
+            self._view += batch
+            self._view_tokens += counts
+            self._view_positions += range(base, base + len(batch))
         self._effective_total += sum(counts)
 
-    # -- tagging (used by compression) --------------------------------------
+    # -- changing (used by compression) ---------------------------------------
 
     def hide(
         self,
@@ -353,62 +444,170 @@ class Conversation:
             raise ValueError("give exactly one of condense_parent or truncation_parent")
         ids = list(message_ids)
         for message_id in ids:
-            message = self.original(message_id)
-            if message.important:
-                raise InvalidMessage(
-                    f"message {message_id!r} is pinned (important) and cannot be hidden",
-                    rule="pinned",
-                    message_id=message_id,
-                )
-        for message_id in ids:
-            message = self.original(message_id)
-            changes: dict[str, Any] = {}
-            if condense_parent is not None and message.condense_parent is None:
-                changes["condense_parent"] = condense_parent
-            if truncation_parent is not None and message.truncation_parent is None:
-                changes["truncation_parent"] = truncation_parent
-            if changes:
-                self._log[self._position[message_id]] = attrs.evolve(message, **changes)
-        self._recount()
+            self._check_hideable(message_id, "hidden")
+        touched = [self._tag(i, condense_parent, truncation_parent) for i in ids]
+        self._changed(touched)
 
     def unhide(self, message_ids: Iterable[str]) -> None:
         """Clear the compression tags of messages (undo a compression)."""
         ids = list(message_ids)
         for message_id in ids:
             self.original(message_id)
+        touched = []
         for message_id in ids:
-            message = self.original(message_id)
-            self._log[self._position[message_id]] = attrs.evolve(
-                message, condense_parent=None, truncation_parent=None
-            )
-        self._recount()
+            at = self._position[message_id]
+            message = self._log[at]
+            if message.hidden:
+                self._log[at] = message.with_tags(condense_parent=None, truncation_parent=None)
+                if message_id not in self._overlays and SUMMARY_OF not in message.metadata:
+                    self._special.discard(at)
+                touched.append(at)
+        self._changed(touched)
 
     def add_summary(self, summary: Message, covers: Sequence[str]) -> Message:
         """Append ``summary`` and hide the messages it ``covers`` behind it."""
-        if not covers:
-            raise InvalidMessage("a summary must cover at least one message", rule="empty_span")
-        for message_id in covers:
-            if self.original(message_id).important:
+        return self.apply(summaries=((summary, covers),))[0]
+
+    def apply(
+        self,
+        *,
+        overlays: Mapping[str, Message] | None = None,
+        overlay_counts: Mapping[str, int] | None = None,
+        summaries: Sequence[tuple[Message, Sequence[str]]] = (),
+        hidden: Mapping[str, str] | None = None,
+        keep_valid: bool = False,
+    ) -> list[Message]:
+        """Apply one compression at once: overlays, then summaries, then truncation tags.
+
+        ``hidden`` maps message ids to their truncation event; a summary hides
+        what it covers (an earlier summary of the same call may be among them).
+        Everything is checked before anything changes, and the view is rebuilt
+        once. ``overlay_counts`` may give overlays' counts already taken with
+        :meth:`measure`. With ``keep_valid``, a view valid before must stay valid
+        for every API it passed: otherwise :class:`InvalidConversation` is
+        raised and nothing changes. Returns the summaries as stored (marked
+        with what they cover).
+        """
+        overlays = overlays or {}
+        hidden = hidden or {}
+        for message_id, replacement in overlays.items():
+            self._check_overlay(message_id, replacement)
+        marked = self._check_summaries(summaries)
+        for message_id, tag in hidden.items():
+            if not isinstance(tag, str) or not tag:
                 raise InvalidMessage(
-                    f"message {message_id!r} is pinned (important) and cannot be condensed",
-                    rule="pinned",
+                    f"the truncation tag of {message_id!r} must be a non-empty string "
+                    f"(got {tag!r})",
+                    rule="tag",
                     message_id=message_id,
                 )
-        if summary.tool_uses or summary.tool_results:
-            raise InvalidMessage(
-                "a summary message may not carry tool blocks", rule="summary_tool_blocks"
+            self._check_hideable(message_id, "hidden")
+        was = self._validity()
+        if keep_valid and was is None:
+            self.valid_for("anthropic")
+            was = self._validity()
+        undo = _Undo(self)
+        touched: list[int] = []
+        known = overlay_counts or {}
+        for message_id, replacement in overlays.items():
+            undo.overlay(message_id)
+            self._overlays[message_id] = replacement
+            count = known.get(message_id)
+            self._overlay_tokens[message_id] = (
+                count if count is not None else self._measure(replacement)
             )
-        marked = attrs.evolve(summary, metadata={**summary.metadata, SUMMARY_OF: list(covers)})
-        self.append(marked)
-        self.hide(covers, condense_parent=marked.id)
+            at = self._position[message_id]
+            self._special.add(at)
+            touched.append(at)
+        for summary, covers in zip(marked, (c for _, c in summaries), strict=True):
+            at = len(self._log)
+            count = self._measure(summary)
+            self._position[summary.id] = at
+            self._log.append(summary)
+            self._counts.append(count)
+            self._total += count
+            self._special.add(at)
+            undo.appended += 1
+            for message_id in covers:
+                undo.message(self._position[message_id])
+                touched.append(self._tag(message_id, summary.id, None))
+        for message_id, tag in hidden.items():
+            undo.message(self._position[message_id])
+            touched.append(self._tag(message_id, None, tag))
+        self._changed(touched, summaries=[m.id for m in marked])
+        if keep_valid and was is not None:
+            now = self._validity()
+            if now is None or (was[1] and not now[1]):
+                undo.restore()
+                raise InvalidConversation(
+                    "a compression must keep the view valid for every API it passed "
+                    f"(it would not be valid for {'anthropic' if now is None else 'openai'})",
+                    rule="invalid_result",
+                    violations=(),
+                    api="anthropic" if now is None else "openai",
+                )
+        return marked
+
+    def _tag(self, message_id: str, condense: str | None, truncation: str | None) -> int:
+        """Add the tags a message lacks (a tag it has already is kept); its log position."""
+        at = self._position[message_id]
+        message = self._log[at]
+        condense = message.condense_parent or condense
+        truncation = message.truncation_parent or truncation
+        if condense != message.condense_parent or truncation != message.truncation_parent:
+            self._log[at] = message.with_tags(
+                condense_parent=condense, truncation_parent=truncation
+            )
+            self._special.add(at)
+        return at
+
+    def _check_hideable(self, message_id: str, verb: str) -> None:
+        if self.original(message_id).important:
+            raise InvalidMessage(
+                f"message {message_id!r} is pinned (important) and cannot be {verb}",
+                rule="pinned",
+                message_id=message_id,
+            )
+
+    def _check_summaries(self, summaries: Sequence[tuple[Message, Sequence[str]]]) -> list[Message]:
+        marked: list[Message] = []
+        fresh: set[str] = set()
+        for summary, covers in summaries:
+            if not isinstance(summary, Message):
+                raise InvalidMessage(
+                    f"a summary must be a Message (got {type(summary).__name__})",
+                    rule="not_a_message",
+                )
+            if not covers:
+                raise InvalidMessage("a summary must cover at least one message", rule="empty_span")
+            if summary.tool_uses or summary.tool_results:
+                raise InvalidMessage(
+                    "a summary message may not carry tool blocks", rule="summary_tool_blocks"
+                )
+            if summary.role is Role.SYSTEM:
+                raise InvalidMessage(
+                    "a summary may not be a system message",
+                    rule="system_position",
+                    message_id=summary.id,
+                )
+            if summary.id in self._position or summary.id in fresh:
+                raise InvalidMessage(
+                    f"summary id {summary.id!r} is already in the conversation",
+                    rule="duplicate_message_id",
+                    message_id=summary.id,
+                )
+            for message_id in covers:
+                if message_id not in fresh:
+                    self._check_hideable(message_id, "condensed")
+            fresh.add(summary.id)
+            marked.append(
+                attrs.evolve(summary, metadata={**summary.metadata, SUMMARY_OF: list(covers)})
+            )
         return marked
 
     def set_overlay(self, message_id: str, replacement: Message) -> None:
         """Show ``replacement`` instead of a message; its role and tool ids must match."""
-        self._check_overlay(message_id, replacement)
-        self._overlays[message_id] = replacement
-        self._overlay_tokens[message_id] = self._measure(replacement)
-        self._recount()
+        self.apply(overlays={message_id: replacement})
 
     def _check_overlay(self, message_id: str, replacement: Message) -> None:
         original = self.original(message_id)
@@ -435,26 +634,23 @@ class Conversation:
         ``counts`` may give overlays' token counts already taken with :meth:`measure`
         (so a planner that measured them does not pay twice); others are measured here.
         """
-        for message_id, replacement in replacements.items():
-            self._check_overlay(message_id, replacement)
-        known = counts or {}
-        for message_id, replacement in replacements.items():
-            self._overlays[message_id] = replacement
-            count = known.get(message_id)
-            self._overlay_tokens[message_id] = (
-                count if count is not None else self._measure(replacement)
-            )
-        self._recount()
+        self.apply(overlays=replacements, overlay_counts=counts)
 
     def remove_overlays(self, message_ids: Iterable[str]) -> None:
         """Show many originals again (one view rebuild)."""
         ids = list(message_ids)
         for message_id in ids:
             self.original(message_id)
+        touched = []
         for message_id in ids:
-            self._overlays.pop(message_id, None)
-            self._overlay_tokens.pop(message_id, None)
-        self._recount()
+            if self._overlays.pop(message_id, None) is not None:
+                self._overlay_tokens.pop(message_id, None)
+                at = self._position[message_id]
+                message = self._log[at]
+                if not message.hidden and SUMMARY_OF not in message.metadata:
+                    self._special.discard(at)
+                touched.append(at)
+        self._changed(touched)
 
     def measure(self, message: Message) -> int:
         """Count ``message`` with this conversation's measure (nothing is cached)."""
@@ -462,11 +658,79 @@ class Conversation:
 
     def remove_overlay(self, message_id: str) -> None:
         """Show the original again."""
-        self.original(message_id)
-        self._overlays.pop(message_id, None)
-        self._overlay_tokens.pop(message_id, None)
-        self._recount()
+        self.remove_overlays((message_id,))
 
-    def _recount(self) -> None:
+    def _changed(self, touched: Iterable[int], *, summaries: Iterable[str] = ()) -> None:
+        """Rebuild the view after a change at log positions ``touched`` (and new summaries).
+
+        A view known valid before stays known valid when the changed messages
+        and their new neighbours pass the local rules; otherwise validity is
+        unknown until the next check.
+        """
+        was = self._validity() if self._view is not None else None
         self.version += 1
-        self._view, self._effective_total = self._scan()
+        self._epoch += 1
+        self._rebuild()
+        self._valid = None
+        if was is None or not was[0]:
+            return
+        assert self._view is not None
+        positions = self._view_positions
+        around: set[int] = set()
+        for at in touched:
+            index = bisect_left(positions, at)
+            around.add(index)
+            if index < len(positions) and positions[index] == at:
+                around.add(index + 1)  # still shown (now overlaid or shown again): and after it
+        for summary_id in summaries:
+            index = self._placed.get(summary_id, -1)
+            if index >= 0:
+                around.update((index, index + 1))
+        view = self._view
+        if local_ok(view, around, api="anthropic"):
+            openai = was[1] and local_ok(view, around, api="openai")
+            self._valid = (self._epoch, len(view), openai)
+
+
+class _Undo:
+    """What :meth:`Conversation.apply` changed, so a refused result can be taken back."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.messages: dict[int, Message] = {}
+        self.overlays: dict[str, tuple[Message | None, int | None]] = {}
+        self.appended = 0
+        self.state = (
+            conversation._valid,
+            conversation._epoch,
+            conversation.version,
+            conversation._total,
+            set(conversation._special),
+        )
+
+    def message(self, at: int) -> None:
+        self.messages.setdefault(at, self.conversation._log[at])
+
+    def overlay(self, message_id: str) -> None:
+        c = self.conversation
+        self.overlays.setdefault(
+            message_id, (c._overlays.get(message_id), c._overlay_tokens.get(message_id))
+        )
+
+    def restore(self) -> None:
+        c = self.conversation
+        for at, message in self.messages.items():
+            c._log[at] = message
+        for message_id, (overlay, count) in self.overlays.items():
+            if overlay is None:
+                c._overlays.pop(message_id, None)
+                c._overlay_tokens.pop(message_id, None)
+            else:
+                c._overlays[message_id] = overlay
+                c._overlay_tokens[message_id] = count if count is not None else 0
+        for _ in range(self.appended):
+            message = c._log.pop()
+            c._counts.pop()
+            del c._position[message.id]
+        c._valid, c._epoch, c.version, c._total, c._special = self.state
+        c._rebuild()

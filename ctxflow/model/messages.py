@@ -265,6 +265,64 @@ class Message:
         """The tool_result blocks, in order."""
         return self._results
 
+    def with_content(
+        self, content: Iterable[Block], *, metadata: Mapping[str, Any] | None = None
+    ) -> Message:
+        """A copy with new content blocks (checked) and optionally new metadata; id and tags kept.
+
+        Compression derives a replacement for each cleared or trimmed result;
+        this checks the blocks as the constructor does, without the rest of
+        ``attrs.evolve``'s work.
+        """
+        blocks = tuple(content)
+        uses: list[ToolUseBlock] = []
+        results: list[ToolResultBlock] = []
+        for position, block in enumerate(blocks):
+            _check_block(block, self.role, position)
+            if isinstance(block, ToolUseBlock):
+                uses.append(block)
+            elif isinstance(block, ToolResultBlock):
+                results.append(block)
+        copy = self.with_tags(
+            condense_parent=self.condense_parent, truncation_parent=self.truncation_parent
+        )
+        setter = object.__setattr__
+        setter(copy, "content", blocks)
+        setter(copy, "_uses", tuple(uses))
+        setter(copy, "_results", tuple(results))
+        if metadata is not None:
+            setter(copy, "metadata", _frozen_mapping(metadata))
+        return copy
+
+    def with_tags(self, *, condense_parent: str | None, truncation_parent: str | None) -> Message:
+        """A copy carrying these compression tags (the content, already checked, is shared).
+
+        Compression retags thousands of messages at a time; this skips the
+        content validation that ``attrs.evolve`` would repeat for each.
+        """
+        if not isinstance(condense_parent, str | None) or not isinstance(
+            truncation_parent, str | None
+        ):
+            raise InvalidMessage(
+                f"compression tags must be strings or None (got {condense_parent!r}, "
+                f"{truncation_parent!r})",
+                rule="tag",
+            )
+        copy = object.__new__(Message)
+        setter = object.__setattr__
+        # Unrolled: a loop over the fields costs twice as much (a test checks all are copied).
+        setter(copy, "role", self.role)
+        setter(copy, "content", self.content)
+        setter(copy, "id", self.id)
+        setter(copy, "timestamp", self.timestamp)
+        setter(copy, "metadata", self.metadata)
+        setter(copy, "important", self.important)
+        setter(copy, "condense_parent", condense_parent)
+        setter(copy, "truncation_parent", truncation_parent)
+        setter(copy, "_uses", self._uses)
+        setter(copy, "_results", self._results)
+        return copy
+
     @classmethod
     def user(cls, text: str, **kwargs: Any) -> Message:
         """A user message holding one text block."""

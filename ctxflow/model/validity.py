@@ -15,7 +15,7 @@ present whenever tool blocks are (when the caller says which tools it sends).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
 import attrs
@@ -31,7 +31,7 @@ from ctxflow.model.messages import (
     ToolResultBlock,
 )
 
-__all__ = ["API", "ValidityReport", "Violation", "check", "validate"]
+__all__ = ["API", "ValidityReport", "Violation", "check", "local_ok", "validate"]
 
 API = Literal["anthropic", "openai"]
 APIS: tuple[API, ...] = ("anthropic", "openai")
@@ -235,3 +235,68 @@ def validate(
             api=api,
         )
     return report
+
+
+def _message_ok(message: Message, api: API) -> bool:
+    """The rules one message must meet on its own (content, block order; text only in OpenAI)."""
+    if not message.content:
+        return False
+    role = message.role
+    seen_other = False
+    for block in message.content:
+        if isinstance(block, TextBlock) and not block.text:
+            return False
+        if role is Role.ASSISTANT:
+            if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
+                if seen_other:
+                    return False
+            else:
+                seen_other = True
+        elif role is Role.USER:
+            if isinstance(block, ToolResultBlock):
+                if seen_other:
+                    return False
+                if (
+                    api == "openai"
+                    and not isinstance(block.content, str)
+                    and any(isinstance(b, ImageBlock) for b in block.content)
+                ):
+                    return False
+            else:
+                seen_other = True
+    return True
+
+
+def local_ok(messages: Sequence[Message], indices: Iterable[int], *, api: API) -> bool:
+    """True when the messages at ``indices`` pass every rule that involves them.
+
+    Each rule of :func:`check` is local: about one message, a message and the
+    one before it, or the first dialogue message (ids aside, which a
+    :class:`~ctxflow.model.Conversation` keeps unique). So a sequence known to
+    be valid stays valid after a change if the changed messages and the new
+    neighbours around them pass: that is what this checks, without a pass
+    over the rest.
+    """
+    first = 1 if messages and messages[0].role is Role.SYSTEM else 0
+    size = len(messages)
+    for index in indices:
+        if not 0 <= index < size:
+            continue
+        message = messages[index]
+        if not _message_ok(message, api):
+            return False
+        if message.role is Role.SYSTEM:
+            if index != 0:
+                return False
+            continue
+        if index == first:
+            if message.role is not Role.USER or message.tool_results:
+                return False
+            continue
+        previous = messages[index - 1]
+        if previous.role is message.role:
+            return False
+        expected = {u.id for u in previous.tool_uses} if previous.role is Role.ASSISTANT else set()
+        if {r.tool_use_id for r in message.tool_results} != expected:
+            return False
+    return True

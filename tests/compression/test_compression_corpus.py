@@ -62,5 +62,7 @@ def test_the_868_kb_diff_is_trimmed_not_sinking_the_window(
     assert report.reached_target
     assert report.rungs_used[0] == "trim"
     shown = conversation.get(biggest.id).tool_results[0].text
-    assert f"recall id {biggest.id}" in shown
+    assert "trimmed by ctxflow; recall the whole result by its call id" in shown
+    call_id = biggest.tool_results[0].tool_use_id
+    assert recall(conversation, call_id).id == biggest.id
     assert len(recall(conversation, biggest.id).tool_results[0].text) > 800_000

@@ -54,7 +54,7 @@ def test_trim_cuts_the_middle_of_an_oversized_result_and_names_the_recall_id(
     shown = conversation.get("r1")
     text = shown.tool_results[0].text
     assert shown.metadata[OVERLAY_KIND] == TRIMMED
-    assert "trimmed by ctxflow; recall id r1" in text
+    assert "trimmed by ctxflow; recall the whole result by its call id" in text
     assert text.startswith("line 1 ")
     assert text.rstrip().endswith(recall(conversation, "r1").tool_results[0].text.rstrip()[-20:])
     assert conversation.tokens("r1") <= 1_200
@@ -75,8 +75,11 @@ def test_clear_keeps_the_latest_results_and_pinned_tools(
     cleared = [f"r{n}" for n in range(6) if conversation.overlay(f"r{n}") is not None]
     assert cleared == ["r0", "r2", "r3"]
     placeholder = conversation.get("r0").tool_results[0].text
-    assert placeholder.startswith("[bash result cleared by ctxflow: 2,000 characters")
-    assert "recall id r0" in placeholder
+    assert placeholder == (
+        "[bash result cleared by ctxflow: 2,000 characters; recall it by its call id]"
+    )
+    call_id = conversation.get("r0").tool_results[0].tool_use_id
+    assert recall(conversation, call_id) == conversation.original("r0")
     assert conversation.get("r0").metadata[OVERLAY_KIND] == CLEARED
     _valid(conversation)
 
