@@ -159,8 +159,16 @@ class Draft:
             else:
                 hidden[message_id] = tag
         summaries = tuple(s for s in self.summaries if s[0].id not in dropped)
-        view = [m for i, m in enumerate(self.view) if i not in drop]
-        tokens = [t for i, t in enumerate(self.tokens) if i not in drop]
+        view: list[Message] = []
+        tokens: list[int] = []
+        start = 0
+        for index in sorted(drop):  # copy the kept runs between the hidden ones
+            if index > start:
+                view += self.view[start:index]
+                tokens += self.tokens[start:index]
+            start = index + 1
+        view += self.view[start:]
+        tokens += self.tokens[start:]
         return self._copy(
             view=view,
             tokens=tokens,

@@ -99,7 +99,7 @@ class Conversation:
         self._view: list[Message] | None = None
         self._view_tokens: list[int] = []
         self._view_positions: list[int] = []  # log position of each view entry
-        self._placed: dict[str, int] = {}  # summary id -> its view index
+        self._anchors: dict[str, int] = {}  # summary id -> log position it is shown at
         self._epoch = 0  # moves on every change other than an append
         # (epoch, view length checked, valid for OpenAI too); only valid views are kept
         self._valid: tuple[int, int, bool] | None = None
@@ -253,7 +253,7 @@ class Conversation:
         view: list[Message] = []
         tokens: list[int] = []
         positions: list[int] = []
-        placed: dict[str, int] = {}
+        anchors: dict[str, int] = {}
         start = 0
         for at in sorted(self._special):
             if at > start:
@@ -266,12 +266,11 @@ class Conversation:
                 continue  # placed at the first message it covers
             parent = message.condense_parent
             if parent is not None or message.truncation_parent is not None:
-                if parent is not None and parent not in placed:
+                if parent is not None and parent not in anchors:
                     where = self._position[parent]
                     summary = log[where]
-                    placed[parent] = -1
+                    anchors[parent] = at
                     if not summary.hidden:
-                        placed[parent] = len(view)
                         view.append(overlays.get(parent, summary))
                         tokens.append(overlay_tokens.get(parent, counts[where]))
                         positions.append(at)
@@ -284,7 +283,7 @@ class Conversation:
             tokens += counts[start:]
             positions += range(start, len(log))
         self._view, self._view_tokens, self._view_positions = view, tokens, positions
-        self._placed = placed
+        self._anchors = anchors
         self._effective_total = sum(tokens)
 
     # -- validity --------------------------------------------------------------
@@ -323,11 +322,11 @@ class Conversation:
         _, checked, openai = memo
         view = self._current_view()
         if checked < len(view):
-            new = range(checked, len(view))
-            if not local_ok(view, new, api="anthropic"):
+            anthropic, openai_new = local_ok(view, range(checked, len(view)))
+            if not anthropic:
                 self._valid = None
                 return None  # let a full check report exactly what is wrong
-            openai = openai and local_ok(view, new, api="openai")
+            openai = openai and openai_new
             self._valid = (self._epoch, len(view), openai)
         return True, openai
 
@@ -419,8 +418,7 @@ class Conversation:
                 self._special.add(at)
                 special = True
         if special:
-            shown = [m.id for m in batch if SUMMARY_OF in m.metadata]
-            self._changed(range(base, base + len(batch)), summaries=shown)
+            self._changed(range(base, base + len(batch)))
             return
         # The common case stays O(new messages): extend the cached view in place.
         self.version += 1
@@ -508,6 +506,7 @@ class Conversation:
             was = self._validity()
         undo = _Undo(self)
         touched: list[int] = []
+        restyled: list[int] = []
         known = overlay_counts or {}
         for message_id, replacement in overlays.items():
             undo.overlay(message_id)
@@ -518,7 +517,7 @@ class Conversation:
             )
             at = self._position[message_id]
             self._special.add(at)
-            touched.append(at)
+            restyled.append(at)
         for summary, covers in zip(marked, (c for _, c in summaries), strict=True):
             at = len(self._log)
             count = self._measure(summary)
@@ -534,7 +533,7 @@ class Conversation:
         for message_id, tag in hidden.items():
             undo.message(self._position[message_id])
             touched.append(self._tag(message_id, None, tag))
-        self._changed(touched, summaries=[m.id for m in marked])
+        self._changed(touched + [self._position[m.id] for m in marked], restyled=restyled)
         if keep_valid and was is not None:
             now = self._validity()
             if now is None or (was[1] and not now[1]):
@@ -650,7 +649,7 @@ class Conversation:
                 if not message.hidden and SUMMARY_OF not in message.metadata:
                     self._special.discard(at)
                 touched.append(at)
-        self._changed(touched)
+        self._changed((), restyled=touched)
 
     def measure(self, message: Message) -> int:
         """Count ``message`` with this conversation's measure (nothing is cached)."""
@@ -660,12 +659,14 @@ class Conversation:
         """Show the original again."""
         self.remove_overlays((message_id,))
 
-    def _changed(self, touched: Iterable[int], *, summaries: Iterable[str] = ()) -> None:
-        """Rebuild the view after a change at log positions ``touched`` (and new summaries).
+    def _changed(self, moved: Iterable[int], *, restyled: Iterable[int] = ()) -> None:
+        """Rebuild the view after a change: log positions whose visibility ``moved``
+        (hidden, shown again, or newly appended) and positions whose shown
+        content was ``restyled`` (an overlay laid or lifted: roles and tool ids kept).
 
-        A view known valid before stays known valid when the changed messages
-        and their new neighbours pass the local rules; otherwise validity is
-        unknown until the next check.
+        A view known valid before stays known valid when the restyled messages
+        and the new neighbours around the moved ones pass the local rules;
+        otherwise validity is unknown until the next check.
         """
         was = self._validity() if self._view is not None else None
         self.version += 1
@@ -675,21 +676,41 @@ class Conversation:
         if was is None or not was[0]:
             return
         assert self._view is not None
-        positions = self._view_positions
-        around: set[int] = set()
-        for at in touched:
-            index = bisect_left(positions, at)
-            around.add(index)
-            if index < len(positions) and positions[index] == at:
-                around.add(index + 1)  # still shown (now overlaid or shown again): and after it
-        for summary_id in summaries:
-            index = self._placed.get(summary_id, -1)
-            if index >= 0:
-                around.update((index, index + 1))
         view = self._view
-        if local_ok(view, around, api="anthropic"):
-            openai = was[1] and local_ok(view, around, api="openai")
-            self._valid = (self._epoch, len(view), openai)
+        around: set[int] = set()
+        for at in moved:
+            index, shown = self._view_index(at)
+            if index is not None:
+                around.add(index)
+                if shown:
+                    around.add(index + 1)  # shown (again): the pair after it is new too
+        anthropic, openai = local_ok(view, sorted(around))
+        if not anthropic:
+            return
+        restyled_shown = []
+        for at in restyled:
+            index, shown = self._view_index(at)
+            if index is not None and shown and index not in around:
+                restyled_shown.append(index)
+        anthropic, openai_restyled = local_ok(view, restyled_shown, pairs=False)
+        if anthropic:
+            self._valid = (self._epoch, len(view), was[1] and openai and openai_restyled)
+
+    def _view_index(self, at: int) -> tuple[int | None, bool]:
+        """Where log position ``at`` stands in the view, and whether it is shown there.
+
+        A summary stands where its span began (None when it stands nowhere);
+        a hidden message's index is that of the next message shown.
+        """
+        message = self._log[at]
+        if SUMMARY_OF in message.metadata:
+            anchor = self._anchors.get(message.id)
+            if anchor is None:
+                return None, False
+            at = anchor
+        positions = self._view_positions
+        index = bisect_left(positions, at)
+        return index, index < len(positions) and positions[index] == at
 
 
 class _Undo:

@@ -237,66 +237,78 @@ def validate(
     return report
 
 
-def _message_ok(message: Message, api: API) -> bool:
-    """The rules one message must meet on its own (content, block order; text only in OpenAI)."""
+def _message_ok(message: Message) -> bool | None:
+    """The rules one message must meet alone: None if broken, else whether OpenAI accepts it.
+
+    (OpenAI tool messages carry text only: a tool result holding an image is
+    the one rule of its own.)
+    """
     if not message.content:
-        return False
+        return None
     role = message.role
     seen_other = False
+    openai = True
     for block in message.content:
-        if isinstance(block, TextBlock) and not block.text:
-            return False
-        if role is Role.ASSISTANT:
+        if isinstance(block, TextBlock):
+            if not block.text:
+                return None
+            seen_other = True
+        elif role is Role.ASSISTANT:
             if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
                 if seen_other:
-                    return False
+                    return None
             else:
                 seen_other = True
-        elif role is Role.USER:
-            if isinstance(block, ToolResultBlock):
-                if seen_other:
-                    return False
-                if (
-                    api == "openai"
-                    and not isinstance(block.content, str)
-                    and any(isinstance(b, ImageBlock) for b in block.content)
-                ):
-                    return False
-            else:
-                seen_other = True
-    return True
+        elif isinstance(block, ToolResultBlock):
+            if seen_other:
+                return None
+            if not isinstance(block.content, str) and any(
+                isinstance(b, ImageBlock) for b in block.content
+            ):
+                openai = False
+        else:
+            seen_other = True
+    return openai
 
 
-def local_ok(messages: Sequence[Message], indices: Iterable[int], *, api: API) -> bool:
-    """True when the messages at ``indices`` pass every rule that involves them.
+def local_ok(
+    messages: Sequence[Message], indices: Iterable[int], *, pairs: bool = True
+) -> tuple[bool, bool]:
+    """Whether the messages at ``indices`` pass every rule that involves them: (Anthropic, OpenAI).
 
     Each rule of :func:`check` is local: about one message, a message and the
     one before it, or the first dialogue message (ids aside, which a
     :class:`~ctxflow.model.Conversation` keeps unique). So a sequence known to
     be valid stays valid after a change if the changed messages and the new
     neighbours around them pass: that is what this checks, without a pass
-    over the rest.
+    over the rest. ``pairs=False`` checks the messages alone (for a change of
+    content that keeps roles and tool ids).
     """
     first = 1 if messages and messages[0].role is Role.SYSTEM else 0
     size = len(messages)
+    openai = True
     for index in indices:
         if not 0 <= index < size:
             continue
         message = messages[index]
-        if not _message_ok(message, api):
-            return False
+        alone = _message_ok(message)
+        if alone is None:
+            return False, False
+        openai = openai and alone
+        if not pairs:
+            continue
         if message.role is Role.SYSTEM:
             if index != 0:
-                return False
+                return False, False
             continue
         if index == first:
             if message.role is not Role.USER or message.tool_results:
-                return False
+                return False, False
             continue
         previous = messages[index - 1]
         if previous.role is message.role:
-            return False
+            return False, False
         expected = {u.id for u in previous.tool_uses} if previous.role is Role.ASSISTANT else set()
         if {r.tool_use_id for r in message.tool_results} != expected:
-            return False
-    return True
+            return False, False
+    return True, openai
