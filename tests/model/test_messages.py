@@ -107,3 +107,43 @@ def test_accessors() -> None:
     assert result.text == "a"
     assert not user.hidden
     assert attrs.evolve(user, truncation_parent="t").hidden
+
+
+def test_with_tags_copies_every_field_but_the_tags() -> None:
+    """with_tags equals attrs.evolve on the tags, with every other field (derived ones too) kept."""
+    use = ToolUseBlock(id="t1", name="bash", input={"c": "ls"})
+    message = Message(
+        role=Role.ASSISTANT,
+        content=(TextBlock(text="look"), use),
+        timestamp=1.5,
+        metadata={"k": "v"},
+        important=True,
+    )
+    tagged = message.with_tags(condense_parent="s1", truncation_parent=None)
+    assert tagged == attrs.evolve(message, condense_parent="s1")
+    assert tagged.tool_uses == (use,)
+    assert all(
+        getattr(tagged, f.name) is getattr(message, f.name)
+        for f in attrs.fields(Message)
+        if f.name not in ("condense_parent", "truncation_parent")
+    )
+    with pytest.raises(InvalidMessage) as caught:
+        message.with_tags(condense_parent=3, truncation_parent=None)  # type: ignore[arg-type]
+    assert caught.value.rule == "tag"
+
+
+def test_with_content_checks_the_new_blocks_and_rederives_the_tool_blocks() -> None:
+    """with_content validates like the constructor and keeps id and tags."""
+    message = Message(
+        role=Role.USER,
+        content=(ToolResultBlock(tool_use_id="t1", content="long output"),),
+        truncation_parent="tr",
+    )
+    short = ToolResultBlock(tool_use_id="t1", content="[cleared]")
+    changed = message.with_content((short,), metadata={"why": "cleared"})
+    assert changed == attrs.evolve(message, content=(short,), metadata={"why": "cleared"})
+    assert changed.tool_results == (short,)
+    assert message.tool_results[0].content == "long output"
+    with pytest.raises(InvalidMessage) as caught:
+        message.with_content((ToolUseBlock(id="t2", name="bash", input={}),))
+    assert caught.value.rule == "block_not_allowed"
