@@ -206,7 +206,10 @@ class ClearToolResults:
             if saved >= need:
                 break
             message = view[at]
-            if not message.tool_results or message.important:
+            results = message.tool_results
+            if not results or message.important:
+                continue
+            if sum(len(r.text) for r in results) < self.min_chars:
                 continue
             if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
@@ -224,8 +227,6 @@ class ClearToolResults:
 
     def _cleared(self, message: Message, call: Message) -> Message | None:
         """``message`` with its large, unpinned results replaced (None when none is)."""
-        if _result_chars(message) < self.min_chars:
-            return None
         blocks: list[Block] = []
         changed = False
         for block in message.content:
@@ -310,18 +311,26 @@ def hideable_spans(
 def _protector(
     draft: Draft, keep: set[int], *, decisions: bool, summaries: bool
 ) -> Callable[[int], bool]:
-    """A predicate for protected view indices, judged lazily (truncation stops early)."""
+    """A predicate for protected view indices, judged lazily (truncation stops early).
+
+    Each index is judged once: the span search asks about a boundary again.
+    """
     view = draft.view
+    judged: dict[int, bool] = {}
 
     def protected(index: int) -> bool:
-        if index in keep:
-            return True
+        known = judged.get(index)
+        if known is not None:
+            return known
         message = view[index]
-        if message.important:
-            return True
-        if summaries and (SUMMARY_OF in message.metadata or _is_new_summary(message)):
-            return True
-        return decisions and is_decision(message)
+        verdict = (
+            index in keep
+            or message.important
+            or (summaries and (SUMMARY_OF in message.metadata or _is_new_summary(message)))
+            or (decisions and is_decision(message))
+        )
+        judged[index] = verdict
+        return verdict
 
     return protected
 

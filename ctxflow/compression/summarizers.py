@@ -23,6 +23,7 @@ falling through to its next rung.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -101,12 +102,36 @@ def _texts(message: Message) -> list[str]:
     return [b.text for b in message.content if isinstance(b, TextBlock) and b.text]
 
 
+def _keyword_hits(text: str) -> Iterator[re.Match[str]]:
+    """The keyword matches of ``text``, in order.
+
+    ASCII text (most of it) is searched key by key with ``str.find`` and each
+    hit confirmed by the regular expression at that spot: a scan at C speed
+    instead of trying the alternation at every position of a long text.
+    """
+    if not text.isascii():
+        yield from _KEYWORD.finditer(text)
+        return
+    lowered = text.lower()
+    starts = []
+    for key in _KEYS:
+        at = lowered.find(key)
+        while at >= 0:
+            starts.append(at)
+            at = lowered.find(key, at + 1)
+    end = -1
+    for at in sorted(starts):
+        if at < end:
+            continue
+        match = _KEYWORD.match(text, at)
+        if match is not None:
+            end = match.end()
+            yield match
+
+
 def _decisions(text: str) -> Iterator[tuple[str, str]]:
     """Each (kind, line) stating a decision, constraint or thing to remember in ``text``."""
-    lowered = text.lower()
-    if not any(key in lowered for key in _KEYS):
-        return
-    for match in _KEYWORD.finditer(text):
+    for match in _keyword_hits(text):
         word = match.group(1).lower()
         line_start = text.rfind("\n", 0, match.start()) + 1
         line_end = text.find("\n", match.end())
@@ -153,6 +178,22 @@ def _sentences_with_details(text: str) -> Iterator[tuple[int, str]]:
         yield best, text[start:stop].strip()
 
 
+#: Texts up to this size keep their scan in a small cache: a condensation scans its
+#: span in the rung (facts to flush) and again in the summarizer (its Details).
+_CACHED_TEXT_CHARS = 65_536
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_details(text: str) -> tuple[tuple[int, str], ...]:
+    return tuple(_sentences_with_details(text))
+
+
+def _details_of(text: str) -> Iterator[tuple[int, str]] | tuple[tuple[int, str], ...]:
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _cached_details(text)
+    return _sentences_with_details(text)
+
+
 def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -> list[Fact]:
     """Specific details users state, as facts: codes, numbers, paths, "my X is …", "use …".
 
@@ -175,7 +216,7 @@ def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -
         ):
             continue
         for text in _texts(message):
-            for score, sentence in _sentences_with_details(text):
+            for score, sentence in _details_of(text):
                 line = " ".join(sentence.split())
                 if not 8 <= len(line) <= _DETAIL_CHARS:
                     continue

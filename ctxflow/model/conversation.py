@@ -46,6 +46,9 @@ SUMMARY_OF = "ctxflow.summary_of"
 
 Measure = Callable[[Message], int]
 
+# A log position's part in the view (see Conversation._rebuild).
+_PLAIN, _SKIP, _SPECIAL = 0, 1, 2
+
 
 def _char_estimate(message: Message) -> int:
     """Chars/4 over the blocks' string fields; the fallback when no counter is given.
@@ -93,7 +96,9 @@ class Conversation:
         self._results: dict[str, str] = {}  # tool_use id -> message id of the result
         self._overlays: dict[str, Message] = {}
         self._overlay_tokens: dict[str, int] = {}
-        self._special: set[int] = set()  # log positions of tagged, summary, overlaid messages
+        # per log position: _PLAIN (shown as is), _SKIP (not shown: truncated, or a
+        # summary's own slot), _SPECIAL (a summary's span, or shown overlaid)
+        self._flags = bytearray()
         self._total = 0
         self._effective_total = 0
         self._view: list[Message] | None = None
@@ -242,46 +247,67 @@ class Conversation:
         assert self._view is not None
         return self._view
 
+    def _flag(self, at: int) -> int:
+        message = self._log[at]
+        if SUMMARY_OF in message.metadata:
+            return _SKIP  # shown where the first message it covers stood
+        if message.condense_parent is not None:
+            return _SPECIAL
+        if message.truncation_parent is not None:
+            return _SKIP
+        return _SPECIAL if message.id in self._overlays else _PLAIN
+
     def _rebuild(self) -> None:
-        """Derive the view, its counts and log positions: slices between special positions."""
-        log, counts, overlays, overlay_tokens = (
-            self._log,
-            self._counts,
-            self._overlays,
-            self._overlay_tokens,
-        )
+        """Derive the view, its counts and log positions from the log's flags.
+
+        Runs of plain messages are copied as slices and runs of skipped ones
+        found with ``bytearray.find``, so the Python work is per run and per
+        special message, however long the log.
+        """
+        log, counts, flags = self._log, self._counts, self._flags
+        overlays, overlay_tokens = self._overlays, self._overlay_tokens
         view: list[Message] = []
         tokens: list[int] = []
         positions: list[int] = []
         anchors: dict[str, int] = {}
-        start = 0
-        for at in sorted(self._special):
-            if at > start:
-                view += log[start:at]
-                tokens += counts[start:at]
-                positions += range(start, at)
-            start = at + 1
-            message = log[at]
-            if SUMMARY_OF in message.metadata:
-                continue  # placed at the first message it covers
-            parent = message.condense_parent
-            if parent is not None or message.truncation_parent is not None:
-                if parent is not None and parent not in anchors:
-                    where = self._position[parent]
-                    summary = log[where]
-                    anchors[parent] = at
-                    if not summary.hidden:
-                        view.append(overlays.get(parent, summary))
-                        tokens.append(overlay_tokens.get(parent, counts[where]))
-                        positions.append(at)
+        size = len(log)
+        skip, special, plain = flags.find(_SKIP), flags.find(_SPECIAL), 0
+        at = 0
+        while at < size:
+            if 0 <= skip < at:
+                skip = flags.find(_SKIP, at)
+            if 0 <= special < at:
+                special = flags.find(_SPECIAL, at)
+            stop = min(skip if skip >= 0 else size, special if special >= 0 else size)
+            if stop > at:
+                view += log[at:stop]
+                tokens += counts[at:stop]
+                positions += range(at, stop)
+            if stop >= size:
+                break
+            if stop == skip:
+                if plain <= stop:
+                    plain = flags.find(_PLAIN, stop)
+                    plain = size if plain < 0 else plain
+                if 0 <= special < stop:
+                    special = flags.find(_SPECIAL, stop)
+                at = min(plain, special if special >= 0 else size)
                 continue
-            view.append(overlays[message.id])
-            tokens.append(overlay_tokens[message.id])
-            positions.append(at)
-        if start < len(log):
-            view += log[start:]
-            tokens += counts[start:]
-            positions += range(start, len(log))
+            at = stop + 1
+            message = log[stop]
+            parent = message.condense_parent
+            if parent is None:
+                view.append(overlays[message.id])
+                tokens.append(overlay_tokens[message.id])
+                positions.append(stop)
+            elif parent not in anchors:
+                anchors[parent] = stop
+                where = self._position[parent]
+                summary = log[where]
+                if not summary.hidden:
+                    view.append(overlays.get(parent, summary))
+                    tokens.append(overlay_tokens.get(parent, counts[where]))
+                    positions.append(stop)
         self._view, self._view_tokens, self._view_positions = view, tokens, positions
         self._anchors = anchors
         self._effective_total = sum(tokens)
@@ -414,8 +440,9 @@ class Conversation:
                 self._uses[use.id] = (message.id, use.name)
             for result in message.tool_results:
                 self._results[result.tool_use_id] = message.id
+            self._flags.append(_PLAIN)
             if message.hidden or SUMMARY_OF in message.metadata:
-                self._special.add(at)
+                self._flags[at] = self._flag(at)
                 special = True
         if special:
             self._changed(range(base, base + len(batch)))
@@ -457,8 +484,7 @@ class Conversation:
             message = self._log[at]
             if message.hidden:
                 self._log[at] = message.with_tags(condense_parent=None, truncation_parent=None)
-                if message_id not in self._overlays and SUMMARY_OF not in message.metadata:
-                    self._special.discard(at)
+                self._flags[at] = self._flag(at)
                 touched.append(at)
         self._changed(touched)
 
@@ -516,7 +542,7 @@ class Conversation:
                 count if count is not None else self._measure(replacement)
             )
             at = self._position[message_id]
-            self._special.add(at)
+            self._flags[at] = self._flag(at)
             restyled.append(at)
         for summary, covers in zip(marked, (c for _, c in summaries), strict=True):
             at = len(self._log)
@@ -525,7 +551,7 @@ class Conversation:
             self._log.append(summary)
             self._counts.append(count)
             self._total += count
-            self._special.add(at)
+            self._flags.append(_SKIP)
             undo.appended += 1
             for message_id in covers:
                 undo.message(self._position[message_id])
@@ -557,7 +583,7 @@ class Conversation:
             self._log[at] = message.with_tags(
                 condense_parent=condense, truncation_parent=truncation
             )
-            self._special.add(at)
+            self._flags[at] = self._flag(at)
         return at
 
     def _check_hideable(self, message_id: str, verb: str) -> None:
@@ -645,9 +671,7 @@ class Conversation:
             if self._overlays.pop(message_id, None) is not None:
                 self._overlay_tokens.pop(message_id, None)
                 at = self._position[message_id]
-                message = self._log[at]
-                if not message.hidden and SUMMARY_OF not in message.metadata:
-                    self._special.discard(at)
+                self._flags[at] = self._flag(at)
                 touched.append(at)
         self._changed((), restyled=touched)
 
@@ -726,7 +750,6 @@ class _Undo:
             conversation._epoch,
             conversation.version,
             conversation._total,
-            set(conversation._special),
         )
 
     def message(self, at: int) -> None:
@@ -752,6 +775,10 @@ class _Undo:
         for _ in range(self.appended):
             message = c._log.pop()
             c._counts.pop()
+            c._flags.pop()
             del c._position[message.id]
-        c._valid, c._epoch, c.version, c._total, c._special = self.state
+        positions = {c._position[i] for i in self.overlays} | set(self.messages)
+        for at in positions:
+            c._flags[at] = c._flag(at)
+        c._valid, c._epoch, c.version, c._total = self.state
         c._rebuild()
