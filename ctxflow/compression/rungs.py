@@ -209,7 +209,7 @@ class ClearToolResults:
             results = message.tool_results
             if not results or message.important:
                 continue
-            if sum(len(r.text) for r in results) < self.min_chars:
+            if _results_chars(results) < self.min_chars:
                 continue
             if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
@@ -249,6 +249,14 @@ class ClearToolResults:
         return message.with_content(
             tuple(blocks), metadata={**message.metadata, OVERLAY_KIND: CLEARED}
         )
+
+
+def _results_chars(results: Sequence[ToolResultBlock]) -> int:
+    size = 0
+    for result in results:
+        content = result.content
+        size += len(content) if isinstance(content, str) else len(result.text)
+    return size
 
 
 def _keep_from(view: Sequence[Message], keep: int) -> int:

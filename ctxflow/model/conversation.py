@@ -526,6 +526,12 @@ class Conversation:
                     message_id=message_id,
                 )
             self._check_hideable(message_id, "hidden")
+        known = overlay_counts or {}
+        overlay_counts = {
+            i: known[i] if known.get(i) is not None else self._measure(m)
+            for i, m in overlays.items()
+        }
+        summary_counts = [self._measure(m) for m in marked]
         was = self._validity()
         if keep_valid and was is None:
             self.valid_for("anthropic")
@@ -533,20 +539,17 @@ class Conversation:
         undo = _Undo(self)
         touched: list[int] = []
         restyled: list[int] = []
-        known = overlay_counts or {}
         for message_id, replacement in overlays.items():
             undo.overlay(message_id)
             self._overlays[message_id] = replacement
-            count = known.get(message_id)
-            self._overlay_tokens[message_id] = (
-                count if count is not None else self._measure(replacement)
-            )
+            self._overlay_tokens[message_id] = overlay_counts[message_id]
             at = self._position[message_id]
             self._flags[at] = self._flag(at)
             restyled.append(at)
-        for summary, covers in zip(marked, (c for _, c in summaries), strict=True):
+        for summary, covers, count in zip(
+            marked, (c for _, c in summaries), summary_counts, strict=True
+        ):
             at = len(self._log)
-            count = self._measure(summary)
             self._position[summary.id] = at
             self._log.append(summary)
             self._counts.append(count)
@@ -743,7 +746,7 @@ class _Undo:
     def __init__(self, conversation: Conversation) -> None:
         self.conversation = conversation
         self.messages: dict[int, Message] = {}
-        self.overlays: dict[str, tuple[Message | None, int | None]] = {}
+        self.overlays: dict[str, tuple[Message, int] | None] = {}
         self.appended = 0
         self.state = (
             conversation._valid,
@@ -757,28 +760,30 @@ class _Undo:
 
     def overlay(self, message_id: str) -> None:
         c = self.conversation
+        overlay = c._overlays.get(message_id)
         self.overlays.setdefault(
-            message_id, (c._overlays.get(message_id), c._overlay_tokens.get(message_id))
+            message_id, None if overlay is None else (overlay, c._overlay_tokens[message_id])
         )
 
     def restore(self) -> None:
         c = self.conversation
-        for at, message in self.messages.items():
-            c._log[at] = message
-        for message_id, (overlay, count) in self.overlays.items():
-            if overlay is None:
-                c._overlays.pop(message_id, None)
-                c._overlay_tokens.pop(message_id, None)
-            else:
-                c._overlays[message_id] = overlay
-                c._overlay_tokens[message_id] = count if count is not None else 0
         for _ in range(self.appended):
             message = c._log.pop()
             c._counts.pop()
             c._flags.pop()
             del c._position[message.id]
-        positions = {c._position[i] for i in self.overlays} | set(self.messages)
-        for at in positions:
-            c._flags[at] = c._flag(at)
+        size = len(c._log)
+        for at, message in self.messages.items():
+            if at < size:
+                c._log[at] = message
+        for message_id, previous in self.overlays.items():
+            if previous is None:
+                c._overlays.pop(message_id, None)
+                c._overlay_tokens.pop(message_id, None)
+            else:
+                c._overlays[message_id], c._overlay_tokens[message_id] = previous
+        for at in {c._position[i] for i in self.overlays} | set(self.messages):
+            if at < size:
+                c._flags[at] = c._flag(at)
         c._valid, c._epoch, c.version, c._total = self.state
         c._rebuild()

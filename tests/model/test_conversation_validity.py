@@ -115,10 +115,17 @@ def _apply(conversation: Conversation, op: str, a: int, b: int, n: int) -> None:
                 conversation.unhide([chosen])
     elif op == "apply_valid" and span:
         before = _snapshot(conversation)
+        cut = b % (len(span) + 1)
+        summaries = ((Message.user(f"gist {n}", id=f"g{n}"), span[:cut]),) if cut else ()
         try:
-            conversation.apply(hidden=dict.fromkeys(span, f"trunc{n}"), keep_valid=True)
+            conversation.apply(
+                hidden=dict.fromkeys(span[cut:], f"trunc{n}"),
+                summaries=summaries,
+                keep_valid=True,
+            )
         except InvalidConversation:
             assert _snapshot(conversation) == before
+            assert f"g{n}" not in conversation
 
 
 @settings(max_examples=150, deadline=None)
