@@ -222,26 +222,21 @@ def _retention(
         )
 
 
-def _trim_peer(
-    h: Harness, messages: Sequence[Message], limit: int, count: Callable[[str], int]
-) -> float | None:
-    """The median ms of ``trim_messages`` over ``messages`` with cached counts (None: no peer)."""
-    if not h.has("langchain_core"):
-        return None
+def _trim(
+    messages: Sequence[Message], limit: int, count: Callable[[str], int]
+) -> Callable[[], object]:
+    """A call of ``trim_messages`` over ``messages`` with cached per-message counts."""
     from langchain_core.messages import trim_messages
 
     lc = _to_langchain(messages)
     counter = _lc_counter(lc, count)
-    return h.median_ms(
-        lambda: trim_messages(
-            lc,
-            max_tokens=limit,
-            token_counter=counter,
-            strategy="last",
-            start_on="human",
-            include_system=True,
-        ),
-        runs=7,
+    return lambda: trim_messages(
+        lc,
+        max_tokens=limit,
+        token_counter=counter,
+        strategy="last",
+        start_on="human",
+        include_system=True,
     )
 
 
@@ -270,10 +265,15 @@ def _speed(h: Harness, measure: Callable[[Message], int], count: Callable[[str],
             Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed).report
         )
 
-    ours = h.median_ms(clear_and_truncate, runs=7, setup=reset)
+    peer_ms = None
+    if h.has("langchain_core"):
+        ours, peer_ms = h.paired_ms(
+            clear_and_truncate, _trim(messages, fixed + budget // 2, count), setup=reset
+        )
+    else:
+        ours = h.median_ms(clear_and_truncate, runs=7, setup=reset)
     last = reports[-1]
     peer_name = "langchain trim_messages (cached counts)"
-    peer_ms = _trim_peer(h, messages, fixed + budget // 2, count)
     h.record(
         "compression.clear_truncate_10k_ms",
         ours,
@@ -364,7 +364,9 @@ def _steady(
         gc.enable()
         if turn >= late:
             times.append(elapsed)
-    peer_ms = _trim_peer(h, messages, fixed + budget // 2, count)
+    peer_ms = None
+    if h.has("langchain_core"):
+        peer_ms = h.median_ms(_trim(messages, fixed + budget // 2, count), runs=7)
     h.record(
         "compression.steady_firing_10k_ms",
         statistics.median(times) if times else 0.0,

@@ -92,6 +92,41 @@ class Harness:
                 gc.enable()
         return statistics.median(times)
 
+    def paired_ms(
+        self,
+        ours: Callable[[], object],
+        peer: Callable[[], object],
+        *,
+        runs: int = 7,
+        setup: Callable[[], object] | None = None,
+        peer_setup: Callable[[], object] | None = None,
+    ) -> tuple[float, float]:
+        """The median ms of ``ours`` and of ``peer``, their runs taken in turn.
+
+        On a noisy machine a slow spell then hits both sides alike, so the
+        ratio of the two medians means more than that of two separate series.
+        """
+        runs = min(runs, 3) if self.smoke else runs
+        sides = ((ours, setup, []), (peer, peer_setup, []))
+        for fn, before, _ in sides:  # warm-up
+            if before:
+                before()
+            fn()
+        times: list[list[float]] = [sides[0][2], sides[1][2]]
+        for _ in range(runs):
+            for fn, before, out in sides:
+                if before:
+                    before()
+                gc.collect()
+                gc.disable()
+                try:
+                    start = time.perf_counter()
+                    fn()
+                    out.append((time.perf_counter() - start) * 1000)
+                finally:
+                    gc.enable()
+        return statistics.median(times[0]), statistics.median(times[1])
+
     # -- recording -----------------------------------------------------------
 
     def record(

@@ -34,6 +34,7 @@ from ctxflow.model.messages import (
 __all__ = ["API", "ValidityReport", "Violation", "check", "local_ok", "validate"]
 
 API = Literal["anthropic", "openai"]
+_NONE: frozenset[str] = frozenset()
 APIS: tuple[API, ...] = ("anthropic", "openai")
 
 
@@ -128,9 +129,12 @@ def check(
 
         expected = (
             {u.id for u in previous.tool_uses}
-            if previous is not None and previous.role is Role.ASSISTANT
-            else set()
+            if previous is not None and previous.role is Role.ASSISTANT and previous.tool_uses
+            else _NONE
         )
+        if not results and not expected:
+            previous = message
+            continue
         answered = set()
         for result in results:
             if result.tool_use_id in expected:
@@ -189,8 +193,13 @@ def check(
 
 
 def _check_blocks(index: int, message: Message, add: _Add) -> None:
+    content = message.content
+    if len(content) == 1:
+        block = content[0]  # the usual message: one block, in its place by definition
+        if not isinstance(block, TextBlock) or block.text:
+            return
     seen_other = False
-    for block in message.content:
+    for block in content:
         if isinstance(block, TextBlock) and not block.text:
             add(index, "empty_text", "text block is empty", message.id)
         if message.role is Role.ASSISTANT:
