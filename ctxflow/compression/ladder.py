@@ -14,7 +14,9 @@ How a run stays safe:
   :class:`~ctxflow.errors.BudgetExceeded` leaves the conversation untouched
   (the same effective view, tags and overlays, and no orphan summary);
 * a rung whose draft is not smaller, or not valid for every API, is skipped
-  (monotonic shrink), and the report says why;
+  (monotonic shrink), and the report says why; the commit itself is checked
+  by the conversation around what changed (``apply(keep_valid=True)``), which
+  refuses a result that would break an API rule and changes nothing;
 * a summarizer failure is recorded and the ladder falls through to the next
   rung;
 * firing again within ``thrash_window`` turns of the last firing starts at
