@@ -77,20 +77,7 @@ class Harness:
             if setup:
                 setup()
             fn()
-        times = []
-        for _ in range(runs):
-            if setup:
-                setup()
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                for _ in range(repeat):
-                    fn()
-                times.append((time.perf_counter() - start) * 1000 / repeat)
-            finally:
-                gc.enable()
-        return statistics.median(times)
+        return statistics.median(_timed(fn, setup, repeat) for _ in range(runs))
 
     def paired_ms(
         self,
@@ -107,24 +94,14 @@ class Harness:
         ratio of the two medians means more than that of two separate series.
         """
         runs = min(runs, 3) if self.smoke else runs
-        sides = ((ours, setup, []), (peer, peer_setup, []))
-        for fn, before, _ in sides:  # warm-up
+        for fn, before in ((ours, setup), (peer, peer_setup)):  # warm-up
             if before:
                 before()
             fn()
-        times: list[list[float]] = [sides[0][2], sides[1][2]]
+        times: tuple[list[float], list[float]] = ([], [])
         for _ in range(runs):
-            for fn, before, out in sides:
-                if before:
-                    before()
-                gc.collect()
-                gc.disable()
-                try:
-                    start = time.perf_counter()
-                    fn()
-                    out.append((time.perf_counter() - start) * 1000)
-                finally:
-                    gc.enable()
+            times[0].append(_timed(ours, setup))
+            times[1].append(_timed(peer, peer_setup))
         return statistics.median(times[0]), statistics.median(times[1])
 
     # -- recording -----------------------------------------------------------
@@ -169,6 +146,21 @@ class Harness:
         """Write the results document to ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.document(), indent=2) + "\n")
+
+
+def _timed(fn: Callable[[], object], setup: Callable[[], object] | None, repeat: int = 1) -> float:
+    """One timed run of ``fn`` (``repeat`` calls) in ms per call: setup untimed, GC off."""
+    if setup:
+        setup()
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - start) * 1000 / repeat
+    finally:
+        gc.enable()
 
 
 @cache
