@@ -108,9 +108,12 @@ class Lz4Layer:
                 size=declared,
                 limit=max_size,
             )
+        # Bounded by the declared size when there is one: a frame holding more than it
+        # declares stops there (and fails the completeness check below), and the output
+        # buffer is sized to the value instead of to the limit.
         decompressor = lz4.frame.LZ4FrameDecompressor()
         try:
-            out = bytes(decompressor.decompress(data, max_length=max_size + 1))
+            out = bytes(decompressor.decompress(data, max_length=declared or max_size + 1))
         except RuntimeError as exc:
             raise CorruptCheckpoint(
                 f"the lz4 frame must decompress ({exc})", rule="lz4_frame"

@@ -173,6 +173,20 @@ def test_decompression_bomb_without_declared_size() -> None:
     assert info.value.rule == "too_large"
 
 
+def test_frame_holding_more_than_it_declares() -> None:
+    """A frame whose blocks hold more than its header declares is refused, not decompressed."""
+    packed = msgpack.packb("a" * 50_000)
+    small = lz4.frame.compress(msgpack.packb("b" * 10), store_size=True)
+    large = lz4.frame.compress(packed, store_size=True)
+    # lz4 frame header: magic, FLG, BD, 8-byte content size, header checksum (15 bytes).
+    lying = small[:15] + large[15:]
+    assert lz4.frame.get_frame_info(lying)["content_size"] < 20
+    with pytest.raises(CorruptCheckpoint) as info:
+        default_codec().decode(_forge(lying))
+    assert info.value.rule == "lz4_frame"
+    assert default_codec().decode(_forge(large)) == "a" * 50_000
+
+
 def test_garbage_frame_and_msgpack() -> None:
     """A valid envelope around a broken frame or broken msgpack raises CorruptCheckpoint."""
     with pytest.raises(CorruptCheckpoint):
