@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +23,44 @@ def test_packed_hashes_round_trip(values: list[str]) -> None:
     assert isinstance(packed, bytes)
     assert len(packed) == 16 * len(hashes)
     assert unpack_hashes(packed) == hashes
+
+
+def _reference_pack(hashes: list[str]) -> bytes | list[str]:
+    """Packing defined hash by hash: decode each, keep it only if it encodes back the same."""
+    try:
+        raw = [base64.urlsafe_b64decode(h + "==") for h in hashes]
+    except (binascii.Error, ValueError, TypeError):
+        return list(hashes)
+    if any(
+        len(d) != 16 or base64.urlsafe_b64encode(d).rstrip(b"=").decode() != h
+        for d, h in zip(raw, hashes, strict=True)
+    ):
+        return list(hashes)
+    return b"".join(raw)
+
+
+_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=40))
+def test_unpack_matches_base64_per_digest(digests: list[bytes]) -> None:
+    """Unpacking digests gives each one's unpadded urlsafe base64, in order."""
+    expected = [base64.urlsafe_b64encode(d).rstrip(b"=").decode() for d in digests]
+    assert unpack_hashes(b"".join(digests)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=_URLSAFE, min_size=22, max_size=22)
+        | st.text(alphabet=_URLSAFE + "+/=\n é", min_size=20, max_size=24),
+        max_size=6,
+    )
+)
+def test_pack_matches_the_per_hash_definition(hashes: list[str]) -> None:
+    """Packing any strings agrees with decoding them one by one (non-canonical ones: a list)."""
+    assert pack_hashes(hashes) == _reference_pack(hashes)
 
 
 def test_non_digest_hashes_stay_a_list() -> None:
