@@ -56,7 +56,7 @@ from ctxflow.checkpoints.manifest import Manifest
 from ctxflow.checkpoints.model import CheckpointRecord
 from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.serde import EnvelopeCodec, default_codec
-from ctxflow.stores.base import BaseStore
+from ctxflow.stores.base import BaseStore, apply_deltas
 
 __all__ = ["SQLiteStore"]
 
@@ -381,6 +381,58 @@ class SQLiteStore(BaseStore):
             return records
         return self._known(session_id)
 
+    def _chain(
+        self, session_id: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRecord, Manifest, int]:
+        # The latest checkpoint: its record and manifest come with the plain rows in one
+        # query, and only the records of its chain are decoded (packs at most once each).
+        if checkpoint_id is not None:
+            return super()._chain(session_id, checkpoint_id)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS}, c.manifest, c.session FROM checkpoints c "
+            "JOIN sessions s ON s.id = c.session WHERE s.name = ? ORDER BY c.seq",
+            (session_id,),
+        ).fetchall()
+        if not rows:
+            return super()._chain(session_id, None)
+        fulls = [i for i, row in enumerate(rows) if row[4]]
+        if fulls:
+            first = fulls[-1]
+            manifest = Manifest.from_plain(self.codec.decode(bytes(rows[first][11])))
+            packed: list[Any] = []
+        else:
+            first = -1
+            manifest, packed = self._packed_chain(int(rows[0][12]))
+        apply_deltas(manifest, packed)
+        apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
+        return _record(rows[-1]), manifest, len(packed) + len(rows) - 1 - first
+
+    def _packed_chain(self, session: int) -> tuple[Manifest, list[Any]]:
+        """The session's last packed full manifest and the packed deltas after it."""
+        later: list[list[Any]] = []
+        packs = self._db.execute(
+            "SELECT last_seq, data FROM packs WHERE session = ? ORDER BY last_seq DESC",
+            (session,),
+        ).fetchall()
+        for last, data in packs:
+            stored = self._decode_pack(session, int(last), bytes(data))
+            fulls = [i for i, e in enumerate(stored) if e[3]]
+            if not fulls:
+                later.append([e[10] for e in stored])
+                continue
+            memo: _Memo = {}
+            self._expand_fulls(session, stored, memo)
+            base = stored[fulls[-1]]
+            deltas = [e[10] for e in stored[fulls[-1] + 1 :]]
+            for group in reversed(later):
+                deltas.extend(group)
+            return memo[(session, base[2])][0], deltas
+        raise CorruptCheckpoint(
+            f"the latest checkpoint of session {session} must have a full manifest before it "
+            "(none found)",
+            rule="manifest_chain",
+        )
+
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session "
@@ -484,7 +536,7 @@ class SQLiteStore(BaseStore):
             ).fetchone()
             stored = self._decode_pack(session, int(row[0]), bytes(row[1])) if row else []
             if any(e[2] == seq and e[3] for e in stored):
-                self._expand(session, stored, memo)
+                self._expand_fulls(session, stored, memo)
         if (session, seq) not in memo:
             raise CorruptCheckpoint(
                 f"a packed full manifest must find its base, full checkpoint {seq} (missing)",
@@ -494,30 +546,32 @@ class SQLiteStore(BaseStore):
             )
         return memo[(session, seq)]
 
+    def _expand_fulls(self, session: int, stored: list[list[Any]], memo: _Memo) -> None:
+        """Put every full manifest of a pack into ``memo``, in full (see ``_compact``)."""
+        for entry in stored:
+            if not entry[3]:
+                continue
+            manifest = entry[10]
+            try:
+                if entry[11] is None:
+                    full, depth = Manifest.from_plain(manifest), 0
+                else:
+                    base_seq, depth = int(entry[11][0]), int(entry[11][1])
+                    if base_seq >= entry[2]:
+                        raise ValueError("a base must come first")
+                    full = self._full_at(session, base_seq, memo)[0].copy()
+                    full.apply(manifest)
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise CorruptCheckpoint(
+                    f"a packed full manifest must be full or a delta of an earlier one ({exc})",
+                    rule="pack",
+                ) from None
+            memo[(session, entry[2])] = (full, depth)
+
     def _expand(self, session: int, stored: list[list[Any]], memo: _Memo) -> list[list[Any]]:
         """A pack's entries with every full manifest in full (see ``_compact``)."""
-        out: list[list[Any]] = []
-        for entry in stored:
-            manifest = entry[10]
-            if entry[3]:
-                try:
-                    if entry[11] is None:
-                        full, depth = Manifest.from_plain(manifest), 0
-                    else:
-                        base_seq, depth = int(entry[11][0]), int(entry[11][1])
-                        if base_seq >= entry[2]:
-                            raise ValueError("a base must come first")
-                        full = self._full_at(session, base_seq, memo)[0].copy()
-                        full.apply(manifest)
-                except (TypeError, ValueError, IndexError, AttributeError) as exc:
-                    raise CorruptCheckpoint(
-                        f"a packed full manifest must be full or a delta of an earlier one ({exc})",
-                        rule="pack",
-                    ) from None
-                memo[(session, entry[2])] = (full, depth)
-                manifest = full.to_plain()
-            out.append([*entry[:10], manifest])
-        return out
+        self._expand_fulls(session, stored, memo)
+        return [[*e[:10], memo[(session, e[2])][0].to_plain() if e[3] else e[10]] for e in stored]
 
     def _full_before(self, session: int, seq: int, memo: _Memo) -> tuple[int, Manifest, int] | None:
         """The session's last packed full checkpoint before ``seq`` (a few packs back at most)."""
@@ -618,24 +672,47 @@ class SQLiteStore(BaseStore):
         return found
 
     def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        wanted: dict[int, list[tuple[str, int]]] = {}
+        rows: list[Any] = []
         for chunk in _chunks(sorted(hashes)):
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
+            rows += self._db.execute(
                 f"SELECT b.hash, b.segment, b.pos, l.data FROM bodies b LEFT JOIN loose l "
                 f"ON l.id = b.id WHERE b.hash IN ({marks})",
                 tuple(chunk),
-            )
-            for digest, segment, pos, data in rows:
-                if segment is None:
-                    if data is not None:
-                        found[digest] = self.codec.decode(bytes(data))
-                else:
-                    wanted.setdefault(int(segment), []).append((digest, int(pos)))
-        for segment, places in wanted.items():
-            packed = self._segment(segment)
-            for digest, pos in places:
+            ).fetchall()
+        return self._decode_placed(rows, None)
+
+    def _snapshot_bodies(self, session_id: str, hashes: set[str]) -> dict[str, Any]:
+        # A session references every body its checkpoints name: one range scan of its
+        # references finds them, instead of a lookup per hash.
+        rows = self._db.execute(
+            "SELECT b.hash, b.segment, b.pos, l.data FROM sessions s "
+            "JOIN session_bodies r ON r.session = s.id JOIN bodies b ON b.id = r.body "
+            "LEFT JOIN loose l ON l.id = b.id WHERE s.name = ?",
+            (session_id,),
+        ).fetchall()
+        found = self._decode_placed(rows, hashes)
+        missing = hashes - found.keys()
+        if missing:
+            found.update(self._decoded_bodies(missing))
+        return found
+
+    def _decode_placed(self, rows: list[Any], wanted: set[str] | None) -> dict[str, Any]:
+        """Decode bodies from (hash, segment, pos, loose data) rows (only ``wanted`` ones)."""
+        found: dict[str, Any] = {}
+        places: dict[int, list[tuple[str, int]]] = {}
+        for digest, segment, pos, data in rows:
+            if wanted is not None and digest not in wanted:
+                continue
+            if segment is None:
+                if data is not None:
+                    found[digest] = self.codec.decode(bytes(data))
+            else:
+                places.setdefault(int(segment), []).append((digest, int(pos)))
+        segments = self._segments(sorted(places))
+        for segment, at in places.items():
+            packed = segments.get(segment, [])
+            for digest, pos in at:
                 if not 0 <= pos < len(packed):
                     raise CorruptCheckpoint(
                         f"body {digest!r} must be inside segment {segment} "
@@ -646,12 +723,25 @@ class SQLiteStore(BaseStore):
                 found[digest] = packed[pos]
         return found
 
+    def _segments(self, ids: Sequence[int]) -> dict[int, list[Any]]:
+        """The decoded bodies of segments, by id (missing ones left out)."""
+        out: dict[int, list[Any]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, data FROM segments WHERE id IN ({marks})", tuple(chunk)
+            )
+            out.update((int(i), self._segment_value(int(i), bytes(d))) for i, d in rows)
+        return out
+
     def _segment(self, segment: int) -> list[Any]:
         """The decoded bodies of one segment, in position order; typed errors when damaged."""
         row = self._db.execute("SELECT data FROM segments WHERE id = ?", (segment,)).fetchone()
-        if row is None:
-            return []
-        value = self.codec.decode(bytes(row[0]))
+        return [] if row is None else self._segment_value(segment, bytes(row[0]))
+
+    def _segment_value(self, segment: int, data: bytes) -> list[Any]:
+        value = self.codec.decode(data)
         if not isinstance(value, list):
             raise CorruptCheckpoint(
                 f"segment {segment} must be a list of bodies (got {type(value).__name__})",

@@ -370,3 +370,44 @@ def test_latest_always_restores(
             r[0] for r in store._db.execute("SELECT hash FROM bodies WHERE segment IS NOT NULL")
         }
         assert referenced == rows
+
+
+@pytest.mark.parametrize("full_ratio", [0.0, 1.0])
+def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float) -> None:
+    """After every capture the latest checkpoint loads as it does by id, packed chain or not."""
+    with SQLiteStore(tmp_path / "l.db", pack_checkpoints=3, segment_bodies=4) as store:
+        writer = Checkpointer(store, "s", full_every=5, full_ratio=full_ratio)
+        conversation = Conversation()
+        packed_start = 0
+        for i in range(60):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+            latest, by_id = store.load("s"), store.load("s", store.latest("s").id)
+            assert (latest.record, latest.manifest, latest.depth) == (
+                by_id.record,
+                by_id.manifest,
+                by_id.depth,
+            )
+            assert latest.bodies == by_id.bodies
+            plain_fulls = store._db.execute("SELECT count(*) FROM checkpoints WHERE full = 1")
+            packed_start += plain_fulls.fetchone()[0] == 0
+        assert packed_start > 5
+
+
+def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """The latest checkpoint whose packed full manifest lost its base gives CorruptCheckpoint."""
+    with SQLiteStore(tmp_path / "m.db", pack_checkpoints=4) as store:
+        writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
+        conversation = Conversation()
+        for i in range(36):
+            conversation.append(_turn(i))
+            writer.capture(conversation)
+        assert _count(store, "checkpoints WHERE full = 1") == 0
+        assert len(restore(store, "s").conversation) == 36
+        with store._transaction(write=True):
+            store._db.execute(
+                "DELETE FROM packs WHERE last_seq = (SELECT min(last_seq) FROM packs)"
+            )
+        with pytest.raises(CorruptCheckpoint) as info:
+            store.load("s")
+        assert info.value.rule == "pack"
