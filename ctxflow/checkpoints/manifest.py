@@ -77,14 +77,39 @@ def unpack_hashes(value: Any) -> list[str]:
     return hashes
 
 
+def _counts(value: Any, n: int) -> list[int]:
+    """Stored token counts, checked: ``n`` non-negative integers."""
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(f"counts must be a list of {n} integers")
+    if not all(type(c) is int and c >= 0 for c in value):
+        raise ValueError("counts must be non-negative integers")
+    return value
+
+
 class Manifest:
     """The full manifest of one checkpoint (a working form, changed in place).
 
     ``ids`` (parallel to ``hashes``) is not stored: a store fills it from the
     bodies when it loads a checkpoint.
+
+    ``measure`` names the measure (its ``key``) whose token counts the manifest
+    carries: ``counts`` is parallel to ``hashes`` and ``overlay_counts`` maps a
+    message id to its overlay's count. Without a measure both are empty. A
+    delta carries the counts of the messages it appends; a change of measure
+    is written in full.
     """
 
-    __slots__ = ("chart", "hashes", "ids", "overlays", "state", "tags")
+    __slots__ = (
+        "chart",
+        "counts",
+        "hashes",
+        "ids",
+        "measure",
+        "overlay_counts",
+        "overlays",
+        "state",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -95,6 +120,9 @@ class Manifest:
         overlays: dict[str, str] | None = None,
         state: dict[str, Any] | None = None,
         chart: dict[str, Any] | None = None,
+        measure: str | None = None,
+        counts: list[int] | None = None,
+        overlay_counts: dict[str, int] | None = None,
     ) -> None:
         self.ids = ids if ids is not None else []
         self.hashes = hashes if hashes is not None else []
@@ -102,6 +130,9 @@ class Manifest:
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
         self.chart = chart if chart is not None else {}
+        self.measure = measure
+        self.counts = counts if counts is not None else []
+        self.overlay_counts = overlay_counts if overlay_counts is not None else {}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Manifest):
@@ -111,7 +142,7 @@ class Manifest:
     def __repr__(self) -> str:
         return (
             f"<Manifest messages={len(self.ids)} tagged={len(self.tags)} "
-            f"overlays={len(self.overlays)}>"
+            f"overlays={len(self.overlays)} measure={self.measure}>"
         )
 
     def copy(self) -> Manifest:
@@ -123,6 +154,9 @@ class Manifest:
             overlays=dict(self.overlays),
             state=self.state,
             chart=self.chart,
+            measure=self.measure,
+            counts=list(self.counts),
+            overlay_counts=dict(self.overlay_counts),
         )
 
     def body_hashes(self) -> set[str]:
@@ -131,7 +165,7 @@ class Manifest:
 
     def to_plain(self) -> dict[str, Any]:
         """The full manifest as plain data."""
-        return {
+        plain: dict[str, Any] = {
             "kind": "full",
             "hashes": pack_hashes(self.hashes),
             "tags": {k: list(v) for k, v in self.tags.items()},
@@ -139,6 +173,11 @@ class Manifest:
             "state": self.state,
             "chart": self.chart,
         }
+        if self.measure is not None:
+            plain["measure"] = self.measure
+            plain["counts"] = list(self.counts)
+            plain["overlay_counts"] = dict(self.overlay_counts)
+        return plain
 
     @classmethod
     def from_plain(cls, data: Any) -> Manifest:
@@ -154,7 +193,11 @@ class Manifest:
         n = len(parent.hashes)
         if len(self.hashes) < n or self.hashes[:n] != parent.hashes:
             return None
+        if self.measure != parent.measure or self.counts[:n] != parent.counts:
+            return None
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(self.hashes[n:])}
+        if self.measure is not None:
+            delta["counts"] = self.counts[n:]
         changed = {k: list(v) for k, v in self.tags.items() if parent.tags.get(k) != v}
         changed.update({k: [None, None] for k in parent.tags if k not in self.tags})
         if changed:
@@ -165,6 +208,13 @@ class Manifest:
         removed = [k for k in parent.overlays if k not in self.overlays]
         if removed:
             delta["removed_overlays"] = removed
+        if any(k not in self.overlay_counts and k not in removed for k in parent.overlay_counts):
+            return None
+        counted = {
+            k: v for k, v in self.overlay_counts.items() if parent.overlay_counts.get(k) != v
+        }
+        if counted:
+            delta["overlay_counts"] = counted
         if self.state != parent.state:
             delta["state"] = self.state
         if self.chart != parent.chart:
@@ -174,7 +224,17 @@ class Manifest:
     def apply(self, data: Mapping[str, Any], *, full: bool = False) -> None:
         """Apply a delta (or, with ``full``, load a full manifest) in place."""
         try:
-            self.hashes.extend(unpack_hashes(data["hashes"]))
+            hashes = unpack_hashes(data["hashes"])
+            if full:
+                measure = data.get("measure")
+                if measure is not None and not isinstance(measure, str):
+                    raise TypeError("a measure must be named by a string")
+                self.measure = measure
+            if self.measure is not None:
+                self.counts.extend(_counts(data.get("counts"), len(hashes)))
+            elif "counts" in data:
+                raise ValueError("counts need the measure they were taken with")
+            self.hashes.extend(hashes)
             for key, pair in dict(data.get("tags") or {}).items():
                 condense, truncation = pair
                 if condense is None and truncation is None:
@@ -184,6 +244,12 @@ class Manifest:
             self.overlays.update(dict(data.get("overlays") or {}))
             for key in data.get("removed_overlays") or ():
                 self.overlays.pop(key, None)
+                self.overlay_counts.pop(key, None)
+            counted = dict(data.get("overlay_counts") or {})
+            if counted and self.measure is None:
+                raise ValueError("counts need the measure they were taken with")
+            _counts(list(counted.values()), len(counted))
+            self.overlay_counts.update(counted)
             if full or "state" in data:
                 self.state = dict(data.get("state") or {})
             if full or "chart" in data:

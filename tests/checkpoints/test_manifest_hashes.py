@@ -1,4 +1,4 @@
-"""Packed body hashes in manifest records, and records written before they were packed."""
+"""Manifest records: packed body hashes (and the earlier list form), stored token counts."""
 
 from __future__ import annotations
 
@@ -82,3 +82,57 @@ def test_truncated_packed_hashes_are_corrupt() -> None:
     record = {"kind": "full", "hashes": b"\x00" * 17}
     with pytest.raises(CorruptCheckpoint, match="multiple of 16"):
         Manifest.from_plain(record)
+
+
+def _counted(**changes: object) -> dict[str, object]:
+    hashes = [body_hash({"v": i}) for i in range(2)]
+    manifest = Manifest(
+        hashes=hashes,
+        overlays={"a": hashes[0]},
+        measure="m",
+        counts=[3, 4],
+        overlay_counts={"a": 1},
+    )
+    return {**manifest.to_plain(), **changes}
+
+
+def test_counts_round_trip_in_full_and_delta() -> None:
+    """Counts, their measure and overlay counts survive a full record and a delta."""
+    parent = Manifest.from_plain(_counted())
+    assert (parent.measure, parent.counts, parent.overlay_counts) == ("m", [3, 4], {"a": 1})
+    child = parent.copy()
+    hashes_b = body_hash({"v": 9})
+    child.hashes.append(hashes_b)
+    child.counts.append(7)
+    child.overlays, child.overlay_counts = {"b": hashes_b}, {"b": 2}
+    delta = child.delta_from(parent)
+    assert delta is not None
+    assert (delta["counts"], delta["overlay_counts"]) == ([7], {"b": 2})
+    again = parent.copy()
+    again.apply(delta)
+    assert again == child
+    other = child.copy()
+    other.measure = "n"
+    assert other.delta_from(parent) is None
+    uncounted = child.copy()
+    uncounted.overlay_counts = {}
+    assert uncounted.delta_from(child) is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"counts": [3]},
+        {"counts": [3, -1]},
+        {"counts": [3, True]},
+        {"counts": "34"},
+        {"measure": 5},
+        {"measure": None},
+        {"overlay_counts": {"a": "1"}},
+    ],
+)
+def test_bad_counts_are_corrupt(changes: dict[str, object]) -> None:
+    """Counts of the wrong length or type, or without a measure, give CorruptCheckpoint."""
+    with pytest.raises(CorruptCheckpoint) as info:
+        Manifest.from_plain(_counted(**changes))
+    assert info.value.rule == "manifest"
