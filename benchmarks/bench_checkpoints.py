@@ -4,8 +4,17 @@ A loop appends one message per step and checkpoints at every step into a
 SQLite file in a temporary directory. Recorded: the per-step cost (append plus
 checkpoint, median over a window) near step 10 and at the last step, their
 ratio (flat is the goal: at most 1.5x), the storage after the run against the raw
-conversation JSON (goal: at most 1x), and the time to load the latest state from a
-new connection.
+conversation JSON (goal: at most 1x), and the time to load the latest state.
+
+Loads are timed two ways against the same two of the peer: from an open store
+(``checkpoints.load_latest_ms``, the like-for-like figure: the peer's
+``get_state`` reuses its open connection) and from a new connection each time
+(``checkpoints.load_latest_new_connection_ms``: a fresh ``SQLiteStore`` against
+the compiled graph given a fresh ``SqliteSaver``). A second session, written
+with the cl100k measure the engine counts with, is restored with that measure:
+``checkpoints.load_latest_cl100k_ms`` takes the counts stored with the
+checkpoints, ``checkpoints.load_latest_cl100k_recount_ms`` counts every message
+again (a session written without counts); the peer counts no tokens at all.
 
 The peer, when installed, is measured as in PEERS.md section 3: a StateGraph
 with ``messages: Annotated[list, add_messages]``, one node that appends the
@@ -21,6 +30,7 @@ import json
 import statistics
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +38,11 @@ from benchmarks.harness import Harness
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
 from ctxflow.stores import SQLiteStore
+from ctxflow.tokens import TiktokenCounter, message_measure
+from ctxflow.tokens.counters import MessageMeasure
 
 WINDOW = 10
+LOAD_RUNS = 15
 
 
 def _windows(times: list[float]) -> tuple[float, float]:
@@ -43,11 +56,13 @@ def _file_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
-    path = folder / "ctxflow.db"
+def _write(
+    path: Path, messages: list[Message], measure: MessageMeasure | None = None
+) -> tuple[str, list[float]]:
+    """Append and checkpoint every message; the session id and the per-step times."""
     store = SQLiteStore(path)
-    writer = Checkpointer(store)
-    conversation = Conversation()
+    writer = Checkpointer(store, measure=measure)
+    conversation = Conversation(measure=measure)
     chart = {"configuration": ["execution"], "history": {}}
     times = []
     gc.collect()
@@ -68,15 +83,45 @@ def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
         gc.enable()
     store.checkpoint_wal()
     store.close()
+    return writer.session_id, times
+
+
+def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
+    path = folder / "ctxflow.db"
+    session_id, times = _write(path, messages)
     size = _file_size(path)
 
-    def load() -> None:
-        with SQLiteStore(path) as fresh:
-            restored = restore(fresh, writer.session_id)
+    def fresh() -> None:
+        with SQLiteStore(path) as store:
+            restored = restore(store, session_id)
         assert len(restored.conversation) == len(messages)
 
-    early, late = _windows(times)
-    return {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=7)}
+    result: dict[str, Any] = {"size": size, "load_new": h.median_ms(fresh, runs=LOAD_RUNS)}
+    cl100k = message_measure(TiktokenCounter("cl100k_base"))
+    counted_path = folder / "ctxflow-cl100k.db"
+    counted_id, _ = _write(counted_path, messages, cl100k)
+    with SQLiteStore(path) as store, SQLiteStore(counted_path) as counted:
+
+        def opened() -> None:
+            assert len(restore(store, session_id).conversation) == len(messages)
+
+        def with_counts() -> None:
+            restored = restore(counted, counted_id, measure=cl100k).conversation
+            assert len(restored) == len(messages)
+
+        def recount() -> None:
+            restored = restore(store, session_id, measure=cl100k).conversation
+            assert len(restored) == len(messages)
+
+        result["load"] = h.median_ms(opened, runs=LOAD_RUNS)
+        result["load_cl100k"] = h.median_ms(with_counts, runs=LOAD_RUNS)
+        result["load_cl100k_recount"] = h.median_ms(recount, runs=h.size(5, 3))
+        assert (
+            restore(counted, counted_id, measure=cl100k).conversation.total_tokens
+            == restore(store, session_id, measure=cl100k).conversation.total_tokens
+        )
+    result["early"], result["late"] = _windows(times)
+    return result
 
 
 def _to_langchain(message: Message) -> list[Any]:
@@ -144,8 +189,19 @@ def _peer(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
         state = app.get_state(config)
         assert state.values["step"] == len(turns)
 
+    def fresh() -> None:
+        with closing(sqlite3.connect(path, check_same_thread=False)) as new:
+            state = app.copy({"checkpointer": SqliteSaver(new)}).get_state(config)
+        assert state.values["step"] == len(turns)
+
     early, late = _windows(times)
-    result = {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=5)}
+    result = {
+        "early": early,
+        "late": late,
+        "size": size,
+        "load": h.median_ms(load, runs=LOAD_RUNS),
+        "load_new": h.median_ms(fresh, runs=LOAD_RUNS),
+    }
     connection.close()
     return result
 
@@ -185,4 +241,16 @@ def run(h: Harness) -> None:
         peer["storage"] = peer["size"] / raw
     record("checkpoints.storage_vs_raw", "storage", "x", target=1.0, raw_bytes=raw)
     record("checkpoints.storage_bytes", "size", "bytes", steps=n)
-    record("checkpoints.load_latest_ms", "load", "ms", messages=n)
+    record("checkpoints.load_latest_ms", "load", "ms", messages=n, store="open")
+    record("checkpoints.load_latest_new_connection_ms", "load_new", "ms", messages=n, store="new")
+    for key in ("load_cl100k", "load_cl100k_recount"):
+        h.record(
+            f"checkpoints.{key.replace('load', 'load_latest')}_ms",
+            ours[key],
+            "ms",
+            peer=name,
+            peer_value=peer["load"] if peer else None,
+            note="peer: get_state, which counts no tokens" if peer else note,
+            messages=n,
+            store="open",
+        )
