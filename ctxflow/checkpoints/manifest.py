@@ -33,7 +33,7 @@ Tags = tuple[str | None, str | None]
 _DIGEST = 16
 #: A digest spread to 18 bytes (two zero bytes after it) encodes to 24 base64
 #: characters on its own, the first 22 of which are the digest's hash: so a whole
-#: list converts in one base64 call (stride slicing does the spreading in C).
+#: list converts in one base64 call.
 _SPREAD = 18
 _TEXT = 22
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -54,10 +54,7 @@ def pack_hashes(hashes: list[str]) -> bytes | list[str]:
     # A character holding bits past the digest means the text is not a canonical hash.
     if any(spread[_DIGEST::_SPREAD]):
         return list(hashes)
-    packed = bytearray(_DIGEST * len(hashes))
-    for k in range(_DIGEST):
-        packed[k::_DIGEST] = spread[k::_SPREAD]
-    return bytes(packed)
+    return b"".join([spread[i : i + _DIGEST] for i in range(0, len(spread), _SPREAD)])
 
 
 def unpack_hashes(value: Any) -> list[str]:
@@ -65,10 +62,8 @@ def unpack_hashes(value: Any) -> list[str]:
     if isinstance(value, bytes):
         if len(value) % _DIGEST:
             raise ValueError(f"packed hashes must be a multiple of {_DIGEST} bytes")
-        n = len(value) // _DIGEST
-        spread = bytearray(_SPREAD * n)
-        for k in range(_DIGEST):
-            spread[k::_SPREAD] = value[k::_DIGEST]
+        digests = [value[i : i + _DIGEST] for i in range(0, len(value), _DIGEST)]
+        spread = b"\0\0".join(digests) + b"\0\0" if digests else b""
         text = binascii.b2a_base64(spread, newline=False).translate(_URLSAFE).decode("ascii")
         return [text[i : i + _TEXT] for i in range(0, len(text), 24)]
     hashes = list(value)
