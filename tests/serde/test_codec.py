@@ -75,6 +75,30 @@ def test_round_trip_of_plain_data(value: Any) -> None:
     assert codec.decode(codec.encode(value)) == value
 
 
+def _outcome(data: bytes | bytearray) -> Any:
+    try:
+        return ("value", default_codec().decode(data))  # type: ignore[arg-type]
+    except CorruptCheckpoint as exc:
+        return ("corrupt", exc.rule)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain, at=st.integers(min_value=0), flip=st.integers(1, 255), cut=st.booleans())
+def test_damage_gives_the_same_error_on_both_header_paths(
+    value: Any, at: int, flip: int, cut: bool
+) -> None:
+    """A changed or cut byte gives the same outcome whether the quick header check runs or not."""
+    data = bytearray(default_codec().encode(value))
+    at %= len(data)
+    if cut:
+        del data[at:]
+    else:
+        data[at] ^= flip
+    # bytes take the quick check first; a bytearray always takes the full one
+    assert _outcome(bytes(data)) == _outcome(data)
+    assert _outcome(bytes(data))[0] == "corrupt"
+
+
 def test_header_layout() -> None:
     """The envelope starts with the magic, the version and the codec tags."""
     data = default_codec().encode({"a": 1})
