@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import lz4.frame
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from ctxflow.checkpoints.bodies import body_hash
 from ctxflow.checkpoints.model import CheckpointDraft
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
+from ctxflow.serde import EnvelopeCodec, Lz4Layer
 from ctxflow.stores import SQLiteStore
 
 
@@ -411,3 +413,35 @@ def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -
         with pytest.raises(CorruptCheckpoint) as info:
             store.load("s")
         assert info.value.rule == "pack"
+
+
+class _Version1Lz4(Lz4Layer):
+    """The lz4 layer as format version 1 wrote it: every body one frame."""
+
+    def wrap(self, data: bytes) -> bytes:
+        """One lz4 frame, however small the body."""
+        return bytes(lz4.frame.compress(data, compression_level=self.level, store_size=True))
+
+
+def test_format_version_one_file_loads_and_grows(tmp_path: Path) -> None:
+    """A file written in format version 1 restores every checkpoint and takes new ones."""
+    path = tmp_path / "v1.db"
+    old = EnvelopeCodec((_Version1Lz4(level=3),), version=1)
+    with SQLiteStore(path, codec=old, pack_checkpoints=4, segment_bodies=3) as store:
+        session = _grow(store, 20)
+        expected = [
+            list(restore(store, session, r.id).conversation) for r in store.checkpoints(session)
+        ]
+        stored = [bytes(r[0]) for r in store._db.execute("SELECT manifest FROM checkpoints")]
+        assert {data[4:6] for data in stored} == {b"\x00\x01"}
+    with SQLiteStore(path, pack_checkpoints=4, segment_bodies=3) as store:
+        records = store.checkpoints(session)
+        got = [list(restore(store, session, r.id).conversation) for r in records]
+        assert got == expected
+        writer = Checkpointer(store, session)
+        conversation = writer.restore().conversation
+        conversation.append(_turn(20))
+        writer.capture(conversation)
+        assert list(restore(store, session).conversation) == [*expected[-1], _turn(20)]
+        store.prune(session, keep_last=3)
+        assert len(restore(store, session).conversation) == 21
