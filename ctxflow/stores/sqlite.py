@@ -700,27 +700,25 @@ class SQLiteStore(BaseStore):
     def _decode_placed(self, rows: list[Any], wanted: set[str] | None) -> dict[str, Any]:
         """Decode bodies from (hash, segment, pos, loose data) rows (only ``wanted`` ones)."""
         found: dict[str, Any] = {}
-        places: dict[int, list[tuple[str, int]]] = {}
-        for digest, segment, pos, data in rows:
-            if wanted is not None and digest not in wanted:
+        placed = []
+        for row in rows:
+            if wanted is not None and row[0] not in wanted:
                 continue
-            if segment is None:
-                if data is not None:
-                    found[digest] = self.codec.decode(bytes(data))
-            else:
-                places.setdefault(int(segment), []).append((digest, int(pos)))
-        segments = self._segments(sorted(places))
-        for segment, at in places.items():
-            packed = segments.get(segment, [])
-            for digest, pos in at:
-                if not 0 <= pos < len(packed):
-                    raise CorruptCheckpoint(
-                        f"body {digest!r} must be inside segment {segment} "
-                        f"(position {pos} of {len(packed)})",
-                        rule="segment",
-                        segment=segment,
-                    )
-                found[digest] = packed[pos]
+            if row[1] is not None:
+                placed.append(row)
+            elif row[3] is not None:
+                found[row[0]] = self.codec.decode(bytes(row[3]))
+        segments = self._segments(sorted({row[1] for row in placed if type(row[1]) is int}))
+        for digest, segment, pos, _ in placed:
+            packed = segments.get(segment, ())
+            if type(pos) is not int or not 0 <= pos < len(packed):
+                raise CorruptCheckpoint(
+                    f"body {digest!r} must be inside segment {segment} "
+                    f"(position {pos} of {len(packed)})",
+                    rule="segment",
+                    segment=segment,
+                )
+            found[digest] = packed[pos]
         return found
 
     def _segments(self, ids: Sequence[int]) -> dict[int, list[Any]]:

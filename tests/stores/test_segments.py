@@ -94,13 +94,19 @@ def test_segment_of_wrong_shape_gives_corrupt_checkpoint(tmp_path: Path) -> None
             restore(store, session)
 
 
-def test_body_outside_its_segment_gives_corrupt_checkpoint(tmp_path: Path) -> None:
-    """A body row that points past the end of its segment gives CorruptCheckpoint."""
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [("pos = 99", "position 99"), ("pos = 'x'", "position x"), ("segment = 'x'", "segment x")],
+)
+def test_body_outside_its_segment_gives_corrupt_checkpoint(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    """A body row pointing past its segment, or with text for its place, gives CorruptCheckpoint."""
     with SQLiteStore(tmp_path / "o.db", segment_bodies=4) as store:
         session = _grow(store, 6)
         with store._transaction(write=True):
-            store._db.execute("UPDATE bodies SET pos = 99 WHERE segment IS NOT NULL")
-        with pytest.raises(CorruptCheckpoint, match="position 99"):
+            store._db.execute(f"UPDATE bodies SET {change} WHERE segment IS NOT NULL")
+        with pytest.raises(CorruptCheckpoint, match=message):
             restore(store, session)
 
 
