@@ -6,18 +6,20 @@ the body is stored once and the tag change costs a few bytes in the manifest.
 
 Restoring a checkpoint rebuilds every message of the log, so the common body
 shapes (text, tool_use and tool_result blocks without extras) take a quick
-path: the field values the constructors' converters would give are set
-directly, and the message's own ``__attrs_post_init__`` still validates it and
-derives its tool blocks. Anything else, including anything the quick path
-cannot read, goes through the constructors, which raise the typed errors. The
-quick path runs only while the model classes have exactly the fields it sets
-and no validators (checked at import; a test fails when it is off).
+path: the field values the constructors' converters would give are set into
+the slots directly, and the message's own ``__attrs_post_init__`` still
+validates it and derives its tool blocks. Anything else, including anything
+the quick path cannot read, goes through the constructors, which raise the
+typed errors. The quick path exists only while the model classes have exactly
+the slotted fields it sets and no validators (checked at import; a test fails
+when it is off).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -125,8 +127,8 @@ def message_from_plain(
     try:
         if data.get("tags"):
             condense_parent, truncation_parent = data["tags"]
-        if QUICK:
-            quick = _quick_message(data, condense_parent, truncation_parent)
+        if QUICK is not None:
+            quick = QUICK(data, condense_parent, truncation_parent)
             if quick is not None:
                 return quick
         return Message(
@@ -145,103 +147,123 @@ def message_from_plain(
         ) from None
 
 
-_new = object.__new__
-_put = object.__setattr__
-_ROLES = {role.value: role for role in Role}
+Quick = Callable[[Mapping[str, Any], str | None, str | None], Message | None]
 
-
-def _quick_text(data: Mapping[str, Any]) -> TextBlock:
-    block = _new(TextBlock)
-    _put(block, "text", data["text"])
-    _put(block, "extra", {})
-    _put(block, "type", "text")
-    return block
-
-
-def _quick_use(data: Mapping[str, Any]) -> ToolUseBlock:
-    block = _new(ToolUseBlock)
-    _put(block, "id", data["id"])
-    _put(block, "name", data["name"])
-    _put(block, "input", data["input"])
-    _put(block, "extra", {})
-    _put(block, "type", "tool_use")
-    return block
-
-
-def _quick_result(data: Mapping[str, Any]) -> ToolResultBlock:
-    content = data["content"]
-    if not isinstance(content, str):
-        raise TypeError("block content takes the constructors")
-    block = _new(ToolResultBlock)
-    _put(block, "tool_use_id", data["tool_use_id"])
-    _put(block, "content", content)
-    _put(block, "is_error", bool(data.get("is_error", False)))
-    _put(block, "extra", {})
-    _put(block, "type", "tool_result")
-    return block
-
-
-_QUICK_BLOCKS: dict[str, Callable[[Mapping[str, Any]], Block]] = {
-    "text": _quick_text,
-    "tool_use": _quick_use,
-    "tool_result": _quick_result,
+_FIELDS: dict[type, tuple[str, ...]] = {
+    Message: (
+        "role",
+        "content",
+        "id",
+        "timestamp",
+        "metadata",
+        "important",
+        "condense_parent",
+        "truncation_parent",
+        "_uses",
+        "_results",
+    ),
+    TextBlock: ("text", "extra", "type"),
+    ToolUseBlock: ("id", "name", "input", "extra", "type"),
+    ToolResultBlock: ("tool_use_id", "content", "is_error", "extra", "type"),
 }
 
 
-def _quick_message(
-    data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
-) -> Message | None:
-    """The message of a common body shape, or None (then the constructors decide)."""
+def _slots(cls: type) -> dict[str, Callable[[Any, Any], None]]:
+    """The setters of a class's field slots, or KeyError when its fields are not the expected.
+
+    A slot's own setter skips the frozen class's refusing ``__setattr__`` (what
+    attrs' generated ``__init__`` does too), and costs less than
+    ``object.__setattr__``.
+    """
+    fields = attrs.fields(cls)
+    if tuple(f.name for f in fields) != _FIELDS[cls] or any(f.validator for f in fields):
+        raise KeyError(cls.__name__)
+    slots = {name: cls.__dict__.get(name) for name in _FIELDS[cls]}
+    if not all(isinstance(slot, types.MemberDescriptorType) for slot in slots.values()):
+        raise KeyError(cls.__name__)
+    return {name: slot.__set__ for name, slot in slots.items()}  # type: ignore[union-attr]
+
+
+def _make_quick() -> Quick | None:
+    """The quick path over the model as it is, or None when it does not fit (module docstring)."""
     try:
-        content = []
-        for plain in data["content"]:
-            if "extra" in plain:
-                return None
-            content.append(_QUICK_BLOCKS[plain["type"]](plain))
-        metadata = data.get("metadata")
-        message = _new(Message)
-        _put(message, "role", _ROLES[data["role"]])
-        _put(message, "content", tuple(content))
-        _put(message, "id", data["id"])
-        _put(message, "timestamp", data.get("timestamp"))
-        _put(message, "metadata", dict(metadata) if metadata else {})
-        _put(message, "important", bool(data.get("important", False)))
-        _put(message, "condense_parent", condense_parent)
-        _put(message, "truncation_parent", truncation_parent)
-        message.__attrs_post_init__()
-    except (KeyError, TypeError, ValueError, AttributeError, InvalidMessage):
+        m, t, u, r = (_slots(cls) for cls in (Message, TextBlock, ToolUseBlock, ToolResultBlock))
+    except KeyError:
         return None
-    return message
+    if not callable(getattr(Message, "__attrs_post_init__", None)):
+        return None
+    new = object.__new__
+    roles = {role.value: role for role in Role}
+    text_text, text_extra, text_type = t["text"], t["extra"], t["type"]
+    use_id, use_name, use_input, use_extra, use_type = (
+        u["id"], u["name"], u["input"], u["extra"], u["type"]
+    )  # fmt: skip
+    result_id, result_content, result_error, result_extra, result_type = (
+        r["tool_use_id"], r["content"], r["is_error"], r["extra"], r["type"]
+    )  # fmt: skip
+    m_role, m_content, m_id, m_time, m_meta, m_important, m_condense, m_truncation = (
+        m["role"], m["content"], m["id"], m["timestamp"], m["metadata"], m["important"],
+        m["condense_parent"], m["truncation_parent"],
+    )  # fmt: skip
+
+    def block(data: Mapping[str, Any]) -> Block | None:
+        kind = data["type"]
+        if "extra" in data:
+            return None
+        if kind == "text":
+            text = new(TextBlock)
+            text_text(text, data["text"])
+            text_extra(text, {})
+            text_type(text, "text")
+            return text
+        if kind == "tool_use":
+            use = new(ToolUseBlock)
+            use_id(use, data["id"])
+            use_name(use, data["name"])
+            use_input(use, data["input"])
+            use_extra(use, {})
+            use_type(use, "tool_use")
+            return use
+        if kind == "tool_result" and isinstance(content := data["content"], str):
+            result = new(ToolResultBlock)
+            result_id(result, data["tool_use_id"])
+            result_content(result, content)
+            result_error(result, bool(data.get("is_error", False)))
+            result_extra(result, {})
+            result_type(result, "tool_result")
+            return result
+        return None
+
+    def quick(
+        data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
+    ) -> Message | None:
+        try:
+            content = []
+            for plain in data["content"]:
+                built = block(plain)
+                if built is None:
+                    return None
+                content.append(built)
+            metadata = data.get("metadata")
+            message = new(Message)
+            m_role(message, roles[data["role"]])
+            m_content(message, tuple(content))
+            m_id(message, data["id"])
+            m_time(message, data.get("timestamp"))
+            m_meta(message, dict(metadata) if metadata else {})
+            m_important(message, bool(data.get("important", False)))
+            m_condense(message, condense_parent)
+            m_truncation(message, truncation_parent)
+            message.__attrs_post_init__()
+        except (KeyError, TypeError, ValueError, AttributeError, InvalidMessage):
+            return None
+        return message
+
+    return quick
 
 
-def _quick_fits() -> bool:
-    """True while the model classes have exactly the fields the quick path sets."""
-    expected = {
-        Message: (
-            "role",
-            "content",
-            "id",
-            "timestamp",
-            "metadata",
-            "important",
-            "condense_parent",
-            "truncation_parent",
-            "_uses",
-            "_results",
-        ),
-        TextBlock: ("text", "extra", "type"),
-        ToolUseBlock: ("id", "name", "input", "extra", "type"),
-        ToolResultBlock: ("tool_use_id", "content", "is_error", "extra", "type"),
-    }
-    for cls, names in expected.items():
-        fields = attrs.fields(cls)
-        if tuple(f.name for f in fields) != names or any(f.validator for f in fields):
-            return False
-    return callable(getattr(Message, "__attrs_post_init__", None))
-
-
-#: Whether :func:`message_from_plain` may take the quick path (see the module docstring).
-QUICK = _quick_fits()
+#: The quick path of :func:`message_from_plain` (None when the model does not fit it).
+QUICK = _make_quick()
 
 
 def body_hash(body: Mapping[str, Any]) -> str:
