@@ -124,6 +124,13 @@ def message_from_plain(
 
     Tags stored in the body itself (``with_tags``) take precedence.
     """
+    return rebuild(data, condense_parent, truncation_parent)
+
+
+def rebuild(
+    data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
+) -> Message:
+    """:func:`message_from_plain` with positional tags (it runs for every restored message)."""
     try:
         if data.get("tags"):
             condense_parent, truncation_parent = data["tags"]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import msgpack
 
-from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain
+from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.checkpoints.manifest import Manifest
 from ctxflow.checkpoints.model import (
     CheckpointDraft,
@@ -119,19 +119,17 @@ def conversation_from_snapshot(
     those counts are taken instead of measuring every message again.
     """
     manifest = snapshot.manifest
+    bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
     messages = []
     for message_id, digest in zip(manifest.ids, manifest.hashes, strict=True):
-        body = snapshot.bodies.get(digest)
+        body = bodies.get(digest)
         if body is None or body.get("id") != message_id:
             raise CorruptCheckpoint(
                 f"message {message_id!r} must have its body {digest} in the store (missing)",
                 rule="missing_body",
                 message_id=message_id,
             )
-        condense, truncation = manifest.tags.get(message_id, (None, None))
-        messages.append(
-            message_from_plain(body, condense_parent=condense, truncation_parent=truncation)
-        )
+        messages.append(rebuild(body, *tags.get(message_id, untagged)))
     overlays: dict[str, Message] = {}
     for message_id, digest in manifest.overlays.items():
         body = snapshot.bodies.get(digest)

@@ -230,21 +230,25 @@ class Manifest:
             elif "counts" in data:
                 raise ValueError("counts need the measure they were taken with")
             self.hashes.extend(hashes)
-            for key, pair in dict(data.get("tags") or {}).items():
-                condense, truncation = pair
-                if condense is None and truncation is None:
-                    self.tags.pop(key, None)
-                else:
-                    self.tags[key] = (condense, truncation)
-            self.overlays.update(dict(data.get("overlays") or {}))
+            # Most deltas append and change the state only: skip what they do not hold.
+            if data.get("tags"):
+                for key, pair in dict(data["tags"]).items():
+                    condense, truncation = pair
+                    if condense is None and truncation is None:
+                        self.tags.pop(key, None)
+                    else:
+                        self.tags[key] = (condense, truncation)
+            if data.get("overlays"):
+                self.overlays.update(dict(data["overlays"]))
             for key in data.get("removed_overlays") or ():
                 self.overlays.pop(key, None)
                 self.overlay_counts.pop(key, None)
-            counted = dict(data.get("overlay_counts") or {})
-            if counted and self.measure is None:
-                raise ValueError("counts need the measure they were taken with")
-            _counts(list(counted.values()), len(counted))
-            self.overlay_counts.update(counted)
+            if data.get("overlay_counts"):
+                counted = dict(data["overlay_counts"])
+                if self.measure is None:
+                    raise ValueError("counts need the measure they were taken with")
+                _counts(list(counted.values()), len(counted))
+                self.overlay_counts.update(counted)
             if full or "state" in data:
                 self.state = dict(data.get("state") or {})
             if full or "chart" in data:
