@@ -228,42 +228,50 @@ class SQLiteStore(BaseStore):
                 self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
                 if verify:
                     self.check()
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS ctxflow_meta "
-                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-                )
-                row = self._db.execute(
-                    "SELECT value FROM ctxflow_meta WHERE key = 'schema'"
-                ).fetchone()
-                if row is not None and row[0] in _MIGRATIONS:
-                    for statement in _MIGRATIONS[row[0]].split(";"):
-                        self._db.execute(statement)
-                    self._db.execute(
-                        "UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'",
-                        (_SCHEMA_VERSION,),
-                    )
-                    row = (_SCHEMA_VERSION,)
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                if row is None:
-                    self._db.execute(
-                        "INSERT INTO ctxflow_meta (key, value) VALUES ('schema', ?)",
-                        (_SCHEMA_VERSION,),
-                    )
-                elif row[0] != _SCHEMA_VERSION:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(
-                        f"{self.path}: store schema must be version {_SCHEMA_VERSION} "
-                        f"(got {row[0]})",
-                        rule="schema_version",
-                        path=str(self.path),
-                    )
-                self._db.execute("COMMIT")
+                # A file already in this schema needs no write transaction to be opened.
+                if self._schema_version() != _SCHEMA_VERSION:
+                    self._prepare_schema()
         except BaseException:
             self._db.close()
             raise
+
+    def _schema_version(self) -> str | None:
+        """The schema version a file records (None for a new file)."""
+        try:
+            row = self._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else str(row[0])
+
+    def _prepare_schema(self) -> None:
+        """Create the schema of a new file, or upgrade an older one, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = self._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] in _MIGRATIONS:
+            for statement in _MIGRATIONS[row[0]].split(";"):
+                self._db.execute(statement)
+            self._db.execute(
+                "UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'", (_SCHEMA_VERSION,)
+            )
+            row = (_SCHEMA_VERSION,)
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        if row is None:
+            self._db.execute(
+                "INSERT INTO ctxflow_meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+            )
+        elif row[0] != _SCHEMA_VERSION:
+            self._db.execute("ROLLBACK")
+            raise StoreError(
+                f"{self.path}: store schema must be version {_SCHEMA_VERSION} (got {row[0]})",
+                rule="schema_version",
+                path=str(self.path),
+            )
+        self._db.execute("COMMIT")
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path.name}>"
