@@ -320,20 +320,17 @@ class BaseStore(abc.ABC):
         latest when None) and the full manifest its chain starts from: all by default."""
         return self._known(session_id)
 
-    def _chain(
+    def _snapshot_parts(
         self, session_id: str, checkpoint_id: str | None
-    ) -> tuple[CheckpointRecord, Manifest, int]:
-        """A checkpoint's record, its full manifest and how many deltas that took (the
-        latest checkpoint when None)."""
+    ) -> tuple[CheckpointRecord, Manifest, int, dict[str, Any]]:
+        """A checkpoint's record, full manifest, how many deltas that took, and the decoded
+        bodies it names (the latest checkpoint when None; a backend may find them its way)."""
         records = self._chain_records(session_id, checkpoint_id)
         index = _index_of(records, session_id, checkpoint_id)
         start = _chain_start(records, index)
         manifest = replay(self._decoded_manifests([r.id for r in records[start : index + 1]]))
-        return records[index], manifest, index - start
-
-    def _snapshot_bodies(self, session_id: str, hashes: set[str]) -> dict[str, Any]:
-        """The decoded bodies of a session's checkpoint (a backend may find them by session)."""
-        return self._decoded_bodies(hashes)
+        bodies = self._decoded_bodies(manifest.body_hashes())
+        return records[index], manifest, index - start, bodies
 
     def _decoded_manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
         """The decoded manifest records of checkpoints, in the order given."""
@@ -449,10 +446,8 @@ class BaseStore(abc.ABC):
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
         with self._transaction(write=False):
-            record, manifest, depth = self._chain(session_id, checkpoint_id)
-            hashes = manifest.body_hashes()
-            bodies = self._snapshot_bodies(session_id, hashes)
-        missing = hashes - bodies.keys()
+            record, manifest, depth, bodies = self._snapshot_parts(session_id, checkpoint_id)
+        missing = manifest.body_hashes() - bodies.keys()
         if missing:
             raise CorruptCheckpoint(
                 f"checkpoint {record.id!r} must have all its bodies in the store "

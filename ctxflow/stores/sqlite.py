@@ -33,8 +33,16 @@ whole log's hashes and would otherwise be most of a pack. The newest rows stay
 plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
 
-Schema version 2 (segments and packs) upgrades version-1 files in place on open: their
-bodies become loose bodies.
+Each session keeps a *head*: the full manifest of its last packed checkpoint,
+rewritten whenever rows are packed (bodies named by their row ids, 3 bytes
+instead of a 16-byte hash). The latest checkpoint's chain starts at its last
+plain full manifest, else at the head, so loading it reads no pack. Retention
+and erasure empty the head; the next pack that holds a full manifest sets it
+again.
+
+Schema version 3 (session heads) upgrades older files in place on open, one
+version at a time: version-1 bodies become loose bodies, version-2 sessions get
+an empty head.
 
 Every ``sqlite3`` failure is re-raised as :class:`~ctxflow.errors.StoreError`
 naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
@@ -64,7 +72,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    head BLOB
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -115,18 +124,22 @@ CREATE TABLE IF NOT EXISTS packed_ids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
-_SCHEMA_VERSION = "2"
-#: Version 1 files kept every body's bytes in ``bodies``. Upgrading moves them to
-#: ``loose`` (every version-1 body stays a loose body, packed with the next ones);
+_SCHEMA_VERSION = "3"
+#: Each older schema version: the next one and the statements that reach it.
+#: Version 1 files kept every body's bytes in ``bodies``; upgrading moves them to
+#: ``loose`` (every version-1 body stays a loose body, packed with the next ones).
+#: Version 2 files had no session heads; a session gets one at its next pack.
 #: ``_SCHEMA`` then creates what is missing.
 _MIGRATIONS = {
     "1": (
+        "2",
         "CREATE TABLE loose (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
         "INSERT INTO loose (id, data) SELECT id, data FROM bodies;"
         "ALTER TABLE bodies DROP COLUMN data;"
         "ALTER TABLE bodies ADD COLUMN segment INTEGER;"
-        "ALTER TABLE bodies ADD COLUMN pos INTEGER"
-    )
+        "ALTER TABLE bodies ADD COLUMN pos INTEGER",
+    ),
+    "2": ("3", "ALTER TABLE sessions ADD COLUMN head BLOB"),
 }
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
@@ -250,13 +263,12 @@ class SQLiteStore(BaseStore):
             "CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
         row = self._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
-        if row is not None and row[0] in _MIGRATIONS:
-            for statement in _MIGRATIONS[row[0]].split(";"):
+        while row is not None and row[0] in _MIGRATIONS:
+            version, statements = _MIGRATIONS[row[0]]
+            for statement in statements.split(";"):
                 self._db.execute(statement)
-            self._db.execute(
-                "UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'", (_SCHEMA_VERSION,)
-            )
-            row = (_SCHEMA_VERSION,)
+            self._db.execute("UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'", (version,))
+            row = (version,)
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
@@ -389,31 +401,43 @@ class SQLiteStore(BaseStore):
             return records
         return self._known(session_id)
 
-    def _chain(
+    def _snapshot_parts(
         self, session_id: str, checkpoint_id: str | None
-    ) -> tuple[CheckpointRecord, Manifest, int]:
+    ) -> tuple[CheckpointRecord, Manifest, int, dict[str, Any]]:
         # The latest checkpoint: its record and manifest come with the plain rows in one
-        # query, and only the records of its chain are decoded (packs at most once each).
+        # query; its chain starts at the last plain full manifest, else at the head (the
+        # last packed checkpoint in full), else in the packs (each decoded at most once).
+        # Its bodies come with one scan of the session's references.
         if checkpoint_id is not None:
-            return super()._chain(session_id, checkpoint_id)
+            return super()._snapshot_parts(session_id, checkpoint_id)
         rows = self._db.execute(
             f"SELECT {_COLUMNS}, c.manifest, c.session FROM checkpoints c "
             "JOIN sessions s ON s.id = c.session WHERE s.name = ? ORDER BY c.seq",
             (session_id,),
         ).fetchall()
         if not rows:
-            return super()._chain(session_id, None)
+            return super()._snapshot_parts(session_id, None)
+        session = int(rows[0][12])
+        placed = self._session_bodies(session)
         fulls = [i for i, row in enumerate(rows) if row[4]]
+        head = None if fulls else self._read_head(session)
         if fulls:
-            first = fulls[-1]
+            first, depth = fulls[-1], 0
             manifest = Manifest.from_plain(self.codec.decode(bytes(rows[first][11])))
-            packed: list[Any] = []
+        elif head is not None and head[0] == rows[0][3] - 1:
+            first, depth = -1, head[1]
+            manifest = self._head_manifest(session, head[2], {r[4]: r[0] for r in placed})
         else:
-            first = -1
-            manifest, packed = self._packed_chain(int(rows[0][12]))
-        apply_deltas(manifest, packed)
+            manifest, packed = self._packed_chain(session)
+            apply_deltas(manifest, packed)
+            first, depth = -1, len(packed)
         apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
-        return _record(rows[-1]), manifest, len(packed) + len(rows) - 1 - first
+        hashes = manifest.body_hashes()
+        bodies = self._decode_placed(placed, hashes)
+        missing = hashes - bodies.keys()
+        if missing:
+            bodies.update(self._decoded_bodies(missing))
+        return _record(rows[-1]), manifest, depth + len(rows) - 1 - first, bodies
 
     def _packed_chain(self, session: int) -> tuple[Manifest, list[Any]]:
         """The session's last packed full manifest and the packed deltas after it."""
@@ -658,6 +682,7 @@ class SQLiteStore(BaseStore):
             (session, count - keep),
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
+        self._write_head(session, entries)
         self._store_pack(session, None, entries)
         self._db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",
@@ -666,6 +691,67 @@ class SQLiteStore(BaseStore):
         self._db.execute(
             "DELETE FROM checkpoints WHERE session = ? AND seq <= ?", (session, entries[-1][2])
         )
+
+    # -- session heads --------------------------------------------------------
+
+    def _write_head(self, session: int, entries: list[list[Any]]) -> None:
+        """Keep the full manifest of the last checkpoint being packed as the session's head.
+
+        The latest checkpoint's chain then starts at the head when no plain row is full,
+        instead of in the packs. It is built from the packed rows' own manifests (from
+        the last full one among them, else from the previous head), with message bodies
+        named by their row ids (3 bytes, not a 16-byte hash). Left empty when neither
+        base is at hand; retention and erasure empty it too.
+        """
+        fulls = [i for i, e in enumerate(entries) if e[3]]
+        ids = {r[0]: r[4] for r in self._session_bodies(session)}
+        head = None if fulls else self._read_head(session)
+        data = None
+        if fulls or (head is not None and head[0] == entries[0][2] - 1):
+            if head is None:
+                first, depth = fulls[-1], 0
+                manifest = Manifest.from_plain(entries[first][10])
+            else:
+                first, depth = -1, head[1]
+                manifest = self._head_manifest(session, head[2], {i: h for h, i in ids.items()})
+            apply_deltas(manifest, [e[10] for e in entries[first + 1 :]])
+            if all(h in ids for h in manifest.hashes):
+                plain = manifest.to_plain()
+                plain["hashes"] = [ids[h] for h in manifest.hashes]
+                depth += len(entries) - 1 - first
+                data = self.codec.encode([entries[-1][2], depth, plain])
+        self._db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
+
+    def _read_head(self, session: int) -> tuple[int, int, dict[str, Any]] | None:
+        """The session's head: (seq, deltas since its last full, manifest naming body ids)."""
+        row = self._db.execute("SELECT head FROM sessions WHERE id = ?", (session,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        value = self.codec.decode(bytes(row[0]))
+        if not (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(type(v) is int for v in value[:2])
+            and isinstance(value[2], dict)
+            and isinstance(value[2].get("hashes"), list)
+        ):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must be [seq, depth, manifest]", rule="head"
+            )
+        return value[0], value[1], value[2]
+
+    def _head_manifest(
+        self, session: int, plain: dict[str, Any], hashes: Mapping[int, str]
+    ) -> Manifest:
+        """A head's full manifest, its body ids turned back into hashes."""
+        try:
+            named = [hashes[i] for i in plain["hashes"]]
+        except (KeyError, TypeError):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must name bodies the session holds",
+                rule="head",
+            ) from None
+        return Manifest.from_plain({**plain, "hashes": named})
 
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -690,20 +776,18 @@ class SQLiteStore(BaseStore):
             ).fetchall()
         return self._decode_placed(rows, None)
 
-    def _snapshot_bodies(self, session_id: str, hashes: set[str]) -> dict[str, Any]:
-        # A session references every body its checkpoints name: one range scan of its
-        # references finds them, instead of a lookup per hash.
-        rows = self._db.execute(
-            "SELECT b.hash, b.segment, b.pos, l.data FROM sessions s "
-            "JOIN session_bodies r ON r.session = s.id JOIN bodies b ON b.id = r.body "
-            "LEFT JOIN loose l ON l.id = b.id WHERE s.name = ?",
-            (session_id,),
+    def _session_bodies(self, session: int) -> list[Any]:
+        """(hash, segment, pos, loose data, id) of every body a session references.
+
+        A session references every body its checkpoints name, so one range scan of its
+        references finds a checkpoint's bodies, instead of a lookup per hash.
+        """
+        return self._db.execute(
+            "SELECT b.hash, b.segment, b.pos, l.data, b.id FROM session_bodies r "
+            "JOIN bodies b ON b.id = r.body LEFT JOIN loose l ON l.id = b.id "
+            "WHERE r.session = ?",
+            (session,),
         ).fetchall()
-        found = self._decode_placed(rows, hashes)
-        missing = hashes - found.keys()
-        if missing:
-            found.update(self._decoded_bodies(missing))
-        return found
 
     def _decode_placed(self, rows: list[Any], wanted: set[str] | None) -> dict[str, Any]:
         """Decode bodies from (hash, segment, pos, loose data) rows (only ``wanted`` ones)."""
@@ -717,7 +801,7 @@ class SQLiteStore(BaseStore):
             elif row[3] is not None:
                 found[row[0]] = self.codec.decode(bytes(row[3]))
         segments = self._segments(sorted({row[1] for row in placed if type(row[1]) is int}))
-        for digest, segment, pos, _ in placed:
+        for digest, segment, pos, *_ in placed:
             packed = segments.get(segment, ())
             if type(pos) is not int or not 0 <= pos < len(packed):
                 raise CorruptCheckpoint(
@@ -863,6 +947,7 @@ class SQLiteStore(BaseStore):
         ]
 
     def _delete(self, session_id: str, checkpoint_ids: Sequence[str]) -> None:
+        self._db.execute("UPDATE sessions SET head = NULL WHERE name = ?", (session_id,))
         self._db.executemany("DELETE FROM checkpoints WHERE id = ?", ((i,) for i in checkpoint_ids))
         doomed = set(checkpoint_ids)
         row = self._db.execute("SELECT id FROM sessions WHERE name = ?", (session_id,)).fetchone()

@@ -166,6 +166,7 @@ def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
         "ALTER TABLE bodies ADD COLUMN data BLOB NOT NULL DEFAULT x'';"
         "UPDATE bodies SET data = (SELECT data FROM loose WHERE loose.id = bodies.id);"
         "DROP TABLE loose; DROP TABLE segments;"
+        "ALTER TABLE sessions DROP COLUMN head;"
         "UPDATE ctxflow_meta SET value = '1' WHERE key = 'schema';"
         "COMMIT;"
     )
@@ -179,7 +180,34 @@ def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
         assert [_count(store, "segments"), _count(store, "loose")] == [1, 0]
         assert len(restore(store, session).conversation) == 8
         row = store._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
-        assert row[0] == "2"
+        assert row[0] == "3"
+
+
+def test_version_two_file_is_upgraded_and_gets_a_head(tmp_path: Path) -> None:
+    """A file of schema version 2 (no session heads) opens, restores, and gains a head."""
+    path = tmp_path / "v2.db"
+    with SQLiteStore(path, pack_checkpoints=4) as store:
+        session = _grow(store, 30)
+        expected = [
+            list(restore(store, session, r.id).conversation) for r in store.checkpoints(session)
+        ]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "BEGIN; ALTER TABLE sessions DROP COLUMN head;"
+        "UPDATE ctxflow_meta SET value = '2' WHERE key = 'schema'; COMMIT;"
+    )
+    db.close()
+    with SQLiteStore(path, pack_checkpoints=4) as store:
+        assert store._db.execute("SELECT head FROM sessions").fetchone() == (None,)
+        records = store.checkpoints(session)
+        assert [list(restore(store, session, r.id).conversation) for r in records] == expected
+        writer = Checkpointer(store, session, full_every=4)
+        conversation = writer.restore().conversation
+        for i in range(30, 40):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        assert store._db.execute("SELECT head FROM sessions").fetchone() != (None,)
+        assert list(restore(store, session).conversation) == list(conversation)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -381,8 +409,10 @@ def test_latest_always_restores(
 
 
 @pytest.mark.parametrize("full_ratio", [0.0, 1.0])
-def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float) -> None:
-    """After every capture the latest checkpoint loads as it does by id, packed chain or not."""
+@pytest.mark.parametrize("head", [True, False])
+def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float, head: bool) -> None:
+    """After every capture the latest loads as it does by id: from a plain full, the head
+    or the packs (with the head emptied, as retention leaves it)."""
     with SQLiteStore(tmp_path / "l.db", pack_checkpoints=3, segment_bodies=4) as store:
         writer = Checkpointer(store, "s", full_every=5, full_ratio=full_ratio)
         conversation = Conversation()
@@ -390,6 +420,9 @@ def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float) -> No
         for i in range(60):
             conversation.append(_turn(i))
             writer.capture(conversation, state={"step": i})
+            if not head:
+                with store._transaction(write=True):
+                    store._db.execute("UPDATE sessions SET head = NULL")
             latest, by_id = store.load("s"), store.load("s", store.latest("s").id)
             assert (latest.record, latest.manifest, latest.depth) == (
                 by_id.record,
@@ -399,6 +432,7 @@ def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float) -> No
             assert latest.bodies == by_id.bodies
             plain_fulls = store._db.execute("SELECT count(*) FROM checkpoints WHERE full = 1")
             packed_start += plain_fulls.fetchone()[0] == 0
+            assert (_heads(store) != [None]) == (head and i >= 5)
         assert packed_start > 5
 
 
@@ -416,9 +450,77 @@ def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -
             store._db.execute(
                 "DELETE FROM packs WHERE last_seq = (SELECT min(last_seq) FROM packs)"
             )
+            store._db.execute("UPDATE sessions SET head = NULL")
         with pytest.raises(CorruptCheckpoint) as info:
             store.load("s")
         assert info.value.rule == "pack"
+
+
+def _heads(store: SQLiteStore) -> list[object]:
+    return [r[0] for r in store._db.execute("SELECT head FROM sessions")]
+
+
+def _packed_session(store: SQLiteStore, steps: int = 36) -> Conversation:
+    """A session "s" whose latest chain has no plain full row (fulls every 6, packs of 4)."""
+    writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
+    conversation = Conversation()
+    for i in range(steps):
+        conversation.append(_turn(i))
+        writer.capture(conversation, state={"step": i})
+    assert _count(store, "checkpoints WHERE full = 1") == 0
+    return conversation
+
+
+def test_latest_starts_at_the_head_without_the_packs(tmp_path: Path) -> None:
+    """The latest checkpoint loads from the session head and plain rows, packs unread."""
+    with SQLiteStore(tmp_path / "h.db", pack_checkpoints=4) as store:
+        conversation = _packed_session(store)
+        assert _heads(store) != [None]
+        expected = store.load("s")
+        with store._transaction(write=True):
+            store._db.execute("DELETE FROM packs")
+        latest = store.load("s")
+        assert (latest.manifest, latest.depth, latest.bodies) == (
+            expected.manifest,
+            expected.depth,
+            expected.bodies,
+        )
+        assert list(restore(store, "s").conversation) == list(conversation)
+
+
+@pytest.mark.parametrize(
+    ("head", "rule"),
+    [
+        (b"CXFL garbage", "truncated"),
+        ([0, 0, "not a manifest"], "head"),
+        ([0, "deep", {"hashes": []}], "head"),
+        ([0, 0, {"hashes": [10**9]}], "head"),
+    ],
+)
+def test_damaged_head_gives_corrupt_checkpoint(tmp_path: Path, head: object, rule: str) -> None:
+    """A damaged session head, or one naming bodies the session lacks, gives CorruptCheckpoint."""
+    with SQLiteStore(tmp_path / "d.db", pack_checkpoints=4) as store:
+        _packed_session(store)
+        seq = store.codec.decode(_heads(store)[0])[0]  # type: ignore[arg-type]
+        if isinstance(head, list):
+            head = store.codec.encode([seq, *head[1:]])
+        with store._transaction(write=True):
+            store._db.execute("UPDATE sessions SET head = ?", (head,))
+        with pytest.raises(CorruptCheckpoint) as info:
+            store.load("s")
+        assert info.value.rule == rule
+        assert len(restore(store, "s", store.latest("s").id).conversation) == 36
+
+
+def test_retention_empties_the_head(tmp_path: Path) -> None:
+    """Pruning empties the session head; the latest still loads as it does by id."""
+    with SQLiteStore(tmp_path / "r.db", pack_checkpoints=4) as store:
+        session = _grow(store, 40)
+        assert _heads(store) != [None]
+        store.prune(session, keep_last=10)
+        assert _heads(store) == [None]
+        latest = store.load(session)
+        assert latest.manifest == store.load(session, store.latest(session).id).manifest
 
 
 class _Version1Lz4(Lz4Layer):
