@@ -33,12 +33,14 @@ whole log's hashes and would otherwise be most of a pack. The newest rows stay
 plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
 
-Each session keeps a *head*: the full manifest of its last packed checkpoint,
-rewritten whenever rows are packed (bodies named by their row ids, 3 bytes
-instead of a 16-byte hash). The latest checkpoint's chain starts at its last
-plain full manifest, else at the head, so loading it reads no pack. Retention
-and erasure empty the head; the next pack that holds a full manifest sets it
-again.
+Each session keeps a *head*: the full manifest of one of its recent
+checkpoints (bodies named by their row ids, 3 bytes instead of a 16-byte hash).
+It moves to the latest checkpoint every ``head_every`` checkpoints and past
+the rows being packed, from the previous head or a newer full manifest. The
+latest checkpoint's chain starts at the head (or a newer plain full manifest),
+so loading it reads no pack and replays at most ``head_every`` plain rows.
+Moving it costs about 1 ms every 32 checkpoints on a 1,000-message session.
+Retention and erasure empty the head; a later full manifest sets it again.
 
 Schema version 3 (session heads) upgrades older files in place on open, one
 version at a time: version-1 bodies become loose bodies, version-2 sessions get
@@ -148,6 +150,9 @@ SEGMENT_BODIES = 64
 #: ``_PLAIN_ROWS``, its oldest ones (record and decoded manifest) move into one pack.
 PACK_CHECKPOINTS = 128
 _PLAIN_ROWS = 16
+#: The session head moves to the latest checkpoint every this many checkpoints (and
+#: at every pack), so the latest load replays at most this many plain rows after it.
+HEAD_EVERY = 32
 #: Page size of new files (an existing file keeps its own). Rows here are small and
 #: segments a few KB, so 1 KiB pages waste far less than SQLite's 4 KiB default
 #: (a mostly empty page per small table, half a page per blob's overflow tail).
@@ -156,6 +161,8 @@ PAGE_SIZE = 1024
 #: full one; at most this many in a row, so expanding one decodes a few packs.
 _MAX_DEPTH = 8
 _Memo = dict[tuple[int, int], tuple[Manifest, int]]
+#: A session head: (seq, deltas since its last full manifest, full manifest naming body ids).
+_Head = tuple[int, int, dict[str, Any]]
 _PACKED = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
@@ -205,10 +212,12 @@ class SQLiteStore(BaseStore):
         segment_bodies: int = SEGMENT_BODIES,
         pack_checkpoints: int = PACK_CHECKPOINTS,
         page_size: int = PAGE_SIZE,
+        head_every: int = HEAD_EVERY,
     ) -> None:
         for name, value in (
             ("segment_bodies", segment_bodies),
             ("pack_checkpoints", pack_checkpoints),
+            ("head_every", head_every),
         ):
             if not isinstance(value, int) or value < 1:
                 raise StoreError(
@@ -228,6 +237,7 @@ class SQLiteStore(BaseStore):
         self.codec = codec or default_codec()
         self.segment_bodies = segment_bodies
         self.pack_checkpoints = pack_checkpoints
+        self.head_every = head_every
         self._lock = threading.RLock()
         with self._errors("open"):
             self._db = sqlite3.connect(
@@ -420,13 +430,14 @@ class SQLiteStore(BaseStore):
         session = int(rows[0][12])
         placed = self._session_bodies(session)
         fulls = [i for i, row in enumerate(rows) if row[4]]
-        head = None if fulls else self._read_head(session)
-        if fulls:
+        head = self._read_head(session)
+        at = self._head_place(head, rows)
+        if head is not None and at is not None and at >= max(fulls, default=-1):
+            first, depth = at, head[1]
+            manifest = self._head_manifest(session, head[2], {r[4]: r[0] for r in placed})
+        elif fulls:
             first, depth = fulls[-1], 0
             manifest = Manifest.from_plain(self.codec.decode(bytes(rows[first][11])))
-        elif head is not None and head[0] == rows[0][3] - 1:
-            first, depth = -1, head[1]
-            manifest = self._head_manifest(session, head[2], {r[4]: r[0] for r in placed})
         else:
             manifest, packed = self._packed_chain(session)
             apply_deltas(manifest, packed)
@@ -438,6 +449,16 @@ class SQLiteStore(BaseStore):
         if missing:
             bodies.update(self._decoded_bodies(missing))
         return _record(rows[-1]), manifest, depth + len(rows) - 1 - first, bodies
+
+    @staticmethod
+    def _head_place(head: _Head | None, rows: Sequence[Any]) -> int | None:
+        """The head's index among plain rows (-1: just before them), None if not there."""
+        if head is None:
+            return None
+        at: int = head[0] - int(rows[0][3])
+        if at == -1 or (0 <= at < len(rows) and rows[at][3] == head[0]):
+            return at
+        return None
 
     def _packed_chain(self, session: int) -> tuple[Manifest, list[Any]]:
         """The session's last packed full manifest and the packed deltas after it."""
@@ -682,7 +703,8 @@ class SQLiteStore(BaseStore):
             (session, count - keep),
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
-        self._write_head(session, entries)
+        records = [(e[2], bool(e[3]), e[10]) for e in entries]
+        self._extend_head(session, records, self._read_head(session))
         self._store_pack(session, None, entries)
         self._db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",
@@ -694,35 +716,80 @@ class SQLiteStore(BaseStore):
 
     # -- session heads --------------------------------------------------------
 
-    def _write_head(self, session: int, entries: list[list[Any]]) -> None:
-        """Keep the full manifest of the last checkpoint being packed as the session's head.
+    def _extend_head(
+        self, session: int, records: list[tuple[int, bool, Any]], head: _Head | None
+    ) -> None:
+        """Bring the session head forward through consecutive checkpoints, oldest first.
 
-        The latest checkpoint's chain then starts at the head when no plain row is full,
-        instead of in the packs. It is built from the packed rows' own manifests (from
-        the last full one among them, else from the previous head), with message bodies
-        named by their row ids (3 bytes, not a 16-byte hash). Left empty when neither
-        base is at hand; retention and erasure empty it too.
+        ``records`` are (seq, full, decoded manifest record); ``head`` is the current
+        one. The head moves from the last full manifest among them, else from the head
+        itself when they continue it; else it is emptied (or stays empty). Bodies are
+        named by row id.
         """
-        fulls = [i for i, e in enumerate(entries) if e[3]]
-        ids = {r[0]: r[4] for r in self._session_bodies(session)}
-        head = None if fulls else self._read_head(session)
+        if head is not None:
+            records = [r for r in records if r[0] > head[0]]
+            if not records:
+                return
+        fulls = [i for i, r in enumerate(records) if r[1]]
         data = None
-        if fulls or (head is not None and head[0] == entries[0][2] - 1):
-            if head is None:
-                first, depth = fulls[-1], 0
-                manifest = Manifest.from_plain(entries[first][10])
-            else:
-                first, depth = -1, head[1]
-                manifest = self._head_manifest(session, head[2], {i: h for h, i in ids.items()})
-            apply_deltas(manifest, [e[10] for e in entries[first + 1 :]])
-            if all(h in ids for h in manifest.hashes):
-                plain = manifest.to_plain()
-                plain["hashes"] = [ids[h] for h in manifest.hashes]
-                depth += len(entries) - 1 - first
-                data = self.codec.encode([entries[-1][2], depth, plain])
+        if fulls:
+            first = fulls[-1]
+            manifest = Manifest.from_plain(records[first][2])
+            apply_deltas(manifest, [r[2] for r in records[first + 1 :]])
+            found = {r[0]: r[4] for r in self._session_bodies(session)}
+            data = self._head_data(records[-1][0], len(records) - 1 - first, manifest, [], found)
+        elif head is not None and records[0][0] == head[0] + 1:
+            _, depth, plain = head
+            known = plain["hashes"]
+            shell = {**plain, "hashes": []}
+            if plain.get("measure") is not None:
+                shell["counts"] = []
+            manifest = Manifest.from_plain(shell)
+            apply_deltas(manifest, [r[2] for r in records])
+            counts = list(plain.get("counts") or []) + manifest.counts
+            manifest.counts = counts
+            found = self._body_ids(set(manifest.hashes))
+            data = self._head_data(records[-1][0], depth + len(records), manifest, known, found)
         self._db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
 
-    def _read_head(self, session: int) -> tuple[int, int, dict[str, Any]] | None:
+    def _head_data(
+        self,
+        seq: int,
+        depth: int,
+        manifest: Manifest,
+        known: list[Any],
+        ids: Mapping[str, int],
+    ) -> bytes | None:
+        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes."""
+        if not all(h in ids for h in manifest.hashes):
+            return None
+        plain = manifest.to_plain()
+        plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
+        return self.codec.encode([seq, depth, plain])
+
+    def _body_ids(self, hashes: set[str]) -> dict[str, int]:
+        """The row ids of these body hashes (those stored)."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(hashes)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT hash, id FROM bodies WHERE hash IN ({marks})", tuple(chunk)
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def _advance_head(self, session: int) -> None:
+        """Move the head to the latest checkpoint through the plain rows after it."""
+        head = self._read_head(session)
+        rows = self._db.execute(
+            "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
+            "ORDER BY seq",
+            (session, -1 if head is None else head[0]),
+        ).fetchall()
+        records = [(r[0], bool(r[1]), self.codec.decode(bytes(r[2]))) for r in rows]
+        self._extend_head(session, records, head)
+
+    def _read_head(self, session: int) -> _Head | None:
         """The session's head: (seq, deltas since its last full, manifest naming body ids)."""
         row = self._db.execute("SELECT head FROM sessions WHERE id = ?", (session,)).fetchone()
         if row is None or row[0] is None:
@@ -920,6 +987,8 @@ class SQLiteStore(BaseStore):
         if bodies:
             self._pack()
         self._pack_rows(session)
+        if record.seq % self.head_every == 0:
+            self._advance_head(session)
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
         row = self._db.execute(

@@ -234,10 +234,11 @@ def test_new_files_use_small_pages_and_old_files_keep_theirs(tmp_path: Path) -> 
         SQLiteStore(tmp_path / "c.db", page_size=1000)
 
 
-def test_bad_segment_size_is_refused(tmp_path: Path) -> None:
-    """A segment size below one is refused before the file is opened."""
-    with pytest.raises(StoreError, match="segment_bodies"):
-        SQLiteStore(tmp_path / "x.db", segment_bodies=0)
+@pytest.mark.parametrize("option", ["segment_bodies", "pack_checkpoints", "head_every"])
+def test_bad_packing_sizes_are_refused(tmp_path: Path, option: str) -> None:
+    """A segment, pack or head interval below one is refused before the file is opened."""
+    with pytest.raises(StoreError, match=option):
+        SQLiteStore(tmp_path / "x.db", **{option: 0})  # type: ignore[arg-type]
     assert not (tmp_path / "x.db").exists()
 
 
@@ -384,7 +385,9 @@ def test_latest_always_restores(
 ) -> None:
     """Under any mix of captures, prunes and erased forks, every kept checkpoint restores."""
     path = tmp_path_factory.mktemp("prop") / "h.db"
-    with SQLiteStore(path, segment_bodies=size, pack_checkpoints=size) as store:
+    with SQLiteStore(
+        path, segment_bodies=size, pack_checkpoints=size, head_every=size + 1
+    ) as store:
         writer = Checkpointer(store, full_every=3)
         conversation = Conversation()
         for step in steps:
@@ -409,11 +412,16 @@ def test_latest_always_restores(
 
 
 @pytest.mark.parametrize("full_ratio", [0.0, 1.0])
-@pytest.mark.parametrize("head", [True, False])
-def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float, head: bool) -> None:
+@pytest.mark.parametrize(("head", "every"), [(True, 1000), (True, 2), (True, 7), (False, 1000)])
+def test_latest_load_matches_load_by_id(
+    tmp_path: Path, full_ratio: float, head: bool, every: int
+) -> None:
     """After every capture the latest loads as it does by id: from a plain full, the head
-    or the packs (with the head emptied, as retention leaves it)."""
-    with SQLiteStore(tmp_path / "l.db", pack_checkpoints=3, segment_bodies=4) as store:
+    (moved at packs, and every few checkpoints) or the packs (the head emptied, as
+    retention leaves it)."""
+    with SQLiteStore(
+        tmp_path / "l.db", pack_checkpoints=3, segment_bodies=4, head_every=every
+    ) as store:
         writer = Checkpointer(store, "s", full_every=5, full_ratio=full_ratio)
         conversation = Conversation()
         packed_start = 0
@@ -432,7 +440,7 @@ def test_latest_load_matches_load_by_id(tmp_path: Path, full_ratio: float, head:
             assert latest.bodies == by_id.bodies
             plain_fulls = store._db.execute("SELECT count(*) FROM checkpoints WHERE full = 1")
             packed_start += plain_fulls.fetchone()[0] == 0
-            assert (_heads(store) != [None]) == (head and i >= 5)
+            assert (_heads(store) != [None]) == (head and i >= min(5, every - 1))
         assert packed_start > 5
 
 
@@ -553,3 +561,18 @@ def test_format_version_one_file_loads_and_grows(tmp_path: Path) -> None:
         assert list(restore(store, session).conversation) == [*expected[-1], _turn(20)]
         store.prune(session, keep_last=3)
         assert len(restore(store, session).conversation) == 21
+
+
+def test_head_moves_without_packs(tmp_path: Path) -> None:
+    """Without any pack, the head still moves every few checkpoints and the latest matches."""
+    with SQLiteStore(tmp_path / "n.db", pack_checkpoints=1000, head_every=5) as store:
+        conversation = Conversation()
+        writer = Checkpointer(store, "s", full_every=1000, full_ratio=0)
+        for i in range(23):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        seq, depth, _ = store.codec.decode(_heads(store)[0])  # type: ignore[arg-type]
+        assert (seq, depth, _count(store, "packs")) == (20, 19, 0)
+        latest = store.load("s")
+        assert latest.depth == 22
+        assert latest.manifest == store.load("s", store.latest("s").id).manifest
