@@ -45,7 +45,7 @@ from ctxflow.tokens import TiktokenCounter, message_measure
 from ctxflow.tokens.counters import MessageMeasure
 
 WINDOW = 10
-LOAD_RUNS = 15
+LOAD_RUNS = 30
 
 
 def _windows(times: list[float]) -> tuple[float, float]:
@@ -125,13 +125,20 @@ def _ours(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict
 
 
 def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, float]:
-    """The median ms of each load, timed one call of each per round (see the docstring)."""
+    """The median ms of each load, timed one call of each per round (see the docstring).
+
+    Each round starts one load further on: the call after another side's large
+    free (its heap shrinks, the next call faults its pages back in) is each
+    load's in turn, not always the first one's.
+    """
     runs = min(runs, 3) if h.smoke else runs
     times: dict[str, list[float]] = {name: [] for name in loads}
     for fn in loads.values():
         fn()
-    for _ in range(runs):
-        for name, fn in loads.items():
+    order = list(loads.items())
+    for round_ in range(runs):
+        shift = round_ % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             gc.collect()
             gc.disable()
             try:
