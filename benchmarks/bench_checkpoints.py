@@ -16,7 +16,9 @@ with the cl100k measure the engine counts with, is restored with that measure:
 checkpoints, ``checkpoints.load_latest_cl100k_recount_ms`` counts every message
 again (a session written without counts); the peer counts no tokens at all.
 Every load of both sides is timed in one rotation (one call of each per round),
-so a slow spell of the machine falls on both alike.
+so a slow spell of the machine falls on both alike; ``paired_ratio`` is the
+median of each round's own ratio, steadier than the ratio of the medians when
+the machine switches between fast and slow spells.
 
 The peer, when installed, is measured as in PEERS.md section 3: a StateGraph
 with ``messages: Annotated[list, add_messages]``, one node that appends the
@@ -124,8 +126,8 @@ def _ours(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict
     return {"early": early, "late": late, "size": size}, loads
 
 
-def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, float]:
-    """The median ms of each load, timed one call of each per round (see the docstring).
+def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, list[float]]:
+    """Each load's times in ms, one call of each per round (see the module docstring).
 
     Each round starts one load further on: the call after another side's large
     free (its heap shrinks, the next call faults its pages back in) is each
@@ -147,7 +149,12 @@ def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, float]:
                 times[name].append((time.perf_counter() - start) * 1000)
             finally:
                 gc.enable()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def _paired(ours: list[float], peer: list[float]) -> float:
+    """The median of the rounds' own ratios (a round's two calls share the machine's mood)."""
+    return round(statistics.median(a / b for a, b in zip(ours, peer, strict=True)), 4)
 
 
 def _to_langchain(message: Message) -> list[Any]:
@@ -236,14 +243,21 @@ def run(h: Harness) -> None:
         if h.has("langgraph") and h.has("langgraph.checkpoint.sqlite"):
             peer, peer_loads = _peer(messages, Path(tmp), stack)
             loads.update({f"peer_{k}": fn for k, fn in peer_loads.items()})
-        medians = _rotation(h, loads, runs=LOAD_RUNS)
-        medians["load_cl100k_recount"] = _rotation(h, {"r": recount}, runs=5)["r"]
-    for key, value in medians.items():
+        times = _rotation(h, loads, runs=LOAD_RUNS)
+        times["load_cl100k_recount"] = _rotation(h, {"r": recount}, runs=5)["r"]
+    for key, values in times.items():
         if key.startswith("peer_"):
             assert peer is not None
-            peer[key.removeprefix("peer_")] = value
+            peer[key.removeprefix("peer_")] = statistics.median(values)
         else:
-            ours[key] = value
+            ours[key] = statistics.median(values)
+    paired = {}
+    if peer:
+        paired = {
+            "load": _paired(times["load"], times["peer_load"]),
+            "load_new": _paired(times["load_new"], times["peer_load_new"]),
+            "load_cl100k": _paired(times["load_cl100k"], times["peer_load"]),
+        }
     name = "langgraph SqliteSaver" if peer else None
     note = "" if peer else "peer not installed"
 
@@ -269,9 +283,17 @@ def run(h: Harness) -> None:
         peer["storage"] = peer["size"] / raw
     record("checkpoints.storage_vs_raw", "storage", "x", target=1.0, raw_bytes=raw)
     record("checkpoints.storage_bytes", "size", "bytes", steps=n)
-    record("checkpoints.load_latest_ms", "load", "ms", messages=n, store="open")
-    record("checkpoints.load_latest_new_connection_ms", "load_new", "ms", messages=n, store="new")
+    rounds = {"rounds": h.size(LOAD_RUNS, 3)}
+    for key, metric, store in (
+        ("load", "checkpoints.load_latest_ms", "open"),
+        ("load_new", "checkpoints.load_latest_new_connection_ms", "new"),
+    ):
+        extra = {"paired_ratio": paired[key]} if key in paired else {}
+        record(metric, key, "ms", messages=n, store=store, **rounds, **extra)
+        if extra:
+            print(f"  {metric} paired ratio {extra['paired_ratio']}", flush=True)
     for key in ("load_cl100k", "load_cl100k_recount"):
+        extra = {"paired_ratio": paired[key]} if key in paired else {}
         h.record(
             f"checkpoints.{key.replace('load', 'load_latest')}_ms",
             ours[key],
@@ -281,4 +303,5 @@ def run(h: Harness) -> None:
             note="peer: get_state, which counts no tokens" if peer else note,
             messages=n,
             store="open",
+            **extra,
         )
