@@ -213,10 +213,12 @@ def _make_quick() -> Quick | None:
         m["condense_parent"], m["truncation_parent"],
     )  # fmt: skip
 
-    def block(data: Mapping[str, Any]) -> Block | None:
+    post_init = Message.__attrs_post_init__
+
+    def block(data: Mapping[str, Any]) -> Block:
         kind = data["type"]
         if "extra" in data:
-            return None
+            raise LookupError("extras take the constructors")
         if kind == "text":
             text = new(TextBlock)
             text_text(text, data["text"])
@@ -239,30 +241,25 @@ def _make_quick() -> Quick | None:
             result_extra(result, {})
             result_type(result, "tool_result")
             return result
-        return None
+        raise LookupError(f"{kind!r} blocks take the constructors")
 
     def quick(
         data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
     ) -> Message | None:
         try:
-            content = []
-            for plain in data["content"]:
-                built = block(plain)
-                if built is None:
-                    return None
-                content.append(built)
+            content = tuple([block(plain) for plain in data["content"]])
             metadata = data.get("metadata")
             message = new(Message)
             m_role(message, roles[data["role"]])
-            m_content(message, tuple(content))
+            m_content(message, content)
             m_id(message, data["id"])
             m_time(message, data.get("timestamp"))
             m_meta(message, dict(metadata) if metadata else {})
             m_important(message, bool(data.get("important", False)))
             m_condense(message, condense_parent)
             m_truncation(message, truncation_parent)
-            message.__attrs_post_init__()
-        except (KeyError, TypeError, ValueError, AttributeError, InvalidMessage):
+            post_init(message)
+        except (LookupError, TypeError, ValueError, AttributeError, InvalidMessage):
             return None
         return message
 
