@@ -4,8 +4,21 @@ A loop appends one message per step and checkpoints at every step into a
 SQLite file in a temporary directory. Recorded: the per-step cost (append plus
 checkpoint, median over a window) near step 10 and at the last step, their
 ratio (flat is the goal: at most 1.5x), the storage after the run against the raw
-conversation JSON (goal: at most 1x), and the time to load the latest state from a
-new connection.
+conversation JSON (goal: at most 1x), and the time to load the latest state.
+
+Loads are timed two ways against the same two of the peer: from an open store
+(``checkpoints.load_latest_ms``, the like-for-like figure: the peer's
+``get_state`` reuses its open connection) and from a new connection each time
+(``checkpoints.load_latest_new_connection_ms``: a fresh ``SQLiteStore`` against
+the compiled graph given a fresh ``SqliteSaver``). A second session, written
+with the cl100k measure the engine counts with, is restored with that measure:
+``checkpoints.load_latest_cl100k_ms`` takes the counts stored with the
+checkpoints, ``checkpoints.load_latest_cl100k_recount_ms`` counts every message
+again (a session written without counts); the peer counts no tokens at all.
+Every load of both sides is timed in one rotation (one call of each per round),
+so a slow spell of the machine falls on both alike; ``paired_ratio`` is the
+median of each round's own ratio, steadier than the ratio of the medians when
+the machine switches between fast and slow spells.
 
 The peer, when installed, is measured as in PEERS.md section 3: a StateGraph
 with ``messages: Annotated[list, add_messages]``, one node that appends the
@@ -21,6 +34,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +43,11 @@ from benchmarks.harness import Harness
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
 from ctxflow.stores import SQLiteStore
+from ctxflow.tokens import TiktokenCounter, message_measure
+from ctxflow.tokens.counters import MessageMeasure
 
 WINDOW = 10
+LOAD_RUNS = 30
 
 
 def _windows(times: list[float]) -> tuple[float, float]:
@@ -43,11 +61,13 @@ def _file_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
-    path = folder / "ctxflow.db"
+def _write(
+    path: Path, messages: list[Message], measure: MessageMeasure | None = None
+) -> tuple[str, list[float]]:
+    """Append and checkpoint every message; the session id and the per-step times."""
     store = SQLiteStore(path)
-    writer = Checkpointer(store)
-    conversation = Conversation()
+    writer = Checkpointer(store, measure=measure)
+    conversation = Conversation(measure=measure)
     chart = {"configuration": ["execution"], "history": {}}
     times = []
     gc.collect()
@@ -68,15 +88,73 @@ def _ours(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
         gc.enable()
     store.checkpoint_wal()
     store.close()
+    return writer.session_id, times
+
+
+Loads = dict[str, Callable[[], object]]
+
+
+def _ours(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict[str, Any], Loads]:
+    path = folder / "ctxflow.db"
+    session_id, times = _write(path, messages)
     size = _file_size(path)
+    cl100k = message_measure(TiktokenCounter("cl100k_base"))
+    counted_path = folder / "ctxflow-cl100k.db"
+    counted_id, _ = _write(counted_path, messages, cl100k)
+    store = stack.enter_context(SQLiteStore(path))
+    counted = stack.enter_context(SQLiteStore(counted_path))
 
-    def load() -> None:
-        with SQLiteStore(path) as fresh:
-            restored = restore(fresh, writer.session_id)
-        assert len(restored.conversation) == len(messages)
+    def opened() -> None:
+        assert len(restore(store, session_id).conversation) == len(messages)
 
+    def fresh() -> None:
+        with SQLiteStore(path) as new:
+            assert len(restore(new, session_id).conversation) == len(messages)
+
+    def with_counts() -> None:
+        assert len(restore(counted, counted_id, measure=cl100k).conversation) == len(messages)
+
+    def recount() -> None:
+        assert len(restore(store, session_id, measure=cl100k).conversation) == len(messages)
+
+    assert (
+        restore(counted, counted_id, measure=cl100k).conversation.total_tokens
+        == restore(store, session_id, measure=cl100k).conversation.total_tokens
+    )
     early, late = _windows(times)
-    return {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=7)}
+    loads = {"load": opened, "load_new": fresh, "load_cl100k": with_counts, "recount": recount}
+    return {"early": early, "late": late, "size": size}, loads
+
+
+def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, list[float]]:
+    """Each load's times in ms, one call of each per round (see the module docstring).
+
+    Each round starts one load further on: the call after another side's large
+    free (its heap shrinks, the next call faults its pages back in) is each
+    load's in turn, not always the first one's.
+    """
+    runs = min(runs, 3) if h.smoke else runs
+    times: dict[str, list[float]] = {name: [] for name in loads}
+    for fn in loads.values():
+        fn()
+    order = list(loads.items())
+    for round_ in range(runs):
+        shift = round_ % len(order)
+        for name, fn in order[shift:] + order[:shift]:
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1000)
+            finally:
+                gc.enable()
+    return times
+
+
+def _paired(ours: list[float], peer: list[float]) -> float:
+    """The median of the rounds' own ratios (a round's two calls share the machine's mood)."""
+    return round(statistics.median(a / b for a, b in zip(ours, peer, strict=True)), 4)
 
 
 def _to_langchain(message: Message) -> list[Any]:
@@ -95,7 +173,7 @@ def _to_langchain(message: Message) -> list[Any]:
     return out
 
 
-def _peer(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
+def _peer(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict[str, Any], Loads]:
     import sqlite3
     from typing import Annotated, TypedDict
 
@@ -123,7 +201,7 @@ def _peer(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
     graph.set_entry_point("node")
     graph.add_conditional_edges("node", route)
     path = folder / "langgraph.db"
-    connection = sqlite3.connect(path, check_same_thread=False)
+    connection = stack.enter_context(closing(sqlite3.connect(path, check_same_thread=False)))
     saver = SqliteSaver(connection)
     app = graph.compile(checkpointer=saver)
     config: Any = {
@@ -144,10 +222,13 @@ def _peer(h: Harness, messages: list[Message], folder: Path) -> dict[str, Any]:
         state = app.get_state(config)
         assert state.values["step"] == len(turns)
 
+    def fresh() -> None:
+        with closing(sqlite3.connect(path, check_same_thread=False)) as new:
+            state = app.copy({"checkpointer": SqliteSaver(new)}).get_state(config)
+        assert state.values["step"] == len(turns)
+
     early, late = _windows(times)
-    result = {"early": early, "late": late, "size": size, "load": h.median_ms(load, runs=5)}
-    connection.close()
-    return result
+    return {"early": early, "late": late, "size": size}, {"load": load, "load_new": fresh}
 
 
 def run(h: Harness) -> None:
@@ -155,11 +236,28 @@ def run(h: Harness) -> None:
     n = h.size(1000, 30)
     messages = h.workload(n)
     raw = len(json.dumps(messages_to_anthropic(messages)).encode())
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = _ours(h, messages, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        ours, loads = _ours(messages, Path(tmp), stack)
+        recount = loads.pop("recount")
         peer = None
         if h.has("langgraph") and h.has("langgraph.checkpoint.sqlite"):
-            peer = _peer(h, messages, Path(tmp))
+            peer, peer_loads = _peer(messages, Path(tmp), stack)
+            loads.update({f"peer_{k}": fn for k, fn in peer_loads.items()})
+        times = _rotation(h, loads, runs=LOAD_RUNS)
+        times["load_cl100k_recount"] = _rotation(h, {"r": recount}, runs=5)["r"]
+    for key, values in times.items():
+        if key.startswith("peer_"):
+            assert peer is not None
+            peer[key.removeprefix("peer_")] = statistics.median(values)
+        else:
+            ours[key] = statistics.median(values)
+    paired = {}
+    if peer:
+        paired = {
+            "load": _paired(times["load"], times["peer_load"]),
+            "load_new": _paired(times["load_new"], times["peer_load_new"]),
+            "load_cl100k": _paired(times["load_cl100k"], times["peer_load"]),
+        }
     name = "langgraph SqliteSaver" if peer else None
     note = "" if peer else "peer not installed"
 
@@ -185,4 +283,25 @@ def run(h: Harness) -> None:
         peer["storage"] = peer["size"] / raw
     record("checkpoints.storage_vs_raw", "storage", "x", target=1.0, raw_bytes=raw)
     record("checkpoints.storage_bytes", "size", "bytes", steps=n)
-    record("checkpoints.load_latest_ms", "load", "ms", messages=n)
+    rounds = {"rounds": h.size(LOAD_RUNS, 3)}
+    for key, metric, store in (
+        ("load", "checkpoints.load_latest_ms", "open"),
+        ("load_new", "checkpoints.load_latest_new_connection_ms", "new"),
+    ):
+        extra = {"paired_ratio": paired[key]} if key in paired else {}
+        record(metric, key, "ms", messages=n, store=store, **rounds, **extra)
+        if extra:
+            print(f"  {metric} paired ratio {extra['paired_ratio']}", flush=True)
+    for key in ("load_cl100k", "load_cl100k_recount"):
+        extra = {"paired_ratio": paired[key]} if key in paired else {}
+        h.record(
+            f"checkpoints.{key.replace('load', 'load_latest')}_ms",
+            ours[key],
+            "ms",
+            peer=name,
+            peer_value=peer["load"] if peer else None,
+            note="peer: get_state, which counts no tokens" if peer else note,
+            messages=n,
+            store="open",
+            **extra,
+        )

@@ -5,7 +5,9 @@ The engine (or any agent loop) uses three names from here:
 - :class:`Checkpointer` — ``Checkpointer(store, session_id).capture(conversation,
   state=..., chart=..., phase=..., trigger=...)`` writes one checkpoint;
 - :func:`restore` / :meth:`Checkpointer.restore` — give back an equal
-  Conversation, the plain state and the chart mapping;
+  Conversation, the plain state and the chart mapping (with the token counts
+  stored by a ``Checkpointer(..., measure=...)`` when restored with a measure of
+  the same :func:`measure_key`);
 - :class:`CheckpointPolicy` — ``policy.should_checkpoint(phase=..., message_count=...,
   tokens=..., last=mark)`` says which trigger fires, if any.
 """
@@ -15,6 +17,7 @@ from ctxflow.checkpoints.capture import (
     Checkpointer,
     Restored,
     conversation_from_snapshot,
+    measure_key,
     restore,
 )
 from ctxflow.checkpoints.manifest import Manifest, mentions
@@ -39,6 +42,7 @@ __all__ = [
     "Snapshot",
     "body_hash",
     "conversation_from_snapshot",
+    "measure_key",
     "mentions",
     "message_from_plain",
     "message_to_plain",

@@ -3,15 +3,27 @@
 A *body* is a message without its compression tags (``condense_parent``,
 ``truncation_parent``): tagging a message later does not change its body, so
 the body is stored once and the tag change costs a few bytes in the manifest.
+
+Restoring a checkpoint rebuilds every message of the log, so the common body
+shapes (text, tool_use and tool_result blocks without extras) take a quick
+path: the field values the constructors' converters would give are set into
+the slots directly, and the message's own ``__attrs_post_init__`` still
+validates it and derives its tool blocks. Anything else, including anything
+the quick path cannot read, goes through the constructors, which raise the
+typed errors. The quick path exists only while the model classes have exactly
+the slotted fields it sets and no validators (checked at import; a test fails
+when it is off).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import msgpack
 
 from ctxflow.errors import CorruptCheckpoint, InvalidMessage
@@ -20,6 +32,7 @@ from ctxflow.model import (
     ImageBlock,
     Message,
     RedactedThinkingBlock,
+    Role,
     TextBlock,
     ThinkingBlock,
     ToolResultBlock,
@@ -111,9 +124,20 @@ def message_from_plain(
 
     Tags stored in the body itself (``with_tags``) take precedence.
     """
+    return rebuild(data, condense_parent, truncation_parent)
+
+
+def rebuild(
+    data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
+) -> Message:
+    """:func:`message_from_plain` with positional tags (it runs for every restored message)."""
     try:
         if data.get("tags"):
             condense_parent, truncation_parent = data["tags"]
+        if QUICK is not None:
+            quick = QUICK(data, condense_parent, truncation_parent)
+            if quick is not None:
+                return quick
         return Message(
             id=data["id"],
             role=data["role"],
@@ -124,10 +148,126 @@ def message_from_plain(
             condense_parent=condense_parent,
             truncation_parent=truncation_parent,
         )
-    except (KeyError, TypeError, AttributeError, InvalidMessage) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidMessage) as exc:
         raise CorruptCheckpoint(
             f"a stored message body must describe a valid message ({exc})", rule="body"
         ) from None
+
+
+Quick = Callable[[Mapping[str, Any], str | None, str | None], Message | None]
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    Message: (
+        "role",
+        "content",
+        "id",
+        "timestamp",
+        "metadata",
+        "important",
+        "condense_parent",
+        "truncation_parent",
+        "_uses",
+        "_results",
+    ),
+    TextBlock: ("text", "extra", "type"),
+    ToolUseBlock: ("id", "name", "input", "extra", "type"),
+    ToolResultBlock: ("tool_use_id", "content", "is_error", "extra", "type"),
+}
+
+
+def _slots(cls: type) -> dict[str, Callable[[Any, Any], None]]:
+    """The setters of a class's field slots, or KeyError when its fields are not the expected.
+
+    A slot's own setter skips the frozen class's refusing ``__setattr__`` (what
+    attrs' generated ``__init__`` does too), and costs less than
+    ``object.__setattr__``.
+    """
+    fields = attrs.fields(cls)
+    if tuple(f.name for f in fields) != _FIELDS[cls] or any(f.validator for f in fields):
+        raise KeyError(cls.__name__)
+    slots = {name: cls.__dict__.get(name) for name in _FIELDS[cls]}
+    if not all(isinstance(slot, types.MemberDescriptorType) for slot in slots.values()):
+        raise KeyError(cls.__name__)
+    return {name: slot.__set__ for name, slot in slots.items()}  # type: ignore[union-attr]
+
+
+def _make_quick() -> Quick | None:
+    """The quick path over the model as it is, or None when it does not fit (module docstring)."""
+    try:
+        m, t, u, r = (_slots(cls) for cls in (Message, TextBlock, ToolUseBlock, ToolResultBlock))
+    except KeyError:
+        return None
+    if not callable(getattr(Message, "__attrs_post_init__", None)):
+        return None
+    new = object.__new__
+    roles = {role.value: role for role in Role}
+    text_text, text_extra, text_type = t["text"], t["extra"], t["type"]
+    use_id, use_name, use_input, use_extra, use_type = (
+        u["id"], u["name"], u["input"], u["extra"], u["type"]
+    )  # fmt: skip
+    result_id, result_content, result_error, result_extra, result_type = (
+        r["tool_use_id"], r["content"], r["is_error"], r["extra"], r["type"]
+    )  # fmt: skip
+    m_role, m_content, m_id, m_time, m_meta, m_important, m_condense, m_truncation = (
+        m["role"], m["content"], m["id"], m["timestamp"], m["metadata"], m["important"],
+        m["condense_parent"], m["truncation_parent"],
+    )  # fmt: skip
+
+    post_init = Message.__attrs_post_init__
+
+    def block(data: Mapping[str, Any]) -> Block:
+        kind = data["type"]
+        if "extra" in data:
+            raise LookupError("extras take the constructors")
+        if kind == "text":
+            text = new(TextBlock)
+            text_text(text, data["text"])
+            text_extra(text, {})
+            text_type(text, "text")
+            return text
+        if kind == "tool_use":
+            use = new(ToolUseBlock)
+            use_id(use, data["id"])
+            use_name(use, data["name"])
+            use_input(use, data["input"])
+            use_extra(use, {})
+            use_type(use, "tool_use")
+            return use
+        if kind == "tool_result" and isinstance(content := data["content"], str):
+            result = new(ToolResultBlock)
+            result_id(result, data["tool_use_id"])
+            result_content(result, content)
+            result_error(result, bool(data.get("is_error", False)))
+            result_extra(result, {})
+            result_type(result, "tool_result")
+            return result
+        raise LookupError(f"{kind!r} blocks take the constructors")
+
+    def quick(
+        data: Mapping[str, Any], condense_parent: str | None, truncation_parent: str | None
+    ) -> Message | None:
+        try:
+            content = tuple([block(plain) for plain in data["content"]])
+            metadata = data.get("metadata")
+            message = new(Message)
+            m_role(message, roles[data["role"]])
+            m_content(message, content)
+            m_id(message, data["id"])
+            m_time(message, data.get("timestamp"))
+            m_meta(message, dict(metadata) if metadata else {})
+            m_important(message, bool(data.get("important", False)))
+            m_condense(message, condense_parent)
+            m_truncation(message, truncation_parent)
+            post_init(message)
+        except (LookupError, TypeError, ValueError, AttributeError, InvalidMessage):
+            return None
+        return message
+
+    return quick
+
+
+#: The quick path of :func:`message_from_plain` (None when the model does not fit it).
+QUICK = _make_quick()
 
 
 def body_hash(body: Mapping[str, Any]) -> str:

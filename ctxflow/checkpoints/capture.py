@@ -18,6 +18,13 @@ The layered state and the chart configuration are opaque plain mappings here
 (``LayeredState.to_plain()`` and e.g. ``{"configuration": [...], "history":
 {...}}``): this module does not import the engine.
 
+Token counts: a checkpointer given the ``measure`` its conversations count
+with stores each message's cached count (and each overlay's) under the
+measure's ``key`` (``ctxflow.tokens.message_measure`` gives one). A restore
+with a measure of the same key takes the stored counts instead of counting
+every message again; any other measure counts afresh. Measures without a key
+store nothing.
+
 Gotcha: a checkpointer writes with ``expected_parent`` set to the checkpoint it
 wrote or restored last. If another writer moved the session on, the write
 raises :class:`~ctxflow.errors.StaleCheckpoint` and nothing changes; restore
@@ -33,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import msgpack
 
-from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain
+from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.checkpoints.manifest import Manifest
 from ctxflow.checkpoints.model import (
     CheckpointDraft,
@@ -48,9 +55,38 @@ from ctxflow.model import Conversation, Message
 if TYPE_CHECKING:
     from ctxflow.stores.base import Store
 
-__all__ = ["Checkpointer", "Restored", "conversation_from_snapshot", "restore"]
+__all__ = ["Checkpointer", "Restored", "conversation_from_snapshot", "measure_key", "restore"]
 
 Measure = Callable[[Message], int]
+
+
+def measure_key(measure: Measure | None) -> str | None:
+    """The stable name of what ``measure`` counts (its ``key``), or None if it has none."""
+    key = getattr(measure, "key", None)
+    return key if isinstance(key, str) and key else None
+
+
+class _Stored:
+    """A measure answering from stored counts for the messages being restored.
+
+    Keyed by object identity, so it is only valid while those messages are
+    held; :meth:`release` drops the counts and leaves the plain measure.
+    """
+
+    __slots__ = ("counts", "key", "measure")
+
+    def __init__(self, measure: Measure, counts: dict[int, int]) -> None:
+        self.measure = measure
+        self.counts = counts
+        self.key = measure_key(measure)
+
+    def __call__(self, message: Message) -> int:
+        count = self.counts.get(id(message))
+        return self.measure(message) if count is None else count
+
+    def release(self) -> None:
+        """Answer with the plain measure from now on."""
+        self.counts = {}
 
 
 @attrs.frozen(kw_only=True)
@@ -77,32 +113,50 @@ def _plain_mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]
 def conversation_from_snapshot(
     snapshot: Snapshot, *, measure: Measure | None = None
 ) -> Conversation:
-    """Rebuild the Conversation of a loaded checkpoint (tags and overlays included)."""
+    """Rebuild the Conversation of a loaded checkpoint (tags and overlays included).
+
+    When ``measure`` has the key the checkpoint's counts were stored under,
+    those counts are taken instead of measuring every message again.
+    """
     manifest = snapshot.manifest
+    bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
     messages = []
     for message_id, digest in zip(manifest.ids, manifest.hashes, strict=True):
-        body = snapshot.bodies.get(digest)
+        body = bodies.get(digest)
         if body is None or body.get("id") != message_id:
             raise CorruptCheckpoint(
                 f"message {message_id!r} must have its body {digest} in the store (missing)",
                 rule="missing_body",
                 message_id=message_id,
             )
-        condense, truncation = manifest.tags.get(message_id, (None, None))
-        messages.append(
-            message_from_plain(body, condense_parent=condense, truncation_parent=truncation)
-        )
+        messages.append(rebuild(body, *tags.get(message_id, untagged)))
+    overlays: dict[str, Message] = {}
+    for message_id, digest in manifest.overlays.items():
+        body = snapshot.bodies.get(digest)
+        if body is None:
+            raise CorruptCheckpoint(
+                f"overlay of {message_id!r} must have its body {digest} in the store",
+                rule="missing_body",
+                message_id=message_id,
+            )
+        overlays[message_id] = message_from_plain(body)
+    key = measure_key(measure)
     try:
-        conversation = Conversation(messages, measure=measure)
-        for message_id, digest in manifest.overlays.items():
-            body = snapshot.bodies.get(digest)
-            if body is None:
-                raise CorruptCheckpoint(
-                    f"overlay of {message_id!r} must have its body {digest} in the store",
-                    rule="missing_body",
-                    message_id=message_id,
-                )
-            conversation.set_overlay(message_id, message_from_plain(body))
+        if (
+            measure is not None
+            and key is not None
+            and key == manifest.measure
+            and len(manifest.counts) == len(messages)
+        ):
+            stored = _Stored(measure, dict(zip(map(id, messages), manifest.counts, strict=True)))
+            conversation = Conversation(messages, measure=stored)
+            stored.release()
+            counts = manifest.overlay_counts
+        else:
+            conversation = Conversation(messages, measure=measure)
+            counts = {}
+        if overlays:
+            conversation.set_overlays(overlays, counts=counts)
     except InvalidMessage as exc:
         raise CorruptCheckpoint(
             f"a checkpoint must restore a valid conversation ({exc})", rule="conversation"
@@ -138,6 +192,7 @@ class Checkpointer:
         full_every: int = 64,
         full_ratio: float = 1.0,
         clock: Callable[[], float] = time.time,
+        measure: Measure | None = None,
     ) -> None:
         if full_every < 1:
             raise CheckpointError(
@@ -154,6 +209,8 @@ class Checkpointer:
         self._delta_bytes = 0
         self._full_bytes = 0
         self.clock = clock
+        self.measure = measure
+        self._key = measure_key(measure)
         self._last_id: str | None = None
         self._manifest: Manifest | None = None
         self._log: tuple[Message, ...] = ()
@@ -188,10 +245,13 @@ class Checkpointer:
         chart_plain = _plain_mapping("chart", chart)
         log = tuple(conversation.messages)
         bodies: dict[str, Mapping[str, Any]] = {}
-        manifest = self._extend(log, bodies)
+        manifest = self._extend(log, bodies, conversation)
         if manifest is None:
-            manifest = Manifest()
-            self._append(manifest, log, bodies)
+            manifest = Manifest(measure=self._key)
+            self._append(manifest, log, bodies, conversation)
+        elif manifest.measure != self._key:
+            manifest.measure = self._key
+            manifest.counts = self._counts(log, conversation)
         overlays = conversation.overlays
         previous = self._manifest.overlays if self._manifest is not None else {}
         manifest.overlays = {}
@@ -203,6 +263,9 @@ class Checkpointer:
             digest = body_hash(body)
             manifest.overlays[message_id] = digest
             bodies[digest] = body
+        manifest.overlay_counts = (
+            {k: conversation.tokens(k) for k in overlays} if self._key is not None else {}
+        )
         manifest.state = state_plain
         manifest.chart = chart_plain
         record: Mapping[str, Any] | None = None
@@ -243,9 +306,15 @@ class Checkpointer:
     def restore(
         self, checkpoint_id: str | None = None, *, measure: Measure | None = None
     ) -> Restored:
-        """Restore a checkpoint of this session and continue capturing from it."""
+        """Restore a checkpoint of this session and continue capturing from it.
+
+        ``measure`` defaults to this checkpointer's own, the one its captures
+        say the conversation counts with.
+        """
         snapshot = self.store.load(self.session_id, checkpoint_id)
-        conversation = conversation_from_snapshot(snapshot, measure=measure)
+        conversation = conversation_from_snapshot(
+            snapshot, measure=self.measure if measure is None else measure
+        )
         self._last_id = snapshot.record.id
         self._manifest = snapshot.manifest.copy()
         self._log = tuple(conversation.messages)
@@ -273,8 +342,18 @@ class Checkpointer:
                 rule="not_plain",
             ) from None
 
+    def _counts(self, messages: tuple[Message, ...], conversation: Conversation) -> list[int]:
+        """The cached counts of ``messages`` when this checkpointer stores counts."""
+        if self._key is None:
+            return []
+        return [conversation.original_tokens(m.id) for m in messages]
+
     def _append(
-        self, manifest: Manifest, messages: tuple[Message, ...], bodies: dict[str, Any]
+        self,
+        manifest: Manifest,
+        messages: tuple[Message, ...],
+        bodies: dict[str, Any],
+        conversation: Conversation,
     ) -> None:
         for message in messages:
             body = message_to_plain(message)
@@ -285,8 +364,11 @@ class Checkpointer:
                 manifest.tags[message.id] = (message.condense_parent, message.truncation_parent)
             if digest not in self._written:
                 bodies[digest] = body
+        manifest.counts.extend(self._counts(messages, conversation))
 
-    def _extend(self, log: tuple[Message, ...], bodies: dict[str, Any]) -> Manifest | None:
+    def _extend(
+        self, log: tuple[Message, ...], bodies: dict[str, Any], conversation: Conversation
+    ) -> Manifest | None:
         """The last manifest extended to ``log``, or None when ``log`` does not extend it."""
         if self._manifest is None:
             return None
@@ -307,5 +389,5 @@ class Checkpointer:
                     manifest.tags[new.id] = (new.condense_parent, new.truncation_parent)
                 else:
                     manifest.tags.pop(new.id, None)
-        self._append(manifest, log[n:], bodies)
+        self._append(manifest, log[n:], bodies, conversation)
         return manifest

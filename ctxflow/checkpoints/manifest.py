@@ -20,7 +20,6 @@ only grows, so that holds along a session; anything else is written in full.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any
@@ -32,20 +31,30 @@ __all__ = ["Manifest", "mentions", "pack_hashes", "unpack_hashes"]
 Tags = tuple[str | None, str | None]
 
 _DIGEST = 16
+#: A digest spread to 18 bytes (two zero bytes after it) encodes to 24 base64
+#: characters on its own, the first 22 of which are the digest's hash: so a whole
+#: list converts in one base64 call.
+_SPREAD = 18
+_TEXT = 22
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_STANDARD = str.maketrans("-_", "+/")
 
 
 def pack_hashes(hashes: list[str]) -> bytes | list[str]:
     """Body hashes as their digests back to back (the list itself if one is not a digest)."""
+    if not all(isinstance(h, str) and len(h) == _TEXT for h in hashes):
+        return list(hashes)
+    text = "AA".join(hashes) + "AA" if hashes else ""
+    if "+" in text or "/" in text:
+        return list(hashes)
     try:
-        raw = [base64.urlsafe_b64decode(h + "==") for h in hashes]
-    except (binascii.Error, ValueError, TypeError):
+        spread = binascii.a2b_base64(text.translate(_STANDARD), strict_mode=True)
+    except (binascii.Error, ValueError):
         return list(hashes)
-    if any(len(d) != _DIGEST for d in raw) or any(
-        base64.urlsafe_b64encode(d).rstrip(b"=").decode("ascii") != h
-        for d, h in zip(raw, hashes, strict=True)
-    ):
+    # A character holding bits past the digest means the text is not a canonical hash.
+    if any(spread[_DIGEST::_SPREAD]):
         return list(hashes)
-    return b"".join(raw)
+    return b"".join([spread[i : i + _DIGEST] for i in range(0, len(spread), _SPREAD)])
 
 
 def unpack_hashes(value: Any) -> list[str]:
@@ -53,15 +62,23 @@ def unpack_hashes(value: Any) -> list[str]:
     if isinstance(value, bytes):
         if len(value) % _DIGEST:
             raise ValueError(f"packed hashes must be a multiple of {_DIGEST} bytes")
-        encode = base64.urlsafe_b64encode
-        return [
-            encode(value[i : i + _DIGEST])[:22].decode("ascii")
-            for i in range(0, len(value), _DIGEST)
-        ]
+        digests = [value[i : i + _DIGEST] for i in range(0, len(value), _DIGEST)]
+        spread = b"\0\0".join(digests) + b"\0\0" if digests else b""
+        text = binascii.b2a_base64(spread, newline=False).translate(_URLSAFE).decode("ascii")
+        return [text[i : i + _TEXT] for i in range(0, len(text), 24)]
     hashes = list(value)
     if not all(isinstance(h, str) for h in hashes):
         raise ValueError("hashes must be strings")
     return hashes
+
+
+def _counts(value: Any, n: int) -> list[int]:
+    """Stored token counts, checked: ``n`` non-negative integers."""
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(f"counts must be a list of {n} integers")
+    if not all(type(c) is int and c >= 0 for c in value):
+        raise ValueError("counts must be non-negative integers")
+    return value
 
 
 class Manifest:
@@ -69,9 +86,25 @@ class Manifest:
 
     ``ids`` (parallel to ``hashes``) is not stored: a store fills it from the
     bodies when it loads a checkpoint.
+
+    ``measure`` names the measure (its ``key``) whose token counts the manifest
+    carries: ``counts`` is parallel to ``hashes`` and ``overlay_counts`` maps a
+    message id to its overlay's count. Without a measure both are empty. A
+    delta carries the counts of the messages it appends; a change of measure
+    is written in full.
     """
 
-    __slots__ = ("chart", "hashes", "ids", "overlays", "state", "tags")
+    __slots__ = (
+        "chart",
+        "counts",
+        "hashes",
+        "ids",
+        "measure",
+        "overlay_counts",
+        "overlays",
+        "state",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -82,6 +115,9 @@ class Manifest:
         overlays: dict[str, str] | None = None,
         state: dict[str, Any] | None = None,
         chart: dict[str, Any] | None = None,
+        measure: str | None = None,
+        counts: list[int] | None = None,
+        overlay_counts: dict[str, int] | None = None,
     ) -> None:
         self.ids = ids if ids is not None else []
         self.hashes = hashes if hashes is not None else []
@@ -89,6 +125,9 @@ class Manifest:
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
         self.chart = chart if chart is not None else {}
+        self.measure = measure
+        self.counts = counts if counts is not None else []
+        self.overlay_counts = overlay_counts if overlay_counts is not None else {}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Manifest):
@@ -98,7 +137,7 @@ class Manifest:
     def __repr__(self) -> str:
         return (
             f"<Manifest messages={len(self.ids)} tagged={len(self.tags)} "
-            f"overlays={len(self.overlays)}>"
+            f"overlays={len(self.overlays)} measure={self.measure}>"
         )
 
     def copy(self) -> Manifest:
@@ -110,6 +149,9 @@ class Manifest:
             overlays=dict(self.overlays),
             state=self.state,
             chart=self.chart,
+            measure=self.measure,
+            counts=list(self.counts),
+            overlay_counts=dict(self.overlay_counts),
         )
 
     def body_hashes(self) -> set[str]:
@@ -118,7 +160,7 @@ class Manifest:
 
     def to_plain(self) -> dict[str, Any]:
         """The full manifest as plain data."""
-        return {
+        plain: dict[str, Any] = {
             "kind": "full",
             "hashes": pack_hashes(self.hashes),
             "tags": {k: list(v) for k, v in self.tags.items()},
@@ -126,6 +168,11 @@ class Manifest:
             "state": self.state,
             "chart": self.chart,
         }
+        if self.measure is not None:
+            plain["measure"] = self.measure
+            plain["counts"] = list(self.counts)
+            plain["overlay_counts"] = dict(self.overlay_counts)
+        return plain
 
     @classmethod
     def from_plain(cls, data: Any) -> Manifest:
@@ -141,7 +188,11 @@ class Manifest:
         n = len(parent.hashes)
         if len(self.hashes) < n or self.hashes[:n] != parent.hashes:
             return None
+        if self.measure != parent.measure or self.counts[:n] != parent.counts:
+            return None
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(self.hashes[n:])}
+        if self.measure is not None:
+            delta["counts"] = self.counts[n:]
         changed = {k: list(v) for k, v in self.tags.items() if parent.tags.get(k) != v}
         changed.update({k: [None, None] for k in parent.tags if k not in self.tags})
         if changed:
@@ -152,6 +203,13 @@ class Manifest:
         removed = [k for k in parent.overlays if k not in self.overlays]
         if removed:
             delta["removed_overlays"] = removed
+        if any(k not in self.overlay_counts and k not in removed for k in parent.overlay_counts):
+            return None
+        counted = {
+            k: v for k, v in self.overlay_counts.items() if parent.overlay_counts.get(k) != v
+        }
+        if counted:
+            delta["overlay_counts"] = counted
         if self.state != parent.state:
             delta["state"] = self.state
         if self.chart != parent.chart:
@@ -161,16 +219,36 @@ class Manifest:
     def apply(self, data: Mapping[str, Any], *, full: bool = False) -> None:
         """Apply a delta (or, with ``full``, load a full manifest) in place."""
         try:
-            self.hashes.extend(unpack_hashes(data["hashes"]))
-            for key, pair in dict(data.get("tags") or {}).items():
-                condense, truncation = pair
-                if condense is None and truncation is None:
-                    self.tags.pop(key, None)
-                else:
-                    self.tags[key] = (condense, truncation)
-            self.overlays.update(dict(data.get("overlays") or {}))
+            hashes = unpack_hashes(data["hashes"])
+            if full:
+                measure = data.get("measure")
+                if measure is not None and not isinstance(measure, str):
+                    raise TypeError("a measure must be named by a string")
+                self.measure = measure
+            if self.measure is not None:
+                self.counts.extend(_counts(data.get("counts"), len(hashes)))
+            elif "counts" in data:
+                raise ValueError("counts need the measure they were taken with")
+            self.hashes.extend(hashes)
+            # Most deltas append and change the state only: skip what they do not hold.
+            if data.get("tags"):
+                for key, pair in dict(data["tags"]).items():
+                    condense, truncation = pair
+                    if condense is None and truncation is None:
+                        self.tags.pop(key, None)
+                    else:
+                        self.tags[key] = (condense, truncation)
+            if data.get("overlays"):
+                self.overlays.update(dict(data["overlays"]))
             for key in data.get("removed_overlays") or ():
                 self.overlays.pop(key, None)
+                self.overlay_counts.pop(key, None)
+            if data.get("overlay_counts"):
+                counted = dict(data["overlay_counts"])
+                if self.measure is None:
+                    raise ValueError("counts need the measure they were taken with")
+                _counts(list(counted.values()), len(counted))
+                self.overlay_counts.update(counted)
             if full or "state" in data:
                 self.state = dict(data.get("state") or {})
             if full or "chart" in data:

@@ -216,9 +216,11 @@ class StoreCheckpointer:
     the session on still raises ``StaleCheckpoint``.
     """
 
-    def __init__(self, store: Any, session_id: str | None = None) -> None:
+    def __init__(self, store: Any, session_id: str | None = None, *, measure: Any = None) -> None:
         self.store = store
-        self.writer = checkpoints.Checkpointer(store, session_id)
+        # Given the conversation's measure, the writer stores each message's count with
+        # the checkpoint, and a restore with that measure does not count them again.
+        self.writer = checkpoints.Checkpointer(store, session_id, measure=measure)
         self._rebase = False
 
     @property
@@ -463,7 +465,7 @@ class _Core:
         if checkpointer is not None:
             self.checkpointer = checkpointer
         elif store is not None:
-            self.checkpointer = StoreCheckpointer(store, session_id)
+            self.checkpointer = StoreCheckpointer(store, session_id, measure=self.measure)
         else:
             self.checkpointer = MemoryCheckpointer()
         self.session_id: str = (

@@ -39,6 +39,7 @@ __all__ = [
     "BaseStore",
     "Store",
     "ThreadedAsyncStore",
+    "apply_deltas",
     "check_retention",
     "pick_pruned",
     "replay",
@@ -220,13 +221,18 @@ def replay(records: Sequence[Mapping[str, Any]]) -> Manifest:
             "a manifest chain must start with a full manifest", rule="manifest_chain"
         )
     manifest = Manifest.from_plain(records[0])
-    for record in records[1:]:
-        if record.get("kind") != "delta":
+    apply_deltas(manifest, records[1:])
+    return manifest
+
+
+def apply_deltas(manifest: Manifest, records: Iterable[Any]) -> None:
+    """Apply delta records to a full manifest in place, oldest first."""
+    for record in records:
+        if not isinstance(record, Mapping) or record.get("kind") != "delta":
             raise CorruptCheckpoint(
                 "a manifest chain must continue with deltas", rule="manifest_chain"
             )
         manifest.apply(record)
-    return manifest
 
 
 def check_retention(keep_last: int | None, max_age: float | None) -> None:
@@ -313,6 +319,18 @@ class BaseStore(abc.ABC):
         """Consecutive records of a session, oldest first, that hold the checkpoint (the
         latest when None) and the full manifest its chain starts from: all by default."""
         return self._known(session_id)
+
+    def _snapshot_parts(
+        self, session_id: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRecord, Manifest, int, dict[str, Any]]:
+        """A checkpoint's record, full manifest, how many deltas that took, and the decoded
+        bodies it names (the latest checkpoint when None; a backend may find them its way)."""
+        records = self._chain_records(session_id, checkpoint_id)
+        index = _index_of(records, session_id, checkpoint_id)
+        start = _chain_start(records, index)
+        manifest = replay(self._decoded_manifests([r.id for r in records[start : index + 1]]))
+        bodies = self._decoded_bodies(manifest.body_hashes())
+        return records[index], manifest, index - start, bodies
 
     def _decoded_manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
         """The decoded manifest records of checkpoints, in the order given."""
@@ -428,16 +446,11 @@ class BaseStore(abc.ABC):
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
         with self._transaction(write=False):
-            records = self._chain_records(session_id, checkpoint_id)
-            index = _index_of(records, session_id, checkpoint_id)
-            start = _chain_start(records, index)
-            manifest = replay(self._decoded_manifests([r.id for r in records[start : index + 1]]))
-            hashes = manifest.body_hashes()
-            bodies = self._decoded_bodies(hashes)
-        missing = hashes - bodies.keys()
+            record, manifest, depth, bodies = self._snapshot_parts(session_id, checkpoint_id)
+        missing = manifest.body_hashes() - bodies.keys()
         if missing:
             raise CorruptCheckpoint(
-                f"checkpoint {records[index].id!r} must have all its bodies in the store "
+                f"checkpoint {record.id!r} must have all its bodies in the store "
                 f"(missing {len(missing)}, e.g. {min(missing)!r})",
                 rule="missing_body",
             )
@@ -445,12 +458,10 @@ class BaseStore(abc.ABC):
             manifest.ids = [bodies[h]["id"] for h in manifest.hashes]
         except (KeyError, TypeError):
             raise CorruptCheckpoint(
-                f"checkpoint {records[index].id!r}: every body must hold a message id",
+                f"checkpoint {record.id!r}: every body must hold a message id",
                 rule="body",
             ) from None
-        return Snapshot(
-            record=records[index], manifest=manifest, bodies=bodies, depth=index - start
-        )
+        return Snapshot(record=record, manifest=manifest, bodies=bodies, depth=depth)
 
     def fork(
         self, session_id: str, checkpoint_id: str, *, new_session_id: str | None = None

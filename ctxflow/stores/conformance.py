@@ -38,6 +38,19 @@ def _turns(start: int, count: int) -> list[Message]:
     return out
 
 
+class _KeyedMeasure:
+    """A measure with a key (chars / 4 plus 4) that counts its calls."""
+
+    key = "conformance/chars"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, message: Message) -> int:
+        self.calls += 1
+        return len(message.text) // 4 + 4
+
+
 class StoreConformance:
     """Behaviour every :class:`~ctxflow.stores.Store` backend must show."""
 
@@ -231,6 +244,27 @@ class StoreConformance:
         assert info.value.rule == "newer_version"
         assert store.latest(writer.session_id) == latest
         assert len(store.checkpoints(writer.session_id)) == 3
+
+    def test_token_counts_round_trip(self, store: BaseStore) -> None:
+        """Counts stored with each checkpoint restore exactly and spare the measure's work."""
+        measure = _KeyedMeasure()
+        writer = Checkpointer(store, full_every=3, full_ratio=0, measure=measure)
+        conversation = Conversation(measure=measure)
+        expected = {}
+        for message in _turns(0, 12):
+            conversation.append(message)
+            if message.id == "m5":
+                conversation.set_overlay("m3", Message.assistant("[cleared]", id="m3"))
+                conversation.add_summary(Message.user("summary", id="s1"), ["m1", "m2"])
+            record = writer.capture(conversation)
+            expected[record.id] = [(m.id, conversation.tokens(m.id)) for m in conversation]
+        measure.calls = 0
+        for checkpoint_id, counts in expected.items():
+            restored = restore(store, writer.session_id, checkpoint_id, measure=measure)
+            assert [(m.id, restored.conversation.tokens(m.id)) for m in restored.conversation] == (
+                counts
+            )
+        assert measure.calls == 0
 
     def test_is_a_store(self, store: BaseStore) -> None:
         """The backend satisfies the Store protocol."""

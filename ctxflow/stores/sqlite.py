@@ -33,8 +33,18 @@ whole log's hashes and would otherwise be most of a pack. The newest rows stay
 plain, so a write never touches a pack; only
 listing, loading an old chain, retention and erasure decode them.
 
-Schema version 2 (segments and packs) upgrades version-1 files in place on open: their
-bodies become loose bodies.
+Each session keeps a *head*: the full manifest of one of its recent
+checkpoints (bodies named by their row ids, 3 bytes instead of a 16-byte hash).
+It moves to the latest checkpoint every ``head_every`` checkpoints and past
+the rows being packed, from the previous head or a newer full manifest. The
+latest checkpoint's chain starts at the head (or a newer plain full manifest),
+so loading it reads no pack and replays at most ``head_every`` plain rows.
+Moving it costs about 1 ms every 32 checkpoints on a 1,000-message session.
+Retention and erasure empty the head; a later full manifest sets it again.
+
+Schema version 3 (session heads) upgrades older files in place on open, one
+version at a time: version-1 bodies become loose bodies, version-2 sessions get
+an empty head.
 
 Every ``sqlite3`` failure is re-raised as :class:`~ctxflow.errors.StoreError`
 naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
@@ -56,7 +66,7 @@ from ctxflow.checkpoints.manifest import Manifest
 from ctxflow.checkpoints.model import CheckpointRecord
 from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.serde import EnvelopeCodec, default_codec
-from ctxflow.stores.base import BaseStore
+from ctxflow.stores.base import BaseStore, apply_deltas
 
 __all__ = ["SQLiteStore"]
 
@@ -64,7 +74,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    head BLOB
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -115,18 +126,22 @@ CREATE TABLE IF NOT EXISTS packed_ids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
-_SCHEMA_VERSION = "2"
-#: Version 1 files kept every body's bytes in ``bodies``. Upgrading moves them to
-#: ``loose`` (every version-1 body stays a loose body, packed with the next ones);
+_SCHEMA_VERSION = "3"
+#: Each older schema version: the next one and the statements that reach it.
+#: Version 1 files kept every body's bytes in ``bodies``; upgrading moves them to
+#: ``loose`` (every version-1 body stays a loose body, packed with the next ones).
+#: Version 2 files had no session heads; a session gets one at its next pack.
 #: ``_SCHEMA`` then creates what is missing.
 _MIGRATIONS = {
     "1": (
+        "2",
         "CREATE TABLE loose (id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
         "INSERT INTO loose (id, data) SELECT id, data FROM bodies;"
         "ALTER TABLE bodies DROP COLUMN data;"
         "ALTER TABLE bodies ADD COLUMN segment INTEGER;"
-        "ALTER TABLE bodies ADD COLUMN pos INTEGER"
-    )
+        "ALTER TABLE bodies ADD COLUMN pos INTEGER",
+    ),
+    "2": ("3", "ALTER TABLE sessions ADD COLUMN head BLOB"),
 }
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
@@ -135,6 +150,9 @@ SEGMENT_BODIES = 64
 #: ``_PLAIN_ROWS``, its oldest ones (record and decoded manifest) move into one pack.
 PACK_CHECKPOINTS = 128
 _PLAIN_ROWS = 16
+#: The session head moves to the latest checkpoint every this many checkpoints (and
+#: at every pack), so the latest load replays at most this many plain rows after it.
+HEAD_EVERY = 32
 #: Page size of new files (an existing file keeps its own). Rows here are small and
 #: segments a few KB, so 1 KiB pages waste far less than SQLite's 4 KiB default
 #: (a mostly empty page per small table, half a page per blob's overflow tail).
@@ -143,6 +161,8 @@ PAGE_SIZE = 1024
 #: full one; at most this many in a row, so expanding one decodes a few packs.
 _MAX_DEPTH = 8
 _Memo = dict[tuple[int, int], tuple[Manifest, int]]
+#: A session head: (seq, deltas since its last full manifest, full manifest naming body ids).
+_Head = tuple[int, int, dict[str, Any]]
 _PACKED = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
 _COLUMNS = (
     "c.id, s.name, c.parent, c.seq, c.full, c.created_at, c.phase, c.trigger, "
@@ -192,10 +212,12 @@ class SQLiteStore(BaseStore):
         segment_bodies: int = SEGMENT_BODIES,
         pack_checkpoints: int = PACK_CHECKPOINTS,
         page_size: int = PAGE_SIZE,
+        head_every: int = HEAD_EVERY,
     ) -> None:
         for name, value in (
             ("segment_bodies", segment_bodies),
             ("pack_checkpoints", pack_checkpoints),
+            ("head_every", head_every),
         ):
             if not isinstance(value, int) or value < 1:
                 raise StoreError(
@@ -215,6 +237,7 @@ class SQLiteStore(BaseStore):
         self.codec = codec or default_codec()
         self.segment_bodies = segment_bodies
         self.pack_checkpoints = pack_checkpoints
+        self.head_every = head_every
         self._lock = threading.RLock()
         with self._errors("open"):
             self._db = sqlite3.connect(
@@ -228,42 +251,49 @@ class SQLiteStore(BaseStore):
                 self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
                 if verify:
                     self.check()
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS ctxflow_meta "
-                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-                )
-                row = self._db.execute(
-                    "SELECT value FROM ctxflow_meta WHERE key = 'schema'"
-                ).fetchone()
-                if row is not None and row[0] in _MIGRATIONS:
-                    for statement in _MIGRATIONS[row[0]].split(";"):
-                        self._db.execute(statement)
-                    self._db.execute(
-                        "UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'",
-                        (_SCHEMA_VERSION,),
-                    )
-                    row = (_SCHEMA_VERSION,)
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                if row is None:
-                    self._db.execute(
-                        "INSERT INTO ctxflow_meta (key, value) VALUES ('schema', ?)",
-                        (_SCHEMA_VERSION,),
-                    )
-                elif row[0] != _SCHEMA_VERSION:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(
-                        f"{self.path}: store schema must be version {_SCHEMA_VERSION} "
-                        f"(got {row[0]})",
-                        rule="schema_version",
-                        path=str(self.path),
-                    )
-                self._db.execute("COMMIT")
+                # A file already in this schema needs no write transaction to be opened.
+                if self._schema_version() != _SCHEMA_VERSION:
+                    self._prepare_schema()
         except BaseException:
             self._db.close()
             raise
+
+    def _schema_version(self) -> str | None:
+        """The schema version a file records (None for a new file)."""
+        try:
+            row = self._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else str(row[0])
+
+    def _prepare_schema(self) -> None:
+        """Create the schema of a new file, or upgrade an older one, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = self._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
+        while row is not None and row[0] in _MIGRATIONS:
+            version, statements = _MIGRATIONS[row[0]]
+            for statement in statements.split(";"):
+                self._db.execute(statement)
+            self._db.execute("UPDATE ctxflow_meta SET value = ? WHERE key = 'schema'", (version,))
+            row = (version,)
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        if row is None:
+            self._db.execute(
+                "INSERT INTO ctxflow_meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+            )
+        elif row[0] != _SCHEMA_VERSION:
+            self._db.execute("ROLLBACK")
+            raise StoreError(
+                f"{self.path}: store schema must be version {_SCHEMA_VERSION} (got {row[0]})",
+                rule="schema_version",
+                path=str(self.path),
+            )
+        self._db.execute("COMMIT")
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path.name}>"
@@ -381,6 +411,81 @@ class SQLiteStore(BaseStore):
             return records
         return self._known(session_id)
 
+    def _snapshot_parts(
+        self, session_id: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRecord, Manifest, int, dict[str, Any]]:
+        # The latest checkpoint: its record and manifest come with the plain rows in one
+        # query; its chain starts at the last plain full manifest, else at the head (the
+        # last packed checkpoint in full), else in the packs (each decoded at most once).
+        # Its bodies come with one scan of the session's references.
+        if checkpoint_id is not None:
+            return super()._snapshot_parts(session_id, checkpoint_id)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS}, c.manifest, c.session FROM checkpoints c "
+            "JOIN sessions s ON s.id = c.session WHERE s.name = ? ORDER BY c.seq",
+            (session_id,),
+        ).fetchall()
+        if not rows:
+            return super()._snapshot_parts(session_id, None)
+        session = int(rows[0][12])
+        placed = self._session_bodies(session)
+        fulls = [i for i, row in enumerate(rows) if row[4]]
+        head = self._read_head(session)
+        at = self._head_place(head, rows)
+        if head is not None and at is not None and at >= max(fulls, default=-1):
+            first, depth = at, head[1]
+            manifest = self._head_manifest(session, head[2], {r[4]: r[0] for r in placed})
+        elif fulls:
+            first, depth = fulls[-1], 0
+            manifest = Manifest.from_plain(self.codec.decode(bytes(rows[first][11])))
+        else:
+            manifest, packed = self._packed_chain(session)
+            apply_deltas(manifest, packed)
+            first, depth = -1, len(packed)
+        apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
+        hashes = manifest.body_hashes()
+        bodies = self._decode_placed(placed, hashes)
+        missing = hashes - bodies.keys()
+        if missing:
+            bodies.update(self._decoded_bodies(missing))
+        return _record(rows[-1]), manifest, depth + len(rows) - 1 - first, bodies
+
+    @staticmethod
+    def _head_place(head: _Head | None, rows: Sequence[Any]) -> int | None:
+        """The head's index among plain rows (-1: just before them), None if not there."""
+        if head is None:
+            return None
+        at: int = head[0] - int(rows[0][3])
+        if at == -1 or (0 <= at < len(rows) and rows[at][3] == head[0]):
+            return at
+        return None
+
+    def _packed_chain(self, session: int) -> tuple[Manifest, list[Any]]:
+        """The session's last packed full manifest and the packed deltas after it."""
+        later: list[list[Any]] = []
+        packs = self._db.execute(
+            "SELECT last_seq, data FROM packs WHERE session = ? ORDER BY last_seq DESC",
+            (session,),
+        ).fetchall()
+        for last, data in packs:
+            stored = self._decode_pack(session, int(last), bytes(data))
+            fulls = [i for i, e in enumerate(stored) if e[3]]
+            if not fulls:
+                later.append([e[10] for e in stored])
+                continue
+            memo: _Memo = {}
+            self._expand_fulls(session, stored, memo)
+            base = stored[fulls[-1]]
+            deltas = [e[10] for e in stored[fulls[-1] + 1 :]]
+            for group in reversed(later):
+                deltas.extend(group)
+            return memo[(session, base[2])][0], deltas
+        raise CorruptCheckpoint(
+            f"the latest checkpoint of session {session} must have a full manifest before it "
+            "(none found)",
+            rule="manifest_chain",
+        )
+
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session "
@@ -484,7 +589,7 @@ class SQLiteStore(BaseStore):
             ).fetchone()
             stored = self._decode_pack(session, int(row[0]), bytes(row[1])) if row else []
             if any(e[2] == seq and e[3] for e in stored):
-                self._expand(session, stored, memo)
+                self._expand_fulls(session, stored, memo)
         if (session, seq) not in memo:
             raise CorruptCheckpoint(
                 f"a packed full manifest must find its base, full checkpoint {seq} (missing)",
@@ -494,30 +599,32 @@ class SQLiteStore(BaseStore):
             )
         return memo[(session, seq)]
 
+    def _expand_fulls(self, session: int, stored: list[list[Any]], memo: _Memo) -> None:
+        """Put every full manifest of a pack into ``memo``, in full (see ``_compact``)."""
+        for entry in stored:
+            if not entry[3]:
+                continue
+            manifest = entry[10]
+            try:
+                if entry[11] is None:
+                    full, depth = Manifest.from_plain(manifest), 0
+                else:
+                    base_seq, depth = int(entry[11][0]), int(entry[11][1])
+                    if base_seq >= entry[2]:
+                        raise ValueError("a base must come first")
+                    full = self._full_at(session, base_seq, memo)[0].copy()
+                    full.apply(manifest)
+            except (TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise CorruptCheckpoint(
+                    f"a packed full manifest must be full or a delta of an earlier one ({exc})",
+                    rule="pack",
+                ) from None
+            memo[(session, entry[2])] = (full, depth)
+
     def _expand(self, session: int, stored: list[list[Any]], memo: _Memo) -> list[list[Any]]:
         """A pack's entries with every full manifest in full (see ``_compact``)."""
-        out: list[list[Any]] = []
-        for entry in stored:
-            manifest = entry[10]
-            if entry[3]:
-                try:
-                    if entry[11] is None:
-                        full, depth = Manifest.from_plain(manifest), 0
-                    else:
-                        base_seq, depth = int(entry[11][0]), int(entry[11][1])
-                        if base_seq >= entry[2]:
-                            raise ValueError("a base must come first")
-                        full = self._full_at(session, base_seq, memo)[0].copy()
-                        full.apply(manifest)
-                except (TypeError, ValueError, IndexError, AttributeError) as exc:
-                    raise CorruptCheckpoint(
-                        f"a packed full manifest must be full or a delta of an earlier one ({exc})",
-                        rule="pack",
-                    ) from None
-                memo[(session, entry[2])] = (full, depth)
-                manifest = full.to_plain()
-            out.append([*entry[:10], manifest])
-        return out
+        self._expand_fulls(session, stored, memo)
+        return [[*e[:10], memo[(session, e[2])][0].to_plain() if e[3] else e[10]] for e in stored]
 
     def _full_before(self, session: int, seq: int, memo: _Memo) -> tuple[int, Manifest, int] | None:
         """The session's last packed full checkpoint before ``seq`` (a few packs back at most)."""
@@ -596,6 +703,8 @@ class SQLiteStore(BaseStore):
             (session, count - keep),
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
+        records = [(e[2], bool(e[3]), e[10]) for e in entries]
+        self._extend_head(session, records, self._read_head(session))
         self._store_pack(session, None, entries)
         self._db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",
@@ -604,6 +713,112 @@ class SQLiteStore(BaseStore):
         self._db.execute(
             "DELETE FROM checkpoints WHERE session = ? AND seq <= ?", (session, entries[-1][2])
         )
+
+    # -- session heads --------------------------------------------------------
+
+    def _extend_head(
+        self, session: int, records: list[tuple[int, bool, Any]], head: _Head | None
+    ) -> None:
+        """Bring the session head forward through consecutive checkpoints, oldest first.
+
+        ``records`` are (seq, full, decoded manifest record); ``head`` is the current
+        one. The head moves from the last full manifest among them, else from the head
+        itself when they continue it; else it is emptied (or stays empty). Bodies are
+        named by row id.
+        """
+        if head is not None:
+            records = [r for r in records if r[0] > head[0]]
+            if not records:
+                return
+        fulls = [i for i, r in enumerate(records) if r[1]]
+        data = None
+        if fulls:
+            first = fulls[-1]
+            manifest = Manifest.from_plain(records[first][2])
+            apply_deltas(manifest, [r[2] for r in records[first + 1 :]])
+            found = {r[0]: r[4] for r in self._session_bodies(session)}
+            data = self._head_data(records[-1][0], len(records) - 1 - first, manifest, [], found)
+        elif head is not None and records[0][0] == head[0] + 1:
+            _, depth, plain = head
+            known = plain["hashes"]
+            shell = {**plain, "hashes": []}
+            if plain.get("measure") is not None:
+                shell["counts"] = []
+            manifest = Manifest.from_plain(shell)
+            apply_deltas(manifest, [r[2] for r in records])
+            counts = list(plain.get("counts") or []) + manifest.counts
+            manifest.counts = counts
+            found = self._body_ids(set(manifest.hashes))
+            data = self._head_data(records[-1][0], depth + len(records), manifest, known, found)
+        self._db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
+
+    def _head_data(
+        self,
+        seq: int,
+        depth: int,
+        manifest: Manifest,
+        known: list[Any],
+        ids: Mapping[str, int],
+    ) -> bytes | None:
+        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes."""
+        if not all(h in ids for h in manifest.hashes):
+            return None
+        plain = manifest.to_plain()
+        plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
+        return self.codec.encode([seq, depth, plain])
+
+    def _body_ids(self, hashes: set[str]) -> dict[str, int]:
+        """The row ids of these body hashes (those stored)."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(hashes)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT hash, id FROM bodies WHERE hash IN ({marks})", tuple(chunk)
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    def _advance_head(self, session: int) -> None:
+        """Move the head to the latest checkpoint through the plain rows after it."""
+        head = self._read_head(session)
+        rows = self._db.execute(
+            "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
+            "ORDER BY seq",
+            (session, -1 if head is None else head[0]),
+        ).fetchall()
+        records = [(r[0], bool(r[1]), self.codec.decode(bytes(r[2]))) for r in rows]
+        self._extend_head(session, records, head)
+
+    def _read_head(self, session: int) -> _Head | None:
+        """The session's head: (seq, deltas since its last full, manifest naming body ids)."""
+        row = self._db.execute("SELECT head FROM sessions WHERE id = ?", (session,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        value = self.codec.decode(bytes(row[0]))
+        if not (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(type(v) is int for v in value[:2])
+            and isinstance(value[2], dict)
+            and isinstance(value[2].get("hashes"), list)
+        ):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must be [seq, depth, manifest]", rule="head"
+            )
+        return value[0], value[1], value[2]
+
+    def _head_manifest(
+        self, session: int, plain: dict[str, Any], hashes: Mapping[int, str]
+    ) -> Manifest:
+        """A head's full manifest, its body ids turned back into hashes."""
+        try:
+            named = [hashes[i] for i in plain["hashes"]]
+        except (KeyError, TypeError):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must name bodies the session holds",
+                rule="head",
+            ) from None
+        return Manifest.from_plain({**plain, "hashes": named})
 
     def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -618,40 +833,72 @@ class SQLiteStore(BaseStore):
         return found
 
     def _decoded_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        wanted: dict[int, list[tuple[str, int]]] = {}
+        rows: list[Any] = []
         for chunk in _chunks(sorted(hashes)):
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
+            rows += self._db.execute(
                 f"SELECT b.hash, b.segment, b.pos, l.data FROM bodies b LEFT JOIN loose l "
                 f"ON l.id = b.id WHERE b.hash IN ({marks})",
                 tuple(chunk),
-            )
-            for digest, segment, pos, data in rows:
-                if segment is None:
-                    if data is not None:
-                        found[digest] = self.codec.decode(bytes(data))
-                else:
-                    wanted.setdefault(int(segment), []).append((digest, int(pos)))
-        for segment, places in wanted.items():
-            packed = self._segment(segment)
-            for digest, pos in places:
-                if not 0 <= pos < len(packed):
-                    raise CorruptCheckpoint(
-                        f"body {digest!r} must be inside segment {segment} "
-                        f"(position {pos} of {len(packed)})",
-                        rule="segment",
-                        segment=segment,
-                    )
-                found[digest] = packed[pos]
+            ).fetchall()
+        return self._decode_placed(rows, None)
+
+    def _session_bodies(self, session: int) -> list[Any]:
+        """(hash, segment, pos, loose data, id) of every body a session references.
+
+        A session references every body its checkpoints name, so one range scan of its
+        references finds a checkpoint's bodies, instead of a lookup per hash.
+        """
+        return self._db.execute(
+            "SELECT b.hash, b.segment, b.pos, l.data, b.id FROM session_bodies r "
+            "JOIN bodies b ON b.id = r.body LEFT JOIN loose l ON l.id = b.id "
+            "WHERE r.session = ?",
+            (session,),
+        ).fetchall()
+
+    def _decode_placed(self, rows: list[Any], wanted: set[str] | None) -> dict[str, Any]:
+        """Decode bodies from (hash, segment, pos, loose data) rows (only ``wanted`` ones)."""
+        found: dict[str, Any] = {}
+        placed = []
+        for row in rows:
+            if wanted is not None and row[0] not in wanted:
+                continue
+            if row[1] is not None:
+                placed.append(row)
+            elif row[3] is not None:
+                found[row[0]] = self.codec.decode(bytes(row[3]))
+        segments = self._segments(sorted({row[1] for row in placed if type(row[1]) is int}))
+        for digest, segment, pos, *_ in placed:
+            packed = segments.get(segment, ())
+            if type(pos) is not int or not 0 <= pos < len(packed):
+                raise CorruptCheckpoint(
+                    f"body {digest!r} must be inside segment {segment} "
+                    f"(position {pos} of {len(packed)})",
+                    rule="segment",
+                    segment=segment,
+                )
+            found[digest] = packed[pos]
         return found
+
+    def _segments(self, ids: Sequence[int]) -> dict[int, list[Any]]:
+        """The decoded bodies of segments, by id (missing ones left out)."""
+        out: dict[int, list[Any]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, data FROM segments WHERE id IN ({marks})", tuple(chunk)
+            )
+            out.update((int(i), self._segment_value(int(i), bytes(d))) for i, d in rows)
+        return out
 
     def _segment(self, segment: int) -> list[Any]:
         """The decoded bodies of one segment, in position order; typed errors when damaged."""
         row = self._db.execute("SELECT data FROM segments WHERE id = ?", (segment,)).fetchone()
-        if row is None:
-            return []
-        value = self.codec.decode(bytes(row[0]))
+        return [] if row is None else self._segment_value(segment, bytes(row[0]))
+
+    def _segment_value(self, segment: int, data: bytes) -> list[Any]:
+        value = self.codec.decode(data)
         if not isinstance(value, list):
             raise CorruptCheckpoint(
                 f"segment {segment} must be a list of bodies (got {type(value).__name__})",
@@ -740,6 +987,8 @@ class SQLiteStore(BaseStore):
         if bodies:
             self._pack()
         self._pack_rows(session)
+        if record.seq % self.head_every == 0:
+            self._advance_head(session)
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
         row = self._db.execute(
@@ -767,6 +1016,7 @@ class SQLiteStore(BaseStore):
         ]
 
     def _delete(self, session_id: str, checkpoint_ids: Sequence[str]) -> None:
+        self._db.execute("UPDATE sessions SET head = NULL WHERE name = ?", (session_id,))
         self._db.executemany("DELETE FROM checkpoints WHERE id = ?", ((i,) for i in checkpoint_ids))
         doomed = set(checkpoint_ids)
         row = self._db.execute("SELECT id FROM sessions WHERE name = ?", (session_id,)).fetchone()

@@ -47,7 +47,9 @@ from ctxflow.protocols import TokenCounter
 
 __all__ = [
     "IMAGE_TOKENS",
+    "MEASURE_VERSION",
     "HeuristicCounter",
+    "MessageMeasure",
     "TiktokenCounter",
     "counter_for",
     "message_measure",
@@ -195,16 +197,46 @@ def _tool_input_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def message_measure(counter: TokenCounter, *, overhead: int = 4) -> Callable[[Message], int]:
-    """A function counting a whole message: every block's text plus ``overhead``.
+#: The version of :class:`MessageMeasure`'s counting rule, part of its ``key``: bump it
+#: when the rule changes, so counts stored with checkpoints under the old rule are not
+#: reused.
+MEASURE_VERSION = 1
+
+
+def _counter_key(counter: TokenCounter) -> str | None:
+    # Only counters whose counts are a fixed function of the text, named exactly: a
+    # subclass may count differently, a calibrated counter changes its factor over time.
+    if type(counter) is TiktokenCounter:
+        return f"tiktoken:{counter.name}"
+    if type(counter) is HeuristicCounter:
+        return f"heuristic:{counter.chars_per_token!r}"
+    return None
+
+
+class MessageMeasure:
+    """Counts a whole message: every block's text plus ``overhead``.
 
     Tool calls count their name and compact JSON input; tool results their
-    content; images :data:`IMAGE_TOKENS` each.
+    content; images :data:`IMAGE_TOKENS` each. ``key`` is a stable name of
+    what this measure counts (None when the counter has none), so counts
+    stored under it (with a checkpoint) can be reused instead of recounted.
     """
-    count = counter.count
 
-    def measure(message: Message) -> int:
-        total = overhead
+    __slots__ = ("counter", "key", "overhead")
+
+    def __init__(self, counter: TokenCounter, *, overhead: int = 4) -> None:
+        self.counter = counter
+        self.overhead = overhead
+        inner = _counter_key(counter)
+        self.key = None if inner is None else f"message/{MEASURE_VERSION}/{inner}/{overhead}"
+
+    def __repr__(self) -> str:
+        return f"MessageMeasure({self.counter!r}, overhead={self.overhead})"
+
+    def __call__(self, message: Message) -> int:
+        """The token count of ``message``."""
+        count = self.counter.count
+        total = self.overhead
         for block in message.content:
             if isinstance(block, TextBlock):
                 total += count(block.text)
@@ -227,4 +259,7 @@ def message_measure(counter: TokenCounter, *, overhead: int = 4) -> Callable[[Me
                 total += IMAGE_TOKENS
         return total
 
-    return measure
+
+def message_measure(counter: TokenCounter, *, overhead: int = 4) -> MessageMeasure:
+    """A function counting a whole message with ``counter`` (see :class:`MessageMeasure`)."""
+    return MessageMeasure(counter, overhead=overhead)

@@ -17,7 +17,7 @@ from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript
 from ctxflow.stores import MemoryStore, SQLiteStore, ThreadedAsyncStore
 from ctxflow.testing import FixedCounter, concatenate
-from ctxflow.tokens import message_measure
+from ctxflow.tokens import HeuristicCounter, TiktokenCounter, message_measure
 
 CHART = {"configuration": ["paused"], "history": {"paused.h": ["execution"]}}
 
@@ -204,3 +204,93 @@ def test_full_manifests_stay_linear() -> None:
     snapshot = store.load(writer.session_id)
     assert snapshot.depth <= 600 // 2 + 16
     assert len(restore(store, writer.session_id).conversation) == 600
+
+
+class _Keyed:
+    """A keyed measure (the heuristic one) that counts how often it is called."""
+
+    def __init__(self, key: str = "test/heuristic") -> None:
+        self.inner = message_measure(HeuristicCounter())
+        self.key = key
+        self.calls = 0
+
+    def __call__(self, message: Message) -> int:
+        self.calls += 1
+        return self.inner(message)
+
+
+def _counts(conversation: Conversation) -> list[tuple[str, int, int]]:
+    return [
+        (m.id, conversation.original_tokens(m.id), conversation.tokens(m.id)) for m in conversation
+    ]
+
+
+def test_stored_counts_are_reused_by_the_same_measure(transcripts: list[Transcript]) -> None:
+    """A restore with the capturing measure's key takes the stored counts and counts nothing."""
+    measure = _Keyed()
+    conversation = Conversation(concatenate(transcripts, 60), measure=measure)
+    store = MemoryStore()
+    writer = Checkpointer(store, full_every=3, full_ratio=0, measure=measure)
+    marks = []
+    for step in range(4):
+        messages = [m for m in conversation if not m.tool_uses and not m.tool_results]
+        target = messages[step * 3 + 1]
+        conversation.set_overlay(target.id, attrs.evolve(target, content="[trimmed]"))
+        conversation.add_summary(Message.user(f"summary {step}", id=f"s{step}"), [target.id])
+        writer.capture(conversation, state={"step": step})
+        marks.append((store.latest(writer.session_id).id, _counts(conversation)))
+    measure.calls = 0
+    for checkpoint_id, expected in marks:
+        again = restore(store, writer.session_id, checkpoint_id, measure=measure).conversation
+        assert _counts(again) == expected
+    assert measure.calls == 0
+    latest = restore(store, writer.session_id, measure=measure).conversation
+    assert latest.effective_tokens == conversation.effective_tokens
+    assert latest.total_tokens == conversation.total_tokens
+
+
+def test_another_measure_counts_afresh() -> None:
+    """A restore with a measure of another key, or none, counts every message itself."""
+    measure = _Keyed()
+    conversation = Conversation([Message.user("x" * 400, id="u1")], measure=measure)
+    store = MemoryStore()
+    Checkpointer(store, "s", measure=measure).capture(conversation)
+    other = _Keyed("test/other")
+    restored = restore(store, "s", measure=other).conversation
+    assert other.calls == 1
+    assert restored.total_tokens == conversation.total_tokens
+    fixed = message_measure(FixedCounter(), overhead=4)
+    assert restore(store, "s", measure=fixed).conversation.total_tokens == 104
+
+
+def test_measure_change_writes_counts_in_full() -> None:
+    """A session written without counts, continued with a keyed measure, stores them in full."""
+    store = MemoryStore()
+    conversation = Conversation([Message.user("hello there", id="u1")])
+    Checkpointer(store, "s").capture(conversation)
+    measure = _Keyed()
+    writer = Checkpointer(store, "s", measure=measure)
+    resumed = writer.restore().conversation
+    resumed.append(Message.assistant("hi", id="a1"))
+    record = writer.capture(resumed)
+    assert record.full
+    snapshot = store.load("s")
+    assert snapshot.manifest.measure == measure.key
+    assert snapshot.manifest.counts == [
+        resumed.original_tokens("u1"),
+        resumed.original_tokens("a1"),
+    ]
+    resumed.append(Message.user("more", id="u2"))
+    assert not writer.capture(resumed).full
+
+
+def test_cl100k_restore_takes_stored_counts(tmp_path: Path, transcripts: list[Transcript]) -> None:
+    """Counts stored by the tiktoken measure restore equal to counting with it again."""
+    measure = message_measure(TiktokenCounter("cl100k_base"))
+    conversation = Conversation(concatenate(transcripts, 40), measure=measure)
+    with SQLiteStore(tmp_path / "t.db") as store:
+        writer = Checkpointer(store, measure=measure)
+        writer.capture(conversation)
+        counted = restore(store, writer.session_id, measure=measure).conversation
+    fresh = Conversation(list(conversation), measure=measure)
+    assert _counts(counted) == _counts(fresh) == _counts(conversation)

@@ -1,6 +1,9 @@
-"""Packed body hashes in manifest records, and records written before they were packed."""
+"""Manifest records: packed body hashes (and the earlier list form), stored token counts."""
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +25,44 @@ def test_packed_hashes_round_trip(values: list[str]) -> None:
     assert unpack_hashes(packed) == hashes
 
 
+def _reference_pack(hashes: list[str]) -> bytes | list[str]:
+    """Packing defined hash by hash: decode each, keep it only if it encodes back the same."""
+    try:
+        raw = [base64.urlsafe_b64decode(h + "==") for h in hashes]
+    except (binascii.Error, ValueError, TypeError):
+        return list(hashes)
+    if any(
+        len(d) != 16 or base64.urlsafe_b64encode(d).rstrip(b"=").decode() != h
+        for d, h in zip(raw, hashes, strict=True)
+    ):
+        return list(hashes)
+    return b"".join(raw)
+
+
+_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=40))
+def test_unpack_matches_base64_per_digest(digests: list[bytes]) -> None:
+    """Unpacking digests gives each one's unpadded urlsafe base64, in order."""
+    expected = [base64.urlsafe_b64encode(d).rstrip(b"=").decode() for d in digests]
+    assert unpack_hashes(b"".join(digests)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=_URLSAFE, min_size=22, max_size=22)
+        | st.text(alphabet=_URLSAFE + "+/=\n é", min_size=20, max_size=24),
+        max_size=6,
+    )
+)
+def test_pack_matches_the_per_hash_definition(hashes: list[str]) -> None:
+    """Packing any strings agrees with decoding them one by one (non-canonical ones: a list)."""
+    assert pack_hashes(hashes) == _reference_pack(hashes)
+
+
 def test_non_digest_hashes_stay_a_list() -> None:
     """A hash that is not a 16-byte digest keeps the whole field a list of strings."""
     assert pack_hashes([body_hash({}), "not-a-digest"]) == [body_hash({}), "not-a-digest"]
@@ -41,3 +82,57 @@ def test_truncated_packed_hashes_are_corrupt() -> None:
     record = {"kind": "full", "hashes": b"\x00" * 17}
     with pytest.raises(CorruptCheckpoint, match="multiple of 16"):
         Manifest.from_plain(record)
+
+
+def _counted(**changes: object) -> dict[str, object]:
+    hashes = [body_hash({"v": i}) for i in range(2)]
+    manifest = Manifest(
+        hashes=hashes,
+        overlays={"a": hashes[0]},
+        measure="m",
+        counts=[3, 4],
+        overlay_counts={"a": 1},
+    )
+    return {**manifest.to_plain(), **changes}
+
+
+def test_counts_round_trip_in_full_and_delta() -> None:
+    """Counts, their measure and overlay counts survive a full record and a delta."""
+    parent = Manifest.from_plain(_counted())
+    assert (parent.measure, parent.counts, parent.overlay_counts) == ("m", [3, 4], {"a": 1})
+    child = parent.copy()
+    hashes_b = body_hash({"v": 9})
+    child.hashes.append(hashes_b)
+    child.counts.append(7)
+    child.overlays, child.overlay_counts = {"b": hashes_b}, {"b": 2}
+    delta = child.delta_from(parent)
+    assert delta is not None
+    assert (delta["counts"], delta["overlay_counts"]) == ([7], {"b": 2})
+    again = parent.copy()
+    again.apply(delta)
+    assert again == child
+    other = child.copy()
+    other.measure = "n"
+    assert other.delta_from(parent) is None
+    uncounted = child.copy()
+    uncounted.overlay_counts = {}
+    assert uncounted.delta_from(child) is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"counts": [3]},
+        {"counts": [3, -1]},
+        {"counts": [3, True]},
+        {"counts": "34"},
+        {"measure": 5},
+        {"measure": None},
+        {"overlay_counts": {"a": "1"}},
+    ],
+)
+def test_bad_counts_are_corrupt(changes: dict[str, object]) -> None:
+    """Counts of the wrong length or type, or without a measure, give CorruptCheckpoint."""
+    with pytest.raises(CorruptCheckpoint) as info:
+        Manifest.from_plain(_counted(**changes))
+    assert info.value.rule == "manifest"

@@ -14,6 +14,7 @@ from ctxflow.engine import StoreCheckpointer
 from ctxflow.model import Message
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.testing.engine import assert_transition
+from ctxflow.tokens import HeuristicCounter
 from tests.engine.conftest import Driver, ratio_allocator
 
 Make = Callable[..., Driver]
@@ -79,6 +80,25 @@ def test_policy_triggers_checkpoints_on_steps(make: Make, store: Any) -> None:
     assert record.checkpoint_trigger == "messages"
     kept = store.checkpoints(d.engine.session_id)
     assert [c.trigger for c in kept] == ["transition", "transition", "messages"]
+
+
+def test_checkpoints_carry_the_engine_measure_counts(make: Make, store: Any) -> None:
+    """An engine's checkpoints hold its measure's counts; a restored engine has them all."""
+    d = make(store=store, counter=HeuristicCounter())
+    d.send("start", task="t")
+    d.engine.add_message(Message.user("some words to count " * 9))
+    d.engine.add_message(Message.assistant("an answer"))
+    d.send("plan_ready")
+    checkpoint = d.engine.records[-1].checkpoint_id
+    assert checkpoint is not None
+    manifest = store.load(d.engine.session_id).manifest
+    assert manifest.measure == d.engine.measure.key is not None
+    conversation = d.engine.conversation
+    assert manifest.counts == [conversation.original_tokens(m.id) for m in conversation]
+    fresh = make(store=store, session_id=d.engine.session_id, counter=HeuristicCounter())
+    fresh.restore(checkpoint)
+    again = fresh.engine.conversation
+    assert [again.tokens(m.id) for m in again] == [conversation.tokens(m.id) for m in conversation]
 
 
 def test_store_and_checkpointer_are_exclusive(make: Make) -> None:

@@ -75,6 +75,30 @@ def test_round_trip_of_plain_data(value: Any) -> None:
     assert codec.decode(codec.encode(value)) == value
 
 
+def _outcome(data: bytes | bytearray) -> Any:
+    try:
+        return ("value", default_codec().decode(data))  # type: ignore[arg-type]
+    except CorruptCheckpoint as exc:
+        return ("corrupt", exc.rule)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain, at=st.integers(min_value=0), flip=st.integers(1, 255), cut=st.booleans())
+def test_damage_gives_the_same_error_on_both_header_paths(
+    value: Any, at: int, flip: int, cut: bool
+) -> None:
+    """A changed or cut byte gives the same outcome whether the quick header check runs or not."""
+    data = bytearray(default_codec().encode(value))
+    at %= len(data)
+    if cut:
+        del data[at:]
+    else:
+        data[at] ^= flip
+    # bytes take the quick check first; a bytearray always takes the full one
+    assert _outcome(bytes(data)) == _outcome(data)
+    assert _outcome(bytes(data))[0] == "corrupt"
+
+
 def test_header_layout() -> None:
     """The envelope starts with the magic, the version and the codec tags."""
     data = default_codec().encode({"a": 1})
@@ -136,6 +160,45 @@ def test_older_version_is_migrated() -> None:
         without.decode(old)
 
 
+#: Written by format version 1 (every body an lz4 frame), before small bodies were kept.
+VERSION_1 = {
+    "4358464c00010b6d73677061636b2b6c7a340000003f9c159fa3eba33d9904224d1868403200000000000000"
+    "8428000000fb0783a46b696e64a564656c7461a6686173686573c410010100d0a5737461746581a4737465"
+    "700700000000": {"kind": "delta", "hashes": b"\x01" * 16, "state": {"step": 7}},
+    "4358464c00010b6d73677061636b2b6c7a340000002ada89e95ff48cef7a04224d186840b700000000000000"
+    "87130000009f91d9b4776f72647320060096506f7264732000000000": ["words " * 30],
+}
+
+
+def test_version_one_bytes_still_read() -> None:
+    """Values written by format version 1 decode to the same values."""
+    for data, value in VERSION_1.items():
+        assert bytes.fromhex(data)[4:6] == b"\x00\x01"
+        assert default_codec().decode(bytes.fromhex(data)) == value
+
+
+def test_small_bodies_are_kept_and_large_ones_framed() -> None:
+    """A body lz4 would not shrink is kept behind a zero byte; a compressible one is framed."""
+    layer = Lz4Layer(level=3)
+    small = msgpack.packb({"kind": "delta", "hashes": b"\x02" * 16})
+    assert layer.wrap(small) == b"\x00" + small
+    large = msgpack.packb(["words " * 30])
+    assert layer.wrap(large)[:4] == b"\x04\x22\x4d\x18"
+    assert len(default_codec().encode({"n": 1})) < len(_forge(lz4.frame.compress(b"\x81\xa1n\x01")))
+    for value in ({"n": 1}, ["words " * 30]):
+        assert default_codec().decode(default_codec().encode(value)) == value
+    with pytest.raises(CorruptCheckpoint) as info:
+        layer.unwrap(b"\x00" + b"x" * 11, max_size=10)
+    assert info.value.rule == "too_large"
+
+
+def test_version_one_reader_refuses_version_two() -> None:
+    """A reader of format version 1 refuses what this one writes, by version, not as garbage."""
+    with pytest.raises(CorruptCheckpoint) as info:
+        EnvelopeCodec((Lz4Layer(),), version=1).decode(default_codec().encode({"n": 1}))
+    assert info.value.rule == "newer_version"
+
+
 def test_stored_size_limit() -> None:
     """A body larger than the limit is refused before decompression."""
     data = default_codec().encode("x" * 5000)
@@ -171,6 +234,20 @@ def test_decompression_bomb_without_declared_size() -> None:
     with pytest.raises(CorruptCheckpoint, match="decompress") as info:
         EnvelopeCodec((Lz4Layer(),), max_size=100_000).decode(_forge(bomb))
     assert info.value.rule == "too_large"
+
+
+def test_frame_holding_more_than_it_declares() -> None:
+    """A frame whose blocks hold more than its header declares is refused, not decompressed."""
+    packed = msgpack.packb("a" * 50_000)
+    small = lz4.frame.compress(msgpack.packb("b" * 10), store_size=True)
+    large = lz4.frame.compress(packed, store_size=True)
+    # lz4 frame header: magic, FLG, BD, 8-byte content size, header checksum (15 bytes).
+    lying = small[:15] + large[15:]
+    assert lz4.frame.get_frame_info(lying)["content_size"] < 20
+    with pytest.raises(CorruptCheckpoint) as info:
+        default_codec().decode(_forge(lying))
+    assert info.value.rule == "lz4_frame"
+    assert default_codec().decode(_forge(large)) == "a" * 50_000
 
 
 def test_garbage_frame_and_msgpack() -> None:

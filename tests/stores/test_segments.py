@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import lz4.frame
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from ctxflow.checkpoints.bodies import body_hash
 from ctxflow.checkpoints.model import CheckpointDraft
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
+from ctxflow.serde import EnvelopeCodec, Lz4Layer
 from ctxflow.stores import SQLiteStore
 
 
@@ -92,13 +94,19 @@ def test_segment_of_wrong_shape_gives_corrupt_checkpoint(tmp_path: Path) -> None
             restore(store, session)
 
 
-def test_body_outside_its_segment_gives_corrupt_checkpoint(tmp_path: Path) -> None:
-    """A body row that points past the end of its segment gives CorruptCheckpoint."""
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [("pos = 99", "position 99"), ("pos = 'x'", "position x"), ("segment = 'x'", "segment x")],
+)
+def test_body_outside_its_segment_gives_corrupt_checkpoint(
+    tmp_path: Path, change: str, message: str
+) -> None:
+    """A body row pointing past its segment, or with text for its place, gives CorruptCheckpoint."""
     with SQLiteStore(tmp_path / "o.db", segment_bodies=4) as store:
         session = _grow(store, 6)
         with store._transaction(write=True):
-            store._db.execute("UPDATE bodies SET pos = 99 WHERE segment IS NOT NULL")
-        with pytest.raises(CorruptCheckpoint, match="position 99"):
+            store._db.execute(f"UPDATE bodies SET {change} WHERE segment IS NOT NULL")
+        with pytest.raises(CorruptCheckpoint, match=message):
             restore(store, session)
 
 
@@ -158,6 +166,7 @@ def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
         "ALTER TABLE bodies ADD COLUMN data BLOB NOT NULL DEFAULT x'';"
         "UPDATE bodies SET data = (SELECT data FROM loose WHERE loose.id = bodies.id);"
         "DROP TABLE loose; DROP TABLE segments;"
+        "ALTER TABLE sessions DROP COLUMN head;"
         "UPDATE ctxflow_meta SET value = '1' WHERE key = 'schema';"
         "COMMIT;"
     )
@@ -171,7 +180,34 @@ def test_version_one_file_is_upgraded(tmp_path: Path) -> None:
         assert [_count(store, "segments"), _count(store, "loose")] == [1, 0]
         assert len(restore(store, session).conversation) == 8
         row = store._db.execute("SELECT value FROM ctxflow_meta WHERE key = 'schema'").fetchone()
-        assert row[0] == "2"
+        assert row[0] == "3"
+
+
+def test_version_two_file_is_upgraded_and_gets_a_head(tmp_path: Path) -> None:
+    """A file of schema version 2 (no session heads) opens, restores, and gains a head."""
+    path = tmp_path / "v2.db"
+    with SQLiteStore(path, pack_checkpoints=4) as store:
+        session = _grow(store, 30)
+        expected = [
+            list(restore(store, session, r.id).conversation) for r in store.checkpoints(session)
+        ]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "BEGIN; ALTER TABLE sessions DROP COLUMN head;"
+        "UPDATE ctxflow_meta SET value = '2' WHERE key = 'schema'; COMMIT;"
+    )
+    db.close()
+    with SQLiteStore(path, pack_checkpoints=4) as store:
+        assert store._db.execute("SELECT head FROM sessions").fetchone() == (None,)
+        records = store.checkpoints(session)
+        assert [list(restore(store, session, r.id).conversation) for r in records] == expected
+        writer = Checkpointer(store, session, full_every=4)
+        conversation = writer.restore().conversation
+        for i in range(30, 40):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        assert store._db.execute("SELECT head FROM sessions").fetchone() != (None,)
+        assert list(restore(store, session).conversation) == list(conversation)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -198,10 +234,11 @@ def test_new_files_use_small_pages_and_old_files_keep_theirs(tmp_path: Path) -> 
         SQLiteStore(tmp_path / "c.db", page_size=1000)
 
 
-def test_bad_segment_size_is_refused(tmp_path: Path) -> None:
-    """A segment size below one is refused before the file is opened."""
-    with pytest.raises(StoreError, match="segment_bodies"):
-        SQLiteStore(tmp_path / "x.db", segment_bodies=0)
+@pytest.mark.parametrize("option", ["segment_bodies", "pack_checkpoints", "head_every"])
+def test_bad_packing_sizes_are_refused(tmp_path: Path, option: str) -> None:
+    """A segment, pack or head interval below one is refused before the file is opened."""
+    with pytest.raises(StoreError, match=option):
+        SQLiteStore(tmp_path / "x.db", **{option: 0})  # type: ignore[arg-type]
     assert not (tmp_path / "x.db").exists()
 
 
@@ -348,7 +385,9 @@ def test_latest_always_restores(
 ) -> None:
     """Under any mix of captures, prunes and erased forks, every kept checkpoint restores."""
     path = tmp_path_factory.mktemp("prop") / "h.db"
-    with SQLiteStore(path, segment_bodies=size, pack_checkpoints=size) as store:
+    with SQLiteStore(
+        path, segment_bodies=size, pack_checkpoints=size, head_every=size + 1
+    ) as store:
         writer = Checkpointer(store, full_every=3)
         conversation = Conversation()
         for step in steps:
@@ -370,3 +409,170 @@ def test_latest_always_restores(
             r[0] for r in store._db.execute("SELECT hash FROM bodies WHERE segment IS NOT NULL")
         }
         assert referenced == rows
+
+
+@pytest.mark.parametrize("full_ratio", [0.0, 1.0])
+@pytest.mark.parametrize(("head", "every"), [(True, 1000), (True, 2), (True, 7), (False, 1000)])
+def test_latest_load_matches_load_by_id(
+    tmp_path: Path, full_ratio: float, head: bool, every: int
+) -> None:
+    """After every capture the latest loads as it does by id: from a plain full, the head
+    (moved at packs, and every few checkpoints) or the packs (the head emptied, as
+    retention leaves it)."""
+    with SQLiteStore(
+        tmp_path / "l.db", pack_checkpoints=3, segment_bodies=4, head_every=every
+    ) as store:
+        writer = Checkpointer(store, "s", full_every=5, full_ratio=full_ratio)
+        conversation = Conversation()
+        packed_start = 0
+        for i in range(60):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+            if not head:
+                with store._transaction(write=True):
+                    store._db.execute("UPDATE sessions SET head = NULL")
+            latest, by_id = store.load("s"), store.load("s", store.latest("s").id)
+            assert (latest.record, latest.manifest, latest.depth) == (
+                by_id.record,
+                by_id.manifest,
+                by_id.depth,
+            )
+            assert latest.bodies == by_id.bodies
+            plain_fulls = store._db.execute("SELECT count(*) FROM checkpoints WHERE full = 1")
+            packed_start += plain_fulls.fetchone()[0] == 0
+            assert (_heads(store) != [None]) == (head and i >= min(5, every - 1))
+        assert packed_start > 5
+
+
+def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -> None:
+    """The latest checkpoint whose packed full manifest lost its base gives CorruptCheckpoint."""
+    with SQLiteStore(tmp_path / "m.db", pack_checkpoints=4) as store:
+        writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
+        conversation = Conversation()
+        for i in range(36):
+            conversation.append(_turn(i))
+            writer.capture(conversation)
+        assert _count(store, "checkpoints WHERE full = 1") == 0
+        assert len(restore(store, "s").conversation) == 36
+        with store._transaction(write=True):
+            store._db.execute(
+                "DELETE FROM packs WHERE last_seq = (SELECT min(last_seq) FROM packs)"
+            )
+            store._db.execute("UPDATE sessions SET head = NULL")
+        with pytest.raises(CorruptCheckpoint) as info:
+            store.load("s")
+        assert info.value.rule == "pack"
+
+
+def _heads(store: SQLiteStore) -> list[object]:
+    return [r[0] for r in store._db.execute("SELECT head FROM sessions")]
+
+
+def _packed_session(store: SQLiteStore, steps: int = 36) -> Conversation:
+    """A session "s" whose latest chain has no plain full row (fulls every 6, packs of 4)."""
+    writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
+    conversation = Conversation()
+    for i in range(steps):
+        conversation.append(_turn(i))
+        writer.capture(conversation, state={"step": i})
+    assert _count(store, "checkpoints WHERE full = 1") == 0
+    return conversation
+
+
+def test_latest_starts_at_the_head_without_the_packs(tmp_path: Path) -> None:
+    """The latest checkpoint loads from the session head and plain rows, packs unread."""
+    with SQLiteStore(tmp_path / "h.db", pack_checkpoints=4) as store:
+        conversation = _packed_session(store)
+        assert _heads(store) != [None]
+        expected = store.load("s")
+        with store._transaction(write=True):
+            store._db.execute("DELETE FROM packs")
+        latest = store.load("s")
+        assert (latest.manifest, latest.depth, latest.bodies) == (
+            expected.manifest,
+            expected.depth,
+            expected.bodies,
+        )
+        assert list(restore(store, "s").conversation) == list(conversation)
+
+
+@pytest.mark.parametrize(
+    ("head", "rule"),
+    [
+        (b"CXFL garbage", "truncated"),
+        ([0, 0, "not a manifest"], "head"),
+        ([0, "deep", {"hashes": []}], "head"),
+        ([0, 0, {"hashes": [10**9]}], "head"),
+    ],
+)
+def test_damaged_head_gives_corrupt_checkpoint(tmp_path: Path, head: object, rule: str) -> None:
+    """A damaged session head, or one naming bodies the session lacks, gives CorruptCheckpoint."""
+    with SQLiteStore(tmp_path / "d.db", pack_checkpoints=4) as store:
+        _packed_session(store)
+        seq = store.codec.decode(_heads(store)[0])[0]  # type: ignore[arg-type]
+        if isinstance(head, list):
+            head = store.codec.encode([seq, *head[1:]])
+        with store._transaction(write=True):
+            store._db.execute("UPDATE sessions SET head = ?", (head,))
+        with pytest.raises(CorruptCheckpoint) as info:
+            store.load("s")
+        assert info.value.rule == rule
+        assert len(restore(store, "s", store.latest("s").id).conversation) == 36
+
+
+def test_retention_empties_the_head(tmp_path: Path) -> None:
+    """Pruning empties the session head; the latest still loads as it does by id."""
+    with SQLiteStore(tmp_path / "r.db", pack_checkpoints=4) as store:
+        session = _grow(store, 40)
+        assert _heads(store) != [None]
+        store.prune(session, keep_last=10)
+        assert _heads(store) == [None]
+        latest = store.load(session)
+        assert latest.manifest == store.load(session, store.latest(session).id).manifest
+
+
+class _Version1Lz4(Lz4Layer):
+    """The lz4 layer as format version 1 wrote it: every body one frame."""
+
+    def wrap(self, data: bytes) -> bytes:
+        """One lz4 frame, however small the body."""
+        return bytes(lz4.frame.compress(data, compression_level=self.level, store_size=True))
+
+
+def test_format_version_one_file_loads_and_grows(tmp_path: Path) -> None:
+    """A file written in format version 1 restores every checkpoint and takes new ones."""
+    path = tmp_path / "v1.db"
+    old = EnvelopeCodec((_Version1Lz4(level=3),), version=1)
+    with SQLiteStore(path, codec=old, pack_checkpoints=4, segment_bodies=3) as store:
+        session = _grow(store, 20)
+        expected = [
+            list(restore(store, session, r.id).conversation) for r in store.checkpoints(session)
+        ]
+        stored = [bytes(r[0]) for r in store._db.execute("SELECT manifest FROM checkpoints")]
+        assert {data[4:6] for data in stored} == {b"\x00\x01"}
+    with SQLiteStore(path, pack_checkpoints=4, segment_bodies=3) as store:
+        records = store.checkpoints(session)
+        got = [list(restore(store, session, r.id).conversation) for r in records]
+        assert got == expected
+        writer = Checkpointer(store, session)
+        conversation = writer.restore().conversation
+        conversation.append(_turn(20))
+        writer.capture(conversation)
+        assert list(restore(store, session).conversation) == [*expected[-1], _turn(20)]
+        store.prune(session, keep_last=3)
+        assert len(restore(store, session).conversation) == 21
+
+
+def test_head_moves_without_packs(tmp_path: Path) -> None:
+    """Without any pack, the head still moves every few checkpoints and the latest matches."""
+    with SQLiteStore(tmp_path / "n.db", pack_checkpoints=1000, head_every=5) as store:
+        conversation = Conversation()
+        writer = Checkpointer(store, "s", full_every=1000, full_ratio=0)
+        for i in range(23):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        seq, depth, _ = store.codec.decode(_heads(store)[0])  # type: ignore[arg-type]
+        assert (seq, depth, _count(store, "packs")) == (20, 19, 0)
+        latest = store.load("s")
+        assert latest.depth == 22
+        assert latest.manifest == store.load("s", store.latest("s").id).manifest

@@ -27,6 +27,7 @@ from ctxflow.tokens import (
     profile_names,
     register_profile,
 )
+from ctxflow.tokens.counters import MEASURE_VERSION
 
 # Runs in a fresh interpreter with every socket refused and an empty tiktoken cache,
 # so any attempt to download an encoding fails loudly.
@@ -136,6 +137,22 @@ def test_message_measure_counts_every_block() -> None:
 
     image = Message(role="user", content=(ImageBlock(source={"type": "url", "url": "u"}),))
     assert measure(image) == 3 + IMAGE_TOKENS
+
+
+def test_measure_keys_name_what_they_count() -> None:
+    """A measure's key names its counter exactly and its overhead; others have none."""
+    tiktoken = message_measure(TiktokenCounter("cl100k_base"), overhead=4)
+    assert tiktoken.key == f"message/{MEASURE_VERSION}/tiktoken:cl100k_base/4"
+    assert message_measure(TiktokenCounter("cl100k_base"), overhead=3).key != tiktoken.key
+    assert message_measure(HeuristicCounter(3.5)).key != message_measure(HeuristicCounter(4)).key
+    assert message_measure(HeuristicCounter(4)).key == message_measure(HeuristicCounter(4)).key
+
+    class Other(HeuristicCounter):
+        """A subclass may count differently: it gets no key."""
+
+    assert message_measure(Other()).key is None
+    calibrated = CalibratedCounter(HeuristicCounter(), Calibration(), "gpt-4o")
+    assert message_measure(calibrated).key is None
 
 
 def test_profiles() -> None:
