@@ -66,29 +66,6 @@ def measure_key(measure: Measure | None) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-class _Stored:
-    """A measure answering from stored counts for the messages being restored.
-
-    Keyed by object identity, so it is only valid while those messages are
-    held; :meth:`release` drops the counts and leaves the plain measure.
-    """
-
-    __slots__ = ("counts", "key", "measure")
-
-    def __init__(self, measure: Measure, counts: dict[int, int]) -> None:
-        self.measure = measure
-        self.counts = counts
-        self.key = measure_key(measure)
-
-    def __call__(self, message: Message) -> int:
-        count = self.counts.get(id(message))
-        return self.measure(message) if count is None else count
-
-    def release(self) -> None:
-        """Answer with the plain measure from now on."""
-        self.counts = {}
-
-
 @attrs.frozen(kw_only=True)
 class Restored:
     """What a restore gives back: the conversation, the plain state and chart, the record."""
@@ -148,9 +125,7 @@ def conversation_from_snapshot(
             and key == manifest.measure
             and len(manifest.counts) == len(messages)
         ):
-            stored = _Stored(measure, dict(zip(map(id, messages), manifest.counts, strict=True)))
-            conversation = Conversation(messages, measure=stored)
-            stored.release()
+            conversation = Conversation(messages, measure=measure, counts=manifest.counts)
             counts = manifest.overlay_counts
         else:
             conversation = Conversation(messages, measure=measure)

@@ -87,7 +87,13 @@ class ToolPair:
 class Conversation:
     """An append-only message log with cached counts, pair index and effective view."""
 
-    def __init__(self, messages: Iterable[Message] = (), *, measure: Measure | None = None):
+    def __init__(
+        self,
+        messages: Iterable[Message] = (),
+        *,
+        measure: Measure | None = None,
+        counts: Sequence[int] | None = None,
+    ):
         self._measure: Measure = measure or _char_estimate
         self._log: list[Message] = []
         self._counts: list[int] = []  # parallel to the log
@@ -109,7 +115,7 @@ class Conversation:
         # (epoch, view length checked, valid for OpenAI too); only valid views are kept
         self._valid: tuple[int, int, bool] | None = None
         self.version = 0
-        self.extend(messages)
+        self.extend(messages, counts=counts)
 
     # -- reading -------------------------------------------------------------
 
@@ -370,90 +376,102 @@ class Conversation:
         self.extend((message,))
         return message
 
-    def extend(self, messages: Iterable[Message]) -> None:
-        """Append messages atomically: all are checked before any is added."""
+    def extend(self, messages: Iterable[Message], *, counts: Sequence[int] | None = None) -> None:
+        """Append messages atomically: all are checked before any is added.
+
+        ``counts`` may give the messages' token counts, already taken with this
+        conversation's measure (a checkpoint stores them): they are then not
+        measured again.
+        """
         batch = list(messages)
+        if counts is not None and (
+            len(counts) != len(batch) or not all(type(c) is int and c >= 0 for c in counts)
+        ):
+            raise InvalidMessage(
+                f"'counts' must be {len(batch)} non-negative integers, one per message "
+                f"(got {len(counts)} values)",
+                rule="counts",
+            )
         if not batch:
             return
         new_ids: set[str] = set()
         new_uses: dict[str, tuple[str, str]] = {}
-        new_results: set[str] = set()
+        new_results: dict[str, str] = {}
+        known, used, answered = self._position, self._uses, self._results
         base = len(self._log)
-        for offset, message in enumerate(batch):
-            index = base + offset
+        special = False
+        for index, message in enumerate(batch, base):
             if not isinstance(message, Message):
                 raise InvalidMessage(
                     f"message {index} must be a Message (got {type(message).__name__})",
                     rule="not_a_message",
                     index=index,
                 )
-            if message.id in self._position or message.id in new_ids:
+            ident = message.id
+            if ident in known or ident in new_ids:
                 raise InvalidMessage(
-                    f"message {index}: id {message.id!r} is already in the conversation",
+                    f"message {index}: id {ident!r} is already in the conversation",
                     rule="duplicate_message_id",
                     index=index,
-                    message_id=message.id,
+                    message_id=ident,
                 )
             if message.role is Role.SYSTEM and index != 0:
                 raise InvalidMessage(
                     f"message {index}: a system message may only come first",
                     rule="system_position",
                     index=index,
-                    message_id=message.id,
+                    message_id=ident,
                 )
-            new_ids.add(message.id)
+            new_ids.add(ident)
+            if message.hidden or (message.metadata and SUMMARY_OF in message.metadata):
+                special = True
             for use in message.tool_uses:
-                if use.id in self._uses or use.id in new_uses:
+                if use.id in used or use.id in new_uses:
                     raise InvalidMessage(
                         f"message {index}: tool_use id {use.id!r} is already used",
                         rule="duplicate_tool_use_id",
                         index=index,
                         tool_use_id=use.id,
                     )
-                new_uses[use.id] = (message.id, use.name)
+                new_uses[use.id] = (ident, use.name)
             for result in message.tool_results:
-                known = result.tool_use_id in self._uses or result.tool_use_id in new_uses
-                if not known:
+                answers = result.tool_use_id
+                if answers not in used and answers not in new_uses:
                     raise InvalidMessage(
-                        f"message {index}: tool_result {result.tool_use_id!r} answers no tool_use",
+                        f"message {index}: tool_result {answers!r} answers no tool_use",
                         rule="orphan_tool_result",
                         index=index,
-                        tool_use_id=result.tool_use_id,
+                        tool_use_id=answers,
                     )
-                if result.tool_use_id in self._results or result.tool_use_id in new_results:
+                if answers in answered or answers in new_results:
                     raise InvalidMessage(
-                        f"message {index}: tool_use {result.tool_use_id!r} is already answered",
+                        f"message {index}: tool_use {answers!r} is already answered",
                         rule="duplicate_tool_result",
                         index=index,
-                        tool_use_id=result.tool_use_id,
+                        tool_use_id=answers,
                     )
-                new_results.add(result.tool_use_id)
-        counts = [self._measure(m) for m in batch]
-        special = False
-        for message, count in zip(batch, counts, strict=True):
-            at = len(self._log)
-            self._position[message.id] = at
-            self._log.append(message)
-            self._counts.append(count)
-            self._total += count
-            for use in message.tool_uses:
-                self._uses[use.id] = (message.id, use.name)
-            for result in message.tool_results:
-                self._results[result.tool_use_id] = message.id
-            self._flags.append(_PLAIN)
-            if message.hidden or SUMMARY_OF in message.metadata:
-                self._flags[at] = self._flag(at)
-                special = True
+                new_results[answers] = ident
+        taken = list(counts) if counts is not None else [self._measure(m) for m in batch]
+        end = base + len(batch)
+        known.update(zip([m.id for m in batch], range(base, end), strict=True))
+        self._log += batch
+        self._counts += taken
+        self._total += sum(taken)
+        used.update(new_uses)
+        answered.update(new_results)
+        self._flags += bytes(len(batch))  # _PLAIN
         if special:
-            self._changed(range(base, base + len(batch)))
+            for at in range(base, end):
+                self._flags[at] = self._flag(at)
+            self._changed(range(base, end))
             return
         # The common case stays O(new messages): extend the cached view in place.
         self.version += 1
         if self._view is not None:
             self._view += batch
-            self._view_tokens += counts
-            self._view_positions += range(base, base + len(batch))
-        self._effective_total += sum(counts)
+            self._view_tokens += taken
+            self._view_positions += range(base, end)
+        self._effective_total += sum(taken)
 
     # -- changing (used by compression) ---------------------------------------
 

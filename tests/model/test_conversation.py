@@ -165,3 +165,32 @@ def test_each_message_tokenized_exactly_once(corpus: list[Transcript]) -> None:
     _ = conversation.effective_tokens
     assert counter.calls == expected
     assert len(conversation) == 10_000
+
+
+def test_given_counts_are_taken_instead_of_measuring() -> None:
+    """Counts handed to the constructor are cached as they are; the measure is not called."""
+    calls: list[str] = []
+
+    def measure(message: Message) -> int:
+        calls.append(message.id)
+        return 1
+
+    messages = list(loop())
+    conversation = Conversation(messages, measure=measure, counts=[5, 6, 7, 8])
+    assert calls == []
+    assert [conversation.tokens(m.id) for m in messages] == [5, 6, 7, 8]
+    assert conversation.effective_tokens == conversation.total_tokens == 26
+
+
+@pytest.mark.parametrize("counts", [[1, 2, 3], [1, 2, 3, -1], [1, 2, 3, True], [1, 2, 3, 4.0]])
+def test_bad_counts_are_refused_before_any_change(counts: list[object]) -> None:
+    """Too few counts, a negative one or a non-integer raise InvalidMessage and add nothing."""
+    conversation = loop()
+    before = list(conversation)
+    more = [Message.user("next", id="n1"), Message.assistant("ok", id="n2")]
+    with pytest.raises(InvalidMessage) as caught:
+        conversation.extend(
+            [*more, Message.user("again", id="n3"), Message.assistant("b")], counts=counts
+        )  # type: ignore[arg-type]
+    assert caught.value.rule == "counts"
+    assert list(conversation) == before
