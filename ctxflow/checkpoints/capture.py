@@ -18,12 +18,13 @@ The layered state and the chart configuration are opaque plain mappings here
 (``LayeredState.to_plain()`` and e.g. ``{"configuration": [...], "history":
 {...}}``): this module does not import the engine.
 
-Token counts: a checkpointer given the ``measure`` its conversations count
-with stores each message's cached count (and each overlay's) under the
-measure's ``key`` (``ctxflow.tokens.message_measure`` gives one). A restore
-with a measure of the same key takes the stored counts instead of counting
-every message again; any other measure counts afresh. Measures without a key
-store nothing.
+Token counts: each message's cached count (and each overlay's) is stored
+under the ``key`` of the measure the conversation counts with
+(``ctxflow.tokens.message_measure`` gives one, and so does the default
+estimate). A restore with a measure of the same key takes the stored counts
+instead of counting every message again; any other measure counts afresh.
+Measures without a key store nothing. A checkpointer's own ``measure`` is the
+one its restores use by default.
 
 Gotcha: a checkpointer writes with ``expected_parent`` set to the checkpoint it
 wrote or restored last. If another writer moved the session on, the write
@@ -50,7 +51,7 @@ from ctxflow.checkpoints.model import (
     new_session_id,
 )
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
-from ctxflow.model import Conversation, Message
+from ctxflow.model import Conversation, Message, char_estimate
 
 if TYPE_CHECKING:
     from ctxflow.stores.base import Store
@@ -117,14 +118,9 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         overlays[message_id] = message_from_plain(body)
-    key = measure_key(measure)
+    key = measure_key(char_estimate if measure is None else measure)
     try:
-        if (
-            measure is not None
-            and key is not None
-            and key == manifest.measure
-            and len(manifest.counts) == len(messages)
-        ):
+        if key is not None and key == manifest.measure and len(manifest.counts) == len(messages):
             conversation = Conversation(messages, measure=measure, counts=manifest.counts)
             counts = manifest.overlay_counts
         else:
@@ -185,7 +181,6 @@ class Checkpointer:
         self._full_bytes = 0
         self.clock = clock
         self.measure = measure
-        self._key = measure_key(measure)
         self._last_id: str | None = None
         self._manifest: Manifest | None = None
         self._log: tuple[Message, ...] = ()
@@ -220,12 +215,13 @@ class Checkpointer:
         chart_plain = _plain_mapping("chart", chart)
         log = tuple(conversation.messages)
         bodies: dict[str, Mapping[str, Any]] = {}
+        key = conversation.measure_key
         manifest = self._extend(log, bodies, conversation)
         if manifest is None:
-            manifest = Manifest(measure=self._key)
+            manifest = Manifest(measure=key)
             self._append(manifest, log, bodies, conversation)
-        elif manifest.measure != self._key:
-            manifest.measure = self._key
+        elif manifest.measure != key:
+            manifest.measure = key
             manifest.counts = self._counts(log, conversation)
         overlays = conversation.overlays
         previous = self._manifest.overlays if self._manifest is not None else {}
@@ -239,7 +235,7 @@ class Checkpointer:
             manifest.overlays[message_id] = digest
             bodies[digest] = body
         manifest.overlay_counts = (
-            {k: conversation.tokens(k) for k in overlays} if self._key is not None else {}
+            {k: conversation.tokens(k) for k in overlays} if key is not None else {}
         )
         manifest.state = state_plain
         manifest.chart = chart_plain
@@ -318,8 +314,8 @@ class Checkpointer:
             ) from None
 
     def _counts(self, messages: tuple[Message, ...], conversation: Conversation) -> list[int]:
-        """The cached counts of ``messages`` when this checkpointer stores counts."""
-        if self._key is None:
+        """The cached counts of ``messages`` when their measure has a key (else none)."""
+        if conversation.measure_key is None:
             return []
         return [conversation.original_tokens(m.id) for m in messages]
 

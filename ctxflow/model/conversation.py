@@ -39,7 +39,7 @@ from ctxflow.model.messages import (
 )
 from ctxflow.model.validity import API, ValidityReport, check, local_ok
 
-__all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
+__all__ = ["SUMMARY_OF", "Conversation", "ToolPair", "char_estimate"]
 
 #: Metadata key on a summary message: the ids of the messages it covers.
 SUMMARY_OF = "ctxflow.summary_of"
@@ -50,28 +50,37 @@ Measure = Callable[[Message], int]
 _PLAIN, _SKIP, _SPECIAL = 0, 1, 2
 
 
-def _char_estimate(message: Message) -> int:
-    """Chars/4 over the blocks' string fields; the fallback when no counter is given.
+class _CharEstimate:
+    """Chars/4 over the blocks' string fields; the measure when no counter is given.
 
     Reads the fields directly (this runs for every message of a restored
-    checkpoint): the text, ids, names, signatures and the block type.
+    checkpoint): the text, ids, names, signatures and the block type. Its
+    ``key`` names it, so a checkpoint can store its counts like a counter's.
     """
-    total = 0
-    for block in message.content:
-        total += len(block.type)
-        if isinstance(block, TextBlock):
-            total += len(block.text)
-        elif isinstance(block, ToolUseBlock):
-            total += len(block.id) + len(block.name)
-        elif isinstance(block, ToolResultBlock):
-            total += len(block.tool_use_id)
-            if isinstance(block.content, str):
-                total += len(block.content)
-        elif isinstance(block, ThinkingBlock):
-            total += len(block.thinking) + len(block.signature)
-        elif isinstance(block, RedactedThinkingBlock):
-            total += len(block.data)
-    return total // 4 + 4
+
+    key = "ctxflow.chars4.v1"
+
+    def __call__(self, message: Message) -> int:
+        total = 0
+        for block in message.content:
+            total += len(block.type)
+            if isinstance(block, TextBlock):
+                total += len(block.text)
+            elif isinstance(block, ToolUseBlock):
+                total += len(block.id) + len(block.name)
+            elif isinstance(block, ToolResultBlock):
+                total += len(block.tool_use_id)
+                if isinstance(block.content, str):
+                    total += len(block.content)
+            elif isinstance(block, ThinkingBlock):
+                total += len(block.thinking) + len(block.signature)
+            elif isinstance(block, RedactedThinkingBlock):
+                total += len(block.data)
+        return total // 4 + 4
+
+
+#: The measure a Conversation counts with when it is given none.
+char_estimate = _CharEstimate()
 
 
 @attrs.frozen(kw_only=True)
@@ -94,7 +103,7 @@ class Conversation:
         measure: Measure | None = None,
         counts: Sequence[int] | None = None,
     ):
-        self._measure: Measure = measure or _char_estimate
+        self._measure: Measure = measure or char_estimate
         self._log: list[Message] = []
         self._counts: list[int] = []  # parallel to the log
         self._position: dict[str, int] = {}
@@ -695,6 +704,12 @@ class Conversation:
                 self._flags[at] = self._flag(at)
                 touched.append(at)
         self._changed((), restyled=touched)
+
+    @property
+    def measure_key(self) -> str | None:
+        """The stable name of this conversation's measure (its ``key``), None if it has none."""
+        key = getattr(self._measure, "key", None)
+        return key if isinstance(key, str) and key else None
 
     def measure(self, message: Message) -> int:
         """Count ``message`` with this conversation's measure (nothing is cached)."""

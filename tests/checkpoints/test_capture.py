@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound
 from ctxflow.layers import LayeredState
-from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript
+from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript, char_estimate
 from ctxflow.stores import MemoryStore, SQLiteStore, ThreadedAsyncStore
 from ctxflow.testing import FixedCounter, concatenate
 from ctxflow.tokens import HeuristicCounter, TiktokenCounter, message_measure
@@ -294,3 +294,32 @@ def test_cl100k_restore_takes_stored_counts(tmp_path: Path, transcripts: list[Tr
         counted = restore(store, writer.session_id, measure=measure).conversation
     fresh = Conversation(list(conversation), measure=measure)
     assert _counts(counted) == _counts(fresh) == _counts(conversation)
+
+
+def test_counts_are_stored_under_the_conversations_own_measure() -> None:
+    """A checkpointer told another measure still labels the counts with the conversation's."""
+    counting = _Keyed("test/counting")
+    told = _Keyed("test/told")
+    conversation = Conversation([Message.user("x" * 400, id="u1")], measure=counting)
+    store = MemoryStore()
+    Checkpointer(store, "s", measure=told).capture(conversation)
+    assert store.load("s").manifest.measure == "test/counting"
+    counting.calls = 0
+    assert restore(store, "s", measure=counting).conversation.total_tokens == (
+        conversation.total_tokens
+    )
+    assert counting.calls == 0
+    restore(store, "s", measure=told)
+    assert told.calls == 1
+
+
+def test_the_default_estimate_stores_and_reuses_its_counts() -> None:
+    """Without a counter the chars/4 estimate has a key too: its counts travel."""
+    conversation = Conversation([Message.user("hello there", id="u1"), Message.assistant("ok")])
+    store = MemoryStore()
+    Checkpointer(store, "s").capture(conversation)
+    manifest = store.load("s").manifest
+    assert manifest.measure == char_estimate.key == conversation.measure_key
+    assert manifest.counts == [conversation.original_tokens(m.id) for m in conversation]
+    restored = restore(store, "s").conversation
+    assert _counts(restored) == _counts(conversation)
