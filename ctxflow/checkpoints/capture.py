@@ -20,11 +20,11 @@ The layered state and the chart configuration are opaque plain mappings here
 
 Token counts: each message's cached count (and each overlay's) is stored
 under the ``key`` of the measure the conversation counts with
-(``ctxflow.tokens.message_measure`` gives one, and so does the default
-estimate). A restore with a measure of the same key takes the stored counts
-instead of counting every message again; any other measure counts afresh.
-Measures without a key store nothing. A checkpointer's own ``measure`` is the
-one its restores use by default.
+(``ctxflow.tokens.message_measure`` gives one; the default chars/4 estimate
+has none, counting again being as cheap). A restore with a measure of the
+same key takes the stored counts instead of counting every message again;
+any other measure counts afresh. Measures without a key store nothing. A
+checkpointer's own ``measure`` is the one its restores use by default.
 
 Gotcha: a checkpointer writes with ``expected_parent`` set to the checkpoint it
 wrote or restored last. If another writer moved the session on, the write
@@ -51,7 +51,7 @@ from ctxflow.checkpoints.model import (
     new_session_id,
 )
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
-from ctxflow.model import Conversation, Message, char_estimate
+from ctxflow.model import Conversation, Message
 
 if TYPE_CHECKING:
     from ctxflow.stores.base import Store
@@ -118,7 +118,7 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         overlays[message_id] = message_from_plain(body)
-    key = measure_key(char_estimate if measure is None else measure)
+    key = measure_key(measure)
     try:
         if key is not None and key == manifest.measure and len(manifest.counts) == len(messages):
             conversation = Conversation(messages, measure=measure, counts=manifest.counts)

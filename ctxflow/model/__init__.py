@@ -4,7 +4,7 @@ This room knows nothing of budgets, charts or storage.
 """
 
 from ctxflow.model.anthropic import messages_from_anthropic, messages_to_anthropic
-from ctxflow.model.conversation import SUMMARY_OF, Conversation, ToolPair, char_estimate
+from ctxflow.model.conversation import SUMMARY_OF, Conversation, ToolPair
 from ctxflow.model.messages import (
     Block,
     ImageBlock,
@@ -44,7 +44,6 @@ __all__ = [
     "Transcript",
     "ValidityReport",
     "Violation",
-    "char_estimate",
     "check",
     "dump_transcript",
     "from_openai",

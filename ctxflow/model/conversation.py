@@ -39,7 +39,7 @@ from ctxflow.model.messages import (
 )
 from ctxflow.model.validity import API, ValidityReport, check, local_ok
 
-__all__ = ["SUMMARY_OF", "Conversation", "ToolPair", "char_estimate"]
+__all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
 
 #: Metadata key on a summary message: the ids of the messages it covers.
 SUMMARY_OF = "ctxflow.summary_of"
@@ -50,37 +50,29 @@ Measure = Callable[[Message], int]
 _PLAIN, _SKIP, _SPECIAL = 0, 1, 2
 
 
-class _CharEstimate:
-    """Chars/4 over the blocks' string fields; the measure when no counter is given.
+def _char_estimate(message: Message) -> int:
+    """Chars/4 over the blocks' string fields; the fallback when no counter is given.
 
     Reads the fields directly (this runs for every message of a restored
-    checkpoint): the text, ids, names, signatures and the block type. Its
-    ``key`` names it, so a checkpoint can store its counts like a counter's.
+    checkpoint): the text, ids, names, signatures and the block type. It has
+    no ``key``: counting again is as cheap as storing its counts.
     """
-
-    key = "ctxflow.chars4.v1"
-
-    def __call__(self, message: Message) -> int:
-        total = 0
-        for block in message.content:
-            total += len(block.type)
-            if isinstance(block, TextBlock):
-                total += len(block.text)
-            elif isinstance(block, ToolUseBlock):
-                total += len(block.id) + len(block.name)
-            elif isinstance(block, ToolResultBlock):
-                total += len(block.tool_use_id)
-                if isinstance(block.content, str):
-                    total += len(block.content)
-            elif isinstance(block, ThinkingBlock):
-                total += len(block.thinking) + len(block.signature)
-            elif isinstance(block, RedactedThinkingBlock):
-                total += len(block.data)
-        return total // 4 + 4
-
-
-#: The measure a Conversation counts with when it is given none.
-char_estimate = _CharEstimate()
+    total = 0
+    for block in message.content:
+        total += len(block.type)
+        if isinstance(block, TextBlock):
+            total += len(block.text)
+        elif isinstance(block, ToolUseBlock):
+            total += len(block.id) + len(block.name)
+        elif isinstance(block, ToolResultBlock):
+            total += len(block.tool_use_id)
+            if isinstance(block.content, str):
+                total += len(block.content)
+        elif isinstance(block, ThinkingBlock):
+            total += len(block.thinking) + len(block.signature)
+        elif isinstance(block, RedactedThinkingBlock):
+            total += len(block.data)
+    return total // 4 + 4
 
 
 @attrs.frozen(kw_only=True)
@@ -103,7 +95,7 @@ class Conversation:
         measure: Measure | None = None,
         counts: Sequence[int] | None = None,
     ):
-        self._measure: Measure = measure or char_estimate
+        self._measure: Measure = measure or _char_estimate
         self._log: list[Message] = []
         self._counts: list[int] = []  # parallel to the log
         self._position: dict[str, int] = {}

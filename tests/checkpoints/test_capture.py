@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound
 from ctxflow.layers import LayeredState
-from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript, char_estimate
+from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript
 from ctxflow.stores import MemoryStore, SQLiteStore, ThreadedAsyncStore
 from ctxflow.testing import FixedCounter, concatenate
 from ctxflow.tokens import HeuristicCounter, TiktokenCounter, message_measure
@@ -311,15 +311,3 @@ def test_counts_are_stored_under_the_conversations_own_measure() -> None:
     assert counting.calls == 0
     restore(store, "s", measure=told)
     assert told.calls == 1
-
-
-def test_the_default_estimate_stores_and_reuses_its_counts() -> None:
-    """Without a counter the chars/4 estimate has a key too: its counts travel."""
-    conversation = Conversation([Message.user("hello there", id="u1"), Message.assistant("ok")])
-    store = MemoryStore()
-    Checkpointer(store, "s").capture(conversation)
-    manifest = store.load("s").manifest
-    assert manifest.measure == char_estimate.key == conversation.measure_key
-    assert manifest.counts == [conversation.original_tokens(m.id) for m in conversation]
-    restored = restore(store, "s").conversation
-    assert _counts(restored) == _counts(conversation)
