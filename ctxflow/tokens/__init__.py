@@ -4,6 +4,7 @@ from ctxflow.tokens.calibration import CalibratedCounter, Calibration
 from ctxflow.tokens.counters import (
     IMAGE_TOKENS,
     HeuristicCounter,
+    MessageMeasure,
     TiktokenCounter,
     counter_for,
     message_measure,
@@ -22,6 +23,7 @@ __all__ = [
     "CalibratedCounter",
     "Calibration",
     "HeuristicCounter",
+    "MessageMeasure",
     "ModelProfile",
     "TiktokenCounter",
     "counter_for",
