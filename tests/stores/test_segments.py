@@ -309,11 +309,7 @@ def _stored_entries(store: SQLiteStore) -> list[list[object]]:
 def test_packed_full_manifests_are_deltas_of_earlier_ones(tmp_path: Path) -> None:
     """Packed full manifests are stored against the previous full one and restore exactly."""
     with SQLiteStore(tmp_path / "g.db", pack_checkpoints=4) as store:
-        writer = Checkpointer(store, "s", full_every=2, full_ratio=0)
-        conversation = Conversation()
-        for i in range(40):
-            conversation.append(_turn(i))
-            writer.capture(conversation, state={"step": i})
+        conversation = _session(store, 40, full_every=2)
         stamps = [e[11] for e in _stored_entries(store) if e[3]]
         assert any(stamps) and not stamps[0]
         assert max(stamp[1] for stamp in stamps if stamp) <= 8
@@ -330,11 +326,7 @@ def test_packed_full_manifests_are_deltas_of_earlier_ones(tmp_path: Path) -> Non
 def test_packed_full_without_its_base_gives_corrupt_checkpoint(tmp_path: Path) -> None:
     """A packed full manifest whose base pack is gone gives CorruptCheckpoint when expanded."""
     with SQLiteStore(tmp_path / "h.db", pack_checkpoints=4) as store:
-        writer = Checkpointer(store, "s", full_every=2, full_ratio=0)
-        conversation = Conversation()
-        for i in range(30):
-            conversation.append(_turn(i))
-            writer.capture(conversation)
+        _session(store, 30, full_every=2)
         records = store.checkpoints("s")
         with store._transaction(write=True):
             first = store._db.execute("SELECT min(last_seq) FROM packs").fetchone()[0]
@@ -447,12 +439,7 @@ def test_latest_load_matches_load_by_id(
 def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -> None:
     """The latest checkpoint whose packed full manifest lost its base gives CorruptCheckpoint."""
     with SQLiteStore(tmp_path / "m.db", pack_checkpoints=4) as store:
-        writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
-        conversation = Conversation()
-        for i in range(36):
-            conversation.append(_turn(i))
-            writer.capture(conversation)
-        assert _count(store, "checkpoints WHERE full = 1") == 0
+        _packed_session(store)
         assert len(restore(store, "s").conversation) == 36
         with store._transaction(write=True):
             store._db.execute(
@@ -468,13 +455,19 @@ def _heads(store: SQLiteStore) -> list[object]:
     return [r[0] for r in store._db.execute("SELECT head FROM sessions")]
 
 
-def _packed_session(store: SQLiteStore, steps: int = 36) -> Conversation:
-    """A session "s" whose latest chain has no plain full row (fulls every 6, packs of 4)."""
-    writer = Checkpointer(store, "s", full_every=6, full_ratio=0)
+def _session(store: SQLiteStore, steps: int, *, full_every: int) -> Conversation:
+    """Session "s": ``steps`` turns, a checkpoint after each, a full one every ``full_every``."""
+    writer = Checkpointer(store, "s", full_every=full_every, full_ratio=0)
     conversation = Conversation()
     for i in range(steps):
         conversation.append(_turn(i))
         writer.capture(conversation, state={"step": i})
+    return conversation
+
+
+def _packed_session(store: SQLiteStore, steps: int = 36) -> Conversation:
+    """A session "s" whose latest chain has no plain full row (fulls every 6, packs of 4)."""
+    conversation = _session(store, steps, full_every=6)
     assert _count(store, "checkpoints WHERE full = 1") == 0
     return conversation
 
