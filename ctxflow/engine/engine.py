@@ -199,6 +199,7 @@ class Checkpointer(Protocol):
 class _Kept:
     messages: tuple[Message, ...]
     overlays: Mapping[str, Message]
+    counts: tuple[str | None, list[int], dict[str, int]]  # measure key, log and overlay counts
     state: Mapping[str, Any]
     chart: Mapping[str, Any]
     phase: str
@@ -277,9 +278,15 @@ class MemoryCheckpointer:
     ) -> str:
         """Keep one checkpoint; return its new id."""
         checkpoint_id = f"ckpt-{len(self._kept) + 1:06d}"
+        overlays = conversation.overlays
         self._kept[checkpoint_id] = _Kept(
             messages=tuple(conversation.messages),
-            overlays=conversation.overlays,
+            overlays=overlays,
+            counts=(
+                conversation.measure_key,
+                conversation.log_counts(),
+                {i: conversation.tokens(i) for i in overlays},
+            ),
             state=state,
             chart=chart,
             phase=phase,
@@ -297,9 +304,14 @@ class MemoryCheckpointer:
                 rule="checkpoint_not_found",
                 checkpoint_id=checkpoint_id,
             ) from None
-        conversation = Conversation(kept.messages, measure=measure)
-        for message_id, replacement in kept.overlays.items():
-            conversation.set_overlay(message_id, replacement)
+        key, counts, overlay_counts = kept.counts
+        if key is None or getattr(measure, "key", None) != key:
+            conversation = Conversation(kept.messages, measure=measure)
+            overlay_counts = {}
+        else:  # the same measure counted them: take its counts again
+            conversation = Conversation(kept.messages, measure=measure, counts=counts)
+        if kept.overlays:
+            conversation.set_overlays(kept.overlays, counts=overlay_counts)
         return EngineSnapshot(
             conversation=conversation,
             state=kept.state,

@@ -248,6 +248,10 @@ class Conversation:
         self._current_view()
         return list(self._view_tokens)
 
+    def log_counts(self) -> list[int]:
+        """The cached token counts of every original message, in log order."""
+        return list(self._counts)
+
     def _current_view(self) -> list[Message]:
         if self._view is None:
             self._rebuild()
@@ -533,6 +537,8 @@ class Conversation:
         """
         overlays = overlays or {}
         hidden = hidden or {}
+        if not (overlays or summaries or hidden):
+            return []
         for message_id, replacement in overlays.items():
             self._check_overlay(message_id, replacement)
         marked = self._check_summaries(summaries)

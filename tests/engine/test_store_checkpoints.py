@@ -10,11 +10,11 @@ import pytest
 
 from ctxflow import errors
 from ctxflow.checkpoints import CheckpointPolicy
-from ctxflow.engine import StoreCheckpointer
-from ctxflow.model import Message
+from ctxflow.engine import MemoryCheckpointer, StoreCheckpointer
+from ctxflow.model import Conversation, Message
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.testing.engine import assert_transition
-from ctxflow.tokens import HeuristicCounter
+from ctxflow.tokens import HeuristicCounter, message_measure
 from tests.engine.conftest import Driver, ratio_allocator
 
 Make = Callable[..., Driver]
@@ -105,3 +105,37 @@ def test_store_and_checkpointer_are_exclusive(make: Make) -> None:
     """Giving both a store and a checkpointer is a PolicyError."""
     with pytest.raises(errors.PolicyError, match="not both"):
         make(store=MemoryStore(), checkpointer=StoreCheckpointer(MemoryStore()))
+
+
+class _Counting:
+    """A keyed measure that counts its calls."""
+
+    def __init__(self, key: str) -> None:
+        self.inner = message_measure(HeuristicCounter())
+        self.key = key
+        self.calls = 0
+
+    def __call__(self, message: Message) -> int:
+        self.calls += 1
+        return self.inner(message)
+
+
+def test_memory_checkpoints_restore_the_counts_of_the_same_measure() -> None:
+    """In-memory checkpoints give their counts back to the same measure; another recounts."""
+    measure = _Counting("test/a")
+    conversation = Conversation(
+        [Message.user("x " * 300, id="u1"), Message.assistant("ok", id="a1")], measure=measure
+    )
+    conversation.set_overlay("u1", Message.user("[short]", id="u1"))
+    checkpoints = MemoryCheckpointer()
+    checkpoint = checkpoints.capture(
+        conversation, state={}, chart={}, phase="execution", trigger="phase"
+    )
+    measure.calls = 0
+    again = checkpoints.restore(checkpoint, measure=measure).conversation
+    assert measure.calls == 0
+    assert [again.tokens(m.id) for m in again] == [conversation.tokens(m.id) for m in conversation]
+    assert again.get("u1").text == "[short]"
+    other = _Counting("test/b")
+    checkpoints.restore(checkpoint, measure=other)
+    assert other.calls == 3  # two messages and the overlay
