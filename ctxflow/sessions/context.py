@@ -146,10 +146,11 @@ def apply_diff(conversation: Conversation, diff: Mapping[str, Any]) -> None:
                 conversation.hide(ids, condense_parent=condense)
             if truncation is not None:
                 conversation.hide(ids, truncation_parent=truncation)
-    for message_id in diff.get("removed_overlays", ()):
-        conversation.remove_overlay(message_id)
-    for message_id, overlay in diff.get("overlays", {}).items():
-        conversation.set_overlay(message_id, overlay)
+    removed = list(diff.get("removed_overlays", ()))
+    if removed:
+        conversation.remove_overlays(removed)
+    if diff.get("overlays"):
+        conversation.set_overlays(diff["overlays"])
 
 
 @attrs.define(eq=False)
