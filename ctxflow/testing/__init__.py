@@ -6,7 +6,7 @@ from ctxflow.testing.corpus import (
     corpus_path,
     load_corpus,
 )
-from ctxflow.testing.doubles import CountingCounter, FixedCounter
+from ctxflow.testing.doubles import CountingCounter, CountingMeasure, FixedCounter
 from ctxflow.testing.llm import (
     AsyncScriptedLLM,
     ScriptedLLM,
@@ -20,6 +20,7 @@ __all__ = [
     "CORPUS_ENV",
     "AsyncScriptedLLM",
     "CountingCounter",
+    "CountingMeasure",
     "FixedCounter",
     "ScriptExhausted",
     "ScriptedLLM",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 
+from ctxflow.model import Message
 from ctxflow.protocols import TokenCounter
+from ctxflow.tokens import message_measure
 
-__all__ = ["CountingCounter", "FixedCounter"]
+__all__ = ["CountingCounter", "CountingMeasure", "FixedCounter"]
 
 
 class FixedCounter:
@@ -44,3 +47,23 @@ class CountingCounter:
         self.calls += 1
         self.texts[text] += 1
         return self.inner.count(text)
+
+
+class CountingMeasure:
+    """A message measure with a ``key`` that records how many messages it counted.
+
+    Keyed, so a checkpoint stores its counts: a test can assert that a restore
+    with it took them instead of counting again (``calls`` stays 0).
+    """
+
+    def __init__(
+        self, inner: Callable[[Message], int] | None = None, *, key: str = "test/counting"
+    ) -> None:
+        self.inner = inner or message_measure(FixedCounter())
+        self.key = key
+        self.calls = 0
+
+    def __call__(self, message: Message) -> int:
+        """Count with the inner measure and record the call."""
+        self.calls += 1
+        return self.inner(message)

@@ -16,8 +16,8 @@ from ctxflow.errors import CheckpointError, CheckpointNotFound
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript
 from ctxflow.stores import MemoryStore, SQLiteStore, ThreadedAsyncStore
-from ctxflow.testing import FixedCounter, concatenate
-from ctxflow.tokens import HeuristicCounter, TiktokenCounter, message_measure
+from ctxflow.testing import CountingMeasure, FixedCounter, concatenate
+from ctxflow.tokens import TiktokenCounter, message_measure
 
 CHART = {"configuration": ["paused"], "history": {"paused.h": ["execution"]}}
 
@@ -206,19 +206,6 @@ def test_full_manifests_stay_linear() -> None:
     assert len(restore(store, writer.session_id).conversation) == 600
 
 
-class _Keyed:
-    """A keyed measure (the heuristic one) that counts how often it is called."""
-
-    def __init__(self, key: str = "test/heuristic") -> None:
-        self.inner = message_measure(HeuristicCounter())
-        self.key = key
-        self.calls = 0
-
-    def __call__(self, message: Message) -> int:
-        self.calls += 1
-        return self.inner(message)
-
-
 def _counts(conversation: Conversation) -> list[tuple[str, int, int]]:
     return [
         (m.id, conversation.original_tokens(m.id), conversation.tokens(m.id)) for m in conversation
@@ -227,7 +214,7 @@ def _counts(conversation: Conversation) -> list[tuple[str, int, int]]:
 
 def test_stored_counts_are_reused_by_the_same_measure(transcripts: list[Transcript]) -> None:
     """A restore with the capturing measure's key takes the stored counts and counts nothing."""
-    measure = _Keyed()
+    measure = CountingMeasure()
     conversation = Conversation(concatenate(transcripts, 60), measure=measure)
     store = MemoryStore()
     writer = Checkpointer(store, full_every=3, full_ratio=0, measure=measure)
@@ -251,11 +238,11 @@ def test_stored_counts_are_reused_by_the_same_measure(transcripts: list[Transcri
 
 def test_another_measure_counts_afresh() -> None:
     """A restore with a measure of another key, or none, counts every message itself."""
-    measure = _Keyed()
+    measure = CountingMeasure()
     conversation = Conversation([Message.user("x" * 400, id="u1")], measure=measure)
     store = MemoryStore()
     Checkpointer(store, "s", measure=measure).capture(conversation)
-    other = _Keyed("test/other")
+    other = CountingMeasure(key="test/other")
     restored = restore(store, "s", measure=other).conversation
     assert other.calls == 1
     assert restored.total_tokens == conversation.total_tokens
@@ -268,7 +255,7 @@ def test_measure_change_writes_counts_in_full() -> None:
     store = MemoryStore()
     conversation = Conversation([Message.user("hello there", id="u1")])
     Checkpointer(store, "s").capture(conversation)
-    measure = _Keyed()
+    measure = CountingMeasure()
     writer = Checkpointer(store, "s", measure=measure)
     resumed = writer.restore().conversation
     resumed.append(Message.assistant("hi", id="a1"))
@@ -298,8 +285,8 @@ def test_cl100k_restore_takes_stored_counts(tmp_path: Path, transcripts: list[Tr
 
 def test_counts_are_stored_under_the_conversations_own_measure() -> None:
     """A checkpointer told another measure still labels the counts with the conversation's."""
-    counting = _Keyed("test/counting")
-    told = _Keyed("test/told")
+    counting = CountingMeasure(key="test/counting")
+    told = CountingMeasure(key="test/told")
     conversation = Conversation([Message.user("x" * 400, id="u1")], measure=counting)
     store = MemoryStore()
     Checkpointer(store, "s", measure=told).capture(conversation)

@@ -13,8 +13,9 @@ from ctxflow.checkpoints import CheckpointPolicy
 from ctxflow.engine import MemoryCheckpointer, StoreCheckpointer
 from ctxflow.model import Conversation, Message
 from ctxflow.stores import MemoryStore, SQLiteStore
+from ctxflow.testing import CountingMeasure
 from ctxflow.testing.engine import assert_transition
-from ctxflow.tokens import HeuristicCounter, message_measure
+from ctxflow.tokens import HeuristicCounter
 from tests.engine.conftest import Driver, ratio_allocator
 
 Make = Callable[..., Driver]
@@ -107,22 +108,9 @@ def test_store_and_checkpointer_are_exclusive(make: Make) -> None:
         make(store=MemoryStore(), checkpointer=StoreCheckpointer(MemoryStore()))
 
 
-class _Counting:
-    """A keyed measure that counts its calls."""
-
-    def __init__(self, key: str) -> None:
-        self.inner = message_measure(HeuristicCounter())
-        self.key = key
-        self.calls = 0
-
-    def __call__(self, message: Message) -> int:
-        self.calls += 1
-        return self.inner(message)
-
-
 def test_memory_checkpoints_restore_the_counts_of_the_same_measure() -> None:
     """In-memory checkpoints give their counts back to the same measure; another recounts."""
-    measure = _Counting("test/a")
+    measure = CountingMeasure(key="test/a")
     conversation = Conversation(
         [Message.user("x " * 300, id="u1"), Message.assistant("ok", id="a1")], measure=measure
     )
@@ -136,6 +124,6 @@ def test_memory_checkpoints_restore_the_counts_of_the_same_measure() -> None:
     assert measure.calls == 0
     assert [again.tokens(m.id) for m in again] == [conversation.tokens(m.id) for m in conversation]
     assert again.get("u1").text == "[short]"
-    other = _Counting("test/b")
+    other = CountingMeasure(key="test/b")
     checkpoints.restore(checkpoint, measure=other)
     assert other.calls == 3  # two messages and the overlay
