@@ -114,14 +114,15 @@ def _middle_trim(text: str, keep: int, tokens_per_char: float) -> str:
     return f"{text[:head]}{marker}{text[len(text) - tail :] if tail else ''}"
 
 
-def _result_chars(message: Message) -> int:
+def _result_chars(results: Sequence[ToolResultBlock]) -> int:
+    """The characters of the results' text (an image holds none)."""
     total = 0
-    for block in message.content:
-        if isinstance(block, ToolResultBlock):
-            if isinstance(block.content, str):
-                total += len(block.content)
-            else:
-                total += sum(len(b.text) for b in block.content if isinstance(b, TextBlock))
+    for result in results:
+        content = result.content
+        if isinstance(content, str):
+            total += len(content)
+        else:
+            total += sum(len(b.text) for b in content if isinstance(b, TextBlock))
     return total
 
 
@@ -141,7 +142,7 @@ class TrimOversized:
             count = draft.tokens[index]
             if count <= limit or message.important or not is_result(message):
                 continue
-            chars = _result_chars(message)
+            chars = _result_chars(message.tool_results)
             if chars == 0:
                 continue
             ratio = limit / count
@@ -209,7 +210,7 @@ class ClearToolResults:
             results = message.tool_results
             if not results or message.important:
                 continue
-            if _results_chars(results) < self.min_chars:
+            if _result_chars(results) < self.min_chars:
                 continue
             if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
@@ -249,14 +250,6 @@ class ClearToolResults:
         return message.with_content(
             tuple(blocks), metadata={**message.metadata, OVERLAY_KIND: CLEARED}
         )
-
-
-def _results_chars(results: Sequence[ToolResultBlock]) -> int:
-    size = 0
-    for result in results:
-        content = result.content
-        size += len(content) if isinstance(content, str) else len(result.text)
-    return size
 
 
 def _keep_from(view: Sequence[Message], keep: int) -> int:
