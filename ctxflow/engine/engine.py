@@ -219,8 +219,8 @@ class StoreCheckpointer:
 
     def __init__(self, store: Any, session_id: str | None = None, *, measure: Any = None) -> None:
         self.store = store
-        # Given the conversation's measure, the writer stores each message's count with
-        # the checkpoint, and a restore with that measure does not count them again.
+        # Checkpoints carry the conversation's counts (under its measure's key); with
+        # that measure as the default, a restore takes them instead of counting again.
         self.writer = checkpoints.Checkpointer(store, session_id, measure=measure)
         self._rebase = False
 
@@ -305,7 +305,7 @@ class MemoryCheckpointer:
                 checkpoint_id=checkpoint_id,
             ) from None
         key, counts, overlay_counts = kept.counts
-        if key is None or getattr(measure, "key", None) != key:
+        if key is None or checkpoints.measure_key(measure) != key:
             conversation = Conversation(kept.messages, measure=measure)
             overlay_counts = {}
         else:  # the same measure counted them: take its counts again
