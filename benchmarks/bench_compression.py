@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from benchmarks.harness import Harness
-from ctxflow.compression import ClearToolResults, Ladder, Truncate, summarizers, undo
+from ctxflow.compression import ClearToolResults, Ladder, Truncate, details, undo
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, TextBlock, Transcript, check
@@ -254,7 +254,7 @@ def _speed(h: Harness, measure: Callable[[Message], int], count: Callable[[str],
             undo(conversation, reports.pop())
         # Each timed run meets the hidden user texts for the first time, as a
         # one-off compression would: no detail scan is served from the cache.
-        summarizers._cached_details.cache_clear()
+        details._cached_details.cache_clear()
 
     def clear_and_truncate() -> None:
         ladder = Ladder(rungs=[ClearToolResults(), Truncate()])
@@ -304,7 +304,7 @@ def _speed(h: Harness, measure: Callable[[Message], int], count: Callable[[str],
 
     def new_conversation() -> None:
         fresh[:] = [Conversation(messages, measure=known)]
-        summarizers._cached_details.cache_clear()
+        details._cached_details.cache_clear()
 
     def first_run() -> None:
         ladder = Ladder(rungs=[ClearToolResults(), Truncate()])

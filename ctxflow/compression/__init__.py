@@ -18,6 +18,7 @@ Budgets are plain token numbers: ``budget`` is the flexible budget and
 ``fixed`` the fixed costs that sit inside the conversation (0 when they do not).
 """
 
+from ctxflow.compression.details import extract_details
 from ctxflow.compression.draft import Draft
 from ctxflow.compression.ladder import (
     CompressionReport,
@@ -46,7 +47,6 @@ from ctxflow.compression.summarizers import (
     AsyncLLMSummarizer,
     ExtractiveSummarizer,
     LLMSummarizer,
-    extract_details,
     extract_facts,
     render,
 )

@@ -28,8 +28,9 @@ from typing import Protocol, TypeAlias
 
 import attrs
 
+from ctxflow.compression.details import extract_details
 from ctxflow.compression.draft import Draft, dialogue_start, is_result, tail_start
-from ctxflow.compression.summarizers import extract_details, extract_facts, is_decision
+from ctxflow.compression.summarizers import extract_facts, is_decision
 from ctxflow.layers import Episode
 from ctxflow.model import SUMMARY_OF, Block, Message, Role, TextBlock, ToolResultBlock, new_id
 

@@ -10,9 +10,9 @@ state (codes, numbers with units, paths, "my X is …", "please use …", kept
 verbatim), files and identifiers, errors, tool outcomes and open questions,
 found with regular expressions, and bounds itself to about ``max_tokens``
 (four characters a token, a conservative guess for any counter; the ladder
-measures the result anyway). The detail scan reads only user text, one
-combined regular expression per text block, so callers over large spans bound
-what they hand it (the truncation rung scans short user turns, newest first).
+measures the result anyway). The detail scan (:mod:`ctxflow.compression.details`)
+reads only user text; callers over large spans still bound what they hand it
+(the truncation rung scans short user turns, newest first).
 
 The LLM summarizer renders the span as a bounded transcript (so the call
 always fits the model's window, however long the span) and asks for a 70-90%
@@ -23,7 +23,6 @@ falling through to its next rung.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ctxflow.compression.details import extract_details
 from ctxflow.errors import CompressionError
 from ctxflow.layers import Fact
 from ctxflow.model import SUMMARY_OF, Message, Role, TextBlock, ToolResultBlock
@@ -68,34 +68,6 @@ _PATH = re.compile(
 _ERROR_LINE = re.compile(r"(?m)^.*\b(?:\w*Error|Exception|Traceback|FAILED|fatal)\b.*$")
 _QUESTION = re.compile(r"(?m)^[^\n?]{8,200}\?\s*$")
 _FACT_CHARS = 400
-
-# Specific, checkable details a user states: one scan over the text finds the
-# cues, then only the sentences holding a hit are judged. Strong cues say the
-# user is stating something to keep ("my X is", "please use", "the code is …");
-# weak ones are details by their shape (codes, numbers with units, paths).
-_STRONG = (
-    r"\b(?:my|our)\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|was|=)\s+\S"
-    r"|(?:^|\bplease\s+|\b(?:yes|yeah|ok|okay|sure|correct|right)\b[,.!]?\s+)"
-    r"(?:use|set|keep|go\s+with|pick|choose|switch\s+to|deploy\s+to|send)\b"
-    r"|\bthe\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|should\s+be|must\s+be|=)\s+"
-    r"[\"'`(]?(?=[A-Z0-9/~$\u20ac\u00a3])"
-    r"|\b(?:code|id|number|password|pin|key|token|version|port|host|email|account|order"
-    r"|reservation|ticket|username|address)\b\s*(?:is|:|=|#)\s*\S"
-)
-_WEAK = (
-    r"(?-i:\b(?=[A-Z0-9_-]*\d)(?=[A-Z0-9_-]*[A-Z])[A-Z0-9][A-Z0-9_-]{3,}\b)"
-    r"|\b[a-z]+_[a-z0-9_]*\d\b|\b[a-z]{2,}(?:[-.]\d+|\d{2,})\b"
-    r"|\b\d+(?:\.\d+)?\s?(?:ms|s|secs?|seconds?|min|minutes?|hours?|days?|weeks?|[kmgt]i?b"
-    r"|%|px|rpm|items?|rows?|users?|workers?|threads?|retries|times|percent)\b"
-    r"|[$\u20ac\u00a3]\s?\d|\bport\s+\d{2,5}\b|\bv?\d+\.\d+\.\d+\b|\b\d{3,}\b"
-    r"|(?<![\w/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+|\b[\w.-]+\.(?:py|js|ts|md|json|ya?ml"
-    r"|toml|cfg|ini|go|rs|java|sh|sql|txt|log|csv|conf)\b|\S+@\S+\.\w+|https?://\S+"
-)
-_DETAIL = re.compile(f"(?im)(?P<strong>{_STRONG})|(?P<weak>{_WEAK})")
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
-_FENCE = re.compile(r"```.*?(?:```|$)", re.S)
-_DETAIL_CHARS = 240
-_MAX_DETAILS = 48
 
 
 def _texts(message: Message) -> list[str]:
@@ -153,85 +125,6 @@ def is_decision(message: Message) -> bool:
     if message.role is not Role.USER:
         return False
     return any(next(_decisions(t), None) is not None for t in _texts(message))
-
-
-def _sentences_with_details(text: str) -> Iterator[tuple[int, str]]:
-    """Each (score, sentence) of ``text`` holding a detail cue: 2 for a strong one, else 1."""
-    if "```" in text:
-        text = _FENCE.sub("\n", text)
-    start = stop = -1
-    best = 0
-    for match in _DETAIL.finditer(text):
-        score = 2 if match.lastgroup == "strong" else 1
-        if match.start() < stop:
-            best = max(best, score)
-            continue
-        if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
-            yield best, text[start:stop].strip()
-        start = text.rfind("\n", 0, match.start()) + 1
-        for end in _SENTENCE_END.finditer(text, start, match.start()):
-            start = end.end()
-        ender = _SENTENCE_END.search(text, match.end())
-        stop = ender.end() if ender else len(text)
-        best = score
-    if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
-        yield best, text[start:stop].strip()
-
-
-#: Texts up to this size keep their scan in a small cache: a condensation scans its
-#: span in the rung (facts to flush) and again in the summarizer (its Details).
-_CACHED_TEXT_CHARS = 65_536
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_details(text: str) -> tuple[tuple[int, str], ...]:
-    return tuple(_sentences_with_details(text))
-
-
-def _details_of(text: str) -> Iterator[tuple[int, str]] | tuple[tuple[int, str], ...]:
-    if len(text) <= _CACHED_TEXT_CHARS:
-        return _cached_details(text)
-    return _sentences_with_details(text)
-
-
-def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -> list[Fact]:
-    """Specific details users state, as facts: codes, numbers, paths, "my X is …", "use …".
-
-    Only the text users wrote is read (tool output and assistant text are
-    not), sentence by sentence; a sentence is kept verbatim when it holds an
-    identifier, a number with a unit, a port, a path, an address, a
-    confirmation ("yes, use …"), a directive ("please use …") or a statement
-    such as "my account is …" / "the code is …". Duplicates are dropped; at
-    most ``limit`` are returned (strong cues first, then the most recent), in
-    conversation order, each keyed ``detail:<digest>``.
-    """
-    found: list[tuple[int, int, Fact]] = []
-    seen: set[str] = set()
-    order = 0
-    for message in messages:
-        if (
-            message.role is not Role.USER
-            or SUMMARY_OF in message.metadata
-            or message.metadata.get("ctxflow.kind") == "summary"
-        ):
-            continue
-        for text in _texts(message):
-            for score, sentence in _details_of(text):
-                line = " ".join(sentence.split())
-                if not 8 <= len(line) <= _DETAIL_CHARS:
-                    continue
-                digest = hashlib.sha1(line.lower().encode()).hexdigest()[:10]
-                if digest in seen:
-                    continue
-                seen.add(digest)
-                found.append(
-                    (score, order, Fact(key=f"detail:{digest}", value=line, source=message.id))
-                )
-                order += 1
-    if len(found) > limit:
-        found = sorted(found, key=lambda item: (-item[0], -item[1]))[:limit]
-        found.sort(key=lambda item: item[1])
-    return [fact for _, _, fact in found]
 
 
 def extract_facts(messages: Sequence[Message], *, details: bool = False) -> list[Fact]:

@@ -1,0 +1,192 @@
+"""The details users state, found fast: codes, numbers with units, paths, "my X is …".
+
+Truncation and condensation flush these to semantic memory before hiding the
+turns that hold them, and the extractive summarizer lists them; so the scan
+runs over every user turn a compression hides. One combined regular
+expression finds the cues; Python's engine tries every alternative at every
+position, about a microsecond a character, so for ASCII text (nearly all of
+it) :func:`detail_hits` tries it only where a cue can begin: at a keyword, at
+a line start, and inside a word holding a digit, ``/``, ``@``, ``$`` or a
+dot before a letter. Every cue needs one of them, so the hits are those of
+``finditer`` over the whole text (a property test holds them equal), in a
+fraction of the time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+
+from ctxflow.layers import Fact
+from ctxflow.model import SUMMARY_OF, Message, Role, TextBlock
+
+__all__ = ["detail_hits", "extract_details"]
+
+# Specific, checkable details a user states: one scan over the text finds the
+# cues, then only the sentences holding a hit are judged. Strong cues say the
+# user is stating something to keep ("my X is", "please use", "the code is …");
+# weak ones are details by their shape (codes, numbers with units, paths).
+_STRONG = (
+    r"\b(?:my|our)\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|was|=)\s+\S"
+    r"|(?:^|\bplease\s+|\b(?:yes|yeah|ok|okay|sure|correct|right)\b[,.!]?\s+)"
+    r"(?:use|set|keep|go\s+with|pick|choose|switch\s+to|deploy\s+to|send)\b"
+    r"|\bthe\s+[\w'\u2019 -]{1,40}?\s+(?:is|are|should\s+be|must\s+be|=)\s+"
+    r"[\"'`(]?(?=[A-Z0-9/~$\u20ac\u00a3])"
+    r"|\b(?:code|id|number|password|pin|key|token|version|port|host|email|account|order"
+    r"|reservation|ticket|username|address)\b\s*(?:is|:|=|#)\s*\S"
+)
+_WEAK = (
+    r"(?-i:\b(?=[A-Z0-9_-]*\d)(?=[A-Z0-9_-]*[A-Z])[A-Z0-9][A-Z0-9_-]{3,}\b)"
+    r"|\b[a-z]+_[a-z0-9_]*\d\b|\b[a-z]{2,}(?:[-.]\d+|\d{2,})\b"
+    r"|\b\d+(?:\.\d+)?\s?(?:ms|s|secs?|seconds?|min|minutes?|hours?|days?|weeks?|[kmgt]i?b"
+    r"|%|px|rpm|items?|rows?|users?|workers?|threads?|retries|times|percent)\b"
+    r"|[$\u20ac\u00a3]\s?\d|\bport\s+\d{2,5}\b|\bv?\d+\.\d+\.\d+\b|\b\d{3,}\b"
+    r"|(?<![\w/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+|\b[\w.-]+\.(?:py|js|ts|md|json|ya?ml"
+    r"|toml|cfg|ini|go|rs|java|sh|sql|txt|log|csv|conf)\b|\S+@\S+\.\w+|https?://\S+"
+)
+_DETAIL = re.compile(f"(?im)(?P<strong>{_STRONG})|(?P<weak>{_WEAK})")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_FENCE = re.compile(r"```.*?(?:```|$)", re.S)
+_DETAIL_CHARS = 240
+_MAX_DETAILS = 48
+
+# Where a cue can begin. Every strong cue begins at one of these words (or at a
+# line start); every weak one lies inside a whitespace-free run holding an
+# anchor at or after its start (a digit, a path's or URL's slash, an address's
+# at sign, a price's dollar, a file extension's dot).
+_CUE_WORDS = re.compile(
+    "okay|ok|my|our|please|yes|yeah|sure|correct|right|the|code|id|number|password|pin|key"
+    "|token|version|port|host|email|account|order|reservation|ticket|username|address"
+)
+_ANCHOR = re.compile(r"[0-9/@$.]")
+_SPACE = re.compile(r"\s")
+_WEAK_ONLY = re.compile(f"(?im)(?P<weak>{_WEAK})")
+
+
+def detail_hits(text: str) -> list[re.Match[str]]:
+    """The matches of the detail cues in ``text``, exactly those of ``finditer``, in order."""
+    if not text.isascii():
+        return list(_DETAIL.finditer(text))
+    tries: dict[int, re.Pattern[str]] = {}
+    size = len(text)
+    backwards = ""
+    run_end = last = -1
+    for anchor in _ANCHOR.finditer(text):
+        at = anchor.start()
+        if text[at] == "." and not (at + 1 < size and text[at + 1].isalpha()):
+            continue  # a full stop, not an extension's dot
+        if at < run_end:
+            tries.update(dict.fromkeys(range(last + 1, at + 1), _WEAK_ONLY))
+        else:
+            backwards = backwards or text[::-1]
+            space = _SPACE.search(backwards, size - at)
+            begin = size - space.start() if space else 0
+            space = _SPACE.search(text, at)
+            run_end = space.start() if space else size
+            tries.update(dict.fromkeys(range(begin, at + 1), _WEAK_ONLY))
+        last = at
+    # Strong cues, and weak ones there too: the whole expression.
+    tries[0] = _DETAIL
+    for word in _CUE_WORDS.finditer(text.lower()):
+        tries[word.start()] = _DETAIL
+    line = text.find("\n")
+    while line >= 0:
+        tries[line + 1] = _DETAIL
+        line = text.find("\n", line + 1)
+    hits: list[re.Match[str]] = []
+    end = 0
+    for at in sorted(tries):
+        if at < end:
+            continue
+        match = tries[at].match(text, at)
+        if match is not None:
+            hits.append(match)
+            end = match.end()
+    return hits
+
+
+def _sentences_with_details(text: str) -> Iterator[tuple[int, str]]:
+    """Each (score, sentence) of ``text`` holding a detail cue: 2 for a strong one, else 1."""
+    if "```" in text:
+        text = _FENCE.sub("\n", text)
+    start = stop = -1
+    best = 0
+    for match in detail_hits(text):
+        score = 2 if match.lastgroup == "strong" else 1
+        if match.start() < stop:
+            best = max(best, score)
+            continue
+        if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
+            yield best, text[start:stop].strip()
+        # The sentence starts after the last sentence end before the cue; the
+        # search starts where the previous sentence stopped (linear in the text).
+        start = max(text.rfind("\n", max(stop, 0), match.start()) + 1, stop)
+        for end in _SENTENCE_END.finditer(text, start, match.start()):
+            start = end.end()
+        ender = _SENTENCE_END.search(text, match.end())
+        stop = ender.end() if ender else len(text)
+        best = score
+    if best and 8 <= stop - start <= _DETAIL_CHARS + 8:
+        yield best, text[start:stop].strip()
+
+
+#: Texts up to this size keep their scan in a small cache: a condensation scans its
+#: span in the rung (facts to flush) and again in the summarizer (its Details).
+_CACHED_TEXT_CHARS = 65_536
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_details(text: str) -> tuple[tuple[int, str], ...]:
+    return tuple(_sentences_with_details(text))
+
+
+def _details_of(text: str) -> Iterator[tuple[int, str]] | tuple[tuple[int, str], ...]:
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _cached_details(text)
+    return _sentences_with_details(text)
+
+
+def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -> list[Fact]:
+    """Specific details users state, as facts: codes, numbers, paths, "my X is …", "use …".
+
+    Only the text users wrote is read (tool output and assistant text are
+    not), sentence by sentence; a sentence is kept verbatim when it holds an
+    identifier, a number with a unit, a port, a path, an address, a
+    confirmation ("yes, use …"), a directive ("please use …") or a statement
+    such as "my account is …" / "the code is …". Duplicates are dropped; at
+    most ``limit`` are returned (strong cues first, then the most recent), in
+    conversation order, each keyed ``detail:<digest>``.
+    """
+    found: list[tuple[int, int, Fact]] = []
+    seen: set[str] = set()
+    order = 0
+    for message in messages:
+        if (
+            message.role is not Role.USER
+            or SUMMARY_OF in message.metadata
+            or message.metadata.get("ctxflow.kind") == "summary"
+        ):
+            continue
+        for text in _texts(message):
+            for score, sentence in _details_of(text):
+                line = " ".join(sentence.split())
+                if not 8 <= len(line) <= _DETAIL_CHARS:
+                    continue
+                digest = hashlib.sha1(line.lower().encode()).hexdigest()[:10]
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                found.append(
+                    (score, order, Fact(key=f"detail:{digest}", value=line, source=message.id))
+                )
+                order += 1
+    if len(found) > limit:
+        found = sorted(found, key=lambda item: (-item[0], -item[1]))[:limit]
+        found.sort(key=lambda item: item[1])
+    return [fact for _, _, fact in found]
+
+
+def _texts(message: Message) -> list[str]:
+    return [b.text for b in message.content if isinstance(b, TextBlock) and b.text]
