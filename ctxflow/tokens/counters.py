@@ -19,6 +19,7 @@ All tiktoken counting uses ``encode_ordinary``: real tool output contains
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -86,12 +87,22 @@ class HeuristicCounter:
         return math.ceil(len(text) / self.chars_per_token)
 
 
+#: Texts up to this many characters keep their count in a per-counter cache.
+MEMO_CHARS = 256
+
+
 class TiktokenCounter:
-    """Exact counts with a tiktoken encoding loaded from an installed package."""
+    """Exact counts with a tiktoken encoding loaded from an installed package.
+
+    Short texts recur (tool names, "ok", compression placeholders), so counts
+    of texts up to :data:`MEMO_CHARS` characters are kept in a bounded LRU
+    cache; a count is a fixed function of the text, so a cached one is exact.
+    """
 
     def __init__(self, encoding: str = "cl100k_base") -> None:
         self._encoding = _load_encoding(encoding)
         self._name = encoding
+        self._short = functools.lru_cache(maxsize=4096)(self._encoded_length)
 
     @property
     def name(self) -> str:
@@ -100,6 +111,11 @@ class TiktokenCounter:
 
     def count(self, text: str) -> int:
         """The number of tokens of ``text`` (special-token text counted as plain text)."""
+        if len(text) <= MEMO_CHARS:
+            return self._short(text)
+        return len(self._encoding.encode_ordinary(text))
+
+    def _encoded_length(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from ctxflow.tokens import (
     profile_names,
     register_profile,
 )
-from ctxflow.tokens.counters import MEASURE_VERSION
+from ctxflow.tokens.counters import MEASURE_VERSION, MEMO_CHARS
 
 # Runs in a fresh interpreter with every socket refused and an empty tiktoken cache,
 # so any attempt to download an encoding fails loudly.
@@ -84,6 +84,19 @@ def test_cl100k_data_has_the_official_hash() -> None:
 def test_special_token_text_counts_as_text() -> None:
     """Text containing <|endoftext|> is counted, not refused."""
     assert TiktokenCounter("cl100k_base").count("a <|endoftext|> b") > 3
+
+
+def test_short_counts_come_from_the_cache_and_equal_fresh_ones() -> None:
+    """Texts up to MEMO_CHARS are counted once; a cached count is the encoder's count."""
+    counter = TiktokenCounter("cl100k_base")
+    encode = counter._encoding.encode_ordinary
+    short = "[bash result cleared by ctxflow: 12k characters; recall it by its call id]"
+    long = "word " * (MEMO_CHARS // 5 + 10)
+    for text in (short, short, "", "ok", long, long, *SAMPLES):
+        assert counter.count(text) == len(encode(text))
+    info = counter._short.cache_info()
+    assert info.hits >= 1  # the second ``short``
+    assert info.currsize == 3 + len(SAMPLES)  # short, "", "ok" and the samples; never ``long``
 
 
 def test_unknown_encoding_is_typed() -> None:
