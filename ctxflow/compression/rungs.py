@@ -239,8 +239,8 @@ class ClearToolResults:
                     kind = "error result" if block.is_error else "result"
                     block = ToolResultBlock(
                         tool_use_id=block.tool_use_id,
-                        content=f"[{name} {kind} cleared by ctxflow: {size:,} characters; "
-                        "recall it by its call id]",
+                        content=f"[{name} {kind} cleared by ctxflow: {_approx(size)} "
+                        "characters; recall it by its call id]",
                         is_error=block.is_error,
                         extra=block.extra,
                     )
@@ -251,6 +251,20 @@ class ClearToolResults:
         return message.with_content(
             tuple(blocks), metadata={**message.metadata, OVERLAY_KIND: CLEARED}
         )
+
+
+def _approx(size: int) -> str:
+    """``size`` to two significant digits: 870, 1.2k, 12k, 120k, 1.2M.
+
+    Placeholders repeat this way, so their token counts are served from the
+    counter's cache, and the model reads no false precision.
+    """
+    if size < 1_000:
+        return str(size)
+    rounded = round(size, 2 - len(str(size)))
+    unit, scale = ("M", 1_000_000) if rounded >= 1_000_000 else ("k", 1_000)
+    value = rounded / scale
+    return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
 
 
 def _keep_from(view: Sequence[Message], keep: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import attrs
+import pytest
 from _builders import chat, tool_loop
 
 from ctxflow.compression import (
@@ -18,7 +19,7 @@ from ctxflow.compression import (
     expand,
     recall,
 )
-from ctxflow.compression.rungs import CLEARED, OVERLAY_KIND, TRIMMED
+from ctxflow.compression.rungs import CLEARED, OVERLAY_KIND, TRIMMED, _approx
 from ctxflow.layers import LayeredState
 from ctxflow.model import SUMMARY_OF, Conversation, Message, check
 
@@ -76,7 +77,7 @@ def test_clear_keeps_the_latest_results_and_pinned_tools(
     assert cleared == ["r0", "r2", "r3"]
     placeholder = conversation.get("r0").tool_results[0].text
     assert placeholder == (
-        "[bash result cleared by ctxflow: 2,000 characters; recall it by its call id]"
+        "[bash result cleared by ctxflow: 2.0k characters; recall it by its call id]"
     )
     call_id = conversation.get("r0").tool_results[0].tool_use_id
     assert recall(conversation, call_id) == conversation.original("r0")
@@ -229,3 +230,21 @@ def test_truncate_flushes_unlabelled_user_details_to_semantic_memory(
         fixed=0,
     )
     assert not off.state.memory.semantic
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (999, "999"),
+        (1_000, "1.0k"),
+        (1_234, "1.2k"),
+        (9_960, "10k"),
+        (12_345, "12k"),
+        (99_500, "100k"),
+        (868_000, "870k"),
+        (1_234_567, "1.2M"),
+    ],
+)
+def test_placeholders_give_the_size_to_two_significant_digits(size: int, shown: str) -> None:
+    """The size cleared, rounded: placeholders repeat (their counts are cached)."""
+    assert _approx(size) == shown
