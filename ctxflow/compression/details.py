@@ -52,17 +52,25 @@ _FENCE = re.compile(r"```.*?(?:```|$)", re.S)
 _DETAIL_CHARS = 240
 _MAX_DETAILS = 48
 
-# Where a cue can begin. Every strong cue begins at one of these words (or at a
-# line start); every weak one lies inside a whitespace-free run holding an
-# anchor at or after its start (a digit, a path's or URL's slash, an address's
-# at sign, a price's dollar, a file extension's dot).
+# Where a cue can begin. Every strong cue begins at a line start or at one of
+# these words, standing alone (a word boundary on both sides); every weak one
+# lies inside a whitespace-free run holding an anchor at or after its start (a
+# digit, a path's or URL's slash, an address's at sign, a price's dollar, a file
+# extension's dot), or begins at the word "port". Where only one kind can begin,
+# only that kind is tried.
 _CUE_WORDS = re.compile(
     "okay|ok|my|our|please|yes|yeah|sure|correct|right|the|code|id|number|password|pin|key"
     "|token|version|port|host|email|account|order|reservation|ticket|username|address"
 )
 _ANCHOR = re.compile(r"[0-9/@$.]")
 _SPACE = re.compile(r"\s")
+_STRONG_ONLY = re.compile(f"(?im)(?P<strong>{_STRONG})")
 _WEAK_ONLY = re.compile(f"(?im)(?P<weak>{_WEAK})")
+
+
+def _in_word(text: str, at: int) -> bool:
+    """True when ``text[at]`` is a word character (ASCII text)."""
+    return 0 <= at < len(text) and (text[at].isalnum() or text[at] == "_")
 
 
 def detail_hits(text: str) -> list[re.Match[str]]:
@@ -87,14 +95,23 @@ def detail_hits(text: str) -> list[re.Match[str]]:
             run_end = space.start() if space else size
             tries.update(dict.fromkeys(range(begin, at + 1), _WEAK_ONLY))
         last = at
-    # Strong cues, and weak ones there too: the whole expression.
-    tries[0] = _DETAIL
+    starts = [0]
     for word in _CUE_WORDS.finditer(text.lower()):
-        tries[word.start()] = _DETAIL
+        at = word.start()
+        if not _in_word(text, at - 1) and not _in_word(text, word.end()):
+            if word.group() == "port":  # "port 8080" is a weak cue that starts at a word
+                tries[at] = _DETAIL
+            starts.append(at)
     line = text.find("\n")
     while line >= 0:
-        tries[line + 1] = _DETAIL
+        starts.append(line + 1)
         line = text.find("\n", line + 1)
+    for at in starts:
+        kind = tries.get(at)
+        if kind is None:
+            tries[at] = _STRONG_ONLY
+        elif kind is _WEAK_ONLY:
+            tries[at] = _DETAIL
     hits: list[re.Match[str]] = []
     end = 0
     for at in sorted(tries):
