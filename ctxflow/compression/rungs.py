@@ -199,8 +199,9 @@ class ClearToolResults:
 
     def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
         """Clear the oldest eligible tool results until the target is met."""
-        view = draft.view
+        view, tokens, measure = draft.view, draft.tokens, draft.measure
         need = draft.total - ctx.target
+        min_chars = self.min_chars
         replacements: dict[int, Message] = {}
         counts: dict[int, int] = {}
         saved = 0
@@ -209,32 +210,31 @@ class ClearToolResults:
                 break
             message = view[at]
             results = message.tool_results
-            if not results or message.important:
-                continue
-            if _result_chars(results) < self.min_chars:
+            if not results or message.important or _result_chars(results) < min_chars:
                 continue
             if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
             replacement = self._cleared(message, view[at - 1])
             if replacement is None:
                 continue
-            count = draft.measure(replacement)
-            if count < draft.tokens[at]:
+            count = measure(replacement)
+            if count < tokens[at]:
                 replacements[at] = replacement
                 counts[at] = count
-                saved += draft.tokens[at] - count
+                saved += tokens[at] - count
         if not replacements:
             return Skip(reason="no older tool result is large enough to clear")
         return draft.with_overlays(replacements, counts)
 
     def _cleared(self, message: Message, call: Message) -> Message | None:
         """``message`` with its large, unpinned results replaced (None when none is)."""
+        names = {use.id: use.name for use in call.tool_uses}
         blocks: list[Block] = []
         changed = False
         for block in message.content:
             if isinstance(block, ToolResultBlock):
                 size = len(block.text)
-                name = next((u.name for u in call.tool_uses if u.id == block.tool_use_id), "tool")
+                name = names.get(block.tool_use_id, "tool")
                 if size >= self.min_chars and name not in self.pinned_tools:
                     kind = "error result" if block.is_error else "result"
                     block = ToolResultBlock(
@@ -248,9 +248,7 @@ class ClearToolResults:
             blocks.append(block)
         if not changed:
             return None
-        return message.with_content(
-            tuple(blocks), metadata={**message.metadata, OVERLAY_KIND: CLEARED}
-        )
+        return message.with_content(blocks, metadata={**message.metadata, OVERLAY_KIND: CLEARED})
 
 
 def _approx(size: int) -> str:
