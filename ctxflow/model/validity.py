@@ -15,7 +15,7 @@ present whenever tool blocks are (when the caller says which tools it sends).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from typing import Literal, Protocol
 
 import attrs
@@ -93,51 +93,58 @@ def check(
 
     previous: Message | None = None
     first_dialog = True
+    system, user = Role.SYSTEM, Role.USER
+    # The set of call ids the previous message opened (empty unless it was an
+    # assistant message with tool_use blocks); the loop runs once per message
+    # of long histories, so it reads each message's fields once.
+    expected: Set[str] = _NONE
     for index, message in enumerate(messages):
-        if message.id in seen_messages:
-            add(index, "duplicate_message_id", f"id {message.id!r} appears twice", message.id)
-        seen_messages.add(message.id)
-        if not message.content:
-            add(index, "empty_content", "message has no content blocks", message.id)
-        _check_blocks(index, message, add)
+        message_id, role, content = message.id, message.role, message.content
+        if message_id in seen_messages:
+            add(index, "duplicate_message_id", f"id {message_id!r} appears twice", message_id)
+        seen_messages.add(message_id)
+        if not content:
+            add(index, "empty_content", "message has no content blocks", message_id)
+        elif len(content) > 1 or (isinstance(content[0], TextBlock) and not content[0].text):
+            _check_blocks(index, message, add)  # one non-empty block is in place by definition
 
-        if message.role is Role.SYSTEM:
+        if role is system:
             if index != 0:
-                add(index, "system_position", "a system message may only come first", message.id)
+                add(index, "system_position", "a system message may only come first", message_id)
             continue
 
-        if first_dialog and message.role is not Role.USER:
+        if first_dialog and role is not user:
             add(index, "first_not_user", "the first message after the system prompt must be user")
         first_dialog = False
-        if previous is not None and previous.role is message.role:
+        if previous is not None and previous.role is role:
             add(
                 index,
                 "role_alternation",
-                f"two {message.role.value} messages in a row",
+                f"two {role.value} messages in a row",
                 previous.id,
-                message.id,
+                message_id,
             )
 
         uses = message.tool_uses
         results = message.tool_results
-        if uses or results:
+        opened = expected
+        expected = _NONE
+        previous = message
+        if uses:
             has_tool_blocks = True
-        for use in uses:
-            if use.id in seen_uses:
-                add(index, "duplicate_tool_use_id", f"tool_use id {use.id!r} reused", use.id)
-            seen_uses[use.id] = index
-
-        expected = (
-            {u.id for u in previous.tool_uses}
-            if previous is not None and previous.role is Role.ASSISTANT and previous.tool_uses
-            else _NONE
-        )
-        if not results and not expected:
-            previous = message
+            for use in uses:
+                if use.id in seen_uses:
+                    add(index, "duplicate_tool_use_id", f"tool_use id {use.id!r} reused", use.id)
+                seen_uses[use.id] = index
+            if role is not user:
+                expected = {u.id for u in uses}
+        if not results and not opened:
             continue
+        has_tool_blocks = True if results else has_tool_blocks
+        expected_here = opened
         answered = set()
         for result in results:
-            if result.tool_use_id in expected:
+            if result.tool_use_id in expected_here:
                 answered.add(result.tool_use_id)
             elif result.tool_use_id in seen_uses:
                 add(
@@ -154,23 +161,22 @@ def check(
                     f"tool_result {result.tool_use_id!r} answers no tool_use",
                     result.tool_use_id,
                 )
-        if expected:
-            missing = sorted(expected - answered)
-            if missing and answered:
+        if len(answered) < len(expected_here):  # a subset of the calls: some are unanswered
+            missing = sorted(expected_here - answered)
+            if answered:
                 add(
                     index,
                     "batch_split",
-                    f"only {len(answered)} of {len(expected)} parallel calls answered here",
+                    f"only {len(answered)} of {len(expected_here)} parallel calls answered here",
                     *missing,
                 )
-            elif missing:
+            else:
                 add(
                     index - 1,
                     "unanswered_tool_use",
                     f"tool_use {', '.join(map(repr, missing))} not answered in the next message",
                     *missing,
                 )
-        previous = message
 
     if previous is not None and previous.role is Role.ASSISTANT and previous.tool_uses:
         pending = tuple(u.id for u in previous.tool_uses)
