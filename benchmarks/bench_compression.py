@@ -359,6 +359,7 @@ def _steady(
     ladder = Ladder()
     late = len(messages) * 4 // 5
     times: list[float] = []
+    every: list[float] = []
     gc.collect()
     for turn, message in enumerate(messages[2:], start=2):
         conversation.append(message)
@@ -371,6 +372,7 @@ def _steady(
         ladder.run(conversation, LayeredState(), budget=budget, fixed=fixed, turn=turn)
         elapsed = (time.perf_counter() - start) * 1000
         gc.enable()
+        every.append(elapsed)
         if turn >= late:
             times.append(elapsed)
     peer_ms = None
@@ -383,6 +385,9 @@ def _steady(
         peer="langchain trim_messages over the whole history" if peer_ms is not None else None,
         peer_value=peer_ms,
         firings=len(times),
+        worst_late_ms=round(max(times), 3) if times else None,
+        worst_ms=round(max(every), 3) if every else None,
+        all_firings=len(every),
         budget=budget,
         log_messages=len(conversation),
         shown_messages=conversation.effective_count,
