@@ -62,8 +62,12 @@ _CUE_WORDS = re.compile(
     "okay|ok|my|our|please|yes|yeah|sure|correct|right|the|code|id|number|password|pin|key"
     "|token|version|port|host|email|account|order|reservation|ticket|username|address"
 )
-_ANCHOR = re.compile(r"[0-9/@$.]")
-_SPACE = re.compile(r"\s")
+# A whitespace-free run holding an anchor (a full stop is not one; a dot before a
+# letter is); the lookbehind lets only a run's first character start a match.
+_ANCHORED_RUN = re.compile(r"(?<!\S)\S*?(?:[0-9/@$]|\.[A-Za-z])\S*")
+# Inside a run, every weak cue but an address begins at a word boundary, at a
+# price's dollar, at a path's first character or at a URL's "h".
+_WEAK_STARTS = re.compile(r"\b|(?=[$~./hH])")
 _STRONG_ONLY = re.compile(f"(?im)(?P<strong>{_STRONG})")
 _WEAK_ONLY = re.compile(f"(?im)(?P<weak>{_WEAK})")
 
@@ -78,23 +82,12 @@ def detail_hits(text: str) -> list[re.Match[str]]:
     if not text.isascii():
         return list(_DETAIL.finditer(text))
     tries: dict[int, re.Pattern[str]] = {}
-    size = len(text)
-    backwards = ""
-    run_end = last = -1
-    for anchor in _ANCHOR.finditer(text):
-        at = anchor.start()
-        if text[at] == "." and not (at + 1 < size and text[at + 1].isalpha()):
-            continue  # a full stop, not an extension's dot
-        if at < run_end:
-            tries.update(dict.fromkeys(range(last + 1, at + 1), _WEAK_ONLY))
+    for run in _ANCHORED_RUN.finditer(text):
+        begin, stop = run.span()
+        if "@" in run.group():  # an address's cue may begin at any character of its run
+            tries.update(dict.fromkeys(range(begin, stop), _WEAK_ONLY))
         else:
-            backwards = backwards or text[::-1]
-            space = _SPACE.search(backwards, size - at)
-            begin = size - space.start() if space else 0
-            space = _SPACE.search(text, at)
-            run_end = space.start() if space else size
-            tries.update(dict.fromkeys(range(begin, at + 1), _WEAK_ONLY))
-        last = at
+            tries.update((m.start(), _WEAK_ONLY) for m in _WEAK_STARTS.finditer(text, begin, stop))
     starts = [0]
     for word in _CUE_WORDS.finditer(text.lower()):
         at = word.start()
