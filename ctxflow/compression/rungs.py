@@ -117,6 +117,8 @@ def _middle_trim(text: str, keep: int, tokens_per_char: float) -> str:
 
 def _result_chars(results: Sequence[ToolResultBlock]) -> int:
     """The characters of the results' text (an image holds none)."""
+    if len(results) == 1 and isinstance(results[0].content, str):
+        return len(results[0].content)  # the usual message: one result, as text
     total = 0
     for result in results:
         content = result.content
