@@ -96,13 +96,13 @@ class TiktokenCounter:
 
     Short texts recur (tool names, "ok", compression placeholders), so counts
     of texts up to :data:`MEMO_CHARS` characters are kept in a bounded LRU
-    cache; a count is a fixed function of the text, so a cached one is exact.
+    cache shared by the counters of one encoding; a count is a fixed function
+    of the text, so a cached one is exact.
     """
 
     def __init__(self, encoding: str = "cl100k_base") -> None:
         self._encoding = _load_encoding(encoding)
         self._name = encoding
-        self._short = functools.lru_cache(maxsize=4096)(self._encoded_length)
 
     @property
     def name(self) -> str:
@@ -112,10 +112,7 @@ class TiktokenCounter:
     def count(self, text: str) -> int:
         """The number of tokens of ``text`` (special-token text counted as plain text)."""
         if len(text) <= MEMO_CHARS:
-            return self._short(text)
-        return len(self._encoding.encode_ordinary(text))
-
-    def _encoded_length(self, text: str) -> int:
+            return _short_count(self._name, text)
         return len(self._encoding.encode_ordinary(text))
 
     def __repr__(self) -> str:
@@ -124,6 +121,12 @@ class TiktokenCounter:
 
 _lock = threading.Lock()
 _encodings: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_count(encoding: str, text: str) -> int:
+    """The token count of a short ``text`` in a loaded ``encoding``, cached (see MEMO_CHARS)."""
+    return len(_encodings[encoding].encode_ordinary(text))
 
 
 def _load_encoding(name: str) -> Any:

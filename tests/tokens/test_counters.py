@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from ctxflow.tokens import (
     profile_names,
     register_profile,
 )
-from ctxflow.tokens.counters import MEASURE_VERSION, MEMO_CHARS
+from ctxflow.tokens.counters import MEASURE_VERSION, MEMO_CHARS, _short_count
 
 # Runs in a fresh interpreter with every socket refused and an empty tiktoken cache,
 # so any attempt to download an encoding fails loudly.
@@ -92,11 +93,14 @@ def test_short_counts_come_from_the_cache_and_equal_fresh_ones() -> None:
     encode = counter._encoding.encode_ordinary
     short = "[bash result cleared by ctxflow: 12k characters; recall it by its call id]"
     long = "word " * (MEMO_CHARS // 5 + 10)
+    _short_count.cache_clear()
     for text in (short, short, "", "ok", long, long, *SAMPLES):
         assert counter.count(text) == len(encode(text))
-    info = counter._short.cache_info()
+    info = _short_count.cache_info()
     assert info.hits >= 1  # the second ``short``
     assert info.currsize == 3 + len(SAMPLES)  # short, "", "ok" and the samples; never ``long``
+    again = pickle.loads(pickle.dumps(counter))  # a counter still travels to other processes
+    assert again.count(short) == counter.count(short)
 
 
 def test_unknown_encoding_is_typed() -> None:
