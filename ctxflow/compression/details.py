@@ -37,14 +37,21 @@ _STRONG = (
     r"|\b(?:code|id|number|password|pin|key|token|version|port|host|email|account|order"
     r"|reservation|ticket|username|address)\b\s*(?:is|:|=|#)\s*\S"
 )
+#
+# Each cue is linear in the text it scans, whatever the text: a pasted blob
+# (base64, minified code, "a.a.a…") must not make the scan quadratic. So the
+# lookaheads and the code itself are bounded, and a file name or an address is
+# tried only where its run of name characters begins.
 _WEAK = (
-    r"(?-i:\b(?=[A-Z0-9_-]*\d)(?=[A-Z0-9_-]*[A-Z])[A-Z0-9][A-Z0-9_-]{3,}\b)"
+    r"(?-i:\b(?=[A-Z0-9_-]{0,63}\d)(?=[A-Z0-9_-]{0,63}[A-Z])[A-Z0-9][A-Z0-9_-]{3,63}\b)"
     r"|\b[a-z]+_[a-z0-9_]*\d\b|\b[a-z]{2,}(?:[-.]\d+|\d{2,})\b"
     r"|\b\d+(?:\.\d+)?\s?(?:ms|s|secs?|seconds?|min|minutes?|hours?|days?|weeks?|[kmgt]i?b"
     r"|%|px|rpm|items?|rows?|users?|workers?|threads?|retries|times|percent)\b"
     r"|[$\u20ac\u00a3]\s?\d|\bport\s+\d{2,5}\b|\bv?\d+\.\d+\.\d+\b|\b\d{3,}\b"
-    r"|(?<![\w/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+|\b[\w.-]+\.(?:py|js|ts|md|json|ya?ml"
-    r"|toml|cfg|ini|go|rs|java|sh|sql|txt|log|csv|conf)\b|\S+@\S+\.\w+|https?://\S+"
+    r"|(?<![\w/])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.-]+)+"
+    r"|(?<![\w.-])[\w.-]{1,200}\.(?:py|js|ts|md|json|ya?ml"
+    r"|toml|cfg|ini|go|rs|java|sh|sql|txt|log|csv|conf)\b"
+    r"|(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+|https?://\S+"
 )
 _DETAIL = re.compile(f"(?im)(?P<strong>{_STRONG})|(?P<weak>{_WEAK})")
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
@@ -66,8 +73,8 @@ _CUE_WORDS = re.compile(
 # letter is); the lookbehind lets only a run's first character start a match.
 _ANCHORED_RUN = re.compile(r"(?<!\S)\S*?(?:[0-9/@$]|\.[A-Za-z])\S*")
 # Inside a run, every weak cue but an address begins at a word boundary, at a
-# price's dollar, at a path's first character or at a URL's "h".
-_WEAK_STARTS = re.compile(r"\b|(?=[$~./hH])")
+# price's dollar, at a path's or file name's first character or at a URL's "h".
+_WEAK_STARTS = re.compile(r"\b|(?=[$~./hH-])")
 _STRONG_ONLY = re.compile(f"(?im)(?P<strong>{_STRONG})")
 _WEAK_ONLY = re.compile(f"(?im)(?P<weak>{_WEAK})")
 
@@ -88,6 +95,8 @@ def detail_hits(text: str) -> list[re.Match[str]]:
             tries.update(dict.fromkeys(range(begin, stop), _WEAK_ONLY))
         else:
             tries.update((m.start(), _WEAK_ONLY) for m in _WEAK_STARTS.finditer(text, begin, stop))
+    if 2 * len(tries) > len(text):  # a dense blob: trying each place costs more than a scan
+        return list(_DETAIL.finditer(text))
     starts = [0]
     for word in _CUE_WORDS.finditer(text.lower()):
         at = word.start()

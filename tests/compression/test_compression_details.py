@@ -169,6 +169,8 @@ _CUES = [
     "../a/b",
     "/etc/hosts",
     "notes.md",
+    "(-notes.md",
+    "(+me@x.io",
     "me@x.io",
     "me@x._a",
     "https://h.io",
@@ -223,3 +225,23 @@ def test_a_long_line_of_many_sentences_is_scanned_once() -> None:
     assert len(found) == 2_000
     assert found[0] == (1, "Item 0 costs $0.50 today.")
     assert found == list(_reference_sentences(text))
+
+
+def test_hostile_blobs_are_scanned_in_linear_time() -> None:
+    """Pasted blobs once made the cue expression quadratic (minutes for 100k characters).
+
+    The test times nothing: a quadratic scan of these texts would not end
+    within the suite's run.
+    """
+    blobs = [
+        "a." * 50_000,  # a file-name cue tried at every word
+        "AB-" * 33_000,  # a code's lookaheads at every word
+        "a" * 100_000 + "@b",  # an address cue tried at every character
+        "x/" * 50_000,
+        "1." * 50_000,
+        "(-" * 50_000,
+    ]
+    for blob in blobs:
+        details._cached_details.cache_clear()
+        assert _fast(blob) == _plain(blob)
+        list(details._sentences_with_details(blob))
