@@ -68,6 +68,9 @@ _PATH = re.compile(
 _ERROR_LINE = re.compile(r"(?m)^.*\b(?:\w*Error|Exception|Traceback|FAILED|fatal)\b.*$")
 _QUESTION = re.compile(r"(?m)^[^\n?]{8,200}\?\s*$")
 _FACT_CHARS = 400
+# How far before "decided" / "go with" the "we" / "let's" may stand.
+_LOOKBEHIND_CHARS = 64
+_SPACES = re.compile(r"\s*")
 
 
 def _texts(message: Message) -> list[str]:
@@ -102,22 +105,48 @@ def _keyword_hits(text: str) -> Iterator[re.Match[str]]:
 
 
 def _decisions(text: str) -> Iterator[tuple[str, str]]:
-    """Each (kind, line) stating a decision, constraint or thing to remember in ``text``."""
+    """Each (kind, line) stating a decision, constraint or thing to remember in ``text``.
+
+    Linear in the text, however many keywords one long line holds: each line's
+    bounds and lead are found once, the look-behind for "we decided" / "let's go
+    with" reads a short window, and a line is read no further than a fact keeps
+    (its first ``_FACT_CHARS`` characters).
+    """
+    line_start = searched = 0
+    line_end = lead_end = content_start = -1
     for match in _keyword_hits(text):
+        start, end = match.span()
+        newline = text.rfind("\n", searched, start)
+        searched = start
+        if newline >= 0 or line_end < 0:  # the first keyword of a line
+            if newline >= 0:
+                line_start = newline + 1
+            line_end = text.find("\n", end)
+            if line_end < 0:
+                line_end = len(text)
+            lead_end = _run_end(_LEAD, text, line_start, line_end)
+            content_start = _run_end(_SPACES, text, line_start, line_end)
         word = match.group(1).lower()
-        line_start = text.rfind("\n", 0, match.start()) + 1
-        line_end = text.find("\n", match.end())
-        if line_end < 0:
-            line_end = len(text)
-        before = text[line_start : match.start()]
-        labelled = word in _LABELS and _SEP.match(text, match.end()) is not None
-        if labelled and (_LEAD.fullmatch(before) or before.endswith((". ", "! ", "? "))):
-            yield word, text[match.start() : line_end].strip()
+        labelled = word in _LABELS and _SEP.match(text, end) is not None
+        if labelled and (lead_end >= start or text.endswith((". ", "! ", "? "), line_start, start)):
+            yield word, _line(text, start, line_end)
             continue
-        if (word == "decided" and _DECIDED.search(before)) or (
-            word == "go with" and _LETS.search(before)
+        window = max(line_start, start - _LOOKBEHIND_CHARS)
+        if (word == "decided" and _DECIDED.search(text, window, start)) or (
+            word == "go with" and _LETS.search(text, window, start)
         ):
-            yield "decision", text[line_start:line_end].strip()
+            yield "decision", _line(text, content_start, line_end)
+
+
+def _run_end(pattern: re.Pattern[str], text: str, start: int, stop: int) -> int:
+    """Where the run of ``pattern`` (which matches the empty string) starting at ``start`` ends."""
+    found = pattern.match(text, start, stop)
+    return found.end() if found is not None else start
+
+
+def _line(text: str, start: int, stop: int) -> str:
+    """``text[start:stop]`` (from its first non-space), read no further than a fact keeps."""
+    return text[start : min(stop, start + _FACT_CHARS + 1)].rstrip()
 
 
 def is_decision(message: Message) -> bool:

@@ -122,3 +122,28 @@ def test_extractive_summary_keeps_unlabelled_user_details() -> None:
     span = [*_span(), Message.user("my employee number is 551234", id="u9")]
     summary = ExtractiveSummarizer().summarize(span, max_tokens=400)
     assert "my employee number is 551234" in summary
+
+
+def test_long_lines_of_keywords_are_read_in_linear_time() -> None:
+    """One long line holding many keywords once cost a scan of the line per keyword.
+
+    Nothing is timed: at this size a quadratic reading would hold the suite
+    up for minutes. The facts found are the same as on a short line.
+    """
+    lines = [
+        "decided " * 25_000,
+        "go with " * 25_000,
+        " " * 100_000 + "we decided to ship. " * 5_000,
+        "Note: keep it. " * 12_000,
+    ]
+    for line in lines:
+        message = Message.user(line, id="u1")
+        facts = extract_facts([message])
+        assert all(len(f.value) <= 400 for f in facts)
+        ExtractiveSummarizer().summarize(
+            [Message.user("Fix it.", id="u0"), Message.assistant("ok", id="a0"), message],
+            max_tokens=300,
+        )
+    assert [f.value for f in extract_facts([Message.user(lines[2], id="u2")])] == [
+        ("we decided to ship. " * 20)[:400]
+    ]
