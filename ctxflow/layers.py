@@ -18,7 +18,7 @@ reference and a failed transition leave it untouched. ``to_plain`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -191,6 +191,25 @@ class LayeredState:
         kept = tuple(f for f in self.memory.semantic if f.key != key)
         fact = Fact(key=key, value=value, source=source)
         return attrs.evolve(self, memory=attrs.evolve(self.memory, semantic=(*kept, fact)))
+
+    def with_facts(self, facts: Iterable[Fact]) -> LayeredState:
+        """Add many semantic facts at once, as ``with_fact`` would one by one.
+
+        A fact supersedes an earlier one with its key, among the new ones too;
+        the survivors keep the order of their last addition.
+        """
+        incoming = list(facts)
+        if not incoming:
+            return self
+        for at, fact in enumerate(incoming):
+            if not isinstance(fact, Fact):
+                raise FormatError(
+                    f"facts[{at}] must be a Fact (got {type(fact).__name__})", rule="not_a_fact"
+                )
+        last = {fact.key: at for at, fact in enumerate(incoming)}
+        kept = [f for f in self.memory.semantic if f.key not in last]
+        kept += [fact for at, fact in enumerate(incoming) if last[fact.key] == at]
+        return attrs.evolve(self, memory=attrs.evolve(self.memory, semantic=tuple(kept)))
 
     def with_episode(self, episode: Episode) -> LayeredState:
         """Add an episodic memory."""

@@ -460,9 +460,7 @@ class Ladder:
                 f"{applied})",
                 rule="invalid_result",
             ) from None
-        new_state = state
-        for fact in draft.facts:
-            new_state = new_state.with_fact(fact.key, fact.value, fact.source)
+        new_state = state.with_facts(draft.facts)
         for episode in draft.episodes:
             new_state = new_state.with_episode(episode)
         if used and turn is not None:

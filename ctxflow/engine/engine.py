@@ -607,9 +607,7 @@ class _Core:
 
     def _consolidate(self, conversation: Conversation, state: LayeredState) -> LayeredState:
         """Flush the decisions and constraints stated so far into semantic memory."""
-        for fact in extract_facts(conversation.effective()):
-            state = state.with_fact(fact.key, fact.value, fact.source)
-        return state
+        return state.with_facts(extract_facts(conversation.effective()))
 
     def _plan_budget(self, state: LayeredState, *, phase: str, policy: Any) -> Allocation:
         return plan_budget(

@@ -88,8 +88,7 @@ def _merge_states(states: Sequence[LayeredState], strategy: MergeStrategy) -> La
         return states[0]
     merged = states[0]
     for state in states[1:]:
-        for fact in state.memory.semantic:
-            merged = merged.with_fact(fact.key, fact.value, fact.source)
+        merged = merged.with_facts(state.memory.semantic)
         for procedure in state.memory.procedural:
             merged = merged.with_procedure(procedure)
         known = {e.id for e in merged.memory.episodic}
