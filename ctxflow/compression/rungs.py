@@ -207,10 +207,10 @@ class ClearToolResults:
         replacements: dict[int, Message] = {}
         counts: dict[int, int] = {}
         saved = 0
-        for at in range(max(1, dialogue_start(view)), _keep_from(view, self.keep_results)):
+        start = max(1, dialogue_start(view))
+        for at, message in enumerate(view[start : _keep_from(view, self.keep_results)], start):
             if saved >= need:
                 break
-            message = view[at]
             results = message.tool_results
             if not results or message.important or _result_chars(results) < min_chars:
                 continue
