@@ -5,11 +5,11 @@ turns that hold them, and the extractive summarizer lists them; so the scan
 runs over every user turn a compression hides. One combined regular
 expression finds the cues; Python's engine tries every alternative at every
 position, about a microsecond a character, so for ASCII text (nearly all of
-it) :func:`detail_hits` tries it only where a cue can begin: at a keyword, at
-a line start, and inside a word holding a digit, ``/``, ``@``, ``$`` or a
-dot before a letter. Every cue needs one of them, so the hits are those of
-``finditer`` over the whole text (a property test holds them equal), in a
-fraction of the time.
+it) :func:`detail_hits` tries it only where a cue can begin: at a cue word, at
+a line start, and inside a whitespace-free run holding a digit, ``/``, ``@``,
+``$`` or a dot before a letter. Every cue needs one of them, so the hits are
+those of ``finditer`` over the whole text (a property test holds them equal),
+in a fraction of the time. Every cue is linear in any text, pasted blobs too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from ctxflow.layers import Fact
 from ctxflow.model import SUMMARY_OF, Message, Role, TextBlock
 
-__all__ = ["detail_hits", "extract_details"]
+__all__ = ["block_texts", "detail_hits", "extract_details"]
 
 # Specific, checkable details a user states: one scan over the text finds the
 # cues, then only the sentences holding a hit are judged. Strong cues say the
@@ -37,7 +37,6 @@ _STRONG = (
     r"|\b(?:code|id|number|password|pin|key|token|version|port|host|email|account|order"
     r"|reservation|ticket|username|address)\b\s*(?:is|:|=|#)\s*\S"
 )
-#
 # Each cue is linear in the text it scans, whatever the text: a pasted blob
 # (base64, minified code, "a.a.a…") must not make the scan quadratic. So the
 # lookaheads and the code itself are bounded, and a file name or an address is
@@ -188,7 +187,7 @@ def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -
             or message.metadata.get("ctxflow.kind") == "summary"
         ):
             continue
-        for text in _texts(message):
+        for text in block_texts(message):
             for score, sentence in _details_of(text):
                 line = " ".join(sentence.split())
                 if not 8 <= len(line) <= _DETAIL_CHARS:
@@ -207,5 +206,6 @@ def extract_details(messages: Sequence[Message], *, limit: int = _MAX_DETAILS) -
     return [fact for _, _, fact in found]
 
 
-def _texts(message: Message) -> list[str]:
+def block_texts(message: Message) -> list[str]:
+    """The message's non-empty text blocks (tool results and calls excluded)."""
     return [b.text for b in message.content if isinstance(b, TextBlock) and b.text]

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ctxflow.compression.details import block_texts as _texts
 from ctxflow.compression.details import extract_details
 from ctxflow.errors import CompressionError
 from ctxflow.layers import Fact
@@ -71,10 +72,6 @@ _FACT_CHARS = 400
 # How far before "decided" / "go with" the "we" / "let's" may stand.
 _LOOKBEHIND_CHARS = 64
 _SPACES = re.compile(r"\s*")
-
-
-def _texts(message: Message) -> list[str]:
-    return [b.text for b in message.content if isinstance(b, TextBlock) and b.text]
 
 
 def _keyword_hits(text: str) -> Iterator[re.Match[str]]:
