@@ -87,7 +87,7 @@ class HeuristicCounter:
         return math.ceil(len(text) / self.chars_per_token)
 
 
-#: Texts up to this many characters keep their count in a per-counter cache.
+#: Texts up to this many characters keep their count in a cache (one per encoding).
 MEMO_CHARS = 256
 
 
@@ -125,8 +125,8 @@ _encodings: dict[str, Any] = {}
 
 @functools.lru_cache(maxsize=8192)
 def _short_count(encoding: str, text: str) -> int:
-    """The token count of a short ``text`` in a loaded ``encoding``, cached (see MEMO_CHARS)."""
-    return len(_encodings[encoding].encode_ordinary(text))
+    """The token count of a short ``text`` in ``encoding``, cached (see MEMO_CHARS)."""
+    return len(_load_encoding(encoding).encode_ordinary(text))
 
 
 def _load_encoding(name: str) -> Any:

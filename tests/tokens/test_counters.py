@@ -101,6 +101,17 @@ def test_short_counts_come_from_the_cache_and_equal_fresh_ones() -> None:
     assert info.currsize == 3 + len(SAMPLES)  # short, "", "ok" and the samples; never ``long``
     again = pickle.loads(pickle.dumps(counter))  # a counter still travels to other processes
     assert again.count(short) == counter.count(short)
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys; print(pickle.load(sys.stdin.buffer).count('ok'))",
+        ],
+        input=pickle.dumps(counter),
+        capture_output=True,
+        check=True,
+    )
+    assert int(fresh.stdout) == counter.count("ok")
 
 
 def test_unknown_encoding_is_typed() -> None:
