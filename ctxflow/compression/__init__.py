@@ -32,7 +32,10 @@ from ctxflow.compression.ladder import (
 )
 from ctxflow.compression.recall import expand, recall, undo
 from ctxflow.compression.rungs import (
+    CLEARED,
+    OVERLAY_KIND,
     SUMMARY_MARKER,
+    TRIMMED,
     ClearToolResults,
     Condense,
     HardReset,
@@ -52,7 +55,10 @@ from ctxflow.compression.summarizers import (
 )
 
 __all__ = [
+    "CLEARED",
+    "OVERLAY_KIND",
     "SUMMARY_MARKER",
+    "TRIMMED",
     "AsyncLLMSummarizer",
     "ClearToolResults",
     "CompressionReport",

@@ -55,6 +55,8 @@ class Draft:
     replacements, ``hidden`` maps ids to their truncation event, ``summaries``
     lists new summary messages with the ids they cover. ``facts`` and
     ``episodes`` are memory entries to add to the layered state on commit.
+    ``original`` gives a message as appended, by id (a shown one may be an
+    overlay); a draft built by hand without it treats the view as original.
     """
 
     __slots__ = (
@@ -62,6 +64,7 @@ class Draft:
         "facts",
         "hidden",
         "measure",
+        "original",
         "overlay_counts",
         "overlays",
         "summaries",
@@ -83,8 +86,10 @@ class Draft:
         facts: tuple[Fact, ...] = (),
         episodes: tuple[Episode, ...] = (),
         total: int | None = None,
+        original: Callable[[str], Message] | None = None,
     ) -> None:
         self.view = view
+        self.original = original
         self.tokens = tokens
         self.measure = measure
         self.overlays = overlays or {}
@@ -103,6 +108,7 @@ class Draft:
             tokens=conversation.effective_counts(),
             measure=conversation.measure,
             total=conversation.effective_tokens,
+            original=conversation.original,
         )
 
     def _copy(self, **changes: object) -> Draft:

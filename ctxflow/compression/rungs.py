@@ -216,7 +216,8 @@ class ClearToolResults:
                 continue
             if message.metadata.get(OVERLAY_KIND) == CLEARED:
                 continue
-            replacement = self._cleared(message, view[at - 1])
+            source = draft.original(message.id) if draft.original else message
+            replacement = self._cleared(message, view[at - 1], source)
             if replacement is None:
                 continue
             count = measure(replacement)
@@ -228,14 +229,20 @@ class ClearToolResults:
             return Skip(reason="no older tool result is large enough to clear")
         return draft.with_overlays(replacements, counts)
 
-    def _cleared(self, message: Message, call: Message) -> Message | None:
-        """``message`` with its large, unpinned results replaced (None when none is)."""
+    def _cleared(self, message: Message, call: Message, source: Message) -> Message | None:
+        """``message`` with its large, unpinned results replaced (None when none is).
+
+        A placeholder names the size of the result as ``source`` (the original)
+        holds it, which is what recalling it gives back, even when the shown
+        result was trimmed first.
+        """
         names = {use.id: use.name for use in call.tool_uses}
+        sizes = {r.tool_use_id: len(r.text) for r in source.tool_results}
         blocks: list[Block] = []
         changed = False
         for block in message.content:
             if isinstance(block, ToolResultBlock):
-                size = len(block.text)
+                size = sizes.get(block.tool_use_id, len(block.text))
                 name = names.get(block.tool_use_id, "tool")
                 if size >= self.min_chars and name not in self.pinned_tools:
                     kind = "error result" if block.is_error else "result"

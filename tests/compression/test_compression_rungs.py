@@ -85,6 +85,21 @@ def test_clear_keeps_the_latest_results_and_pinned_tools(
     _valid(conversation)
 
 
+def test_a_placeholder_names_the_size_recall_gives_back(
+    measure: Callable[[Message], int],
+) -> None:
+    """A result trimmed before it is cleared: the placeholder gives the original's size."""
+    conversation = tool_loop([2_000] * 5 + [40_000] + [2_000] * 4, measure=measure)
+    ladder = Ladder(policy=LENIENT, rungs=[TrimOversized(share=0.1), ClearToolResults()])
+    report = ladder.run(conversation, LayeredState(), budget=2_000, fixed=0).report
+    assert report.rungs_used == ("trim", "clear")
+    shown = conversation.get("r5").tool_results[0].text
+    assert conversation.get("r5").metadata[OVERLAY_KIND] == CLEARED
+    assert shown == "[bash result cleared by ctxflow: 40k characters; recall it by its call id]"
+    assert len(recall(conversation, "t5").tool_results[0].text) == 40_000
+    _valid(conversation)
+
+
 def test_truncate_hides_whole_turns_and_keeps_request_and_decisions(
     measure: Callable[[Message], int],
 ) -> None:
