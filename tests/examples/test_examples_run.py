@@ -26,6 +26,15 @@ EXPECTED = {
     "anthropic_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
     "openai_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
     "custom_chart.py": ["approve:     review -> done"],
+    "compress_and_recall.py": [
+        "rungs used: trim, clear, truncate",
+        "within target: True",
+        "valid: anthropic=True openai=True",
+        "placeholder: [str_replace_editor result cleared by ctxflow: 1.6k characters;",
+        "recalled: 1,626 characters by its call id",
+        "undone: 100 messages, view restored=True",
+        "kept: Sure, my user ID is mia_li_3668.",
+    ],
     "sessions_manager.py": [
         "live: 2 of 3 (evictions: 2)",
         "reloaded: task 1 data={'user': 'u1'}",
