@@ -140,11 +140,11 @@ def check(
                 expected = {u.id for u in uses}
         if not results and not opened:
             continue
-        has_tool_blocks = True if results else has_tool_blocks
-        expected_here = opened
+        if results:
+            has_tool_blocks = True
         answered = set()
         for result in results:
-            if result.tool_use_id in expected_here:
+            if result.tool_use_id in opened:
                 answered.add(result.tool_use_id)
             elif result.tool_use_id in seen_uses:
                 add(
@@ -161,13 +161,13 @@ def check(
                     f"tool_result {result.tool_use_id!r} answers no tool_use",
                     result.tool_use_id,
                 )
-        if len(answered) < len(expected_here):  # a subset of the calls: some are unanswered
-            missing = sorted(expected_here - answered)
+        if len(answered) < len(opened):  # a subset of the calls: some are unanswered
+            missing = sorted(opened - answered)
             if answered:
                 add(
                     index,
                     "batch_split",
-                    f"only {len(answered)} of {len(expected_here)} parallel calls answered here",
+                    f"only {len(answered)} of {len(opened)} parallel calls answered here",
                     *missing,
                 )
             else:
