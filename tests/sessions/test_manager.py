@@ -157,12 +157,15 @@ def test_audit_log_replays_over_the_checkpoint() -> None:
     manager.append(cid, turn(1), actor="agent")
     manager.update(cid, lambda c: c.set_state(c.state.with_fact("k", "v"), actor="tool"))
     manager.update(cid, lambda c: c.set_data("n", 2, actor="ana"))
+    manager.update(cid, lambda c: c.set_chart({"configuration": ["review"]}, actor="engine"))
     live = manager.get(cid)
+    assert live.chart == {"configuration": ["review"]}
     events = live.audit.events
     assert [(e.kind, e.actor) for e in events] == [
         ("append", "agent"),
         ("state", "tool"),
         ("data", "ana"),
+        ("chart", "engine"),
     ]
     assert all(e.phase == "idle" for e in events)
     restored = restore(store, cid)
@@ -176,6 +179,7 @@ def test_audit_log_replays_over_the_checkpoint() -> None:
     copy.replay(events)
     assert copy.conversation.messages == live.conversation.messages
     assert copy.state == live.state and copy.data == live.data
+    assert copy.chart == live.chart
     assert copy.version == live.version
     assert restored.state["audit"][0]["kind"] == "append"
 
