@@ -33,7 +33,11 @@ conversation, the layered state and the store exactly as they were.
     ├── StoreError                           the backend failed or refused
     └── SessionError
         ├── SessionNotFound (LookupError)
+        ├── SessionEvicted                   an engine its manager unloaded refuses changes
+        ├── ConflictError                    an optimistic update found another version
         └── OwnershipLost                    a fencing token or lease was outdated
+
+    CtxflowWarning (UserWarning)             a fallback or a soft result the user must see
 """
 
 from __future__ import annotations
@@ -46,9 +50,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFound",
     "CompressionError",
+    "ConflictError",
     "ContextOverflow",
     "CorruptCheckpoint",
     "CtxflowError",
+    "CtxflowWarning",
     "EventError",
     "EventNotAllowed",
     "FormatError",
@@ -59,6 +65,7 @@ __all__ = [
     "ProviderError",
     "ResponseError",
     "SessionError",
+    "SessionEvicted",
     "SessionNotFound",
     "StaleCheckpoint",
     "StoreError",
@@ -189,5 +196,24 @@ class SessionNotFound(SessionError, LookupError):
     """No live or stored session exists under the given id."""
 
 
+class SessionEvicted(SessionError):
+    """The engine was unloaded by its manager; get the live one from the manager again.
+
+    The manager's own operations get past it by retrying (``ctxflow.sessions.retry``).
+    """
+
+
+class ConflictError(SessionError):
+    """An optimistic update found the session at another version."""
+
+
 class OwnershipLost(SessionError):
     """This node no longer owns the session (lease expired or fencing token outdated)."""
+
+
+class CtxflowWarning(UserWarning):
+    """Something the user must see that is not an error: a fallback, a result short of its aim.
+
+    Warned (``warnings.warn``) rather than logged, so it shows without any
+    logging configuration; filter it like any warning.
+    """

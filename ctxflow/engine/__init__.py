@@ -3,6 +3,7 @@
 python-statemachine is imported here and nowhere else in ctxflow.
 """
 
+from ctxflow.engine.audit import AuditEvent, AuditLog
 from ctxflow.engine.charts import (
     ACTIONS,
     DEFAULT_CHART,
@@ -36,6 +37,8 @@ __all__ = [
     "GUARDS",
     "Allocator",
     "AsyncEngine",
+    "AuditEvent",
+    "AuditLog",
     "Chart",
     "Checkpointer",
     "CompressionGuard",

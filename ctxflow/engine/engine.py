@@ -41,14 +41,16 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 import attrs
-import structlog
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
 from ctxflow import checkpoints, errors
+from ctxflow._critical import CriticalLock
+from ctxflow._log import get_logger
 from ctxflow.budget import (
     DEFAULT_POLICY,
     Allocation,
@@ -66,10 +68,13 @@ from ctxflow.compression import (
     fixed_tokens,
     undo,
 )
+from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo, to_checkpoint
+from ctxflow.context import from_checkpoint as context_from_checkpoint
+from ctxflow.engine.audit import AuditEvent, AuditLog, apply_tags, tags_of
 from ctxflow.engine.charts import ACTIONS, Chart, PhaseConfig, load_chart
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
-from ctxflow.errors import CheckpointNotFound, CtxflowError, EventError
+from ctxflow.errors import CheckpointNotFound, CtxflowError, EventError, SessionEvicted
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import TokenCounter
@@ -88,7 +93,7 @@ __all__ = [
     "WindowBuilder",
 ]
 
-log = structlog.get_logger("ctxflow.engine")
+log = get_logger("ctxflow.engine")
 T = TypeVar("T")
 
 #: Keyword arguments each built-in event accepts (other events take none).
@@ -190,8 +195,8 @@ class Checkpointer(Protocol):
         """Write one checkpoint; return its id (or a record with ``id``)."""
         ...
 
-    def restore(self, checkpoint_id: str, *, measure: Any = None) -> Any:
-        """The checkpoint ``checkpoint_id`` (``CheckpointNotFound`` if none)."""
+    def restore(self, checkpoint_id: str | None, *, measure: Any = None) -> Any:
+        """The checkpoint ``checkpoint_id``, or the latest for None (``CheckpointNotFound``)."""
         ...
 
 
@@ -246,8 +251,14 @@ class StoreCheckpointer:
             conversation, state=state, chart=chart, phase=phase, trigger=trigger
         )
 
-    def restore(self, checkpoint_id: str, *, measure: Any = None) -> Any:
-        """Load a checkpoint of this session (conversation, state, chart, record)."""
+    def restore(self, checkpoint_id: str | None, *, measure: Any = None) -> Any:
+        """Load a checkpoint of this session (conversation, state, chart, record).
+
+        None loads the session's latest checkpoint, and the writer continues from it.
+        """
+        if checkpoint_id is None:
+            self._rebase = False
+            return self.writer.restore(measure=measure)
         restored = checkpoints.restore(self.store, self.session_id, checkpoint_id, measure=measure)
         self._rebase = restored.record.id != self.writer.last_id
         return restored
@@ -294,9 +305,14 @@ class MemoryCheckpointer:
         )
         return checkpoint_id
 
-    def restore(self, checkpoint_id: str, *, measure: Any = None) -> EngineSnapshot:
-        """The checkpoint kept under ``checkpoint_id``, with a fresh conversation."""
+    def restore(self, checkpoint_id: str | None, *, measure: Any = None) -> EngineSnapshot:
+        """The checkpoint kept under ``checkpoint_id`` (None: the latest), with a fresh
+        conversation."""
+        if checkpoint_id is None and self._kept:
+            checkpoint_id = next(reversed(self._kept))
         try:
+            if checkpoint_id is None:
+                raise KeyError(checkpoint_id)
             kept = self._kept[checkpoint_id]
         except KeyError:
             raise CheckpointNotFound(
@@ -357,6 +373,8 @@ class _Pending:
     restored_from: str | None = None
     extra_checkpoint: bool = False
     compression: Any = None
+    log_length: int = 0
+    epoch: int = 0
 
 
 class _Binder:
@@ -421,6 +439,8 @@ class _Core:
         checkpoint_policy: Any = None,
         listeners: Iterable[object] = (),
         session_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
@@ -492,6 +512,15 @@ class _Core:
         self._mark: Any = None
         self._pending: _Pending | None = None
         self._allocation: Any = None
+        #: Serializes threads using this engine; every change takes it.
+        self.lock = CriticalLock()
+        #: The changes since the last checkpoint, for replay over it.
+        self.audit = AuditLog()
+        self.clock = clock
+        self._data: dict[str, Any] = _plain_data(dict(data or {}), "data")
+        self._version = 0
+        self._saved_version = -1
+        self._retired: str | None = None
         self._binder = _Binder(self)
         self._machine = self._new_machine()
         self._configuration = self._read_configuration()
@@ -545,33 +574,239 @@ class _Core:
         """True once the chart reached a final state."""
         return self._phase in self.chart.finals
 
+    @property
+    def context(self) -> AgentContext:
+        """The agent's context as one value: conversation, layered state, chart configuration."""
+        return AgentContext(
+            conversation=self._conversation, state=self._state, chart=self.chart_configuration
+        )
+
+    @property
+    def chart_configuration(self) -> ChartConfiguration:
+        """The chart's name, active state ids and history values."""
+        return ChartConfiguration(
+            chart=self.chart.name, configuration=self._configuration, history=self.history
+        )
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The session's user data (plain data, stored in checkpoints; read-only view)."""
+        return MappingProxyType(self._data)
+
+    @property
+    def version(self) -> int:
+        """Moves on every change to the session (optimistic updates compare it)."""
+        return self._version
+
+    @property
+    def session(self) -> SessionInfo:
+        """The session's bookkeeping: user data, version, audit position."""
+        return SessionInfo(data=self._data, version=self._version, audit_seq=self.audit.seq)
+
+    @property
+    def dirty(self) -> bool:
+        """True when the session changed since its last checkpoint."""
+        return self._version != self._saved_version
+
+    @property
+    def retired(self) -> bool:
+        """True once the engine's manager unloaded it: it refuses every change."""
+        return self._retired is not None
+
+    def retire(self, reason: str) -> None:
+        """Refuse every later change with :class:`~ctxflow.errors.SessionEvicted`.
+
+        A manager retires the engines it unloads, so no change goes to a copy
+        that is no longer the session's live one.
+        """
+        with self.lock:
+            self._retired = reason
+
+    def _check_live(self) -> None:
+        if self._retired is not None:
+            raise SessionEvicted(
+                f"session {self.session_id!r} {self._retired}; this engine refuses changes "
+                "(get the live one from its manager again)",
+                rule="engine_retired",
+                session_id=self.session_id,
+            )
+
+    def _record(
+        self, kind: str, actor: str | None = None, *, phase: str | None = None, **payload: Any
+    ) -> AuditEvent:
+        """Count one change and log it, in the phase it happened in (default: the current)."""
+        self._version += 1
+        return self.audit.append(
+            at=self.clock(),
+            actor=actor,
+            phase=self._phase if phase is None else phase,
+            kind=kind,
+            **payload,
+        )
+
+    def _saved(self, version: int, seq: int) -> None:
+        self._saved_version = version
+        self.audit.trim(seq)
+
     # -- messages --------------------------------------------------------------
 
-    def add_message(self, message: Message) -> Message:
+    def add_message(self, message: Message, *, actor: str | None = None) -> Message:
         """Append one message (counted once, indexed once)."""
-        return self._conversation.append(message)
+        with self.lock:
+            self._check_live()
+            added = self._conversation.append(message)
+            self._record("append", actor, messages=(added,))
+            return added
 
-    def add_messages(self, messages: Iterable[Message]) -> None:
-        """Append messages in order."""
-        self._conversation.extend(messages)
+    def add_messages(self, messages: Iterable[Message], *, actor: str | None = None) -> None:
+        """Append messages in order (checked first: a bad batch changes nothing)."""
+        batch = tuple(messages)
+        with self.lock:
+            self._check_live()
+            self._conversation.extend(batch)
+            self._record("append", actor, messages=batch)
 
-    def set_state(self, state: LayeredState) -> None:
+    def set_state(self, state: LayeredState, *, actor: str | None = None) -> None:
         """Replace the layered state (the runtime layer is kept as the engine set it)."""
         if not isinstance(state, LayeredState):
             raise errors.PolicyError(
                 f"'state' must be a LayeredState (got {type(state).__name__})",
                 rule="engine_state",
             )
-        self._state = attrs.evolve(state, runtime=self._state.runtime)
+        with self.lock:
+            self._check_live()
+            new = attrs.evolve(state, runtime=self._state.runtime)
+            if new == self._state:
+                return
+            self._state = new
+            self._record("state", actor, state=new)
+
+    def set_data(self, key: str, value: Any, *, actor: str | None = None) -> None:
+        """Set one user-data entry (plain data: it is stored in checkpoints)."""
+        if not isinstance(key, str):
+            raise errors.PolicyError(
+                f"a data key must be a string (got {type(key).__name__})", rule="engine_data"
+            )
+        _plain_data(value, f"data[{key!r}]")
+        with self.lock:
+            self._check_live()
+            self._data[key] = value
+            self._record("data", actor, key=key, value=value)
+
+    def set_chart(self, chart: ChartConfiguration, *, actor: str | None = None) -> None:
+        """Move the chart to ``chart``'s configuration and history; no event, guard or action runs.
+
+        For sessions that start somewhere other than the chart's initial state
+        (a merged or split session keeps its source's phase). The phase's
+        budget is reallocated; nothing else changes.
+        """
+        if not isinstance(chart, ChartConfiguration):
+            raise errors.PolicyError(
+                f"'chart' must be a ChartConfiguration (got {type(chart).__name__})",
+                rule="engine_chart",
+            )
+        with self.lock:
+            self._check_live()
+            left = self._phase
+            self._move_chart(chart)
+            self._record("chart", actor, phase=left, chart=self.chart_configuration)
+
+    def _move_chart(self, chart: ChartConfiguration) -> None:
+        if chart.chart not in ("", self.chart.name):
+            raise errors.CheckpointError(
+                f"a chart configuration must be one of chart {self.chart.name!r} "
+                f"(got {chart.chart!r})",
+                rule="chart_mismatch",
+            )
+        if not chart.configuration:
+            return
+        previous = (list(self._configuration), self.history)
+        self._set_chart(chart.configuration, chart.history)
+        try:
+            allocation = self._allocate(self._state, self._phase)
+        except CtxflowError:
+            self._set_chart(*previous)
+            raise
+        self._allocation = allocation
+        self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
+
+    def compress(
+        self,
+        run: Callable[[Conversation, LayeredState], LayeredState],
+        *,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> AuditEvent | None:
+        """Run a compression of your own over the conversation; record what it changed.
+
+        ``run`` tags, overlays or summarises through the Conversation's own
+        methods and returns the (possibly new) layered state. The runtime
+        layer stays as the engine set it.
+        """
+        with self.lock:
+            self._check_live()
+            length, epoch = len(self._conversation), self._conversation.epoch
+            state = run(self._conversation, self._state)
+            if not isinstance(state, LayeredState):
+                raise errors.PolicyError(
+                    f"a compression must return a LayeredState (got {type(state).__name__})",
+                    rule="engine_state",
+                )
+            state = attrs.evolve(state, runtime=self._state.runtime)
+            changes = self._changes(self._conversation, length, epoch)
+            if not changes and state == self._state:
+                return None
+            self._state = state
+            return self._record("compress", actor, reason=reason, state=state, **changes)
+
+    @staticmethod
+    def _changes(conversation: Conversation, length: int, epoch: int) -> dict[str, Any]:
+        """What changed in ``conversation`` since it had ``length`` messages at ``epoch``."""
+        changes: dict[str, Any] = {}
+        if len(conversation) > length:
+            changes["messages"] = tuple(conversation.messages[length:])
+        if conversation.epoch != epoch:
+            changes.update(tags_of(conversation))
+        return changes
+
+    def replay(self, events: Iterable[AuditEvent]) -> None:
+        """Apply recorded events (another copy's, since this one's checkpoint) to this engine."""
+        with self.lock:
+            self._check_live()
+            for event in events:
+                self._replay_one(event)
+                self._version += 1
+                self.audit.seq = event.seq
+
+    def _replay_one(self, event: AuditEvent) -> None:
+        payload = event.payload
+        if event.kind == "data":
+            self._data[payload["key"]] = payload["value"]
+            return
+        if event.kind == "restore":
+            self._load_restored(
+                self.checkpointer.restore(payload["checkpoint"], measure=self.measure),
+                payload["checkpoint"],
+            )
+            return
+        if "messages" in payload:
+            self._conversation.extend(payload["messages"])
+        if "tags" in payload:
+            apply_tags(self._conversation, payload["tags"], payload["overlays"])
+        if "chart" in payload:
+            self._move_chart(payload["chart"])
+        if "state" in payload:
+            self._state = payload["state"]
 
     def window(self) -> Any:
         """The window for the next model call in the current phase (within its budget)."""
-        return self.window_builder(
-            self._conversation,
-            self._state,
-            phase=self._phase,
-            policy=self._budget_policy(self._phase),
-        )
+        with self.lock:
+            return self.window_builder(
+                self._conversation,
+                self._state,
+                phase=self._phase,
+                policy=self._budget_policy(self._phase),
+            )
 
     def ladder(self, phase: str) -> Ladder:
         """The compression ladder of ``phase`` (its own policy, or the default one)."""
@@ -673,7 +908,7 @@ class _Core:
 
     def chart_plain(self) -> dict[str, Any]:
         """The chart configuration with its history values, as plain data."""
-        return self._capture_args("manual")[1]["chart"]  # type: ignore[no-any-return]
+        return self.chart_configuration.to_plain()
 
     def _staged_state(self) -> LayeredState:
         return self._pending.state if self._pending is not None else self._state
@@ -730,6 +965,8 @@ class _Core:
             history=dict(machine.history_values),
             state=state,
             conversation=self._conversation,
+            log_length=len(self._conversation),
+            epoch=self._conversation.epoch,
         )
         self._pending = pending
         try:
@@ -793,11 +1030,10 @@ class _Core:
         return None
 
     def _apply_restore(self, pending: _Pending, restored: Any, cid: str) -> None:
-        restored = self._validate_restore(restored, cid)
-        pending.conversation = restored.conversation
-        pending.state = attrs.evolve(
-            LayeredState.from_plain(restored.state), runtime=pending.state.runtime
-        )
+        context, _ = self._unpack(restored, cid)
+        pending.conversation = context.conversation
+        pending.log_length, pending.epoch = len(context.conversation), context.conversation.epoch
+        pending.state = attrs.evolve(context.state, runtime=pending.state.runtime)
         pending.restored_from = cid
 
     def _enter(self, pending: _Pending) -> None:
@@ -870,26 +1106,55 @@ class _Core:
     def _capture_args(
         self, trigger: str, pending: _Pending | None = None
     ) -> tuple[tuple[Conversation], dict[str, Any]]:
+        """The checkpointer's arguments for the current context, or for ``pending``'s."""
         if pending is None:
-            conversation, state = self._conversation, self._state
-            configuration, phase = self._configuration, self._phase
+            context, events = self.context, self.audit.events
+            session = self.session
         else:
-            conversation, state = pending.conversation, pending.state
-            configuration, phase = pending.configuration, pending.target
-        chart = {
-            "chart": self.chart.name,
-            "configuration": list(configuration),
-            "history": self.history,
-        }
-        return (conversation,), {
-            "state": state.to_plain(),
+            context = AgentContext(
+                conversation=pending.conversation,
+                state=pending.state,
+                chart=ChartConfiguration(
+                    chart=self.chart.name,
+                    configuration=pending.configuration,
+                    history=self.history,
+                ),
+            )
+            staged = AuditEvent(
+                seq=self.audit.seq + 1,
+                at=self.clock(),
+                actor=None,
+                phase=pending.source,
+                kind="event",
+                payload=self._event_payload(pending),
+            )
+            events = (*self.audit.events, staged)
+            session = SessionInfo(data=self._data, version=self._version + 1, audit_seq=staged.seq)
+        state, chart = to_checkpoint(context, session, [e.light() for e in events])
+        return (context.conversation,), {
+            "state": state,
             "chart": chart,
-            "phase": phase,
+            "phase": context.phase,
             "trigger": trigger,
         }
 
+    def _event_payload(self, pending: _Pending) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "trigger": pending.trigger,
+            "source": pending.source,
+            "chart": ChartConfiguration(
+                chart=self.chart.name, configuration=pending.configuration, history=self.history
+            ),
+            "state": pending.state,
+        }
+        if pending.restored_from is not None:
+            payload["restored"] = pending.restored_from
+        payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
+        return payload
+
     def _after_checkpoint(self, checkpoint_id: str, trigger: str) -> None:
         self._checkpoints.append((checkpoint_id, self._phase))
+        self._saved(self._version, self.audit.seq)
         self._remark()
         for hook in self.listeners.checkpoint:
             hook(checkpoint_id, trigger=trigger, phase=self._phase)
@@ -902,6 +1167,21 @@ class _Core:
                 message_count=len(self._conversation),
                 tokens=self._conversation.effective_tokens,
             )
+
+    def _land(
+        self,
+        pending: _Pending,
+        tokens_before: int,
+        allocation_before: Any,
+        checkpoint: tuple[str, str] | None,
+    ) -> StepRecord:
+        """Commit an applied event: the new values, its audit event, its checkpoint, its record."""
+        payload = self._event_payload(pending)
+        self._commit(pending)
+        self._record("event", phase=pending.source, **payload)
+        if checkpoint is not None:
+            self._after_checkpoint(*checkpoint)
+        return self._finish(pending, tokens_before, allocation_before, checkpoint)
 
     def _finish(
         self,
@@ -948,9 +1228,11 @@ class _Core:
                 hook(pending.compression, phase=self._phase)
         return record
 
-    def _validate_restore(self, restored: Any, checkpoint_id: str) -> Any:
+    def _unpack(self, restored: Any, checkpoint_id: str) -> tuple[AgentContext, SessionInfo]:
+        """The context and session info a checkpointer gave back, checked against this chart."""
         chart = getattr(restored, "chart", None)
-        if not isinstance(getattr(restored, "conversation", None), Conversation) or not (
+        conversation = getattr(restored, "conversation", None)
+        if not isinstance(conversation, Conversation) or not (
             isinstance(chart, Mapping) and isinstance(getattr(restored, "state", None), Mapping)
         ):
             raise errors.CorruptCheckpoint(
@@ -959,30 +1241,82 @@ class _Core:
                 rule="checkpoint_snapshot",
                 checkpoint_id=checkpoint_id,
             )
-        if chart.get("chart") != self.chart.name or "configuration" not in chart:
+        if chart.get("chart", "") not in ("", self.chart.name) or (
+            chart.get("chart") and "configuration" not in chart
+        ):
             raise errors.CheckpointError(
                 f"checkpoint {checkpoint_id!r} must hold a configuration of chart "
                 f"{self.chart.name!r} (got {chart.get('chart')!r})",
                 rule="chart_mismatch",
                 checkpoint_id=checkpoint_id,
             )
-        return restored
-
-    def _load_restored(self, restored: Any, checkpoint_id: str) -> None:
-        """Replace conversation, state and chart configuration with the checkpoint's."""
-        restored = self._validate_restore(restored, checkpoint_id)
-        state = LayeredState.from_plain(restored.state)
-        previous = (list(self._configuration), self.history)
-        self._set_chart(restored.chart["configuration"], restored.chart.get("history", {}))
         try:
-            self._allocation = self._allocate(state, self._phase)
+            return context_from_checkpoint(conversation, restored.state, chart)
+        except errors.FormatError as exc:
+            raise errors.CorruptCheckpoint(
+                f"checkpoint {checkpoint_id!r} holds a malformed context: {exc}",
+                rule="checkpoint_snapshot",
+                checkpoint_id=checkpoint_id,
+            ) from None
+
+    def _load_restored(self, restored: Any, checkpoint_id: str) -> SessionInfo:
+        """Replace conversation, state and chart configuration with the checkpoint's."""
+        context, session = self._unpack(restored, checkpoint_id)
+        previous = (list(self._configuration), self.history)
+        if context.chart.configuration:
+            self._set_chart(context.chart.configuration, context.chart.history)
+        try:
+            self._allocation = self._allocate(context.state, self._phase)
         except CtxflowError:
             self._set_chart(*previous)
             raise
-        self._conversation = restored.conversation
-        self._state = state
+        self._conversation = context.conversation
+        self._state = context.state.with_runtime(phase=self._phase)
         self._checkpoints.append((checkpoint_id, self._phase))
         self._remark()
+        return session
+
+    def _open(self, restored: Any, checkpoint_id: str) -> None:
+        """Become the session a checkpoint holds, data and version included (not dirty)."""
+        session = self._load_restored(restored, checkpoint_id)
+        self._data = dict(session.data)
+        self._version = self._saved_version = session.version
+        self.audit = AuditLog(session.audit_seq)
+
+
+def _restored_id(restored: Any, requested: str | None) -> str:
+    if requested is not None:
+        return requested
+    found = getattr(restored, "checkpoint_id", None) or getattr(
+        getattr(restored, "record", None), "id", None
+    )
+    return str(found)
+
+
+def _plain_data(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` when it is plain data a checkpoint can store; else a typed error."""
+    if depth > 64:
+        raise errors.PolicyError(f"{where} must nest at most 64 deep", rule="engine_data")
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, list | tuple):
+        for at, item in enumerate(value):
+            _plain_data(item, f"{where}[{at}]", depth + 1)
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise errors.PolicyError(
+                    f"{where} must have string keys (got {type(key).__name__})",
+                    rule="engine_data",
+                )
+            _plain_data(item, f"{where}[{key!r}]", depth + 1)
+        return value
+    raise errors.PolicyError(
+        f"{where} must be plain data (None, bool, int, float, str, bytes, list, dict) "
+        f"(got {type(value).__name__})",
+        rule="engine_data",
+    )
 
 
 def _effect_failed(pending: _Pending, exc: Exception) -> EventError:
@@ -1017,65 +1351,78 @@ class Engine(_Core):
 
     def send(self, event: str, **kwargs: Any) -> StepRecord:
         """Apply ``event``; typed errors leave everything as it was."""
-        tokens_before = self._conversation.effective_tokens
-        allocation_before = self._allocation
-        pending = self._begin(event, kwargs)
-        try:
-            if pending.restore:
-                target = self._restore_target(pending)
-                if target is not None:
-                    restored = _not_awaitable(
-                        self.checkpointer.restore(target, measure=self.measure), "checkpointer"
+        with self.lock:
+            self._check_live()
+            tokens_before = self._conversation.effective_tokens
+            allocation_before = self._allocation
+            pending = self._begin(event, kwargs)
+            try:
+                if pending.restore:
+                    target = self._restore_target(pending)
+                    if target is not None:
+                        restored = _not_awaitable(
+                            self.checkpointer.restore(target, measure=self.measure),
+                            "checkpointer",
+                        )
+                        self._apply_restore(pending, restored, target)
+                self._enter(pending)
+                if pending.consolidate and self.consolidator is not None:
+                    pending.state = _not_awaitable(
+                        self.consolidator(pending.conversation, pending.state), "consolidator"
                     )
-                    self._apply_restore(pending, restored, target)
-            self._enter(pending)
-            if pending.consolidate and self.consolidator is not None:
-                pending.state = _not_awaitable(
-                    self.consolidator(pending.conversation, pending.state), "consolidator"
-                )
-            self._reallocate(pending)
-            guard = self._guard_args(pending)
-            if guard is not None:
-                args, kw = guard
-                result = _not_awaitable(self.compressor(*args, **kw), "compressor")
-                self._compressed(pending, result)
-            checkpoint = None
-            trigger = self._checkpoint_trigger(pending)
-            if trigger is not None:
-                args, kw = self._capture_args(trigger, pending)
-                written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
-                checkpoint = (_checkpoint_id(written), trigger)
-        except CtxflowError:
-            self._rollback(pending)
-            raise
-        except Exception as exc:
-            self._rollback(pending)
-            raise _effect_failed(pending, exc) from exc
-        self._commit(pending)
-        if checkpoint is not None:
-            self._after_checkpoint(*checkpoint)
-        return self._finish(pending, tokens_before, allocation_before, checkpoint)
+                self._reallocate(pending)
+                guard = self._guard_args(pending)
+                if guard is not None:
+                    args, kw = guard
+                    result = _not_awaitable(self.compressor(*args, **kw), "compressor")
+                    self._compressed(pending, result)
+                checkpoint = None
+                trigger = self._checkpoint_trigger(pending)
+                if trigger is not None:
+                    args, kw = self._capture_args(trigger, pending)
+                    written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
+                    checkpoint = (_checkpoint_id(written), trigger)
+            except CtxflowError:
+                self._rollback(pending)
+                raise
+            except Exception as exc:
+                self._rollback(pending)
+                raise _effect_failed(pending, exc) from exc
+            return self._land(pending, tokens_before, allocation_before, checkpoint)
 
     def checkpoint(self, trigger: str = "manual") -> str:
         """Take a checkpoint now; return its id."""
-        args, kw = self._capture_args(trigger)
-        written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
-        checkpoint_id = _checkpoint_id(written)
-        self._after_checkpoint(checkpoint_id, trigger)
-        return checkpoint_id
+        with self.lock:
+            args, kw = self._capture_args(trigger)
+            written = _not_awaitable(self.checkpointer.capture(*args, **kw), "checkpointer")
+            checkpoint_id = _checkpoint_id(written)
+            self._after_checkpoint(checkpoint_id, trigger)
+            return checkpoint_id
 
     def restore(self, checkpoint_id: str) -> None:
         """Restore messages, layered state and chart configuration (with history)."""
-        restored = _not_awaitable(
-            self.checkpointer.restore(checkpoint_id, measure=self.measure), "checkpointer"
-        )
-        self._load_restored(restored, checkpoint_id)
+        checkpoint_id = _checkpoint_arg(checkpoint_id)
+        with self.lock:
+            self._check_live()
+            restored = _not_awaitable(
+                self.checkpointer.restore(checkpoint_id, measure=self.measure), "checkpointer"
+            )
+            self._load_restored(restored, checkpoint_id)
+            self._record("restore", checkpoint=checkpoint_id)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> Engine:
-        """A new engine (same keyword arguments as the constructor) restored from a checkpoint."""
+    def from_checkpoint(cls, checkpoint_id: str | None = None, **kwargs: Any) -> Engine:
+        """A new engine (same keyword arguments as the constructor) opened at a checkpoint.
+
+        Without ``checkpoint_id``, at the latest checkpoint of the session
+        ``session_id`` names. The engine takes the session's data and version
+        with it, and is not dirty.
+        """
         engine = cls(**kwargs)
-        engine.restore(checkpoint_id)
+        restored = _not_awaitable(
+            engine.checkpointer.restore(checkpoint_id, measure=engine.measure), "checkpointer"
+        )
+        engine._open(restored, _restored_id(restored, checkpoint_id))
         return engine
 
 
@@ -1086,59 +1433,81 @@ class AsyncEngine(_Core):
 
     async def send(self, event: str, **kwargs: Any) -> StepRecord:
         """Apply ``event``; typed errors leave everything as it was."""
-        tokens_before = self._conversation.effective_tokens
-        allocation_before = self._allocation
-        pending = self._begin(event, kwargs)
-        try:
-            if pending.restore:
-                target = self._restore_target(pending)
-                if target is not None:
-                    restored = await _resolve(
-                        self.checkpointer.restore(target, measure=self.measure)
+        with self.lock:
+            self._check_live()
+            tokens_before = self._conversation.effective_tokens
+            allocation_before = self._allocation
+            pending = self._begin(event, kwargs)
+            try:
+                if pending.restore:
+                    target = self._restore_target(pending)
+                    if target is not None:
+                        restored = await _resolve(
+                            self.checkpointer.restore(target, measure=self.measure)
+                        )
+                        self._apply_restore(pending, restored, target)
+                self._enter(pending)
+                if pending.consolidate and self.consolidator is not None:
+                    pending.state = await _resolve(
+                        self.consolidator(pending.conversation, pending.state)
                     )
-                    self._apply_restore(pending, restored, target)
-            self._enter(pending)
-            if pending.consolidate and self.consolidator is not None:
-                pending.state = await _resolve(
-                    self.consolidator(pending.conversation, pending.state)
-                )
-            self._reallocate(pending)
-            guard = self._guard_args(pending)
-            if guard is not None:
-                args, kw = guard
-                self._compressed(pending, await _resolve(self.compressor(*args, **kw)))
-            checkpoint = None
-            trigger = self._checkpoint_trigger(pending)
-            if trigger is not None:
-                args, kw = self._capture_args(trigger, pending)
-                written = await _resolve(self.checkpointer.capture(*args, **kw))
-                checkpoint = (_checkpoint_id(written), trigger)
-        except CtxflowError:
-            self._rollback(pending)
-            raise
-        except Exception as exc:
-            self._rollback(pending)
-            raise _effect_failed(pending, exc) from exc
-        self._commit(pending)
-        if checkpoint is not None:
-            self._after_checkpoint(*checkpoint)
-        return self._finish(pending, tokens_before, allocation_before, checkpoint)
+                self._reallocate(pending)
+                guard = self._guard_args(pending)
+                if guard is not None:
+                    args, kw = guard
+                    self._compressed(pending, await _resolve(self.compressor(*args, **kw)))
+                checkpoint = None
+                trigger = self._checkpoint_trigger(pending)
+                if trigger is not None:
+                    args, kw = self._capture_args(trigger, pending)
+                    written = await _resolve(self.checkpointer.capture(*args, **kw))
+                    checkpoint = (_checkpoint_id(written), trigger)
+            except CtxflowError:
+                self._rollback(pending)
+                raise
+            except Exception as exc:
+                self._rollback(pending)
+                raise _effect_failed(pending, exc) from exc
+            return self._land(pending, tokens_before, allocation_before, checkpoint)
 
     async def checkpoint(self, trigger: str = "manual") -> str:
         """Take a checkpoint now; return its id."""
-        args, kw = self._capture_args(trigger)
-        checkpoint_id = _checkpoint_id(await _resolve(self.checkpointer.capture(*args, **kw)))
-        self._after_checkpoint(checkpoint_id, trigger)
-        return checkpoint_id
+        with self.lock:
+            args, kw = self._capture_args(trigger)
+            checkpoint_id = _checkpoint_id(await _resolve(self.checkpointer.capture(*args, **kw)))
+            self._after_checkpoint(checkpoint_id, trigger)
+            return checkpoint_id
 
     async def restore(self, checkpoint_id: str) -> None:
         """Restore messages, layered state and chart configuration (with history)."""
-        restored = await _resolve(self.checkpointer.restore(checkpoint_id, measure=self.measure))
-        self._load_restored(restored, checkpoint_id)
+        checkpoint_id = _checkpoint_arg(checkpoint_id)
+        with self.lock:
+            self._check_live()
+            restored = await _resolve(
+                self.checkpointer.restore(checkpoint_id, measure=self.measure)
+            )
+            self._load_restored(restored, checkpoint_id)
+            self._record("restore", checkpoint=checkpoint_id)
 
     @classmethod
-    async def from_checkpoint(cls, checkpoint_id: str, **kwargs: Any) -> AsyncEngine:
-        """A new engine (same keyword arguments as the constructor) restored from a checkpoint."""
+    async def from_checkpoint(cls, checkpoint_id: str | None = None, **kwargs: Any) -> AsyncEngine:
+        """A new engine (same keyword arguments as the constructor) opened at a checkpoint.
+
+        Without ``checkpoint_id``, at the latest checkpoint of the session
+        ``session_id`` names.
+        """
         engine = cls(**kwargs)
-        await engine.restore(checkpoint_id)
+        restored = await _resolve(
+            engine.checkpointer.restore(checkpoint_id, measure=engine.measure)
+        )
+        engine._open(restored, _restored_id(restored, checkpoint_id))
         return engine
+
+
+def _checkpoint_arg(checkpoint_id: Any) -> str:
+    if not isinstance(checkpoint_id, str) or not checkpoint_id:
+        raise errors.CheckpointError(
+            f"'checkpoint_id' must be a non-empty string (got {checkpoint_id!r})",
+            rule="checkpoint_id",
+        )
+    return checkpoint_id

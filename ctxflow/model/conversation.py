@@ -704,6 +704,11 @@ class Conversation:
         self._changed((), restyled=touched)
 
     @property
+    def epoch(self) -> int:
+        """Moves on every change other than an append (tags, overlays, summaries)."""
+        return self._epoch
+
+    @property
     def measure_key(self) -> str | None:
         """The stable name of this conversation's measure (its ``key``), None if it has none."""
         key = getattr(self._measure, "key", None)

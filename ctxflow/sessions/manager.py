@@ -1,27 +1,46 @@
-"""The context manager: thousands of agent contexts in one process, none ever lost.
+"""The context manager: many agent sessions in one process, each an engine, none lost.
 
-Contexts live in an LRU cache in front of a :class:`~ctxflow.stores.Store`.
-The cache holds at most ``max_live`` contexts and unloads those idle longer
-than ``ttl`` seconds; unloading *persists first* (a checkpoint of a dirty
-context), so evicted means unloaded, never lost. If that save fails the context
-stays in memory and the failure is reported — a store failing mid-save leaves
-the in-memory context intact.
+A session is an :class:`~ctxflow.engine.Engine`: its own phase machine with
+its conversation, layered state, chart configuration, user data, version and
+audit log. :meth:`ContextManager.create` and :meth:`ContextManager.get`
+return the session's engine — the same live object while it is cached — and
+everything the manager does (update, append, merge, split, evict, reload,
+autosave, flush) keeps everything the engine has.
 
-Durability: by default a change is in memory until the next save (autosave on
-an interval, eviction, :meth:`ContextManager.flush`, or shutdown — SIGTERM and
-SIGINT handlers flush every dirty context before the process exits). With
-``write_through=True`` every acknowledged update is checkpointed before the
-call returns.
+Engines live in an LRU cache in front of a store. The cache holds at most
+``max_live`` of them and unloads those idle longer than ``ttl`` seconds;
+unloading *saves first* (a checkpoint of a dirty engine), so evicted means
+unloaded, never lost. If that save fails the engine stays in memory and the
+failure is reported. An engine that was unloaded is *retired*: it refuses
+every later change with :class:`~ctxflow.errors.SessionEvicted`, so no change
+ever goes to a copy that is not the session's live one. The manager's own
+operations take the engine's lock and check it is still live first; an
+operation that raced an eviction is applied to the reloaded engine.
 
-Limits: each context keeps at most ``max_messages`` messages and
+Durability: a change is acknowledged when the call returned normally. By
+default it is then in memory until the next save (autosave on an interval,
+eviction, :meth:`ContextManager.flush` or :meth:`ContextManager.close`, or
+shutdown); it is durable once a flush or close reported no failure. With
+``write_through=True`` every change made through the manager's methods is
+checkpointed before the call returns. Phase changes checkpoint on their own.
+
+Signals: :meth:`ContextManager.install_signal_handlers` flushes on SIGTERM
+and SIGINT, but never from inside a store transaction or an engine's
+half-applied change: when the signal lands inside one, the flush waits until
+the main thread leaves it. The process exits with ``128 + signum`` only after
+a complete flush; otherwise it names the sessions it could not save and
+exits 1.
+
+Limits: each session keeps at most ``max_messages`` messages and
 ``max_tokens`` tokens in its *effective* view (defaults 2,000 and 150,000). A
 change that crosses a limit runs the compression ladder (tags, never deletes;
-one :class:`~ctxflow.compression.Ladder` per context by default); with
+one :class:`~ctxflow.compression.Ladder` per session by default); with
 ``compress=None`` such a change is refused with ``BudgetExceeded`` before
 anything changes.
 
-Concurrency: each context has a lock; :meth:`ContextManager.batch` takes the
-locks of several contexts in sorted id order (no deadlock); :meth:`update` with
+Concurrency: each engine has a lock, and threads using one engine are
+serialized by it; :meth:`ContextManager.batch` takes the locks of several
+sessions in sorted id order (no deadlock); :meth:`ContextManager.update` with
 ``expected_version`` is optimistic and :func:`retry` retries conflicts with
 exponential backoff and jitter. The async methods run the same code in a
 worker thread (``asyncio.to_thread``), so threads and tasks share one set of
@@ -44,21 +63,25 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import attrs
-import structlog
 
-from ctxflow.checkpoints import Checkpointer
+from ctxflow import _critical
+from ctxflow._log import get_logger
+from ctxflow.checkpoints import new_session_id
 from ctxflow.compression import Ladder
+from ctxflow.context import ChartConfiguration
+from ctxflow.engine import Engine
 from ctxflow.errors import (
     BudgetExceeded,
     CheckpointNotFound,
+    ConflictError,
     CtxflowError,
     SessionError,
+    SessionEvicted,
     SessionNotFound,
     StoreError,
 )
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
-from ctxflow.sessions.context import Context
 from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
 from ctxflow.stores.base import Store
 
@@ -71,14 +94,17 @@ __all__ = [
     "retry",
 ]
 
-log = structlog.get_logger("ctxflow.sessions")
+log = get_logger("ctxflow.sessions")
 _DEFAULT: Any = object()
 
 T = TypeVar("T")
-Measure = Callable[[Message], int]
 #: A compression run: given the conversation, the state and a token target, tag
 #: messages through the Conversation's methods and return the new state.
 Compress = Callable[[Conversation, LayeredState, int], LayeredState]
+#: Keyword arguments the manager sets itself on every engine it makes.
+_OWN_OPTIONS = frozenset({"store", "checkpointer", "session_id", "conversation", "state", "data"})
+#: How often an operation follows a session that an eviction reloaded before giving up.
+_FOLLOW = 16
 
 
 class LadderCompressor:
@@ -104,10 +130,6 @@ class LadderCompressor:
                 ladder = self._ladders[conversation] = self.factory()
         budget = max(1, int(target / ladder.policy.target))
         return ladder.run(conversation, state, budget=budget).state
-
-
-class ConflictError(SessionError):
-    """An optimistic update found the context at another version."""
 
 
 @attrs.frozen(kw_only=True)
@@ -156,10 +178,13 @@ def retry(
     attempts: int = 8,
     base: float = 0.005,
     cap: float = 0.5,
-    on: tuple[type[BaseException], ...] = (ConflictError,),
+    on: tuple[type[BaseException], ...] = (ConflictError, SessionEvicted),
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn`` until it does not raise one of ``on``; back off exponentially with jitter."""
+    """Call ``fn`` until it does not raise one of ``on``; back off exponentially with jitter.
+
+    By default it gets past optimistic conflicts and engines retired by an eviction.
+    """
     for attempt in range(attempts):
         try:
             return fn()
@@ -179,17 +204,26 @@ def _approx_bytes(messages: Sequence[Message]) -> int:
 
 
 class _Entry:
-    __slots__ = ("bytes", "checkpointer", "context", "last_used")
+    __slots__ = ("bytes", "engine", "last_used", "pins")
 
-    def __init__(self, context: Context, checkpointer: Checkpointer, now: float) -> None:
-        self.context = context
-        self.checkpointer = checkpointer
+    def __init__(self, engine: Engine, now: float) -> None:
+        self.engine = engine
         self.last_used = now
-        self.bytes = _approx_bytes(context.conversation.messages)
+        self.pins = 0  # operations holding the engine (under its lock): never evicted then
+        self.bytes = _approx_bytes(engine.conversation.messages)
+
+
+def _unpin(entry: _Entry) -> None:
+    entry.pins -= 1
 
 
 class ContextManager:
-    """Create, get, update and delete contexts over a store, with caching and limits."""
+    """Create, get, update and delete sessions (engines) over a store, with caching and limits.
+
+    ``engine_options`` are keyword arguments for every engine the manager
+    makes (``chart``, ``model``, ``budget``, ``phases``, ...); ``engine_class``
+    is :class:`~ctxflow.engine.Engine` or a subclass.
+    """
 
     def __init__(
         self,
@@ -199,7 +233,8 @@ class ContextManager:
         ttl: float | None = None,
         limits: Limits | None = None,
         compress: Compress | None = _DEFAULT,
-        measure: Measure | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        engine_class: type[Engine] = Engine,
         write_through: bool = False,
         listeners: Sequence[object] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -207,24 +242,38 @@ class ContextManager:
     ) -> None:
         if max_live < 1:
             raise SessionError(f"'max_live' must be >= 1 (got {max_live})", rule="max_live")
+        options = dict(engine_options or {})
+        clash = sorted(_OWN_OPTIONS & set(options))
+        if clash:
+            raise SessionError(
+                f"'engine_options' must not set what the manager sets itself (got {clash})",
+                rule="engine_options",
+            )
+        if not (isinstance(engine_class, type) and issubclass(engine_class, Engine)):
+            raise SessionError(
+                f"'engine_class' must be Engine or a subclass (got {engine_class!r})",
+                rule="engine_class",
+            )
         self.store = store
         self.max_live = max_live
         self.ttl = ttl
         self.limits = limits or Limits()
         self.compress: Compress | None = LadderCompressor() if compress is _DEFAULT else compress
-        self.measure = measure
+        self.engine_options = options
+        self.engine_class = engine_class
         self.write_through = write_through
         self.listeners = list(listeners)
         self.clock = clock
         self.warn_live_ratio = warn_live_ratio
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._cache_lock = threading.RLock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._cache_lock = _critical.CriticalLock()
+        self._gates = [threading.Lock() for _ in range(64)]
         self._hits = self._misses = self._saves = self._save_failures = self._evictions = 0
         self._save_times: deque[float] = deque(maxlen=512)
         self._autosave: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._shutting_down = False
         self._warned_live = False
 
     # -- listeners -------------------------------------------------------------
@@ -239,54 +288,66 @@ class ContextManager:
 
     def _touch(self, entry: _Entry) -> None:
         entry.last_used = self.clock()
-        self._cache.move_to_end(entry.context.id)
+        self._cache.move_to_end(entry.engine.session_id)
 
-    def _entry(self, context_id: str) -> _Entry:
+    def _entry(self, session_id: str) -> _Entry:
         with self._cache_lock:
-            entry = self._cache.get(context_id)
+            entry = self._cache.get(session_id)
             if entry is not None:
                 self._hits += 1
                 self._touch(entry)
                 return entry
-            gate = self._loading.setdefault(context_id, threading.Lock())
-        with gate:  # one loader per id; others wait and then hit the cache
+        # One loader per id at a time (a stable lock, so two threads never both load
+        # an id and cache two live engines); others wait and then hit the cache.
+        with self._gates[hash(session_id) % len(self._gates)]:
             with self._cache_lock:
-                entry = self._cache.get(context_id)
+                entry = self._cache.get(session_id)
                 if entry is not None:
                     self._hits += 1
                     self._touch(entry)
                     return entry
             self._misses += 1
-            entry = self._load(context_id)
+            entry = self._load(session_id)
             with self._cache_lock:
-                self._cache[context_id] = entry
-                self._loading.pop(context_id, None)
-        self._emit("on_loaded", entry.context)
-        self._evict_over_limit(keep=context_id)
+                self._cache[session_id] = entry
+        self._emit("on_loaded", entry.engine)
+        self._evict_over_limit(keep=session_id)
         return entry
 
-    def _load(self, context_id: str) -> _Entry:
-        checkpointer = Checkpointer(self.store, session_id=context_id)
+    def _load(self, session_id: str) -> _Entry:
         try:
-            restored = checkpointer.restore(measure=self.measure)
+            with _critical.section():
+                engine = self.engine_class.from_checkpoint(
+                    None, store=self.store, session_id=session_id, **self.engine_options
+                )
         except CheckpointNotFound:
             raise SessionNotFound(
-                f"no context with id {context_id!r} (never created, or deleted)",
+                f"no context with id {session_id!r} (never created, or deleted)",
                 rule="unknown_context",
-                context_id=context_id,
+                context_id=session_id,
             ) from None
-        saved = restored.state
-        context = Context(
-            id=context_id,
-            conversation=restored.conversation,
-            state=LayeredState.from_plain(saved.get("layers", {})),
-            chart=dict(restored.chart),
-            data=dict(saved.get("data", {})),
-            version=int(saved.get("version", 0)),
+        return _Entry(engine, self.clock())
+
+    @contextlib.contextmanager
+    def _locked(self, session_id: str) -> Iterator[_Entry]:
+        """Hold the live engine of a session: its lock taken, checked not retired."""
+        for _ in range(_FOLLOW):
+            entry = self._entry(session_id)
+            engine = entry.engine
+            with engine.lock:
+                if not engine.retired:
+                    entry.pins += 1
+                    try:
+                        yield entry
+                    finally:
+                        entry.pins -= 1
+                    return
+        raise SessionEvicted(
+            f"session {session_id!r} was evicted {_FOLLOW} times while waiting for its lock; "
+            "raise max_live, or retry",
+            rule="eviction_thrash",
+            session_id=session_id,
         )
-        context.saved_version = context.version
-        context.audit.seq = int(saved.get("audit_seq", 0))
-        return _Entry(context, checkpointer, self.clock())
 
     def _evict_over_limit(self, keep: str | None = None) -> None:
         now = self.clock()
@@ -294,115 +355,115 @@ class ContextManager:
         with self._cache_lock:
             if self.ttl is not None:
                 victims += [
-                    cid
-                    for cid, e in self._cache.items()
-                    if now - e.last_used > self.ttl and cid != keep
+                    sid
+                    for sid, e in self._cache.items()
+                    if now - e.last_used > self.ttl and sid != keep
                 ]
             excess = len(self._cache) - len(victims) - self.max_live
-            for cid in self._cache:
+            for sid, entry in self._cache.items():
                 if excess <= 0:
                     break
-                if cid != keep and cid not in victims:
-                    victims.append(cid)
+                if sid != keep and sid not in victims and not entry.pins:
+                    victims.append(sid)
                     excess -= 1
             live = len(self._cache)
-        for cid in victims:
-            self.evict(cid)
+        for sid in victims:
+            self.evict(sid)
         high = live >= self.warn_live_ratio * self.max_live
         if high and not self._warned_live:  # once per crossing, not once per call
             log.warning("live_contexts_high", live=live, max_live=self.max_live)
         self._warned_live = high
 
     def evict(self, context_id: str) -> bool:
-        """Persist (if dirty) and unload one context; False when the save failed (kept)."""
+        """Save (if dirty) and unload one session; False when it stays (in use, or unsaved).
+
+        The unloaded engine is retired: it refuses further changes. An engine
+        an operation of this manager is using is not unloaded.
+        """
         with self._cache_lock:
             entry = self._cache.get(context_id)
         if entry is None:
             return True
-        with entry.context.lock:
-            if entry.context.dirty:
+        engine = entry.engine
+        with engine.lock:
+            if engine.retired:
+                return True
+            if entry.pins:
+                return False
+            if engine.dirty:
                 try:
                     self._save(entry)
                 except StoreError:
                     return False
             with self._cache_lock:
-                self._cache.pop(context_id, None)
+                if self._cache.get(context_id) is entry:
+                    del self._cache[context_id]
                 self._evictions += 1
-        self._emit("on_evicted", entry.context)
+            engine.retire("was evicted from its manager")
+        self._emit("on_evicted", engine)
         return True
 
     def invalidate(self, context_id: str) -> bool:
-        """Drop the cached copy of a context another process changed; reload on next get.
+        """Drop the cached engine of a session another process changed; reload on next get.
 
         Wire it to a :class:`~ctxflow.sessions.ownership.SessionCoordinator`:
         ``on_invalidate=lambda change: manager.invalidate(change.session_id)``.
-        A copy with unsaved changes is kept (and False returned): its next save
-        is refused by the store's parent check, so nothing is silently lost.
+        An engine with unsaved changes is kept (and False returned): its next
+        save is refused by the store's parent check, so nothing is silently lost.
         """
         with self._cache_lock:
             entry = self._cache.get(context_id)
-            if entry is None:
-                return True
-            if entry.context.dirty:
+        if entry is None:
+            return True
+        engine = entry.engine
+        with engine.lock:
+            if engine.dirty:
                 log.warning("invalidate_dirty_copy", context=context_id)
                 return False
-            del self._cache[context_id]
+            with self._cache_lock:
+                if self._cache.get(context_id) is entry:
+                    del self._cache[context_id]
+            engine.retire("was changed by another process and dropped from this manager")
         return True
 
     # -- persistence -----------------------------------------------------------
 
     def _save(self, entry: _Entry, trigger: str = "save") -> None:
-        context = entry.context
-        events = context.audit.events  # everything since the last save
-        state = {
-            "layers": context.state.to_plain(),
-            "data": context.data,
-            "version": context.version,
-            "audit_seq": context.audit.seq,
-            "audit": [e.light() for e in events],
-        }
+        engine = entry.engine
         started = time.perf_counter()
         try:
-            record = entry.checkpointer.capture(
-                context.conversation,
-                state=state,
-                chart=context.chart,
-                phase=context.phase,
-                trigger=trigger,
-            )
+            checkpoint_id = engine.checkpoint(trigger)
         except CtxflowError as exc:
             self._save_failures += 1
-            log.error("save_failed", context=context.id, error=str(exc))
+            log.error("save_failed", context=engine.session_id, error=str(exc))
             raise StoreError(
-                f"saving context {context.id!r} failed: {exc}; it stays in memory, unsaved",
+                f"saving context {engine.session_id!r} failed: {exc}; it stays in memory, unsaved",
                 rule="save_failed",
-                context_id=context.id,
+                context_id=engine.session_id,
             ) from exc
         self._save_times.append((time.perf_counter() - started) * 1000)
         self._saves += 1
-        context.saved_version = context.version
-        context.audit.trim(context.audit.seq)
-        self._emit("on_checkpointed", context, record)
+        self._emit("on_checkpointed", engine, checkpoint_id)
 
     def save(self, context_id: str) -> None:
-        """Checkpoint one context now (if it changed)."""
-        entry = self._entry(context_id)
-        with entry.context.lock:
-            if entry.context.dirty:
+        """Checkpoint one session now (if it changed)."""
+        with self._locked(context_id) as entry:
+            if entry.engine.dirty:
                 self._save(entry)
 
     def flush(self) -> list[str]:
-        """Checkpoint every dirty context; return the ids whose save failed."""
+        """Checkpoint every dirty session; return the ids whose save failed."""
         with self._cache_lock:
             entries = list(self._cache.values())
         failed = []
         for entry in entries:
-            with entry.context.lock:
-                if entry.context.dirty and not entry.context.deleted:
+            engine = entry.engine
+            with engine.lock:
+                if engine.dirty and not engine.retired:
                     try:
                         self._save(entry)
                     except StoreError:
-                        failed.append(entry.context.id)
+                        failed.append(engine.session_id)
         return failed
 
     # -- the public operations ---------------------------------------------------
@@ -414,159 +475,175 @@ class ContextManager:
         messages: Sequence[Message] = (),
         state: LayeredState | None = None,
         data: Mapping[str, Any] | None = None,
+        chart: ChartConfiguration | None = None,
         actor: str | None = None,
-    ) -> Context:
-        """Create and persist a new context (its first checkpoint)."""
-        checkpointer = Checkpointer(self.store, session_id=context_id)
+    ) -> Engine:
+        """Create and save a new session; return its engine.
+
+        It starts in the chart's initial state, or in ``chart``'s configuration.
+        """
         if context_id is not None:
             with self._cache_lock:
                 taken = context_id in self._cache
-            if taken or context_id in self.store.sessions():
+            with _critical.section():
+                taken = taken or context_id in self.store.sessions()
+            if taken:
                 raise SessionError(
                     f"a context with id {context_id!r} exists", rule="context_exists"
                 )
-        conversation = Conversation(messages, measure=self.measure)
-        context = Context(
-            id=checkpointer.session_id,
-            conversation=conversation,
-            state=state or LayeredState(),
-            data=dict(data or {}),
+        engine = self.engine_class(
+            store=self.store,
+            session_id=context_id or new_session_id(),
+            conversation=tuple(messages),
+            state=state,
+            data=data,
+            **self.engine_options,
         )
-        context.audit.append(at=context.clock(), actor=actor, phase=context.phase, kind="created")
-        self._check_limits(context)
-        entry = _Entry(context, checkpointer, self.clock())
-        self._save(entry, trigger="created")
-        with self._cache_lock:
-            self._cache[context.id] = entry
-        self._emit("on_created", context)
-        self._evict_over_limit(keep=context.id)
-        return context
+        gate = self._gates[hash(engine.session_id) % len(self._gates)]
+        with gate, engine.lock:  # no loader sees the first checkpoint before it is cached
+            if chart is not None:
+                engine.set_chart(chart, actor=actor)
+            engine.audit.append(at=engine.clock(), actor=actor, phase=engine.phase, kind="created")
+            self._check_limits(engine)
+            entry = _Entry(engine, self.clock())
+            self._save(entry, trigger="created")
+            with self._cache_lock:
+                self._cache[engine.session_id] = entry
+        self._emit("on_created", engine)
+        self._evict_over_limit(keep=engine.session_id)
+        return engine
 
-    def get(self, context_id: str) -> Context:
-        """The live context (loaded from the store on a miss)."""
-        entry = self._entry(context_id)
-        if entry.context.deleted:
-            raise SessionNotFound(
-                f"context {context_id!r} was deleted", rule="deleted", context_id=context_id
-            )
-        self._emit("on_accessed", entry.context)
-        return entry.context
+    def get(self, context_id: str) -> Engine:
+        """The session's live engine (loaded from the store on a miss)."""
+        with self._locked(context_id) as entry:
+            engine = entry.engine
+        self._emit("on_accessed", engine)
+        return engine
 
     def update(
         self,
         context_id: str,
-        change: Callable[[Context], T],
+        change: Callable[[Engine], T],
         *,
         expected_version: int | None = None,
     ) -> T:
-        """Apply ``change`` to a context under its lock; enforce limits; save if write-through.
+        """Apply ``change`` to the session's live engine under its lock; enforce limits.
 
-        With ``expected_version`` the update is optimistic: a context at another
-        version raises :class:`ConflictError` (wrap the call in :func:`retry`).
-        If ``change`` raises, the exception propagates; changes already made
-        through the context's methods stay (each is atomic on its own).
+        With ``expected_version`` the update is optimistic: an engine at another
+        version raises :class:`~ctxflow.errors.ConflictError` (wrap the call in
+        :func:`retry`). With write-through the change is saved before the call
+        returns. If ``change`` raises, the exception propagates; changes
+        already made through the engine's methods stay (each is atomic).
         """
-        entry = self._entry(context_id)
-        context = entry.context
-        with context.lock:
-            if context.deleted:
-                raise SessionNotFound(
-                    f"context {context_id!r} was deleted", rule="deleted", context_id=context_id
-                )
-            if expected_version is not None and context.version != expected_version:
+        with self._locked(context_id) as entry:
+            engine = entry.engine
+            if expected_version is not None and engine.version != expected_version:
                 raise ConflictError(
-                    f"context {context_id!r} is at version {context.version}, "
+                    f"context {context_id!r} is at version {engine.version}, "
                     f"not {expected_version}",
                     rule="version_conflict",
                     context_id=context_id,
                 )
-            result = change(context)
-            self._check_limits(context)
-            entry.bytes = _approx_bytes(context.conversation.messages)
-            if self.write_through and context.dirty:
+            result = change(engine)
+            self._check_limits(engine)
+            entry.bytes = _approx_bytes(engine.conversation.messages)
+            if self.write_through and engine.dirty:
                 self._save(entry, trigger="write_through")
-        self._emit("on_updated", context)
+        self._emit("on_updated", engine)
         return result
 
     def append(
         self, context_id: str, messages: Sequence[Message], *, actor: str | None = None
-    ) -> Context:
-        """Append messages to a context (a convenience over :meth:`update`).
+    ) -> Engine:
+        """Append messages to a session (a convenience over :meth:`update`).
 
         Without a compression ladder, an append that would cross a limit is
         refused before anything changes.
         """
         batch = tuple(messages)
-        if self.compress is None:
-            context = self.get(context_id)
-            with context.lock:
-                conversation = context.conversation
-                messages_after = conversation.effective_count + len(batch)
-                tokens_after = conversation.effective_tokens + sum(
-                    conversation.measure(m) for m in batch
-                )
-                self._refuse_over(context, messages_after, tokens_after)
 
-        def change(context: Context) -> Context:
-            context.append(batch, actor=actor)
-            return context
+        def change(engine: Engine) -> Engine:
+            if self.compress is None:
+                conversation = engine.conversation
+                self._refuse_over(
+                    engine,
+                    conversation.effective_count + len(batch),
+                    conversation.effective_tokens + sum(conversation.measure(m) for m in batch),
+                )
+            engine.add_messages(batch, actor=actor)
+            return engine
 
         return self.update(context_id, change)
 
     def delete(self, context_id: str) -> None:
-        """Delete a context and erase it from the store."""
-        entry = self._entry(context_id)
-        with entry.context.lock:
+        """Delete a session and erase it from the store; its engine is retired."""
+        with self._locked(context_id) as entry:
+            engine = entry.engine
             self.store.erase(context_id)
-            entry.context.deleted = True
             with self._cache_lock:
                 self._cache.pop(context_id, None)
-        self._emit("on_deleted", entry.context)
+            engine.retire("was deleted")
+        self._emit("on_deleted", engine)
 
-    def _check_limits(self, context: Context) -> None:
-        conversation = context.conversation
+    def _check_limits(self, engine: Engine) -> None:
+        conversation = engine.conversation
         messages = conversation.effective_count
         tokens = conversation.effective_tokens
         if messages <= self.limits.max_messages and tokens <= self.limits.max_tokens:
             return
         compress = self.compress
         if compress is None:
-            self._refuse_over(context, messages, tokens)
+            self._refuse_over(engine, messages, tokens)
             return
         target = int(self.limits.max_tokens * self.limits.target)
         if messages > self.limits.max_messages:
             # Aim the token target so the message count lands under its limit too.
             share = self.limits.max_messages * self.limits.target / messages
             target = min(target, int(tokens * share))
-        context.compress(lambda conv, state: compress(conv, state, target), reason="limits")
+        engine.compress(lambda conv, state: compress(conv, state, target), reason="limits")
 
-    def _refuse_over(self, context: Context, messages: int, tokens: int) -> None:
+    def _refuse_over(self, engine: Engine, messages: int, tokens: int) -> None:
         if messages <= self.limits.max_messages and tokens <= self.limits.max_tokens:
             return
         raise BudgetExceeded(
-            f"context {context.id!r} would hold {messages} messages and {tokens} tokens, over "
-            f"the limits ({self.limits.max_messages} messages, {self.limits.max_tokens} "
+            f"context {engine.session_id!r} would hold {messages} messages and {tokens} tokens, "
+            f"over the limits ({self.limits.max_messages} messages, {self.limits.max_tokens} "
             "tokens), and no compression ladder is configured",
             rule="context_limit",
-            context_id=context.id,
+            context_id=engine.session_id,
         )
 
-    # -- several contexts ------------------------------------------------------
+    # -- several sessions ------------------------------------------------------
 
     @contextlib.contextmanager
-    def batch(self, context_ids: Sequence[str]) -> Iterator[list[Context]]:
-        """Lock several contexts, in sorted id order, for one combined update."""
+    def batch(self, context_ids: Sequence[str]) -> Iterator[list[Engine]]:
+        """Lock several sessions' live engines, in sorted id order, for one combined update."""
         ordered = sorted(set(context_ids))
-        entries = [self._entry(cid) for cid in ordered]
-        with contextlib.ExitStack() as stack:
-            for entry in entries:
-                stack.enter_context(entry.context.lock)
-            by_id = {e.context.id: e.context for e in entries}
-            yield [by_id[cid] for cid in context_ids]
-            for entry in entries:
-                self._check_limits(entry.context)
-                if self.write_through and entry.context.dirty:
-                    self._save(entry, trigger="write_through")
+        for _ in range(_FOLLOW):
+            with contextlib.ExitStack() as stack:
+                entries = []
+                for sid in ordered:  # each held (so not evicted) before the next is loaded
+                    entry = self._entry(sid)
+                    stack.enter_context(entry.engine.lock)
+                    entries.append(entry)
+                    if entry.engine.retired:
+                        break
+                    entry.pins += 1
+                    stack.callback(_unpin, entry)
+                if any(e.engine.retired for e in entries):
+                    continue  # an eviction raced: take the reloaded engines
+                by_id = {e.engine.session_id: e.engine for e in entries}
+                yield [by_id[sid] for sid in context_ids]
+                for entry in entries:
+                    self._check_limits(entry.engine)
+                    if self.write_through and entry.engine.dirty:
+                        self._save(entry, trigger="write_through")
+                return
+        raise SessionEvicted(
+            f"sessions {ordered} kept being evicted while waiting for their locks; "
+            "raise max_live, or retry",
+            rule="eviction_thrash",
+        )
 
     def merge(
         self,
@@ -575,45 +652,53 @@ class ContextManager:
         strategy: MergeStrategy = "last",
         new_id: str | None = None,
         actor: str | None = None,
-    ) -> Context:
-        """A new context merging several (they stay as they are)."""
-        with self.batch(context_ids) as contexts:
+    ) -> Engine:
+        """A new session merging several (they stay as they are).
+
+        It lands in the phase (chart configuration and history) of the first
+        session named.
+        """
+        with self.batch(context_ids) as engines:
             parts = [
                 Part(
-                    id=c.id,
-                    messages=tuple(originals(c.conversation)),
-                    state=c.state,
-                    data=c.data,
+                    id=e.session_id,
+                    messages=tuple(originals(e.conversation)),
+                    state=e.state,
+                    data=dict(e.data),
                 )
-                for c in contexts
+                for e in engines
             ]
+            chart = engines[0].chart_configuration if engines else None
             messages, state, data = merge_parts(parts, strategy=strategy)
-        merged = self.create(new_id, messages=messages, state=state, data=data, actor=actor)
+        merged = self.create(
+            new_id, messages=messages, state=state, data=data, chart=chart, actor=actor
+        )
         self._emit("on_merged", merged, list(context_ids))
         return merged
 
-    def split(
-        self, context_id: str, at: str, *, actor: str | None = None
-    ) -> tuple[Context, Context]:
-        """Two new contexts: the messages before ``at``, and from ``at`` on."""
-        context = self.get(context_id)
-        with context.lock:
-            head, tail = split_messages(context.conversation, at, context_id=context_id)
-            state, data = context.state, dict(context.data)
-        first = self.create(messages=head, state=state, data=data, actor=actor)
-        second = self.create(messages=tail, state=state, data=data, actor=actor)
+    def split(self, context_id: str, at: str, *, actor: str | None = None) -> tuple[Engine, Engine]:
+        """Two new sessions: the messages before ``at``, and from ``at`` on.
+
+        Both land in the source session's phase (its chart configuration and history).
+        """
+        with self._locked(context_id) as entry:
+            engine = entry.engine
+            head, tail = split_messages(engine.conversation, at, context_id=context_id)
+            state, data, chart = engine.state, dict(engine.data), engine.chart_configuration
+        first = self.create(messages=head, state=state, data=data, chart=chart, actor=actor)
+        second = self.create(messages=tail, state=state, data=data, chart=chart, actor=actor)
         return first, second
 
     # -- async forms -------------------------------------------------------------
 
-    async def aget(self, context_id: str) -> Context:
+    async def aget(self, context_id: str) -> Engine:
         """Async :meth:`get` (runs in a worker thread)."""
         return await asyncio.to_thread(self.get, context_id)
 
     async def aupdate(
         self,
         context_id: str,
-        change: Callable[[Context], T],
+        change: Callable[[Engine], T],
         *,
         expected_version: int | None = None,
     ) -> T:
@@ -622,7 +707,7 @@ class ContextManager:
             self.update, context_id, change, expected_version=expected_version
         )
 
-    async def acreate(self, context_id: str | None = None, **kwargs: Any) -> Context:
+    async def acreate(self, context_id: str | None = None, **kwargs: Any) -> Engine:
         """Async :meth:`create`."""
         return await asyncio.to_thread(lambda: self.create(context_id, **kwargs))
 
@@ -633,7 +718,7 @@ class ContextManager:
     # -- lifecycle ---------------------------------------------------------------
 
     def start_autosave(self, interval: float) -> None:
-        """Flush dirty contexts every ``interval`` seconds in a daemon thread."""
+        """Flush dirty sessions every ``interval`` seconds in a daemon thread."""
         if interval <= 0:
             raise SessionError(f"'interval' must be > 0 (got {interval})", rule="autosave")
         if self._autosave is not None:
@@ -652,15 +737,37 @@ class ContextManager:
     def install_signal_handlers(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
     ) -> None:
-        """On SIGTERM/SIGINT: flush every dirty context, then exit as the signal asks."""
+        """On SIGTERM/SIGINT: flush every dirty session, then exit as the signal asks.
+
+        The flush never runs inside a store transaction or a half-applied
+        change: a signal landing in one is acted on when the main thread
+        leaves it. Exit status ``128 + signum`` after a complete flush; status
+        1, naming the sessions that could not be saved, otherwise.
+        """
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            failed = self.close()
-            log.info("shutdown_flush", signal=signum, failed=len(failed))
-            raise SystemExit(128 + signum)
+            if self._shutting_down:
+                return
+            if _critical.in_section():
+                _critical.defer(lambda: self._shutdown(signum))
+            else:
+                self._shutdown(signum)
 
         for sig in signals:
             signal.signal(sig, handler)
+
+    def _shutdown(self, signum: int) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        failed = self.close()
+        log.info("shutdown_flush", signal=signum, failed=len(failed))
+        if failed:
+            raise SystemExit(
+                f"ctxflow: {signal.Signals(signum).name} received; {len(failed)} session(s) "
+                f"could not be saved: {', '.join(failed)}"
+            )
+        raise SystemExit(128 + signum)
 
     def close(self) -> list[str]:
         """Stop autosave and flush everything; return the ids whose save failed."""
@@ -679,9 +786,9 @@ class ContextManager:
         total = self._hits + self._misses
         stats = ManagerStats(
             live=len(entries),
-            dirty=sum(e.context.dirty for e in entries),
-            messages=sum(len(e.context.conversation) for e in entries),
-            tokens=sum(e.context.conversation.effective_tokens for e in entries),
+            dirty=sum(e.engine.dirty for e in entries),
+            messages=sum(len(e.engine.conversation) for e in entries),
+            tokens=sum(e.engine.conversation.effective_tokens for e in entries),
             bytes_in_memory=sum(e.bytes for e in entries),
             hits=self._hits,
             misses=self._misses,

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from statemachine.exceptions import TransitionNotAllowed
-from structlog.testing import capture_logs
 
 from ctxflow import errors
 from ctxflow.engine import EventNotAllowed, PhaseConfig
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Message
 from ctxflow.testing.engine import TransitionRecorder, assert_transition
+from ctxflow.testing.logs import capture_events
 from tests.engine.conftest import Driver, ratio_allocator
 
 Make = Callable[..., Driver]
@@ -441,10 +441,10 @@ def test_budget_policy_per_phase_reaches_the_allocator(make: Make) -> None:
     assert d.engine.allocation == {"memory": 1600, "evidence": 200}
 
 
-def test_structlog_events_have_stable_keys(make: Make) -> None:
+def test_logged_events_have_stable_keys(make: Make) -> None:
     """A phase change logs 'transition' with trigger, source, target, tokens and checkpoint."""
     d = engine(make)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         walk(d, "start")
     entry = next(e for e in logs if e["event"] == "transition")
     assert entry["trigger"] == "start"

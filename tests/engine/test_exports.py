@@ -13,7 +13,7 @@ def test_all_is_sorted_and_complete() -> None:
     assert constants == sorted(constants)
     public = {
         n for n in vars(ctxflow.engine) if n.isidentifier() and not n.startswith("_") and n not in {
-            "charts", "diagrams", "engine", "listeners", "records"
+            "audit", "charts", "diagrams", "engine", "listeners", "records"
         }
     }  # fmt: skip
     assert set(exported) == public

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from ctxflow.checkpoints import restore
+from ctxflow.context import ChartConfiguration
+from ctxflow.engine import Engine
 from ctxflow.errors import BudgetExceeded, SessionError, SessionNotFound, StoreError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, ToolResultBlock, ToolUseBlock
-from ctxflow.sessions.context import Context
 from ctxflow.sessions.manager import ConflictError, ContextManager, Limits, retry
 from ctxflow.stores import MemoryStore, SQLiteStore
 
@@ -35,16 +36,16 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def on_created(self, context: Context) -> None:
+    def on_created(self, context: Engine) -> None:
         self.calls.append("created")
 
-    def on_evicted(self, context: Context) -> None:
+    def on_evicted(self, context: Engine) -> None:
         self.calls.append("evicted")
 
-    def on_checkpointed(self, context: Context, record: Any) -> None:
+    def on_checkpointed(self, context: Engine, record: Any) -> None:
         self.calls.append("checkpointed")
 
-    def on_merged(self, context: Context, sources: list[str]) -> None:
+    def on_merged(self, context: Engine, sources: list[str]) -> None:
         self.calls.append("merged")
 
 
@@ -53,17 +54,17 @@ def test_create_get_update_delete() -> None:
     store = MemoryStore()
     manager = ContextManager(store)
     context = manager.create(messages=[Message.user("task")], data={"owner": "ana"})
-    assert context.id in store.sessions()
-    manager.append(context.id, turn(1), actor="agent")
-    assert manager.get(context.id).version == 1
-    manager.update(context.id, lambda c: c.set_data("k", 1, actor="ana"))
-    manager.save(context.id)
-    fresh = ContextManager(store).get(context.id)
+    assert context.session_id in store.sessions()
+    manager.append(context.session_id, turn(1), actor="agent")
+    assert manager.get(context.session_id).version == 1
+    manager.update(context.session_id, lambda c: c.set_data("k", 1, actor="ana"))
+    manager.save(context.session_id)
+    fresh = ContextManager(store).get(context.session_id)
     assert fresh.conversation.messages == context.conversation.messages
     assert fresh.data == {"owner": "ana", "k": 1}
-    manager.delete(context.id)
-    with pytest.raises(SessionNotFound, match=context.id):
-        manager.get(context.id)
+    manager.delete(context.session_id)
+    with pytest.raises(SessionNotFound, match=context.session_id):
+        manager.get(context.session_id)
     with pytest.raises(SessionNotFound, match="no context with id 'nope'"):
         manager.get("nope")
 
@@ -81,7 +82,7 @@ def test_eviction_persists_first_and_reload_is_exact() -> None:
     store = MemoryStore()
     recorder = Recorder()
     manager = ContextManager(store, max_live=3, listeners=[recorder])
-    ids = [manager.create(messages=[Message.user(f"task {i}")]).id for i in range(3)]
+    ids = [manager.create(messages=[Message.user(f"task {i}")]).session_id for i in range(3)]
     manager.append(ids[0], turn(0))  # dirty, and most recently used
     snapshot = list(manager.get(ids[0]).conversation.messages)
     for i in range(3):
@@ -97,7 +98,7 @@ def test_ttl_unloads_idle_contexts() -> None:
     """Contexts idle longer than the TTL are unloaded (after being saved)."""
     now = [0.0]
     manager = ContextManager(MemoryStore(), ttl=10, clock=lambda: now[0])
-    a = manager.create(messages=[Message.user("a")]).id
+    a = manager.create(messages=[Message.user("a")]).session_id
     manager.append(a, turn(1))
     now[0] = 11
     manager.create(messages=[Message.user("b")])
@@ -110,7 +111,7 @@ def test_limits_without_ladder_refuse_before_change() -> None:
     manager = ContextManager(
         MemoryStore(), limits=Limits(max_messages=4, max_tokens=10_000), compress=None
     )
-    cid = manager.create(messages=[Message.user("task"), *turn(0)]).id
+    cid = manager.create(messages=[Message.user("task"), *turn(0)]).session_id
     before = manager.get(cid).version
     with pytest.raises(BudgetExceeded, match="over the limits"):
         manager.append(cid, turn(1))
@@ -137,7 +138,7 @@ def test_limits_with_a_compressor_tag_instead_of_dropping() -> None:
     manager = ContextManager(
         MemoryStore(), limits=Limits(max_messages=10, max_tokens=10_000), compress=truncate
     )
-    cid = manager.create(messages=[Message.user("task")]).id
+    cid = manager.create(messages=[Message.user("task")]).session_id
     for i in range(10):
         manager.append(cid, turn(i))
     context = manager.get(cid)
@@ -151,15 +152,16 @@ def test_audit_log_replays_over_the_checkpoint() -> None:
     """Restoring the last checkpoint and replaying the events since rebuilds the context."""
     store = MemoryStore()
     manager = ContextManager(store)
-    cid = manager.create(messages=[Message.user("task")]).id
+    cid = manager.create(messages=[Message.user("task")]).session_id
     manager.append(cid, turn(0), actor="agent")
     manager.save(cid)
     manager.append(cid, turn(1), actor="agent")
     manager.update(cid, lambda c: c.set_state(c.state.with_fact("k", "v"), actor="tool"))
     manager.update(cid, lambda c: c.set_data("n", 2, actor="ana"))
-    manager.update(cid, lambda c: c.set_chart({"configuration": ["review"]}, actor="engine"))
+    review = ChartConfiguration(chart="agent_loop", configuration=("active", "reflection"))
+    manager.update(cid, lambda c: c.set_chart(review, actor="engine"))
     live = manager.get(cid)
-    assert live.chart == {"configuration": ["review"]}
+    assert live.chart_configuration == review
     events = live.audit.events
     assert [(e.kind, e.actor) for e in events] == [
         ("append", "agent"),
@@ -169,17 +171,12 @@ def test_audit_log_replays_over_the_checkpoint() -> None:
     ]
     assert all(e.phase == "idle" for e in events)
     restored = restore(store, cid)
-    copy = Context(
-        id=cid,
-        conversation=restored.conversation,
-        state=LayeredState.from_plain(restored.state["layers"]),
-        data=dict(restored.state["data"]),
-        version=restored.state["version"],
-    )
+    copy = Engine.from_checkpoint(store=store, session_id=cid)
     copy.replay(events)
     assert copy.conversation.messages == live.conversation.messages
     assert copy.state == live.state and copy.data == live.data
-    assert copy.chart == live.chart
+    assert copy.chart_configuration == live.chart_configuration
+    assert copy.phase == live.phase == "reflection"
     assert copy.version == live.version
     assert restored.state["audit"][0]["kind"] == "append"
 
@@ -188,7 +185,7 @@ def test_store_failure_keeps_the_context(tmp_path: Path) -> None:
     """A save that fails leaves the in-memory context intact, dirty, and reports it."""
     store = SQLiteStore(tmp_path / "s.db")
     manager = ContextManager(store)
-    cid = manager.create(messages=[Message.user("task")]).id
+    cid = manager.create(messages=[Message.user("task")]).session_id
     manager.append(cid, turn(0))
     store.close()
     with pytest.raises(StoreError, match="stays in memory"):
@@ -202,7 +199,7 @@ def test_store_failure_keeps_the_context(tmp_path: Path) -> None:
 def test_threads_lose_no_update() -> None:
     """Eight threads incrementing shared contexts under the manager's locks lose nothing."""
     manager = ContextManager(MemoryStore())
-    ids = [manager.create(data={"n": 0}).id for _ in range(4)]
+    ids = [manager.create(data={"n": 0}).session_id for _ in range(4)]
 
     def work(k: int) -> None:
         for i in range(200):
@@ -220,7 +217,7 @@ def test_threads_lose_no_update() -> None:
 def test_optimistic_updates_retry_with_backoff() -> None:
     """Optimistic writers conflict, retry with backoff, and every increment lands."""
     manager = ContextManager(MemoryStore())
-    cid = manager.create(data={"n": 0}).id
+    cid = manager.create(data={"n": 0}).session_id
 
     def bump() -> None:
         seen = manager.get(cid)
@@ -245,7 +242,7 @@ def test_optimistic_updates_retry_with_backoff() -> None:
 def test_async_tasks_lose_no_update() -> None:
     """Concurrent asyncio tasks updating the same context lose no update."""
     manager = ContextManager(MemoryStore())
-    cid = manager.create(data={"n": 0}).id
+    cid = manager.create(data={"n": 0}).session_id
 
     async def main() -> None:
         async def bump() -> None:
@@ -261,7 +258,7 @@ def test_async_tasks_lose_no_update() -> None:
 def test_batch_locks_in_sorted_order() -> None:
     """Two threads batching the same contexts in opposite orders never deadlock."""
     manager = ContextManager(MemoryStore())
-    a, b = manager.create(data={"n": 0}).id, manager.create(data={"n": 0}).id
+    a, b = manager.create(data={"n": 0}).session_id, manager.create(data={"n": 0}).session_id
 
     def work(order: list[str]) -> None:
         for _ in range(100):
@@ -282,14 +279,14 @@ def test_merge_and_split_through_the_manager() -> None:
     """merge builds a new context from two; split builds two from one."""
     recorder = Recorder()
     manager = ContextManager(MemoryStore(), listeners=[recorder])
-    a = manager.create(messages=[Message.user("a"), *turn(1)]).id
-    b = manager.create(messages=[Message.user("b"), *turn(2)]).id
+    a = manager.create(messages=[Message.user("a"), *turn(1)]).session_id
+    b = manager.create(messages=[Message.user("b"), *turn(2)]).session_id
     merged = manager.merge([a, b], strategy="deep")
     assert merged.conversation.check().ok
     assert "merged" in recorder.calls
     log = [Message.user("x"), *turn(3), Message.assistant("ok"), Message.user("y", id="y1")]
     c = manager.create(messages=[*log, *turn(4)])
-    first, second = manager.split(c.id, "y1")
+    first, second = manager.split(c.session_id, "y1")
     assert len(first.conversation) + len(second.conversation) == len(c.conversation)
     assert second.conversation.messages[0].id == "y1"
 
@@ -297,7 +294,7 @@ def test_merge_and_split_through_the_manager() -> None:
 def test_autosave_and_stats() -> None:
     """Autosave flushes dirty contexts in the background; stats count saves and hits."""
     manager = ContextManager(MemoryStore())
-    cid = manager.create(messages=[Message.user("t")]).id
+    cid = manager.create(messages=[Message.user("t")]).session_id
     manager.append(cid, turn(0))
     manager.start_autosave(0.05)
     deadline = time.monotonic() + 5
@@ -317,7 +314,7 @@ from ctxflow.sessions.manager import ContextManager
 from ctxflow.stores import SQLiteStore
 manager = ContextManager(SQLiteStore(sys.argv[1]))
 manager.install_signal_handlers()
-ids = [manager.create(messages=[Message.user(f"task {i}")]).id for i in range(20)]
+ids = [manager.create(messages=[Message.user(f"task {i}")]).session_id for i in range(20)]
 for round in range(5):
     for cid in ids:
         manager.update(cid, lambda c: c.set_data("n", round + 1))
@@ -349,7 +346,7 @@ def test_invalidate_drops_clean_copies_and_keeps_dirty_ones() -> None:
     """Another writer's change drops a clean cached copy; a dirty one is kept, not lost."""
     store = MemoryStore()
     mine, theirs = ContextManager(store), ContextManager(store)
-    cid = mine.create(messages=[Message.user("task")]).id
+    cid = mine.create(messages=[Message.user("task")]).session_id
     theirs.append(cid, turn(0))
     theirs.save(cid)
     assert len(mine.get(cid).conversation) == 1
@@ -363,7 +360,9 @@ def test_invalidate_drops_clean_copies_and_keeps_dirty_ones() -> None:
 def test_default_ladder_keeps_contexts_within_limits() -> None:
     """With the default ladder, a context over its token limit is compressed, nothing lost."""
     manager = ContextManager(MemoryStore(), limits=Limits(max_messages=200, max_tokens=600))
-    cid = manager.create(messages=[Message.user("task: keep the build green", important=True)]).id
+    cid = manager.create(
+        messages=[Message.user("task: keep the build green", important=True)]
+    ).session_id
     for i in range(30):
         manager.append(cid, turn(i))
     context = manager.get(cid)
