@@ -27,7 +27,7 @@ keeps the roles alternating so no request ends with an assistant message.
 Events the chart does not allow in the current phase are skipped, so a
 custom chart without ``reflect`` still runs.
 
-Recovery, each logged under a stable structlog event name:
+Recovery, each logged under a stable event name on the ``ctxflow.loop`` logger:
 
 - ``agent.context_overflow`` — the provider refused the prompt as too long
   (:class:`~ctxflow.errors.ContextOverflow`): the provider's count, when it
@@ -63,8 +63,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
-import structlog
 
+from ctxflow._log import get_logger
 from ctxflow.adapters import ParsedResponse, Provider, Usage, observe_usage
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_tokens
 from ctxflow.engine import AsyncEngine, Engine, StepRecord
@@ -75,7 +75,7 @@ from ctxflow.tokens import Calibration
 
 __all__ = ["PROMPTS", "AgentResult", "Tools", "arun_agent", "run_agent"]
 
-log = structlog.get_logger("ctxflow.loop")
+log = get_logger("ctxflow.loop")
 
 Tools: TypeAlias = (
     Mapping[str, Callable[[Mapping[str, Any]], Any]] | Callable[[str, Mapping[str, Any]], Any]

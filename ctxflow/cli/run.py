@@ -15,15 +15,14 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Literal
-
-import structlog
+from typing import IO, Any, Literal, TextIO
 
 from ctxflow.engine import Engine, load_chart
-from ctxflow.errors import FormatError
+from ctxflow.errors import CtxflowWarning, FormatError
 from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.runner import RunResult, TurnRecord, replay
@@ -110,17 +109,51 @@ def _staged(path: str | None) -> Iterator[tuple[Path, IO[str]] | None]:
 
 @contextmanager
 def _quiet_logs() -> Iterator[None]:
-    """Only warnings and errors while the replay prints its own progress."""
-    before = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    """Only warnings and errors while the replay prints its own progress, one line each.
+
+    ctxflow's log events at WARNING and above go to stderr as
+    ``[warning] <message>``; a :class:`CtxflowWarning` is one ``[warning]``
+    line too, never a traceback. Both are undone on exit.
+    """
+    out = sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_LineFormatter())
+    logger = logging.getLogger("ctxflow")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    original = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, CtxflowWarning):
+            print(f"[warning] {message}", file=out, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CtxflowWarning)
+            warnings.showwarning = show
+            yield
     finally:
-        structlog.configure(**before)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _LineFormatter(logging.Formatter):
+    """``[warning] <message>``: the level in lower case, no traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{record.levelname.lower()}] {record.getMessage()}"
 
 
 def _progress(record: TurnRecord) -> None:

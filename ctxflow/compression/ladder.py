@@ -23,6 +23,11 @@ How a run stays safe:
   the rung after the highest one used then (escalation), with the cheaper
   rungs still tried afterwards.
 
+A run that ends above the target but within the hard limit succeeds: its
+report's ``warnings`` says so, and it warns once
+(:class:`~ctxflow.errors.CtxflowWarning`, attributed to the caller outside
+ctxflow).
+
 ``run`` drives a sync summarizer; ``arun`` also accepts an async one.
 """
 
@@ -35,6 +40,7 @@ from typing import cast
 
 import attrs
 
+from ctxflow._log import warn
 from ctxflow.compression.draft import Draft, dialogue_start, tail_start
 from ctxflow.compression.rungs import (
     ClearToolResults,
@@ -411,12 +417,13 @@ class Ladder:
                 tokens=draft.total,
                 hard_limit=hard,
             )
-        if draft.total > target:
+        soft = draft.total > target
+        if soft:
             warnings.append(
                 f"reached {draft.total:,} tokens, above the target {target:,} but within the "
                 f"hard limit {hard:,}"
             )
-        return self._commit(
+        result = self._commit(
             conversation,
             state,
             start,
@@ -429,6 +436,12 @@ class Ladder:
             turn=turn,
             openai_ok=openai_ok,
         )
+        if soft:
+            warn(
+                f"compression stopped at {draft.total:,} tokens (from {start.total:,}): above "
+                f"its target of {target:,} but within the hard limit of {hard:,}"
+            )
+        return result
 
     def _commit(
         self,

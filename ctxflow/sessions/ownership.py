@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import re
 import threading
 import time
@@ -55,6 +54,7 @@ import attrs
 import msgpack
 import redis
 
+from ctxflow._log import get_logger
 from ctxflow.checkpoints.model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -83,7 +83,7 @@ __all__ = [
 ConflictPolicy = Literal["retry", "fork", "raise"]
 _POLICIES = ("retry", "fork", "raise")
 _NODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-log = logging.getLogger(__name__)
+log = get_logger("ctxflow.sessions.ownership")
 
 # KEYS: owner, fence.  ARGV: node, ttl ms.  -> {1, token} or {0, current owner}
 _ACQUIRE = """
@@ -351,7 +351,7 @@ class SessionCoordinator:
 
     def _listener_failed(self, exc: BaseException, pubsub: Any, thread: Any) -> None:
         if not self._stop.is_set():
-            log.warning("ctxflow invalidation listener of %s failed: %s", self.node_id, exc)
+            log.warning("invalidation_listener_failed", node=self.node_id, error=str(exc))
         thread.stop()
 
     def _beat(self) -> None:
@@ -366,14 +366,14 @@ class SessionCoordinator:
                 self._beat()
                 self.renew_all()
             except StoreError as exc:
-                log.warning("ctxflow heartbeat of %s failed: %s", self.node_id, exc)
+                log.warning("heartbeat_failed", node=self.node_id, error=str(exc))
 
     def _claim_loop(self) -> None:
         while not self._stop.wait(self.claim_interval):
             try:
                 self.claim_orphans()
             except StoreError as exc:
-                log.warning("ctxflow claim loop of %s failed: %s", self.node_id, exc)
+                log.warning("claim_loop_failed", node=self.node_id, error=str(exc))
 
     # -- leases ---------------------------------------------------------------
 
@@ -724,7 +724,7 @@ class SessionCoordinator:
         try:
             event = Invalidation(**msgpack.unpackb(message["data"], raw=False))
         except (TypeError, ValueError, msgpack.UnpackException):
-            log.warning("ctxflow ignored a malformed invalidation on %s", self.channel)
+            log.warning("malformed_invalidation_ignored", node=self.node_id, channel=self.channel)
             return
         if event.node_id == self.node_id:
             return

@@ -15,6 +15,7 @@ from ctxflow.testing.llm import (
     text_response,
     tool_call_response,
 )
+from ctxflow.testing.logs import capture_events
 
 __all__ = [
     "CORPUS_ENV",
@@ -24,6 +25,7 @@ __all__ = [
     "FixedCounter",
     "ScriptExhausted",
     "ScriptedLLM",
+    "capture_events",
     "concatenate",
     "corpus_path",
     "load_corpus",

@@ -11,7 +11,8 @@ from installed packages:
   sha256 and seeded into tiktoken's cache directory, so tiktoken never fetches.
 
 When an encoding cannot be loaded, :func:`counter_for` falls back to the
-:class:`HeuristicCounter` and logs a warning; it never downloads.
+:class:`HeuristicCounter` and warns (:class:`~ctxflow.errors.CtxflowWarning`, the
+reason in the message); it never downloads.
 
 All tiktoken counting uses ``encode_ordinary``: real tool output contains
 ``<|endoftext|>``, on which ``encode`` raises.
@@ -32,8 +33,8 @@ from importlib import resources
 from typing import Any
 
 import attrs
-import structlog
 
+from ctxflow._log import get_logger, warn
 from ctxflow.errors import TokenizerUnavailable
 from ctxflow.model import (
     ImageBlock,
@@ -56,7 +57,7 @@ __all__ = [
     "message_measure",
 ]
 
-log = structlog.get_logger("ctxflow.tokens")
+log = get_logger("ctxflow.tokens")
 
 #: Tokens charged for an image referenced by a message (providers bill by size;
 #: a reference carries no size, so ctxflow charges a fixed, documented amount).
@@ -200,14 +201,16 @@ def _o200k() -> Any:
 
 
 def counter_for(encoding: str) -> TokenCounter:
-    """The exact counter for ``encoding``, or the heuristic one with a logged warning."""
+    """The exact counter for ``encoding``, or the heuristic one with a CtxflowWarning."""
     if encoding == "heuristic":
         return HeuristicCounter()
     try:
         return TiktokenCounter(encoding)
     except TokenizerUnavailable as exc:
-        log.warning(
-            "tokenizer_fallback", encoding=encoding, reason=exc.message, counter="heuristic"
+        log.info("tokenizer_fallback", encoding=encoding, reason=exc.message, counter="heuristic")
+        warn(
+            f"token counts for {encoding} are estimates: the encoding is unavailable "
+            f"({exc.message}), so the heuristic counter is used"
         )
         return HeuristicCounter()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from ctxflow.compression import Ladder, recall
-from ctxflow.errors import BudgetExceeded
+from ctxflow.errors import BudgetExceeded, CtxflowWarning
 from ctxflow.layers import LayeredState
 from ctxflow.model import Message, Role, Transcript, check
 
@@ -31,13 +32,18 @@ def test_corpus_compresses_with_zero_violations(
         compressible = conversation.effective_tokens - fixed
         budget = max(1, int(fraction * compressible / 0.5))
         tags = [(m.condense_parent, m.truncation_parent) for m in conversation]
-        try:
-            report = Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed).report
-        except BudgetExceeded:
-            raised += 1
-            assert [(m.condense_parent, m.truncation_parent) for m in conversation] == tags
-            assert not conversation.overlays
-            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CtxflowWarning)
+            try:
+                report = (
+                    Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed).report
+                )
+            except BudgetExceeded:
+                raised += 1
+                assert [(m.condense_parent, m.truncation_parent) for m in conversation] == tags
+                assert not conversation.overlays
+                continue
+        assert len(caught) == (not report.reached_target)  # one CtxflowWarning when short
         for api in ("anthropic", "openai"):
             outcome = check(conversation.effective(), api=api)  # type: ignore[arg-type]
             assert outcome.ok, (transcript.id, outcome.violations[:3])

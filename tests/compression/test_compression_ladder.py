@@ -26,6 +26,7 @@ from ctxflow.compression import (
 from ctxflow.errors import (
     BudgetExceeded,
     CompressionError,
+    CtxflowWarning,
     InvalidConversation,
     InvalidMessage,
     PolicyError,
@@ -143,14 +144,18 @@ def test_above_the_hard_limit_raises_and_changes_nothing(
 def test_between_target_and_hard_limit_succeeds_with_a_warning(
     measure: Callable[[Message], int],
 ) -> None:
-    """When only the hard limit is met the run succeeds and its report says so."""
+    """When only the hard limit is met the run succeeds, its report says so and it warns once."""
     conversation = tool_loop([40] * 3, measure=measure, request="x " * 400, pin_request=True)
     total = conversation.effective_tokens
-    result = Ladder().run(conversation, LayeredState(), budget=total - 10, fixed=0)
+    with pytest.warns(CtxflowWarning, match="above its target") as caught:
+        result = Ladder().run(conversation, LayeredState(), budget=total - 10, fixed=0)
     report = result.report
     assert not report.reached_target
     assert report.tokens_after <= report.hard_limit
     assert any("above the target" in w for w in report.warnings)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert f"{report.tokens_after:,} tokens" in str(caught[0].message)
+    assert f"hard limit of {report.hard_limit:,}" in str(caught[0].message)
 
 
 def test_guard_fires_only_above_the_threshold(measure: Callable[[Message], int]) -> None:
@@ -189,7 +194,8 @@ def test_llm_summarizer_condenses_with_a_bounded_request(
     ladder = Ladder(
         summarizer=LLMSummarizer(client, max_input_tokens=500), rungs=[Condense(keep_recent=4)]
     )
-    result = ladder.run(conversation, LayeredState(), budget=400, fixed=0)
+    with pytest.warns(CtxflowWarning, match="above its target"):  # one rung stops short
+        result = ladder.run(conversation, LayeredState(), budget=400, fixed=0)
     assert result.report.rungs_used == ("condense",)
     request = client.requests[0]
     assert "70-90%" in request["system"]
@@ -228,7 +234,8 @@ def test_a_summarizer_returning_nothing_usable_is_a_recorded_compression_error(
         summarizer=EmptySummarizer(output),
         rungs=[Condense(keep_recent=4)],
     )
-    report = ladder.run(conversation, LayeredState(), budget=400, fixed=0).report
+    with pytest.warns(CtxflowWarning, match="above its target"):
+        report = ladder.run(conversation, LayeredState(), budget=400, fixed=0).report
     assert "summarizer failed" in report.outcomes[0].reason
     assert "summary must" in report.outcomes[0].reason
     assert not report.changed
@@ -242,7 +249,8 @@ def test_over_long_summary_is_skipped(measure: Callable[[Message], int]) -> None
         summarizer=EmptySummarizer("word " * 5_000),
         rungs=[Condense(keep_recent=4)],
     )
-    report = ladder.run(conversation, LayeredState(), budget=400, fixed=0).report
+    with pytest.warns(CtxflowWarning, match="above its target"):
+        report = ladder.run(conversation, LayeredState(), budget=400, fixed=0).report
     assert "too long" in report.outcomes[0].reason
     assert not conversation.summaries()
 
@@ -258,7 +266,8 @@ def test_arun_uses_an_async_summarizer(measure: Callable[[Message], int]) -> Non
     )
     with pytest.raises(PolicyError):
         ladder.run(conversation, LayeredState(), budget=400, fixed=0)
-    result = asyncio.run(ladder.arun(conversation, LayeredState(), budget=400, fixed=0))
+    with pytest.warns(CtxflowWarning, match="above its target"):  # one rung stops short
+        result = asyncio.run(ladder.arun(conversation, LayeredState(), budget=400, fixed=0))
     assert result.report.rungs_used == ("condense",)
     with pytest.raises(CompressionError):
         asyncio.run(

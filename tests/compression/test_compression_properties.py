@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from _convgen import conversations
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctxflow.compression import Ladder, recall, undo
-from ctxflow.errors import BudgetExceeded
+from ctxflow.errors import BudgetExceeded, CtxflowWarning
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, check
 
@@ -46,11 +47,14 @@ def test_any_valid_conversation_compresses_validly_or_raises_unchanged(
     budget = max(1, int(fraction * compressible / 0.5))
     for turn in range(runs):
         before = _snapshot(conversation)
-        try:
-            result = ladder.run(conversation, state, budget=budget, fixed=fixed, turn=turn)
-        except BudgetExceeded:
-            assert _snapshot(conversation) == before
-            break
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CtxflowWarning)
+            try:
+                result = ladder.run(conversation, state, budget=budget, fixed=fixed, turn=turn)
+            except BudgetExceeded:
+                assert _snapshot(conversation) == before
+                assert not caught
+                break
         state = result.state
         report = result.report
         for api in ("anthropic", "openai"):
@@ -60,6 +64,7 @@ def test_any_valid_conversation_compresses_validly_or_raises_unchanged(
         assert report.tokens_after == conversation.effective_tokens
         if not report.reached_target:
             assert report.warnings
+        assert len(caught) == (not report.reached_target)  # one CtxflowWarning when short
         for message in messages:
             if message.important:
                 assert not conversation.original(message.id).hidden
@@ -78,9 +83,12 @@ def test_undo_of_a_run_restores_the_effective_view(
     before = [(m.id, m.content) for m in conversation.effective()]
     fixed = _fixed(conversation)
     budget = max(1, int(fraction * max(1, conversation.effective_tokens - fixed) / 0.5))
-    try:
-        result = Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed)
-    except BudgetExceeded:
-        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CtxflowWarning)
+        try:
+            result = Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed)
+        except BudgetExceeded:
+            return
+    assert len(caught) == (not result.report.reached_target)
     undo(conversation, result.report)
     assert [(m.id, m.content) for m in conversation.effective()] == before

@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from ctxflow.adapters import AnthropicAdapter, OpenAIAdapter, Provider
 from ctxflow.engine import AsyncEngine, Engine, PhaseConfig
@@ -18,6 +17,7 @@ from ctxflow.loop import AgentResult, Tools, arun_agent, run_agent
 from ctxflow.testing import (
     AsyncScriptedLLM,
     ScriptedLLM,
+    capture_events,
     prompt_too_long,
     text_response,
     tool_call_response,
@@ -145,7 +145,7 @@ def test_callable_tool_executor_and_tool_errors(mode: str) -> None:
             raise FileNotFoundError("b")
         return f"{name}:{arguments['path']}"
 
-    with capture_logs() as logs:
+    with capture_events() as logs:
         engine, _, result = run(mode, happy_script(), tools)
     results = [b for m in engine.conversation for b in m.tool_results]
     assert [(b.text, b.is_error) for b in results] == [
@@ -158,7 +158,7 @@ def test_callable_tool_executor_and_tool_errors(mode: str) -> None:
 
 def test_max_turns_stops_unfinished(mode: str) -> None:
     """Hitting max_turns returns an unfinished result and logs it."""
-    with capture_logs() as logs:
+    with capture_events() as logs:
         engine, _, result = run(mode, happy_script(), max_turns=2)
     assert not result.finished and result.turns == 2 and engine.phase == "execution"
     assert any(e["event"] == "agent.max_turns" for e in logs)
@@ -183,7 +183,7 @@ def test_overflow_compresses_and_retries_once(mode: str) -> None:
         prompt_too_long(prompt_tokens=210_000, limit=200_000),
         text_response("Done."),
     ]
-    with capture_logs() as logs:
+    with capture_events() as logs:
         engine, llm, result = run(
             mode,
             script,
@@ -228,7 +228,7 @@ def test_typed_error_mid_turn_fails_and_recovers(mode: str) -> None:
         tool_call_response("read", {"path": "b"}),
         text_response("Done."),
     ]
-    with capture_logs() as logs:
+    with capture_events() as logs:
         engine, llm, result = run(mode, script, {"read": flaky}, reflect_every=0)
     assert result.finished and result.recoveries == 1
     triggers = [r.trigger for r in result.records]
@@ -261,7 +261,7 @@ def test_recoveries_are_bounded(mode: str) -> None:
 def test_tool_not_projected_in_phase_stops_with_conversation_unchanged(mode: str) -> None:
     """A call to a tool the planning phase does not offer raises and adds nothing."""
     script = [tool_call_response("read", {"path": "a"})]
-    with capture_logs() as logs, pytest.raises(ResponseError) as caught:
+    with capture_events() as logs, pytest.raises(ResponseError) as caught:
         run(mode, script)
     assert caught.value.rule == "unknown_tool"
     assert caught.value.field == "content[0].name"

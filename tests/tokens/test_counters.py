@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from ctxflow.errors import PolicyError, TokenizerUnavailable, UnknownModel
 from ctxflow.model import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxflow.testing import capture_events
 from ctxflow.tokens import (
     IMAGE_TOKENS,
     CalibratedCounter,
@@ -121,25 +121,26 @@ def test_unknown_encoding_is_typed() -> None:
 
 
 def test_missing_o200k_falls_back_with_warning(tmp_path: Path) -> None:
-    """Without bpe-openai, o200k falls back to the heuristic counter and logs why."""
+    """Without bpe-openai, o200k falls back to the heuristic counter, logs it and warns why."""
     code = (
-        "import sys; sys.modules['bpe_openai'] = None\n"
-        "from structlog.testing import capture_logs\n"
+        "import sys, warnings; sys.modules['bpe_openai'] = None\n"
+        "from ctxflow.testing import capture_events\n"
         "from ctxflow.tokens import counter_for\n"
-        "with capture_logs() as logs:\n"
+        "with warnings.catch_warnings(record=True) as caught, capture_events() as logs:\n"
+        "    warnings.simplefilter('always')\n"
         "    c = counter_for('o200k_base')\n"
-        "print(c.name, logs[0]['event'], logs[0]['log_level'])\n"
+        "print(c.name, logs[0]['event'], logs[0]['level'], caught[0].category.__name__)\n"
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    assert done.stdout.split() == ["heuristic", "tokenizer_fallback", "warning"]
+    assert done.stdout.split() == ["heuristic", "tokenizer_fallback", "info", "CtxflowWarning"]
 
 
 def test_counter_for_known_encoding_logs_nothing() -> None:
     """An available encoding gives the exact counter without a warning."""
-    with capture_logs() as logs:
+    with capture_events() as logs:
         counter = counter_for("cl100k_base")
     assert isinstance(counter, TiktokenCounter)
     assert logs == []
