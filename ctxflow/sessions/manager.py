@@ -69,7 +69,7 @@ from ctxflow._log import get_logger
 from ctxflow.checkpoints import new_session_id
 from ctxflow.compression import Ladder
 from ctxflow.context import ChartConfiguration
-from ctxflow.engine import Engine
+from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import (
     BudgetExceeded,
     CheckpointNotFound,
@@ -259,6 +259,9 @@ class ContextManager:
         self.ttl = ttl
         self.limits = limits or Limits()
         self.compress: Compress | None = LadderCompressor() if compress is _DEFAULT else compress
+        # One loaded chart for every engine: loading one per engine costs ~10 ms and ~100 KiB.
+        chart = options.get("chart", "agent_loop")
+        options["chart"] = chart if isinstance(chart, Chart) else load_chart(chart)
         self.engine_options = options
         self.engine_class = engine_class
         self.write_through = write_through
