@@ -28,14 +28,14 @@ def run(h: Harness) -> None:
     for i in range(n):
         transcript = corpus[i % len(corpus)]
         opening = [m for m in transcript.messages if m.role is not Role.SYSTEM][:1]
-        ids.append(manager.create(messages=opening).id)
+        ids.append(manager.create(messages=opening).session_id)
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     h.record(
         f"sessions.memory_per_context.{n}",
         used / n / 1024,
         "KiB",
-        note="live context with its opening user turn, cache entry and checkpointer",
+        note="live session (an engine) with its opening user turn, cache entry and checkpointer",
     )
     gets, updates = [], []
     for i in range(min(n, 5_000)):
