@@ -12,14 +12,11 @@ whole replay.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 from benchmarks.harness import Harness
 from ctxflow.checkpoints import CheckpointPolicy
@@ -39,10 +36,6 @@ class _Model:
         """No-op."""
 
 
-def _quiet() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-
 def _engine(**kwargs: Any) -> Engine:
     engine = Engine(**kwargs)
     engine.send("start", task="benchmark")
@@ -53,7 +46,6 @@ def _engine(**kwargs: Any) -> Engine:
 def run(h: Harness) -> None:
     from statemachine.io import load
 
-    _quiet()
     n = h.size(2000, 50)
     bare_cls = load(str(chart_path("agent_loop")))
     bare_cls.catch_errors_as_events = False

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ctxflow.cli.output import command_output
 from ctxflow.errors import CtxflowError
 
 __all__ = ["main"]
@@ -34,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        status: int = args.handler(args)
+        with command_output():
+            status: int = args.handler(args)
     except CtxflowError as exc:
         print(f"ctxflow {args.command}: error: {exc}", file=sys.stderr)
         return 2

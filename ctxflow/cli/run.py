@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Literal, TextIO
+from typing import IO, Any, Literal
 
 from ctxflow.engine import Engine, load_chart
-from ctxflow.errors import CtxflowWarning, FormatError
+from ctxflow.errors import FormatError
 from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.runner import RunResult, TurnRecord, replay
@@ -107,55 +104,6 @@ def _staged(path: str | None) -> Iterator[tuple[Path, IO[str]] | None]:
             os.unlink(handle.name)
 
 
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """Only warnings and errors while the replay prints its own progress, one line each.
-
-    ctxflow's log events at WARNING and above go to stderr as
-    ``[warning] <message>``; a :class:`CtxflowWarning` is one ``[warning]``
-    line too, never a traceback. Both are undone on exit.
-    """
-    out = sys.stderr
-    handler = logging.StreamHandler(out)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(_LineFormatter())
-    logger = logging.getLogger("ctxflow")
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    original = warnings.showwarning
-
-    def show(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: TextIO | None = None,
-        line: str | None = None,
-    ) -> None:
-        if issubclass(category, CtxflowWarning):
-            print(f"[warning] {message}", file=out, flush=True)
-        else:
-            original(message, category, filename, lineno, file, line)
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", CtxflowWarning)
-            warnings.showwarning = show
-            yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _LineFormatter(logging.Formatter):
-    """``[warning] <message>``: the level in lower case, no traceback."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"[{record.levelname.lower()}] {record.getMessage()}"
-
-
 def _progress(record: TurnRecord) -> None:
     layers = record.layers
     used = " ".join(
@@ -203,8 +151,7 @@ def _summary(result: RunResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the conversation; exit 0 when every window is valid and within budget."""
-    with _quiet_logs():
-        return _run(args)
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

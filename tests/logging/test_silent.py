@@ -201,12 +201,12 @@ def test_get_logger_names_must_be_under_ctxflow() -> None:
 
 def test_cli_prints_warnings_as_single_lines(capsys: pytest.CaptureFixture[str]) -> None:
     """While the CLI runs, warning events and CtxflowWarnings are one '[warning]' line each."""
-    from ctxflow.cli.run import _quiet_logs
+    from ctxflow.cli.output import command_output
 
     logger = logging.getLogger("ctxflow")
     handlers, level = list(logger.handlers), logger.level
     log = get_logger("ctxflow.tests.cli")
-    with _quiet_logs():
+    with command_output():
         log.info("not_shown", n=1)
         log.warning("agent.tool_error", tool="read")
         ctxflow._log.warn("counts are estimates")
