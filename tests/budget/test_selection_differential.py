@@ -1,0 +1,231 @@
+"""The selector chooses exactly what the frozen reference selector chose, input for input."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctxflow.budget import build_window, select, window_measure
+from ctxflow.budget import window as window_module
+from ctxflow.errors import BudgetExceeded
+from ctxflow.layers import LayeredState, SystemLayer, TaskLayer, ToolDef
+from ctxflow.model import Conversation, Message, Role, Transcript
+from ctxflow.protocols import TokenCounter
+from ctxflow.testing import FixedCounter
+from ctxflow.tokens import counter_for, message_measure
+from tests.compression._convgen import WORDS
+from tests.compression._convgen import conversations as convgen_conversations
+
+from . import _selection_reference as reference
+from .conftest import conversations, state_for
+
+Measure = Callable[[Message], int]
+
+COUNTER = FixedCounter()
+MEASURE = window_measure(COUNTER)
+_PLAIN = message_measure(COUNTER, overhead=4)
+
+
+def _merge_penalty(message: Message) -> int:
+    """A measure that charges merged messages more than their parts (the assembly fallback)."""
+    return _PLAIN(message) + (
+        40 * len(message.metadata[reference.MERGED_FROM])
+        if reference.MERGED_FROM in message.metadata
+        else 0
+    )
+
+
+_CL100K = counter_for("cl100k_base")
+#: (counter, measure) pairs: fixed rate; merges charged extra; a real encoding.
+MEASURES: tuple[tuple[TokenCounter, Measure], ...] = (
+    (COUNTER, MEASURE),
+    (COUNTER, _merge_penalty),
+    (_CL100K, window_measure(_CL100K)),
+)
+
+
+PHASES = ("planning", "execution", "reflection")
+ANY_CONVERSATION = st.one_of(conversations(max_tasks=5), convgen_conversations())
+
+Outcome = tuple[object, ...]
+
+
+def _exclusions(excluded: object) -> dict[str, tuple[int, int, int]]:
+    assert isinstance(excluded, dict)
+    return {k: (v.units, v.messages, v.tokens) for k, v in excluded.items()}
+
+
+def _selection(run: Callable[[], object]) -> Outcome:
+    """A selection as plain values: messages (ids, overlays, trims), token counts, exclusions."""
+    try:
+        found = run()
+    except BudgetExceeded as exc:
+        return ("refused", str(exc), exc.rule, exc.details)
+    return (
+        tuple(found.messages),  # type: ignore[attr-defined]
+        found.tokens,  # type: ignore[attr-defined]
+        found.memory_tokens,  # type: ignore[attr-defined]
+        found.evidence_tokens,  # type: ignore[attr-defined]
+        _exclusions(found.excluded),  # type: ignore[attr-defined]
+    )
+
+
+@contextlib.contextmanager
+def _reference_selector() -> Iterator[None]:
+    """Make :func:`build_window` select through the frozen reference."""
+    saved = window_module._index, window_module._select
+    window_module._index, window_module._select = reference._index, reference._select  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        window_module._index, window_module._select = saved
+
+
+def _window(build: Callable[[], object]) -> Outcome:
+    """A window as plain values: what the model is sent and the report's numbers."""
+    try:
+        window = build()
+    except BudgetExceeded as exc:
+        return ("refused", str(exc), exc.rule, exc.details)
+    report = window.report  # type: ignore[attr-defined]
+    return (
+        window,
+        report.message_budget,
+        dict(report.layers),
+        dict(report.tiers),
+        _exclusions(dict(report.excluded)),
+    )
+
+
+def _both_windows(
+    state: LayeredState,
+    conversation: Conversation,
+    *,
+    phase: str,
+    counter: TokenCounter,
+    budget: int,
+    measure: Measure | None = None,
+) -> tuple[Outcome, Outcome]:
+    def build() -> object:
+        return build_window(
+            state, conversation, phase=phase, counter=counter, budget=budget, measure=measure
+        )
+
+    new = _window(build)
+    with _reference_selector():
+        old = _window(build)
+    return new, old
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ANY_CONVERSATION,
+    st.integers(0, 3_000),
+    st.integers(0, 100_000),
+    st.sampled_from(MEASURES),
+    st.lists(st.sampled_from(WORDS), max_size=4),
+    st.data(),
+)
+def test_select_matches_the_reference(
+    messages: list[Message],
+    budget: int,
+    evidence_pct: int,
+    measured: tuple[TokenCounter, Measure],
+    task: list[str],
+    data: st.DataObject,
+) -> None:
+    """Any budget, evidence, measure, task and broken pairs: the same selection or refusal."""
+    counter, measure = measured
+    conversation = Conversation(messages, measure=measure)
+    _hide_some(conversation, messages, data)
+    budget = budget + conversation.effective_tokens * (budget % 7) // 6
+    evidence = conversation.effective_tokens * evidence_pct // 100_000
+    kwargs = {"budget": budget, "evidence": evidence, "measure": measure, "counter": counter}
+    text = " ".join(task)
+    new = _selection(lambda: select(conversation, task=text, **kwargs))  # type: ignore[arg-type]
+    old = _selection(lambda: reference.select(conversation, task=text, **kwargs))  # type: ignore[arg-type]
+    assert new == old
+
+
+def _hide_some(conversation: Conversation, messages: list[Message], data: st.DataObject) -> None:
+    """Hide a few unpinned messages, which may break tool pairs in the effective view."""
+    hideable = [m.id for m in messages if not m.important and m.role is not Role.SYSTEM]
+    if hideable:
+        hidden = data.draw(st.lists(st.sampled_from(hideable), max_size=3, unique=True))
+        if hidden:
+            conversation.hide(hidden, truncation_parent="cut-1")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ANY_CONVERSATION,
+    st.floats(min_value=0.02, max_value=1.2),
+    st.sampled_from(PHASES),
+    st.data(),
+)
+def test_windows_match_the_reference_after_appends_and_summaries(
+    messages: list[Message], fraction: float, phase: str, data: st.DataObject
+) -> None:
+    """Build, hide, append, condense a span, building after each: always the reference's window."""
+    state = state_for()
+    budget = 300 + int(sum(MEASURE(m) for m in messages) * fraction)
+    half = data.draw(st.integers(0, len(messages)))
+    conversation = Conversation(messages[:half], measure=MEASURE)
+    for step in ("first half", "hidden", "appended", "condensed"):
+        if step == "hidden":
+            _hide_some(conversation, messages[:half], data)
+        if step == "appended":
+            conversation.extend(messages[half:])
+        if step == "condensed":
+            start = data.draw(st.integers(0, len(messages) - 1))
+            end = data.draw(st.integers(start, len(messages) - 1))
+            covers = [m.id for m in messages[start : end + 1] if not m.important]
+            if not covers:
+                continue
+            role = data.draw(st.sampled_from([Role.USER, Role.ASSISTANT]))
+            summary = Message(role=role, content="summary of earlier work", id="summary-1")
+            conversation.add_summary(summary, covers)
+        new, old = _both_windows(state, conversation, phase=phase, counter=COUNTER, budget=budget)
+        assert new == old, step
+
+
+def _corpus_state(transcript: Transcript) -> tuple[LayeredState, list[Message]]:
+    system = "\n".join(m.text for m in transcript.messages if m.role is Role.SYSTEM)
+    dialogue = [m for m in transcript.messages if m.role is not Role.SYSTEM]
+    tools = tuple(ToolDef(name=n) for n in sorted({u.name for m in dialogue for u in m.tool_uses}))
+    first = next(m for m in dialogue if m.role is Role.USER and not m.tool_results)
+    task = TaskLayer(statement=first.text[:400])
+    return LayeredState(system=SystemLayer(prompt=system, tools=tools), task=task), dialogue
+
+
+@pytest.mark.corpus
+def test_corpus_windows_match_the_reference(transcripts: list[Transcript]) -> None:
+    """Every corpus conversation at 3 budgets x 3 phases: the same window as the reference."""
+    counter = counter_for("cl100k_base")
+    measure = window_measure(counter)
+    mismatches: list[str] = []
+    built = refused = 0
+    for transcript in transcripts:
+        state, dialogue = _corpus_state(transcript)
+        conversation = Conversation(dialogue, measure=measure)
+        probe = build_window(state, conversation, phase="execution", counter=counter, budget=10**9)
+        fixed = probe.report.allocation.fixed.total
+        compressible = conversation.effective_tokens
+        for pct in (15, 45, 85):
+            budget = fixed + compressible * pct // 100 + 200
+            for phase in PHASES:
+                new, old = _both_windows(
+                    state, conversation, phase=phase, counter=counter, budget=budget
+                )
+                if new != old:
+                    mismatches.append(f"{transcript.id} @{budget} {phase}")
+                if new[0] == "refused":
+                    refused += 1
+                else:
+                    built += 1
+    assert not mismatches, mismatches[:5]
+    assert built > 8 * refused
