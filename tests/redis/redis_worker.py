@@ -22,7 +22,8 @@ def count(url: str, tenant: str, n: int, sessions: list[str]) -> None:
     client = redis.Redis.from_url(url)
     node = SessionCoordinator(client, tenant=tenant)
     for i in range(n):
-        node.update(sessions[i % len(sessions)], lambda d: {"n": (d or {"n": 0})["n"] + 1})
+        session_id = sessions[i % len(sessions)]
+        node.update_with_retry(session_id, lambda d: {"n": (d or {"n": 0})["n"] + 1})
     print("done", flush=True)
 
 

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -15,6 +16,7 @@ from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.checkpoints.model import CheckpointDraft, new_checkpoint_id
 from ctxflow.errors import (
     CheckpointError,
+    ConflictError,
     OwnershipLost,
     SessionError,
     SessionNotFound,
@@ -22,6 +24,7 @@ from ctxflow.errors import (
 )
 from ctxflow.model import Conversation, Message
 from ctxflow.sessions.ownership import Invalidation, Lease, SessionCoordinator
+from ctxflow.stores.base import Store
 from ctxflow.stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -73,6 +76,26 @@ def test_fencing_token_rejects_a_stale_owner(client: redis.Redis, tenant: str) -
     assert new.store is not None and new.store.checkpoints("ses_a") == before
     assert "ses_a" not in old.owned()
     Checkpointer(new.fenced(taken), "ses_a").restore()
+
+
+def test_fenced_store_reads_through_to_the_store(client: redis.Redis, tenant: str) -> None:
+    """A fenced store is a Store whose reads and retention run on the coordinator's store."""
+    node = _coordinator(client, tenant, "n")
+    store = node.store
+    assert store is not None
+    fenced = node.fenced(node.acquire("ses_f"))
+    assert isinstance(fenced, Store)
+    conversation = Conversation()
+    writer = Checkpointer(fenced, "ses_f")
+    for i in range(3):
+        _turn(conversation, i)
+        writer.capture(conversation)
+    assert fenced.sessions() == store.sessions() == ["ses_f"]
+    assert fenced.checkpoints("ses_f") == store.checkpoints("ses_f")
+    assert fenced.load("ses_f").record == fenced.latest("ses_f") == store.latest("ses_f")
+    assert len(fenced.prune("ses_f", keep_last=1)) == 2
+    fenced.close()
+    assert len(store.checkpoints("ses_f")) == 1
 
 
 def test_acquire_is_exclusive_and_tokens_grow(client: redis.Redis, tenant: str) -> None:
@@ -233,8 +256,8 @@ def _full_draft(
     )
 
 
-def test_commit_conflict_policies(client: redis.Redis, tenant: str) -> None:
-    """A stale checkpoint commit raises, is rebuilt on the latest, or forks, as chosen."""
+def test_commit_on_a_stale_parent(client: redis.Redis, tenant: str) -> None:
+    """A stale checkpoint commit raises, is rebuilt on the latest, or forks, by method."""
     node = _coordinator(client, tenant, "n")
     store = node.store
     assert store is not None
@@ -247,20 +270,20 @@ def test_commit_conflict_policies(client: redis.Redis, tenant: str) -> None:
     first, second, third = store.checkpoints("ses_p")
     stale = _full_draft(store, "ses_p", first.id, parent=second.id)
     with pytest.raises(StaleCheckpoint):
-        node.commit(lease, stale, expected_parent=second.id, policy="raise")
+        node.commit(lease, stale, expected_parent=second.id)
+    no_rebuild: Any = None  # an untyped caller's mistake
     with pytest.raises(CheckpointError):
-        node.commit(lease, stale, expected_parent=second.id, policy="retry")
+        node.commit_with_retry(lease, stale, expected_parent=second.id, rebuild=no_rebuild)
     assert store.checkpoints("ses_p") == [first, second, third]
-    retried = node.commit(
+    retried = node.commit_with_retry(
         lease,
         stale,
         expected_parent=second.id,
-        policy="retry",
         rebuild=lambda latest: _full_draft(store, "ses_p", first.id, parent=latest.id),
     )
     assert retried.parent_id == third.id
     assert retried.seq == 4
-    forked = node.commit(lease, stale, expected_parent=second.id, policy="fork")
+    forked = node.commit_or_fork(lease, stale, expected_parent=second.id)
     assert forked.session_id != "ses_p"
     assert forked.session_id in node.owned()
     assert store.checkpoints(forked.session_id)[0].trigger == "fork"
@@ -268,8 +291,8 @@ def test_commit_conflict_policies(client: redis.Redis, tenant: str) -> None:
     assert len(store.checkpoints("ses_p")) == 4
 
 
-def test_update_conflict_policies(client: redis.Redis, tenant: str) -> None:
-    """A record update that loses a race retries, raises or forks, as chosen."""
+def test_update_that_loses_a_race(client: redis.Redis, tenant: str) -> None:
+    """A record update that loses a race retries, raises or forks, by method."""
     node = _coordinator(client, tenant, "n")
     node.update("ses_q", lambda d: {"n": 0})
 
@@ -278,29 +301,30 @@ def test_update_conflict_policies(client: redis.Redis, tenant: str) -> None:
             node.update("ses_q", lambda d: {"n": d["n"] + 100})
         return {"n": data["n"] + 1}
 
-    assert node.update("ses_q", racing).data == {"n": 101}
+    assert node.update_with_retry("ses_q", racing).data == {"n": 101}
     node.update("ses_q", lambda d: {"n": 0})
-    with pytest.raises(SessionError) as info:
-        node.update("ses_q", racing, policy="raise")
+    with pytest.raises(ConflictError) as info:
+        node.update("ses_q", racing)
     assert info.value.rule == "version_conflict"
     assert node.read("ses_q").data == {"n": 100}
     node.update("ses_q", lambda d: {"n": 0})
-    forked = node.update("ses_q", racing, policy="fork")
+    forked = node.update_or_fork("ses_q", racing)
     assert forked.session_id != "ses_q"
     assert node.read(forked.session_id).data == {"n": 1}
     assert node.read("ses_q").data == {"n": 100}
 
 
 def test_bad_input_to_the_coordinator(client: redis.Redis, tenant: str) -> None:
-    """Unknown sessions, bad names and policies raise typed errors naming them."""
+    """Unknown sessions, bad names and a bad attempt limit raise typed errors naming them."""
     node = _coordinator(client, tenant, "n")
     with pytest.raises(SessionNotFound) as info:
         node.read("ses_nothing")
     assert info.value.session_id == "ses_nothing"
     with pytest.raises(SessionError):
         SessionCoordinator(client, tenant=tenant, node_id="bad|node")
-    with pytest.raises(SessionError):
-        node.update("ses_z", lambda d: 1, policy="merge")  # type: ignore[arg-type]
+    with pytest.raises(SessionError) as limit:
+        node.update_with_retry("ses_z", lambda d: 1, max_attempts=0)
+    assert limit.value.rule == "max_attempts"
     with pytest.raises(SessionError):
         SessionCoordinator(client, tenant=tenant, store=RedisStore(client, tenant=tenant + "x"))
     with pytest.raises(CheckpointError):

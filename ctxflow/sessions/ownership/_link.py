@@ -1,0 +1,72 @@
+"""One node's link to one tenant's Redis: the keys ownership adds, and one error wrapper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import redis
+
+from ctxflow._log import get_logger
+from ctxflow.errors import StoreError
+from ctxflow.stores.redis import RedisKeys, check_session_id
+
+__all__ = ["Link", "log", "text"]
+
+T = TypeVar("T")
+
+log = get_logger("ctxflow.sessions.ownership")
+
+
+def text(value: Any) -> str:
+    """A Redis reply as text (bytes decoded)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@attrs.frozen(kw_only=True)
+class Link:
+    """The client, key names and node of one coordinator, shared by its parts."""
+
+    client: Any  # redis.Redis; its stubs type script and pipeline replies too loosely to help
+    keys: RedisKeys
+    node_id: str
+
+    def session(self, session_id: str, part: str) -> str:
+        """One key of a session (its id checked first), under the session's hash tag."""
+        return self.keys.session(check_session_id(session_id), part)
+
+    def guard(self, session_id: str) -> list[str]:
+        """The owner and fence keys of a session: what every fenced script checks."""
+        return [self.session(session_id, "owner"), self.session(session_id, "fence")]
+
+    def node(self, node_id: str) -> str:
+        """The heartbeat key of a node (expires unless the node beats)."""
+        return f"{self.keys.prefix}node:{{{node_id}}}"
+
+    @property
+    def nodes(self) -> str:
+        """The hash of every node that ever beat: node id -> time of its last beat."""
+        return f"{self.keys.prefix}nodes"
+
+    @property
+    def owners(self) -> str:
+        """The hash of owned sessions: session id -> the node that last took it."""
+        return f"{self.keys.prefix}owners"
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel of the tenant's invalidations."""
+        return f"{self.keys.prefix}events"
+
+    def call(self, doing: str, fn: Callable[[], T]) -> T:
+        """Run one Redis call; a redis-py error comes out as ``StoreError`` naming ``doing``."""
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise StoreError(
+                f"Redis {doing} failed for node {self.node_id!r}: {type(exc).__name__}: {exc}",
+                rule="redis",
+                operation=doing,
+                tenant=self.keys.tenant,
+            ) from exc
