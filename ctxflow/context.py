@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from ctxflow.errors import FormatError
+from ctxflow.errors import FormatError, PolicyError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
 
@@ -35,6 +35,7 @@ __all__ = [
     "AgentContext",
     "ChartConfiguration",
     "SessionInfo",
+    "check_plain",
     "from_checkpoint",
     "to_checkpoint",
 ]
@@ -42,6 +43,10 @@ __all__ = [
 
 def _history(value: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
     return {str(k): tuple(str(s) for s in v) for k, v in dict(value).items()}
+
+
+def _plain_dict(value: Mapping[str, object]) -> dict[str, object]:
+    return dict(value)
 
 
 def _ids(value: Sequence[str]) -> tuple[str, ...]:
@@ -122,7 +127,7 @@ class AgentContext:
 class SessionInfo:
     """A session's bookkeeping beside its context: user data, version, audit position."""
 
-    data: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    data: Mapping[str, object] = attrs.field(factory=dict, converter=_plain_dict)
     version: int = 0
     audit_seq: int = 0
 
@@ -174,3 +179,29 @@ def from_checkpoint(
         chart=ChartConfiguration.from_plain(chart),
     )
     return context, SessionInfo(data=data, version=version, audit_seq=seq or 0)
+
+
+def check_plain(value: object, where: str, depth: int = 0) -> None:
+    """Refuse ``value`` with a ``PolicyError`` unless a checkpoint can store it as plain data."""
+    if depth > 64:
+        raise PolicyError(f"{where} must nest at most 64 deep", rule="plain_data")
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return
+    if isinstance(value, list | tuple):
+        for at, item in enumerate(value):
+            check_plain(item, f"{where}[{at}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise PolicyError(
+                    f"{where} must have string keys (got {type(key).__name__})",
+                    rule="plain_data",
+                )
+            check_plain(item, f"{where}[{key!r}]", depth + 1)
+        return
+    raise PolicyError(
+        f"{where} must be plain data (None, bool, int, float, str, bytes, list, dict) "
+        f"(got {type(value).__name__})",
+        rule="plain_data",
+    )

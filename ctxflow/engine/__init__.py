@@ -3,6 +3,15 @@
 python-statemachine is imported here and nowhere else in ctxflow.
 """
 
+from ctxflow.engine._seams import (
+    AllocationLike,
+    Allocator,
+    Checkpointer,
+    CompressionGuard,
+    Consolidator,
+    StoreCheckpointer,
+    WindowBuilder,
+)
 from ctxflow.engine.audit import AuditEvent, AuditLog
 from ctxflow.engine.charts import (
     ACTIONS,
@@ -16,25 +25,16 @@ from ctxflow.engine.charts import (
     load_chart,
 )
 from ctxflow.engine.diagrams import render_dot, render_mermaid, write_diagrams
-from ctxflow.engine.engine import (
-    Allocator,
-    AsyncEngine,
-    Checkpointer,
-    CompressionGuard,
-    Engine,
-    EngineSnapshot,
-    EventNotAllowed,
-    MemoryCheckpointer,
-    StoreCheckpointer,
-    WindowBuilder,
-)
+from ctxflow.engine.engine import AsyncEngine, Engine
 from ctxflow.engine.listeners import Listeners
 from ctxflow.engine.records import StepRecord
+from ctxflow.errors import EventNotAllowed
 
 __all__ = [
     "ACTIONS",
     "DEFAULT_CHART",
     "GUARDS",
+    "AllocationLike",
     "Allocator",
     "AsyncEngine",
     "AuditEvent",
@@ -42,11 +42,10 @@ __all__ = [
     "Chart",
     "Checkpointer",
     "CompressionGuard",
+    "Consolidator",
     "Engine",
-    "EngineSnapshot",
     "EventNotAllowed",
     "Listeners",
-    "MemoryCheckpointer",
     "PhaseConfig",
     "StepRecord",
     "StoreCheckpointer",

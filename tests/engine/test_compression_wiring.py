@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from ctxflow import errors
+from ctxflow.checkpoints import CheckpointRecord
 from ctxflow.compression import CompressionReport, Ladder, LadderPolicy
 from ctxflow.engine import PhaseConfig
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
@@ -97,10 +98,11 @@ def test_hard_limit_unreachable_refuses_the_event_and_changes_nothing(make: Make
 
 def test_a_rolled_back_compression_is_undone(make: Make) -> None:
     """If the checkpoint after a compressing transition fails, the ladder's tags are undone."""
-    from ctxflow.engine import MemoryCheckpointer
+    from ctxflow.engine import StoreCheckpointer
+    from ctxflow.stores import MemoryStore
 
-    class Refusing(MemoryCheckpointer):
-        def capture(self, conversation: object, **kw: object) -> str:
+    class Refusing(StoreCheckpointer):
+        def capture(self, conversation: object, **kw: object) -> CheckpointRecord:
             if kw["phase"] == "reflection":
                 raise errors.StaleCheckpoint("moved on", rule="stale")
             return super().capture(conversation, **kw)  # type: ignore[arg-type]
@@ -109,7 +111,7 @@ def test_a_rolled_back_compression_is_undone(make: Make) -> None:
     d = running(
         make,
         6000,
-        checkpointer=Refusing(),
+        checkpointer=Refusing(MemoryStore()),
         phases={"reflection": PhaseConfig(compression_policy=tight)},
     )
     d.engine.add_messages(tool_loop(20))

@@ -9,6 +9,8 @@ import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
 from ctxflow import errors
+from ctxflow.checkpoints import CheckpointRecord
+from ctxflow.compression import CompressionResult
 from ctxflow.engine import EventNotAllowed, PhaseConfig
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Message
@@ -40,7 +42,9 @@ class GuardSpy:
         self.calls.append((kw["phase"], allocation))
         if kw["phase"] == self.fail_in:
             raise errors.BudgetExceeded("the last turn must fit (got too much)", rule="hard_limit")
-        return self.report
+        if self.report is None:
+            return None
+        return CompressionResult(state=state, report=self.report)
 
 
 def engine(make: Make, **kwargs: Any) -> Driver:
@@ -479,15 +483,16 @@ def test_async_collaborators_are_awaited_by_the_async_engine() -> None:
 
 def test_a_failing_checkpoint_rolls_the_transition_back(make: Make) -> None:
     """When the checkpoint of a phase change cannot be written, the phase does not change."""
-    from ctxflow.engine import MemoryCheckpointer
+    from ctxflow.engine import StoreCheckpointer
+    from ctxflow.stores import MemoryStore
 
-    class Refusing(MemoryCheckpointer):
-        def capture(self, conversation: Any, **kw: Any) -> str:
+    class Refusing(StoreCheckpointer):
+        def capture(self, conversation: Any, **kw: Any) -> CheckpointRecord:
             if kw["phase"] == "execution":
                 raise errors.StaleCheckpoint("the session moved on", rule="stale")
             return super().capture(conversation, **kw)
 
-    d = engine(make, checkpointer=Refusing())
+    d = engine(make, checkpointer=Refusing(MemoryStore()))
     walk(d, "start")
     with pytest.raises(errors.StaleCheckpoint):
         d.send("plan_ready")

@@ -10,7 +10,7 @@ import pytest
 
 from ctxflow import errors
 from ctxflow.checkpoints import CheckpointPolicy
-from ctxflow.engine import MemoryCheckpointer, StoreCheckpointer
+from ctxflow.engine import StoreCheckpointer
 from ctxflow.model import Conversation, Message
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.testing import CountingMeasure
@@ -115,10 +115,10 @@ def test_memory_checkpoints_restore_the_counts_of_the_same_measure() -> None:
         [Message.user("x " * 300, id="u1"), Message.assistant("ok", id="a1")], measure=measure
     )
     conversation.set_overlay("u1", Message.user("[short]", id="u1"))
-    checkpoints = MemoryCheckpointer()
+    checkpoints = StoreCheckpointer(MemoryStore(), measure=measure)
     checkpoint = checkpoints.capture(
         conversation, state={}, chart={}, phase="execution", trigger="phase"
-    )
+    ).id
     measure.calls = 0
     again = checkpoints.restore(checkpoint, measure=measure).conversation
     assert measure.calls == 0

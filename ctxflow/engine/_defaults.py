@@ -1,0 +1,115 @@
+"""The engine's own collaborators: the window builder, the compression guard and its
+ladders, the memory consolidator and the budget planner over ``ctxflow.budget`` and
+``ctxflow.compression`` (a part of the engine's core)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from ctxflow.budget import DEFAULT_POLICY, Window, build_window, plan_budget
+from ctxflow.compression import CompressionResult, Ladder, extract_facts, fixed_tokens
+from ctxflow.layers import LayeredState
+from ctxflow.model import Conversation
+
+if TYPE_CHECKING:
+    from ctxflow._critical import CriticalLock
+    from ctxflow.engine._seams import AllocationLike, WindowBuilder
+    from ctxflow.engine.charts import PhaseConfig
+    from ctxflow.protocols import AsyncSummarizer, Measure, Summarizer, TokenCounter
+    from ctxflow.tokens import ModelProfile
+
+__all__ = ["DefaultSeams"]
+
+
+class DefaultSeams:
+    """The window and the engine's default collaborators."""
+
+    # what the core provides
+    _async: bool
+    lock: CriticalLock
+    phases: dict[str, PhaseConfig]
+    summarizer: Summarizer | AsyncSummarizer | None
+    counter: TokenCounter
+    profile: ModelProfile
+    budget: int | None
+    measure: Measure
+    window_builder: WindowBuilder
+    _ladders: dict[str, Ladder]
+    _conversation: Conversation
+    _state: LayeredState
+    _phase: str
+
+    if TYPE_CHECKING:
+
+        def _budget_policy(self, phase: str) -> object: ...
+
+    def window(self) -> Window:
+        """The window for the next model call in the current phase (within its budget)."""
+        with self.lock:
+            return self.window_builder(
+                self._conversation,
+                self._state,
+                phase=self._phase,
+                policy=self._budget_policy(self._phase),
+            )
+
+    def ladder(self, phase: str) -> Ladder:
+        """The compression ladder of ``phase`` (its own policy, or the default one)."""
+        ladder = self._ladders.get(phase)
+        if ladder is None:
+            config = self.phases.get(phase)
+            policy = config.compression_policy if config is not None else None
+            if isinstance(policy, Ladder):
+                ladder = policy
+            else:
+                ladder = Ladder(policy=policy, summarizer=self.summarizer)
+            self._ladders[phase] = ladder
+        return ladder
+
+    def _guard(
+        self,
+        conversation: Conversation,
+        state: LayeredState,
+        allocation: AllocationLike,
+        *,
+        phase: str,
+        policy: object,
+    ) -> CompressionResult | Awaitable[CompressionResult] | None:
+        flexible = getattr(allocation, "flexible", None)
+        if not isinstance(flexible, int) or flexible <= 0:
+            return None
+        ladder = self.ladder(phase)
+        fixed = fixed_tokens(conversation)
+        if not ladder.guard(conversation, budget=flexible, fixed=fixed):
+            return None
+        run = ladder.arun if self._async else ladder.run
+        return run(conversation, state, budget=flexible, fixed=fixed, turn=state.runtime.step)
+
+    def _consolidate(self, conversation: Conversation, state: LayeredState) -> LayeredState:
+        """Flush the decisions and constraints stated so far into semantic memory."""
+        return state.with_facts(extract_facts(conversation.effective()))
+
+    def _plan_budget(self, state: LayeredState, *, phase: str, policy: object) -> AllocationLike:
+        return plan_budget(
+            state,
+            phase=phase,
+            counter=self.counter,
+            profile=self.profile,
+            budget=self.budget,
+            policy=policy if policy is not None else DEFAULT_POLICY,  # type: ignore[arg-type]
+        )
+
+    def _build_window(
+        self, conversation: Conversation, state: LayeredState, *, phase: str, policy: object
+    ) -> Window:
+        return build_window(
+            state,
+            conversation,
+            phase=phase,
+            counter=self.counter,
+            profile=self.profile,
+            budget=self.budget,
+            policy=policy if policy is not None else DEFAULT_POLICY,  # type: ignore[arg-type]
+            measure=self.measure,
+        )

@@ -1,0 +1,112 @@
+"""The effects an event asks for, as values: one core yields them, a driver carries them out.
+
+Applying an event, restoring or capturing a checkpoint is written once, as a
+generator (``Steps``) in the engine's core. Where it needs a collaborator it
+yields an effect and is sent the result back; a failure is thrown back into
+it, so rollback lives in one place. The sync driver calls each collaborator
+and refuses an awaitable; the async driver awaits one. Nothing else differs
+between :class:`~ctxflow.engine.Engine` and :class:`~ctxflow.engine.AsyncEngine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import TypeVar
+
+import attrs
+
+from ctxflow.compression import CompressionResult
+from ctxflow.engine._machine import Intents, MachineSnapshot
+from ctxflow.engine._seams import AllocationLike
+from ctxflow.layers import LayeredState
+from ctxflow.model import Conversation
+
+__all__ = [
+    "Allocate",
+    "Capture",
+    "Compress",
+    "Consolidate",
+    "Effect",
+    "Pending",
+    "Restore",
+    "Steps",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class Restore:
+    """Load a checkpoint (None: the session's latest) through the checkpointer."""
+
+    checkpoint_id: str | None
+    seam = "checkpointer"
+
+
+@attrs.frozen(kw_only=True)
+class Consolidate:
+    """Consolidate memory on entering a phase that asks for it."""
+
+    conversation: Conversation
+    state: LayeredState
+    seam = "consolidator"
+
+
+@attrs.frozen(kw_only=True)
+class Allocate:
+    """Share the input budget over layers for the phase being entered."""
+
+    state: LayeredState
+    phase: str
+    policy: object
+    seam = "allocator"
+
+
+@attrs.frozen(kw_only=True)
+class Compress:
+    """Run the compression guard against the phase's allocation."""
+
+    conversation: Conversation
+    state: LayeredState
+    allocation: AllocationLike
+    phase: str
+    policy: object
+    seam = "compressor"
+
+
+@attrs.frozen(kw_only=True)
+class Capture:
+    """Write a checkpoint of the (staged) context."""
+
+    conversation: Conversation
+    state: Mapping[str, object]
+    chart: Mapping[str, object]
+    phase: str
+    trigger: str
+    seam = "checkpointer"
+
+
+Effect = Restore | Consolidate | Allocate | Compress | Capture
+
+#: A core operation: yields effects, is sent their results, returns its value.
+Steps = Generator[Effect, object, T]
+
+
+@attrs.define
+class Pending:
+    """An event being applied: staged values, committed only when every effect succeeded."""
+
+    trigger: str
+    source: str
+    started: float
+    before: MachineSnapshot
+    state: LayeredState
+    conversation: Conversation
+    log_length: int
+    epoch: int
+    intents: Intents = attrs.field(factory=Intents)
+    target: str = ""
+    configuration: tuple[str, ...] = ()
+    allocation: AllocationLike | None = None
+    restored_from: str | None = None
+    compression: CompressionResult | None = None

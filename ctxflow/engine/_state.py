@@ -1,0 +1,271 @@
+"""Changes to an engine's context: messages, state, chart moves, replay, and their record.
+
+Each takes the engine's lock, refuses a retired engine, and logs one audit
+event; replaying the events over the checkpoint they follow rebuilds the
+session (a change to the conversation's tags and overlays is logged in
+full, and only when the conversation's ``epoch`` says it happened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ctxflow import errors
+from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo, to_checkpoint
+from ctxflow.engine._effects import Capture, Pending
+from ctxflow.engine.audit import AuditEvent, apply_tags, tags_of
+from ctxflow.errors import CtxflowError
+from ctxflow.layers import LayeredState
+from ctxflow.model import Conversation, Message
+
+if TYPE_CHECKING:
+    from ctxflow._critical import CriticalLock
+    from ctxflow.engine._machine import ChartMachine
+    from ctxflow.engine._seams import AllocationLike, Checkpointer
+    from ctxflow.engine.audit import AuditLog
+    from ctxflow.engine.charts import Chart
+    from ctxflow.protocols import Measure
+
+__all__ = ["ContextOps"]
+
+
+class ContextOps:
+    """The engine's changes outside events (a part of the engine's core)."""
+
+    # what the core provides
+    chart: Chart
+    checkpointer: Checkpointer
+    measure: Measure
+    lock: CriticalLock
+    audit: AuditLog
+    _conversation: Conversation
+    _state: LayeredState
+    _phase: str
+    _configuration: tuple[str, ...]
+    _allocation: AllocationLike | None
+    _data: dict[str, object]
+    _version: int
+    _machine: ChartMachine
+
+    clock: Callable[[], float]
+    _pending: Pending | None
+
+    if TYPE_CHECKING:  # what the core and SessionBase define
+
+        @property
+        def context(self) -> AgentContext: ...
+
+        @property
+        def session(self) -> SessionInfo: ...
+
+        @property
+        def history(self) -> dict[str, list[str]]: ...
+
+        @property
+        def chart_configuration(self) -> ChartConfiguration: ...
+
+        def _check_live(self) -> None: ...
+
+        def _record(
+            self,
+            kind: str,
+            actor: str | None = None,
+            *,
+            phase: str | None = None,
+            payload: Mapping[str, object] | None = None,
+            **fields: object,
+        ) -> AuditEvent: ...
+
+        def _allocate_now(self, state: LayeredState, phase: str) -> AllocationLike | None: ...
+
+        def _tools(self, phase: str) -> tuple[str, ...] | None: ...
+
+        def _set_chart(
+            self, configuration: tuple[str, ...], history: Mapping[str, tuple[str, ...]]
+        ) -> None: ...
+
+        def _load_restored(self, restored: object, checkpoint_id: str) -> SessionInfo: ...
+
+    def add_message(self, message: Message, *, actor: str | None = None) -> Message:
+        """Append one message (counted once, indexed once)."""
+        with self.lock:
+            self._check_live()
+            added = self._conversation.append(message)
+            self._record("append", actor, messages=(added,))
+            return added
+
+    def add_messages(self, messages: Iterable[Message], *, actor: str | None = None) -> None:
+        """Append messages in order (checked first: a bad batch changes nothing)."""
+        batch = tuple(messages)
+        with self.lock:
+            self._check_live()
+            self._conversation.extend(batch)
+            self._record("append", actor, messages=batch)
+
+    def set_state(self, state: LayeredState, *, actor: str | None = None) -> None:
+        """Replace the layered state (the runtime layer is kept as the engine set it)."""
+        if not isinstance(state, LayeredState):
+            raise errors.PolicyError(
+                f"'state' must be a LayeredState (got {type(state).__name__})",
+                rule="engine_state",
+            )
+        with self.lock:
+            self._check_live()
+            new = attrs.evolve(state, runtime=self._state.runtime)
+            if new == self._state:
+                return
+            self._state = new
+            self._record("state", actor, state=new)
+
+    def set_chart(self, chart: ChartConfiguration, *, actor: str | None = None) -> None:
+        """Move the chart to ``chart``'s configuration and history; no event, guard or action runs.
+
+        For sessions that start somewhere other than the chart's initial state
+        (a merged or split session keeps its source's phase). The phase's
+        budget is reallocated; nothing else changes.
+        """
+        if not isinstance(chart, ChartConfiguration):
+            raise errors.PolicyError(
+                f"'chart' must be a ChartConfiguration (got {type(chart).__name__})",
+                rule="engine_chart",
+            )
+        with self.lock:
+            self._check_live()
+            left = self._phase
+            self._move_chart(chart)
+            self._record("chart", actor, phase=left, chart=self.chart_configuration)
+
+    def _move_chart(self, chart: ChartConfiguration) -> None:
+        if chart.chart not in ("", self.chart.name):
+            raise errors.CheckpointError(
+                f"a chart configuration must be one of chart {self.chart.name!r} "
+                f"(got {chart.chart!r})",
+                rule="chart_mismatch",
+            )
+        if not chart.configuration:
+            return
+        before = self._machine.snapshot()
+        self._set_chart(chart.configuration, chart.history)
+        try:
+            allocation = self._allocate_now(self._state, self._phase)
+        except CtxflowError:
+            self._set_chart(before.configuration, before.history)
+            raise
+        self._allocation = allocation
+        self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
+
+    def compress(
+        self,
+        run: Callable[[Conversation, LayeredState], LayeredState],
+        *,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> AuditEvent | None:
+        """Run a compression of your own over the conversation; record what it changed.
+
+        ``run`` tags, overlays or summarises through the Conversation's own
+        methods and returns the (possibly new) layered state. The runtime
+        layer stays as the engine set it.
+        """
+        with self.lock:
+            self._check_live()
+            length, epoch = len(self._conversation), self._conversation.epoch
+            state = run(self._conversation, self._state)
+            if not isinstance(state, LayeredState):
+                raise errors.PolicyError(
+                    f"a compression must return a LayeredState (got {type(state).__name__})",
+                    rule="engine_state",
+                )
+            state = attrs.evolve(state, runtime=self._state.runtime)
+            changes = self._changes(self._conversation, length, epoch)
+            if not changes and state == self._state:
+                return None
+            self._state = state
+            return self._record("compress", actor, payload=changes, reason=reason, state=state)
+
+    @staticmethod
+    def _changes(conversation: Conversation, length: int, epoch: int) -> dict[str, object]:
+        """What changed in ``conversation`` since it had ``length`` messages at ``epoch``."""
+        changes: dict[str, object] = {}
+        if len(conversation) > length:
+            changes["messages"] = tuple(conversation.messages[length:])
+        if conversation.epoch != epoch:
+            changes.update(tags_of(conversation))
+        return changes
+
+    def replay(self, events: Iterable[AuditEvent]) -> None:
+        """Apply recorded events (another copy's, since this one's checkpoint) to this engine."""
+        with self.lock:
+            self._check_live()
+            for event in events:
+                self._replay_one(event)
+                self._version += 1
+                self.audit.seq = event.seq
+
+    def _replay_one(self, event: AuditEvent) -> None:
+        payload = event.payload
+        if event.kind == "data":
+            self._data[payload["key"]] = payload["value"]
+            return
+        if event.kind == "restore" or "restored" in payload:
+            checkpoint_id = str(payload.get("checkpoint", payload.get("restored")))
+            self._load_restored(
+                self.checkpointer.restore(checkpoint_id, measure=self.measure), checkpoint_id
+            )
+            if event.kind == "restore":
+                return
+        if "messages" in payload:
+            self._conversation.extend(payload["messages"])
+        if "tags" in payload:
+            apply_tags(self._conversation, payload["tags"], payload["overlays"])
+        if "chart" in payload:
+            self._move_chart(payload["chart"])
+        if "state" in payload:
+            self._state = payload["state"]
+
+    def _capture_effect(self, trigger: str, pending: Pending | None = None) -> Capture:
+        """The checkpoint of the current context, or of ``pending``'s (with its event logged)."""
+        if pending is None:
+            context, events, session = self.context, self.audit.events, self.session
+        else:
+            chart = ChartConfiguration(
+                chart=self.chart.name, configuration=pending.configuration, history=self.history
+            )
+            context = AgentContext(
+                conversation=pending.conversation, state=pending.state, chart=chart
+            )
+            staged = AuditEvent(
+                seq=self.audit.seq + 1,
+                at=self.clock(),
+                actor=None,
+                phase=pending.source,
+                kind="event",
+                payload=self._event_payload(pending),
+            )
+            events = (*self.audit.events, staged)
+            session = SessionInfo(data=self._data, version=self._version + 1, audit_seq=staged.seq)
+        state, chart_plain = to_checkpoint(context, session, [e.light() for e in events])
+        return Capture(
+            conversation=context.conversation,
+            state=state,
+            chart=chart_plain,
+            phase=context.phase,
+            trigger=trigger,
+        )
+
+    def _event_payload(self, pending: Pending) -> dict[str, object]:
+        payload: dict[str, object] = {
+            "trigger": pending.trigger,
+            "source": pending.source,
+            "chart": ChartConfiguration(
+                chart=self.chart.name, configuration=pending.configuration, history=self.history
+            ),
+            "state": pending.state,
+        }
+        if pending.restored_from is not None:
+            payload["restored"] = pending.restored_from
+        payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
+        return payload
