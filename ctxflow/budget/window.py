@@ -7,10 +7,14 @@ the model, render the stored layers into the system text (see
 effective view (see :mod:`ctxflow.budget.selection`).
 
 Counting: a window's tokens are ``count(system) + count(tools JSON) + sum of
-measure(message)``. Messages are counted by the conversation's cached measure,
-so the conversation **must** be built with the same measure the builder uses:
+measure(message)``. Messages are counted by the conversation's cached counts,
+so build the conversation with the measure the builder uses —
 ``window_measure(counter, overhead=profile.per_message_overhead)`` (the
-default), or pass ``measure=`` explicitly.
+default), or pass ``measure=`` explicitly. A conversation counted with
+another measure (one without a key, e.g. the default chars/4 estimate, or one
+with another key) is recounted with the builder's measure — a copy kept per
+conversation and brought up to date incrementally — never trusted, since its
+counts would overrun the budget.
 
 Lending: a layer that cannot use its allocation lends it on. Everything the
 rendered context blocks do not use flows to the message stream (the message
@@ -51,6 +55,7 @@ from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import TokenCounter
 from ctxflow.tokens import ModelProfile, message_measure
+from ctxflow.tokens.counters import MessageMeasure
 
 __all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
 
@@ -150,6 +155,30 @@ def window_measure(counter: TokenCounter, *, overhead: int = 4) -> Measure:
 _last_tools: list[tuple[tuple[ToolDef, ...], str]] = []
 
 
+#: Recounted copies of conversations counted with another measure than the builder's.
+_RECOUNTED: weakref.WeakKeyDictionary[Conversation, tuple[Measure, int, int, Conversation]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _counted_with(conversation: Conversation, measure: Measure) -> Conversation:
+    """``conversation`` when it counts with ``measure``'s key; else a recounted copy of it."""
+    key = measure.key if isinstance(measure, MessageMeasure) else getattr(measure, "key", None)
+    if not isinstance(key, str) or conversation.measure_key == key:
+        return conversation
+    kept = _RECOUNTED.get(conversation)
+    if kept is not None and kept[0] is measure and kept[2] == conversation.epoch:
+        _, length, _, copy = kept
+        if len(conversation) > length:
+            copy.extend(conversation.messages[length:])
+    else:
+        copy = Conversation(conversation.messages, measure=measure)
+        if conversation.overlays:
+            copy.set_overlays(conversation.overlays)
+    _RECOUNTED[conversation] = (measure, len(conversation), conversation.epoch, copy)
+    return copy
+
+
 def _tools_text(tools: tuple[ToolDef, ...]) -> str:
     # The same tuple comes back on every build of a phase: skip re-encoding it.
     if _last_tools and _last_tools[0][0] is tools:
@@ -190,6 +219,7 @@ def build_window(
         measure = window_measure(counter, overhead=overhead)
     policy.check_phase(phase)
     count = _cached(counter)
+    conversation = _counted_with(conversation, measure)
     index = _index(conversation, measure)
     tools = _window_tools(state, index.tool_blocks)
     prompt = state.system.prompt
