@@ -23,7 +23,8 @@ def dialogue(turns: int) -> list[Message]:
 
 def test_a_conversation_counted_with_chars_is_recounted_and_fits() -> None:
     """A Conversation made without a measure still gets a window within the budget."""
-    conversation = Conversation(dialogue(40))  # counts chars/4: far too low here
+    messages = dialogue(40)
+    conversation = Conversation(messages)  # counts chars/4: far too low here
     assert conversation.measure_key is None
     window = build_window(
         LayeredState(),
@@ -38,7 +39,7 @@ def test_a_conversation_counted_with_chars_is_recounted_and_fits() -> None:
     assert exact <= window.tokens
     again = build_window(
         LayeredState(),
-        Conversation(dialogue(40), measure=MEASURE),
+        Conversation(messages, measure=MEASURE),
         phase="execution",
         counter=COUNTER,
         profile=PROFILE,
