@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Harness
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
+from ctxflow.persistence import Checkpointer, restore
 from ctxflow.stores import SQLiteStore
 from ctxflow.tokens import TiktokenCounter, message_measure
 from ctxflow.tokens.counters import MessageMeasure

@@ -1,12 +1,6 @@
-"""Checkpoint bytes: a versioned envelope around msgpack, an lz4 frame and a checksum.
+"""Compatibility re-exports; import from ctxflow.persistence (or ctxflow.stores)."""
 
-Only plain data crosses this boundary (dicts with string keys, lists, str,
-bytes, int, float, bool, None). There is no pickle and no msgpack extension
-type that rebuilds Python classes, so decoding hostile bytes can at worst
-raise :class:`~ctxflow.errors.CorruptCheckpoint`.
-"""
-
-from ctxflow.serde.codec import (
+from ctxflow.persistence import (
     DEFAULT_MAX_SIZE,
     FORMAT_VERSION,
     MAGIC,

@@ -1,11 +1,68 @@
-"""Checkpoint stores: in-memory and SQLite behind one protocol, with a shared conformance suite.
+"""Checkpoint stores: the public namespace of the backends, each behind one protocol.
 
-Stores are an outer ring: the engine receives one, it never imports a
-concrete backend. Every backend passes :class:`ctxflow.stores.conformance.StoreConformance`.
+In memory (:class:`MemoryStore`), one SQLite file (:class:`SQLiteStore`, the
+embedded default) and Redis (:class:`RedisStore`, many processes and machines).
+Stores are an outer ring: the engine receives one, it never imports a concrete
+backend. Every backend passes :class:`StoreConformance`.
+
+``RedisStore`` (with its fencing and key helpers) and ``StoreConformance`` load
+on first use: ``import ctxflow.stores`` imports neither ``redis`` (an optional
+extra) nor ``pytest`` (which the conformance suite needs).
 """
 
-from ctxflow.stores.base import AsyncStore, BaseStore, Store, ThreadedAsyncStore
-from ctxflow.stores.memory import MemoryStore
-from ctxflow.stores.sqlite import SQLiteStore
+from __future__ import annotations
 
-__all__ = ["AsyncStore", "BaseStore", "MemoryStore", "SQLiteStore", "Store", "ThreadedAsyncStore"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ctxflow.persistence import AsyncStore, BaseStore, MemoryStore, Store, ThreadedAsyncStore
+from ctxflow.persistence._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ctxflow.persistence._conformance import StoreConformance
+    from ctxflow.persistence._redis import (
+        Fence,
+        RedisKeys,
+        RedisStore,
+        check_session_id,
+        check_tenant,
+    )
+
+__all__ = [
+    "AsyncStore",
+    "BaseStore",
+    "Fence",
+    "MemoryStore",
+    "RedisKeys",
+    "RedisStore",
+    "SQLiteStore",
+    "Store",
+    "StoreConformance",
+    "ThreadedAsyncStore",
+    "check_session_id",
+    "check_tenant",
+]
+
+#: Names loaded on first use, and the module each comes from.
+_LAZY = {
+    "Fence": "ctxflow.persistence._redis",
+    "RedisKeys": "ctxflow.persistence._redis",
+    "RedisStore": "ctxflow.persistence._redis",
+    "StoreConformance": "ctxflow.persistence._conformance",
+    "check_session_id": "ctxflow.persistence._redis",
+    "check_tenant": "ctxflow.persistence._redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Redis store and the conformance suite on first use (module docstring)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.checkpoints import bodies
-from ctxflow.checkpoints.bodies import message_from_plain, message_to_plain
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.model import Transcript
+from ctxflow.persistence import _bodies as bodies
+from ctxflow.persistence import message_from_plain, message_to_plain
 
 
 def _shape(value: Any) -> Any:

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock, Transcript
+from ctxflow.persistence import Checkpointer, restore
 from ctxflow.stores import MemoryStore, SQLiteStore, ThreadedAsyncStore
 from ctxflow.testing import CountingMeasure, FixedCounter, concatenate
 from ctxflow.tokens import TiktokenCounter, message_measure

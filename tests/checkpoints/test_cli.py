@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ctxflow.checkpoints import Checkpointer
 from ctxflow.cli import checkpoints as command
 from ctxflow.errors import CheckpointNotFound, StoreError
 from ctxflow.model import Conversation, Message, read_transcripts
+from ctxflow.persistence import Checkpointer
 from ctxflow.stores import SQLiteStore
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.checkpoints.bodies import body_hash
-from ctxflow.checkpoints.manifest import Manifest, mentions, pack_hashes, unpack_hashes
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence import Manifest, body_hash, mentions
+from ctxflow.persistence._manifest import pack_hashes, unpack_hashes
 
 
 @settings(max_examples=50, deadline=None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctxflow.checkpoints import TRIGGERS, CheckpointPolicy
 from ctxflow.errors import PolicyError
+from ctxflow.persistence import TRIGGERS, CheckpointPolicy
 
 
 class Clock:

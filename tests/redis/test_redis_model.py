@@ -10,12 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_support import delete_tenant
 
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointNotFound
 from ctxflow.model import Conversation, Message
-from ctxflow.stores import MemoryStore
-from ctxflow.stores.base import BaseStore
-from ctxflow.stores.redis import RedisStore
+from ctxflow.persistence import Checkpointer, restore
+from ctxflow.stores import BaseStore, MemoryStore, RedisStore
 
 pytestmark = pytest.mark.redis
 

@@ -12,10 +12,10 @@ import pytest
 import redis
 from redis_support import RedisServer, free_port
 
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
-from ctxflow.stores.redis import RedisStore
+from ctxflow.persistence import Checkpointer, restore
+from ctxflow.stores import RedisStore
 
 pytestmark = pytest.mark.redis
 

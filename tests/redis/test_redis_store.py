@@ -10,9 +10,7 @@ import pytest
 import redis
 from redis_support import delete_tenant
 
-from ctxflow.stores.base import BaseStore
-from ctxflow.stores.conformance import StoreConformance
-from ctxflow.stores.redis import RedisStore
+from ctxflow.stores import BaseStore, RedisStore, StoreConformance
 
 pytestmark = pytest.mark.redis
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxflow.errors import CheckpointError, CorruptCheckpoint
-from ctxflow.serde import FORMAT_VERSION, MAGIC, EnvelopeCodec, Lz4Layer, default_codec
+from ctxflow.persistence import FORMAT_VERSION, MAGIC, EnvelopeCodec, Lz4Layer, default_codec
 
 plain = st.recursive(
     st.none()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctxflow.stores import MemoryStore, SQLiteStore
-from ctxflow.stores.base import BaseStore
-from ctxflow.stores.conformance import StoreConformance
+from ctxflow.stores import BaseStore, MemoryStore, SQLiteStore, StoreConformance
 
 
 class TestMemoryStore(StoreConformance):

@@ -10,12 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.checkpoints import Checkpointer, restore
-from ctxflow.checkpoints.bodies import body_hash
-from ctxflow.checkpoints.model import CheckpointDraft
 from ctxflow.errors import CheckpointError, CorruptCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
-from ctxflow.serde import EnvelopeCodec, Lz4Layer
+from ctxflow.persistence import (
+    CheckpointDraft,
+    Checkpointer,
+    EnvelopeCodec,
+    Lz4Layer,
+    body_hash,
+    restore,
+)
 from ctxflow.stores import SQLiteStore
 
 
@@ -41,7 +45,7 @@ def _segment_hashes(store: SQLiteStore) -> set[str]:
     """The hash of every body held inside any segment (recomputed from the bodies)."""
     found: set[str] = set()
     for (segment,) in store._db.execute("SELECT id FROM segments").fetchall():
-        found |= {body_hash(b) for b in store._segment(int(segment))}
+        found |= {body_hash(b) for b in store._segments.segment(int(segment))}
     return found
 
 

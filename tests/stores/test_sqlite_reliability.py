@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint, StoreError
 from ctxflow.model import Conversation, Message
-from ctxflow.serde import default_codec
+from ctxflow.persistence import Checkpointer, default_codec, restore
 from ctxflow.stores import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = """
 import sys
-from ctxflow.checkpoints import Checkpointer
+from ctxflow.persistence import Checkpointer, default_codec
 from ctxflow.errors import CheckpointNotFound, StaleCheckpoint
 from ctxflow.model import Conversation, Message
-from ctxflow.serde import default_codec
 from ctxflow.stores import SQLiteStore
 
 path, session, name, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -9,20 +9,21 @@ the checks, and a write is a handful of dict assignments under the lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import attrs
 
-from ctxflow.checkpoints.model import CheckpointRecord
-from ctxflow.serde import EnvelopeCodec, default_codec
-from ctxflow.stores.base import BaseStore
+from ctxflow.persistence._base import BaseStore, Encoded
+from ctxflow.persistence._codec import EnvelopeCodec, default_codec
+from ctxflow.persistence._model import CheckpointRecord
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore(BaseStore):
-    """A :class:`~ctxflow.stores.Store` in process memory (thread-safe, not persistent)."""
+    """A :class:`~ctxflow.persistence.Store` in process memory (thread-safe, not persistent)."""
 
     def __init__(self, *, codec: EnvelopeCodec | None = None) -> None:
         self.codec = codec or default_codec()
@@ -67,28 +68,23 @@ class MemoryStore(BaseStore):
     def _exists(self, checkpoint_id: str) -> bool:
         return checkpoint_id in self._manifest
 
-    def _manifests(self, checkpoint_ids: Sequence[str]) -> list[bytes]:
-        return [self._manifest[i] for i in checkpoint_ids]
+    def _manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
+        return [self.codec.decode(self._manifest[i]) for i in checkpoint_ids]
 
-    def _bodies(self, hashes: Iterable[str]) -> dict[str, bytes]:
-        return {h: self._blobs[h] for h in hashes if h in self._blobs}
+    def _bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
+        blobs = self._blobs
+        return {h: self.codec.decode(blobs[h]) for h in hashes if h in blobs}
 
     def _present(self, hashes: Iterable[str]) -> set[str]:
         return {h for h in hashes if h in self._blobs}
 
-    def _write(
-        self,
-        record: CheckpointRecord,
-        manifest: bytes,
-        bodies: Mapping[str, bytes],
-        mentioned: set[str],
-    ) -> None:
-        self._blobs.update(bodies)
-        self._manifest[record.id] = manifest
+    def _write(self, record: CheckpointRecord, encoded: Encoded) -> None:
+        self._blobs.update(encoded.bodies)
+        self._manifest[record.id] = encoded.manifest
         self._sessions.setdefault(record.session_id, []).append(record)
-        self._reference(record.session_id, mentioned)
+        self._reference(record.session_id, encoded.mentioned)
 
-    def _reference(self, session_id: str, hashes: set[str]) -> None:
+    def _reference(self, session_id: str, hashes: Collection[str]) -> None:
         self._session_refs.setdefault(session_id, set()).update(hashes)
         for digest in hashes:
             self._refs.setdefault(digest, set()).add(session_id)

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from ctxflow.checkpoints import Checkpointer, restore
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
 from ctxflow.model import Conversation, Message
-from ctxflow.serde import EnvelopeCodec
-from ctxflow.stores.base import BaseStore, Store
+from ctxflow.persistence._base import BaseStore
+from ctxflow.persistence._checkpointer import Checkpointer, restore
+from ctxflow.persistence._codec import EnvelopeCodec
+from ctxflow.persistence._protocol import Store
 
 __all__ = ["StoreConformance"]
 
@@ -52,7 +53,7 @@ class _KeyedMeasure:
 
 
 class StoreConformance:
-    """Behaviour every :class:`~ctxflow.stores.Store` backend must show."""
+    """Behaviour every :class:`~ctxflow.persistence.Store` backend must show."""
 
     def make_store(self, tmp_path: Path) -> BaseStore:
         """A fresh, empty store of the backend under test."""

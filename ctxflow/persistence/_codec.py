@@ -48,6 +48,7 @@ __all__ = [
     "Lz4Layer",
     "Migration",
     "default_codec",
+    "pack_plain",
     "read_envelope",
 ]
 
@@ -212,6 +213,18 @@ def read_envelope(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     return Envelope(version=version, tags=tags, body=body)
 
 
+def pack_plain(value: Any, *, what: str = "a checkpoint value") -> bytes:
+    """The msgpack bytes of plain ``value``; ``CheckpointError`` naming ``what`` if it is not."""
+    try:
+        packed: bytes = msgpack.packb(value, use_bin_type=True, datetime=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(
+            f"{what} must be plain data (dict, list, str, bytes, int, float, bool, None) ({exc})",
+            rule="not_plain",
+        ) from None
+    return packed
+
+
 def _unchanged(value: Any) -> Any:
     """Version 1 to 2: only the lz4 layer's bytes changed, not the values."""
     return value
@@ -273,14 +286,7 @@ class EnvelopeCodec:
 
     def encode(self, value: Any) -> bytes:
         """The envelope bytes of the plain ``value``."""
-        try:
-            body: bytes = msgpack.packb(value, use_bin_type=True, datetime=False)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise CheckpointError(
-                f"a checkpoint value must be plain data (dict, list, str, bytes, int, float, "
-                f"bool, None) ({exc})",
-                rule="not_plain",
-            ) from None
+        body = pack_plain(value)
         if len(body) > self.max_size:
             raise CheckpointError(
                 f"a checkpoint body must be at most {self.max_size} bytes (got {len(body)})",

@@ -36,29 +36,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
-import msgpack
 
-from ctxflow.checkpoints.bodies import body_hash, message_from_plain, message_to_plain, rebuild
-from ctxflow.checkpoints.manifest import Manifest
-from ctxflow.checkpoints.model import (
+from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
+from ctxflow.model import Conversation, Message
+from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
+from ctxflow.persistence._codec import pack_plain
+from ctxflow.persistence._manifest import Manifest
+from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
     Snapshot,
     new_checkpoint_id,
     new_session_id,
 )
-from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
-from ctxflow.model import Conversation, Message
-
-if TYPE_CHECKING:
-    from ctxflow.stores.base import Store
+from ctxflow.persistence._protocol import Store
+from ctxflow.protocols import Measure
 
 __all__ = ["Checkpointer", "Restored", "conversation_from_snapshot", "measure_key", "restore"]
-
-Measure = Callable[[Message], int]
 
 
 def measure_key(measure: Measure | None) -> str | None:
@@ -304,14 +301,7 @@ class Checkpointer:
 
     @staticmethod
     def _weigh(record: Mapping[str, Any]) -> int:
-        try:
-            return len(msgpack.packb(record, use_bin_type=True))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise CheckpointError(
-                f"state and chart must be plain data (dict, list, str, bytes, int, float, "
-                f"bool, None) ({exc})",
-                rule="not_plain",
-            ) from None
+        return len(pack_plain(record, what="state and chart"))
 
     def _counts(self, messages: tuple[Message, ...], conversation: Conversation) -> list[int]:
         """The cached counts of ``messages`` when their measure has a key (else none)."""

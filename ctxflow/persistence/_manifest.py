@@ -21,12 +21,12 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ctxflow.errors import CorruptCheckpoint
 
-__all__ = ["Manifest", "mentions", "pack_hashes", "unpack_hashes"]
+__all__ = ["Manifest", "apply_deltas", "mentions", "pack_hashes", "replay", "unpack_hashes"]
 
 Tags = tuple[str | None, str | None]
 
@@ -265,3 +265,24 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
     found = set(unpack_hashes(record.get("hashes") or ()))
     found.update(dict(record.get("overlays") or {}).values())
     return found
+
+
+def replay(records: Sequence[Mapping[str, Any]]) -> Manifest:
+    """The full manifest from a chain of records: a full one, then deltas, oldest first."""
+    if not records or records[0].get("kind") != "full":
+        raise CorruptCheckpoint(
+            "a manifest chain must start with a full manifest", rule="manifest_chain"
+        )
+    manifest = Manifest.from_plain(records[0])
+    apply_deltas(manifest, records[1:])
+    return manifest
+
+
+def apply_deltas(manifest: Manifest, records: Iterable[Any]) -> None:
+    """Apply delta records to a full manifest in place, oldest first."""
+    for record in records:
+        if not isinstance(record, Mapping) or record.get("kind") != "delta":
+            raise CorruptCheckpoint(
+                "a manifest chain must continue with deltas", rule="manifest_chain"
+            )
+        manifest.apply(record)

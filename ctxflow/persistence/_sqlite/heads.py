@@ -1,0 +1,166 @@
+"""Session heads in the SQLite store: where loading the latest checkpoint starts.
+
+Each session keeps a *head*: the full manifest of one of its recent
+checkpoints, its bodies named by their row ids (3 bytes instead of a 16-byte
+hash). It moves to the latest checkpoint every ``head_every`` checkpoints and
+past the rows being packed, from the previous head or a newer full manifest.
+The latest checkpoint's chain starts at the head (or a newer plain full
+manifest), so loading it reads no pack and replays at most ``head_every``
+plain rows. Retention and erasure empty the head; a later full manifest sets
+it again.
+
+Stored as the codec bytes of ``[seq, depth, manifest]``: the checkpoint it is
+the manifest of, how many deltas were applied since the last full manifest,
+and the plain full manifest with body row ids in ``hashes``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import attrs
+
+from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence._codec import EnvelopeCodec
+from ctxflow.persistence._manifest import Manifest, apply_deltas
+from ctxflow.persistence._sqlite.segments import BodySegments
+
+__all__ = ["HEAD_EVERY", "Head", "Plain", "SessionHeads"]
+
+#: The session head moves to the latest checkpoint every this many checkpoints (and
+#: at every pack), so the latest load replays at most this many plain rows after it.
+HEAD_EVERY = 32
+
+
+class Head(NamedTuple):
+    """A session head: a checkpoint's seq, its delta depth, its full manifest by body ids."""
+
+    seq: int
+    depth: int
+    manifest: dict[str, Any]
+
+
+class Plain(NamedTuple):
+    """A checkpoint as the head and the packs read it: seq, full or not, decoded manifest."""
+
+    seq: int
+    full: bool
+    manifest: Any
+
+
+@attrs.frozen(kw_only=True)
+class SessionHeads:
+    """The heads of one SQLite store's sessions, moved every ``every`` checkpoints.
+
+    Every method runs inside the store's open transaction.
+    """
+
+    db: sqlite3.Connection
+    codec: EnvelopeCodec
+    bodies: BodySegments
+    every: int
+
+    def read(self, session: int) -> Head | None:
+        """The session's head (None when it has none)."""
+        row = self.db.execute("SELECT head FROM sessions WHERE id = ?", (session,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        value = self.codec.decode(bytes(row[0]))
+        if not (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(type(v) is int for v in value[:2])
+            and isinstance(value[2], dict)
+            and isinstance(value[2].get("hashes"), list)
+        ):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must be [seq, depth, manifest]", rule="head"
+            )
+        return Head(*value)
+
+    def manifest(self, session: int, head: Head, hashes: Mapping[int, str]) -> Manifest:
+        """A head's full manifest, its body ids turned back into ``hashes`` (by row id)."""
+        try:
+            named = [hashes[i] for i in head.manifest["hashes"]]
+        except (KeyError, TypeError):
+            raise CorruptCheckpoint(
+                f"the head of session {session} must name bodies the session holds",
+                rule="head",
+            ) from None
+        return Manifest.from_plain({**head.manifest, "hashes": named})
+
+    @staticmethod
+    def place(head: Head | None, seqs: Sequence[int]) -> int | None:
+        """The head's index among the plain rows' ``seqs`` (-1: just before them), else None."""
+        if head is None:
+            return None
+        at = head.seq - seqs[0]
+        if at == -1 or (0 <= at < len(seqs) and seqs[at] == head.seq):
+            return at
+        return None
+
+    def clear(self, session_id: str) -> None:
+        """Empty a session's head (retention and erasure)."""
+        self.db.execute("UPDATE sessions SET head = NULL WHERE name = ?", (session_id,))
+
+    def written(self, session: int, seq: int) -> None:
+        """After checkpoint ``seq`` is written: move the head to it when one is due."""
+        if seq % self.every:
+            return
+        head = self.read(session)
+        rows = self.db.execute(
+            "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
+            "ORDER BY seq",
+            (session, -1 if head is None else head.seq),
+        ).fetchall()
+        plain = [Plain(r[0], bool(r[1]), self.codec.decode(bytes(r[2]))) for r in rows]
+        self.extend(session, plain, head)
+
+    def extend(self, session: int, records: list[Plain], head: Head | None) -> None:
+        """Bring the session head forward through consecutive checkpoints, oldest first.
+
+        ``head`` is the current one. The head moves from the last full manifest
+        among ``records``, else from the head itself when they continue it; else
+        it is emptied (or stays empty).
+        """
+        if head is not None:
+            records = [r for r in records if r.seq > head.seq]
+            if not records:
+                return
+        fulls = [i for i, r in enumerate(records) if r.full]
+        data = None
+        if fulls:
+            first = fulls[-1]
+            manifest = Manifest.from_plain(records[first].manifest)
+            apply_deltas(manifest, [r.manifest for r in records[first + 1 :]])
+            found = {r[0]: r[4] for r in self.bodies.of_session(session)}
+            data = self._encode(records[-1].seq, len(records) - 1 - first, manifest, [], found)
+        elif head is not None and records[0].seq == head.seq + 1:
+            known = head.manifest["hashes"]
+            shell = {**head.manifest, "hashes": []}
+            if head.manifest.get("measure") is not None:
+                shell["counts"] = []
+            manifest = Manifest.from_plain(shell)
+            apply_deltas(manifest, [r.manifest for r in records])
+            manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
+            found = self.bodies.ids(set(manifest.hashes))
+            depth = head.depth + len(records)
+            data = self._encode(records[-1].seq, depth, manifest, known, found)
+        self.db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
+
+    def _encode(
+        self,
+        seq: int,
+        depth: int,
+        manifest: Manifest,
+        known: list[Any],
+        ids: Mapping[str, int],
+    ) -> bytes | None:
+        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes."""
+        if not all(h in ids for h in manifest.hashes):
+            return None
+        plain = manifest.to_plain()
+        plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
+        return self.codec.encode([seq, depth, plain])
