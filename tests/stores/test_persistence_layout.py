@@ -78,8 +78,7 @@ def test_no_import_cycle() -> None:
 
 @pytest.mark.parametrize("name", CORE)
 def test_core_imports_no_sqlite_or_redis(name: str) -> None:
-    """The package's surface and core modules import no SQLite or Redis module, not even
-    through another module of the package."""
+    """A core module imports no SQLite or Redis module, not even through another one."""
     found = MODULES[name] | {m for reached in _reachable(name) for m in MODULES[reached]}
     assert not _foreign(found)
 
