@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Harness
-from ctxflow.checkpoints import CheckpointPolicy
 from ctxflow.engine import Engine, chart_path
 from ctxflow.model import Message, Role
+from ctxflow.persistence import CheckpointPolicy
 from ctxflow.stores import SQLiteStore
 from ctxflow.testing import FixedCounter
 

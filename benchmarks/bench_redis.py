@@ -26,10 +26,10 @@ def _worker(task: tuple[str, str, list[str], float]) -> list[float]:
     """Run turns on the given sessions for ``seconds``; return each turn's latency in ms."""
     import redis
 
-    from ctxflow.checkpoints import Checkpointer
     from ctxflow.model import Conversation, Message
+    from ctxflow.persistence import Checkpointer
     from ctxflow.sessions.ownership import SessionCoordinator
-    from ctxflow.stores.redis import RedisStore
+    from ctxflow.stores import RedisStore
 
     url, tenant, sessions, seconds = task
     if not sessions:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import uuid
 
-from ctxflow.checkpoints import Checkpointer, new_session_id, restore
 from ctxflow.errors import OwnershipLost
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import Checkpointer, new_session_id, restore
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
         print("redis-py is not installed: pip install 'ctxflow[redis]'")
         return
     from ctxflow.sessions.ownership import SessionCoordinator
-    from ctxflow.stores.redis import RedisStore
+    from ctxflow.stores import RedisStore
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     client = redis.Redis.from_url(url, socket_timeout=2)

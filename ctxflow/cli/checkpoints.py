@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctxflow.checkpoints import CheckpointRecord, conversation_from_snapshot
 from ctxflow.errors import StoreError
 from ctxflow.model import Transcript, dump_transcript, write_transcripts
+from ctxflow.persistence import CheckpointRecord, conversation_from_snapshot
 from ctxflow.stores import SQLiteStore
 
 __all__ = ["register"]

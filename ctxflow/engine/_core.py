@@ -35,7 +35,6 @@ import attrs
 from ctxflow import errors
 from ctxflow._log import get_logger
 from ctxflow.budget import window_measure
-from ctxflow.checkpoints import CheckpointPolicy, Restored, new_session_id
 from ctxflow.compression import (
     CompressionReport,
     CompressionResult,
@@ -84,9 +83,8 @@ from ctxflow.engine.records import StepRecord
 from ctxflow.errors import CtxflowError, EventError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import CheckpointPolicy, MemoryStore, Restored, Store, new_session_id
 from ctxflow.protocols import AsyncSummarizer, Summarizer, TokenCounter
-from ctxflow.stores import MemoryStore
-from ctxflow.stores.base import Store
 from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, counter_for, get_profile
 
 __all__ = ["Core"]

@@ -15,17 +15,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
-from ctxflow import checkpoints, errors
+from ctxflow import errors, persistence
 from ctxflow.budget import Allocation, Window
-from ctxflow.checkpoints import CheckpointRecord, Restored
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy
 from ctxflow.context import AgentContext, SessionInfo
 from ctxflow.context import from_checkpoint as context_from_checkpoint
 from ctxflow.engine.charts import PhaseConfig
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
+from ctxflow.persistence import CheckpointRecord, Restored, Store
 from ctxflow.protocols import Measure
-from ctxflow.stores.base import Store
 
 __all__ = [
     "AllocationLike",
@@ -127,7 +126,7 @@ class Checkpointer(Protocol):
 
 
 class StoreCheckpointer:
-    """The engine's checkpointer over a store: ``ctxflow.checkpoints.Checkpointer`` for writes.
+    """The engine's checkpointer over a store: ``ctxflow.persistence.Checkpointer`` for writes.
 
     Reads (``restore``) load a checkpoint's data without moving the writer, so
     restoring an older checkpoint — ``recover`` does — never forks the session:
@@ -143,7 +142,7 @@ class StoreCheckpointer:
         self.store = store
         # Checkpoints carry the conversation's counts (under its measure's key); with
         # that measure as the default, a restore takes them instead of counting again.
-        self.writer = checkpoints.Checkpointer(store, session_id, measure=measure)
+        self.writer = persistence.Checkpointer(store, session_id, measure=measure)
         self._rebase = False
 
     @property
@@ -176,7 +175,7 @@ class StoreCheckpointer:
         if checkpoint_id is None:
             self._rebase = False
             return self.writer.restore(measure=measure)
-        restored = checkpoints.restore(self.store, self.session_id, checkpoint_id, measure=measure)
+        restored = persistence.restore(self.store, self.session_id, checkpoint_id, measure=measure)
         self._rebase = restored.record.id != self.writer.last_id
         return restored
 

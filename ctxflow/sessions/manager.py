@@ -66,7 +66,6 @@ import attrs
 
 from ctxflow import _critical
 from ctxflow._log import get_logger
-from ctxflow.checkpoints import new_session_id
 from ctxflow.compression import Ladder
 from ctxflow.context import ChartConfiguration
 from ctxflow.engine import Chart, Engine, load_chart
@@ -82,8 +81,8 @@ from ctxflow.errors import (
 )
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import Store, new_session_id
 from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
-from ctxflow.stores.base import Store
 
 __all__ = [
     "ConflictError",

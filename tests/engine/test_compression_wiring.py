@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from ctxflow import errors
-from ctxflow.checkpoints import CheckpointRecord
 from ctxflow.compression import CompressionReport, Ladder, LadderPolicy
 from ctxflow.engine import PhaseConfig
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
+from ctxflow.persistence import CheckpointRecord
 from ctxflow.testing.engine import TransitionRecorder, assert_transition
 from tests.engine.conftest import Driver
 

@@ -9,11 +9,11 @@ import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
 from ctxflow import errors
-from ctxflow.checkpoints import CheckpointRecord
 from ctxflow.compression import CompressionResult
 from ctxflow.engine import EventNotAllowed, PhaseConfig
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Message
+from ctxflow.persistence import CheckpointRecord
 from ctxflow.testing.engine import TransitionRecorder, assert_transition
 from ctxflow.testing.logs import capture_events
 from tests.engine.conftest import Driver, ratio_allocator

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from ctxflow import errors
-from ctxflow.checkpoints import CheckpointPolicy
 from ctxflow.engine import StoreCheckpointer
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import CheckpointPolicy
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.testing import CountingMeasure
 from ctxflow.testing.engine import assert_transition

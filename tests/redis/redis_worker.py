@@ -11,10 +11,10 @@ import sys
 
 import redis
 
-from ctxflow.checkpoints import Checkpointer
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import Checkpointer
 from ctxflow.sessions.ownership import SessionCoordinator
-from ctxflow.stores.redis import RedisStore
+from ctxflow.stores import RedisStore
 
 
 def count(url: str, tenant: str, n: int, sessions: list[str]) -> None:

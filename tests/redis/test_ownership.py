@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 import redis
 
-from ctxflow.checkpoints import Checkpointer, restore
-from ctxflow.checkpoints.model import CheckpointDraft, new_checkpoint_id
 from ctxflow.errors import (
     CheckpointError,
     ConflictError,
@@ -23,9 +21,9 @@ from ctxflow.errors import (
     StaleCheckpoint,
 )
 from ctxflow.model import Conversation, Message
+from ctxflow.persistence import CheckpointDraft, Checkpointer, Store, new_checkpoint_id, restore
 from ctxflow.sessions.ownership import Invalidation, Lease, SessionCoordinator
-from ctxflow.stores.base import Store
-from ctxflow.stores.redis import RedisStore
+from ctxflow.stores import RedisStore
 
 pytestmark = pytest.mark.redis
 

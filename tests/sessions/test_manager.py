@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from ctxflow.checkpoints import restore
 from ctxflow.context import ChartConfiguration
 from ctxflow.engine import Engine
 from ctxflow.errors import BudgetExceeded, SessionError, SessionNotFound, StoreError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, ToolResultBlock, ToolUseBlock
+from ctxflow.persistence import restore
 from ctxflow.sessions.manager import ConflictError, ContextManager, Limits, retry
 from ctxflow.stores import MemoryStore, SQLiteStore
 

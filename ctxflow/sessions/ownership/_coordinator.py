@@ -12,7 +12,6 @@ from typing import Any
 
 import redis
 
-from ctxflow.checkpoints.model import CheckpointDraft, CheckpointRecord
 from ctxflow.errors import (
     CheckpointError,
     OwnershipLost,
@@ -20,13 +19,14 @@ from ctxflow.errors import (
     StaleCheckpoint,
     StoreError,
 )
+from ctxflow.persistence import CheckpointDraft, CheckpointRecord
+from ctxflow.persistence._redis import RedisKeys, RedisStore, check_tenant
 from ctxflow.sessions.ownership._fenced import Commits, FencedStore
 from ctxflow.sessions.ownership._heartbeat import Heartbeat
 from ctxflow.sessions.ownership._invalidation import Invalidation, Invalidations
 from ctxflow.sessions.ownership._leases import Lease, LeaseTable
 from ctxflow.sessions.ownership._link import Link
 from ctxflow.sessions.ownership._records import Records, Versioned
-from ctxflow.stores.redis import RedisKeys, RedisStore, check_tenant
 
 __all__ = ["SessionCoordinator"]
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import attrs
 
-from ctxflow.checkpoints.model import CheckpointDraft, CheckpointRecord
 from ctxflow.errors import CheckpointError, OwnershipLost, SessionError
+from ctxflow.persistence import CheckpointDraft, CheckpointRecord
 from ctxflow.sessions.ownership._invalidation import Invalidations
 from ctxflow.sessions.ownership._leases import Lease, LeaseTable
-from ctxflow.stores.redis import RedisStore
+from ctxflow.stores import RedisStore
 
 if TYPE_CHECKING:
     from ctxflow.sessions.ownership._coordinator import SessionCoordinator

@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import OwnershipLost, SessionError, StoreError
+from ctxflow.persistence._redis import Fence
 from ctxflow.sessions.ownership._link import Link, text
-from ctxflow.stores.redis import Fence
 
 __all__ = ["Lease", "LeaseTable"]
 

@@ -10,7 +10,7 @@ import redis
 
 from ctxflow._log import get_logger
 from ctxflow.errors import StoreError
-from ctxflow.stores.redis import RedisKeys, check_session_id
+from ctxflow.persistence._redis import RedisKeys, check_session_id
 
 __all__ = ["Link", "log", "text"]
 

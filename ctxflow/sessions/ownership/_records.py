@@ -15,8 +15,8 @@ from typing import Any
 import attrs
 import msgpack
 
-from ctxflow.checkpoints.model import new_session_id
 from ctxflow.errors import ConflictError, OwnershipLost, SessionError, SessionNotFound
+from ctxflow.persistence import new_session_id
 from ctxflow.sessions.ownership._invalidation import Invalidations
 from ctxflow.sessions.ownership._leases import Lease
 from ctxflow.sessions.ownership._link import Link
