@@ -68,8 +68,11 @@ class Encoded:
 
     def without(self, present: Iterable[str]) -> Encoded:
         """The same checkpoint without the bodies the store already holds."""
-        held = set(present)
-        return attrs.evolve(self, bodies={h: b for h, b in self.bodies.items() if h not in held})
+        held = {h for h in present if h in self.bodies}
+        if not held:
+            return self
+        bodies = {h: b for h, b in self.bodies.items() if h not in held}
+        return Encoded(manifest=self.manifest, bodies=bodies, mentioned=self.mentioned)
 
 
 class BaseStore(abc.ABC):
