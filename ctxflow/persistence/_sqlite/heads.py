@@ -16,15 +16,14 @@ and the plain full manifest with body row ids in ``hashes``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
 
 from ctxflow.errors import CorruptCheckpoint
-from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._manifest import Manifest, apply_deltas
+from ctxflow.persistence._sqlite.schema import Part
 from ctxflow.persistence._sqlite.segments import BodySegments
 
 __all__ = ["HEAD_EVERY", "Head", "Plain", "SessionHeads"]
@@ -51,14 +50,9 @@ class Plain(NamedTuple):
 
 
 @attrs.frozen(kw_only=True)
-class SessionHeads:
-    """The heads of one SQLite store's sessions, moved every ``every`` checkpoints.
+class SessionHeads(Part):
+    """The heads of one SQLite store's sessions, moved every ``every`` checkpoints."""
 
-    Every method runs inside the store's open transaction.
-    """
-
-    db: sqlite3.Connection
-    codec: EnvelopeCodec
     bodies: BodySegments
     every: int
 

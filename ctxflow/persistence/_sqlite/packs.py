@@ -19,18 +19,16 @@ manifest in full.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
 import attrs
 
 from ctxflow.errors import CorruptCheckpoint
-from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._manifest import Manifest
 from ctxflow.persistence._model import CheckpointRecord
 from ctxflow.persistence._sqlite.heads import Plain, SessionHeads
-from ctxflow.persistence._sqlite.schema import record
+from ctxflow.persistence._sqlite.schema import Part, record
 
 __all__ = ["PACK_CHECKPOINTS", "CheckpointPacks"]
 
@@ -56,14 +54,9 @@ def _id_key(checkpoint_id: str) -> int:
 
 
 @attrs.frozen(kw_only=True)
-class CheckpointPacks:
-    """The packed checkpoints of one SQLite store, ``size`` rows to a pack.
+class CheckpointPacks(Part):
+    """The packed checkpoints of one SQLite store, ``size`` rows to a pack."""
 
-    Every method runs inside the store's open transaction.
-    """
-
-    db: sqlite3.Connection
-    codec: EnvelopeCodec
     heads: SessionHeads
     size: int
 

@@ -15,12 +15,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ctxflow.errors import StoreError
+from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._model import CheckpointRecord
 
 __all__ = [
     "COLUMNS",
     "SCHEMA_VERSION",
+    "Part",
     "prepare_schema",
     "record",
     "schema_version",
@@ -109,6 +113,18 @@ COLUMNS = (
 )
 #: Most values one ``IN (...)`` list binds (SQLite's limit is at least 999).
 _CHUNK = 500
+
+
+@attrs.frozen(kw_only=True)
+class Part:
+    """One part of the store (bodies, heads, packs): the connection and codec it works with.
+
+    A part holds no state of its own; every method runs inside the store's open
+    transaction.
+    """
+
+    db: sqlite3.Connection
+    codec: EnvelopeCodec
 
 
 def schema_version(db: sqlite3.Connection) -> str | None:

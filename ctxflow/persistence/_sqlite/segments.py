@@ -20,15 +20,13 @@ Rows that place a body are ``(hash, segment, pos, loose data[, row id])``:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ctxflow.errors import CorruptCheckpoint
-from ctxflow.persistence._codec import EnvelopeCodec
-from ctxflow.persistence._sqlite.schema import select_in
+from ctxflow.persistence._sqlite.schema import Part, select_in
 
 __all__ = ["SEGMENT_BODIES", "BodySegments"]
 
@@ -38,15 +36,10 @@ SEGMENT_BODIES = 64
 
 
 @attrs.frozen(kw_only=True)
-class BodySegments:
-    """The bodies of one SQLite store: write, find, decode, reference and collect them.
+class BodySegments(Part):
+    """The bodies of one SQLite store: write, find, decode, reference and collect them."""
 
-    ``size`` is how many loose bodies make a segment. Every method runs inside the
-    store's open transaction.
-    """
-
-    db: sqlite3.Connection
-    codec: EnvelopeCodec
+    #: How many loose bodies make a segment.
     size: int
 
     def add(self, bodies: Mapping[str, bytes]) -> None:
