@@ -20,7 +20,7 @@ checkpoint, ``commit_or_fork`` writes to a fork; ``update`` raises,
 ``update_with_retry`` reapplies its function, ``update_or_fork`` starts a new
 session.
 
-Keys, beside the store's (see :mod:`ctxflow.stores.redis`)::
+Keys, beside the store's (see ``ctxflow.stores.RedisKeys``)::
 
     ctxflow:<tenant>:s:{<sid>}:owner     string "<node>|<token>", expires: the lease
     ctxflow:<tenant>:s:{<sid>}:fence     counter, never expires: the last token given
