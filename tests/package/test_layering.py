@@ -98,11 +98,13 @@ def test_python_statemachine_only_in_the_engine() -> None:
         if path.relative_to(PACKAGE).parts[0] == "engine":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("statemachine"):
-                outside.append(str(path.relative_to(PACKAGE)))
-            elif isinstance(node, ast.Import) and any(
-                a.name.startswith("statemachine") for a in node.names
-            ):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            if any(m.startswith("statemachine") for m in modules):
                 outside.append(str(path.relative_to(PACKAGE)))
     assert outside == []
 
