@@ -65,7 +65,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ctxflow._log import get_logger
-from ctxflow.adapters import ParsedResponse, Provider, Usage, observe_usage
+from ctxflow.adapters import Adapter, ParsedResponse, Usage, observe_usage
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_tokens
 from ctxflow.engine import AsyncEngine, Engine, StepRecord
 from ctxflow.errors import ContextOverflow, CtxflowError, PolicyError, ResponseError
@@ -230,7 +230,7 @@ def _executor(tools: Tools) -> Callable[[str, Mapping[str, Any]], Any]:
 
 def _core(
     engine: Engine | AsyncEngine,
-    adapter: Provider,
+    adapter: Adapter,
     *,
     task: str | None,
     max_turns: int,
@@ -413,7 +413,7 @@ def _options(
 
 def _prepare(
     engine: Any,
-    adapter: Provider,
+    adapter: Adapter,
     tools: Tools,
     *,
     task: str | None,
@@ -445,7 +445,7 @@ def run_agent(
     client: Any,
     tools: Tools,
     *,
-    adapter: Provider,
+    adapter: Adapter,
     task: str | None = None,
     max_turns: int = 20,
     reflect_every: int = 3,
@@ -510,7 +510,7 @@ async def arun_agent(
     client: Any,
     tools: Tools,
     *,
-    adapter: Provider,
+    adapter: Adapter,
     task: str | None = None,
     max_turns: int = 20,
     reflect_every: int = 3,

@@ -1,4 +1,4 @@
-"""Provider adapters: windows to request bodies, responses to messages, SDK clients.
+"""Adapter adapters: windows to request bodies, responses to messages, SDK clients.
 
 An outer ring: the engine receives an adapter and a client and never imports
 this package. Renderers accept anything with ``system``, ``messages`` and
@@ -38,10 +38,11 @@ from ctxflow.adapters.openai import (
     render_openai,
     tool_to_openai,
 )
-from ctxflow.adapters.providers import AnthropicAdapter, OpenAIAdapter, Provider
+from ctxflow.adapters.providers import Adapter, AnthropicAdapter, OpenAIAdapter
 
 __all__ = [
     "MAX_BREAKPOINTS",
+    "Adapter",
     "AnthropicAdapter",
     "AnthropicClient",
     "AsyncAnthropicClient",
@@ -50,7 +51,6 @@ __all__ = [
     "OpenAIAdapter",
     "OpenAIClient",
     "ParsedResponse",
-    "Provider",
     "StopReason",
     "Usage",
     "WindowLike",

@@ -1,6 +1,6 @@
 """One object per provider that renders windows and parses responses with fixed options.
 
-The engine receives a :class:`Provider` (and an LLM client) and never imports
+The engine loop receives an :class:`Adapter` (and an LLM client) and never imports
 this package; the frozen adapters here bundle a model name and request
 options so that each turn only passes the window and the response.
 """
@@ -18,11 +18,11 @@ from ctxflow.adapters.caching import CachePolicy
 from ctxflow.adapters.openai import parse_openai, render_openai
 from ctxflow.layers import ToolDef
 
-__all__ = ["AnthropicAdapter", "OpenAIAdapter", "Provider"]
+__all__ = ["Adapter", "AnthropicAdapter", "OpenAIAdapter"]
 
 
 @runtime_checkable
-class Provider(Protocol):
+class Adapter(Protocol):
     """Renders a window as a request body and reads the response body back."""
 
     def render(self, window: WindowLike) -> dict[str, Any]:

@@ -6,10 +6,10 @@ python-statemachine is imported here and nowhere else in ctxflow.
 from ctxflow.engine._seams import (
     AllocationLike,
     Allocator,
-    Checkpointer,
     CompressionGuard,
     Consolidator,
     StoreCheckpointer,
+    SupportsCheckpoints,
     WindowBuilder,
 )
 from ctxflow.engine.audit import AuditEvent, AuditLog
@@ -40,7 +40,6 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "Chart",
-    "Checkpointer",
     "CompressionGuard",
     "Consolidator",
     "Engine",
@@ -49,6 +48,7 @@ __all__ = [
     "PhaseConfig",
     "StepRecord",
     "StoreCheckpointer",
+    "SupportsCheckpoints",
     "TransitionSpec",
     "WindowBuilder",
     "chart_names",

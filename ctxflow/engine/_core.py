@@ -63,10 +63,10 @@ from ctxflow.engine._machine import (
 from ctxflow.engine._seams import (
     AllocationLike,
     Allocator,
-    Checkpointer,
     CompressionGuard,
     Consolidator,
     StoreCheckpointer,
+    SupportsCheckpoints,
     WindowBuilder,
     check_phase_config,
     checked_allocation,
@@ -113,7 +113,7 @@ class Core(DefaultSeams, ContextOps, SessionBase):
         summarizer: Summarizer | AsyncSummarizer | None = None,
         budget: int | None = None,
         store: Store | None = None,
-        checkpointer: Checkpointer | None = None,
+        checkpointer: SupportsCheckpoints | None = None,
         checkpoint_policy: CheckpointPolicy | None = None,
         listeners: Iterable[object] = (),
         session_id: str | None = None,
@@ -156,7 +156,7 @@ class Core(DefaultSeams, ContextOps, SessionBase):
             raise errors.PolicyError(
                 "give the engine a 'store' or a 'checkpointer', not both", rule="engine_store"
             )
-        self.checkpointer: Checkpointer = checkpointer or StoreCheckpointer(
+        self.checkpointer: SupportsCheckpoints = checkpointer or StoreCheckpointer(
             store if store is not None else MemoryStore(), session_id, measure=self.measure
         )
         self.session_id: str = (

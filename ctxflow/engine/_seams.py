@@ -29,10 +29,10 @@ from ctxflow.protocols import Measure
 __all__ = [
     "AllocationLike",
     "Allocator",
-    "Checkpointer",
     "CompressionGuard",
     "Consolidator",
     "StoreCheckpointer",
+    "SupportsCheckpoints",
     "WindowBuilder",
     "check_phase_config",
     "checked_allocation",
@@ -103,7 +103,7 @@ class Consolidator(Protocol):
         ...
 
 
-class Checkpointer(Protocol):
+class SupportsCheckpoints(Protocol):
     """Captures the conversation, plain state and chart; gives them back."""
 
     def capture(

@@ -24,7 +24,7 @@ from ctxflow.model import Conversation, Message
 if TYPE_CHECKING:
     from ctxflow._critical import CriticalLock
     from ctxflow.engine._machine import ChartMachine
-    from ctxflow.engine._seams import AllocationLike, Checkpointer
+    from ctxflow.engine._seams import AllocationLike, SupportsCheckpoints
     from ctxflow.engine.audit import AuditLog
     from ctxflow.engine.charts import Chart
     from ctxflow.protocols import Measure
@@ -37,7 +37,7 @@ class ContextOps:
 
     # what the core provides
     chart: Chart
-    checkpointer: Checkpointer
+    checkpointer: SupportsCheckpoints
     measure: Measure
     lock: CriticalLock
     audit: AuditLog

@@ -9,7 +9,7 @@ import pytest
 from ctxflow.adapters import (
     AnthropicAdapter,
     OpenAIAdapter,
-    Provider,
+    Adapter,
     count_breakpoints,
     is_overflow,
     provider_error,
@@ -25,7 +25,7 @@ def test_anthropic_adapter_renders_with_caching_and_parses(
     adapter = AnthropicAdapter(
         model="claude-x", max_tokens=100, options={"stop_sequences": ["END"]}
     )
-    assert isinstance(adapter, Provider)
+    assert isinstance(adapter, Adapter)
     body = adapter.render(window)
     assert count_breakpoints(body) == 2 and body["stop_sequences"] == ["END"]
     anthropic_types(body)
@@ -36,7 +36,7 @@ def test_anthropic_adapter_renders_with_caching_and_parses(
 def test_openai_adapter_round_trip_through_the_double(window: Any, openai_types: Any) -> None:
     """The OpenAI adapter's body goes through a client and its reply parses back."""
     adapter = OpenAIAdapter(model="gpt-x", max_tokens=50, system_role="developer")
-    assert isinstance(adapter, Provider)
+    assert isinstance(adapter, Adapter)
     llm = ScriptedLLM([tool_call_response("bash", {"command": "pwd"}, api="openai")])
     body = adapter.render(window)
     openai_types(body)

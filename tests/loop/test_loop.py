@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ctxflow.adapters import AnthropicAdapter, OpenAIAdapter, Provider
+from ctxflow.adapters import AnthropicAdapter, OpenAIAdapter, Adapter
 from ctxflow.engine import AsyncEngine, Engine, PhaseConfig
 from ctxflow.errors import ContextOverflow, PolicyError, ResponseError, StoreError
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
@@ -62,7 +62,7 @@ def run(
     script: Sequence[Any],
     tools: Tools | None = None,
     *,
-    adapter: Provider = ANTHROPIC,
+    adapter: Adapter = ANTHROPIC,
     engine_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[Engine | AsyncEngine, Any, AgentResult]:
