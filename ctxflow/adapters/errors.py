@@ -1,4 +1,4 @@
-"""Adapter error bodies as ctxflow errors, so callers never import an SDK to catch them.
+"""Provider error bodies as ctxflow errors, so callers never import an SDK to catch them.
 
 The one refusal an agent loop must tell apart is "the prompt is too long":
 it calls for compression and a retry, not a failure. Providers word it
