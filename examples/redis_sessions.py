@@ -24,7 +24,7 @@ def main() -> None:
     except ImportError:
         print("redis-py is not installed: pip install 'ctxflow[redis]'")
         return
-    from ctxflow.sessions.ownership import SessionCoordinator
+    from ctxflow.sessions import SessionCoordinator
     from ctxflow.stores import RedisStore
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

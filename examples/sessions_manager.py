@@ -15,7 +15,7 @@ from pathlib import Path
 from ctxflow import ContextManager, LayeredState, Message
 from ctxflow.layers import SystemLayer
 from ctxflow.model import ToolResultBlock, ToolUseBlock
-from ctxflow.sessions.manager import Limits
+from ctxflow.sessions import Limits
 from ctxflow.stores import SQLiteStore
 
 

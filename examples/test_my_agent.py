@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ctxflow.engine import Chart, Engine, load_chart
-from ctxflow.testing.engine import (
+from ctxflow.testing import (
     TransitionRecorder,
     assert_transition,
     event_paths,

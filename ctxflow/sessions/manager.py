@@ -85,7 +85,6 @@ from ctxflow.persistence import Store, new_session_id
 from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
 __all__ = [
-    "ConflictError",
     "ContextManager",
     "LadderCompressor",
     "Limits",

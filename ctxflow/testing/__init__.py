@@ -7,6 +7,13 @@ from ctxflow.testing.corpus import (
     load_corpus,
 )
 from ctxflow.testing.doubles import CountingCounter, CountingMeasure, FixedCounter
+from ctxflow.testing.engine import (
+    TransitionRecorder,
+    assert_transition,
+    event_paths,
+    expected_phases,
+    transition_cover,
+)
 from ctxflow.testing.llm import (
     AsyncScriptedLLM,
     ScriptedLLM,
@@ -25,11 +32,16 @@ __all__ = [
     "FixedCounter",
     "ScriptExhausted",
     "ScriptedLLM",
+    "TransitionRecorder",
+    "assert_transition",
     "capture_events",
     "concatenate",
     "corpus_path",
+    "event_paths",
+    "expected_phases",
     "load_corpus",
     "prompt_too_long",
     "text_response",
     "tool_call_response",
+    "transition_cover",
 ]
