@@ -8,11 +8,12 @@ its namespace (``ctxflow.compression``, ``ctxflow.stores``,
 from importlib.metadata import PackageNotFoundError, version
 
 from ctxflow.budget import Window, build_window
+from ctxflow.context import AgentContext
 from ctxflow.engine import AsyncEngine, Engine, load_chart
 from ctxflow.errors import BudgetExceeded, CtxflowError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, check
-from ctxflow.sessions.manager import ContextManager
+from ctxflow.sessions import ContextManager
 from ctxflow.tokens import get_profile
 
 try:
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "AgentContext",
     "AsyncEngine",
     "BudgetExceeded",
     "ContextManager",

@@ -529,6 +529,8 @@ class Core(DefaultSeams, ContextOps, SessionBase):
         if checkpoint is not None:
             self._after_checkpoint(*checkpoint)
         compression = pending.compression.report if pending.compression is not None else None
+        before = layers_of(allocation_before)
+        after = None if allocation_before is self._allocation else layers_of(self._allocation)
         record = StepRecord(
             index=len(self.records),
             trigger=pending.trigger,
@@ -536,8 +538,8 @@ class Core(DefaultSeams, ContextOps, SessionBase):
             target=pending.target,
             phase_changed=pending.target != pending.source,
             configuration=pending.configuration,
-            allocation_before=layers_of(allocation_before),
-            allocation_after=layers_of(self._allocation),
+            allocation_before=before,
+            allocation_after=before if allocation_before is self._allocation else after,
             checkpoint_id=checkpoint[0] if checkpoint else None,
             checkpoint_trigger=checkpoint[1] if checkpoint else None,
             compression=compression,
