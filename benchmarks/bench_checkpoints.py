@@ -45,7 +45,7 @@ from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
 from ctxflow.persistence import Checkpointer, restore
 from ctxflow.stores import SQLiteStore
 from ctxflow.tokens import TiktokenCounter, message_measure
-from ctxflow.tokens.counters import MessageMeasure
+from ctxflow.tokens._counters import MessageMeasure
 
 WINDOW = 50
 LOAD_RUNS = 30

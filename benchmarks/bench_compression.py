@@ -38,12 +38,13 @@ from typing import Any
 import attrs
 
 from benchmarks.harness import Harness
-from ctxflow.compression import ClearToolResults, Ladder, Truncate, details, undo
+from ctxflow.compression import ClearToolResults, Ladder, Truncate, undo
+from ctxflow.compression import _details as details
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, Role, TextBlock, Transcript, check
 from ctxflow.tokens import counter_for, message_measure
-from ctxflow.tokens.counters import _short_count
+from ctxflow.tokens._counters import _short_count
 
 SEED = 20261123
 FACTS_PER_CONVERSATION = 3

@@ -3,7 +3,7 @@
 Four worker processes share 1, 8 or 64 sessions (each session owned by one
 worker, round robin; with one session only one worker has work, as single
 writer demands). A turn appends a user and an assistant message and commits a
-checkpoint through a fenced :class:`~ctxflow.sessions.ownership.SessionCoordinator`
+checkpoint through a fenced :class:`~ctxflow.sessions._ownership.SessionCoordinator`
 commit (Lua: owner, token and parent check plus the write, then an
 invalidation). Skipped with a recorded note when no Redis answers locally.
 """
@@ -28,7 +28,7 @@ def _worker(task: tuple[str, str, list[str], float]) -> list[float]:
 
     from ctxflow.model import Conversation, Message
     from ctxflow.persistence import Checkpointer
-    from ctxflow.sessions.ownership import SessionCoordinator
+    from ctxflow.sessions._ownership import SessionCoordinator
     from ctxflow.stores import RedisStore
 
     url, tenant, sessions, seconds = task

@@ -8,7 +8,7 @@ import tracemalloc
 
 from benchmarks.harness import Harness
 from ctxflow.model import Message, Role
-from ctxflow.sessions.manager import ContextManager
+from ctxflow.sessions._manager import ContextManager
 from ctxflow.stores import MemoryStore
 
 

@@ -3,18 +3,18 @@
 An outer ring: the engine receives an adapter and a client and never imports
 this package. Renderers accept anything with ``system``, ``messages`` and
 ``tools`` (:class:`WindowLike`). The official SDKs are optional and imported
-only when a client in :mod:`ctxflow.adapters.clients` is built.
+only when a client in :mod:`ctxflow.adapters._clients` is built.
 """
 
-from ctxflow.adapters.anthropic import (
+from ctxflow.adapters._anthropic import (
     anthropic_body,
     anthropic_usage,
     parse_anthropic,
     render_anthropic,
     tool_to_anthropic,
 )
-from ctxflow.adapters.base import ParsedResponse, StopReason, Usage, WindowLike, observe_usage
-from ctxflow.adapters.caching import (
+from ctxflow.adapters._base import ParsedResponse, StopReason, Usage, WindowLike, observe_usage
+from ctxflow.adapters._caching import (
     MAX_BREAKPOINTS,
     CachePolicy,
     apply_breakpoints,
@@ -24,21 +24,21 @@ from ctxflow.adapters.caching import (
     prefix_fingerprint,
     prefix_preserved,
 )
-from ctxflow.adapters.clients import (
+from ctxflow.adapters._clients import (
     AnthropicClient,
     AsyncAnthropicClient,
     AsyncOpenAIClient,
     OpenAIClient,
 )
-from ctxflow.adapters.errors import is_overflow, provider_error
-from ctxflow.adapters.openai import (
+from ctxflow.adapters._errors import is_overflow, provider_error
+from ctxflow.adapters._openai import (
     openai_body,
     openai_usage,
     parse_openai,
     render_openai,
     tool_to_openai,
 )
-from ctxflow.adapters.providers import Adapter, AnthropicAdapter, OpenAIAdapter
+from ctxflow.adapters._providers import Adapter, AnthropicAdapter, OpenAIAdapter
 
 __all__ = [
     "MAX_BREAKPOINTS",

@@ -55,7 +55,7 @@ from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import TokenCounter
 from ctxflow.tokens import ModelProfile, message_measure
-from ctxflow.tokens.counters import MessageMeasure
+from ctxflow.tokens._counters import MessageMeasure
 
 __all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ctxflow.engine.diagrams import FORMATS, graphviz_available, write_diagrams
+from ctxflow.engine._diagrams import FORMATS, graphviz_available, write_diagrams
 
 __all__ = ["register"]
 

@@ -18,9 +18,9 @@ Budgets are plain token numbers: ``budget`` is the flexible budget and
 ``fixed`` the fixed costs that sit inside the conversation (0 when they do not).
 """
 
-from ctxflow.compression.details import extract_details
-from ctxflow.compression.draft import Draft
-from ctxflow.compression.ladder import (
+from ctxflow.compression._details import extract_details
+from ctxflow.compression._draft import Draft
+from ctxflow.compression._ladder import (
     CompressionReport,
     CompressionResult,
     Ladder,
@@ -30,8 +30,8 @@ from ctxflow.compression.ladder import (
     fixed_tokens,
     guard,
 )
-from ctxflow.compression.recall import expand, recall, undo
-from ctxflow.compression.rungs import (
+from ctxflow.compression._recall import expand, recall, undo
+from ctxflow.compression._rungs import (
     CLEARED,
     OVERLAY_KIND,
     SUMMARY_MARKER,
@@ -46,7 +46,7 @@ from ctxflow.compression.rungs import (
     TrimOversized,
     Truncate,
 )
-from ctxflow.compression.summarizers import (
+from ctxflow.compression._summarizers import (
     AsyncLLMSummarizer,
     ExtractiveSummarizer,
     LLMSummarizer,

@@ -3,17 +3,8 @@
 python-statemachine is imported here and nowhere else in ctxflow.
 """
 
-from ctxflow.engine._seams import (
-    AllocationLike,
-    Allocator,
-    CompressionGuard,
-    Consolidator,
-    StoreCheckpointer,
-    SupportsCheckpoints,
-    WindowBuilder,
-)
-from ctxflow.engine.audit import AuditEvent, AuditLog
-from ctxflow.engine.charts import (
+from ctxflow.engine._audit import AuditEvent, AuditLog
+from ctxflow.engine._charts import (
     ACTIONS,
     DEFAULT_CHART,
     GUARDS,
@@ -24,10 +15,19 @@ from ctxflow.engine.charts import (
     chart_path,
     load_chart,
 )
-from ctxflow.engine.diagrams import render_dot, render_mermaid, write_diagrams
-from ctxflow.engine.engine import AsyncEngine, Engine
-from ctxflow.engine.listeners import Listeners
-from ctxflow.engine.records import StepRecord
+from ctxflow.engine._diagrams import render_dot, render_mermaid, write_diagrams
+from ctxflow.engine._engine import AsyncEngine, Engine
+from ctxflow.engine._listeners import Listeners
+from ctxflow.engine._records import StepRecord
+from ctxflow.engine._seams import (
+    AllocationLike,
+    Allocator,
+    CompressionGuard,
+    Consolidator,
+    StoreCheckpointer,
+    SupportsCheckpoints,
+    WindowBuilder,
+)
 from ctxflow.errors import EventNotAllowed
 
 __all__ = [

@@ -21,7 +21,7 @@ event is applied as a unit:
    layered state, the compression's tags undone;
 5. commit, take a checkpoint (every phase change; on ``step`` when the policy
    says so), log the change in the audit log, keep a
-   :class:`~ctxflow.engine.records.StepRecord`, log the transition and call
+   :class:`~ctxflow.engine._records.StepRecord`, log the transition and call
    the listeners.
 """
 
@@ -42,6 +42,7 @@ from ctxflow.compression import (
     undo,
 )
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo
+from ctxflow.engine._charts import Chart, PhaseConfig, load_chart
 from ctxflow.engine._defaults import DefaultSeams
 from ctxflow.engine._effects import (
     Allocate,
@@ -53,6 +54,7 @@ from ctxflow.engine._effects import (
     Restore,
     Steps,
 )
+from ctxflow.engine._listeners import Listeners
 from ctxflow.engine._machine import (
     Binder,
     ChartMachine,
@@ -60,6 +62,7 @@ from ctxflow.engine._machine import (
     NotAllowed,
     checked_event,
 )
+from ctxflow.engine._records import StepRecord
 from ctxflow.engine._seams import (
     AllocationLike,
     Allocator,
@@ -77,9 +80,6 @@ from ctxflow.engine._seams import (
 )
 from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
-from ctxflow.engine.charts import Chart, PhaseConfig, load_chart
-from ctxflow.engine.listeners import Listeners
-from ctxflow.engine.records import StepRecord
 from ctxflow.errors import CtxflowError, EventError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message

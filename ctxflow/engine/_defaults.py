@@ -14,8 +14,8 @@ from ctxflow.model import Conversation
 
 if TYPE_CHECKING:
     from ctxflow._critical import CriticalLock
+    from ctxflow.engine._charts import PhaseConfig
     from ctxflow.engine._seams import AllocationLike, WindowBuilder
-    from ctxflow.engine.charts import PhaseConfig
     from ctxflow.protocols import AsyncSummarizer, Measure, Summarizer, TokenCounter
     from ctxflow.tokens import ModelProfile
 

@@ -22,7 +22,7 @@ from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
 from ctxflow import errors
-from ctxflow.engine.charts import ACTIONS, Chart
+from ctxflow.engine._charts import ACTIONS, Chart
 from ctxflow.layers import LayeredState
 
 __all__ = [

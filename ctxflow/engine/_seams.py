@@ -20,7 +20,7 @@ from ctxflow.budget import Allocation, Window
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy
 from ctxflow.context import AgentContext, SessionInfo
 from ctxflow.context import from_checkpoint as context_from_checkpoint
-from ctxflow.engine.charts import PhaseConfig
+from ctxflow.engine._charts import PhaseConfig
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
 from ctxflow.persistence import CheckpointRecord, Restored, Store

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from ctxflow import errors
 from ctxflow._critical import CriticalLock
 from ctxflow.context import SessionInfo, check_plain
-from ctxflow.engine.audit import AuditEvent, AuditLog
+from ctxflow.engine._audit import AuditEvent, AuditLog
 
 __all__ = ["SessionBase"]
 

@@ -15,18 +15,18 @@ import attrs
 
 from ctxflow import errors
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo, to_checkpoint
+from ctxflow.engine._audit import AuditEvent, apply_tags, tags_of
 from ctxflow.engine._effects import Capture, Pending
-from ctxflow.engine.audit import AuditEvent, apply_tags, tags_of
 from ctxflow.errors import CtxflowError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
 
 if TYPE_CHECKING:
     from ctxflow._critical import CriticalLock
+    from ctxflow.engine._audit import AuditLog
+    from ctxflow.engine._charts import Chart
     from ctxflow.engine._machine import ChartMachine
     from ctxflow.engine._seams import AllocationLike, SupportsCheckpoints
-    from ctxflow.engine.audit import AuditLog
-    from ctxflow.engine.charts import Chart
     from ctxflow.protocols import Measure
 
 __all__ = ["ContextOps"]

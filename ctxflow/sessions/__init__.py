@@ -11,17 +11,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ctxflow.sessions.manager import (
+from ctxflow.sessions._manager import (
     ContextManager,
     LadderCompressor,
     Limits,
     ManagerStats,
     retry,
 )
-from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
+from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
 if TYPE_CHECKING:
-    from ctxflow.sessions.ownership import (
+    from ctxflow.sessions._ownership import (
         FencedStore,
         Invalidation,
         Lease,
@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
     """Load distributed ownership (it needs redis) on first use."""
     if name not in _OWNERSHIP:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("ctxflow.sessions.ownership"), name)
+    value = getattr(importlib.import_module("ctxflow.sessions._ownership"), name)
     globals()[name] = value
     return value
 

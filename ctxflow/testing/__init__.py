@@ -1,20 +1,20 @@
 """Test kit for ctxflow and its users: test doubles, corpus helpers, assertions."""
 
-from ctxflow.testing.corpus import (
+from ctxflow.testing._corpus import (
     CORPUS_ENV,
     concatenate,
     corpus_path,
     load_corpus,
 )
-from ctxflow.testing.doubles import CountingCounter, CountingMeasure, FixedCounter
-from ctxflow.testing.engine import (
+from ctxflow.testing._doubles import CountingCounter, CountingMeasure, FixedCounter
+from ctxflow.testing._engine import (
     TransitionRecorder,
     assert_transition,
     event_paths,
     expected_phases,
     transition_cover,
 )
-from ctxflow.testing.llm import (
+from ctxflow.testing._llm import (
     AsyncScriptedLLM,
     ScriptedLLM,
     ScriptExhausted,
@@ -22,7 +22,7 @@ from ctxflow.testing.llm import (
     text_response,
     tool_call_response,
 )
-from ctxflow.testing.logs import capture_events
+from ctxflow.testing._logs import capture_events
 
 __all__ = [
     "CORPUS_ENV",

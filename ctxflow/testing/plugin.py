@@ -8,13 +8,13 @@ Fixtures:
 - ``ctxflow_chart``: the chart the engine fixtures run (``agent_loop``);
   override it in your ``conftest.py`` to test your own chart.
 - ``ctxflow_store``: an in-memory checkpoint store (:class:`~ctxflow.stores.MemoryStore`).
-- ``ctxflow_recorder``: a :class:`~ctxflow.testing.engine.TransitionRecorder`.
-- ``ctxflow_llm``: a :class:`~ctxflow.testing.llm.ScriptedLLM` with an empty
+- ``ctxflow_recorder``: a :class:`~ctxflow.testing._engine.TransitionRecorder`.
+- ``ctxflow_llm``: a :class:`~ctxflow.testing._llm.ScriptedLLM` with an empty
   script (``ctxflow_llm.add(...)`` the responses your test expects).
 - ``ctxflow_engine`` / ``ctxflow_async_engine``: an engine on ``ctxflow_chart``
   with the fixed counter, the in-memory store and the recorder attached.
 
-Helpers to use with them live in :mod:`ctxflow.testing.engine`
+Helpers to use with them live in :mod:`ctxflow.testing._engine`
 (``assert_transition``, ``event_paths``, ``transition_cover``).
 """
 
@@ -26,9 +26,9 @@ import pytest
 
 from ctxflow.engine import AsyncEngine, Chart, Engine, load_chart
 from ctxflow.stores import MemoryStore
-from ctxflow.testing.doubles import CountingCounter, FixedCounter
-from ctxflow.testing.engine import TransitionRecorder
-from ctxflow.testing.llm import ScriptedLLM
+from ctxflow.testing._doubles import CountingCounter, FixedCounter
+from ctxflow.testing._engine import TransitionRecorder
+from ctxflow.testing._llm import ScriptedLLM
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Token counting offline: tiktoken encodings from installed packages, profiles, calibration."""
 
-from ctxflow.tokens.calibration import CalibratedCounter, Calibration
-from ctxflow.tokens.counters import (
+from ctxflow.tokens._calibration import CalibratedCounter, Calibration
+from ctxflow.tokens._counters import (
     IMAGE_TOKENS,
     HeuristicCounter,
     MessageMeasure,
@@ -9,7 +9,7 @@ from ctxflow.tokens.counters import (
     counter_for,
     message_measure,
 )
-from ctxflow.tokens.profiles import (
+from ctxflow.tokens._profiles import (
     DEFAULT_MODEL,
     ModelProfile,
     get_profile,

@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 
 from ctxflow.adapters import (
+    Adapter,
     AnthropicAdapter,
     OpenAIAdapter,
-    Adapter,
     count_breakpoints,
     is_overflow,
     provider_error,
 )
 from ctxflow.errors import ContextOverflow, ProviderError, ResponseError
-from ctxflow.testing.llm import ScriptedLLM, text_response, tool_call_response
+from ctxflow.testing._llm import ScriptedLLM, text_response, tool_call_response
 
 
 def test_anthropic_adapter_renders_with_caching_and_parses(

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.compression import details
-from ctxflow.compression.details import detail_hits
+from ctxflow.compression import _details as details
+from ctxflow.compression._details import detail_hits
 from ctxflow.model import Role, TextBlock, Transcript
 
 

@@ -19,7 +19,7 @@ from ctxflow.compression import (
     expand,
     recall,
 )
-from ctxflow.compression.rungs import CLEARED, OVERLAY_KIND, TRIMMED, _approx
+from ctxflow.compression._rungs import CLEARED, OVERLAY_KIND, TRIMMED, _approx
 from ctxflow.errors import CtxflowWarning
 from ctxflow.layers import LayeredState
 from ctxflow.model import SUMMARY_OF, Conversation, Message, check

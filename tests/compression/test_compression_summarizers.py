@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ctxflow.compression import ExtractiveSummarizer, extract_facts, render
-from ctxflow.compression.summarizers import checked_summary
+from ctxflow.compression._summarizers import checked_summary
 from ctxflow.errors import CompressionError
 from ctxflow.model import Message, Role, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxflow.protocols import Summarizer

@@ -9,7 +9,7 @@ import pytest
 
 from ctxflow.cli import diagram
 from ctxflow.engine import Engine, chart_names, chart_path, load_chart
-from ctxflow.engine.diagrams import graphviz_available, render_dot, render_mermaid, write_diagrams
+from ctxflow.engine._diagrams import graphviz_available, render_dot, render_mermaid, write_diagrams
 from ctxflow.errors import ChartError
 from ctxflow.testing import FixedCounter
 

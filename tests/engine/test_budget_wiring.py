@@ -11,7 +11,7 @@ from ctxflow.budget import Allocation, BudgetPolicy, LayerRatios, Window
 from ctxflow.engine import PhaseConfig
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
-from ctxflow.testing.engine import assert_transition
+from ctxflow.testing._engine import assert_transition
 from tests.engine.conftest import Driver
 
 Make = Callable[..., Driver]

@@ -11,7 +11,7 @@ from ctxflow.compression import CompressionReport, Ladder, LadderPolicy
 from ctxflow.engine import PhaseConfig
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
 from ctxflow.persistence import CheckpointRecord
-from ctxflow.testing.engine import TransitionRecorder, assert_transition
+from ctxflow.testing._engine import TransitionRecorder, assert_transition
 from tests.engine.conftest import Driver
 
 Make = Callable[..., Driver]

@@ -14,8 +14,8 @@ from ctxflow.engine import EventNotAllowed, PhaseConfig
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Message
 from ctxflow.persistence import CheckpointRecord
-from ctxflow.testing.engine import TransitionRecorder, assert_transition
-from ctxflow.testing.logs import capture_events
+from ctxflow.testing._engine import TransitionRecorder, assert_transition
+from ctxflow.testing._logs import capture_events
 from tests.engine.conftest import Driver, ratio_allocator
 
 Make = Callable[..., Driver]

@@ -14,7 +14,7 @@ from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointPolicy
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.testing import CountingMeasure
-from ctxflow.testing.engine import assert_transition
+from ctxflow.testing._engine import assert_transition
 from ctxflow.tokens import HeuristicCounter
 from tests.engine.conftest import Driver, ratio_allocator
 

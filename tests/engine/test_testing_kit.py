@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ctxflow.engine import Engine, EventNotAllowed, load_chart
 from ctxflow.model import Message, ToolUseBlock
 from ctxflow.testing import FixedCounter
-from ctxflow.testing.engine import (
+from ctxflow.testing._engine import (
     TransitionRecorder,
     assert_transition,
     event_paths,

@@ -17,7 +17,7 @@ from ctxflow._log import get_logger
 from ctxflow.errors import CtxflowWarning
 from ctxflow.testing import capture_events
 from ctxflow.tokens import HeuristicCounter, counter_for
-from ctxflow.tokens import counters as counters_module
+from ctxflow.tokens import _counters as counters_module
 
 
 def python(code: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ import redis
 
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import Checkpointer
-from ctxflow.sessions.ownership import SessionCoordinator
+from ctxflow.sessions._ownership import SessionCoordinator
 from ctxflow.stores import RedisStore
 
 

@@ -22,7 +22,7 @@ from ctxflow.errors import (
 )
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointDraft, Checkpointer, Store, new_checkpoint_id, restore
-from ctxflow.sessions.ownership import Invalidation, Lease, SessionCoordinator
+from ctxflow.sessions._ownership import Invalidation, Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
 
 pytestmark = pytest.mark.redis

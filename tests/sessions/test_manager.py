@@ -20,7 +20,7 @@ from ctxflow.errors import BudgetExceeded, SessionError, SessionNotFound, StoreE
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message, ToolResultBlock, ToolUseBlock
 from ctxflow.persistence import restore
-from ctxflow.sessions.manager import ConflictError, ContextManager, Limits, retry
+from ctxflow.sessions._manager import ConflictError, ContextManager, Limits, retry
 from ctxflow.stores import MemoryStore, SQLiteStore
 
 
@@ -310,7 +310,7 @@ def test_autosave_and_stats() -> None:
 CHILD = """
 import sys, time
 from ctxflow.model import Message
-from ctxflow.sessions.manager import ContextManager
+from ctxflow.sessions._manager import ContextManager
 from ctxflow.stores import SQLiteStore
 manager = ContextManager(SQLiteStore(sys.argv[1]))
 manager.install_signal_handlers()

@@ -15,7 +15,7 @@ from ctxflow import Engine
 from ctxflow.errors import SessionEvicted
 from ctxflow.layers import LayeredState, SystemLayer
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
-from ctxflow.sessions.manager import ContextManager, retry
+from ctxflow.sessions._manager import ContextManager, retry
 from ctxflow.stores import MemoryStore, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def test_retry_gets_past_an_eviction() -> None:
 SIGTERM_CHILD = """
 import os, signal, sys
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock
-from ctxflow.sessions.manager import ContextManager
+from ctxflow.sessions._manager import ContextManager
 from ctxflow.stores import SQLiteStore
 
 path, fire_at = sys.argv[1], int(sys.argv[2])
@@ -240,7 +240,7 @@ FAILING_CHILD = """
 import os, signal, sys, time
 from ctxflow.errors import StoreError
 from ctxflow.model import Message
-from ctxflow.sessions.manager import ContextManager
+from ctxflow.sessions._manager import ContextManager
 from ctxflow.stores import SQLiteStore
 
 class Failing(SQLiteStore):

@@ -7,7 +7,7 @@ import pytest
 from ctxflow.errors import SessionError
 from ctxflow.layers import Episode, LayeredState
 from ctxflow.model import Conversation, Message, ToolResultBlock, ToolUseBlock, check
-from ctxflow.sessions.merge import Part, merge_parts, originals, split_messages
+from ctxflow.sessions._merge import Part, merge_parts, originals, split_messages
 
 
 def turn(tool_id: str, t: float) -> list[Message]:

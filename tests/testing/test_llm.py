@@ -17,7 +17,7 @@ from ctxflow.adapters import (
 from ctxflow.errors import ContextOverflow
 from ctxflow.model import Message, ThinkingBlock
 from ctxflow.protocols import AsyncLLMClient, LLMClient
-from ctxflow.testing.llm import (
+from ctxflow.testing._llm import (
     AsyncScriptedLLM,
     ScriptedLLM,
     ScriptExhausted,

@@ -28,7 +28,7 @@ from ctxflow.tokens import (
     profile_names,
     register_profile,
 )
-from ctxflow.tokens.counters import MEASURE_VERSION, MEMO_CHARS, _short_count
+from ctxflow.tokens._counters import MEASURE_VERSION, MEMO_CHARS, _short_count
 
 # Runs in a fresh interpreter with every socket refused and an empty tiktoken cache,
 # so any attempt to download an encoding fails loudly.

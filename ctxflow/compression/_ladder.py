@@ -9,7 +9,7 @@ the hard limit is ``fixed + 1.0 * budget``.
 
 How a run stays safe:
 
-* it plans on a :class:`~ctxflow.compression.draft.Draft` and commits only
+* it plans on a :class:`~ctxflow.compression._draft.Draft` and commits only
   when the result is known to be within the hard limit, so a
   :class:`~ctxflow.errors.BudgetExceeded` leaves the conversation untouched
   (the same effective view, tags and overlays, and no orphan summary);
@@ -41,8 +41,8 @@ from typing import cast
 import attrs
 
 from ctxflow._log import warn
-from ctxflow.compression.draft import Draft, dialogue_start, tail_start
-from ctxflow.compression.rungs import (
+from ctxflow.compression._draft import Draft, dialogue_start, tail_start
+from ctxflow.compression._rungs import (
     ClearToolResults,
     Condense,
     HardReset,
@@ -53,7 +53,7 @@ from ctxflow.compression.rungs import (
     TrimOversized,
     Truncate,
 )
-from ctxflow.compression.summarizers import ExtractiveSummarizer, checked_summary
+from ctxflow.compression._summarizers import ExtractiveSummarizer, checked_summary
 from ctxflow.errors import BudgetExceeded, CompressionError, InvalidConversation, PolicyError
 from ctxflow.layers import LayeredState
 from ctxflow.model import SUMMARY_OF, Conversation, Message, Role, check

@@ -18,12 +18,12 @@ import attrs
 
 from ctxflow.errors import CheckpointError, OwnershipLost, SessionError
 from ctxflow.persistence import CheckpointDraft, CheckpointRecord
-from ctxflow.sessions.ownership._invalidation import Invalidations
-from ctxflow.sessions.ownership._leases import Lease, LeaseTable
+from ctxflow.sessions._ownership._invalidation import Invalidations
+from ctxflow.sessions._ownership._leases import Lease, LeaseTable
 from ctxflow.stores import RedisStore
 
 if TYPE_CHECKING:
-    from ctxflow.sessions.ownership._coordinator import SessionCoordinator
+    from ctxflow.sessions._ownership._coordinator import SessionCoordinator
 
 __all__ = ["Commits", "FencedStore", "need_store"]
 

@@ -1,6 +1,6 @@
 """The rungs of the compression ladder: small callables that turn a draft into a smaller one.
 
-A rung's ``propose(draft, ctx)`` returns a new :class:`~ctxflow.compression.draft.Draft`,
+A rung's ``propose(draft, ctx)`` returns a new :class:`~ctxflow.compression._draft.Draft`,
 a :class:`Skip` saying why it did nothing, or a :class:`NeedsSummary` asking
 the ladder to run the summarizer (sync or async) and hand the text to its
 ``finish``. Rungs never touch the conversation: the ladder commits the final
@@ -28,9 +28,9 @@ from typing import Protocol, TypeAlias
 
 import attrs
 
-from ctxflow.compression.details import extract_details
-from ctxflow.compression.draft import Draft, dialogue_start, is_result, tail_start
-from ctxflow.compression.summarizers import extract_facts, is_decision
+from ctxflow.compression._details import extract_details
+from ctxflow.compression._draft import Draft, dialogue_start, is_result, tail_start
+from ctxflow.compression._summarizers import extract_facts, is_decision
 from ctxflow.layers import Episode
 from ctxflow.model import SUMMARY_OF, Block, Message, Role, TextBlock, ToolResultBlock, new_id
 
@@ -191,7 +191,7 @@ class ClearToolResults:
     ``pinned_tools`` are never cleared; results are cleared oldest first and
     only until the draft reaches the target. The placeholder names no message
     id: the model recalls a result by the call id its tool_result block
-    already carries (see :func:`~ctxflow.compression.recall`).
+    already carries (see :func:`~ctxflow.compression._recall`).
     """
 
     keep_results: int = 3
@@ -296,7 +296,7 @@ def hideable_spans(
     """View indices to hide, oldest first, until ``need`` tokens are freed.
 
     Only whole spans between same-role safe boundaries are taken (see
-    :mod:`ctxflow.compression.draft`), none crossing a protected index, none
+    :mod:`ctxflow.compression._draft`), none crossing a protected index, none
     at or after ``stop``; so the view stays valid for every API.
     """
     first = dialogue_start(view)

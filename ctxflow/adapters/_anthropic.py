@@ -24,7 +24,7 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ctxflow.adapters.base import (
+from ctxflow.adapters._base import (
     ParsedResponse,
     StopReason,
     Usage,
@@ -34,8 +34,8 @@ from ctxflow.adapters.base import (
     usage_count,
     usage_object,
 )
-from ctxflow.adapters.caching import CachePolicy, apply_breakpoints
-from ctxflow.adapters.errors import provider_error
+from ctxflow.adapters._caching import CachePolicy, apply_breakpoints
+from ctxflow.adapters._errors import provider_error
 from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
 from ctxflow.model import Block, Message, Role, ToolResultBlock, new_id

@@ -10,7 +10,7 @@ state (codes, numbers with units, paths, "my X is …", "please use …", kept
 verbatim), files and identifiers, errors, tool outcomes and open questions,
 found with regular expressions, and bounds itself to about ``max_tokens``
 (four characters a token, a conservative guess for any counter; the ladder
-measures the result anyway). The detail scan (:mod:`ctxflow.compression.details`)
+measures the result anyway). The detail scan (:mod:`ctxflow.compression._details`)
 reads only user text; callers over large spans still bound what they hand it
 (the truncation rung scans short user turns, newest first).
 
@@ -30,8 +30,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ctxflow.compression.details import block_texts as _texts
-from ctxflow.compression.details import extract_details
+from ctxflow.compression._details import block_texts as _texts
+from ctxflow.compression._details import extract_details
 from ctxflow.errors import CompressionError
 from ctxflow.layers import Fact
 from ctxflow.model import SUMMARY_OF, Message, Role, TextBlock, ToolResultBlock

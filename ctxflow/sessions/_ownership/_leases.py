@@ -15,7 +15,7 @@ import attrs
 
 from ctxflow.errors import OwnershipLost, SessionError, StoreError
 from ctxflow.persistence._redis import Fence
-from ctxflow.sessions.ownership._link import Link, text
+from ctxflow.sessions._ownership._link import Link, text
 
 __all__ = ["Lease", "LeaseTable"]
 

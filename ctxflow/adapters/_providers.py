@@ -12,10 +12,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from ctxflow.adapters.anthropic import parse_anthropic, render_anthropic
-from ctxflow.adapters.base import ParsedResponse, WindowLike
-from ctxflow.adapters.caching import CachePolicy
-from ctxflow.adapters.openai import parse_openai, render_openai
+from ctxflow.adapters._anthropic import parse_anthropic, render_anthropic
+from ctxflow.adapters._base import ParsedResponse, WindowLike
+from ctxflow.adapters._caching import CachePolicy
+from ctxflow.adapters._openai import parse_openai, render_openai
 from ctxflow.layers import ToolDef
 
 __all__ = ["Adapter", "AnthropicAdapter", "OpenAIAdapter"]

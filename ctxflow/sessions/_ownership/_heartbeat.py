@@ -18,7 +18,7 @@ import attrs
 import redis
 
 from ctxflow.errors import StoreError
-from ctxflow.sessions.ownership._link import Link, log, text
+from ctxflow.sessions._ownership._link import Link, log, text
 
 __all__ = ["Heartbeat"]
 

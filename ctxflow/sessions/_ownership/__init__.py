@@ -63,11 +63,11 @@ Gotchas:
 
 from __future__ import annotations
 
-from ctxflow.sessions.ownership._coordinator import SessionCoordinator
-from ctxflow.sessions.ownership._fenced import FencedStore
-from ctxflow.sessions.ownership._invalidation import Invalidation
-from ctxflow.sessions.ownership._leases import Lease
-from ctxflow.sessions.ownership._records import Versioned
+from ctxflow.sessions._ownership._coordinator import SessionCoordinator
+from ctxflow.sessions._ownership._fenced import FencedStore
+from ctxflow.sessions._ownership._invalidation import Invalidation
+from ctxflow.sessions._ownership._leases import Lease
+from ctxflow.sessions._ownership._records import Versioned
 
 __all__ = [
     "FencedStore",

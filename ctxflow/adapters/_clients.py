@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from ctxflow.adapters.errors import provider_error
+from ctxflow.adapters._errors import provider_error
 
 __all__ = ["AnthropicClient", "AsyncAnthropicClient", "AsyncOpenAIClient", "OpenAIClient"]
 

@@ -16,7 +16,7 @@ import attrs
 import msgpack
 import redis
 
-from ctxflow.sessions.ownership._link import Link, log
+from ctxflow.sessions._ownership._link import Link, log
 
 __all__ = ["Invalidation", "Invalidations"]
 

@@ -16,7 +16,7 @@ __all__ = ["Link", "log", "text"]
 
 T = TypeVar("T")
 
-log = get_logger("ctxflow.sessions.ownership")
+log = get_logger("ctxflow.sessions._ownership")
 
 
 def text(value: Any) -> str:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeAlias
 
-from ctxflow.adapters.errors import provider_error
+from ctxflow.adapters._errors import provider_error
 from ctxflow.errors import ContextOverflow
 
 __all__ = [

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ctxflow.engine.charts import Chart, chart_names, chart_path, load_chart
+from ctxflow.engine._charts import Chart, chart_names, chart_path, load_chart
 from ctxflow.errors import ChartError
 
 __all__ = [

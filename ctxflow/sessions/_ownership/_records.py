@@ -17,9 +17,9 @@ import msgpack
 
 from ctxflow.errors import ConflictError, OwnershipLost, SessionError, SessionNotFound
 from ctxflow.persistence import new_session_id
-from ctxflow.sessions.ownership._invalidation import Invalidations
-from ctxflow.sessions.ownership._leases import Lease
-from ctxflow.sessions.ownership._link import Link
+from ctxflow.sessions._ownership._invalidation import Invalidations
+from ctxflow.sessions._ownership._leases import Lease
+from ctxflow.sessions._ownership._link import Link
 
 __all__ = ["Attempt", "Records", "Versioned"]
 

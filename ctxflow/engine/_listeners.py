@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ctxflow.engine.records import StepRecord
+from ctxflow.engine._records import StepRecord
 
 __all__ = ["CompressionListener", "Listeners", "TransitionListener"]
 

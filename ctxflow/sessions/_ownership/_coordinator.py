@@ -21,12 +21,12 @@ from ctxflow.errors import (
 )
 from ctxflow.persistence import CheckpointDraft, CheckpointRecord
 from ctxflow.persistence._redis import RedisKeys, RedisStore, check_tenant
-from ctxflow.sessions.ownership._fenced import Commits, FencedStore
-from ctxflow.sessions.ownership._heartbeat import Heartbeat
-from ctxflow.sessions.ownership._invalidation import Invalidation, Invalidations
-from ctxflow.sessions.ownership._leases import Lease, LeaseTable
-from ctxflow.sessions.ownership._link import Link
-from ctxflow.sessions.ownership._records import Records, Versioned
+from ctxflow.sessions._ownership._fenced import Commits, FencedStore
+from ctxflow.sessions._ownership._heartbeat import Heartbeat
+from ctxflow.sessions._ownership._invalidation import Invalidation, Invalidations
+from ctxflow.sessions._ownership._leases import Lease, LeaseTable
+from ctxflow.sessions._ownership._link import Link
+from ctxflow.sessions._ownership._records import Records, Versioned
 
 __all__ = ["SessionCoordinator"]
 

@@ -82,7 +82,7 @@ from ctxflow.errors import (
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import Store, new_session_id
-from ctxflow.sessions.merge import MergeStrategy, Part, merge_parts, originals, split_messages
+from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
 __all__ = [
     "ContextManager",
@@ -407,7 +407,7 @@ class ContextManager:
     def invalidate(self, context_id: str) -> bool:
         """Drop the cached engine of a session another process changed; reload on next get.
 
-        Wire it to a :class:`~ctxflow.sessions.ownership.SessionCoordinator`:
+        Wire it to a :class:`~ctxflow.sessions._ownership.SessionCoordinator`:
         ``on_invalidate=lambda change: manager.invalidate(change.session_id)``.
         An engine with unsaved changes is kept (and False returned): its next
         save is refused by the store's parent check, so nothing is silently lost.

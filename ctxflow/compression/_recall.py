@@ -12,7 +12,7 @@ no longer shown once the messages it covers are visible again.
 
 from __future__ import annotations
 
-from ctxflow.compression.ladder import CompressionReport
+from ctxflow.compression._ladder import CompressionReport
 from ctxflow.errors import InvalidMessage
 from ctxflow.model import SUMMARY_OF, Conversation, Message
 

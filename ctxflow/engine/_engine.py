@@ -16,7 +16,7 @@ from typing import Self, TypeVar
 from ctxflow import errors
 from ctxflow.engine._core import Core
 from ctxflow.engine._effects import Steps
-from ctxflow.engine.records import StepRecord
+from ctxflow.engine._records import StepRecord
 
 __all__ = ["AsyncEngine", "Engine"]
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from ctxflow.adapters.base import (
+from ctxflow.adapters._base import (
     ParsedResponse,
     StopReason,
     Usage,
@@ -28,7 +28,7 @@ from ctxflow.adapters.base import (
     usage_count,
     usage_object,
 )
-from ctxflow.adapters.errors import provider_error
+from ctxflow.adapters._errors import provider_error
 from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
 from ctxflow.model import (
