@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ctxflow.adapters import AnthropicAdapter, OpenAIAdapter, Adapter
+from ctxflow.adapters import Adapter, AnthropicAdapter, OpenAIAdapter
 from ctxflow.engine import AsyncEngine, Engine, PhaseConfig
 from ctxflow.errors import ContextOverflow, PolicyError, ResponseError, StoreError
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
