@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,17 @@ from ctxflow.budget import build_window, select, window_measure
 from ctxflow.budget import window as window_module
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, TaskLayer, ToolDef
-from ctxflow.model import Conversation, Message, Role, Transcript
+from ctxflow.model import (
+    Block,
+    Conversation,
+    Message,
+    Role,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    Transcript,
+)
 from ctxflow.protocols import TokenCounter
 from ctxflow.testing import FixedCounter
 from ctxflow.tokens import counter_for, message_measure
@@ -39,11 +50,17 @@ def _merge_penalty(message: Message) -> int:
     )
 
 
+def _edit_penalty(message: Message) -> int:
+    """A measure that charges trimmed messages extra (a trim must retry, or fail)."""
+    return _PLAIN(message) + (25 if message.metadata.get(reference.WINDOW_EDIT) == "trimmed" else 0)
+
+
 _CL100K = counter_for("cl100k_base")
-#: (counter, measure) pairs: fixed rate; merges charged extra; a real encoding.
+#: (counter, measure) pairs: fixed rate; merges or trims charged extra; a real encoding.
 MEASURES: tuple[tuple[TokenCounter, Measure], ...] = (
     (COUNTER, MEASURE),
     (COUNTER, _merge_penalty),
+    (COUNTER, _edit_penalty),
     (_CL100K, window_measure(_CL100K)),
 )
 
@@ -59,10 +76,10 @@ def _exclusions(excluded: object) -> dict[str, tuple[int, int, int]]:
     return {k: (v.units, v.messages, v.tokens) for k, v in excluded.items()}
 
 
-def _selection(run: Callable[[], object]) -> Outcome:
+def _selection(choose: Callable[..., object], conversation: Conversation, **kwargs: Any) -> Outcome:
     """A selection as plain values: messages (ids, overlays, trims), token counts, exclusions."""
     try:
-        found = run()
+        found = choose(conversation, **kwargs)
     except BudgetExceeded as exc:
         return ("refused", str(exc), exc.rule, exc.details)
     return (
@@ -146,8 +163,8 @@ def test_select_matches_the_reference(
     evidence = conversation.effective_tokens * evidence_pct // 100_000
     kwargs = {"budget": budget, "evidence": evidence, "measure": measure, "counter": counter}
     text = " ".join(task)
-    new = _selection(lambda: select(conversation, task=text, **kwargs))  # type: ignore[arg-type]
-    old = _selection(lambda: reference.select(conversation, task=text, **kwargs))  # type: ignore[arg-type]
+    new = _selection(select, conversation, task=text, **kwargs)
+    old = _selection(reference.select, conversation, task=text, **kwargs)
     assert new == old
 
 
@@ -229,3 +246,85 @@ def test_corpus_windows_match_the_reference(transcripts: list[Transcript]) -> No
                     built += 1
     assert not mismatches, mismatches[:5]
     assert built > 8 * refused
+
+
+def _call(k: int, *names: str, thinking: bool = False) -> Message:
+    blocks: list[Block] = (
+        [ThinkingBlock(thinking="let me think", signature="s")] if thinking else []
+    )
+    blocks += [ToolUseBlock(id=f"c{k}_{n}", name=n, input={"k": k}) for n in names]
+    return Message(role=Role.ASSISTANT, content=tuple(blocks), id=f"a{k}")
+
+
+def _results(k: int, *names: str, size: int, important: bool = False) -> Message:
+    blocks = tuple(
+        ToolResultBlock(tool_use_id=f"c{k}_{n}", content=f"{n} says " + "y" * size) for n in names
+    )
+    return Message(role=Role.USER, content=blocks, id=f"r{k}", important=important)
+
+
+def _edge_messages() -> list[Message]:
+    """Thinking turns, a partly answered batch, a pinned result, chat turns and a pending call."""
+    return [
+        Message.user("fix the parser bug in module io", id="task"),
+        _call(1, "bash", thinking=True),
+        _results(1, "bash", size=900),
+        _call(2, "read"),
+        _results(2, "read", size=300),
+        Message(
+            role=Role.ASSISTANT,
+            content=(ThinkingBlock(thinking="hm", signature="s"), TextBlock(text="found it")),
+            id="t3",
+        ),
+        Message.user("Decision: keep the io module", id="u3"),
+        _call(9, "bash", "grep"),
+        _results(9, "bash", size=200),
+        _call(4, "bash", "grep"),
+        _results(4, "bash", "grep", size=1_500),
+        _call(5, "read"),
+        _results(5, "read", size=700, important=True),
+        Message.assistant("and now", id="t6"),
+        Message.user("go on", id="u6"),
+        _call(7, "bash"),
+        _results(7, "bash", size=2_500),
+        _call(8, "grep"),
+    ]
+
+
+#: Ways to break pairs and make same-role neighbours: (messages hidden, messages appended later).
+EDGE_CASES = (
+    ((), 0),
+    ((), 10),
+    (("r1", "a2"), 13),
+    (("a4",), 2),
+    (("a5", "t6"), 4),
+    (("a7",), 1),
+    (("t3", "t6"), 0),
+)
+
+
+@pytest.mark.parametrize(("hidden", "later"), EDGE_CASES)
+@pytest.mark.parametrize(
+    "measured", MEASURES, ids=["fixed", "merge-penalty", "edit-penalty", "cl100k"]
+)
+def test_edge_cases_match_the_reference_at_every_budget(
+    hidden: tuple[str, ...], later: int, measured: tuple[TokenCounter, Measure]
+) -> None:
+    """Broken pairs, clashing roles and appends: the same selection at every budget and evidence."""
+    counter, measure = measured
+    messages = _edge_messages()
+    conversation = Conversation(messages[: len(messages) - later], measure=measure)
+    if hidden:
+        conversation.hide(hidden, truncation_parent="cut-1")
+    for stage in ("before", "after"):
+        if stage == "after":
+            if not later:
+                continue
+            conversation.extend(messages[len(messages) - later :])
+        total = conversation.effective_tokens
+        for budget in range(0, total + 60, 9):
+            for evidence in (0, total // 4, total):
+                kwargs = {"budget": budget, "evidence": evidence, "measure": measure}
+                new = _selection(select, conversation, counter=counter, **kwargs)
+                old = _selection(reference.select, conversation, counter=counter, **kwargs)
+                assert new == old, (stage, budget, evidence)
