@@ -1,0 +1,121 @@
+"""The tool-pair index: where each tool call was made and where it was answered.
+
+It follows the log, not the view: hiding a call or its result changes
+neither. Summaries carry no tool blocks, so a change after the append never
+touches the index and there is nothing here to undo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import attrs
+
+from ctxflow.errors import InvalidMessage
+from ctxflow.model._log import refusal
+from ctxflow.model.messages import Message
+
+__all__ = ["PairBatch", "PairIndex", "ToolPair"]
+
+
+@attrs.frozen(kw_only=True)
+class ToolPair:
+    """A tool_use and where it was answered (``result_message`` is None while pending)."""
+
+    tool_use_id: str
+    name: str
+    use_message: str
+    result_message: str | None
+
+
+class PairIndex:
+    """Tool calls by id, in call order, with the messages that made and answered them."""
+
+    __slots__ = ("results", "uses")
+
+    def __init__(self) -> None:
+        self.uses: dict[str, tuple[str, str]] = {}  # tool_use id -> (message id, tool name)
+        self.results: dict[str, str] = {}  # tool_use id -> message id of the result
+
+    def pair(self, tool_use_id: str) -> ToolPair:
+        """Where a tool call was made and answered."""
+        try:
+            message_id, name = self.uses[tool_use_id]
+        except KeyError:
+            raise InvalidMessage(
+                f"no tool_use with id {tool_use_id!r}",
+                rule="unknown_tool_use",
+                tool_use_id=tool_use_id,
+            ) from None
+        return ToolPair(
+            tool_use_id=tool_use_id,
+            name=name,
+            use_message=message_id,
+            result_message=self.results.get(tool_use_id),
+        )
+
+    def __iter__(self) -> Iterator[ToolPair]:
+        for tool_use_id in self.uses:
+            yield self.pair(tool_use_id)
+
+    def admit(self, batch: Sequence[Message], base: int) -> PairBatch | None:
+        """The tool blocks of ``batch`` (its first message at log position ``base``), all checked.
+
+        A call's id must be new; a result must answer a call made before it
+        (in the index or earlier in the batch) and not answered yet. Nothing
+        is added to the index until :meth:`add`. None when no message of the
+        batch carries a tool block.
+        """
+        used, answered = self.uses, self.results
+        new: PairBatch | None = None
+        for at, message in enumerate(batch, base):
+            uses, results = message.tool_uses, message.tool_results
+            if not (uses or results):
+                continue
+            if new is None:
+                new = PairBatch()
+            new_uses, new_results = new.uses, new.results
+            ident = message.id
+            for use in uses:
+                if use.id in used or use.id in new_uses:
+                    raise refusal(
+                        at,
+                        "duplicate_tool_use_id",
+                        f"tool_use id {use.id!r} is already used",
+                        tool_use_id=use.id,
+                    )
+                new_uses[use.id] = (ident, use.name)
+            for result in results:
+                answers = result.tool_use_id
+                if answers not in used and answers not in new_uses:
+                    raise refusal(
+                        at,
+                        "orphan_tool_result",
+                        f"tool_result {answers!r} answers no tool_use",
+                        tool_use_id=answers,
+                    )
+                if answers in answered or answers in new_results:
+                    raise refusal(
+                        at,
+                        "duplicate_tool_result",
+                        f"tool_use {answers!r} is already answered",
+                        tool_use_id=answers,
+                    )
+                new_results[answers] = ident
+        return new
+
+    def add(self, admitted: PairBatch | None) -> None:
+        """Index the tool blocks of an admitted batch (once its messages are in the log)."""
+        if admitted is not None:
+            self.uses.update(admitted.uses)
+            self.results.update(admitted.results)
+
+
+class PairBatch:
+    """The calls and results of messages being appended, checked but not yet indexed."""
+
+    __slots__ = ("results", "uses")
+
+    def __init__(self) -> None:
+        self.uses: dict[str, tuple[str, str]] = {}
+        self.results: dict[str, str] = {}
