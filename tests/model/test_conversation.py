@@ -194,3 +194,23 @@ def test_bad_counts_are_refused_before_any_change(counts: list[object]) -> None:
         )  # type: ignore[arg-type]
     assert caught.value.rule == "counts"
     assert list(conversation) == before
+
+
+def test_a_batch_reports_its_first_error_whichever_part_owns_it() -> None:
+    """A broken pair before a duplicate id is reported first, and a duplicate id before one."""
+    conversation = loop()
+    with pytest.raises(InvalidMessage) as caught:
+        conversation.extend([result("nope"), Message.user("again", id="u0")])
+    assert (caught.value.rule, caught.value.details["index"]) == ("orphan_tool_result", 4)
+    with pytest.raises(InvalidMessage) as caught:
+        conversation.extend([Message.user("again", id="u0"), result("nope")])
+    assert (caught.value.rule, caught.value.details["index"]) == ("duplicate_message_id", 4)
+    assert len(conversation) == 4
+
+
+def test_the_conversation_is_one_class_at_both_addresses() -> None:
+    """ctxflow.model.Conversation is the class of ctxflow.model.conversation."""
+    from ctxflow.model import conversation as module
+
+    assert module.Conversation is Conversation
+    assert module.SUMMARY_OF == SUMMARY_OF
