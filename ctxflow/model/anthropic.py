@@ -18,18 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model.messages import (
-    Block,
-    ImageBlock,
-    Message,
-    RedactedThinkingBlock,
-    Role,
-    TextBlock,
-    ThinkingBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-    new_id,
-)
+from ctxflow.model import messages as m
+from ctxflow.model.messages import Block, Message, Role, new_id
 
 __all__ = [
     "STRING_CONTENT",
@@ -84,7 +74,7 @@ def block_from_anthropic(data: Any, where: str = "block") -> Block:
         raise _fail(where, "unknown_block_type", f"unknown content block type {kind!r}", type=kind)
     extra = _extra(data, kind)
     if kind == "text":
-        return TextBlock(text=_need_str(data, "text", where), extra=extra)
+        return m.TextBlock(text=_need_str(data, "text", where), extra=extra)
     if kind == "tool_use":
         tool_id = data.get("id")
         if not isinstance(tool_id, str) or not tool_id:
@@ -97,7 +87,7 @@ def block_from_anthropic(data: Any, where: str = "block") -> Block:
                 f"tool_use {tool_id!r} input must be a JSON object "
                 f"(got {type(tool_input).__name__})",
             )
-        return ToolUseBlock(
+        return m.ToolUseBlock(
             id=tool_id, name=_need_str(data, "name", where), input=dict(tool_input), extra=extra
         )
     if kind == "tool_result":
@@ -113,7 +103,7 @@ def block_from_anthropic(data: Any, where: str = "block") -> Block:
             raise _fail(where, "tool_result_content", "tool_result content must be text or list")
         if "is_error" not in data:
             extra["ctxflow.no_is_error"] = True
-        return ToolResultBlock(
+        return m.ToolResultBlock(
             tool_use_id=_need_str(data, "tool_use_id", where),
             content=parsed,
             is_error=bool(data.get("is_error", False)),
@@ -122,28 +112,28 @@ def block_from_anthropic(data: Any, where: str = "block") -> Block:
     if kind == "thinking":
         if "signature" not in data:
             extra["ctxflow.no_signature"] = True
-        return ThinkingBlock(
+        return m.ThinkingBlock(
             thinking=_need_str(data, "thinking", where),
             signature=str(data.get("signature", "")),
             extra=extra,
         )
     if kind == "redacted_thinking":
-        return RedactedThinkingBlock(data=_need_str(data, "data", where), extra=extra)
+        return m.RedactedThinkingBlock(data=_need_str(data, "data", where), extra=extra)
     source = data.get("source")
     if not isinstance(source, Mapping):
         raise _fail(where, "image_source", "image block needs a source object")
-    return ImageBlock(source=dict(source), extra=extra)
+    return m.ImageBlock(source=dict(source), extra=extra)
 
 
 def block_to_anthropic(block: Block) -> dict[str, Any]:
     """Render a block as an Anthropic content-block object."""
     out: dict[str, Any]
     extra = {k: v for k, v in block.extra.items() if not k.startswith("ctxflow.")}
-    if isinstance(block, TextBlock):
+    if isinstance(block, m.TextBlock):
         out = {"type": "text", "text": block.text}
-    elif isinstance(block, ToolUseBlock):
+    elif isinstance(block, m.ToolUseBlock):
         out = {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
-    elif isinstance(block, ToolResultBlock):
+    elif isinstance(block, m.ToolResultBlock):
         content: Any = (
             block.content
             if isinstance(block.content, str)
@@ -152,11 +142,11 @@ def block_to_anthropic(block: Block) -> dict[str, Any]:
         out = {"type": "tool_result", "tool_use_id": block.tool_use_id, "content": content}
         if not block.extra.get("ctxflow.no_is_error") or block.is_error:
             out["is_error"] = block.is_error
-    elif isinstance(block, ThinkingBlock):
+    elif isinstance(block, m.ThinkingBlock):
         out = {"type": "thinking", "thinking": block.thinking}
         if not block.extra.get("ctxflow.no_signature") or block.signature:
             out["signature"] = block.signature
-    elif isinstance(block, RedactedThinkingBlock):
+    elif isinstance(block, m.RedactedThinkingBlock):
         out = {"type": "redacted_thinking", "data": block.data}
     else:
         out = {"type": "image", "source": dict(block.source)}
@@ -183,7 +173,7 @@ def message_from_anthropic(
     metadata: dict[str, Any] = {}
     blocks: tuple[Block, ...]
     if isinstance(content, str):
-        blocks = (TextBlock(text=content),)
+        blocks = (m.TextBlock(text=content),)
         metadata[STRING_CONTENT] = True
     elif isinstance(content, list):
         blocks = tuple(
@@ -206,7 +196,7 @@ def message_to_anthropic(message: Message) -> dict[str, Any]:
     """Render a message as an Anthropic message object."""
     if message.metadata.get(STRING_CONTENT) and len(message.content) == 1:
         only = message.content[0]
-        if isinstance(only, TextBlock) and not only.extra:
+        if isinstance(only, m.TextBlock) and not only.extra:
             return {"role": message.role.value, "content": only.text}
     return {
         "role": message.role.value,
@@ -228,7 +218,7 @@ def messages_from_anthropic(
 
 def messages_to_anthropic(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """Render messages as an Anthropic messages list (a system message stays in the list)."""
-    return [message_to_anthropic(m) for m in messages]
+    return [message_to_anthropic(message) for message in messages]
 
 
 def dumps_input(value: Mapping[str, Any]) -> str:

@@ -26,24 +26,16 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import InvalidMessage
+from ctxflow.model import messages as m
 from ctxflow.model.anthropic import block_from_anthropic, block_to_anthropic, dumps_input
-from ctxflow.model.messages import (
-    Block,
-    ImageBlock,
-    Message,
-    Role,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-    new_id,
-)
+from ctxflow.model.messages import Block, Message, Role, new_id
 
 __all__ = ["from_openai", "to_openai"]
 
 _JOIN = "\n\n"
 
 
-def _image_part(block: ImageBlock) -> dict[str, Any]:
+def _image_part(block: m.ImageBlock) -> dict[str, Any]:
     source = block.source
     if source.get("type") == "url":
         url = str(source.get("url", ""))
@@ -55,13 +47,13 @@ def _image_part(block: ImageBlock) -> dict[str, Any]:
 
 
 def _user_content(blocks: Sequence[Block]) -> str | list[dict[str, Any]]:
-    if len(blocks) == 1 and isinstance(blocks[0], TextBlock):
+    if len(blocks) == 1 and isinstance(blocks[0], m.TextBlock):
         return blocks[0].text
     parts: list[dict[str, Any]] = []
     for block in blocks:
-        if isinstance(block, TextBlock):
+        if isinstance(block, m.TextBlock):
             parts.append({"type": "text", "text": block.text})
-        elif isinstance(block, ImageBlock):
+        elif isinstance(block, m.ImageBlock):
             parts.append(_image_part(block))
     return parts
 
@@ -93,7 +85,7 @@ def to_openai(messages: Iterable[Message]) -> tuple[list[dict[str, Any]], dict[s
         elif message.role is Role.USER:
             rest: list[Block] = []
             for block in message.content:
-                if isinstance(block, ToolResultBlock):
+                if isinstance(block, m.ToolResultBlock):
                     out.append(
                         {"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text}
                     )
@@ -102,7 +94,7 @@ def to_openai(messages: Iterable[Message]) -> tuple[list[dict[str, Any]], dict[s
             if rest:
                 out.append({"role": "user", "content": _user_content(rest)})
         else:
-            texts = [b.text for b in message.content if isinstance(b, TextBlock)]
+            texts = [b.text for b in message.content if isinstance(b, m.TextBlock)]
             entry: dict[str, Any] = {
                 "role": "assistant",
                 "content": _JOIN.join(texts) if texts else None,
@@ -146,7 +138,7 @@ def _content_blocks(content: Any, where: str) -> list[Block]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [TextBlock(text=content)] if content else []
+        return [m.TextBlock(text=content)] if content else []
     if not isinstance(content, list):
         raise InvalidMessage(
             f"{where}: content must be a string, a list of parts or null",
@@ -157,10 +149,10 @@ def _content_blocks(content: Any, where: str) -> list[Block]:
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text":
-            blocks.append(TextBlock(text=str(part.get("text", ""))))
+            blocks.append(m.TextBlock(text=str(part.get("text", ""))))
         elif kind == "image_url":
             url = str((part.get("image_url") or {}).get("url", ""))
-            blocks.append(ImageBlock(source={"type": "url", "url": url}))
+            blocks.append(m.ImageBlock(source={"type": "url", "url": url}))
         else:
             raise InvalidMessage(
                 f"{where}.content[{i}]: unknown content part type {kind!r}",
@@ -216,10 +208,10 @@ def _from_span(items: Sequence[Any], start: int, end: int) -> Message:
                 content
                 if isinstance(content, str)
                 else "\n".join(
-                    b.text for b in _content_blocks(content, where) if isinstance(b, TextBlock)
+                    b.text for b in _content_blocks(content, where) if isinstance(b, m.TextBlock)
                 )
             )
-            blocks.append(ToolResultBlock(tool_use_id=call_id, content=text))
+            blocks.append(m.ToolResultBlock(tool_use_id=call_id, content=text))
         elif kind == "assistant":
             role = Role.ASSISTANT
             blocks.extend(_content_blocks(item.get("content"), where))
@@ -233,7 +225,7 @@ def _from_span(items: Sequence[Any], start: int, end: int) -> Message:
                         index=index,
                     )
                 blocks.append(
-                    ToolUseBlock(
+                    m.ToolUseBlock(
                         id=call_id,
                         name=str(fn.get("name", "")),
                         input=_parse_arguments(fn.get("arguments"), f"{where}.tool_calls[{c}]"),

@@ -21,15 +21,8 @@ from typing import Literal, Protocol
 import attrs
 
 from ctxflow.errors import InvalidConversation
-from ctxflow.model.messages import (
-    ImageBlock,
-    Message,
-    RedactedThinkingBlock,
-    Role,
-    TextBlock,
-    ThinkingBlock,
-    ToolResultBlock,
-)
+from ctxflow.model import messages as m
+from ctxflow.model.messages import Message, Role
 
 __all__ = ["API", "ValidityReport", "Violation", "check", "local_ok", "validate"]
 
@@ -105,7 +98,7 @@ def check(
         seen_messages.add(message_id)
         if not content:
             add(index, "empty_content", "message has no content blocks", message_id)
-        elif len(content) > 1 or (isinstance(content[0], TextBlock) and not content[0].text):
+        elif len(content) > 1 or (isinstance(content[0], m.TextBlock) and not content[0].text):
             _check_blocks(index, message, add)  # one non-empty block is in place by definition
 
         if role is system:
@@ -186,7 +179,7 @@ def check(
         for index, message in enumerate(messages):
             for result in message.tool_results:
                 if not isinstance(result.content, str) and any(
-                    isinstance(b, ImageBlock) for b in result.content
+                    isinstance(b, m.ImageBlock) for b in result.content
                 ):
                     add(
                         index,
@@ -202,20 +195,20 @@ def _check_blocks(index: int, message: Message, add: _Add) -> None:
     content = message.content
     if len(content) == 1:
         block = content[0]  # the usual message: one block, in its place by definition
-        if not isinstance(block, TextBlock) or block.text:
+        if not isinstance(block, m.TextBlock) or block.text:
             return
     seen_other = False
     for block in content:
-        if isinstance(block, TextBlock) and not block.text:
+        if isinstance(block, m.TextBlock) and not block.text:
             add(index, "empty_text", "text block is empty", message.id)
         if message.role is Role.ASSISTANT:
-            if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
+            if isinstance(block, m.ThinkingBlock | m.RedactedThinkingBlock):
                 if seen_other:
                     add(index, "thinking_order", "thinking blocks must come first", message.id)
             else:
                 seen_other = True
         elif message.role is Role.USER:
-            if isinstance(block, ToolResultBlock):
+            if isinstance(block, m.ToolResultBlock):
                 if seen_other:
                     add(
                         index,
@@ -264,21 +257,21 @@ def _message_ok(message: Message) -> bool | None:
     seen_other = False
     openai = True
     for block in message.content:
-        if isinstance(block, TextBlock):
+        if isinstance(block, m.TextBlock):
             if not block.text:
                 return None
             seen_other = True
         elif role is Role.ASSISTANT:
-            if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
+            if isinstance(block, m.ThinkingBlock | m.RedactedThinkingBlock):
                 if seen_other:
                     return None
             else:
                 seen_other = True
-        elif isinstance(block, ToolResultBlock):
+        elif isinstance(block, m.ToolResultBlock):
             if seen_other:
                 return None
             if not isinstance(block.content, str) and any(
-                isinstance(b, ImageBlock) for b in block.content
+                isinstance(b, m.ImageBlock) for b in block.content
             ):
                 openai = False
         else:
