@@ -1,76 +1,40 @@
 """The context manager: many agent sessions in one process, each an engine, none lost.
 
-A session is an :class:`~ctxflow.engine.Engine`: its own phase machine with
-its conversation, layered state, chart configuration, user data, version and
-audit log. :meth:`ContextManager.create` and :meth:`ContextManager.get`
-return the session's engine — the same live object while it is cached — and
-everything the manager does (update, append, merge, split, evict, reload,
-autosave, flush) keeps everything the engine has.
+:meth:`ContextManager.create` and :meth:`ContextManager.get` return the
+session's :class:`~ctxflow.engine.Engine`, the same live object while it is
+cached. Engines live in an LRU cache over a store: at most ``max_live``, none
+idle past ``ttl``; unloading saves first, and an unloaded engine is *retired*
+(it refuses changes with :class:`~ctxflow.errors.SessionEvicted`), so no
+change goes to a copy that is not the session's live one. Operations take
+the engine's lock and follow a session an eviction reloaded; an engine in
+use is never evicted.
 
-Engines live in an LRU cache in front of a store. The cache holds at most
-``max_live`` of them and unloads those idle longer than ``ttl`` seconds;
-unloading *saves first* (a checkpoint of a dirty engine), so evicted means
-unloaded, never lost. If that save fails the engine stays in memory and the
-failure is reported. An engine that was unloaded is *retired*: it refuses
-every later change with :class:`~ctxflow.errors.SessionEvicted`, so no change
-ever goes to a copy that is not the session's live one. The manager's own
-operations take the engine's lock and check it is still live first; an
-operation that raced an eviction is applied to the reloaded engine.
-
-Durability: a change is acknowledged when the call returned normally. By
-default it is then in memory until the next save (autosave on an interval,
-eviction, :meth:`ContextManager.flush` or :meth:`ContextManager.close`, or
-shutdown); it is durable once a flush or close reported no failure. With
-``write_through=True`` every change made through the manager's methods is
-checkpointed before the call returns. Phase changes checkpoint on their own.
-
-Signals: :meth:`ContextManager.install_signal_handlers` flushes on SIGTERM
-and SIGINT, but never from inside a store transaction or an engine's
-half-applied change: when the signal lands inside one, the flush waits until
-the main thread leaves it. The process exits with ``128 + signum`` only after
-a complete flush; otherwise it names the sessions it could not save and
-exits 1.
-
-Limits: each session keeps at most ``max_messages`` messages and
-``max_tokens`` tokens in its *effective* view (defaults 2,000 and 150,000). A
-change that crosses a limit runs the compression ladder (tags, never deletes;
-one :class:`~ctxflow.compression.Ladder` per session by default); with
-``compress=None`` such a change is refused with ``BudgetExceeded`` before
-anything changes.
-
-Concurrency: each engine has a lock, and threads using one engine are
-serialized by it; :meth:`ContextManager.batch` takes the locks of several
-sessions in sorted id order (no deadlock); :meth:`ContextManager.update` with
-``expected_version`` is optimistic and :func:`retry` retries conflicts with
-exponential backoff and jitter. The async methods run the same code in a
-worker thread (``asyncio.to_thread``), so threads and tasks share one set of
-locks and a waiting task never blocks its event loop.
+Gotchas: "acknowledged" means the call returned; durable after a flush or
+close that reported no failure, or on return with ``write_through=True``.
+The signal handlers never flush inside a store transaction or a half-applied
+change (see :mod:`ctxflow._critical`), and exit ``128 + signum`` only after a
+complete flush. The async methods run the same code in a worker thread, so
+threads and tasks share one set of locks. docs/sessions.md has the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import statistics
 import threading
 import time
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
-import attrs
-
 from ctxflow import _critical
 from ctxflow._log import get_logger
-from ctxflow.compression import Ladder
 from ctxflow.context import ChartConfiguration
 from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import (
-    BudgetExceeded,
     CheckpointNotFound,
     ConflictError,
     CtxflowError,
@@ -80,8 +44,10 @@ from ctxflow.errors import (
     StoreError,
 )
 from ctxflow.layers import LayeredState
-from ctxflow.model import Conversation, Message
+from ctxflow.model import Message
 from ctxflow.persistence import Store, new_session_id
+from ctxflow.sessions._cache import Entry, ManagerStats, approx_bytes, retry, unpin
+from ctxflow.sessions._limits import Compress, LadderCompressor, Limits, check_limits, refuse_over
 from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
 __all__ = [
@@ -96,123 +62,10 @@ log = get_logger("ctxflow.sessions")
 _DEFAULT: Any = object()
 
 T = TypeVar("T")
-#: A compression run: given the conversation, the state and a token target, tag
-#: messages through the Conversation's methods and return the new state.
-Compress = Callable[[Conversation, LayeredState, int], LayeredState]
 #: Keyword arguments the manager sets itself on every engine it makes.
 _OWN_OPTIONS = frozenset({"store", "checkpointer", "session_id", "conversation", "state", "data"})
 #: How often an operation follows a session that an eviction reloaded before giving up.
 _FOLLOW = 16
-
-
-class LadderCompressor:
-    """The default compressor: ctxflow's compression ladder, one per context.
-
-    A ladder keeps a short history per session (to detect thrash), so each
-    context gets its own. The manager's token target ``T`` is the ladder's
-    target; its hard limit is ``T / policy.target`` (the context's limit).
-    """
-
-    def __init__(self, factory: Callable[[], Ladder] = Ladder) -> None:
-        self.factory = factory
-        # Keyed weakly by the conversation: an unloaded context's ladder goes with it.
-        self._ladders: weakref.WeakKeyDictionary[Conversation, Ladder] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def __call__(
-        self, conversation: Conversation, state: LayeredState, target: int
-    ) -> LayeredState:
-        with self._lock:
-            ladder = self._ladders.get(conversation)
-            if ladder is None:
-                ladder = self._ladders[conversation] = self.factory()
-        budget = max(1, int(target / ladder.policy.target))
-        return ladder.run(conversation, state, budget=budget).state
-
-
-@attrs.frozen(kw_only=True)
-class Limits:
-    """Per-context limits on the effective view, enforced through compression."""
-
-    max_messages: int = 2_000
-    max_tokens: int = 150_000
-    target: float = 0.5
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_messages < 2 or self.max_tokens < 1:
-            raise SessionError(
-                f"limits must be positive (got max_messages={self.max_messages}, "
-                f"max_tokens={self.max_tokens})",
-                rule="limits",
-            )
-        if not 0 < self.target < 1:
-            raise SessionError(
-                f"'target' must be between 0 and 1 (got {self.target})", rule="limits"
-            )
-
-
-@attrs.frozen(kw_only=True)
-class ManagerStats:
-    """A monitoring snapshot."""
-
-    live: int
-    dirty: int
-    messages: int
-    tokens: int
-    bytes_in_memory: int
-    hits: int
-    misses: int
-    hit_rate: float
-    saves: int
-    save_failures: int
-    save_p50_ms: float
-    save_p99_ms: float
-    evictions: int
-
-
-def retry(
-    fn: Callable[[], T],
-    *,
-    attempts: int = 8,
-    base: float = 0.005,
-    cap: float = 0.5,
-    on: tuple[type[BaseException], ...] = (ConflictError, SessionEvicted),
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call ``fn`` until it does not raise one of ``on``; back off exponentially with jitter.
-
-    By default it gets past optimistic conflicts and engines retired by an eviction.
-    """
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except on:
-            if attempt == attempts - 1:
-                raise
-            sleep(random.uniform(0, min(cap, base * 2**attempt)))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _approx_bytes(messages: Sequence[Message]) -> int:
-    total = 0
-    for message in messages:
-        for block in message.content:
-            total += 64 + sum(len(v) for v in attrs.asdict(block).values() if isinstance(v, str))
-    return total
-
-
-class _Entry:
-    __slots__ = ("bytes", "engine", "last_used", "pins")
-
-    def __init__(self, engine: Engine, now: float) -> None:
-        self.engine = engine
-        self.last_used = now
-        self.pins = 0  # operations holding the engine (under its lock): never evicted then
-        self.bytes = _approx_bytes(engine.conversation.messages)
-
-
-def _unpin(entry: _Entry) -> None:
-    entry.pins -= 1
 
 
 class ContextManager:
@@ -266,7 +119,7 @@ class ContextManager:
         self.listeners = list(listeners)
         self.clock = clock
         self.warn_live_ratio = warn_live_ratio
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: OrderedDict[str, Entry] = OrderedDict()
         self._cache_lock = _critical.CriticalLock()
         self._gates = [threading.Lock() for _ in range(64)]
         self._hits = self._misses = self._saves = self._save_failures = self._evictions = 0
@@ -287,11 +140,11 @@ class ContextManager:
 
     # -- the cache -------------------------------------------------------------
 
-    def _touch(self, entry: _Entry) -> None:
+    def _touch(self, entry: Entry) -> None:
         entry.last_used = self.clock()
         self._cache.move_to_end(entry.engine.session_id)
 
-    def _entry(self, session_id: str) -> _Entry:
+    def _entry(self, session_id: str) -> Entry:
         with self._cache_lock:
             entry = self._cache.get(session_id)
             if entry is not None:
@@ -315,7 +168,7 @@ class ContextManager:
         self._evict_over_limit(keep=session_id)
         return entry
 
-    def _load(self, session_id: str) -> _Entry:
+    def _load(self, session_id: str) -> Entry:
         try:
             with _critical.section():
                 engine = self.engine_class.from_checkpoint(
@@ -327,10 +180,10 @@ class ContextManager:
                 rule="unknown_context",
                 context_id=session_id,
             ) from None
-        return _Entry(engine, self.clock())
+        return Entry(engine, self.clock())
 
     @contextlib.contextmanager
-    def _locked(self, session_id: str) -> Iterator[_Entry]:
+    def _locked(self, session_id: str) -> Iterator[Entry]:
         """Hold the live engine of a session: its lock taken, checked not retired."""
         for _ in range(_FOLLOW):
             entry = self._entry(session_id)
@@ -429,7 +282,7 @@ class ContextManager:
 
     # -- persistence -----------------------------------------------------------
 
-    def _save(self, entry: _Entry, trigger: str = "save") -> None:
+    def _save(self, entry: Entry, trigger: str = "save") -> None:
         engine = entry.engine
         started = time.perf_counter()
         try:
@@ -505,8 +358,8 @@ class ContextManager:
             if chart is not None:
                 engine.set_chart(chart, actor=actor)
             engine.audit.append(at=engine.clock(), actor=actor, phase=engine.phase, kind="created")
-            self._check_limits(engine)
-            entry = _Entry(engine, self.clock())
+            check_limits(engine, self.limits, self.compress)
+            entry = Entry(engine, self.clock())
             self._save(entry, trigger="created")
             with self._cache_lock:
                 self._cache[engine.session_id] = entry
@@ -546,8 +399,8 @@ class ContextManager:
                     context_id=context_id,
                 )
             result = change(engine)
-            self._check_limits(engine)
-            entry.bytes = _approx_bytes(engine.conversation.messages)
+            check_limits(engine, self.limits, self.compress)
+            entry.bytes = approx_bytes(engine.conversation.messages)
             if self.write_through and engine.dirty:
                 self._save(entry, trigger="write_through")
         self._emit("on_updated", engine)
@@ -566,8 +419,9 @@ class ContextManager:
         def change(engine: Engine) -> Engine:
             if self.compress is None:
                 conversation = engine.conversation
-                self._refuse_over(
+                refuse_over(
                     engine,
+                    self.limits,
                     conversation.effective_count + len(batch),
                     conversation.effective_tokens + sum(conversation.measure(m) for m in batch),
                 )
@@ -586,34 +440,6 @@ class ContextManager:
             engine.retire("was deleted")
         self._emit("on_deleted", engine)
 
-    def _check_limits(self, engine: Engine) -> None:
-        conversation = engine.conversation
-        messages = conversation.effective_count
-        tokens = conversation.effective_tokens
-        if messages <= self.limits.max_messages and tokens <= self.limits.max_tokens:
-            return
-        compress = self.compress
-        if compress is None:
-            self._refuse_over(engine, messages, tokens)
-            return
-        target = int(self.limits.max_tokens * self.limits.target)
-        if messages > self.limits.max_messages:
-            # Aim the token target so the message count lands under its limit too.
-            share = self.limits.max_messages * self.limits.target / messages
-            target = min(target, int(tokens * share))
-        engine.compress(lambda conv, state: compress(conv, state, target), reason="limits")
-
-    def _refuse_over(self, engine: Engine, messages: int, tokens: int) -> None:
-        if messages <= self.limits.max_messages and tokens <= self.limits.max_tokens:
-            return
-        raise BudgetExceeded(
-            f"context {engine.session_id!r} would hold {messages} messages and {tokens} tokens, "
-            f"over the limits ({self.limits.max_messages} messages, {self.limits.max_tokens} "
-            "tokens), and no compression ladder is configured",
-            rule="context_limit",
-            context_id=engine.session_id,
-        )
-
     # -- several sessions ------------------------------------------------------
 
     @contextlib.contextmanager
@@ -630,13 +456,13 @@ class ContextManager:
                     if entry.engine.retired:
                         break
                     entry.pins += 1
-                    stack.callback(_unpin, entry)
+                    stack.callback(unpin, entry)
                 if any(e.engine.retired for e in entries):
                     continue  # an eviction raced: take the reloaded engines
                 by_id = {e.engine.session_id: e.engine for e in entries}
                 yield [by_id[sid] for sid in context_ids]
                 for entry in entries:
-                    self._check_limits(entry.engine)
+                    check_limits(entry.engine, self.limits, self.compress)
                     if self.write_through and entry.engine.dirty:
                         self._save(entry, trigger="write_through")
                 return
