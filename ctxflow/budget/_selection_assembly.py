@@ -12,17 +12,12 @@ import bisect
 from typing import NamedTuple
 
 from ctxflow.budget._selection_index import SelectionIndex
-from ctxflow.budget._selection_steps import Plan, Show, Tally
+from ctxflow.budget._selection_steps import MASKED, TRIMMED, WHOLE, Plan, Show, Tally
 from ctxflow.errors import BudgetExceeded
 from ctxflow.model import Message
 
-
-class Piece(NamedTuple):
-    """Units ``[first, end)``, all shown as ``show``."""
-
-    first: int
-    end: int
-    show: Show
+#: Units ``[first, end)``, all shown the same way (a plain tuple: there may be many).
+Piece = tuple[int, int, Show]
 
 
 class Assembled(NamedTuple):
@@ -77,16 +72,16 @@ def _pieces(index: SelectionIndex, plan: Plan) -> list[Piece]:
     start, hi = plan.masked_from, plan.history_end
     spans: list[Piece] = []
     for u in sorted(k for k in chosen if k < start):
-        spans.append(Piece(u, u + 1, Show.TRIMMED if u in trims else chosen[u]))
+        spans.append((u, u + 1, TRIMMED if u in trims else chosen[u]))
     for a, b, show in (
-        (start, plan.whole_from, Show.MASKED),
-        (plan.whole_from, hi, Show.WHOLE),
+        (start, plan.whole_from, MASKED),
+        (plan.whole_from, hi, WHOLE),
     ):
         if a < b:
             spans.extend(_run_pieces(index, plan, a, b, show))
     for u in sorted(k for k in chosen if k >= hi):
-        spans.append(Piece(u, u + 1, Show.TRIMMED if u in trims else chosen[u]))
-    return [span for span in spans if units.valid[span.first]]
+        spans.append((u, u + 1, TRIMMED if u in trims else chosen[u]))
+    return [span for span in spans if units.valid[span[0]]]
 
 
 def _run_pieces(index: SelectionIndex, plan: Plan, a: int, b: int, show: Show) -> list[Piece]:
@@ -105,9 +100,9 @@ def _run_pieces(index: SelectionIndex, plan: Plan, a: int, b: int, show: Show) -
     for point in [*cuts, b]:
         if point > start:
             if start in trims:
-                out.append(Piece(start, start + 1, Show.TRIMMED))
+                out.append((start, start + 1, TRIMMED))
             elif units.valid[start] or point - start > 1:
-                out.append(Piece(start, point, show))
+                out.append((start, point, show))
             start = point
     return out
 
@@ -131,13 +126,13 @@ def _assemble(index: SelectionIndex, pieces: list[Piece], plan: Plan) -> Assembl
     last_cost = total = evidence = 0
     for a, b, show in pieces:
         first_msg, end_msg = first_of[a], end_of[b - 1]
-        if show is Show.TRIMMED:
+        if show is TRIMMED:
             trim = plan.trims[a]
             part: list[Message] = trim.messages
             part_cost = trim.tokens
             head_cost, tail_cost = index.cost_of(part[0]), index.cost_of(part[-1])
             evidence += max(0, part_cost - unit_masked[a])
-        elif show is Show.WHOLE:
+        elif show is WHOLE:
             part = view[first_msg:end_msg]
             part_cost = whole_sums[b] - whole_sums[a]
             head_cost, tail_cost = tokens[first_msg], tokens[end_msg - 1]
@@ -174,14 +169,14 @@ def account(index: SelectionIndex, plan: Plan, pieces: list[Piece], excluded: Ta
             taken_units += valid_units[b] - valid_units[a]
             taken_messages += valid_messages[b] - valid_messages[a]
             taken_tokens += whole_sums[b] - whole_sums[a]
-        if show is Show.MASKED and evidence_units[b] > evidence_units[a]:
+        if show is MASKED and evidence_units[b] > evidence_units[a]:
             excluded.add(
                 "masked_results",
                 units=evidence_units[b] - evidence_units[a],
                 messages=prefix.evidence_messages[b] - prefix.evidence_messages[a],
                 tokens=prefix.evidence[b] - prefix.evidence[a],
             )
-        elif show is Show.TRIMMED:
+        elif show is TRIMMED:
             excluded.add(
                 "trimmed_results",
                 units=1,

@@ -6,9 +6,10 @@ the conversation's own cache) and its masked form and count, the turn units
 (:class:`UnitTable`), and running totals over them (:class:`PrefixSums`) that
 let the selector find its cuts by binary search.
 
-The index follows the conversation: when the new view extends the old one
-(appends), only the units from the last closed one onwards are rebuilt; any
-other change (a summary, an overlay, a hidden message) rebuilds it all. Cached
+The index follows the conversation: an unchanged view keeps it as it is; when
+the new view extends the old one (appends), only the units from the last
+closed one onwards are rebuilt; any other change (a summary, an overlay, a
+hidden message) rebuilds it all. Cached
 derived values (scores, merged messages, trims) are checked against the
 messages they came from by identity, never trusted by position alone.
 
@@ -18,6 +19,7 @@ one conversation from several threads.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -37,6 +39,8 @@ from ctxflow.model import (
 )
 
 Measure = Callable[[Message], int]
+#: Where a unit stands in the view and whether its pairs are intact: ``(first, end, valid)``.
+UnitRow = tuple[int, int, bool]
 
 #: Metadata key on a merged window message: the ids of the messages merged.
 MERGED_FROM = "ctxflow.merged_from"
@@ -75,13 +79,13 @@ class UnitTable:
     def __len__(self) -> int:
         return len(self.first)
 
-    def add(self, *, first: int, end: int, tokens: int, masked: int, valid: bool) -> None:
-        """Append one unit's row."""
-        self.first.append(first)
-        self.end.append(end)
-        self.tokens.append(tokens)
-        self.masked.append(masked)
-        self.valid.append(valid)
+    def extend(self, rows: list[UnitRow], tokens: list[int], masked: list[int]) -> None:
+        """Append rows (where each unit stands) with their whole and masked costs."""
+        self.first += [row[0] for row in rows]
+        self.end += [row[1] for row in rows]
+        self.valid += [row[2] for row in rows]
+        self.tokens += tokens
+        self.masked += masked
 
     def truncate(self, count: int) -> None:
         """Keep the first ``count`` rows."""
@@ -125,20 +129,23 @@ class PrefixSums:
         self.units = [0]
         self.messages = [0]
 
-    def add(self, *, tokens: int, masked: int, messages: int, valid: bool) -> None:
-        """Extend every total by one unit."""
-        if not valid:
-            tokens = masked = messages = 0
-        evidence = tokens - masked
-        self.tokens.append(self.tokens[-1] + tokens)
-        self.masked.append(self.masked[-1] + masked)
-        self.evidence.append(self.evidence[-1] + evidence)
-        self.evidence_units.append(self.evidence_units[-1] + (1 if evidence > 0 else 0))
-        self.evidence_messages.append(
-            self.evidence_messages[-1] + (messages if evidence > 0 else 0)
+    def extend(self, rows: list[UnitRow], tokens: list[int], masked: list[int]) -> None:
+        """Extend every total by the units ``rows`` (whole and masked costs given)."""
+        valid = [row[2] for row in rows]
+        tokens = [t if ok else 0 for t, ok in zip(tokens, valid, strict=True)]
+        masked = [m if ok else 0 for m, ok in zip(masked, valid, strict=True)]
+        messages = [row[1] - row[0] if row[2] else 0 for row in rows]
+        evidence = [t - m for t, m in zip(tokens, masked, strict=True)]
+        _accumulate(self.tokens, tokens)
+        _accumulate(self.masked, masked)
+        _accumulate(self.evidence, evidence)
+        _accumulate(self.evidence_units, [1 if e > 0 else 0 for e in evidence])
+        _accumulate(
+            self.evidence_messages,
+            [n if e > 0 else 0 for n, e in zip(messages, evidence, strict=True)],
         )
-        self.units.append(self.units[-1] + (1 if valid else 0))
-        self.messages.append(self.messages[-1] + messages)
+        _accumulate(self.units, [1 if ok else 0 for ok in valid])
+        _accumulate(self.messages, messages)
 
     def truncate(self, count: int) -> None:
         """Keep the totals of the first ``count`` units."""
@@ -152,6 +159,11 @@ class PrefixSums:
             self.messages,
         ):
             del column[count + 1 :]
+
+
+def _accumulate(totals: list[int], values: list[int]) -> None:
+    """Append the running totals of ``values`` to ``totals``."""
+    totals += itertools.islice(itertools.accumulate(values, initial=totals[-1]), 1, None)
 
 
 class Trim(NamedTuple):
@@ -223,8 +235,7 @@ class SelectionIndex:
         self.units.truncate(kept)
         self.prefix.truncate(kept)
         start = self.units.end[-1] if kept else self.dialogue_start
-        for first, end, valid in _split_units(view, start):
-            self._add_unit(first, end, valid)
+        self._add_units(list(_split_units(view, start)))
 
     def _closed_units(self, view: list[Message]) -> int:
         """How many units are final in ``view``: each needs the next message to open a unit."""
@@ -261,25 +272,30 @@ class SelectionIndex:
             self.masked_view.append(masked)
             self.masked_tokens.append(cost)
 
-    def _add_unit(self, first: int, end: int, valid: bool) -> None:
-        units = self.units
+    def _add_units(self, rows: list[UnitRow]) -> None:
+        # Column by column, so that a column's numbers sit together in memory: the
+        # window builder sums the whole ``tokens`` column on every build.
+        units, view = self.units, self.view
+        tokens = [sum(self.tokens[first:end]) for first, end, _ in rows]
+        masked = [sum(self.masked_tokens[first:end]) for first, end, _ in rows]
         u = len(units)
-        tokens = sum(self.tokens[first:end])
-        masked = sum(self.masked_tokens[first:end])
-        units.add(first=first, end=end, tokens=tokens, masked=masked, valid=valid)
-        self.prefix.add(tokens=tokens, masked=masked, messages=end - first, valid=valid)
-        view = self.view
-        if not valid:
-            units.broken.append(u)
-        if any(view[i].important for i in range(first, end)):
-            units.important.append(u)
-        if u > 0 and view[units.end[u - 1] - 1].role is view[first].role:
-            units.clash.append(u)
+        previous_end = units.end[-1] if u else 0
+        units.extend(rows, tokens, masked)
+        self.prefix.extend(rows, tokens, masked)
+        for first, end, valid in rows:
+            if not valid:
+                units.broken.append(u)
+            if any(view[i].important for i in range(first, end)):
+                units.important.append(u)
+            if u > 0 and view[previous_end - 1].role is view[first].role:
+                units.clash.append(u)
+            u += 1
+            previous_end = end
 
     # -- cached derived values -----------------------------------------------
 
-    def unit_score(self, unit: int, words: frozenset[str], weights: ScoreWeights) -> float:
-        """The best static score among the unit's messages (cached per unit and message)."""
+    def unit_scorer(self, words: frozenset[str], weights: ScoreWeights) -> Callable[[int], float]:
+        """A unit's best static score among its messages, for one task and weights (cached)."""
         if (
             self._score_key is None
             or self._score_key[0] != words
@@ -288,13 +304,19 @@ class SelectionIndex:
             self._scores.clear()
             self._unit_scores.clear()
             self._score_key = (words, weights)
-        first, end = self.units.first[unit], self.units.end[unit]
-        hit = self._unit_scores.get((first, end))
-        if hit is not None and hit[0] is self.view[first]:
-            return hit[1]
-        best = max(self._message_score(self.view[i], words, weights) for i in range(first, end))
-        self._unit_scores[(first, end)] = (self.view[first], best)
-        return best
+        view, first_of, end_of = self.view, self.units.first, self.units.end
+        cached, message_score = self._unit_scores, self._message_score
+
+        def score(unit: int) -> float:
+            first, end = first_of[unit], end_of[unit]
+            hit = cached.get((first, end))
+            if hit is not None and hit[0] is view[first]:
+                return hit[1]
+            best = max(message_score(view[i], words, weights) for i in range(first, end))
+            cached[(first, end)] = (view[first], best)
+            return best
+
+        return score
 
     def _message_score(
         self, message: Message, words: frozenset[str], weights: ScoreWeights
@@ -329,7 +351,7 @@ class SelectionIndex:
         return message, cost
 
 
-def _split_units(view: list[Message], start: int) -> Iterator[tuple[int, int, bool]]:
+def _split_units(view: list[Message], start: int) -> Iterator[UnitRow]:
     """The units of ``view[start:]`` as ``(first, end, valid)``: pairs are never split.
 
     An assistant message takes the user message answering all of its calls

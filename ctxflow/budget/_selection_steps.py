@@ -34,6 +34,10 @@ class Show(enum.IntEnum):
     TRIMMED = 2
 
 
+# Plain names for the members: the assembly loops read them often.
+MASKED, WHOLE, TRIMMED = Show.MASKED, Show.WHOLE, Show.TRIMMED
+
+
 class Tally:
     """Units, messages and tokens left out (or masked, or trimmed), per reason."""
 
@@ -149,14 +153,14 @@ def reserve_mandatory(
     reserved = sum(units.masked[u] for u in plan.important)
     if last != lead:
         reserved += units.masked[lead]
-        plan.chosen[lead] = Show.MASKED
+        plan.chosen[lead] = MASKED
         last_cost = _fit_last_turn(index, plan, reserved, counter)
-        plan.chosen[last] = Show.WHOLE
+        plan.chosen[last] = WHOLE
         plan.evidence_left = evidence - max(0, last_cost - units.masked[last])
     else:
         last_cost = 0
         reserved += _fit_task_alone(index, plan, counter)
-        plan.chosen[lead] = Show.WHOLE
+        plan.chosen[lead] = WHOLE
         plan.evidence_left = evidence
     if reserved + last_cost > plan.budget:
         raise BudgetExceeded(
@@ -234,7 +238,7 @@ def take_recent(index: SelectionIndex, plan: Plan) -> None:
     left = plan.left - cost
     for u in plan.important:
         if u < start:
-            plan.chosen[u] = Show.MASKED
+            plan.chosen[u] = MASKED
     tokens, masked, valid = index.units.tokens, index.units.masked, index.units.valid
     while whole_from > start and tokens[whole_from - 1] - masked[whole_from - 1] <= left:
         whole_from -= 1
@@ -284,23 +288,23 @@ def _walk_back(index: SelectionIndex, plan: Plan) -> None:
             continue
         evidence = units.evidence(u)
         if u in important:
-            chosen[u] = Show.MASKED
+            chosen[u] = MASKED
             if evidence and evidence <= plan.evidence_left and evidence <= plan.left:
-                chosen[u] = Show.WHOLE
+                chosen[u] = WHOLE
                 plan.left -= evidence
                 plan.evidence_left -= evidence
             continue
         if evidence <= plan.evidence_left and units.tokens[u] <= plan.left:
-            chosen[u] = Show.WHOLE
+            chosen[u] = WHOLE
             plan.left -= units.tokens[u]
             plan.evidence_left -= evidence
         elif units.masked[u] <= plan.left:
-            chosen[u] = Show.MASKED
+            chosen[u] = MASKED
             plan.left -= units.masked[u]
         else:
             for k in plan.important:
                 if k < u:
-                    chosen[k] = Show.MASKED
+                    chosen[k] = MASKED
             plan.walk_stop = u
             return
     plan.walk_stop = plan.history_start - 1
@@ -311,23 +315,24 @@ def fill_gaps(index: SelectionIndex, plan: Plan, task: str, weights: ScoreWeight
 
     Looks back at most :data:`GAP_LOOKBACK` units from where recency stopped.
     """
-    stop = plan.walk_stop
-    if stop < plan.history_start or plan.left <= 0:
+    stop, left = plan.walk_stop, plan.left
+    if stop < plan.history_start or left <= 0:
         return
-    units = index.units
-    words = keywords(task) if task else frozenset()
+    chosen, units = plan.chosen, index.units
+    valid, masked, end_of = units.valid, units.masked, units.end
+    score = index.unit_scorer(keywords(task) if task else frozenset(), weights)
     newest = max(1, len(index.view) - 1)
     candidates: list[tuple[float, int]] = []
     for u in range(stop, max(plan.history_start, stop - GAP_LOOKBACK) - 1, -1):
-        if u in plan.chosen or not units.valid[u] or units.masked[u] > plan.left:
+        if u in chosen or not valid[u] or masked[u] > left:
             continue
-        score = index.unit_score(u, words, weights)
-        candidates.append((-(score + weights.recency * units.end[u] / newest), -u))
+        candidates.append((-(score(u) + weights.recency * end_of[u] / newest), -u))
     candidates.sort()
     for _, neg in candidates:
-        if units.masked[-neg] <= plan.left:
-            plan.chosen[-neg] = Show.MASKED
-            plan.left -= units.masked[-neg]
+        if masked[-neg] <= left:
+            chosen[-neg] = MASKED
+            left -= masked[-neg]
+    plan.left = left
 
 
 def lend_leftover(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
@@ -341,10 +346,10 @@ def lend_leftover(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> N
     units = index.units
     partial = plan.whole_from - 1 if plan.whole_from > plan.masked_from else -1
     for u in sorted(plan.chosen, reverse=True):
-        if plan.chosen[u] is Show.MASKED and u not in plan.trims:
+        if plan.chosen[u] is MASKED and u not in plan.trims:
             evidence = units.evidence(u)
             if 0 < evidence <= plan.left:
-                plan.chosen[u] = Show.WHOLE
+                plan.chosen[u] = WHOLE
                 plan.left -= evidence
             elif evidence > plan.left and partial < 0:
                 partial = u
