@@ -88,7 +88,7 @@ class Plan:
         self.last = last
         self.history_start = lead + 1
         self.history_end = last
-        #: important units of the history (reserved, never dropped for space)
+        #: the important units of the history (reserved in step 2)
         self.important = [u for u in units.important if lead < u < last and units.valid[u]]
         self.chosen: dict[int, Show] = {}
         self.trims: dict[int, Trim] = {}
