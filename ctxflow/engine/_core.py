@@ -92,7 +92,7 @@ __all__ = ["Core"]
 log = get_logger("ctxflow.engine")
 
 
-class Core(DefaultSeams, ContextOps, SessionBase):
+class Core(DefaultSeams, ContextOps):
     """What the sync and async engines share: the chart, the collaborators, every operation."""
 
     _async = False

@@ -11,16 +11,37 @@ is thrown back into the core, which rolls back where it knows what to undo.
 from __future__ import annotations
 
 import inspect
-from typing import Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from ctxflow import errors
 from ctxflow.engine._core import Core
-from ctxflow.engine._effects import Steps
+from ctxflow.engine._effects import Effect, Steps
 from ctxflow.engine._records import StepRecord
 
 __all__ = ["AsyncEngine", "Engine"]
 
 T = TypeVar("T")
+
+
+class _Run(Generic[T]):
+    """One operation being driven: sends each result (or throws each failure) back in."""
+
+    def __init__(self, steps: Steps[T]) -> None:
+        self.steps = steps
+        self.result: object = None
+        self.failure: Exception | None = None
+        self.value: T
+
+    def next(self) -> Effect | None:
+        """The next effect to carry out; None once the operation returned its value."""
+        failure, self.failure = self.failure, None
+        try:
+            if failure is not None:
+                return self.steps.throw(failure)
+            return self.steps.send(self.result)
+        except StopIteration as done:
+            self.value = done.value
+            return None
 
 
 class Engine(Core):
@@ -56,15 +77,10 @@ class Engine(Core):
 
     def _drive(self, steps: Steps[T]) -> T:
         """Carry out each effect ``steps`` yields, synchronously."""
-        result: object = None
-        failure: Exception | None = None
-        while True:
+        run = _Run(steps)
+        while (effect := run.next()) is not None:
             try:
-                effect = steps.throw(failure) if failure is not None else steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                result, failure = self._perform(effect), None
+                result = self._perform(effect)
                 if inspect.isawaitable(result):
                     if inspect.iscoroutine(result):
                         result.close()
@@ -73,8 +89,10 @@ class Engine(Core):
                         "use AsyncEngine",
                         rule="async_collaborator",
                     )
+                run.result = result
             except Exception as exc:
-                result, failure = None, exc
+                run.failure = exc
+        return run.value
 
 
 class AsyncEngine(Core):
@@ -111,16 +129,11 @@ class AsyncEngine(Core):
 
     async def _drive(self, steps: Steps[T]) -> T:
         """Carry out each effect ``steps`` yields, awaiting async collaborators."""
-        result: object = None
-        failure: Exception | None = None
-        while True:
+        run = _Run(steps)
+        while (effect := run.next()) is not None:
             try:
-                effect = steps.throw(failure) if failure is not None else steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                result, failure = self._perform(effect), None
-                if inspect.isawaitable(result):
-                    result = await result
+                result = self._perform(effect)
+                run.result = await result if inspect.isawaitable(result) else result
             except Exception as exc:
-                result, failure = None, exc
+                run.failure = exc
+        return run.value

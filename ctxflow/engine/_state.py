@@ -17,13 +17,12 @@ from ctxflow import errors
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo, to_checkpoint
 from ctxflow.engine._audit import AuditEvent, apply_tags, tags_of
 from ctxflow.engine._effects import Capture, Pending
+from ctxflow.engine._session import SessionBase
 from ctxflow.errors import CtxflowError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation, Message
 
 if TYPE_CHECKING:
-    from ctxflow._critical import CriticalLock
-    from ctxflow.engine._audit import AuditLog
     from ctxflow.engine._charts import Chart
     from ctxflow.engine._machine import ChartMachine
     from ctxflow.engine._seams import AllocationLike, SupportsCheckpoints
@@ -32,25 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["ContextOps"]
 
 
-class ContextOps:
+class ContextOps(SessionBase):
     """The engine's changes outside events (a part of the engine's core)."""
 
     # what the core provides
     chart: Chart
     checkpointer: SupportsCheckpoints
     measure: Measure
-    lock: CriticalLock
-    audit: AuditLog
     _conversation: Conversation
     _state: LayeredState
     _phase: str
     _configuration: tuple[str, ...]
     _allocation: AllocationLike | None
-    _data: dict[str, object]
-    _version: int
     _machine: ChartMachine
 
-    clock: Callable[[], float]
     _pending: Pending | None
 
     if TYPE_CHECKING:  # what the core and SessionBase define
@@ -59,25 +53,10 @@ class ContextOps:
         def context(self) -> AgentContext: ...
 
         @property
-        def session(self) -> SessionInfo: ...
-
-        @property
         def history(self) -> dict[str, list[str]]: ...
 
         @property
         def chart_configuration(self) -> ChartConfiguration: ...
-
-        def _check_live(self) -> None: ...
-
-        def _record(
-            self,
-            kind: str,
-            actor: str | None = None,
-            *,
-            phase: str | None = None,
-            payload: Mapping[str, object] | None = None,
-            **fields: object,
-        ) -> AuditEvent: ...
 
         def _allocate_now(self, state: LayeredState, phase: str) -> AllocationLike | None: ...
 

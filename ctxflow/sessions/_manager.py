@@ -140,26 +140,26 @@ class ContextManager:
 
     # -- the cache -------------------------------------------------------------
 
-    def _touch(self, entry: Entry) -> None:
-        entry.last_used = self.clock()
-        self._cache.move_to_end(entry.engine.session_id)
-
-    def _entry(self, session_id: str) -> Entry:
+    def _cached(self, session_id: str) -> Entry | None:
+        """The cached entry of a session (counted as a hit, moved to the LRU end), or None."""
         with self._cache_lock:
             entry = self._cache.get(session_id)
             if entry is not None:
                 self._hits += 1
-                self._touch(entry)
-                return entry
+                entry.last_used = self.clock()
+                self._cache.move_to_end(session_id)
+            return entry
+
+    def _entry(self, session_id: str) -> Entry:
+        entry = self._cached(session_id)
+        if entry is not None:
+            return entry
         # One loader per id at a time (a stable lock, so two threads never both load
         # an id and cache two live engines); others wait and then hit the cache.
         with self._gates[hash(session_id) % len(self._gates)]:
-            with self._cache_lock:
-                entry = self._cache.get(session_id)
-                if entry is not None:
-                    self._hits += 1
-                    self._touch(entry)
-                    return entry
+            entry = self._cached(session_id)
+            if entry is not None:
+                return entry
             self._misses += 1
             entry = self._load(session_id)
             with self._cache_lock:
@@ -249,13 +249,18 @@ class ContextManager:
                     self._save(entry)
                 except StoreError:
                     return False
-            with self._cache_lock:
-                if self._cache.get(context_id) is entry:
-                    del self._cache[context_id]
-                self._evictions += 1
-            engine.retire("was evicted from its manager")
+            self._unload(entry, "was evicted from its manager")
+            self._evictions += 1
         self._emit("on_evicted", engine)
         return True
+
+    def _unload(self, entry: Entry, reason: str) -> None:
+        """Drop ``entry`` from the cache and retire its engine (its lock held)."""
+        session_id = entry.engine.session_id
+        with self._cache_lock:
+            if self._cache.get(session_id) is entry:
+                del self._cache[session_id]
+        entry.engine.retire(reason)
 
     def invalidate(self, context_id: str) -> bool:
         """Drop the cached engine of a session another process changed; reload on next get.
@@ -269,15 +274,11 @@ class ContextManager:
             entry = self._cache.get(context_id)
         if entry is None:
             return True
-        engine = entry.engine
-        with engine.lock:
-            if engine.dirty:
+        with entry.engine.lock:
+            if entry.engine.dirty:
                 log.warning("invalidate_dirty_copy", context=context_id)
                 return False
-            with self._cache_lock:
-                if self._cache.get(context_id) is entry:
-                    del self._cache[context_id]
-            engine.retire("was changed by another process and dropped from this manager")
+            self._unload(entry, "was changed by another process and dropped from this manager")
         return True
 
     # -- persistence -----------------------------------------------------------
