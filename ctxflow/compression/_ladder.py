@@ -41,18 +41,9 @@ from typing import cast
 import attrs
 
 from ctxflow._log import warn
+from ctxflow.compression import _rungs as r
 from ctxflow.compression._draft import Draft, dialogue_start, tail_start
-from ctxflow.compression._rungs import (
-    ClearToolResults,
-    Condense,
-    HardReset,
-    NeedsSummary,
-    Rung,
-    RungContext,
-    Skip,
-    TrimOversized,
-    Truncate,
-)
+from ctxflow.compression._rungs import NeedsSummary, Rung
 from ctxflow.compression._summarizers import ExtractiveSummarizer, checked_summary
 from ctxflow.errors import BudgetExceeded, CompressionError, InvalidConversation, PolicyError
 from ctxflow.layers import LayeredState
@@ -117,11 +108,11 @@ def default_rungs(
 ) -> tuple[Rung, ...]:
     """Trim, clear, truncate, condense, reset — cheapest first."""
     return (
-        TrimOversized(share=result_share),
-        ClearToolResults(keep_results=keep_results, pinned_tools=frozenset(pinned_tools)),
-        Truncate(),
-        Condense(keep_recent=keep_recent),
-        HardReset(),
+        r.TrimOversized(share=result_share),
+        r.ClearToolResults(keep_results=keep_results, pinned_tools=frozenset(pinned_tools)),
+        r.Truncate(),
+        r.Condense(keep_recent=keep_recent),
+        r.HardReset(),
     )
 
 
@@ -352,7 +343,7 @@ class Ladder:
         openai_ok = True
         if self.validate:
             openai_ok = _check_input(conversation)
-        ctx = RungContext(
+        ctx = r.RungContext(
             target=target,
             hard_limit=hard,
             budget=budget,
@@ -381,7 +372,7 @@ class Ladder:
                     outcomes.append(_skipped(rung, draft, f"summarizer failed: {text}"))
                     continue
                 proposal = proposal.finish(text)
-            if isinstance(proposal, Skip):
+            if isinstance(proposal, r.Skip):
                 outcomes.append(_skipped(rung, draft, proposal.reason))
                 continue
             if proposal.total >= draft.total:
@@ -503,7 +494,7 @@ class Ladder:
         return CompressionResult(state=new_state, report=report)
 
 
-_BUILT_IN = (TrimOversized, ClearToolResults, Truncate, Condense, HardReset)
+_BUILT_IN = (r.TrimOversized, r.ClearToolResults, r.Truncate, r.Condense, r.HardReset)
 _OPENAI_ONLY = "tool_result_non_text"
 
 

@@ -28,7 +28,8 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 from ctxflow.compression._details import block_texts as _texts
 from ctxflow.compression._details import extract_details
@@ -391,51 +392,54 @@ def checked_summary(text: object, *, source: str = "summarizer") -> str:
     return stripped
 
 
-class LLMSummarizer:
-    """Summarises through any :class:`~ctxflow.protocols.LLMClient` (Anthropic-shaped bodies)."""
+_Client = TypeVar("_Client", LLMClient, AsyncLLMClient)
+
+
+class _ClientSummarizer(Generic[_Client]):
+    """What the sync and async LLM summarizers share: the client, the model, the input cap."""
 
     def __init__(
-        self, client: LLMClient, *, model: str = "default", max_input_tokens: int = 16_000
+        self, client: _Client, *, model: str = "default", max_input_tokens: int = 16_000
     ) -> None:
-        self.client = client
+        self.client: _Client = client
         self.model = model
         self.max_input_chars = max_input_tokens * 3
+
+    def _request(self, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
+        return _request(messages, max_tokens, self.model, self.max_input_chars)
+
+
+@contextmanager
+def _client_failures() -> Iterator[None]:
+    """The client's failures as a CompressionError (one that already is passes as it is)."""
+    try:
+        yield
+    except CompressionError:
+        raise
+    except Exception as error:
+        raise CompressionError(
+            f"the summarizer's client failed: {type(error).__name__}: {error}",
+            rule="summarizer_failed",
+        ) from error
+
+
+class LLMSummarizer(_ClientSummarizer[LLMClient]):
+    """Summarises through any :class:`~ctxflow.protocols.LLMClient` (Anthropic-shaped bodies)."""
 
     def summarize(self, messages: Sequence[Message], *, max_tokens: int) -> str:
         """The model's summary of ``messages`` (CompressionError on any failure)."""
-        request = _request(messages, max_tokens, self.model, self.max_input_chars)
-        try:
+        request = self._request(messages, max_tokens)
+        with _client_failures():
             response = self.client.complete(request)
-        except CompressionError:
-            raise
-        except Exception as error:
-            raise CompressionError(
-                f"the summarizer's client failed: {type(error).__name__}: {error}",
-                rule="summarizer_failed",
-            ) from error
         return checked_summary(_text_of(response), source="LLMSummarizer")
 
 
-class AsyncLLMSummarizer:
+class AsyncLLMSummarizer(_ClientSummarizer[AsyncLLMClient]):
     """The async form of :class:`LLMSummarizer`, over an :class:`AsyncLLMClient`."""
-
-    def __init__(
-        self, client: AsyncLLMClient, *, model: str = "default", max_input_tokens: int = 16_000
-    ) -> None:
-        self.client = client
-        self.model = model
-        self.max_input_chars = max_input_tokens * 3
 
     async def summarize(self, messages: Sequence[Message], *, max_tokens: int) -> str:
         """The model's summary of ``messages`` (CompressionError on any failure)."""
-        request = _request(messages, max_tokens, self.model, self.max_input_chars)
-        try:
+        request = self._request(messages, max_tokens)
+        with _client_failures():
             response = await self.client.complete(request)
-        except CompressionError:
-            raise
-        except Exception as error:
-            raise CompressionError(
-                f"the summarizer's client failed: {type(error).__name__}: {error}",
-                rule="summarizer_failed",
-            ) from error
         return checked_summary(_text_of(response), source="AsyncLLMSummarizer")
