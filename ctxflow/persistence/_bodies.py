@@ -27,27 +27,18 @@ import attrs
 import msgpack
 
 from ctxflow.errors import CorruptCheckpoint, InvalidMessage
-from ctxflow.model import (
-    Block,
-    ImageBlock,
-    Message,
-    RedactedThinkingBlock,
-    Role,
-    TextBlock,
-    ThinkingBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-)
+from ctxflow.model import Block, Message, Role
+from ctxflow.model import messages as m
 
 __all__ = ["body_hash", "message_from_plain", "message_to_plain"]
 
 
 def _block_to_plain(block: Block) -> dict[str, Any]:
-    if isinstance(block, TextBlock):
+    if isinstance(block, m.TextBlock):
         out: dict[str, Any] = {"type": "text", "text": block.text}
-    elif isinstance(block, ToolUseBlock):
+    elif isinstance(block, m.ToolUseBlock):
         out = {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-    elif isinstance(block, ToolResultBlock):
+    elif isinstance(block, m.ToolResultBlock):
         content: Any = (
             block.content
             if isinstance(block.content, str)
@@ -59,9 +50,9 @@ def _block_to_plain(block: Block) -> dict[str, Any]:
             "content": content,
             "is_error": block.is_error,
         }
-    elif isinstance(block, ThinkingBlock):
+    elif isinstance(block, m.ThinkingBlock):
         out = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
-    elif isinstance(block, RedactedThinkingBlock):
+    elif isinstance(block, m.RedactedThinkingBlock):
         out = {"type": "redacted_thinking", "data": block.data}
     else:
         out = {"type": "image", "source": block.source}
@@ -74,12 +65,12 @@ def _block_from_plain(data: Mapping[str, Any]) -> Block:
     kind = data["type"]
     extra = data.get("extra") or {}
     if kind == "text":
-        return TextBlock(text=data["text"], extra=extra)
+        return m.TextBlock(text=data["text"], extra=extra)
     if kind == "tool_use":
-        return ToolUseBlock(id=data["id"], name=data["name"], input=data["input"], extra=extra)
+        return m.ToolUseBlock(id=data["id"], name=data["name"], input=data["input"], extra=extra)
     if kind == "tool_result":
         content = data["content"]
-        return ToolResultBlock(
+        return m.ToolResultBlock(
             tool_use_id=data["tool_use_id"],
             content=content
             if isinstance(content, str)
@@ -88,11 +79,11 @@ def _block_from_plain(data: Mapping[str, Any]) -> Block:
             extra=extra,
         )
     if kind == "thinking":
-        return ThinkingBlock(thinking=data["thinking"], signature=data["signature"], extra=extra)
+        return m.ThinkingBlock(thinking=data["thinking"], signature=data["signature"], extra=extra)
     if kind == "redacted_thinking":
-        return RedactedThinkingBlock(data=data["data"], extra=extra)
+        return m.RedactedThinkingBlock(data=data["data"], extra=extra)
     if kind == "image":
-        return ImageBlock(source=data["source"], extra=extra)
+        return m.ImageBlock(source=data["source"], extra=extra)
     raise KeyError(f"unknown block type {kind!r}")
 
 
@@ -169,9 +160,9 @@ _FIELDS: dict[type, tuple[str, ...]] = {
         "_uses",
         "_results",
     ),
-    TextBlock: ("text", "extra", "type"),
-    ToolUseBlock: ("id", "name", "input", "extra", "type"),
-    ToolResultBlock: ("tool_use_id", "content", "is_error", "extra", "type"),
+    m.TextBlock: ("text", "extra", "type"),
+    m.ToolUseBlock: ("id", "name", "input", "extra", "type"),
+    m.ToolResultBlock: ("tool_use_id", "content", "is_error", "extra", "type"),
 }
 
 
@@ -193,8 +184,9 @@ def _slots(cls: type) -> dict[str, Callable[[Any, Any], None]]:
 
 def _make_quick() -> Quick | None:
     """The quick path over the model as it is, or None when it does not fit (module docstring)."""
+    text_block, use_block, result_block = m.TextBlock, m.ToolUseBlock, m.ToolResultBlock
     try:
-        m, t, u, r = (_slots(cls) for cls in (Message, TextBlock, ToolUseBlock, ToolResultBlock))
+        msg, t, u, r = (_slots(cls) for cls in (Message, text_block, use_block, result_block))
     except KeyError:
         return None
     if not callable(getattr(Message, "__attrs_post_init__", None)):
@@ -209,8 +201,8 @@ def _make_quick() -> Quick | None:
         r["tool_use_id"], r["content"], r["is_error"], r["extra"], r["type"]
     )  # fmt: skip
     m_role, m_content, m_id, m_time, m_meta, m_important, m_condense, m_truncation = (
-        m["role"], m["content"], m["id"], m["timestamp"], m["metadata"], m["important"],
-        m["condense_parent"], m["truncation_parent"],
+        msg["role"], msg["content"], msg["id"], msg["timestamp"], msg["metadata"],
+        msg["important"], msg["condense_parent"], msg["truncation_parent"],
     )  # fmt: skip
 
     post_init = Message.__attrs_post_init__
@@ -220,13 +212,13 @@ def _make_quick() -> Quick | None:
         if "extra" in data:
             raise LookupError("extras take the constructors")
         if kind == "text":
-            text = new(TextBlock)
+            text = new(text_block)
             text_text(text, data["text"])
             text_extra(text, {})
             text_type(text, "text")
             return text
         if kind == "tool_use":
-            use = new(ToolUseBlock)
+            use = new(use_block)
             use_id(use, data["id"])
             use_name(use, data["name"])
             use_input(use, data["input"])
@@ -234,7 +226,7 @@ def _make_quick() -> Quick | None:
             use_type(use, "tool_use")
             return use
         if kind == "tool_result" and isinstance(content := data["content"], str):
-            result = new(ToolResultBlock)
+            result = new(result_block)
             result_id(result, data["tool_use_id"])
             result_content(result, content)
             result_error(result, bool(data.get("is_error", False)))
