@@ -14,7 +14,9 @@ through as the SDK raised them (its retry settings apply).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -39,79 +41,77 @@ def _dump(response: Any) -> dict[str, Any]:
     return data
 
 
-class AnthropicClient:
+class _SDKClient:
+    """What the four clients share: the SDK client they wrap, and its error statuses as ours."""
+
+    api: str
+    _sdk_class: str  # the SDK's client class, built from keyword arguments when none is given
+    _create: str  # the SDK client's method that sends a request body, as a dotted path
+
+    def __init__(self, client: Any | None = None, **kwargs: Any) -> None:
+        self._module = _sdk(self.api)
+        self.client = (
+            client if client is not None else getattr(self._module, self._sdk_class)(**kwargs)
+        )
+
+    @contextmanager
+    def _provider_errors(self) -> Iterator[None]:
+        """The SDK's error status as a :class:`~ctxflow.errors.ProviderError` (or overflow)."""
+        try:
+            yield
+        except self._module.APIStatusError as exc:
+            raise provider_error(exc.body, api=self.api, status=exc.status_code) from exc
+
+
+class _SyncClient(_SDKClient):
+    def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The provider's response to ``request``, as plain data."""
+        with self._provider_errors():
+            response = operator.attrgetter(self._create)(self.client)(**request)
+        return _dump(response)
+
+
+class _AsyncClient(_SDKClient):
+    async def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The provider's response to ``request``, as plain data."""
+        with self._provider_errors():
+            response = await operator.attrgetter(self._create)(self.client)(**request)
+        return _dump(response)
+
+
+class AnthropicClient(_SyncClient):
     """Sends Anthropic Messages request bodies with an ``anthropic.Anthropic`` client.
 
     Pass a configured ``client``, or keyword arguments to build one.
     """
 
     api = "anthropic"
-
-    def __init__(self, client: Any | None = None, **kwargs: Any) -> None:
-        self._module = _sdk("anthropic")
-        self.client = client if client is not None else self._module.Anthropic(**kwargs)
-
-    def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The provider's response to ``request``, as plain data."""
-        try:
-            response = self.client.messages.create(**request)
-        except self._module.APIStatusError as exc:
-            raise provider_error(exc.body, api=self.api, status=exc.status_code) from exc
-        return _dump(response)
+    _sdk_class = "Anthropic"
+    _create = "messages.create"
 
 
-class AsyncAnthropicClient:
+class AsyncAnthropicClient(_AsyncClient):
     """The async form of :class:`AnthropicClient` (``anthropic.AsyncAnthropic``)."""
 
     api = "anthropic"
-
-    def __init__(self, client: Any | None = None, **kwargs: Any) -> None:
-        self._module = _sdk("anthropic")
-        self.client = client if client is not None else self._module.AsyncAnthropic(**kwargs)
-
-    async def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The provider's response to ``request``, as plain data."""
-        try:
-            response = await self.client.messages.create(**request)
-        except self._module.APIStatusError as exc:
-            raise provider_error(exc.body, api=self.api, status=exc.status_code) from exc
-        return _dump(response)
+    _sdk_class = "AsyncAnthropic"
+    _create = "messages.create"
 
 
-class OpenAIClient:
+class OpenAIClient(_SyncClient):
     """Sends Chat Completions request bodies with an ``openai.OpenAI`` client.
 
     Pass a configured ``client``, or keyword arguments to build one.
     """
 
     api = "openai"
-
-    def __init__(self, client: Any | None = None, **kwargs: Any) -> None:
-        self._module = _sdk("openai")
-        self.client = client if client is not None else self._module.OpenAI(**kwargs)
-
-    def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The provider's response to ``request``, as plain data."""
-        try:
-            response = self.client.chat.completions.create(**request)
-        except self._module.APIStatusError as exc:
-            raise provider_error(exc.body, api=self.api, status=exc.status_code) from exc
-        return _dump(response)
+    _sdk_class = "OpenAI"
+    _create = "chat.completions.create"
 
 
-class AsyncOpenAIClient:
+class AsyncOpenAIClient(_AsyncClient):
     """The async form of :class:`OpenAIClient` (``openai.AsyncOpenAI``)."""
 
     api = "openai"
-
-    def __init__(self, client: Any | None = None, **kwargs: Any) -> None:
-        self._module = _sdk("openai")
-        self.client = client if client is not None else self._module.AsyncOpenAI(**kwargs)
-
-    async def complete(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The provider's response to ``request``, as plain data."""
-        try:
-            response = await self.client.chat.completions.create(**request)
-        except self._module.APIStatusError as exc:
-            raise provider_error(exc.body, api=self.api, status=exc.status_code) from exc
-        return _dump(response)
+    _sdk_class = "AsyncOpenAI"
+    _create = "chat.completions.create"
