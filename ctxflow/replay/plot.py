@@ -80,24 +80,19 @@ def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: s
             budgets = [int(t.get("input_budget", 0)) for t in turns]
             ax.plot(xs, budgets, color="black", linestyle="--", linewidth=1, label="input budget")
             top = max(budgets + [sum(col) for col in zip(*series, strict=True)] + [1])
-            comp = [x for x, t in zip(xs, turns, strict=True) if t.get("compression")]
-            ckpt = [x for x, t in zip(xs, turns, strict=True) if t.get("checkpoint")]
-            ax.scatter(
-                comp,
-                [top * 1.02] * len(comp),
-                marker="v",
-                color="#dc2626",
-                label="compression",
-                zorder=3,
-            )
-            ax.scatter(
-                ckpt,
-                [top * 1.06] * len(ckpt),
-                marker="|",
-                color="#1d4ed8",
-                label="checkpoint",
-                zorder=3,
-            )
+            for key, height, marker, color in (
+                ("compression", 1.02, "v", "#dc2626"),
+                ("checkpoint", 1.06, "|", "#1d4ed8"),
+            ):
+                marks = [x for x, t in zip(xs, turns, strict=True) if t.get(key)]
+                ax.scatter(
+                    marks,
+                    [top * height] * len(marks),
+                    marker=marker,
+                    color=color,
+                    label=key,
+                    zorder=3,
+                )
         ax.set_xlabel("turn (assistant message)")
         ax.set_ylabel("tokens in the window")
         ax.set_title(title or "ctxflow run: window tokens per layer")
