@@ -192,9 +192,4 @@ def account(index: SelectionIndex, plan: Plan, pieces: list[Piece], excluded: Ta
             tokens=whole_sums[hi] - whole_sums[lo] - taken_tokens,
         )
     for u in _between(units.broken, lo, hi):
-        excluded.add(
-            "broken_pair",
-            units=1,
-            messages=units.end[u] - units.first[u],
-            tokens=units.tokens[u],
-        )
+        excluded.add_unit("broken_pair", units, u)

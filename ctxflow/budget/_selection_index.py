@@ -419,21 +419,29 @@ def _masked_form(conversation: Conversation, view: list[Message], at: int) -> Me
     if not message.tool_results or message.role is not Role.USER:
         return None
     names = {u.id: u.name for u in view[at - 1].tool_uses} if at > 0 else {}
-    blocks: list[Block] = []
-    for block in message.content:
-        if isinstance(block, ToolResultBlock):
-            name = names.get(block.tool_use_id) or _tool_name(conversation, block.tool_use_id)
-            blocks.append(
-                ToolResultBlock(
-                    tool_use_id=block.tool_use_id,
-                    content=placeholder_text(name, len(block.text)),
-                    is_error=block.is_error,
-                )
-            )
-        else:
-            blocks.append(block)
+
+    def placeholder(block: ToolResultBlock) -> str:
+        name = names.get(block.tool_use_id) or _tool_name(conversation, block.tool_use_id)
+        return placeholder_text(name, len(block.text))
+
+    return with_results(message, placeholder, edit="masked")
+
+
+def with_results(
+    message: Message, content: Callable[[ToolResultBlock], str], *, edit: str
+) -> Message:
+    """``message`` with each tool result's content replaced by ``content(result)``.
+
+    ``edit`` (``masked`` or ``trimmed``) is recorded under :data:`WINDOW_EDIT`.
+    """
+    blocks: list[Block] = [
+        ToolResultBlock(tool_use_id=b.tool_use_id, content=content(b), is_error=b.is_error)
+        if isinstance(b, ToolResultBlock)
+        else b
+        for b in message.content
+    ]
     return attrs.evolve(
-        message, content=tuple(blocks), metadata={**message.metadata, WINDOW_EDIT: "masked"}
+        message, content=tuple(blocks), metadata={**message.metadata, WINDOW_EDIT: edit}
     )
 
 

@@ -13,7 +13,7 @@ import bisect
 import enum
 from typing import NamedTuple
 
-from ctxflow.budget._selection_index import SelectionIndex, Trim
+from ctxflow.budget._selection_index import SelectionIndex, Trim, UnitTable
 from ctxflow.budget._selection_trim import trim_unit
 from ctxflow.budget.scoring import ScoreWeights, keywords
 from ctxflow.errors import BudgetExceeded
@@ -52,6 +52,11 @@ class Tally:
         row[0] += units
         row[1] += messages
         row[2] += tokens
+
+    def add_unit(self, reason: str, units: UnitTable, unit: int) -> None:
+        """Count one unit of the table, whole, for ``reason``."""
+        messages = units.end[unit] - units.first[unit]
+        self.add(reason, units=1, messages=messages, tokens=units.tokens[unit])
 
 
 class Plan:
@@ -115,12 +120,7 @@ def leading_unit(index: SelectionIndex, excluded: Tally) -> int | None:
     while lead < count and not (units.valid[lead] and view[units.first[lead]].role is Role.USER):
         lead += 1
     for u in range(lead):
-        excluded.add(
-            "before_first_user",
-            units=1,
-            messages=units.end[u] - units.first[u],
-            tokens=units.tokens[u],
-        )
+        excluded.add_unit("before_first_user", units, u)
     return lead if lead < count else None
 
 
@@ -129,12 +129,7 @@ def newest_unit(index: SelectionIndex, lead: int, excluded: Tally) -> int:
     units = index.units
     last = len(units) - 1
     while last > lead and not units.valid[last]:
-        excluded.add(
-            "broken_pair",
-            units=1,
-            messages=units.end[last] - units.first[last],
-            tokens=units.tokens[last],
-        )
+        excluded.add_unit("broken_pair", units, last)
         last -= 1
     return last
 

@@ -9,11 +9,9 @@ again, a few times at most. Trims are cached per unit and room on the index.
 
 from __future__ import annotations
 
-import attrs
-
-from ctxflow.budget._selection_index import WINDOW_EDIT, SelectionIndex, Trim
+from ctxflow.budget._selection_index import SelectionIndex, Trim, with_results
 from ctxflow.budget.render import middle_trim
-from ctxflow.model import Block, Message, ToolResultBlock
+from ctxflow.model import Message, ToolResultBlock
 from ctxflow.protocols import TokenCounter
 
 _ATTEMPTS = 6
@@ -87,24 +85,13 @@ def _with_trimmed_results(
     message: Message, weight: int, content_room: int, counter: TokenCounter
 ) -> Message:
     """``message`` with each result cut to its share of ``content_room`` by characters."""
-    results = message.tool_results
-    blocks: list[Block] = []
-    for block in message.content:
-        if isinstance(block, ToolResultBlock):
-            text = block.text
-            chars = max(1, sum(len(r.text) for r in results))
-            estimate = max(1, weight * len(text) // chars)
-            share = max(1, content_room * len(text) // chars)
-            cut = middle_trim(text, share, counter, known_tokens=estimate)
-            blocks.append(
-                ToolResultBlock(
-                    tool_use_id=block.tool_use_id,
-                    content=cut if cut is not None else "[trimmed]",
-                    is_error=block.is_error,
-                )
-            )
-        else:
-            blocks.append(block)
-    return attrs.evolve(
-        message, content=tuple(blocks), metadata={**message.metadata, WINDOW_EDIT: "trimmed"}
-    )
+    chars = max(1, sum(len(r.text) for r in message.tool_results))
+
+    def cut(block: ToolResultBlock) -> str:
+        size = len(block.text)
+        estimate = max(1, weight * size // chars)
+        share = max(1, content_room * size // chars)
+        found = middle_trim(block.text, share, counter, known_tokens=estimate)
+        return found if found is not None else "[trimmed]"
+
+    return with_results(message, cut, edit="trimmed")
