@@ -24,21 +24,13 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ctxflow.adapters._base import (
-    ParsedResponse,
-    StopReason,
-    Usage,
-    WindowLike,
-    get_path,
-    tool_names,
-    usage_count,
-    usage_object,
-)
+from ctxflow.adapters import _base as base
+from ctxflow.adapters._base import ParsedResponse, StopReason, Usage, WindowLike, usage_count
 from ctxflow.adapters._caching import CachePolicy, apply_breakpoints
 from ctxflow.adapters._errors import provider_error
 from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
-from ctxflow.model import Block, Message, Role, ToolResultBlock, new_id
+from ctxflow.model import Block, Message, Role, ToolResultBlock
 from ctxflow.model.anthropic import block_from_anthropic, block_to_anthropic
 
 __all__ = [
@@ -148,13 +140,7 @@ def anthropic_body(
         raise PolicyError(
             f"'max_tokens' must be a positive integer (got {max_tokens!r})", rule="max_tokens"
         )
-    clash = sorted(_RENDERED & set(options or ()))
-    if clash:
-        raise PolicyError(
-            f"'options' may not set fields the renderer owns (got {', '.join(clash)})",
-            rule="option_clash",
-            fields=clash,
-        )
+    base.check_options(options, _RENDERED)
     leading, rendered, ends = _render_messages(messages)
     parts = [system] if isinstance(system, str) else list(system)
     parts = [p for p in [*parts, *leading] if p.strip()]
@@ -186,9 +172,7 @@ def render_anthropic(
 ) -> dict[str, Any]:
     """:func:`anthropic_body` of a window's system, messages and tools."""
     return anthropic_body(
-        system=window.system,
-        messages=window.messages,
-        tools=window.tools,
+        **base.window_parts(window),
         model=model,
         max_tokens=max_tokens,
         cache=cache,
@@ -198,9 +182,7 @@ def render_anthropic(
 
 def anthropic_usage(usage: Any) -> Usage:
     """A normalised :class:`Usage` from an Anthropic ``usage`` object (None: zeros)."""
-    usage = usage_object(usage)
-    if usage is None:
-        return Usage()
+    usage = base.usage_object(usage)
     written = usage_count(usage, "cache_creation_input_tokens")
     read = usage_count(usage, "cache_read_input_tokens")
     return Usage(
@@ -209,18 +191,6 @@ def anthropic_usage(usage: Any) -> Usage:
         cache_read_tokens=read,
         cache_write_tokens=written,
     )
-
-
-def _check_tool(block: Block, field: str, allowed: frozenset[str] | None) -> None:
-    name = getattr(block, "name", None)
-    if allowed is not None and block.type == "tool_use" and name not in allowed:
-        raise ResponseError(
-            f"'{field}.name' must name a tool offered in the request "
-            f"(got {name!r}; offered: {', '.join(sorted(allowed)) or 'none'})",
-            rule="unknown_tool",
-            field=f"{field}.name",
-            tool=name,
-        )
 
 
 def parse_anthropic(
@@ -234,12 +204,7 @@ def parse_anthropic(
     ``allowed_tools`` (names or definitions) are the tools the request
     offered; a tool call naming another raises a ``ResponseError``.
     """
-    if not isinstance(body, Mapping):
-        raise ResponseError(
-            f"a response body must be an object (got {type(body).__name__})",
-            rule="response_shape",
-            field="body",
-        )
+    body = base.response_object(body)
     if body.get("type") == "error":
         raise provider_error(body, api="anthropic")
     if body.get("type", "message") != "message" or body.get("role", "assistant") != "assistant":
@@ -249,8 +214,8 @@ def parse_anthropic(
             rule="response_shape",
             field="type",
         )
-    content = get_path(body, "content", list, "")
-    allowed = tool_names(allowed_tools)
+    content = base.get_path(body, "content", list, "")
+    allowed = base.tool_names(allowed_tools)
     blocks: list[Block] = []
     for i, raw in enumerate(content):
         field = f"content[{i}]"
@@ -267,25 +232,18 @@ def parse_anthropic(
                 rule="block_not_allowed",
                 field=field,
             )
-        _check_tool(block, field, allowed)
+        if block.type == "tool_use":
+            base.check_tool_name(getattr(block, "name", None), allowed, f"{field}.name")
         blocks.append(block)
-    try:
-        message = Message(
-            role=Role.ASSISTANT,
-            content=tuple(blocks),
-            id=message_id or new_id(),
-        )
-    except InvalidMessage as exc:
-        raise ResponseError(exc.message, rule=exc.rule, field="content") from None
+    message = base.assistant_message(blocks, message_id, "content")
     raw_stop = body.get("stop_reason")
-    return ParsedResponse(
-        message=message,
-        usage=anthropic_usage(body.get("usage")),
+    return base.parsed_response(
+        body,
+        message,
+        anthropic_usage(body.get("usage")),
         stop=_STOPS.get(raw_stop, StopReason.OTHER)
         if isinstance(raw_stop, str)
-        else (StopReason.OTHER),
-        stop_reason=raw_stop if isinstance(raw_stop, str) else None,
-        model=body.get("model") if isinstance(body.get("model"), str) else None,
-        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        else StopReason.OTHER,
+        raw_stop=raw_stop,
         api="anthropic",
     )

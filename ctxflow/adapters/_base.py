@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import attrs
 
-from ctxflow.errors import ResponseError
+from ctxflow.errors import InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
-from ctxflow.model import Message, ToolUseBlock
+from ctxflow.model import Block, Message, Role, ToolUseBlock, new_id
 from ctxflow.tokens import Calibration
 
 __all__ = [
@@ -55,6 +55,19 @@ class WindowLike(Protocol):
     def tools(self) -> Sequence[ToolDef]:
         """The tools offered to the model in this window."""
         ...
+
+
+class WindowParts(TypedDict):
+    """A window's parts as the keyword arguments of a body builder."""
+
+    system: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolDef]
+
+
+def window_parts(window: WindowLike) -> WindowParts:
+    """``system``, ``messages`` and ``tools`` of ``window``, to pass on as ``**window_parts(w)``."""
+    return {"system": window.system, "messages": window.messages, "tools": window.tools}
 
 
 class StopReason(StrEnum):
@@ -133,6 +146,63 @@ def tool_names(tools: Iterable[str | ToolDef] | None) -> frozenset[str] | None:
     return frozenset(t if isinstance(t, str) else t.name for t in tools)
 
 
+def check_options(options: Mapping[str, Any] | None, rendered: frozenset[str]) -> None:
+    """A PolicyError when ``options`` would replace a request field the renderer sets."""
+    clash = sorted(rendered & set(options or ()))
+    if clash:
+        raise PolicyError(
+            f"'options' may not set fields the renderer owns (got {', '.join(clash)})",
+            rule="option_clash",
+            fields=clash,
+        )
+
+
+def response_object(body: Any) -> Mapping[str, Any]:
+    """A response body as a mapping, or a ResponseError when it is not an object."""
+    return _object(body, "body", "a response body")
+
+
+def check_tool_name(name: object, allowed: frozenset[str] | None, field: str) -> None:
+    """A ResponseError at ``field`` when a tool call names a tool the request did not offer."""
+    if allowed is not None and name not in allowed:
+        raise ResponseError(
+            f"'{field}' must name a tool offered in the request "
+            f"(got {name!r}; offered: {', '.join(sorted(allowed)) or 'none'})",
+            rule="unknown_tool",
+            field=field,
+            tool=name,
+        )
+
+
+def assistant_message(blocks: Sequence[Block], message_id: str | None, field: str) -> Message:
+    """The assistant message of a response's blocks; an invalid one is a ResponseError."""
+    try:
+        return Message(role=Role.ASSISTANT, content=tuple(blocks), id=message_id or new_id())
+    except InvalidMessage as exc:
+        raise ResponseError(exc.message, rule=exc.rule, field=field) from None
+
+
+def parsed_response(
+    body: Mapping[str, Any],
+    message: Message,
+    usage: Usage,
+    *,
+    stop: StopReason,
+    raw_stop: object,
+    api: str,
+) -> ParsedResponse:
+    """A :class:`ParsedResponse`, with the body's ``model`` and ``id`` when they are strings."""
+    return ParsedResponse(
+        message=message,
+        usage=usage,
+        stop=stop,
+        stop_reason=raw_stop if isinstance(raw_stop, str) else None,
+        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        api=api,
+    )
+
+
 def observe_usage(
     calibration: Calibration, model: str, estimated_prompt_tokens: int, usage: Usage
 ) -> float | None:
@@ -175,14 +245,15 @@ def usage_count(data: Mapping[str, Any], key: str, where: str = "usage") -> int:
     return value
 
 
-def usage_object(usage: Any) -> Mapping[str, Any] | None:
-    """The response's ``usage`` as a mapping (None when absent), or a typed error."""
-    if usage is None:
-        return None
-    if not isinstance(usage, Mapping):
-        raise ResponseError(
-            f"'usage' must be an object (got {type(usage).__name__})",
-            rule="response_shape",
-            field="usage",
-        )
-    return usage
+def usage_object(usage: Any) -> Mapping[str, Any]:
+    """The response's ``usage`` as a mapping (empty when absent), or a typed error."""
+    return {} if usage is None else _object(usage, "usage", "'usage'")
+
+
+def _object(value: Any, field: str, name: str) -> Mapping[str, Any]:
+    """``value`` when it is an object (a mapping); a ResponseError at ``field`` otherwise."""
+    if isinstance(value, Mapping):
+        return value
+    raise ResponseError(
+        f"{name} must be an object (got {type(value).__name__})", rule="response_shape", field=field
+    )

@@ -18,27 +18,17 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from ctxflow.adapters._base import (
-    ParsedResponse,
-    StopReason,
-    Usage,
-    WindowLike,
-    get_path,
-    tool_names,
-    usage_count,
-    usage_object,
-)
+from ctxflow.adapters import _base as base
+from ctxflow.adapters._base import ParsedResponse, StopReason, Usage, WindowLike, usage_count
 from ctxflow.adapters._errors import provider_error
-from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
+from ctxflow.errors import InvalidConversation, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
 from ctxflow.model import (
     Block,
     Message,
-    Role,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
-    new_id,
     to_openai,
 )
 
@@ -92,13 +82,7 @@ def openai_body(
             f"'max_tokens' must be a positive integer or None (got {max_tokens!r})",
             rule="max_tokens",
         )
-    clash = sorted(_RENDERED & set(options or ()))
-    if clash:
-        raise PolicyError(
-            f"'options' may not set fields the renderer owns (got {', '.join(clash)})",
-            rule="option_clash",
-            fields=clash,
-        )
+    base.check_options(options, _RENDERED)
     rendered, _lost = to_openai(messages)
     for index, entry in enumerate(rendered):
         if entry["role"] == "assistant" and entry["content"] is None and "tool_calls" not in entry:
@@ -132,9 +116,7 @@ def render_openai(
 ) -> dict[str, Any]:
     """:func:`openai_body` of a window's system, messages and tools."""
     return openai_body(
-        system=window.system,
-        messages=window.messages,
-        tools=window.tools,
+        **base.window_parts(window),
         model=model,
         max_tokens=max_tokens,
         system_role=system_role,
@@ -144,9 +126,7 @@ def render_openai(
 
 def openai_usage(usage: Any) -> Usage:
     """A normalised :class:`Usage` from an OpenAI ``usage`` object (None: zeros)."""
-    usage = usage_object(usage)
-    if usage is None:
-        return Usage()
+    usage = base.usage_object(usage)
     prompt_details = usage.get("prompt_tokens_details") or {}
     output_details = usage.get("completion_tokens_details") or {}
     return Usage(
@@ -202,17 +182,10 @@ def _tool_call(call: Any, field: str, allowed: frozenset[str] | None) -> ToolUse
             rule="tool_call_type",
             field=f"{field}.type",
         )
-    call_id = get_path(call, "id", str, field)
-    function = get_path(call, "function", Mapping, field)
-    name = get_path(function, "name", str, f"{field}.function")
-    if allowed is not None and name not in allowed:
-        raise ResponseError(
-            f"'{field}.function.name' must name a tool offered in the request "
-            f"(got {name!r}; offered: {', '.join(sorted(allowed)) or 'none'})",
-            rule="unknown_tool",
-            field=f"{field}.function.name",
-            tool=name,
-        )
+    call_id = base.get_path(call, "id", str, field)
+    function = base.get_path(call, "function", Mapping, field)
+    name = base.get_path(function, "name", str, f"{field}.function")
+    base.check_tool_name(name, allowed, f"{field}.function.name")
     arguments = _arguments(function.get("arguments"), f"{field}.function.arguments")
     return ToolUseBlock(id=call_id, name=name, input=arguments)
 
@@ -229,15 +202,10 @@ def parse_openai(
     ``reasoning_content`` (sent by some compatible servers) becomes a thinking
     block; a ``refusal`` becomes the message text.
     """
-    if not isinstance(body, Mapping):
-        raise ResponseError(
-            f"a response body must be an object (got {type(body).__name__})",
-            rule="response_shape",
-            field="body",
-        )
+    body = base.response_object(body)
     if "choices" not in body and isinstance(body.get("error"), Mapping):
         raise provider_error(body, api="openai")
-    choices = get_path(body, "choices", list, "")
+    choices = base.get_path(body, "choices", list, "")
     if not 0 <= choice < len(choices):
         raise ResponseError(
             f"'choices' must hold choice {choice} (got {len(choices)} choices)",
@@ -252,9 +220,9 @@ def parse_openai(
             rule="response_shape",
             field=where,
         )
-    data = get_path(picked, "message", Mapping, where)
+    data = base.get_path(picked, "message", Mapping, where)
     where = f"{where}.message"
-    allowed = tool_names(allowed_tools)
+    allowed = base.tool_names(allowed_tools)
     blocks: list[Block] = []
     reasoning = data.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
@@ -280,24 +248,16 @@ def parse_openai(
             field=f"{where}.tool_calls",
         )
     blocks.extend(_tool_call(c, f"{where}.tool_calls[{i}]", allowed) for i, c in enumerate(calls))
-    try:
-        message = Message(
-            role=Role.ASSISTANT,
-            content=tuple(blocks),
-            id=message_id or new_id(),
-        )
-    except InvalidMessage as exc:
-        raise ResponseError(exc.message, rule=exc.rule, field=where) from None
+    message = base.assistant_message(blocks, message_id, where)
     raw_stop = picked.get("finish_reason")
     stop = _STOPS.get(raw_stop, StopReason.OTHER) if isinstance(raw_stop, str) else None
     if isinstance(refusal, str) and refusal:
         stop = StopReason.REFUSAL
-    return ParsedResponse(
-        message=message,
-        usage=openai_usage(body.get("usage")),
+    return base.parsed_response(
+        body,
+        message,
+        openai_usage(body.get("usage")),
         stop=stop or StopReason.OTHER,
-        stop_reason=raw_stop if isinstance(raw_stop, str) else None,
-        model=body.get("model") if isinstance(body.get("model"), str) else None,
-        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        raw_stop=raw_stop,
         api="openai",
     )
