@@ -23,7 +23,8 @@ import statistics
 from typing import Any
 
 from benchmarks.harness import Harness
-from ctxflow.budget import build_window, selection, window_measure
+from ctxflow.budget import _selection as selection
+from ctxflow.budget import build_window, window_measure
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Conversation, Message, Role, TextBlock, ToolResultBlock

@@ -6,10 +6,11 @@ Sync and async variants stand side by side; an implementation picks one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ctxflow.model import Message
+from ctxflow.model._conversation import Measure
 
 __all__ = [
     "AsyncLLMClient",
@@ -20,11 +21,6 @@ __all__ = [
     "Summarizer",
     "TokenCounter",
 ]
-
-#: Counts one message's tokens (a window's measure: text, tool blocks, overhead).
-#: A measure may carry a stable ``key`` naming what it counts; stored counts are
-#: reused only by a measure with the same key.
-Measure = Callable[[Message], int]
 
 
 @runtime_checkable

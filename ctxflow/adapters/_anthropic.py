@@ -11,7 +11,7 @@ API is stricter than the model:
 - adjacent messages of one role are merged into one, tool results first
   (Anthropic requires tool_result blocks to lead their user message).
 
-Parsing reads content blocks with :func:`ctxflow.model.anthropic.block_from_anthropic`
+Parsing reads content blocks with :func:`ctxflow.model._anthropic.block_from_anthropic`
 and refuses, with a :class:`~ctxflow.errors.ResponseError` naming the field,
 any body it cannot read faithfully. An ``{"type": "error"}`` body is raised as
 a :class:`~ctxflow.errors.ProviderError` (``ContextOverflow`` for "prompt is
@@ -31,7 +31,7 @@ from ctxflow.adapters._errors import provider_error
 from ctxflow.errors import InvalidConversation, InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
 from ctxflow.model import Block, Message, Role, ToolResultBlock
-from ctxflow.model.anthropic import block_from_anthropic, block_to_anthropic
+from ctxflow.model._anthropic import block_from_anthropic, block_to_anthropic
 
 __all__ = [
     "anthropic_body",

@@ -5,7 +5,7 @@ ladder reads :func:`plan_budget` (thresholds are fractions of
 ``Allocation.flexible``) and never depends on the selector.
 """
 
-from ctxflow.budget.allocation import (
+from ctxflow.budget._allocation import (
     DEFAULT_POLICY,
     Allocation,
     FixedCosts,
@@ -15,7 +15,7 @@ from ctxflow.budget.allocation import (
     plan_budget,
     tools_json,
 )
-from ctxflow.budget.policy import (
+from ctxflow.budget._policy import (
     DEFAULT_MODEL_ADJUSTMENTS,
     DEFAULT_PHASE_ADJUSTMENTS,
     Adjustments,
@@ -23,8 +23,8 @@ from ctxflow.budget.policy import (
     LayerRatios,
     TierWeights,
 )
-from ctxflow.budget.render import RenderedContext, middle_trim, render_context
-from ctxflow.budget.scoring import (
+from ctxflow.budget._render import RenderedContext, middle_trim, render_context
+from ctxflow.budget._scoring import (
     DEFAULT_WEIGHTS,
     Category,
     Score,
@@ -32,8 +32,8 @@ from ctxflow.budget.scoring import (
     keywords,
     score_message,
 )
-from ctxflow.budget.selection import Exclusion, Selection, placeholder_text, select
-from ctxflow.budget.window import LayerUsage, Window, WindowReport, build_window, window_measure
+from ctxflow.budget._selection import Exclusion, Selection, placeholder_text, select
+from ctxflow.budget._window import LayerUsage, Window, WindowReport, build_window, window_measure
 
 __all__ = [
     "DEFAULT_MODEL_ADJUSTMENTS",

@@ -1,4 +1,4 @@
-"""The selector's last steps (6 and 7 of :mod:`ctxflow.budget.selection`): messages and accounts.
+"""The selector's last steps (6 and 7 of :mod:`ctxflow.budget._selection`): messages and accounts.
 
 A plan becomes ordered pieces (runs of units shown the same way, split where
 a unit is trimmed or broken, or where two units of the same role meet), the

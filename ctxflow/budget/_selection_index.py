@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import attrs
 
-from ctxflow.budget.scoring import ScoreWeights, score_message
+from ctxflow.budget._scoring import ScoreWeights, score_message
 from ctxflow.errors import InvalidMessage
 from ctxflow.model import (
     Block,
@@ -37,8 +37,8 @@ from ctxflow.model import (
     ThinkingBlock,
     ToolResultBlock,
 )
+from ctxflow.protocols import Measure
 
-Measure = Callable[[Message], int]
 #: Where a unit stands in the view and whether its pairs are intact: ``(first, end, valid)``.
 UnitRow = tuple[int, int, bool]
 

@@ -1,4 +1,4 @@
-"""The selector's choosing steps (1 to 5 of :mod:`ctxflow.budget.selection`) over the unit table.
+"""The selector's choosing steps (1 to 5 of :mod:`ctxflow.budget._selection`) over the unit table.
 
 Each step reads the index and changes one :class:`Plan`; the steps run in
 order, and each spends what is left of the message budget (``plan.left``).
@@ -13,9 +13,9 @@ import bisect
 import enum
 from typing import NamedTuple
 
+from ctxflow.budget._scoring import ScoreWeights, keywords
 from ctxflow.budget._selection_index import SelectionIndex, Trim, UnitTable
 from ctxflow.budget._selection_trim import trim_unit
-from ctxflow.budget.scoring import ScoreWeights, keywords
 from ctxflow.errors import BudgetExceeded
 from ctxflow.model import Role
 from ctxflow.protocols import TokenCounter

@@ -1,7 +1,7 @@
 """Middle-trimming a unit's tool results to fit a room (the selector's oversized turns).
 
 The largest results go first, each cut in the middle (head and tail kept, with
-a marker; see :func:`ctxflow.budget.render.middle_trim`) to its share of the
+a marker; see :func:`ctxflow.budget._render.middle_trim`) to its share of the
 room by characters. A trimmed message is measured, not estimated: when the
 measure says it is still too large, the room is narrowed and the cut tried
 again, a few times at most. Trims are cached per unit and room on the index.
@@ -9,8 +9,8 @@ again, a few times at most. Trims are cached per unit and room on the index.
 
 from __future__ import annotations
 
+from ctxflow.budget._render import middle_trim
 from ctxflow.budget._selection_index import SelectionIndex, Trim, with_results
-from ctxflow.budget.render import middle_trim
 from ctxflow.model import Message, ToolResultBlock
 from ctxflow.protocols import TokenCounter
 

@@ -3,9 +3,9 @@
 This room knows nothing of budgets, charts or storage.
 """
 
-from ctxflow.model.anthropic import messages_from_anthropic, messages_to_anthropic
-from ctxflow.model.conversation import SUMMARY_OF, Conversation, ToolPair
-from ctxflow.model.messages import (
+from ctxflow.model._anthropic import messages_from_anthropic, messages_to_anthropic
+from ctxflow.model._conversation import SUMMARY_OF, Conversation, ToolPair
+from ctxflow.model._messages import (
     Block,
     ImageBlock,
     Message,
@@ -17,15 +17,15 @@ from ctxflow.model.messages import (
     ToolUseBlock,
     new_id,
 )
-from ctxflow.model.openai import from_openai, to_openai
-from ctxflow.model.transcripts import (
+from ctxflow.model._openai import from_openai, to_openai
+from ctxflow.model._transcripts import (
     Transcript,
     dump_transcript,
     load_transcript,
     read_transcripts,
     write_transcripts,
 )
-from ctxflow.model.validity import API, ValidityReport, Violation, check, validate
+from ctxflow.model._validity import API, ValidityReport, Violation, check, validate
 
 __all__ = [
     "API",

@@ -13,8 +13,8 @@ import attrs
 
 from ctxflow.errors import InvalidMessage
 from ctxflow.model._log import MessageLog
+from ctxflow.model._messages import Message, Role
 from ctxflow.model._view import SUMMARY_OF
-from ctxflow.model.messages import Message, Role
 
 __all__ = ["check_hideable", "check_overlay", "check_truncations", "mark_summaries"]
 

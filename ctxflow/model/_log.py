@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model import messages as m
-from ctxflow.model.messages import Message, Role
+from ctxflow.model import _messages as m
+from ctxflow.model._messages import Message, Role
 
 __all__ = ["MessageLog", "char_estimate", "check_counts", "refusal"]
 

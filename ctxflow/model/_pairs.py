@@ -13,7 +13,7 @@ import attrs
 
 from ctxflow.errors import InvalidMessage
 from ctxflow.model._log import refusal
-from ctxflow.model.messages import Message
+from ctxflow.model._messages import Message
 
 __all__ = ["PairBatch", "PairIndex", "ToolPair"]
 

@@ -8,8 +8,8 @@ replaces, the summaries it appends, and what was known of the view.
 
 from __future__ import annotations
 
+from ctxflow.model._messages import Message
 from ctxflow.model._view import View
-from ctxflow.model.messages import Message
 
 __all__ = ["Undo"]
 

@@ -12,7 +12,7 @@ position, so a rebuild costs Python work per special message, not per
 message. Validity is known incrementally: once the view has been checked, an
 append checks only the new messages and a change only the messages it touched
 and their new neighbours (every API rule is local, see
-:func:`~ctxflow.model.validity.local_ok`), so the ladder's check of a long view
+:func:`~ctxflow.model._validity.local_ok`), so the ladder's check of a long view
 is not a pass over it each time.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from ctxflow.model._log import MessageLog
-from ctxflow.model.messages import Message, Role
-from ctxflow.model.validity import check, local_ok
+from ctxflow.model._messages import Message, Role
+from ctxflow.model._validity import check, local_ok
 
 __all__ = ["SUMMARY_OF", "Checked", "View"]
 

@@ -28,7 +28,7 @@ import msgpack
 
 from ctxflow.errors import CorruptCheckpoint, InvalidMessage
 from ctxflow.model import Block, Message, Role
-from ctxflow.model import messages as m
+from ctxflow.model import _messages as m
 
 __all__ = ["body_hash", "message_from_plain", "message_to_plain"]
 

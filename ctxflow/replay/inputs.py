@@ -32,7 +32,7 @@ from ctxflow.model import (
     messages_from_anthropic,
     read_transcripts,
 )
-from ctxflow.model.anthropic import message_to_anthropic
+from ctxflow.model._anthropic import message_to_anthropic
 
 __all__ = ["RunInput", "detect_format", "read_run_input", "synthesise_tools"]
 

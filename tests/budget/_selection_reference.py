@@ -52,8 +52,8 @@ from collections.abc import Callable
 
 import attrs
 
-from ctxflow.budget.render import middle_trim
-from ctxflow.budget.scoring import DEFAULT_WEIGHTS, Category, ScoreWeights, keywords, score_message
+from ctxflow.budget._render import middle_trim
+from ctxflow.budget._scoring import DEFAULT_WEIGHTS, Category, ScoreWeights, keywords, score_message
 from ctxflow.errors import BudgetExceeded, InvalidMessage
 from ctxflow.model import (
     Block,

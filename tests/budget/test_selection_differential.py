@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctxflow.budget import _window as window_module
 from ctxflow.budget import build_window, select, window_measure
-from ctxflow.budget import window as window_module
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, TaskLayer, ToolDef
 from ctxflow.model import (

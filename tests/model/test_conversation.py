@@ -209,8 +209,8 @@ def test_a_batch_reports_its_first_error_whichever_part_owns_it() -> None:
 
 
 def test_the_conversation_is_one_class_at_both_addresses() -> None:
-    """ctxflow.model.Conversation is the class of ctxflow.model.conversation."""
-    from ctxflow.model import conversation as module
+    """ctxflow.model.Conversation is the class of ctxflow.model._conversation."""
+    from ctxflow.model import _conversation as module
 
     assert module.Conversation is Conversation
     assert module.SUMMARY_OF == SUMMARY_OF

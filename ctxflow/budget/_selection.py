@@ -29,7 +29,7 @@ its tool results masked, whether its pairs are intact):
    tail does not fit, a unit-by-unit walk decides instead;
 4. *gap fill* (``fill_gaps``): older units that still fit (looking back at
    most 256 units from the cut), best score first (see
-   :mod:`ctxflow.budget.scoring`), masked;
+   :mod:`ctxflow.budget._scoring`), masked;
 5. *lending* (``lend_leftover``): whatever budget is left unmasks the
    masked units chosen apart from the run, newest first, and a worthwhile
    remainder shows the newest masked result that did not fit, middle-trimmed;
@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import attrs
 
+from ctxflow.budget._scoring import DEFAULT_WEIGHTS, ScoreWeights
 from ctxflow.budget._selection_assembly import account, assemble_within_budget
 from ctxflow.budget._selection_index import _INDEXES as _INDEXES
 from ctxflow.budget._selection_index import MERGED_FROM as MERGED_FROM
 from ctxflow.budget._selection_index import WINDOW_EDIT as WINDOW_EDIT
-from ctxflow.budget._selection_index import Measure, SelectionIndex, index_for, placeholder_text
+from ctxflow.budget._selection_index import SelectionIndex, index_for, placeholder_text
 from ctxflow.budget._selection_steps import (
     Plan,
     Tally,
@@ -65,9 +66,8 @@ from ctxflow.budget._selection_steps import (
     reserve_mandatory,
     take_recent,
 )
-from ctxflow.budget.scoring import DEFAULT_WEIGHTS, ScoreWeights
 from ctxflow.model import Conversation, Message
-from ctxflow.protocols import TokenCounter
+from ctxflow.protocols import Measure, TokenCounter
 
 __all__ = ["Exclusion", "Selection", "placeholder_text", "select"]
 

@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 import attrs
 
 from ctxflow.errors import InvalidConversation
-from ctxflow.model import messages as m
-from ctxflow.model.messages import Message, Role
+from ctxflow.model import _messages as m
+from ctxflow.model._messages import Message, Role
 
 __all__ = ["API", "ValidityReport", "Violation", "check", "local_ok", "validate"]
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import attrs
 
-from ctxflow.budget.policy import BudgetPolicy
+from ctxflow.budget._policy import BudgetPolicy
 from ctxflow.errors import BudgetExceeded, PolicyError
 from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.protocols import TokenCounter

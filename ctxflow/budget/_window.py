@@ -3,8 +3,8 @@
 :func:`build_window` runs the budget contract end to end: measure the fixed
 costs, set the headroom aside, allocate the flexible budget for the phase and
 the model, render the stored layers into the system text (see
-:mod:`ctxflow.budget.render`), and select messages from the conversation's
-effective view (see :mod:`ctxflow.budget.selection`).
+:mod:`ctxflow.budget._render`), and select messages from the conversation's
+effective view (see :mod:`ctxflow.budget._selection`).
 
 Counting: a window's tokens are ``count(system) + count(tools JSON) + sum of
 measure(message)``. Messages are counted by the conversation's cached counts,
@@ -35,31 +35,30 @@ same window.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
-from ctxflow.budget.allocation import (
+from ctxflow.budget._allocation import (
     DEFAULT_POLICY,
     Allocation,
     FixedCosts,
     plan_budget,
     tools_json,
 )
-from ctxflow.budget.policy import BudgetPolicy
-from ctxflow.budget.render import render_context
-from ctxflow.budget.scoring import DEFAULT_WEIGHTS, ScoreWeights
-from ctxflow.budget.selection import Exclusion, _index, _select
+from ctxflow.budget._policy import BudgetPolicy
+from ctxflow.budget._render import render_context
+from ctxflow.budget._scoring import DEFAULT_WEIGHTS, ScoreWeights
+from ctxflow.budget._selection import Exclusion, _index, _select
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.model import Conversation, Message
-from ctxflow.protocols import TokenCounter
+from ctxflow.protocols import Measure, TokenCounter
 from ctxflow.tokens import ModelProfile, message_measure
 from ctxflow.tokens._counters import MessageMeasure
 
 __all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
 
-Measure = Callable[[Message], int]
 
 _SECTIONS_LEND_ORDER = ("work", "episodic", "semantic", "procedural", "documents", "runtime")
 

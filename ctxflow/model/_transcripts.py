@@ -24,9 +24,9 @@ from typing import IO, Any
 import attrs
 
 from ctxflow.errors import FormatError, InvalidMessage
-from ctxflow.model.anthropic import messages_from_anthropic, messages_to_anthropic
-from ctxflow.model.conversation import Conversation
-from ctxflow.model.messages import Message
+from ctxflow.model._anthropic import messages_from_anthropic, messages_to_anthropic
+from ctxflow.model._conversation import Conversation
+from ctxflow.model._messages import Message
 
 __all__ = [
     "Transcript",

@@ -26,9 +26,9 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model import messages as m
-from ctxflow.model.anthropic import block_from_anthropic, block_to_anthropic, dumps_input
-from ctxflow.model.messages import Block, Message, Role, new_id
+from ctxflow.model import _messages as m
+from ctxflow.model._anthropic import block_from_anthropic, block_to_anthropic, dumps_input
+from ctxflow.model._messages import Block, Message, Role, new_id
 
 __all__ = ["from_openai", "to_openai"]
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model import messages as m
-from ctxflow.model.messages import Block, Message, Role, new_id
+from ctxflow.model import _messages as m
+from ctxflow.model._messages import Block, Message, Role, new_id
 
 __all__ = [
     "STRING_CONTENT",

@@ -25,14 +25,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
 from ctxflow.model._log import MessageLog, char_estimate, check_counts
+from ctxflow.model._messages import Message
 from ctxflow.model._pairs import PairIndex, ToolPair
 from ctxflow.model._undo import Undo
+from ctxflow.model._validity import API, ValidityReport, check
 from ctxflow.model._view import SUMMARY_OF, View
-from ctxflow.model.messages import Message
-from ctxflow.model.validity import API, ValidityReport, check
 
 __all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
 
+#: Counts one message's tokens (a window's measure: text, tool blocks, overhead).
+#: A measure may carry a stable ``key`` naming what it counts; stored counts are
+#: reused only by a measure with the same key. Public as ``ctxflow.protocols.Measure``.
 Measure = Callable[[Message], int]
 
 
