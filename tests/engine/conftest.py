@@ -30,6 +30,14 @@ class Driver:
             return asyncio.run(self.engine.checkpoint(trigger))
         return self.engine.checkpoint(trigger)
 
+    def reopen(self, checkpoint_id: str | None = None, **kwargs: Any) -> Driver:
+        """A new engine of the same kind opened at a checkpoint (None: the session's latest)."""
+        kind = type(self.engine)
+        kwargs.setdefault("counter", FixedCounter())
+        if issubclass(kind, AsyncEngine):
+            return Driver(asyncio.run(kind.from_checkpoint(checkpoint_id, **kwargs)))
+        return Driver(kind.from_checkpoint(checkpoint_id, **kwargs))
+
     def restore(self, checkpoint_id: str) -> None:
         """Restore a checkpoint into the engine."""
         if isinstance(self.engine, AsyncEngine):

@@ -127,3 +127,18 @@ def test_memory_checkpoints_restore_the_counts_of_the_same_measure() -> None:
     other = CountingMeasure(key="test/b")
     checkpoints.restore(checkpoint, measure=other)
     assert other.calls == 3  # two messages and the overlay
+
+
+def test_from_checkpoint_opens_the_latest_with_data_and_version(make: Make) -> None:
+    """Without an id, from_checkpoint opens the session's latest checkpoint, data and version
+    included, and the engine is not dirty (on both drivers)."""
+    store = MemoryStore()
+    d = make(store=store, data={"user": "ana"})
+    d.send("start", task="t")
+    d.engine.set_data("status", "planning")
+    d.send("plan_ready")
+    again = d.reopen(store=store, session_id=d.engine.session_id)
+    assert again.engine.phase == "execution"
+    assert dict(again.engine.data) == {"user": "ana", "status": "planning"}
+    assert again.engine.version == d.engine.version and not again.engine.dirty
+    assert again.engine.checkpoint_ids == [d.engine.checkpoint_ids[-1]]
