@@ -587,7 +587,9 @@ class Core(DefaultSeams, ContextOps):
         try:
             self._allocation = self._allocate_now(context.state, self._phase)
         except CtxflowError:
-            self._set_chart(before.configuration, before.history)
+            self._machine.rollback(before)
+            self._configuration = self._machine.configuration
+            self._phase = self._machine.leaf(self._configuration)
             raise
         self._conversation = context.conversation
         self._state = context.state.with_runtime(phase=self._phase)

@@ -115,10 +115,14 @@ def _user_callback(engine: object, fn: Callable[[Any], Any]) -> Callable[[], Any
 
 @attrs.frozen
 class MachineSnapshot:
-    """The machine's configuration and history values, to roll an event back to."""
+    """The machine's configuration and history values, to roll an event back to.
 
-    configuration: tuple[str, ...]
-    history: Mapping[str, tuple[str, ...]]
+    Held as the library's own objects (copied, not converted): taken before
+    every event, so it must cost next to nothing.
+    """
+
+    configuration: Any
+    history: Any
 
 
 class ChartMachine:
@@ -149,8 +153,8 @@ class ChartMachine:
 
     def snapshot(self) -> MachineSnapshot:
         """The configuration and history values as they are now."""
-        history = {k: tuple(v) for k, v in self.history.items()}
-        return MachineSnapshot(self.configuration, history)
+        machine = self._machine
+        return MachineSnapshot(OrderedSet(machine.configuration), dict(machine.history_values))
 
     def send(self, event: str) -> None:
         """Run the event's microstep (``TransitionNotAllowed`` when it has no transition)."""
@@ -179,7 +183,12 @@ class ChartMachine:
 
     def rollback(self, snapshot: MachineSnapshot) -> None:
         """Back to a snapshot taken before an event."""
-        self.set(snapshot.configuration, snapshot.history)
+        if self._machine.is_terminated:  # a final state ended the machine: start a new one
+            history = {k: [str(s.id) for s in v] for k, v in snapshot.history.items()}
+            self.set([str(s.id) for s in snapshot.configuration], history)
+            return
+        self._machine.configuration = snapshot.configuration
+        self._machine.history_values = snapshot.history
 
 
 def checked_event(

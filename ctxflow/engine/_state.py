@@ -131,7 +131,9 @@ class ContextOps(SessionBase):
         try:
             allocation = self._allocate_now(self._state, self._phase)
         except CtxflowError:
-            self._set_chart(before.configuration, before.history)
+            self._machine.rollback(before)
+            self._configuration = self._machine.configuration
+            self._phase = self._machine.leaf(self._configuration)
             raise
         self._allocation = allocation
         self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
@@ -239,11 +241,12 @@ class ContextOps(SessionBase):
         payload: dict[str, object] = {
             "trigger": pending.trigger,
             "source": pending.source,
-            "chart": ChartConfiguration(
-                chart=self.chart.name, configuration=pending.configuration, history=self.history
-            ),
             "state": pending.state,
         }
+        if pending.target != pending.source or pending.configuration != self._configuration:
+            payload["chart"] = ChartConfiguration(
+                chart=self.chart.name, configuration=pending.configuration, history=self.history
+            )
         if pending.restored_from is not None:
             payload["restored"] = pending.restored_from
         payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
