@@ -581,15 +581,13 @@ class Core(DefaultSeams, ContextOps):
     def _load_restored(self, restored: object, checkpoint_id: str) -> SessionInfo:
         """Replace conversation, state and chart configuration with the checkpoint's."""
         context, session = self._unpack(restored, checkpoint_id)
-        before = self._machine.snapshot()
+        before = (self._configuration, {k: tuple(v) for k, v in self.history.items()})
         if context.chart.configuration:
             self._set_chart(context.chart.configuration, context.chart.history)
         try:
             self._allocation = self._allocate_now(context.state, self._phase)
         except CtxflowError:
-            self._machine.rollback(before)
-            self._configuration = self._machine.configuration
-            self._phase = self._machine.leaf(self._configuration)
+            self._set_chart(*before)
             raise
         self._conversation = context.conversation
         self._state = context.state.with_runtime(phase=self._phase)

@@ -14,6 +14,7 @@ later ``resume`` would land nowhere.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -125,22 +126,53 @@ class MachineSnapshot:
     history: Any
 
 
+#: Each chart's initial configuration, learnt from the first machine built for it.
+_INITIAL: weakref.WeakKeyDictionary[Chart, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
 class ChartMachine:
-    """A chart's machine instance: send events, read and set the configuration and history."""
+    """A chart's machine instance: send events, read and set the configuration and history.
+
+    The library's machine costs about a millisecond and 20 KiB to build, and a
+    session loaded only to be read or appended to never needs it. So once one
+    machine of a chart was built, a new one starts as plain state ids and is
+    built on the first event (then set to those ids). A chart with callbacks of
+    its own is always built at once: they may run on entering the initial state.
+    """
 
     def __init__(self, chart: Chart, model: Binder) -> None:
         self.chart = chart
         self._model = model
-        self._machine: Any = chart.machine_class(model=model)
+        self._machine: Any = None
+        self._ids: tuple[tuple[str, ...], dict[str, list[str]]] = ((), {})
+        initial = _INITIAL.get(chart)
+        if initial is None or chart.callbacks:
+            self._built()
+            _INITIAL.setdefault(chart, self.configuration)
+        else:
+            self._ids = (initial, {})
+
+    def _built(self) -> Any:
+        """The library's machine, built (and set to the state ids kept so far) on first use."""
+        if self._machine is None:
+            configuration, history = self._ids
+            self._machine = self.chart.machine_class(model=self._model)
+            if (configuration and configuration != self.configuration) or history:
+                self._apply(configuration, history)
+        return self._machine
 
     @property
     def configuration(self) -> tuple[str, ...]:
         """Every active state id, outermost first."""
+        if self._machine is None:
+            return self._ids[0]
         return tuple(str(v) for v in self._machine.configuration_values)
 
     @property
     def history(self) -> dict[str, list[str]]:
         """History pseudo-state → remembered state ids."""
+        if self._machine is None:
+            return {k: list(v) for k, v in self._ids[1].items()}
         return {k: [str(s.id) for s in v] for k, v in self._machine.history_values.items()}
 
     def leaf(self, configuration: Sequence[str]) -> str:
@@ -153,12 +185,12 @@ class ChartMachine:
 
     def snapshot(self) -> MachineSnapshot:
         """The configuration and history values as they are now."""
-        machine = self._machine
+        machine = self._built()
         return MachineSnapshot(OrderedSet(machine.configuration), dict(machine.history_values))
 
     def send(self, event: str) -> None:
         """Run the event's microstep (``TransitionNotAllowed`` when it has no transition)."""
-        self._machine.send(event)
+        self._built().send(event)
 
     def set(self, configuration: Sequence[str], history: Mapping[str, Sequence[str]]) -> None:
         """Put the machine in ``configuration`` with ``history`` (state ids, checked first)."""
@@ -174,8 +206,15 @@ class ChartMachine:
                 rule="chart_configuration",
                 unknown=unknown,
             )
+        if self._machine is None:
+            self._ids = (tuple(configuration), {h: list(ids) for h, ids in history.items()})
+            return
         if self._machine.is_terminated:
             self._machine = self.chart.machine_class(model=self._model)
+        self._apply(configuration, history)
+
+    def _apply(self, configuration: Sequence[str], history: Mapping[str, Sequence[str]]) -> None:
+        states_map = self.chart.machine_class.states_map
         self._machine.configuration = OrderedSet(states_map[s] for s in configuration)
         self._machine.history_values = {
             h: [states_map[s] for s in ids] for h, ids in history.items()
@@ -183,12 +222,13 @@ class ChartMachine:
 
     def rollback(self, snapshot: MachineSnapshot) -> None:
         """Back to a snapshot taken before an event."""
-        if self._machine.is_terminated:  # a final state ended the machine: start a new one
+        machine = self._built()
+        if machine.is_terminated:  # a final state ended the machine: start a new one
             history = {k: [str(s.id) for s in v] for k, v in snapshot.history.items()}
             self.set([str(s.id) for s in snapshot.configuration], history)
             return
-        self._machine.configuration = snapshot.configuration
-        self._machine.history_values = snapshot.history
+        machine.configuration = snapshot.configuration
+        machine.history_values = snapshot.history
 
 
 def checked_event(

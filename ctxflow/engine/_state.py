@@ -126,14 +126,12 @@ class ContextOps(SessionBase):
             )
         if not chart.configuration:
             return
-        before = self._machine.snapshot()
+        before = (self._configuration, {k: tuple(v) for k, v in self.history.items()})
         self._set_chart(chart.configuration, chart.history)
         try:
             allocation = self._allocate_now(self._state, self._phase)
         except CtxflowError:
-            self._machine.rollback(before)
-            self._configuration = self._machine.configuration
-            self._phase = self._machine.leaf(self._configuration)
+            self._set_chart(*before)
             raise
         self._allocation = allocation
         self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ctxflow import errors
-from ctxflow.engine import StoreCheckpointer
+from ctxflow.engine import StoreCheckpointer, load_chart
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointPolicy
 from ctxflow.stores import MemoryStore, SQLiteStore
@@ -142,3 +142,21 @@ def test_from_checkpoint_opens_the_latest_with_data_and_version(make: Make) -> N
     assert dict(again.engine.data) == {"user": "ana", "status": "planning"}
     assert again.engine.version == d.engine.version and not again.engine.dirty
     assert again.engine.checkpoint_ids == [d.engine.checkpoint_ids[-1]]
+
+
+def test_a_reopened_session_builds_its_machine_on_the_first_event(make: Make) -> None:
+    """An engine opened from a checkpoint holds plain state ids until its first event, then
+    the event lands where the checkpoint left the chart, history included."""
+    store, chart = MemoryStore(), load_chart("agent_loop")  # one chart, as a manager shares it
+    d = make(store=store, chart=chart)
+    d.send("start", task="t")
+    d.send("plan_ready")
+    d.send("pause")
+    again = d.reopen(store=store, session_id=d.engine.session_id, chart=chart)
+    machine = again.engine._machine
+    assert machine._machine is None  # reading and appending need no machine
+    assert again.engine.phase == "paused"
+    assert again.engine.history == {"resume_point": ["execution"]}
+    again.send("resume")
+    assert machine._machine is not None
+    assert again.engine.phase == "execution"
