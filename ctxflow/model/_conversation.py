@@ -246,9 +246,26 @@ class Conversation:
         condense_parent: str | None = None,
         truncation_parent: str | None = None,
     ) -> None:
-        """Tag messages as hidden; pinned (important) messages refuse to be hidden."""
+        """Tag messages as hidden; pinned (important) messages refuse to be hidden.
+
+        ``condense_parent`` must name a summary already in the conversation;
+        anything else is refused before a message is tagged.
+        """
         if (condense_parent is None) == (truncation_parent is None):
-            raise ValueError("give exactly one of condense_parent or truncation_parent")
+            raise InvalidMessage(
+                "hide takes exactly one of 'condense_parent' or 'truncation_parent' "
+                f"(got {condense_parent!r} and {truncation_parent!r})",
+                rule="hide_tags",
+            )
+        if condense_parent is not None:
+            at = self._log.position.get(condense_parent)
+            if at is None or SUMMARY_OF not in self._log.messages[at].metadata:
+                raise InvalidMessage(
+                    f"'condense_parent' must name a summary in the conversation "
+                    f"(got {condense_parent!r})",
+                    rule="condense_parent",
+                    message_id=condense_parent,
+                )
         ids = list(message_ids)
         for message_id in ids:
             check_hideable(self._log, message_id, "hidden")

@@ -214,3 +214,20 @@ def test_the_conversation_is_one_class_at_both_addresses() -> None:
 
     assert module.Conversation is Conversation
     assert module.SUMMARY_OF == SUMMARY_OF
+
+
+def test_hide_refuses_bad_tags_before_tagging_anything() -> None:
+    """hide with both tags, neither, or a condense parent that is no summary is a typed error,
+    and the conversation is as it was (the view still builds)."""
+    conversation = Conversation([Message.user("a", id="u1"), Message.assistant("b", id="a1")])
+    with pytest.raises(InvalidMessage, match="exactly one"):
+        conversation.hide(["u1"])
+    with pytest.raises(InvalidMessage, match="exactly one"):
+        conversation.hide(["u1"], condense_parent="s", truncation_parent="t")
+    with pytest.raises(InvalidMessage, match="must name a summary") as caught:
+        conversation.hide(["u1"], condense_parent="nowhere")
+    assert caught.value.rule == "condense_parent"
+    with pytest.raises(InvalidMessage, match="must name a summary"):
+        conversation.hide(["u1"], condense_parent="a1")  # a message, but not a summary
+    assert [m.id for m in conversation.effective()] == ["u1", "a1"]
+    assert not any(m.hidden for m in conversation)
