@@ -77,7 +77,7 @@ __all__ = ["Fence", "RedisKeys", "RedisStore", "check_session_id", "check_tenant
 
 T = TypeVar("T")
 
-_TENANT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_TENANT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 # KEYS: order, rec, body.  ARGV: body hashes.  -> {latest record or '', present flags...}
 _HEAD = """
@@ -121,7 +121,7 @@ return {'ok', '', ''}
 
 def check_tenant(tenant: str) -> str:
     """Refuse a tenant name that could break out of its key namespace."""
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
         raise StoreError(
             f"'tenant' must be 1-64 characters of letters, digits, '_', '.' or '-' "
             f"(got {tenant!r})",
