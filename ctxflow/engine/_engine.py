@@ -11,6 +11,7 @@ is thrown back into the core, which rolls back where it knows what to undo.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Generic, Self, TypeVar
 
 from ctxflow import errors
@@ -70,6 +71,7 @@ class Engine(Core):
         ``session_id`` names. The engine takes the session's data and version
         with it, and is not dirty.
         """
+        _check_open(kwargs)
         engine = cls(**kwargs)  # type: ignore[arg-type]
         with engine.lock:
             engine._drive(engine._open_steps(checkpoint_id))
@@ -122,6 +124,7 @@ class AsyncEngine(Core):
         Without ``checkpoint_id``, at the latest checkpoint of the session
         ``session_id`` names.
         """
+        _check_open(kwargs)
         engine = cls(**kwargs)  # type: ignore[arg-type]
         with engine.lock:
             await engine._drive(engine._open_steps(checkpoint_id))
@@ -137,3 +140,13 @@ class AsyncEngine(Core):
             except Exception as exc:
                 run.failure = exc
         return run.value
+
+
+def _check_open(kwargs: Mapping[str, object]) -> None:
+    """A store's checkpoint belongs to a session: opening one needs its ``session_id``."""
+    if kwargs.get("store") is not None and not kwargs.get("session_id"):
+        raise errors.CheckpointError(
+            "from_checkpoint with a 'store' needs the 'session_id' whose checkpoint to open "
+            "(got none)",
+            rule="session_id_required",
+        )

@@ -160,3 +160,18 @@ def test_a_reopened_session_builds_its_machine_on_the_first_event(make: Make) ->
     again.send("resume")
     assert machine._machine is not None
     assert again.engine.phase == "execution"
+
+
+def test_from_checkpoint_with_a_store_needs_the_session_id() -> None:
+    """Opening a store's checkpoint without its session id is a typed error naming what is
+    missing (not a random new session's id)."""
+    from ctxflow.engine import Engine
+
+    store = MemoryStore()
+    engine = Engine(store=store)
+    checkpoint = engine.checkpoint()
+    with pytest.raises(errors.CheckpointError, match="needs the 'session_id'") as caught:
+        Engine.from_checkpoint(checkpoint, store=store)
+    assert caught.value.rule == "session_id_required"
+    with pytest.raises(errors.CheckpointError, match="needs the 'session_id'"):
+        Engine.from_checkpoint(store=store)
