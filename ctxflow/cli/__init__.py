@@ -18,12 +18,14 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ctxflow import __version__
     from ctxflow.cli import checkpoints, diagram, report, run
 
     parser = argparse.ArgumentParser(
         prog="ctxflow",
         description="Context management for LLM agents, as an explicit statechart.",
     )
+    parser.add_argument("--version", action="version", version=f"ctxflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (run, report, diagram, checkpoints):
         module.register(sub)

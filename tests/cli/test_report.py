@@ -76,3 +76,14 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "ctxflow", "--help"], capture_output=True, text=True, check=True
     )
     assert "report" in done.stdout
+
+
+def test_version_prints_the_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ctxflow --version` prints the installed version and exits 0."""
+    import ctxflow
+    from ctxflow.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ctxflow {ctxflow.__version__}"
