@@ -117,11 +117,6 @@ class AgentContext:
         """The phase the runtime layer records."""
         return self.state.runtime.phase
 
-    @property
-    def measure_key(self) -> str | None:
-        """The key of the measure the conversation's counts were taken with."""
-        return self.conversation.measure_key
-
 
 @attrs.frozen(kw_only=True)
 class SessionInfo:

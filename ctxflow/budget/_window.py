@@ -55,7 +55,6 @@ from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import Measure, TokenCounter
 from ctxflow.tokens import ModelProfile, message_measure
-from ctxflow.tokens._counters import MessageMeasure
 
 __all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
 
@@ -162,7 +161,7 @@ _RECOUNTED: weakref.WeakKeyDictionary[Conversation, tuple[Measure, int, int, Con
 
 def _counted_with(conversation: Conversation, measure: Measure) -> Conversation:
     """``conversation`` when it counts with ``measure``'s key; else a recounted copy of it."""
-    key = measure.key if isinstance(measure, MessageMeasure) else getattr(measure, "key", None)
+    key = getattr(measure, "key", None)
     if not isinstance(key, str) or conversation.measure_key == key:
         return conversation
     kept = _RECOUNTED.get(conversation)

@@ -110,3 +110,5 @@ class Pending:
     allocation: AllocationLike | None = None
     restored_from: str | None = None
     compression: CompressionResult | None = None
+    #: The event's audit payload, built once (its checkpoint and its commit both log it).
+    payload: dict[str, object] | None = None

@@ -236,6 +236,9 @@ class ContextOps(SessionBase):
         )
 
     def _event_payload(self, pending: Pending) -> dict[str, object]:
+        """What the event changed, for its audit record (built once per event)."""
+        if pending.payload is not None:
+            return pending.payload
         payload: dict[str, object] = {
             "trigger": pending.trigger,
             "source": pending.source,
@@ -248,4 +251,5 @@ class ContextOps(SessionBase):
         if pending.restored_from is not None:
             payload["restored"] = pending.restored_from
         payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
+        pending.payload = payload
         return payload
