@@ -27,7 +27,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import FrameType
 from typing import Any, TypeVar
 
 from ctxflow import _critical
@@ -47,6 +46,7 @@ from ctxflow.layers import LayeredState
 from ctxflow.model import Message
 from ctxflow.persistence import Store, new_session_id
 from ctxflow.sessions._cache import Entry, ManagerStats, approx_bytes, retry, unpin
+from ctxflow.sessions._lifecycle import Autosave, SignalFlush
 from ctxflow.sessions._limits import Compress, LadderCompressor, Limits, check_limits, refuse_over
 from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
@@ -124,10 +124,9 @@ class ContextManager:
         self._gates = [threading.Lock() for _ in range(64)]
         self._hits = self._misses = self._saves = self._save_failures = self._evictions = 0
         self._save_times: deque[float] = deque(maxlen=512)
-        self._autosave: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._autosave = Autosave(self.flush, self._evict_over_limit)
+        self._signals = SignalFlush(self.close)
         self._closed = False
-        self._shutting_down = False
         self._warned_live = False
 
     # -- listeners -------------------------------------------------------------
@@ -547,20 +546,7 @@ class ContextManager:
 
     def start_autosave(self, interval: float) -> None:
         """Flush dirty sessions every ``interval`` seconds in a daemon thread."""
-        if interval <= 0:
-            raise SessionError(f"'interval' must be > 0 (got {interval})", rule="autosave")
-        if self._autosave is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                failed = self.flush()
-                if failed:
-                    log.warning("autosave_failed", contexts=len(failed))
-                self._evict_over_limit()
-
-        self._autosave = threading.Thread(target=loop, name="ctxflow-autosave", daemon=True)
-        self._autosave.start()
+        self._autosave.start(interval)
 
     def install_signal_handlers(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
@@ -572,36 +558,11 @@ class ContextManager:
         leaves it. Exit status ``128 + signum`` after a complete flush; status
         1, naming the sessions that could not be saved, otherwise.
         """
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self._shutting_down:
-                return
-            if _critical.in_section():
-                _critical.defer(lambda: self._shutdown(signum))
-            else:
-                self._shutdown(signum)
-
-        for sig in signals:
-            signal.signal(sig, handler)
-
-    def _shutdown(self, signum: int) -> None:
-        if self._shutting_down:
-            return
-        self._shutting_down = True
-        failed = self.close()
-        log.info("shutdown_flush", signal=signum, failed=len(failed))
-        if failed:
-            raise SystemExit(
-                f"ctxflow: {signal.Signals(signum).name} received; {len(failed)} session(s) "
-                f"could not be saved: {', '.join(failed)}"
-            )
-        raise SystemExit(128 + signum)
+        self._signals.install(signals)
 
     def close(self) -> list[str]:
         """Stop autosave and flush everything; return the ids whose save failed."""
-        self._stop.set()
-        if self._autosave is not None and self._autosave is not threading.current_thread():
-            self._autosave.join(timeout=5)
+        self._autosave.stop()
         failed = self.flush()
         self._closed = True
         return failed

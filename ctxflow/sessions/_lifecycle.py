@@ -1,0 +1,90 @@
+"""What keeps a manager's sessions saved without a caller: periodic autosave and a flush on signals.
+
+Both are small components the manager owns and hands its own ``flush``,
+``close`` and eviction to. The signal flush never runs inside a store
+transaction or a half-applied change: a signal that lands in one is acted on
+when the main thread leaves it (see :mod:`ctxflow._critical`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from ctxflow import _critical
+from ctxflow._log import get_logger
+from ctxflow.errors import SessionError
+
+__all__ = ["Autosave", "SignalFlush"]
+
+log = get_logger("ctxflow.sessions")
+
+
+class Autosave:
+    """A daemon thread that flushes dirty sessions every ``interval`` seconds, then evicts."""
+
+    def __init__(self, flush: Callable[[], list[str]], evict: Callable[[], None]) -> None:
+        self._flush = flush
+        self._evict = evict
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, interval: float) -> None:
+        """Start the thread (once; a second call is a no-op)."""
+        if interval <= 0:
+            raise SessionError(f"'interval' must be > 0 (got {interval})", rule="autosave")
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                failed = self._flush()
+                if failed:
+                    log.warning("autosave_failed", contexts=len(failed))
+                self._evict()
+
+        self._thread = threading.Thread(target=loop, name="ctxflow-autosave", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for a flush it is in (not when called from the thread)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+class SignalFlush:
+    """On a signal: ``close`` (which flushes), then exit 128 + signum, or 1 naming the unsaved."""
+
+    def __init__(self, close: Callable[[], list[str]]) -> None:
+        self._close = close
+        self.fired = False
+
+    def install(self, signals: Sequence[signal.Signals]) -> None:
+        """Handle ``signals`` in this process (call from the main thread)."""
+        for sig in signals:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.fired:
+            return
+        if _critical.in_section():
+            _critical.defer(lambda: self.shutdown(signum))
+        else:
+            self.shutdown(signum)
+
+    def shutdown(self, signum: int) -> None:
+        """Flush through ``close`` and exit as the signal asks."""
+        if self.fired:
+            return
+        self.fired = True
+        failed = self._close()
+        log.info("shutdown_flush", signal=signum, failed=len(failed))
+        if failed:
+            raise SystemExit(
+                f"ctxflow: {signal.Signals(signum).name} received; {len(failed)} session(s) "
+                f"could not be saved: {', '.join(failed)}"
+            )
+        raise SystemExit(128 + signum)
