@@ -75,7 +75,6 @@ from ctxflow.engine._seams import (
     checked_allocation,
     checked_state,
     checkpoint_id_of,
-    layers_of,
     unpack_restored,
 )
 from ctxflow.engine._session import SessionBase
@@ -528,49 +527,17 @@ class Core(DefaultSeams, ContextOps):
         self._record("event", phase=pending.source, payload=payload)
         if checkpoint is not None:
             self._after_checkpoint(*checkpoint)
-        compression = pending.compression.report if pending.compression is not None else None
-        before = layers_of(allocation_before)
-        after = None if allocation_before is self._allocation else layers_of(self._allocation)
-        record = StepRecord(
+        record = pending.record(
             index=len(self.records),
-            trigger=pending.trigger,
-            source=pending.source,
-            target=pending.target,
-            phase_changed=pending.target != pending.source,
-            configuration=pending.configuration,
-            allocation_before=before,
-            allocation_after=before if allocation_before is self._allocation else after,
-            checkpoint_id=checkpoint[0] if checkpoint else None,
-            checkpoint_trigger=checkpoint[1] if checkpoint else None,
-            compression=compression,
-            consolidated=pending.intents.consolidate,
-            restored_from=pending.restored_from,
+            allocation_before=allocation_before,
             tokens_before=tokens_before,
             tokens_after=self._conversation.effective_tokens,
-            duration_ms=(time.perf_counter() - pending.started) * 1000,
+            checkpoint=checkpoint,
+            now=time.perf_counter(),
         )
         self.records.append(record)
-        self._announce(record)
+        self.listeners.announce(record, phase=self._phase, session=self.session_id)
         return record
-
-    def _announce(self, record: StepRecord) -> None:
-        if record.phase_changed:
-            log.info(
-                "transition",
-                trigger=record.trigger,
-                source=record.source,
-                target=record.target,
-                tokens=record.tokens_after,
-                checkpoint=record.checkpoint_id,
-                compressed=record.compressed,
-                session=self.session_id,
-                duration_ms=round(record.duration_ms, 3),
-            )
-        for hook in self.listeners.transition:
-            hook(record)
-        if record.compression is not None:
-            for hook in self.listeners.compression:
-                hook(record.compression, phase=self._phase)
 
     # -- restored checkpoints ------------------------------------------------
 

@@ -17,7 +17,8 @@ import attrs
 
 from ctxflow.compression import CompressionResult
 from ctxflow.engine._machine import Intents, MachineSnapshot
-from ctxflow.engine._seams import AllocationLike
+from ctxflow.engine._records import StepRecord
+from ctxflow.engine._seams import AllocationLike, layers_of
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
 
@@ -112,3 +113,35 @@ class Pending:
     compression: CompressionResult | None = None
     #: The event's audit payload, built once (its checkpoint and its commit both log it).
     payload: dict[str, object] | None = None
+
+    def record(
+        self,
+        *,
+        index: int,
+        allocation_before: AllocationLike | None,
+        tokens_before: int,
+        tokens_after: int,
+        checkpoint: tuple[str, str] | None,
+        now: float,
+    ) -> StepRecord:
+        """The record of this event once it landed (its allocation is the engine's now)."""
+        before = layers_of(allocation_before)
+        unchanged = allocation_before is self.allocation
+        return StepRecord(
+            index=index,
+            trigger=self.trigger,
+            source=self.source,
+            target=self.target,
+            phase_changed=self.target != self.source,
+            configuration=self.configuration,
+            allocation_before=before,
+            allocation_after=before if unchanged else layers_of(self.allocation),
+            checkpoint_id=checkpoint[0] if checkpoint else None,
+            checkpoint_trigger=checkpoint[1] if checkpoint else None,
+            compression=self.compression.report if self.compression is not None else None,
+            consolidated=self.intents.consolidate,
+            restored_from=self.restored_from,
+            tokens_before=tokens_before,
+            tokens_after=tokens_after,
+            duration_ms=(now - self.started) * 1000,
+        )

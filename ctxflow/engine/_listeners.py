@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from ctxflow._log import get_logger
 from ctxflow.engine._records import StepRecord
 
 __all__ = ["CompressionListener", "Listeners", "TransitionListener"]
+
+log = get_logger("ctxflow.engine")
 
 
 class TransitionListener(Protocol):
@@ -55,6 +58,26 @@ class Listeners:
             fn = getattr(listener, hook, None)
             if callable(fn):
                 bucket.append(fn)
+
+    def announce(self, record: StepRecord, *, phase: str, session: str) -> None:
+        """Log a phase change and call the transition (and compression) hooks with ``record``."""
+        if record.phase_changed:
+            log.info(
+                "transition",
+                trigger=record.trigger,
+                source=record.source,
+                target=record.target,
+                tokens=record.tokens_after,
+                checkpoint=record.checkpoint_id,
+                compressed=record.compressed,
+                session=session,
+                duration_ms=round(record.duration_ms, 3),
+            )
+        for hook in self.transition:
+            hook(record)
+        if record.compression is not None:
+            for hook in self.compression:
+                hook(record.compression, phase=phase)
 
     def __iter__(self) -> Any:
         return iter(self._all)
