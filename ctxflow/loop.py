@@ -64,6 +64,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from ctxflow._checks import check_number
 from ctxflow._log import get_logger
 from ctxflow.adapters import Adapter, ParsedResponse, Usage, observe_usage
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_tokens
@@ -149,15 +150,6 @@ class _Compress:
 
 
 _Effect: TypeAlias = _Send | _Call | _Tool | _Compress
-
-
-def _check_number(name: str, value: Any, *, low: float, high: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise PolicyError(f"'{name}' must be a number {bound} (got {value!r})", rule=name)
 
 
 def _overflow_counts(error: ContextOverflow) -> tuple[int, int] | None:
@@ -405,10 +397,17 @@ def _force_ladder(engine: Engine | AsyncEngine, target: float) -> Generator[_Eff
 def _options(
     max_turns: int, reflect_every: int, overflow_target: float, max_recoveries: int
 ) -> None:
-    _check_number("max_turns", max_turns, low=1)
-    _check_number("reflect_every", reflect_every, low=0)
-    _check_number("overflow_target", overflow_target, low=0.01, high=1.0)
-    _check_number("max_recoveries", max_recoveries, low=0)
+    check_number(max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
+    check_number(reflect_every, "'reflect_every'", kind="finite", rule="reflect_every", low=0)
+    check_number(
+        overflow_target,
+        "'overflow_target'",
+        kind="finite",
+        rule="overflow_target",
+        low=0.01,
+        high=1.0,
+    )
+    check_number(max_recoveries, "'max_recoveries'", kind="finite", rule="max_recoveries", low=0)
 
 
 def _prepare(

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypedDict
 
 import attrs
 
+from ctxflow._checks import number_field
 from ctxflow.errors import InvalidMessage, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
 from ctxflow.model import Block, Message, Role, ToolUseBlock, new_id
@@ -83,13 +84,7 @@ class StopReason(StrEnum):
     OTHER = "other"
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ResponseError(
-            f"'{attribute.name}' must be a non-negative integer (got {value!r})",
-            rule="usage_value",
-            field=attribute.name,
-        )
+_COUNT = number_field("non-negative integer", rule="usage_value", error=ResponseError)
 
 
 @attrs.frozen(kw_only=True)
@@ -100,11 +95,11 @@ class Usage:
     the cache, ``cache_write_tokens`` written to it).
     """
 
-    prompt_tokens: int = attrs.field(default=0, validator=_non_negative)
-    output_tokens: int = attrs.field(default=0, validator=_non_negative)
-    cache_read_tokens: int = attrs.field(default=0, validator=_non_negative)
-    cache_write_tokens: int = attrs.field(default=0, validator=_non_negative)
-    reasoning_tokens: int = attrs.field(default=0, validator=_non_negative)
+    prompt_tokens: int = attrs.field(default=0, validator=_COUNT)
+    output_tokens: int = attrs.field(default=0, validator=_COUNT)
+    cache_read_tokens: int = attrs.field(default=0, validator=_COUNT)
+    cache_write_tokens: int = attrs.field(default=0, validator=_COUNT)
+    reasoning_tokens: int = attrs.field(default=0, validator=_COUNT)
 
     @property
     def uncached_prompt_tokens(self) -> int:

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from ctxflow._checks import check_number
 from ctxflow.errors import PolicyError
 from ctxflow.layers import Layer, Tier
 
@@ -41,28 +42,6 @@ __all__ = [
     "LayerRatios",
     "TierWeights",
 ]
-
-
-def _finite(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PolicyError(
-            f"{what} must be a number (got {value!r})", rule="policy_value", field=what
-        )
-    number = float(value)
-    if not math.isfinite(number):
-        raise PolicyError(
-            f"{what} must be a finite number (got {value!r})", rule="policy_nan", field=what
-        )
-    return number
-
-
-def _non_negative(what: str, value: object) -> float:
-    number = _finite(what, value)
-    if number < 0:
-        raise PolicyError(
-            f"{what} must be >= 0 (got {value!r})", rule="policy_negative", field=what
-        )
-    return number
 
 
 @attrs.frozen(kw_only=True)
@@ -84,7 +63,12 @@ class LayerRatios:
     def __attrs_post_init__(self) -> None:
         total = 0.0
         for layer in Layer:
-            total += _non_negative(f"ratio '{layer.value}'", getattr(self, layer.value))
+            total += check_number(
+                getattr(self, layer.value),
+                f"ratio '{layer.value}'",
+                kind="non-negative",
+                rule="policy_value",
+            )
         if total <= 0:
             raise PolicyError(
                 f"layer ratios must not all be zero (got {self.as_dict()})",
@@ -114,7 +98,9 @@ def _points(value: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[L
                     rule="policy_layer",
                     key=key,
                 ) from None
-            row[layer] = _finite(f"adjustment {key}.{layer.value}", points)
+            row[layer] = check_number(
+                points, f"adjustment {key}.{layer.value}", kind="finite", rule="policy_value"
+            )
         out[key] = row
     return out
 
@@ -160,7 +146,12 @@ class TierWeights:
     def __attrs_post_init__(self) -> None:
         total = 0.0
         for tier in Tier:
-            total += _non_negative(f"tier weight '{tier.value}'", getattr(self, tier.value))
+            total += check_number(
+                getattr(self, tier.value),
+                f"tier weight '{tier.value}'",
+                kind="non-negative",
+                rule="policy_value",
+            )
         if total <= 0:
             raise PolicyError("tier weights must not all be zero", rule="policy_all_zero")
 
@@ -208,7 +199,9 @@ class BudgetPolicy:
                 rule="policy_value",
                 field="headroom_max",
             )
-        fraction = _non_negative("'headroom_fraction'", self.headroom_fraction)
+        fraction = check_number(
+            self.headroom_fraction, "'headroom_fraction'", kind="non-negative", rule="policy_value"
+        )
         if fraction >= 1:
             raise PolicyError(
                 f"'headroom_fraction' must be below 1 (got {self.headroom_fraction!r})",

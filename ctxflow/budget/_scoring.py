@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import attrs
 
-from ctxflow.errors import PolicyError
+from ctxflow._checks import number_field
 from ctxflow.model import SUMMARY_OF, Message, Role
 
 __all__ = ["DEFAULT_WEIGHTS", "Category", "Score", "ScoreWeights", "keywords", "score_message"]
@@ -80,28 +80,22 @@ class Category(StrEnum):
     LOW = "low"
 
 
-def _finite(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise PolicyError(
-            f"score weight '{attribute.name}' must be a number (got {value!r})",
-            rule="policy_nan",
-            field=attribute.name,
-        )
+_WEIGHT = number_field("finite", rule="policy_nan", label="score weight ")
 
 
 @attrs.frozen(kw_only=True)
 class ScoreWeights:
     """The weight of each scoring signal (all configurable)."""
 
-    user: float = attrs.field(default=1.0, validator=_finite)
-    assistant: float = attrs.field(default=0.5, validator=_finite)
-    recency: float = attrs.field(default=2.0, validator=_finite)
-    tool_content: float = attrs.field(default=0.5, validator=_finite)
-    relevance: float = attrs.field(default=2.0, validator=_finite)
-    decision: float = attrs.field(default=1.5, validator=_finite)
-    condensed: float = attrs.field(default=-1.0, validator=_finite)
-    important_at: float = attrs.field(default=3.0, validator=_finite)
-    normal_at: float = attrs.field(default=1.0, validator=_finite)
+    user: float = attrs.field(default=1.0, validator=_WEIGHT)
+    assistant: float = attrs.field(default=0.5, validator=_WEIGHT)
+    recency: float = attrs.field(default=2.0, validator=_WEIGHT)
+    tool_content: float = attrs.field(default=0.5, validator=_WEIGHT)
+    relevance: float = attrs.field(default=2.0, validator=_WEIGHT)
+    decision: float = attrs.field(default=1.5, validator=_WEIGHT)
+    condensed: float = attrs.field(default=-1.0, validator=_WEIGHT)
+    important_at: float = attrs.field(default=3.0, validator=_WEIGHT)
+    normal_at: float = attrs.field(default=1.0, validator=_WEIGHT)
 
 
 #: The weights used when none are given.

@@ -40,6 +40,7 @@ from typing import cast
 
 import attrs
 
+from ctxflow._checks import number_field
 from ctxflow._log import warn
 from ctxflow.compression import _rungs as r
 from ctxflow.compression._draft import Draft, dialogue_start, tail_start
@@ -62,29 +63,14 @@ __all__ = [
 ]
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise PolicyError(
-            f"'{attribute.name}' must be a number above zero (got {value!r})", rule=attribute.name
-        )
-
-
-def _turns(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PolicyError(
-            f"'{attribute.name}' must be a non-negative integer (got {value!r})",
-            rule=attribute.name,
-        )
-
-
 @attrs.frozen(kw_only=True)
 class LadderPolicy:
     """The ladder's thresholds (fractions of the flexible budget) and escalation window."""
 
-    threshold: float = attrs.field(default=0.75, validator=_positive)
-    target: float = attrs.field(default=0.50, validator=_positive)
-    hard_limit: float = attrs.field(default=1.0, validator=_positive)
-    thrash_window: int = attrs.field(default=2, validator=_turns)
+    threshold: float = attrs.field(default=0.75, validator=number_field("positive"))
+    target: float = attrs.field(default=0.50, validator=number_field("positive"))
+    hard_limit: float = attrs.field(default=1.0, validator=number_field("positive"))
+    thrash_window: int = attrs.field(default=2, validator=number_field("non-negative integer"))
 
     def __attrs_post_init__(self) -> None:
         if self.target > self.hard_limit:

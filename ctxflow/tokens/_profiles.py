@@ -20,6 +20,7 @@ from typing import Literal
 
 import attrs
 
+from ctxflow._checks import number_field
 from ctxflow.errors import PolicyError, UnknownModel
 
 __all__ = [
@@ -33,13 +34,7 @@ __all__ = [
 ModelClass = Literal["small", "standard", "large"]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise PolicyError(
-            f"'{attribute.name}' must be a positive integer (got {value!r})",
-            rule="profile_value",
-            field=attribute.name,
-        )
+_SIZE = number_field("positive integer", rule="profile_value")
 
 
 @attrs.frozen(kw_only=True)
@@ -48,8 +43,8 @@ class ModelProfile:
 
     name: str
     provider: str
-    context_window: int = attrs.field(validator=_positive)
-    max_output: int = attrs.field(validator=_positive)
+    context_window: int = attrs.field(validator=_SIZE)
+    max_output: int = attrs.field(validator=_SIZE)
     output_reserve: int = attrs.field(default=-1)
     encoding: str = "cl100k_base"
     per_message_overhead: int = 4

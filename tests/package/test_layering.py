@@ -14,6 +14,7 @@ RANKS = {
     "errors": 0,
     "_critical": 0,
     "_log": 1,
+    "_checks": 1,
     "model": 2,
     "protocols": 3,
     "tokens": 4,
