@@ -57,9 +57,10 @@ drivers only differ in awaiting them, so their behaviour cannot drift.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
@@ -394,49 +395,102 @@ def _force_ladder(engine: Engine | AsyncEngine, target: float) -> Generator[_Eff
     )
 
 
-def _options(
-    max_turns: int, reflect_every: int, overflow_target: float, max_recoveries: int
-) -> None:
-    check_number(max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
-    check_number(reflect_every, "'reflect_every'", kind="finite", rule="reflect_every", low=0)
-    check_number(
-        overflow_target,
-        "'overflow_target'",
-        kind="finite",
-        rule="overflow_target",
-        low=0.01,
-        high=1.0,
-    )
-    check_number(max_recoveries, "'max_recoveries'", kind="finite", rule="max_recoveries", low=0)
+@attrs.frozen
+class _Options:
+    """The loop's options, checked when made."""
+
+    task: str | None
+    max_turns: int
+    reflect_every: int
+    calibration: Calibration | None
+    prompts: Mapping[str, str] | None
+    overflow_target: float
+    max_recoveries: int
+
+    def __attrs_post_init__(self) -> None:
+        check_number(self.max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
+        check_number(
+            self.reflect_every, "'reflect_every'", kind="finite", rule="reflect_every", low=0
+        )
+        check_number(
+            self.overflow_target,
+            "'overflow_target'",
+            kind="finite",
+            rule="overflow_target",
+            low=0.01,
+            high=1.0,
+        )
+        check_number(
+            self.max_recoveries, "'max_recoveries'", kind="finite", rule="max_recoveries", low=0
+        )
+
+    def core(self, engine: Any, adapter: Adapter) -> Generator[_Effect, Any, AgentResult]:
+        """The loop core for ``engine`` under these options (sync and async share it)."""
+        return _core(
+            engine,
+            adapter,
+            task=self.task,
+            max_turns=self.max_turns,
+            reflect_every=self.reflect_every,
+            calibration=self.calibration if self.calibration is not None else Calibration(),
+            prompts={**PROMPTS, **(self.prompts or {})},
+            overflow_target=self.overflow_target,
+            max_recoveries=self.max_recoveries,
+        )
 
 
-def _prepare(
-    engine: Any,
-    adapter: Adapter,
-    tools: Tools,
-    *,
-    task: str | None,
-    max_turns: int,
-    reflect_every: int,
-    calibration: Calibration | None,
-    prompts: Mapping[str, str] | None,
-    overflow_target: float,
-    max_recoveries: int,
-) -> tuple[Any, Any]:
-    """Check the options; return the tool executor and the loop core (sync and async share it)."""
-    _options(max_turns, reflect_every, overflow_target, max_recoveries)
-    core = _core(
-        engine,
-        adapter,
-        task=task,
-        max_turns=max_turns,
-        reflect_every=reflect_every,
-        calibration=calibration if calibration is not None else Calibration(),
-        prompts={**PROMPTS, **(prompts or {})},
-        overflow_target=overflow_target,
-        max_recoveries=max_recoveries,
-    )
-    return _executor(tools), core
+def _perform(effect: _Effect, engine: Any, client: Any, execute: Any, *, awaited: bool) -> Any:
+    """Carry out one effect; under ``awaited`` the result may be awaitable (the async driver)."""
+    if isinstance(effect, _Send):
+        return engine.send(effect.event, **effect.kwargs)
+    if isinstance(effect, _Call):
+        return client.complete(effect.request)
+    if isinstance(effect, _Tool):
+        return execute(effect.call.name, effect.call.input)
+    run = effect.ladder.arun if awaited else effect.ladder.run
+    return run(engine.conversation, engine.state, budget=effect.budget, fixed=effect.fixed)
+
+
+class _Driver:
+    """Steps a loop core: iterate for its effects, hand back each one's value or error."""
+
+    def __init__(self, core: Generator[_Effect, Any, AgentResult]) -> None:
+        self._core = core
+        self._value: Any = None
+        self._error: Exception | None = None
+        self.result: AgentResult | None = None
+
+    def __iter__(self) -> Iterator[_Effect]:
+        while True:
+            try:
+                if self._error is None:
+                    effect = self._core.send(self._value)
+                else:
+                    effect = self._core.throw(self._error)
+            except StopIteration as stop:
+                self.result = stop.value
+                return
+            self._value, self._error = None, None
+            yield effect
+
+    def give(self, perform: Callable[[], Any]) -> None:
+        """Run ``perform``; its value or its error goes back to the core."""
+        try:
+            self._value = perform()
+        except Exception as exc:
+            self._error = exc
+
+    async def agive(self, perform: Callable[[], Any]) -> None:
+        """:meth:`give`, awaiting what ``perform`` returns when it is awaitable."""
+        try:
+            self._value = await _maybe_await(perform())
+        except Exception as exc:
+            self._error = exc
+
+    def finish(self) -> AgentResult:
+        """The core's result (after the iteration ended)."""
+        assert self.result is not None
+        return self.result
 
 
 def run_agent(
@@ -462,40 +516,14 @@ def run_agent(
     ``reflect_every=0`` never reflects. Usage goes to ``calibration`` (a new
     one when None) under the engine's model name.
     """
-    execute, core = _prepare(
-        engine,
-        adapter,
-        tools,
-        task=task,
-        max_turns=max_turns,
-        reflect_every=reflect_every,
-        calibration=calibration,
-        prompts=prompts,
-        overflow_target=overflow_target,
-        max_recoveries=max_recoveries,
+    options = _Options(
+        task, max_turns, reflect_every, calibration, prompts, overflow_target, max_recoveries
     )
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = core.send(value) if error is None else core.throw(error)
-        except StopIteration as stop:
-            result: AgentResult = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(effect, _Send):
-                value = engine.send(effect.event, **effect.kwargs)
-            elif isinstance(effect, _Call):
-                value = client.complete(effect.request)
-            elif isinstance(effect, _Tool):
-                value = execute(effect.call.name, effect.call.input)
-            else:
-                value = effect.ladder.run(
-                    engine.conversation, engine.state, budget=effect.budget, fixed=effect.fixed
-                )
-        except Exception as exc:
-            error = exc
+    execute = _executor(tools)
+    driver = _Driver(options.core(engine, adapter))
+    for effect in driver:
+        driver.give(functools.partial(_perform, effect, engine, client, execute, awaited=False))
+    return driver.finish()
 
 
 async def _maybe_await(value: Any | Awaitable[Any]) -> Any:
@@ -522,37 +550,13 @@ async def arun_agent(
 
     ``client.complete`` must be a coroutine function; tools may be sync or async.
     """
-    execute, core = _prepare(
-        engine,
-        adapter,
-        tools,
-        task=task,
-        max_turns=max_turns,
-        reflect_every=reflect_every,
-        calibration=calibration,
-        prompts=prompts,
-        overflow_target=overflow_target,
-        max_recoveries=max_recoveries,
+    options = _Options(
+        task, max_turns, reflect_every, calibration, prompts, overflow_target, max_recoveries
     )
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = core.send(value) if error is None else core.throw(error)
-        except StopIteration as stop:
-            result: AgentResult = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(effect, _Send):
-                value = await engine.send(effect.event, **effect.kwargs)
-            elif isinstance(effect, _Call):
-                value = await client.complete(effect.request)
-            elif isinstance(effect, _Tool):
-                value = await _maybe_await(execute(effect.call.name, effect.call.input))
-            else:
-                value = await effect.ladder.arun(
-                    engine.conversation, engine.state, budget=effect.budget, fixed=effect.fixed
-                )
-        except Exception as exc:
-            error = exc
+    execute = _executor(tools)
+    driver = _Driver(options.core(engine, adapter))
+    for effect in driver:
+        await driver.agive(
+            functools.partial(_perform, effect, engine, client, execute, awaited=True)
+        )
+    return driver.finish()
