@@ -44,6 +44,18 @@ __all__ = [
 ]
 
 
+def _check_shares(shares: Mapping[str, object], each: str) -> None:
+    """Each share is a number >= 0 and not every one is zero."""
+    total = sum(
+        check_number(value, f"{each} '{name}'", kind="non-negative", rule="policy_value")
+        for name, value in shares.items()
+    )
+    if total <= 0:
+        raise PolicyError(
+            f"{each}s must not all be zero (got {dict(shares)})", rule="policy_all_zero"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class LayerRatios:
     """Base shares of the flexible budget per layer, in points (need not sum to 100).
@@ -61,19 +73,7 @@ class LayerRatios:
     work: float = 10.0
 
     def __attrs_post_init__(self) -> None:
-        total = 0.0
-        for layer in Layer:
-            total += check_number(
-                getattr(self, layer.value),
-                f"ratio '{layer.value}'",
-                kind="non-negative",
-                rule="policy_value",
-            )
-        if total <= 0:
-            raise PolicyError(
-                f"layer ratios must not all be zero (got {self.as_dict()})",
-                rule="policy_all_zero",
-            )
+        _check_shares({layer.value: getattr(self, layer.value) for layer in Layer}, "ratio")
 
     def as_dict(self) -> dict[Layer, float]:
         """The ratios by layer, in render order."""
@@ -144,16 +144,7 @@ class TierWeights:
     procedural: float = 1.2
 
     def __attrs_post_init__(self) -> None:
-        total = 0.0
-        for tier in Tier:
-            total += check_number(
-                getattr(self, tier.value),
-                f"tier weight '{tier.value}'",
-                kind="non-negative",
-                rule="policy_value",
-            )
-        if total <= 0:
-            raise PolicyError("tier weights must not all be zero", rule="policy_all_zero")
+        _check_shares({tier.value: getattr(self, tier.value) for tier in Tier}, "tier weight")
 
     def as_dict(self) -> dict[Tier, float]:
         """The weights by tier."""
