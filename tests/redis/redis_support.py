@@ -1,16 +1,24 @@
-"""Helpers of the Redis tests: find or start a server, delete one tenant's keys."""
+"""Helpers of the Redis tests: find or start a server, delete one tenant's keys, wait for a
+condition, drive a worker process."""
 
 from __future__ import annotations
 
+import os
+import queue
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
+WORKER = Path(__file__).with_name("redis_worker.py")
 
 
 def free_port() -> int:
@@ -80,3 +88,77 @@ def delete_tenant(client: redis.Redis, tenant: str) -> None:
     keys = list(client.scan_iter(match=f"ctxflow:{tenant}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
+
+
+def wait_for(condition: Callable[[], object], what: str, deadline: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after a generous ``deadline``."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: still not the case after {deadline} s")
+        time.sleep(0.02)
+
+
+class HoldWorker:
+    """A ``redis_worker.py hold`` process: one session's owner, driven line by line.
+
+    Its output is read on a thread, so no read blocks a test past its deadline.
+    """
+
+    def __init__(self, url: str, tenant: str, node: str, ttl: float, session_id: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), "hold", url, tenant, node, str(ttl), session_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lost: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = self._next("ready")
+        self.token = int(ready[1])
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("lost "):
+                self.lost.append(line.split()[1])
+            else:
+                self._lines.put(line)
+
+    def _next(self, word: str, deadline: float = 60.0) -> list[str]:
+        end = time.monotonic() + deadline
+        while True:
+            try:
+                fields = self._lines.get(timeout=max(0.0, end - time.monotonic())).split()
+            except queue.Empty:
+                missing = f"the worker printed no {word!r} line in {deadline} s"
+                raise AssertionError(missing) from None
+            if fields and fields[0] == word:
+                return fields
+
+    def run(self, command: str) -> tuple[str, str]:
+        """Run one command; its outcome: ``("ok", detail)`` or ``(error class, rule)``."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        fields = self._next("did")
+        assert fields[1] == command, fields
+        return fields[2], fields[3] if len(fields) > 3 else ""
+
+    def pause(self) -> None:
+        """SIGSTOP the worker (its heartbeat stops too, as in a long GC pause)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the worker."""
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and reap it."""
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()

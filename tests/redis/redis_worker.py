@@ -3,18 +3,39 @@
 ``count URL TENANT N SID...``: N compare-and-set increments spread over the sessions.
 ``node URL TENANT NODE SID...``: own the sessions and write checkpoints forever,
 printing ``ack SID CHECKPOINT MESSAGES`` after each acknowledged write.
+``hold URL TENANT NODE TTL SID``: own one session, write three checkpoints, print
+``ready TOKEN``, then run one write per line of standard input (see ``COMMANDS``),
+printing ``did COMMAND ok DETAIL`` or ``did COMMAND ERROR RULE``; a lost lease
+prints ``lost SID``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 
 import redis
 
+from ctxflow.errors import CtxflowError
 from ctxflow.model import Conversation, Message
-from ctxflow.persistence import Checkpointer
-from ctxflow.sessions._ownership import SessionCoordinator
+from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord, new_checkpoint_id
+from ctxflow.sessions._ownership import Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
+
+#: The writes a ``hold`` worker runs on command, each as this node's lease allows.
+COMMANDS = (
+    "put",
+    "prune",
+    "erase",
+    "fork",
+    "commit",
+    "commit_with_retry",
+    "commit_or_fork",
+    "update",
+    "update_with_retry",
+    "update_or_fork",
+)
 
 
 def count(url: str, tenant: str, n: int, sessions: list[str]) -> None:
@@ -54,9 +75,103 @@ def node(url: str, tenant: str, node_id: str, sessions: list[str]) -> None:
         step += 1
 
 
+def _draft(store: RedisStore, session_id: str, parent: str) -> CheckpointDraft:
+    """A full draft of the session's checkpoint ``parent``, based on ``parent``."""
+    snapshot = store.load(session_id, parent)
+    return CheckpointDraft(
+        id=new_checkpoint_id(),
+        session_id=session_id,
+        parent_id=parent,
+        created_at=time.time(),
+        manifest=snapshot.manifest.to_plain(),
+        message_count=snapshot.record.message_count,
+    )
+
+
+def _writes(
+    coordinator: SessionCoordinator, lease: Lease, writer: Checkpointer, conversation: Conversation
+) -> dict[str, Callable[[], object]]:
+    """Each command of ``COMMANDS`` as a call returning what it wrote."""
+    store = coordinator.store
+    assert store is not None
+    fenced = coordinator.fenced(lease)
+    sid = lease.session_id
+
+    def put() -> CheckpointRecord:
+        conversation.append(
+            Message.user(f"late {len(conversation)}", id=f"late{len(conversation)}")
+        )
+        return writer.capture(conversation)
+
+    def mine() -> str:
+        assert writer.last_id is not None
+        return writer.last_id
+
+    def rebuild(latest: CheckpointRecord) -> CheckpointDraft:
+        return _draft(store, sid, latest.id)
+
+    return {
+        "put": put,
+        "prune": lambda: fenced.prune(sid, keep_last=1),
+        "erase": lambda: fenced.erase(sid),
+        "fork": lambda: fenced.fork(sid, mine()),
+        "commit": lambda: coordinator.commit(
+            lease, _draft(store, sid, mine()), expected_parent=mine()
+        ),
+        "commit_with_retry": lambda: coordinator.commit_with_retry(
+            lease, _draft(store, sid, mine()), expected_parent=mine(), rebuild=rebuild
+        ),
+        "commit_or_fork": lambda: coordinator.commit_or_fork(
+            lease, _draft(store, sid, mine()), expected_parent=mine()
+        ),
+        "update": lambda: coordinator.update(sid, lambda d: "late", lease=lease),
+        "update_with_retry": lambda: coordinator.update_with_retry(
+            sid, lambda d: "late", lease=lease
+        ),
+        "update_or_fork": lambda: coordinator.update_or_fork(sid, lambda d: "late", lease=lease),
+        "owned": lambda: ",".join(sorted(coordinator.owned())) or "-",
+        "sessions": lambda: ",".join(store.sessions()) or "-",
+    }
+
+
+def hold(url: str, tenant: str, node_id: str, ttl: float, session_id: str) -> None:
+    """Own one session, write three checkpoints, then run the writes named on standard input."""
+    client = redis.Redis.from_url(url)
+    coordinator = SessionCoordinator(
+        client,
+        tenant=tenant,
+        node_id=node_id,
+        store=RedisStore(client, tenant=tenant),
+        lease_ttl=ttl,
+        heartbeat_interval=ttl / 5,
+        claim_interval=3600,
+        on_lost=lambda sid: print("lost", sid, flush=True),
+    ).start()
+    lease = coordinator.acquire(session_id)
+    coordinator.update(session_id, lambda d: "first", lease=lease)
+    writer, conversation = Checkpointer(coordinator.fenced(lease), session_id), Conversation()
+    for step in range(3):
+        role = Message.user if step % 2 == 0 else Message.assistant
+        conversation.append(role(f"turn {step}", id=f"m{step}"))
+        writer.capture(conversation)
+    writes = _writes(coordinator, lease, writer, conversation)
+    print("ready", lease.token, flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        try:
+            done = writes[command]()
+        except CtxflowError as exc:
+            print("did", command, type(exc).__name__, exc.rule, flush=True)
+        else:
+            detail = getattr(done, "session_id", done)
+            print("did", command, "ok", detail, flush=True)
+
+
 if __name__ == "__main__":
     mode, url, tenant, *rest = sys.argv[1:]
     if mode == "count":
         count(url, tenant, int(rest[0]), rest[1:])
+    elif mode == "hold":
+        hold(url, tenant, rest[0], float(rest[1]), rest[2])
     else:
         node(url, tenant, rest[0], rest[1:])

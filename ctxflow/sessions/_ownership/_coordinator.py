@@ -14,12 +14,13 @@ import redis
 
 from ctxflow.errors import (
     CheckpointError,
+    ConflictError,
     OwnershipLost,
     SessionError,
     StaleCheckpoint,
     StoreError,
 )
-from ctxflow.persistence import CheckpointDraft, CheckpointRecord
+from ctxflow.persistence import CheckpointDraft, CheckpointRecord, new_session_id
 from ctxflow.persistence._redis import RedisKeys, RedisStore, check_tenant
 from ctxflow.sessions._ownership._fenced import Commits, FencedStore
 from ctxflow.sessions._ownership._heartbeat import Heartbeat
@@ -76,15 +77,19 @@ class SessionCoordinator:
         self.on_invalidate = on_invalidate
         self.on_claim = on_claim
         self.on_lost = on_lost
+        #: This coordinator's own id: two processes with one ``node_id`` never share a lease.
+        self.instance = uuid.uuid4().hex[:16]
         self._compose(int(lease_ttl * 1000))
 
     def _compose(self, ttl_ms: int) -> None:
-        link = Link(client=self.client, keys=self.keys, node_id=self.node_id)
+        link = Link(
+            client=self.client, keys=self.keys, node_id=self.node_id, instance=self.instance
+        )
         self._link = link
         self._stop = threading.Event()
-        self._leases = LeaseTable(link, ttl_ms=ttl_ms)
+        self._leases = LeaseTable(link, ttl_ms=ttl_ms, on_lost=self._report_lost)
         self._invalidations = Invalidations(link=link, handle=self._heard, stop=self._stop)
-        self._records = Records(link, lost=self._leases.lost, invalidations=self._invalidations)
+        self._records = Records(link, leases=self._leases, invalidations=self._invalidations)
         self._commits = Commits(
             store=self.store, leases=self._leases, invalidations=self._invalidations
         )
@@ -113,7 +118,10 @@ class SessionCoordinator:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> SessionCoordinator:
-        """Send the first heartbeat, subscribe to invalidations, start the background threads."""
+        """Send the first heartbeat, subscribe to invalidations, start the background threads
+        (also after a :meth:`shutdown`; a running coordinator stays as it is)."""
+        if self._heartbeat.running:
+            return self
         self._heartbeat.beat()
         self._invalidations.listen()
         self._heartbeat.start()
@@ -170,11 +178,7 @@ class SessionCoordinator:
 
     def renew_all(self) -> list[str]:
         """Renew every owned lease in one round trip; returns (and reports) the lost ones."""
-        lost = [lease.session_id for lease in self._leases.renew_all()]
-        if self.on_lost is not None:
-            for session_id in lost:
-                self.on_lost(session_id)
-        return lost
+        return [lease.session_id for lease in self._leases.renew_all()]
 
     def release(self, lease: Lease) -> None:
         """Give a session up (nobody owns it until someone acquires it)."""
@@ -183,21 +187,30 @@ class SessionCoordinator:
 
     def transfer(self, lease: Lease, node_id: str) -> int:
         """Hand a session to another live node under a new token; returns that token."""
-        if node_id == self.node_id or node_id not in self.live_nodes():
+        instance = None if node_id == self.node_id else self._heartbeat.instance(node_id)
+        if instance is None:
             raise SessionError(
                 f"a session can be transferred only to another live node (got {node_id!r})",
                 rule="node_not_live",
                 session_id=lease.session_id,
                 node_id=node_id,
             )
-        token = self._leases.transfer(lease, node_id)
+        token = self._leases.transfer(lease, node_id, instance)
         self._invalidations.announce("transferred", lease.session_id, target=node_id, version=token)
         return token
 
     def claim_orphans(self) -> list[Lease]:
-        """One pass of the claim loop: take every indexed session whose lease is gone."""
+        """One pass of the claim loop: take every indexed session whose lease is gone, and
+        every session handed to this node whose announcement it missed."""
         claimed = []
-        for session_id in self._heartbeat.orphans(self.owned()):
+        scan = self._heartbeat.scan(self.owned())
+        for session_id, token in scan.handed.items():
+            taken = self._leases.take(session_id, token)
+            if taken is not None:
+                claimed.append(taken)
+                if self.on_claim is not None:
+                    self.on_claim(taken, "transferred")
+        for session_id in scan.orphans:
             try:
                 lease = self._leases.acquire(session_id)
             except SessionError:
@@ -224,28 +237,48 @@ class SessionCoordinator:
         *,
         expected_parent: str | None,
         rebuild: Callable[[CheckpointRecord], CheckpointDraft],
+        max_attempts: int = 100,
     ) -> CheckpointRecord:
         """:meth:`commit`, but on a stale parent write ``rebuild(latest)`` on the latest
-        checkpoint instead, as often as it takes."""
+        checkpoint instead, up to ``max_attempts`` writes in all (then ``ConflictError``,
+        rule ``contention``). A lost lease is never retried: ``OwnershipLost``."""
         if not callable(rebuild):
             raise CheckpointError(
                 f"'rebuild' must be a callable making a draft from the latest record "
                 f"(got {rebuild!r})",
                 rule="rebuild",
             )
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise SessionError(
+                f"'max_attempts' must be an integer >= 1 (got {max_attempts!r})",
+                rule="max_attempts",
+            )
         parent = expected_parent
-        while True:
+        for attempt in range(1, max_attempts + 1):
             try:
                 return self._commits.put(lease, draft, parent)
-            except StaleCheckpoint:
+            except StaleCheckpoint as exc:
+                if attempt == max_attempts:
+                    raise ConflictError(
+                        f"session {lease.session_id!r} must accept a checkpoint within "
+                        f"{max_attempts} attempts (other writers kept moving its latest "
+                        f"checkpoint)",
+                        rule="contention",
+                        session_id=lease.session_id,
+                        attempts=max_attempts,
+                    ) from exc
                 latest = self._commits.latest(lease.session_id)
                 draft, parent = rebuild(latest), latest.id
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def commit_or_fork(
         self, lease: Lease, draft: CheckpointDraft, *, expected_parent: str | None
     ) -> CheckpointRecord:
         """:meth:`commit`, but on a stale parent fork the session at ``expected_parent``,
-        acquire the fork and write the draft there (the returned record names it)."""
+        acquire the fork and write the draft there (the returned record names it).
+
+        A lost lease is not a stale parent: ``OwnershipLost``, no fork, and the
+        session leaves :meth:`owned`."""
         try:
             return self._commits.put(lease, draft, expected_parent)
         except StaleCheckpoint:
@@ -303,13 +336,22 @@ class SessionCoordinator:
         self, session_id: str, fn: Callable[[Any], Any], *, lease: Lease | None = None
     ) -> Versioned:
         """:meth:`update`, but after a conflict write the result as a new session's first
-        version instead (the returned value names that session)."""
+        version instead (the returned value names that session), and announce it.
+
+        Under a lease, as :meth:`commit_or_fork`: the fork is acquired and written
+        under its own lease, and a lost lease raises ``OwnershipLost`` (no fork)."""
         attempt = self._records.attempt(session_id, fn, lease)
         if attempt.written:
             return self._records.publish(attempt)
-        return self._records.fork(attempt)
+        target = new_session_id()
+        fork_lease = self._leases.acquire(target) if lease is not None else None
+        return self._records.publish(self._records.fork(attempt, target, fork_lease))
 
     # -- other nodes' announcements -----------------------------------------------
+
+    def _report_lost(self, session_id: str) -> None:
+        if self.on_lost is not None:
+            self.on_lost(session_id)
 
     def _heard(self, event: Invalidation) -> None:
         if event.kind == "transferred" and event.target == self.node_id and event.version:

@@ -28,6 +28,7 @@ class Invalidation:
     ``kind`` is ``"record"`` (the versioned record moved to ``version``),
     ``"checkpoint"`` (a checkpoint ``checkpoint_id`` was committed),
     ``"claimed"``, ``"transferred"`` (to ``target``) or ``"released"``.
+    ``instance`` is the announcing coordinator's own id (see ``SessionCoordinator``).
     """
 
     kind: str
@@ -36,6 +37,7 @@ class Invalidation:
     target: str | None = None
     version: int | None = None
     checkpoint_id: str | None = None
+    instance: str | None = None
 
 
 @attrs.define(kw_only=True)
@@ -75,6 +77,7 @@ class Invalidations:
             target=target,
             version=version,
             checkpoint_id=checkpoint_id,
+            instance=self.link.instance,
         )
         self.publish(event)
 
@@ -105,7 +108,8 @@ class Invalidations:
                 "malformed_invalidation_ignored", node=self.link.node_id, channel=self.link.channel
             )
             return
-        if event.node_id != self.link.node_id:
+        # Another process of this node's name is another node here.
+        if event.node_id != self.link.node_id or event.instance != self.link.instance:
             self.handle(event)
 
     def _failed(self, exc: BaseException, pubsub: Any, thread: Any) -> None:

@@ -1,4 +1,11 @@
-"""One node's link to one tenant's Redis: the keys ownership adds, and one error wrapper."""
+"""One node's link to one tenant's Redis: the keys ownership adds, and one error wrapper.
+
+A node is named by the application (``node_id``, e.g. a pod name) and may be
+restarted under the same name while its former process still runs (paused,
+partitioned). Each coordinator therefore also has an ``instance`` id of its
+own, and a lease's owner value names both (``"<node>|<instance>|<token>"``):
+two processes called alike never pass each other's fence.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,12 @@ class Link:
     client: Any  # redis.Redis; its stubs type script and pipeline replies too loosely to help
     keys: RedisKeys
     node_id: str
+    instance: str
+
+    @property
+    def holder(self) -> str:
+        """``"<node>|<instance>"``: who holds a lease, in the owner key's value."""
+        return f"{self.node_id}|{self.instance}"
 
     def session(self, session_id: str, part: str) -> str:
         """One key of a session (its id checked first), under the session's hash tag."""
@@ -38,7 +51,7 @@ class Link:
 
     def guard(self, session_id: str) -> list[str]:
         """The owner and fence keys of a session: what every fenced script checks."""
-        return [self.session(session_id, "owner"), self.session(session_id, "fence")]
+        return self.keys.guard_keys(check_session_id(session_id))
 
     def node(self, node_id: str) -> str:
         """The heartbeat key of a node (expires unless the node beats)."""

@@ -5,6 +5,10 @@ version is unchanged (and, with a lease, only while the lease is current), in
 one Lua script. A conflict (another writer got in first) comes back as an
 :class:`Attempt`, and what to do about it is the caller's choice of method
 (``SessionCoordinator.update``, ``update_with_retry``, ``update_or_fork``).
+
+With a lease, the lease is checked first: a node that no longer holds it
+gets ``OwnershipLost`` before ``fn`` runs, and the script checks the owner and
+token again before it looks at the version.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ from typing import Any
 import attrs
 import msgpack
 
-from ctxflow.errors import ConflictError, OwnershipLost, SessionError, SessionNotFound
-from ctxflow.persistence import new_session_id
+from ctxflow.errors import ConflictError, SessionError, SessionNotFound
 from ctxflow.sessions._ownership._invalidation import Invalidations
-from ctxflow.sessions._ownership._leases import Lease
+from ctxflow.sessions._ownership._leases import Lease, LeaseTable
 from ctxflow.sessions._ownership._link import Link
 
 __all__ = ["Attempt", "Records", "Versioned"]
@@ -64,11 +67,11 @@ class Records:
         self,
         link: Link,
         *,
-        lost: Callable[[Lease], OwnershipLost],
+        leases: LeaseTable,
         invalidations: Invalidations,
     ) -> None:
         self.link = link
-        self._lost = lost
+        self._leases = leases
         self._invalidations = invalidations
         self._cas = link.client.register_script(_CAS)
 
@@ -90,6 +93,8 @@ class Records:
         With ``lease``, the script also requires the lease to be current, else
         ``OwnershipLost``. A conflict is returned, not raised: see the module docstring.
         """
+        if lease is not None:
+            self._leases.check(lease)
         keys = [self.link.session(session_id, "state"), *self.link.guard(session_id)]
         version, data = self._get(session_id)
         current = _versioned(session_id, version or 0, data)
@@ -99,7 +104,7 @@ class Records:
         status, value = self.link.call("update", lambda: self._cas(keys=keys, args=args))
         if status == -1:
             assert lease is not None  # the script checks the owner only when given one
-            raise self._lost(lease)
+            raise self._leases.lost(lease)
         return Attempt(current=current, packed=packed, written=status == 1, version=int(value))
 
     def publish(self, attempt: Attempt) -> Versioned:
@@ -122,13 +127,25 @@ class Records:
             actual=attempt.version,
         )
 
-    def fork(self, attempt: Attempt) -> Versioned:
-        """Write the value an attempt tried as the first version of a new session."""
-        target = new_session_id()
+    def fork(self, attempt: Attempt, target: str, lease: Lease | None) -> Attempt:
+        """Write the value an attempt tried as the first version of the new session
+        ``target`` (under ``lease``, a lease on ``target``, when given)."""
         keys = [self.link.session(target, "state"), *self.link.guard(target)]
-        args = ["", "", 0, attempt.packed]
-        self.link.call("update (fork)", lambda: self._cas(keys=keys, args=args))
-        return Versioned(session_id=target, version=1, data=msgpack.unpackb(attempt.packed))
+        owner, token = (lease.owner, str(lease.token)) if lease else ("", "")
+        args = [owner, token, 0, attempt.packed]
+        status, value = self.link.call("update (fork)", lambda: self._cas(keys=keys, args=args))
+        if status == -1:
+            assert lease is not None
+            raise self._leases.lost(lease)
+        forked = Attempt(
+            current=Versioned(session_id=target, version=0),
+            packed=attempt.packed,
+            written=status == 1,
+            version=int(value),
+        )
+        if not forked.written:
+            raise self.conflict(forked)
+        return forked
 
     def _get(self, session_id: str) -> tuple[Any, Any]:
         key = self.link.session(session_id, "state")
