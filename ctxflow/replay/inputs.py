@@ -139,6 +139,44 @@ def _looks_openai(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def _skip(text: str, pos: int) -> int:
+    """The first position at or after ``pos`` that is not JSON whitespace."""
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _line_of(text: str, key: str, index: int) -> int | None:
+    """The line where item ``index`` of the top-level array ``key`` starts (None: not found).
+
+    Only used to name the line of a refused message in a request body, which
+    ``json.loads`` has already accepted as a whole.
+    """
+    decoder = json.JSONDecoder()
+    try:
+        pos = _skip(text, 0)
+        if text[pos] != "{" or index < 0:
+            return None
+        pos += 1
+        while True:
+            pos = _skip(text, pos)
+            name, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            pos = _skip(text, pos + 1)
+            if name == key and text[pos] == "[":
+                pos += 1
+                for _ in range(index):
+                    pos = _skip(text, pos)
+                    _, pos = decoder.raw_decode(text, pos)
+                    pos = _skip(text, pos) + 1
+                pos = _skip(text, pos)
+                return text.count("\n", 0, pos) + 1
+            _, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos) + 1
+    except (IndexError, ValueError):
+        return None
+
+
 def read_run_input(
     path: str | Path, *, conversation_id: str | None = None, format: Format | None = None
 ) -> RunInput:
@@ -179,6 +217,7 @@ def read_run_input(
             where=str(path),
         )
     ident = conversation_id or path.stem
+    shift = 0
     try:
         if fmt == "openai":
             messages = from_openai(body["messages"])
@@ -187,9 +226,15 @@ def read_run_input(
             system = body.get("system")
             if system:
                 items.insert(0, {"role": "system", "content": system})
+                shift = 1
             messages = messages_from_anthropic(items)
     except InvalidMessage as exc:
-        raise FormatError(f"{path}: {exc.message}", rule=exc.rule, where=str(path)) from None
+        index = exc.details.get("index")
+        line = _line_of(text, "messages", index - shift) if isinstance(index, int) else None
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise FormatError(
+            f"{where}: {exc.message}", rule=exc.rule, where=str(path), line=line
+        ) from None
     transcript = load_transcript(
         {
             "id": ident,

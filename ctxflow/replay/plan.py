@@ -17,18 +17,29 @@ agent loop the default chart describes:
 
 Before every assistant turn the plan asks for a window: what the model would
 have seen when it produced that turn.
+
+Another chart may name its events differently or take more steps to finish
+(``review_loop`` finishes with ``submit`` then ``approve``). :func:`fit_plan`
+rewrites a plan into a chart's events before anything runs: a planned event
+stays where the chart takes it; otherwise it becomes the chart's shortest
+route to the phase the event leads to in the default chart (``finish``: to a
+final state). An event with neither is reported, all of them at once, as a
+:class:`~ctxflow.errors.ChartError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import attrs
 
+from ctxflow.engine import Chart
+from ctxflow.errors import ChartError
 from ctxflow.model import Message, Role
 
-__all__ = ["Step", "plan_replay"]
+__all__ = ["Step", "fit_plan", "plan_replay"]
 
 Kind = Literal["event", "window", "message"]
 
@@ -80,3 +91,81 @@ def plan_replay(messages: Sequence[Message], *, reflect_every: int = 10) -> Iter
         yield Step(kind="event", event="plan_ready", turn=turn)
     if phase != "idle":
         yield Step(kind="event", event="finish", turn=turn)
+
+
+# Where each planned event leads in the default chart: a phase, a final state
+# (``_FINAL``), or nowhere new (``None``: the step has no route, only its name).
+_FINAL = ""
+_LEADS_TO: dict[str, str | None] = {
+    "start": "planning",
+    "plan_ready": "execution",
+    "step": None,
+    "reflect": "reflection",
+    "execute": "execution",
+    "finish": _FINAL,
+}
+
+
+def _taken(chart: Chart, phase: str, event: str) -> str | None:
+    """The phase ``event`` leads to from ``phase`` (None: the chart does not take it there)."""
+    for spec in chart.transitions_from(phase):
+        if spec.event == event:
+            return phase if spec.target is None else chart.resolve_target(spec.target, {})
+    return None
+
+
+def _route(chart: Chart, phase: str, goal: str) -> tuple[list[str], str] | None:
+    """The shortest list of events from ``phase`` to ``goal`` (``_FINAL``: any final state)."""
+    reached = {phase: list[str]()}
+    queue = deque([phase])
+    while queue:
+        here = queue.popleft()
+        if here == goal or (goal == _FINAL and here in chart.finals):
+            return reached[here], here
+        for spec in chart.transitions_from(here):
+            if spec.target is None:
+                continue
+            there = chart.resolve_target(spec.target, {})
+            if there not in reached:
+                reached[there] = [*reached[here], spec.event]
+                queue.append(there)
+    return None
+
+
+def fit_plan(steps: Iterable[Step], chart: Chart) -> list[Step]:
+    """``steps`` in ``chart``'s events; ChartError naming every event it cannot follow.
+
+    Guards are not evaluated: the fit follows the chart's transition table.
+    """
+    out: list[Step] = []
+    missing: dict[tuple[str, str], None] = {}
+    phase = chart.initial
+    for step in steps:
+        if step.kind != "event" or step.event is None:
+            out.append(step)
+            continue
+        target = _taken(chart, phase, step.event)
+        if target is not None:
+            out.append(step)
+            phase = target
+            continue
+        goal = _LEADS_TO.get(step.event)
+        found = _route(chart, phase, goal) if goal is not None else None
+        if found is None:
+            missing[(step.event, phase)] = None
+            if goal and goal in chart.phases:
+                phase = goal
+            continue
+        events, phase = found
+        out += [Step(kind="event", event=event, turn=step.turn) for event in events]
+    if missing:
+        needed = ", ".join(f"{event!r} in phase {phase!r}" for event, phase in missing)
+        raise ChartError(
+            f"a replay through chart {chart.name!r} needs its events, or a route to where they "
+            f"lead, in these phases (missing: {needed}; the chart's events: "
+            f"{', '.join(chart.events)})",
+            rule="replay_events",
+            chart=chart.name,
+            missing=[event for event, _ in missing],
+        )
+    return out

@@ -7,13 +7,14 @@ install it, and nothing is written.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ctxflow.errors import CtxflowError
 
-__all__ = ["PlotUnavailable", "plot_turns"]
+__all__ = ["PlotUnavailable", "plot_turns", "require_plot_extra"]
 
 _PHASE_COLOURS = {
     "planning": "#dbeafe",
@@ -26,6 +27,14 @@ _PHASE_COLOURS = {
 
 class PlotUnavailable(CtxflowError, ImportError):
     """The optional plotting extra is not installed."""
+
+
+def require_plot_extra() -> None:
+    """Raise :class:`PlotUnavailable` now when matplotlib is missing (before a long run)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'ctxflow[plot]'", rule="plot_extra"
+        )
 
 
 def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:

@@ -14,7 +14,7 @@ the task: it stays in the stream, and the window always keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -24,7 +24,7 @@ from ctxflow.engine import Engine
 from ctxflow.layers import LayeredState, SystemLayer
 from ctxflow.model import Role, check
 from ctxflow.replay.inputs import RunInput
-from ctxflow.replay.plan import plan_replay
+from ctxflow.replay.plan import Step, fit_plan, plan_replay
 
 __all__ = ["RunResult", "TurnRecord", "replay"]
 
@@ -119,21 +119,26 @@ def replay(
     api: API = "anthropic",
     on_turn: Callable[[TurnRecord], None] | None = None,
     on_window: Callable[[dict[str, Any]], None] | None = None,
+    plan: Iterable[Step] | None = None,
 ) -> RunResult:
     """Replay ``run`` through an engine made by ``engine_factory(initial_state)``.
 
     ``on_turn`` sees each turn's record as it is made; ``on_window`` gets each
-    window rendered as a request body of ``api``.
+    window rendered as a request body of ``api``. ``plan`` is the steps to
+    take (default: :func:`~ctxflow.replay.plan.plan_replay` fitted to the
+    engine's chart, which raises ChartError before any event is sent).
     """
     messages = run.transcript.messages
     system = next((m.text for m in messages if m.role is Role.SYSTEM), "")
     state = LayeredState(system=SystemLayer(prompt=system, tools=run.tools))
     engine = engine_factory(state)
+    if plan is None:
+        plan = fit_plan(plan_replay(messages, reflect_every=reflect_every), engine.chart)
     turns: list[TurnRecord] = []
     seen_records = 0
     events: list[str] = []
     compressions = 0
-    for step in plan_replay(messages, reflect_every=reflect_every):
+    for step in plan:
         if step.kind == "message":
             assert step.message is not None
             engine.add_message(step.message)

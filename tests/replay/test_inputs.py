@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxflow.errors import FormatError
+from ctxflow.errors import CtxflowError, FormatError
 from ctxflow.model import messages_to_anthropic, to_openai
 from ctxflow.replay.inputs import read_run_input, synthesise_tools
 
@@ -79,3 +79,36 @@ def test_synthesised_tools_are_deterministic() -> None:
     """The same transcript always gives the same tool definitions."""
     messages = read_run_input(PONY).transcript.messages
     assert synthesise_tools(messages) == synthesise_tools(messages)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['{"role": "robot", "content": "hi"}', '{"role": "assistant", "content": "a \\ud800 b"}'],
+)
+@pytest.mark.parametrize("system", [None, "be brief"])
+def test_refused_message_in_a_body_names_its_line(
+    tmp_path: Path, bad: str, system: str | None
+) -> None:
+    """A refused message of a request body names the file and the line it starts on."""
+    head = {"model": "claude-sonnet-4-5", **({"system": system} if system else {})}
+    lines = [
+        json.dumps(head)[:-1] + ', "messages": [',
+        '  {"role": "user", "content": "task"},',
+        "  " + bad,
+        "]}",
+    ]
+    path = tmp_path / "body.json"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FormatError, match=r"body\.json:3: ") as info:
+        read_run_input(path)
+    assert info.value.details["line"] == 3
+
+
+def test_lone_surrogate_in_a_transcript_names_file_and_line(tmp_path: Path) -> None:
+    """A JSONL transcript message holding a lone surrogate is refused naming file and line."""
+    path = tmp_path / "t.jsonl"
+    first = json.dumps({"id": "a", "messages": [{"role": "user", "content": "ok"}]})
+    second = '{"id": "b", "messages": [{"role": "user", "content": "x \\ud800"}]}'
+    path.write_text(first + "\n" + second + "\n")
+    with pytest.raises(CtxflowError, match=r"t\.jsonl:2: .*surrogate"):
+        read_run_input(path, conversation_id="b")

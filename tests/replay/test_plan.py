@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ctxflow.engine import load_chart
+from ctxflow.errors import ChartError
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock, Transcript
-from ctxflow.replay.plan import plan_replay
+from ctxflow.replay.plan import fit_plan, plan_replay
 
 
 def call(i: int) -> Message:
@@ -91,3 +93,50 @@ def test_every_corpus_conversation_plans_a_legal_path(corpus: list[Transcript]) 
                 assert step.event is not None
                 phase = allowed[(phase, step.event)]
         assert phase == "done", transcript.id
+
+
+def _fitted(chart: str, msgs: list[Message], **kw: int) -> list[str]:
+    plan = fit_plan(plan_replay(msgs, **kw), load_chart(chart))
+    return [s.event for s in plan if s.kind == "event" and s.event is not None]
+
+
+def test_fit_keeps_the_default_charts_events() -> None:
+    """On the default chart the fitted plan is the plan."""
+    msgs = [Message.user("task")] + [m for i in range(4) for m in (call(i), result(i))]
+    assert _fitted("agent_loop", msgs, reflect_every=2) == [
+        e for e in events(msgs, reflect_every=2) if e != "window"
+    ]
+
+
+def test_fit_routes_finish_through_review() -> None:
+    """review_loop has no 'finish': the fit takes its route to done (submit, approve)."""
+    msgs = [Message.user("task"), call(1), result(1), Message.assistant("done")]
+    assert _fitted("review_loop", msgs) == ["start", "plan_ready", "step", "submit", "approve"]
+
+
+def test_fit_from_reflection_takes_the_shortest_route() -> None:
+    """Finishing from reflection in review_loop goes back to execution, then through review."""
+    msgs = [Message.user("task")] + [m for i in range(4) for m in (call(i), result(i))]
+    got = _fitted("review_loop", msgs, reflect_every=2)
+    assert got[-4:] == ["reflect", "execute", "submit", "approve"]
+
+
+def test_fit_names_every_missing_event_at_once() -> None:
+    """A chart lacking the replay's events is refused with each event and its phase named."""
+    chart = load_chart(
+        {
+            "name": "bare",
+            "states": {
+                "idle": {"initial": True, "transitions": [{"event": "start", "target": "work"}]},
+                "work": {"transitions": [{"event": "wrap_up", "target": "done"}]},
+                "done": {"final": True},
+            },
+        }
+    )
+    msgs = [Message.user("task"), call(1), result(1), call(2), result(2)]
+    with pytest.raises(ChartError, match="'plan_ready' in phase 'work', 'step' in phase 'work'"):
+        fit_plan(plan_replay(msgs), chart)
+    # 'finish' has a route (wrap_up), so it is not among the missing.
+    with pytest.raises(ChartError) as caught:
+        fit_plan(plan_replay(msgs), chart)
+    assert caught.value.details["missing"] == ["plan_ready", "step"]
