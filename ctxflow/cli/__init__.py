@@ -2,7 +2,9 @@
 
 Each sub-command module exposes ``register(subparsers)``, which adds its parser
 and sets ``handler`` to a function ``(args) -> int`` (the exit status). Bad
-input ends with a one-line message on stderr and exit status 2.
+input ends with a one-line message on stderr and exit status 2; SIGINT and
+SIGTERM with one line and 128 + the signal's number (130, 143), after the
+command has removed its temporary files. docs/cli.md lists every status.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ctxflow.cli.interrupts import Interrupted, signals_as_exceptions
 from ctxflow.cli.output import command_output
 from ctxflow.errors import CtxflowError
 
@@ -37,11 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        with command_output():
+        with signals_as_exceptions(), command_output(quiet=getattr(args, "quiet", False)):
             status: int = args.handler(args)
     except CtxflowError as exc:
         print(f"ctxflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"ctxflow {args.command}: stopped by {exc.name}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:  # outside the main thread, where no handler can be set
+        print(f"ctxflow {args.command}: stopped by SIGINT", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `ctxflow report ... | head`
         return 0
     return status

@@ -1,8 +1,12 @@
 """``ctxflow checkpoints``: list, show, diff and restore the checkpoints of a SQLite store.
 
-The store file must exist (this command never creates one). ``restore``
-writes the conversation as corpus JSONL: the effective view by default (what
-a model would be shown), or the whole log with ``--view log``.
+The store file must exist (this command never creates one); a store URL is
+refused until URLs are supported. A checkpoint is named by its id or by the
+``seq`` number ``list`` prints. ``restore`` writes the conversation as corpus
+JSONL: the effective view by default (what a model would be shown), or the
+whole log with ``--view log``. With ``--out`` it writes atomically, never over
+the store, and over an existing file only when ``restore`` wrote it (or with
+``--force``).
 """
 
 from __future__ import annotations
@@ -10,16 +14,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ctxflow.errors import StoreError
-from ctxflow.model import Transcript, dump_transcript, write_transcripts
-from ctxflow.persistence import CheckpointRecord, conversation_from_snapshot
+from ctxflow.cli.files import StagedFiles, output_target, store_file
+from ctxflow.errors import CheckpointError, CheckpointNotFound, FormatError, StoreError
+from ctxflow.model import Transcript, dump_transcript
+from ctxflow.persistence import CheckpointRecord, Snapshot, conversation_from_snapshot
 from ctxflow.stores import SQLiteStore
 
 __all__ = ["register"]
+
+# The ``source`` of every transcript ``restore`` writes: how it knows a file is its own.
+RESTORED = "ctxflow checkpoint"
 
 
 def register(sub: Any) -> None:
@@ -42,15 +52,20 @@ def register(sub: Any) -> None:
     listing.add_argument("session", nargs="?", help="a session id (default: list sessions)")
     show = action("show", "show one checkpoint (default: the session's latest)")
     show.add_argument("session")
-    show.add_argument("checkpoint", nargs="?")
+    show.add_argument("checkpoint", nargs="?", help="a checkpoint id or seq number")
     diff = action("diff", "what changed between two checkpoints of a session")
     diff.add_argument("session")
-    diff.add_argument("old")
-    diff.add_argument("new")
+    diff.add_argument("old", help="a checkpoint id or seq number")
+    diff.add_argument("new", help="a checkpoint id or seq number")
     rest = action("restore", "write a checkpoint's conversation as corpus JSONL")
     rest.add_argument("session")
-    rest.add_argument("checkpoint", nargs="?")
+    rest.add_argument("checkpoint", nargs="?", help="a checkpoint id or seq number")
     rest.add_argument("--out", help="write to this file (default: print)")
+    rest.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file that restore did not write (never the store)",
+    )
     rest.add_argument(
         "--view", choices=("effective", "log"), default="effective", help="which messages"
     )
@@ -58,9 +73,47 @@ def register(sub: Any) -> None:
 
 
 def _open(path: str) -> SQLiteStore:
-    if not Path(path).is_file():
+    if not store_file(path).is_file():
         raise StoreError(f"--store must name an existing file (got {path!r})", rule="no_store")
     return SQLiteStore(path)
+
+
+def _load(store: SQLiteStore, session: str, ref: str | None) -> Snapshot:
+    """The checkpoint ``ref`` names in ``session`` (an id or a seq number; None: the latest)."""
+    if ref is None:
+        return store.load(session, None)
+    records = store.checkpoints(session)
+    if any(r.id == ref for r in records):
+        return store.load(session, ref)
+    if ref.isdigit():
+        match = next((r for r in records if r.seq == int(ref)), None)
+        if match is not None:
+            return store.load(session, match.id)
+    raise CheckpointNotFound(
+        f"a checkpoint must be named by an id or a seq number of session {session!r} "
+        f"(got {ref!r}; seq {records[0].seq}..{records[-1].seq})"
+        if records
+        else f"session {session!r} must exist in the store (it has no checkpoints)",
+        rule="checkpoint_ref",
+        session=session,
+        checkpoint=ref,
+    )
+
+
+def _latest_source(store: SQLiteStore, session: str, checkpoint: str) -> str | None:
+    """The transcript of a session's latest checkpoint (None when it cannot be read: a
+    listing still lists the session; ``show`` names the failure)."""
+    try:
+        return _source(store.load(session, checkpoint))
+    except CheckpointError:
+        return None
+
+
+def _source(snapshot: Snapshot) -> str | None:
+    """The transcript file ``ctxflow run`` recorded in the session's data, if any."""
+    data = snapshot.manifest.state.get("data")
+    value = data.get("transcript") if isinstance(data, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def _when(stamp: float) -> str:
@@ -109,22 +162,26 @@ def _list(store: SQLiteStore, args: argparse.Namespace) -> int:
                     "latest": latest.id,
                     "phase": latest.phase,
                     "updated": _when(latest.created_at),
+                    "transcript": _latest_source(store, session, latest.id),
                 }
             )
         if args.json:
             _print_json(rows)
             return 0
-        print(f"{'session':<28} {'count':>5}  {'phase':<12} updated (UTC)")
+        print(f"{'session':<28} {'count':>5}  {'phase':<12} {'updated (UTC)':<19}  transcript")
         for row in rows:
             print(
                 f"{row['session']:<28} {row['checkpoints']:>5}  {row['phase'] or '-':<12} "
-                f"{row['updated']}"
+                f"{row['updated']:<19}  {row['transcript'] or '-'}"
             )
         return 0
     records = [_row(r) for r in store.checkpoints(args.session)]
     if args.json:
         _print_json(records)
         return 0
+    source = _source(store.load(args.session, None))
+    if source is not None:
+        print(f"session {args.session} (transcript {source})")
     print(
         f"{'seq':>4} {'checkpoint':<20} {'phase':<12} {'trigger':<9} {'msgs':>5} "
         f"{'tokens':>8} {'bytes':>8} manifest"
@@ -138,9 +195,10 @@ def _list(store: SQLiteStore, args: argparse.Namespace) -> int:
 
 
 def _show(store: SQLiteStore, args: argparse.Namespace) -> int:
-    snapshot = store.load(args.session, args.checkpoint)
+    snapshot = _load(store, args.session, args.checkpoint)
     info = {
         "session": args.session,
+        "transcript": _source(snapshot),
         **_row(snapshot.record),
         "tagged": len(snapshot.manifest.tags),
         "overlays": len(snapshot.manifest.overlays),
@@ -157,8 +215,8 @@ def _show(store: SQLiteStore, args: argparse.Namespace) -> int:
 
 
 def _diff(store: SQLiteStore, args: argparse.Namespace) -> int:
-    old = store.load(args.session, args.old).manifest
-    new = store.load(args.session, args.new).manifest
+    old = _load(store, args.session, args.old).manifest
+    new = _load(store, args.session, args.new).manifest
     prefix = new.ids[: len(old.ids)] == old.ids
     before = set(old.ids)
     after = set(new.ids)
@@ -186,19 +244,65 @@ def _diff(store: SQLiteStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _written_by_restore(path: Path) -> bool:
+    """True when every line of ``path`` is a transcript ``restore`` wrote (and there is one)."""
+    seen = False
+    try:
+        with path.open("rb") as handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                if not raw.startswith(b"{"):
+                    return False
+                line = json.loads(raw)
+                if not (
+                    isinstance(line, dict)
+                    and line.get("source") == RESTORED
+                    and isinstance(line.get("messages"), list)
+                ):
+                    return False
+                seen = True
+    except (OSError, ValueError):
+        return False
+    return seen
+
+
+def _out_target(args: argparse.Namespace) -> Path:
+    """The --out file, refused when it is the store or a file restore did not write."""
+    target = output_target(args.out, "--out")
+    if target.exists():
+        if os.path.samefile(target, args.store):
+            raise FormatError(
+                f"--out must not name the store (got {args.out!r})",
+                rule="out_is_store",
+                where=args.out,
+            )
+        if not args.force and not _written_by_restore(target):
+            raise FormatError(
+                f"--out must name a new file or one restore wrote; use --force to replace "
+                f"another (got {args.out!r})",
+                rule="out_exists",
+                where=args.out,
+            )
+    return target
+
+
 def _restore(store: SQLiteStore, args: argparse.Namespace) -> int:
-    snapshot = store.load(args.session, args.checkpoint)
+    target = _out_target(args) if args.out else None
+    snapshot = _load(store, args.session, args.checkpoint)
     conversation = conversation_from_snapshot(snapshot)
     messages = conversation.effective() if args.view == "effective" else conversation.messages
     transcript = Transcript(
         id=f"{args.session}/{snapshot.record.id}",
         messages=tuple(messages),
-        source="ctxflow checkpoint",
+        source=RESTORED,
         meta={"phase": snapshot.record.phase, "view": args.view},
     )
-    if args.out:
-        write_transcripts(args.out, [transcript])
-        print(f"wrote {len(messages)} messages to {args.out}", file=sys.stderr)
-    else:
-        print(json.dumps(dump_transcript(transcript), ensure_ascii=False))
+    line = json.dumps(dump_transcript(transcript), ensure_ascii=False)
+    if target is None:
+        print(line)
+        return 0
+    with StagedFiles() as staged:
+        staged.add(target, "--out").write_text(line + "\n", encoding="utf-8")
+    print(f"wrote {len(messages)} messages to {args.out}", file=sys.stderr)
     return 0

@@ -1,12 +1,16 @@
-"""``ctxflow diagram``: render charts as Mermaid (always) and SVG/PNG (with Graphviz)."""
+"""``ctxflow diagram``: render charts as Mermaid (always) and SVG/PNG (with Graphviz).
+
+Asking for SVG or PNG without Graphviz's ``dot`` on PATH is an error (exit 2)
+before anything is written, not a quiet fallback to Mermaid.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ctxflow.engine._diagrams import FORMATS, graphviz_available, write_diagrams
+from ctxflow.errors import ChartError
 
 __all__ = ["register"]
 
@@ -39,12 +43,13 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the diagrams; print one path per line."""
     formats = args.formats or ["mermaid"]
-    if any(f != "mermaid" for f in formats) and not graphviz_available():
-        print(
-            "ctxflow diagram: Graphviz 'dot' not found; writing Mermaid only",
-            file=sys.stderr,
+    needs_dot = sorted({f for f in formats if f != "mermaid"})
+    if needs_dot and not graphviz_available():
+        raise ChartError(
+            f"--format {' and '.join(needs_dot)} needs Graphviz's 'dot' program on PATH "
+            "(not found; install Graphviz, or use --format mermaid)",
+            rule="graphviz_unavailable",
         )
-        formats = ["mermaid"]
     highlight = [s for s in args.highlight.split(",") if s] or None
     for path in write_diagrams(args.charts or None, args.out, formats=formats, highlight=highlight):
         print(path)

@@ -20,16 +20,17 @@ __all__ = ["command_output"]
 
 
 @contextmanager
-def command_output() -> Iterator[None]:
+def command_output(*, quiet: bool = False) -> Iterator[None]:
     """Only warnings and errors while a command prints its own output, one line each.
 
     ctxflow's log events at WARNING and above go to stderr as
     ``[warning] <message>``; a :class:`CtxflowWarning` is one ``[warning]``
-    line too, never a traceback. Both are undone on exit.
+    line too, never a traceback. ``quiet`` hides both warnings, leaving
+    errors. Both are undone on exit.
     """
     out = sys.stderr
     handler = logging.StreamHandler(out)
-    handler.setLevel(logging.WARNING)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
     handler.setFormatter(_LineFormatter())
     logger = logging.getLogger("ctxflow")
     level = logger.level
@@ -47,7 +48,8 @@ def command_output() -> Iterator[None]:
         line: str | None = None,
     ) -> None:
         if issubclass(category, CtxflowWarning):
-            print(f"[warning] {message}", file=out, flush=True)
+            if not quiet:
+                print(f"[warning] {message}", file=out, flush=True)
         else:
             original(message, category, filename, lineno, file, line)
 

@@ -1,4 +1,9 @@
-"""``ctxflow report``: per-message tokens and validity of a recorded transcript."""
+"""``ctxflow report``: per-message tokens and validity of a recorded transcript.
+
+Exit status 0 when the transcript is valid for both APIs, 1 when it is not, 2
+when it cannot be read as a transcript at all (a message the model refuses,
+e.g. text with a lone surrogate, names the file and line).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sys
 from typing import Any
 
 from ctxflow.errors import FormatError
-from ctxflow.model import Message, Transcript, check, read_transcripts
+from ctxflow.model import Message, Transcript, check, messages_to_anthropic, read_transcripts
 from ctxflow.tokens import DEFAULT_MODEL, counter_for, get_profile, message_measure
 
 __all__ = ["register"]
@@ -73,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
                 "role": message.role.value,
                 "tokens": tokens,
                 "cumulative": running,
-                "content": _summary(message),
+                # The JSON report carries the blocks themselves; the table a summary.
+                "content": (
+                    messages_to_anthropic([message])[0]["content"]
+                    if args.json
+                    else _summary(message)
+                ),
                 "problems": bad_at.get(index, []),
             }
         )

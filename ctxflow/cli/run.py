@@ -2,9 +2,11 @@
 
 Exit status: 0 when every window was valid and within its budget; 1 when any
 was not (that is a bug in ctxflow); 2 for bad input or a budget too small for
-the fixed costs. Output files are written to temporary names beside their
-targets and renamed only when the run ends, so a failed run leaves nothing
-half-written.
+the fixed costs. Everything is checked before the replay starts: the chart
+against the events the replay sends, every output path, the store path.
+Output files are written to temporary names beside their targets and renamed
+only when the run ends (see :mod:`ctxflow.cli.files`), so a failed or
+interrupted run leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
+from ctxflow.cli.files import StagedFiles, check_distinct, output_target, store_file
 from ctxflow.engine import Engine, load_chart
-from ctxflow.errors import FormatError
+from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
+from ctxflow.replay.plan import fit_plan, plan_replay
+from ctxflow.replay.plot import plot_turns, require_plot_extra
 from ctxflow.replay.runner import RunResult, TurnRecord, replay
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.tokens import DEFAULT_MODEL, get_profile
@@ -52,7 +55,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--budget", type=int, help="the input budget in tokens (default: model)")
     parser.add_argument(
         "--store",
-        help="an SQLite file for checkpoints, or 'memory' (default: a file in the cache folder)",
+        help="an SQLite file for checkpoints (in an existing folder), or 'memory' "
+        "(default: a file in the cache folder)",
     )
     parser.add_argument(
         "--summarizer",
@@ -69,39 +73,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--report", help="write the JSON report here")
     parser.add_argument("--windows", help="write every window as a request body (JSONL) here")
     parser.add_argument("--plot", help="write a PNG of tokens per layer over turns here")
-    parser.add_argument("--quiet", action="store_true", help="no per-turn progress")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no warnings; the result line and written paths stay",
+    )
     parser.set_defaults(handler=run)
-
-
-@contextmanager
-def _staged(path: str | None) -> Iterator[tuple[Path, IO[str]] | None]:
-    """A temporary file beside ``path``, renamed onto it only on success."""
-    if path is None:
-        yield None
-        return
-    target = Path(path)
-    try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
-            "w",
-            encoding="utf-8",
-            dir=target.parent if str(target.parent) else ".",
-            prefix=f".{target.name}.",
-            delete=False,
-        )
-    except OSError as exc:
-        raise FormatError(
-            f"{target}: cannot be written ({exc.strerror})", rule="unwritable", where=str(target)
-        ) from None
-    ok = False
-    try:
-        yield Path(handle.name), handle
-        ok = True
-    finally:
-        handle.close()
-        if ok:
-            os.replace(handle.name, target)
-        else:
-            os.unlink(handle.name)
 
 
 def _progress(record: TurnRecord) -> None:
@@ -154,6 +131,48 @@ def run(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The output files asked for, each checked before any work is done."""
+    asked = (("--report", args.report), ("--windows", args.windows), ("--plot", args.plot))
+    return {option: output_target(value, option) for option, value in asked if value is not None}
+
+
+def _store_path(args: argparse.Namespace) -> Path | None:
+    """The SQLite file to keep checkpoints in (None: in memory), checked, not yet created."""
+    if args.store == "memory":
+        return None
+    if args.store is None:
+        return default_store_path()
+    path = store_file(args.store)
+    if path.is_dir():
+        raise StoreError(
+            f"--store must name a file, not a folder (got {args.store!r})",
+            rule="store_is_folder",
+            where=args.store,
+        )
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"--store must be in an existing folder (got {args.store!r}; "
+            f"{str(path.parent)!r} is not a folder)",
+            rule="store_folder",
+            where=args.store,
+        )
+    return path
+
+
+def _result_line(result: RunResult) -> None:
+    totals = result.totals()
+    problems = [
+        f"{totals[key]} {label}"
+        for key, label in (
+            ("invalid_windows", "invalid windows"),
+            ("over_budget_windows", "windows over budget"),
+        )
+        if totals[key]
+    ]
+    print("result: ok" if result.ok else f"result: FAILED ({', '.join(problems)})")
+
+
 def _run(args: argparse.Namespace) -> int:
     profile = get_profile(args.model)
     if args.reflect_every < 0:
@@ -162,73 +181,103 @@ def _run(args: argparse.Namespace) -> int:
         )
     chart = load_chart(args.chart)
     run_input = read_run_input(args.file, conversation_id=args.id, format=args.format)
+    plan = fit_plan(
+        plan_replay(run_input.transcript.messages, reflect_every=args.reflect_every), chart
+    )
+    outputs = _outputs(args)
+    store_path = _store_path(args)
+    inputs = {"the input file": Path(args.file)}
+    if store_path is not None:
+        inputs["--store"] = store_path
+    check_distinct(outputs, inputs)
+    if "--plot" in outputs:
+        require_plot_extra()
     api: Literal["anthropic", "openai"] = args.api or (
         "openai" if profile.provider == "openai" else "anthropic"
     )
-    if args.store == "memory":
-        store: Any = MemoryStore()
+    if store_path is None:
+        store: MemoryStore | SQLiteStore = MemoryStore()
         where = "in memory"
     else:
-        path = Path(args.store) if args.store else default_store_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = SQLiteStore(path)
-        where = str(path)
-    with ExitStack() as stack:
-        report = stack.enter_context(_staged(args.report))
-        windows = stack.enter_context(_staged(args.windows))
-        plot = stack.enter_context(_staged(args.plot))
-        if not args.quiet:
-            print(
-                f"ctxflow run: {run_input.transcript.id} ({run_input.format}), model {profile.name}"
-            )
-            print(f"checkpoints: {where}")
-            print(f"{'turn':>4} {'phase':<10} {'events':<18} CK {'tokens/budget':>17} layers")
+        if args.store is None:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(store_path)
+        where = str(store_path)
+    # Recorded in every checkpoint's session data, so `checkpoints list` can say where a
+    # session came from.
+    data = {"transcript": Path(args.file).name, "conversation": run_input.transcript.id}
+    try:
+        with StagedFiles() as staged:
+            temp = {option: staged.add(path, option) for option, path in outputs.items()}
+            with ExitStack() as stack:
+                windows = (
+                    stack.enter_context(temp["--windows"].open("w", encoding="utf-8"))
+                    if "--windows" in temp
+                    else None
+                )
+                if not args.quiet:
+                    print(
+                        f"ctxflow run: {run_input.transcript.id} ({run_input.format}), "
+                        f"model {profile.name}"
+                    )
+                    print(f"checkpoints: {where}")
+                    print(
+                        f"{'turn':>4} {'phase':<10} {'events':<18} CK {'tokens/budget':>17} layers"
+                    )
 
-        def engine_factory(state: LayeredState) -> Engine:
-            return Engine(chart, model=profile, state=state, budget=args.budget, store=store)
+                def engine_factory(state: LayeredState) -> Engine:
+                    return Engine(
+                        chart,
+                        model=profile,
+                        state=state,
+                        budget=args.budget,
+                        store=store,
+                        data=data,
+                    )
 
-        def write_window(body: dict[str, Any]) -> None:
-            assert windows is not None
-            windows[1].write(json.dumps(body, ensure_ascii=False) + "\n")
+                def write_window(body: dict[str, Any]) -> None:
+                    assert windows is not None
+                    windows.write(json.dumps(body, ensure_ascii=False) + "\n")
 
-        try:
-            result = replay(
-                run_input,
-                engine_factory=engine_factory,
-                reflect_every=args.reflect_every,
-                api=api,
-                on_turn=None if args.quiet else _progress,
-                on_window=write_window if windows is not None else None,
-            )
-        finally:
-            store.close()
-        if not args.quiet:
-            _summary(result)
-        if report is not None:
-            document = {
-                "conversation": run_input.transcript.id,
-                "source": run_input.transcript.source,
-                "format": run_input.format,
-                "model": profile.name,
-                "chart": chart.name,
-                "session": result.session_id,
-                "store": where,
-                "tools_synthesised": run_input.tools_synthesised,
-                "turns": [t.to_plain() for t in result.turns],
-                "totals": result.totals(),
-            }
-            json.dump(document, report[1], indent=2)
-            report[1].write("\n")
-        if plot is not None:
-            from ctxflow.replay.plot import plot_turns
-
-            plot[1].close()
-            plot_turns(
-                [t.to_plain() for t in result.turns],
-                plot[0],
-                title=f"ctxflow run: {run_input.transcript.id} ({profile.name})",
-            )
-    for label, target in (("report", args.report), ("windows", args.windows), ("plot", args.plot)):
-        if target and not args.quiet:
-            print(f"wrote {label}: {target}")
+                result = replay(
+                    run_input,
+                    engine_factory=engine_factory,
+                    reflect_every=args.reflect_every,
+                    api=api,
+                    on_turn=None if args.quiet else _progress,
+                    on_window=write_window if windows is not None else None,
+                    plan=plan,
+                )
+            if args.quiet:
+                _result_line(result)
+            else:
+                _summary(result)
+            if "--report" in temp:
+                document = {
+                    "conversation": run_input.transcript.id,
+                    "source": run_input.transcript.source,
+                    "file": Path(args.file).name,
+                    "format": run_input.format,
+                    "model": profile.name,
+                    "chart": chart.name,
+                    "session": result.session_id,
+                    "store": where,
+                    "tools_synthesised": run_input.tools_synthesised,
+                    "turns": [t.to_plain() for t in result.turns],
+                    "totals": result.totals(),
+                }
+                with temp["--report"].open("w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=2)
+                    handle.write("\n")
+            if "--plot" in temp:
+                plot_turns(
+                    [t.to_plain() for t in result.turns],
+                    temp["--plot"],
+                    title=f"ctxflow run: {run_input.transcript.id} ({profile.name})",
+                )
+    finally:
+        store.close()
+    for option, label in (("--report", "report"), ("--windows", "windows"), ("--plot", "plot")):
+        if option in outputs:
+            print(f"wrote {label}: {getattr(args, option[2:])}")
     return 0 if result.ok else 1

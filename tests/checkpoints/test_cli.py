@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from ctxflow.cli import checkpoints as command
+from ctxflow.cli import main
 from ctxflow.errors import CheckpointNotFound, StoreError
 from ctxflow.model import Conversation, Message, read_transcripts
 from ctxflow.persistence import Checkpointer
@@ -100,3 +103,128 @@ def test_errors(store_file: tuple[Path, str, list[str]], tmp_path: Path) -> None
     assert not (tmp_path / "nope.db").exists()
     with pytest.raises(CheckpointNotFound):
         _run("show", "--store", str(path), "ses_unknown")
+
+
+def test_diff_show_and_restore_take_seq_numbers(
+    store_file: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The seq numbers `list` prints name checkpoints as their ids do."""
+    path, session, ids = store_file
+    assert _run("diff", "--store", str(path), session, "2", "3", "--json") == 0
+    by_seq = json.loads(capsys.readouterr().out)
+    assert _run("diff", "--store", str(path), session, ids[1], ids[2], "--json") == 0
+    assert by_seq == json.loads(capsys.readouterr().out)
+    assert _run("show", "--store", str(path), session, "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["id"] == ids[0]
+    with pytest.raises(CheckpointNotFound, match=r"seq 1\.\.3"):
+        _run("diff", "--store", str(path), session, "1", "9")
+
+
+@pytest.mark.parametrize(
+    "action", [["list"], ["show", "ses_cli"], ["diff", "ses_cli", "1", "2"], ["restore", "ses_cli"]]
+)
+@pytest.mark.parametrize("scheme", ["sqlite:///", "postgresql://"])
+def test_store_urls_are_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    action: list[str],
+    scheme: str,
+) -> None:
+    """Every action refuses a store URL with one line and exit 2, creating nothing."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["checkpoints", action[0], "--store", f"{scheme}cli.db", *action[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "URLs are not supported" in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_restore_never_overwrites_the_store(
+    store_file: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming the store is refused, even with --force, and the store is unchanged."""
+    path, session, _ = store_file
+    before = path.read_bytes()
+    for extra in ([], ["--force"]):
+        assert (
+            main(
+                [
+                    "checkpoints",
+                    "restore",
+                    "--store",
+                    str(path),
+                    session,
+                    "--out",
+                    str(path),
+                    *extra,
+                ]
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert "must not name the store" in err and err.count("\n") == 1
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_restore_replaces_a_foreign_file_only_with_force(
+    store_file: tuple[Path, str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing file restore did not write is refused without --force and replaced with it."""
+    path, session, _ = store_file
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"id": "mine", "messages": []}\n')
+    args = ["checkpoints", "restore", "--store", str(path), session, "--out", str(notes)]
+    assert main(args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert notes.read_text() == '{"id": "mine", "messages": []}\n'
+    assert main([*args, "--force"]) == 0
+    (transcript,) = read_transcripts(notes)
+    assert transcript.source == "ctxflow checkpoint"
+
+
+def test_restore_overwrites_its_own_output(
+    store_file: tuple[Path, str, list[str]], tmp_path: Path
+) -> None:
+    """A file restore wrote is replaced without --force (restoring again is routine)."""
+    path, session, _ = store_file
+    out = tmp_path / "restored.jsonl"
+    base = ["checkpoints", "restore", "--store", str(path), session]
+    assert main([*base, "1", "--out", str(out)]) == 0
+    assert main([*base, "--view", "log", "--out", str(out)]) == 0
+    (transcript,) = read_transcripts(out)
+    assert len(transcript.messages) == 4
+
+
+@pytest.mark.parametrize("where", ["folder", "missing"])
+def test_restore_out_folder_or_missing_parent_exits_2(
+    store_file: tuple[Path, str, list[str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """--out naming a folder, or a file in a missing folder, is one line and exit 2."""
+    path, session, _ = store_file
+    out = tmp_path if where == "folder" else tmp_path / "missing" / "r.jsonl"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["checkpoints", "restore", "--store", str(path), session, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be written" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_restore_writes_atomically_under_the_umask(
+    store_file: tuple[Path, str, list[str]], tmp_path: Path
+) -> None:
+    """restore --out leaves one file, mode 0644 under umask 022, and no temporary file."""
+    path, session, _ = store_file
+    out = tmp_path / "restored.jsonl"
+    previous = os.umask(0o022)
+    try:
+        assert (
+            main(["checkpoints", "restore", "--store", str(path), session, "--out", str(out)]) == 0
+        )
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.db", "restored.jsonl"]

@@ -87,3 +87,29 @@ def test_version_prints_the_version_and_exits_0(capsys: pytest.CaptureFixture[st
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"ctxflow {ctxflow.__version__}"
+
+
+def test_report_json_content_is_the_message_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json gives each message's content as its JSON blocks, not a Python repr."""
+    path = EXAMPLES / "tau-bench-airline-task00.jsonl"
+    assert main(["report", str(path), "--json"]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    recorded = json.loads(path.read_text().splitlines()[0])["messages"]
+    assert messages[1]["content"] == recorded[1]["content"]
+    assert all(isinstance(m["content"], list) for m in messages)
+    assert any(b["type"] == "tool_use" for m in messages for b in m["content"])
+
+
+def test_report_refuses_a_lone_surrogate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message with a lone surrogate is not called valid: one line naming file and line, 2."""
+    path = tmp_path / "bad.jsonl"
+    record = {"id": "x", "messages": [{"role": "user", "content": "SURROGATE"}]}
+    path.write_text(json.dumps(record).replace("SURROGATE", "hi \\ud800") + "\n")
+    for args in ([], ["--json"]):
+        assert main(["report", str(path), *args]) == 2
+        captured = capsys.readouterr()
+        assert "bad.jsonl:1:" in captured.err and "surrogate" in captured.err
+        assert captured.err.count("\n") == 1
+        assert "valid" not in captured.out.replace("invalid", "")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import pytest
 
 from ctxflow.cli import main
-from ctxflow.engine import Engine
+from ctxflow.engine import Engine, chart_names, load_chart
 from ctxflow.errors import BudgetExceeded, CtxflowWarning
 from ctxflow.layers import LayeredState
 from ctxflow.model import Transcript, check, messages_from_anthropic
@@ -168,3 +170,167 @@ def test_replay_is_deterministic(tmp_path: Path) -> None:
         outputs.append(target.read_bytes())
     assert outputs[0] == outputs[1]
     assert outputs[0].count(b"\n") == 49
+
+
+@pytest.mark.parametrize("option", ["--report", "--windows", "--plot"])
+def test_output_naming_a_folder_is_refused_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    """An output naming a folder is one line and exit 2 before the replay: no store, no temp."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    store = tmp_path / "s.sqlite"
+    status = main(["run", str(PONY), "--store", str(store), option, str(folder)])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "is a folder" in captured.err and captured.err.count("\n") == 1
+    assert "turn" not in captured.out  # refused before the first turn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not list(folder.iterdir())
+
+
+def test_output_in_a_parent_that_is_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output whose folder is a file is one line and exit 2, and the file is untouched."""
+    parent = tmp_path / "notes.txt"
+    parent.write_text("mine\n")
+    status = main(["run", str(PONY), "--store", "memory", "--report", str(parent / "r.json")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "is not a folder" in err and err.count("\n") == 1
+    assert parent.read_text() == "mine\n"
+
+
+def test_output_naming_the_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output naming the transcript being replayed (or another output) is refused."""
+    source = tmp_path / "t.jsonl"
+    source.write_bytes(PONY.read_bytes())
+    assert main(["run", str(source), "--store", "memory", "--windows", str(source)]) == 2
+    assert "--windows must name a file of its own" in capsys.readouterr().err
+    assert source.read_bytes() == PONY.read_bytes()
+    same = str(tmp_path / "x.json")
+    assert main(["run", str(source), "--store", "memory", "--report", same, "--plot", same]) == 2
+    assert "--plot must name a file of its own" in capsys.readouterr().err
+
+
+def test_output_files_honour_the_umask(tmp_path: Path) -> None:
+    """Report, windows and plot are created 0644 under umask 022 (not mkstemp's 0600)."""
+    paths = [tmp_path / "r.json", tmp_path / "w.jsonl", tmp_path / "p.png"]
+    previous = os.umask(0o022)
+    try:
+        args = ["run", str(PONY), "--store", "memory", "--quiet"]
+        options = ["--report", str(paths[0]), "--windows", str(paths[1]), "--plot", str(paths[2])]
+        assert main([*args, *options]) == 0
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644] * 3
+
+
+@pytest.mark.parametrize("url", ["sqlite:///runs.sqlite", "postgresql://localhost/ctxflow"])
+def test_store_url_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """A store URL is one line and exit 2, and no folder named after its scheme appears."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(PONY), "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert "URLs are not supported" in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_store_in_a_missing_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An explicit store path in a folder that does not exist is refused, not created."""
+    assert main(["run", str(PONY), "--store", str(tmp_path / "no" / "s.sqlite")]) == 2
+    assert "existing folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("chart", chart_names())
+def test_every_shipped_chart_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], chart: str
+) -> None:
+    """Every shipped chart replays a bundled transcript to a final state, exit 0."""
+    report = tmp_path / "r.json"
+    args = ["run", str(PONY), "--chart", chart, "--store", "memory", "--quiet"]
+    assert main([*args, "--report", str(report)]) == 0, capsys.readouterr()
+    data = json.loads(report.read_text())
+    assert data["totals"]["final_phase"] in load_chart(chart).finals
+    assert data["totals"]["turns"] == 49
+
+
+def test_chart_lacking_the_replay_events_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chart without the events the replay needs is named before any turn, exit 2."""
+    chart = tmp_path / "bare.json"
+    chart.write_text(
+        json.dumps(
+            {
+                "name": "bare",
+                "states": {
+                    "idle": {
+                        "initial": True,
+                        "transitions": [{"event": "start", "target": "work"}],
+                    },
+                    "work": {"transitions": [{"event": "wrap_up", "target": "done"}]},
+                    "done": {"final": True},
+                },
+            }
+        )
+    )
+    report = tmp_path / "r.json"
+    status = main(["run", str(PONY), "--chart", str(chart), "--store", "memory"])
+    status_report = main(
+        ["run", str(PONY), "--chart", str(chart), "--store", "memory", "--report", str(report)]
+    )
+    captured = capsys.readouterr()
+    assert status == status_report == 2
+    assert "turn" not in captured.out
+    assert "'plan_ready' in phase 'work'" in captured.err and "'step'" in captured.err
+    assert captured.err.count("\n") == 2
+    assert not report.exists()
+
+
+def test_quiet_keeps_the_result_line_and_written_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet hides the progress but still prints the result line and each written path."""
+    report = tmp_path / "r.json"
+    args = ["run", str(PONY), "--store", "memory", "--quiet", "--report", str(report)]
+    assert main(args) == 0
+    assert capsys.readouterr().out == f"result: ok\nwrote report: {report}\n"
+
+
+def test_run_records_the_transcript_for_checkpoints_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store's sessions name the transcript file they were replayed from."""
+    store = tmp_path / "s.sqlite"
+    assert main(["run", str(PONY), "--store", str(store), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["checkpoints", "list", "--store", str(store)]) == 0
+    assert PONY.name in capsys.readouterr().out
+    assert main(["checkpoints", "list", "--store", str(store), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["transcript"] == PONY.name
+
+
+def test_lone_surrogate_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message with a lone surrogate is one line naming file and line, exit 2, before a turn."""
+    path = tmp_path / "bad.jsonl"
+    good = {"id": "ok", "messages": [{"role": "user", "content": "fine"}]}
+    bad = {"id": "bad", "messages": [{"role": "user", "content": "SURROGATE"}]}
+    text = json.dumps(good) + "\n" + json.dumps(bad).replace("SURROGATE", "a \\ud800 b") + "\n"
+    path.write_text(text)
+    assert main(["run", str(path), "--id", "bad", "--store", "memory"]) == 2
+    captured = capsys.readouterr()
+    assert "bad.jsonl:2:" in captured.err and "surrogate" in captured.err
+    assert captured.err.count("\n") == 1
+    assert "engine effect" not in captured.err and captured.out == ""
