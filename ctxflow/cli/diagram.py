@@ -7,10 +7,11 @@ before anything is written, not a quiet fallback to Mermaid.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ctxflow.engine._diagrams import FORMATS, graphviz_available, write_diagrams
-from ctxflow.errors import ChartError
+from ctxflow.errors import ChartError, FormatError
 
 __all__ = ["register"]
 
@@ -40,8 +41,21 @@ def register(sub: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_folder(value: str) -> None:
+    """FormatError when ``value`` (or the first part of it that exists) is not a folder."""
+    path = Path(value)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise FormatError(
+            f"--out must name a folder (got {value!r}; {str(existing)!r} is a file)",
+            rule="out_not_folder",
+            where=value,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the diagrams; print one path per line."""
+    _check_folder(args.out)
     formats = args.formats or ["mermaid"]
     needs_dot = sorted({f for f in formats if f != "mermaid"})
     if needs_dot and not graphviz_available():

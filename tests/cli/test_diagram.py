@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ctxflow.cli import main
+
 
 @pytest.mark.parametrize("fmt", ["svg", "png"])
 def test_graphviz_format_without_dot_exits_2_writing_nothing(tmp_path: Path, fmt: str) -> None:
@@ -28,3 +30,16 @@ def test_graphviz_format_without_dot_exits_2_writing_nothing(tmp_path: Path, fmt
     assert done.stderr.count("\n") == 1 and "'dot'" in done.stderr and fmt in done.stderr
     assert done.stdout == ""
     assert not out.exists()
+
+
+def test_out_naming_a_file_exits_2_and_leaves_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a file (or a folder under one) is one line and exit 2, the file unchanged."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("mine\n")
+    for out in (notes, notes / "sub"):
+        assert main(["diagram", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "must name a folder" in err and err.count("\n") == 1
+    assert notes.read_text() == "mine\n"
