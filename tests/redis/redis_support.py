@@ -17,6 +17,11 @@ from pathlib import Path
 
 import redis
 
+from ctxflow.model import Conversation, Message
+from ctxflow.persistence import CheckpointDraft, Checkpointer, new_checkpoint_id
+from ctxflow.sessions._ownership import Lease, SessionCoordinator
+from ctxflow.stores import RedisStore
+
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 WORKER = Path(__file__).with_name("redis_worker.py")
 
@@ -162,3 +167,36 @@ class HoldWorker:
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 stream.close()
+
+
+def lease_expired(client: redis.Redis, node: SessionCoordinator, session_id: str) -> None:
+    """Wait until the session's lease key is gone (the lease ran out)."""
+    owner = node.keys.session(session_id, "owner")
+    wait_for(lambda: not client.exists(owner), f"the lease of {session_id} expiring")
+
+
+def write_turns(node: SessionCoordinator, lease: Lease, turns: int) -> Checkpointer:
+    """The leased session's checkpointer after ``turns`` more acknowledged checkpoints."""
+    writer = Checkpointer(node.fenced(lease), lease.session_id)
+    conversation = Conversation()
+    if node.store is not None and lease.session_id in node.store.sessions():
+        conversation = writer.restore().conversation
+    for _ in range(turns):
+        i = len(conversation)
+        role = Message.user if i % 2 == 0 else Message.assistant
+        conversation.append(role(f"turn {i}", id=f"m{i}"))
+        writer.capture(conversation)
+    return writer
+
+
+def full_draft(store: RedisStore, session_id: str, parent: str) -> CheckpointDraft:
+    """A full draft of checkpoint ``parent`` of a session, to be written on ``parent``."""
+    snapshot = store.load(session_id, parent)
+    return CheckpointDraft(
+        id=new_checkpoint_id(),
+        session_id=session_id,
+        parent_id=parent,
+        created_at=time.time(),
+        manifest=snapshot.manifest.to_plain(),
+        message_count=snapshot.record.message_count,
+    )

@@ -3,16 +3,21 @@ changes nothing of the session's new owner and forgets the session."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from redis_support import HoldWorker, RedisServer, wait_for
+from redis_support import (
+    HoldWorker,
+    RedisServer,
+    full_draft,
+    lease_expired,
+    wait_for,
+    write_turns,
+)
 
 from ctxflow.errors import OwnershipLost, SessionError
-from ctxflow.model import Conversation, Message
-from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord, new_checkpoint_id
+from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
 
@@ -48,38 +53,6 @@ def _node(
     )
 
 
-def _expired(client: redis.Redis, node: SessionCoordinator, session_id: str) -> None:
-    """Wait until the session's lease key is gone (the lease ran out)."""
-    owner = node.keys.session(session_id, "owner")
-    wait_for(lambda: not client.exists(owner), f"the lease of {session_id} expiring")
-
-
-def _write(node: SessionCoordinator, lease: Lease, turns: int) -> Checkpointer:
-    """The leased session's checkpointer after ``turns`` more acknowledged checkpoints."""
-    writer = Checkpointer(node.fenced(lease), lease.session_id)
-    conversation = Conversation()
-    if node.store is not None and lease.session_id in node.store.sessions():
-        conversation = writer.restore().conversation
-    for _ in range(turns):
-        i = len(conversation)
-        role = Message.user if i % 2 == 0 else Message.assistant
-        conversation.append(role(f"turn {i}", id=f"m{i}"))
-        writer.capture(conversation)
-    return writer
-
-
-def _draft(store: RedisStore, session_id: str, parent: str) -> CheckpointDraft:
-    snapshot = store.load(session_id, parent)
-    return CheckpointDraft(
-        id=new_checkpoint_id(),
-        session_id=session_id,
-        parent_id=parent,
-        created_at=time.time(),
-        manifest=snapshot.manifest.to_plain(),
-        message_count=snapshot.record.message_count,
-    )
-
-
 def _writes(
     node: SessionCoordinator, lease: Lease, writer: Checkpointer
 ) -> dict[str, Callable[[], object]]:
@@ -91,23 +64,23 @@ def _writes(
     fenced = node.fenced(lease)
 
     def put() -> CheckpointRecord:
-        draft = _draft(store, sid, mine)
+        draft = full_draft(store, sid, mine)
         return fenced.put(draft, expected_parent=mine)
 
     def rebuild(latest: CheckpointRecord) -> CheckpointDraft:
-        return _draft(store, sid, latest.id)
+        return full_draft(store, sid, latest.id)
 
     return {
         "put": put,
         "prune": lambda: fenced.prune(sid, keep_last=1),
         "erase": lambda: fenced.erase(sid),
         "fork": lambda: fenced.fork(sid, mine),
-        "commit": lambda: node.commit(lease, _draft(store, sid, mine), expected_parent=mine),
+        "commit": lambda: node.commit(lease, full_draft(store, sid, mine), expected_parent=mine),
         "commit_with_retry": lambda: node.commit_with_retry(
-            lease, _draft(store, sid, mine), expected_parent=mine, rebuild=rebuild
+            lease, full_draft(store, sid, mine), expected_parent=mine, rebuild=rebuild
         ),
         "commit_or_fork": lambda: node.commit_or_fork(
-            lease, _draft(store, sid, mine), expected_parent=mine
+            lease, full_draft(store, sid, mine), expected_parent=mine
         ),
         "update": lambda: node.update(sid, lambda d: "late", lease=lease),
         "update_with_retry": lambda: node.update_with_retry(sid, lambda d: "late", lease=lease),
@@ -138,10 +111,10 @@ def test_a_paused_node_changes_nothing_of_the_new_owner(
     old = worker(redis_url, tenant, "paused", 1.0, "ses_gc")
     old.pause()
     new = _node(client, tenant, "new")
-    _expired(client, new, "ses_gc")
+    lease_expired(client, new, "ses_gc")
     lease = new.acquire("ses_gc")
     assert lease.token > old.token
-    _write(new, lease, 10)
+    write_turns(new, lease, 10)
     new.update("ses_gc", lambda d: "new", lease=lease)
     assert new.store is not None
     acked = new.store.checkpoints("ses_gc")
@@ -156,7 +129,7 @@ def test_a_paused_node_changes_nothing_of_the_new_owner(
     assert old.run("sessions") == ("ok", "ses_gc")
     assert new.store.checkpoints("ses_gc") == acked
     assert new.read("ses_gc").data == "new"
-    _write(new, lease, 1)
+    write_turns(new, lease, 1)
 
 
 @pytest.mark.parametrize("write", WRITES)
@@ -167,11 +140,11 @@ def test_an_expired_lease_fences_every_write(client: redis.Redis, tenant: str, w
     node = _node(client, tenant, "sleepy", ttl=0.3, on_lost=lost.append)
     lease = node.acquire("ses_e")
     node.update("ses_e", lambda d: "kept", lease=lease)
-    writer = _write(node, lease, 3)
+    writer = write_turns(node, lease, 3)
     assert node.store is not None
     before = node.store.checkpoints("ses_e")
     writes = _writes(node, lease, writer)
-    _expired(client, node, "ses_e")
+    lease_expired(client, node, "ses_e")
     with pytest.raises(OwnershipLost) as info:
         writes[write]()
     assert info.value.session_id == "ses_e"
@@ -193,14 +166,14 @@ def test_a_former_owner_learns_it_lost_the_lease_not_that_its_parent_is_stale(
     lost: list[str] = []
     old = _node(client, tenant, "old", ttl=0.3, on_lost=lost.append)
     old_lease = old.acquire("ses_s")
-    writer = _write(old, old_lease, 2)
+    writer = write_turns(old, old_lease, 2)
     last = writer.last_id
     assert last is not None and old.store is not None
-    _expired(client, old, "ses_s")
+    lease_expired(client, old, "ses_s")
     new = _node(client, tenant, "new")
-    _write(new, new.acquire("ses_s"), 2)
+    write_turns(new, new.acquire("ses_s"), 2)
     acked = old.store.checkpoints("ses_s")
-    draft = _draft(old.store, "ses_s", last)
+    draft = full_draft(old.store, "ses_s", last)
     with pytest.raises(OwnershipLost):
         old.fenced(old_lease).put(draft, expected_parent=last)
     assert lost == ["ses_s"]
@@ -222,10 +195,10 @@ def test_a_restarted_pod_with_the_same_name_is_another_owner(
     with pytest.raises(SessionError) as info:
         twin.acquire("ses_pod")
     assert info.value.rule == "owned_elsewhere"
-    _expired(client, twin, "ses_pod")
+    lease_expired(client, twin, "ses_pod")
     lease = twin.acquire("ses_pod")
     assert lease.token > paused.token
-    _write(twin, lease, 3)
+    write_turns(twin, lease, 3)
     assert twin.store is not None
     acked = twin.store.checkpoints("ses_pod")
     paused.resume()
@@ -244,10 +217,10 @@ def test_two_coordinators_with_one_name_never_share_a_token(
     first = _node(client, tenant, "same", ttl=0.3)
     second = _node(client, tenant, "same")
     lease = first.acquire("ses_t")
-    writer = _write(first, lease, 1)
+    writer = write_turns(first, lease, 1)
     with pytest.raises(SessionError):
         second.acquire("ses_t")
-    _expired(client, first, "ses_t")
+    lease_expired(client, first, "ses_t")
     taken = second.acquire("ses_t")
     assert taken.token > lease.token
     assert taken.owner != lease.owner
