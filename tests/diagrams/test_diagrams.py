@@ -100,3 +100,21 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ChartError, match="formats"):
         write_diagrams(None, tmp_path, formats=["gif"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_diagram_command_reports_a_too_deep_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ctxflow diagram` on a chart nested 3,000 deep prints one ChartError line, exit 2."""
+    from ctxflow.cli import main
+
+    deep = tmp_path / "deep.json"
+    opening = "".join(f'{{"s{i}": {{"states": ' for i in range(3000))
+    deep.write_text('{"states": ' + opening + '{"leaf": {}}' + "}}" * 3000 + "}")
+    out = tmp_path / "out"
+    assert main(["diagram", str(deep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("ctxflow diagram: error: ")
+    assert "deep.json" in err[0] and "at most 32 deep" in err[0]
+    assert not out.exists() or list(out.iterdir()) == []
