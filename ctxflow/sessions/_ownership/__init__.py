@@ -1,31 +1,39 @@
 """Distributed session ownership on Redis: one writer per session, enforced by fencing tokens.
 
 Each session is owned by at most one node. Ownership is a *lease*: the key
-``ctxflow:<tenant>:s:{<sid>}:owner`` holds ``"<node>|<token>"`` and expires
-(``PX``) unless the owner's heartbeat renews it. The token comes from
-``INCR`` on the session's ``fence`` key, so every new owner gets a larger
-token than any owner before it. Every write a node makes for a session —
-a checkpoint (:meth:`SessionCoordinator.commit`) or the versioned session
-record (:meth:`SessionCoordinator.update`) — runs in one Lua script that
-checks the owner value and the token *in the same script as the write*. A
-paused or partitioned former owner therefore cannot write after its lease
-ran out or another node claimed the session: its script sees another value
-and it gets :class:`~ctxflow.errors.OwnershipLost`. Nothing here votes or
-elects: the guarantees are those of Redis primitives (``SET NX PX``-style
-lease, ``INCR`` and compare-and-set in Lua) on one primary.
+``ctxflow:<tenant>:s:{<sid>}:owner`` holds ``"<node>|<instance>|<token>"``
+and expires (``PX``) unless the owner's heartbeat renews it. ``instance`` is
+each coordinator's own id, so two processes with one ``node_id`` are two
+owners. The token comes from ``INCR`` on the session's ``fence`` key, so
+every acquisition gets a larger token than any before it; when that key is
+gone (a restart without persistence) it is seeded from the server's clock
+first, so tokens never repeat (``_leases``; docs/ownership.md says why).
+
+Every write a node makes for a session under a lease — a checkpoint put,
+retention, erasure, a fork (:class:`FencedStore`,
+:meth:`SessionCoordinator.commit` and its variants) or the versioned session
+record (:meth:`SessionCoordinator.update` and its variants) — checks the
+lease *first*, and in the same script or WATCHed transaction as the write. A
+paused or partitioned former owner therefore cannot change the session after
+its lease ran out or another node took it: it gets
+:class:`~ctxflow.errors.OwnershipLost` (never ``StaleCheckpoint``, never a
+fork), the session leaves :meth:`SessionCoordinator.owned`, and ``on_lost``
+is told. Nothing here votes or elects: the guarantees are those of Redis
+primitives (``SET PX`` lease, ``INCR``, scripts and ``WATCH``) on one
+primary.
 
 What a write does when another writer got in first is a method, not a flag:
 ``commit`` raises, ``commit_with_retry`` rebuilds the draft on the latest
-checkpoint, ``commit_or_fork`` writes to a fork; ``update`` raises,
-``update_with_retry`` reapplies its function, ``update_or_fork`` starts a new
-session.
+checkpoint (up to ``max_attempts``), ``commit_or_fork`` writes to a fork it
+acquires; ``update`` raises, ``update_with_retry`` reapplies its function,
+``update_or_fork`` starts a new session (acquired, under a lease).
 
 Keys, beside the store's (see ``ctxflow.stores.RedisKeys``)::
 
-    ctxflow:<tenant>:s:{<sid>}:owner     string "<node>|<token>", expires: the lease
+    ctxflow:<tenant>:s:{<sid>}:owner     string "<node>|<instance>|<token>", expires: the lease
     ctxflow:<tenant>:s:{<sid>}:fence     counter, never expires: the last token given
     ctxflow:<tenant>:s:{<sid>}:state     hash version, data: the versioned session record
-    ctxflow:<tenant>:node:{<node>}       string, expires: the node's heartbeat
+    ctxflow:<tenant>:node:{<node>}       string <instance>, expires: the node's heartbeat
     ctxflow:<tenant>:nodes               hash node -> time of its last beat
     ctxflow:<tenant>:owners              hash session -> the node that last took it
     ctxflow:<tenant>:events              pub/sub channel of invalidations
@@ -33,23 +41,24 @@ Keys, beside the store's (see ``ctxflow.stores.RedisKeys``)::
 The parts, one private module each: ``_leases`` (the lease scripts and the
 table of held leases), ``_heartbeat`` (the heartbeat and claim threads),
 ``_records`` (the versioned record), ``_invalidation`` (pub/sub),
-``_fenced`` (fenced commits and :class:`FencedStore`), composed by
+``_fenced`` (fenced checkpoint writes and :class:`FencedStore`), composed by
 ``_coordinator``.
 
 Gotchas:
 
-- Redis replication is asynchronous. A failover to a replica that had not
-  received the latest ``INCR`` can hand out a token again; run the primary
-  with AOF ``appendfsync always`` (and ``WAIT`` if you need more) when that
-  matters.
-- The fence key never expires: a token must never go back to 1.
+- Redis replication is asynchronous. A failover can lose the last writes and
+  leases; tokens still never repeat (the clock seed) as long as the new
+  primary's clock is not behind. Run the primary with AOF ``appendfsync
+  always`` (and ``WAIT`` if you need more) when losing writes matters.
+- The fence key never expires: a token must never go back.
 - Heartbeats: a background thread sets the node key (TTL ``lease_ttl``) and
   renews every owned lease every ``heartbeat_interval``. A claim thread
   looks every ``claim_interval`` for sessions in the owners index whose
   lease is gone (their node died or was paused past the TTL) and claims
   them, so a killed node's sessions move within ``lease_ttl +
   claim_interval``; the callback ``on_claim`` restores them from their
-  latest checkpoint.
+  latest checkpoint. The same pass takes sessions handed to this node whose
+  announcement it missed. ``start`` after ``shutdown`` starts them again.
 - redis-py 6+ retries every command on connection errors by default. A
   compare-and-set whose reply was lost and that is sent again reports a
   version conflict, and :meth:`SessionCoordinator.update_with_retry` then

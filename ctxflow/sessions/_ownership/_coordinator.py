@@ -41,7 +41,10 @@ class SessionCoordinator:
     Callbacks run on background threads: ``on_invalidate(Invalidation)`` for
     other nodes' changes, ``on_claim(Lease, reason)`` when this node takes a
     session over (``"claimed"`` from a dead node or ``"transferred"``), and
-    ``on_lost(session_id)`` when a renewal finds the lease gone.
+    ``on_lost(session_id)`` once when this node finds it lost a lease it held
+    (a renewal, another node's announcement, or a write under the lease: then
+    on the writing thread). ``instance`` tells this coordinator apart from
+    another process with the same ``node_id``.
     """
 
     def __init__(
