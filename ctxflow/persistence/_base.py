@@ -14,6 +14,14 @@ a watched session) overrides :meth:`BaseStore._run`.
 Retention keeps every remaining checkpoint loadable: when the oldest kept
 checkpoint is a delta, it is rewritten as a full manifest before its
 ancestors go.
+
+Damage: a load that meets damaged data raises
+:class:`~ctxflow.errors.CorruptCheckpoint` naming the checkpoint it was
+loading, and checks that the records it replays form one chain of the session
+asked for (each the parent of the next). A put that carries a body the store
+holds but cannot read writes it again instead of reusing it (only the bodies
+the draft carries are checked, so the usual put reads nothing more). Erasure
+never needs to read what it deletes (:meth:`BaseStore._erase`).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ __all__ = [
     "BaseStore",
     "Encoded",
     "chain_start",
+    "check_chain",
     "check_retention",
     "duplicate_id",
     "missing_bodies",
@@ -151,11 +160,37 @@ class BaseStore(abc.ABC):
         records = self._chain_records(session_id, checkpoint_id)
         index = _index_of(records, session_id, checkpoint_id)
         start = chain_start(records, index)
+        check_chain(records[max(start, 1) - 1 : index + 1], session_id)
         manifest = replay(self._manifests([r.id for r in records[start : index + 1]]))
         bodies = self._bodies(manifest.body_hashes())
         return Snapshot(
             record=records[index], manifest=manifest, bodies=bodies, depth=index - start
         )
+
+    def _unreadable(self, hashes: Iterable[str]) -> set[str]:
+        """Which of these stored bodies cannot be read back as the body of their hash.
+
+        One read per body by default; a backend that stores bodies together
+        overrides it to read each group once.
+        """
+        bad: set[str] = set()
+        for digest in hashes:
+            try:
+                body = self._bodies([digest]).get(digest)
+            except CorruptCheckpoint:
+                bad.add(digest)
+                continue
+            if body is None or body_hash(body) != digest:
+                bad.add(digest)
+        return bad
+
+    def _erase(self, session_id: str) -> None:
+        """Delete a whole session (``CheckpointNotFound`` for an unknown one) and the bodies
+        nobody else references; a backend that can delete without reading its records
+        overrides this, so damaged records never block erasure."""
+        records = self._known(session_id)
+        self._delete(session_id, [r.id for r in records])
+        self._collect(session_id, set())
 
     def _fork_target(self, session_id: str) -> str:
         """Check a new session id for a fork (backends with id rules override this)."""
@@ -216,7 +251,8 @@ class BaseStore(abc.ABC):
             missing = encoded.mentioned - present - encoded.bodies.keys()
             if missing:
                 raise missing_bodies(missing)
-            new = encoded.without(present)
+            reused = present & encoded.bodies.keys()
+            new = encoded.without(present - self._unreadable(reused) if reused else present)
             record = record_for(draft, latest, new)
             self._write(record, new)
             return record
@@ -240,9 +276,14 @@ class BaseStore(abc.ABC):
 
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
-        snapshot = self._atomic(
-            "load", lambda: self._snapshot(session_id, checkpoint_id), write=False
-        )
+
+        def run() -> Snapshot:
+            try:
+                return self._snapshot(session_id, checkpoint_id)
+            except CorruptCheckpoint as exc:
+                raise self._naming(exc, session_id, checkpoint_id) from None
+
+        snapshot = self._atomic("load", run, write=False)
         record, manifest, bodies = snapshot.record, snapshot.manifest, snapshot.bodies
         missing = manifest.body_hashes() - bodies.keys()
         if missing:
@@ -324,12 +365,28 @@ class BaseStore(abc.ABC):
     def erase(self, session_id: str) -> None:
         """Delete a whole session and the bodies no other session references."""
 
-        def run() -> None:
-            records = self._known(session_id)
-            self._delete(session_id, [r.id for r in records])
-            self._collect(session_id, set())
+        self._atomic("erase", lambda: self._erase(session_id), write=True)
 
-        self._atomic("erase", run, write=True)
+    def _naming(
+        self, exc: CorruptCheckpoint, session_id: str, checkpoint_id: str | None
+    ) -> CorruptCheckpoint:
+        """``exc`` naming the checkpoint being loaded (the latest when no id is given)."""
+        target = checkpoint_id
+        if target is None:
+            try:
+                latest = self._latest(session_id)
+            except CorruptCheckpoint:
+                latest = None
+            target = latest.id if latest else None
+        if target is not None and target in exc.message:
+            return exc
+        what = f"checkpoint {target!r}" if target else "the latest checkpoint"
+        details = {**exc.details, "session_id": session_id, "checkpoint_id": target}
+        return CorruptCheckpoint(
+            f"{what} of session {session_id!r} must be readable ({exc.message})",
+            rule=exc.rule,
+            **details,
+        )
 
     def _known(self, session_id: str) -> list[CheckpointRecord]:
         records = self._records(session_id)
@@ -403,6 +460,27 @@ def chain_start(records: Sequence[CheckpointRecord], index: int) -> int:
             rule="manifest_chain",
         )
     return start
+
+
+def check_chain(records: Sequence[CheckpointRecord], session_id: str) -> None:
+    """Refuse records that are not one chain of ``session_id`` (each the next one's parent,
+    seqs consecutive): a damaged row must not pass for another session's checkpoint."""
+    previous: CheckpointRecord | None = None
+    for record in records:
+        follows = previous is None or (
+            record.parent_id == previous.id and record.seq == previous.seq + 1
+        )
+        if record.session_id != session_id or not follows:
+            after = f", after {previous.id!r} seq {previous.seq}" if previous else ""
+            raise CorruptCheckpoint(
+                f"checkpoint {record.id!r} must continue its chain in session {session_id!r} "
+                f"(got parent {record.parent_id!r} seq {record.seq} in session "
+                f"{record.session_id!r}{after})",
+                rule="chain",
+                session_id=session_id,
+                checkpoint_id=record.id,
+            )
+        previous = record
 
 
 def _index_of(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from ctxflow.persistence import (
     body_hash,
     restore,
 )
+from ctxflow.persistence._sqlite.heads import HEAD_EVERY
 from ctxflow.stores import SQLiteStore
+from ctxflow.testing import capture_events
 
 
 def _turn(i: int, tag: str = "") -> Message:
@@ -502,19 +505,29 @@ def test_latest_starts_at_the_head_without_the_packs(tmp_path: Path) -> None:
         ([0, 0, {"hashes": [10**9]}], "head"),
     ],
 )
-def test_damaged_head_gives_corrupt_checkpoint(tmp_path: Path, head: object, rule: str) -> None:
-    """A damaged session head, or one naming bodies the session lacks, gives CorruptCheckpoint."""
+def test_damaged_head_is_passed_over(tmp_path: Path, head: object, rule: str) -> None:
+    """A damaged session head, or one naming bodies the session lacks, is passed over and
+    logged with its rule: the latest loads as it does by id, and the next write replaces it."""
     with SQLiteStore(tmp_path / "d.db", pack_checkpoints=4) as store:
-        _packed_session(store)
+        conversation = _packed_session(store)
         seq = store.codec.decode(_heads(store)[0])[0]  # type: ignore[arg-type]
         if isinstance(head, list):
             head = store.codec.encode([seq, *head[1:]])
         with store._transaction(write=True):
             store._db.execute("UPDATE sessions SET head = ?", (head,))
-        with pytest.raises(CorruptCheckpoint) as info:
-            store.load("s")
-        assert info.value.rule == rule
+        with capture_events(logging.WARNING) as events:
+            latest = store.load("s")
+        assert [e["rule"] for e in events if e["event"] == "damaged_head"] == [rule]
+        by_id = store.load("s", store.latest("s").id)
+        assert (latest.manifest, latest.bodies) == (by_id.manifest, by_id.bodies)
         assert len(restore(store, "s", store.latest("s").id).conversation) == 36
+        writer = Checkpointer(store, "s")
+        writer.restore()
+        for i in range(36, 36 + 2 * HEAD_EVERY):
+            conversation.append(_turn(i))
+            writer.capture(conversation)
+        assert store.codec.decode(_heads(store)[0])[0] > seq  # type: ignore[arg-type]
+        assert list(restore(store, "s").conversation) == list(conversation)
 
 
 def test_retention_empties_the_head(tmp_path: Path) -> None:

@@ -21,12 +21,15 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._manifest import Manifest, apply_deltas
 from ctxflow.persistence._sqlite.schema import Part
 from ctxflow.persistence._sqlite.segments import BodySegments
 
 __all__ = ["HEAD_EVERY", "Head", "Plain", "SessionHeads"]
+
+_log = get_logger("ctxflow.stores")
 
 #: The session head moves to the latest checkpoint every this many checkpoints (and
 #: at every pack), so the latest load replays at most this many plain rows after it.
@@ -74,6 +77,24 @@ class SessionHeads(Part):
             )
         return Head(*value)
 
+    def usable(self, session: int) -> Head | None:
+        """The session's head, or None when it has none or it is damaged (logged).
+
+        A head only spares reading the packs: everything it holds is in the
+        checkpoints too, so a damaged one is passed over, and replaced at its
+        next move.
+        """
+        try:
+            return self.read(session)
+        except CorruptCheckpoint as exc:
+            self.passed_over(session, exc)
+            return None
+
+    @staticmethod
+    def passed_over(session: int, exc: CorruptCheckpoint) -> None:
+        """Log a damaged head that a load or write went without."""
+        _log.warning("damaged_head", session=session, rule=exc.rule, reason=exc.message)
+
     def manifest(self, session: int, head: Head, hashes: Mapping[int, str]) -> Manifest:
         """A head's full manifest, its body ids turned back into ``hashes`` (by row id)."""
         try:
@@ -103,7 +124,7 @@ class SessionHeads(Part):
         """After checkpoint ``seq`` is written: move the head to it when one is due."""
         if seq % self.every:
             return
-        head = self.read(session)
+        head = self.usable(session)
         rows = self.db.execute(
             "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
             "ORDER BY seq",
@@ -132,17 +153,24 @@ class SessionHeads(Part):
             found = {r[0]: r[4] for r in self.bodies.of_session(session)}
             data = self._encode(records[-1].seq, len(records) - 1 - first, manifest, [], found)
         elif head is not None and records[0].seq == head.seq + 1:
-            known = head.manifest["hashes"]
-            shell = {**head.manifest, "hashes": []}
-            if head.manifest.get("measure") is not None:
-                shell["counts"] = []
-            manifest = Manifest.from_plain(shell)
-            apply_deltas(manifest, [r.manifest for r in records])
-            manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
-            found = self.bodies.ids(set(manifest.hashes))
-            depth = head.depth + len(records)
-            data = self._encode(records[-1].seq, depth, manifest, known, found)
+            try:
+                data = self._continue(head, records)
+            except CorruptCheckpoint as exc:
+                self.passed_over(session, exc)
         self.db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
+
+    def _continue(self, head: Head, records: list[Plain]) -> bytes | None:
+        """The encoded head moved from ``head`` through the deltas that follow it."""
+        known = head.manifest["hashes"]
+        shell = {**head.manifest, "hashes": []}
+        if head.manifest.get("measure") is not None:
+            shell["counts"] = []
+        manifest = Manifest.from_plain(shell)
+        apply_deltas(manifest, [r.manifest for r in records])
+        manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
+        found = self.bodies.ids(set(manifest.hashes))
+        depth = head.depth + len(records)
+        return self._encode(records[-1].seq, depth, manifest, known, found)
 
     def _encode(
         self,

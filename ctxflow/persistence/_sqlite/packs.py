@@ -73,12 +73,16 @@ class CheckpointPacks(Part):
             for e in self._decode(session, int(last), bytes(data))
         ]
 
-    def records_to_full(self, session: int, session_id: str) -> list[CheckpointRecord]:
-        """The records of the newest packs, oldest first, back to one holding a full manifest."""
+    def records_to_full(
+        self, session: int, session_id: str, *, below: int | None = None
+    ) -> list[CheckpointRecord]:
+        """The records of the newest packs (those before seq ``below``, when given), oldest
+        first, back to one holding a full manifest."""
         found: list[CheckpointRecord] = []
         packs = self.db.execute(
-            "SELECT last_seq, data FROM packs WHERE session = ? ORDER BY last_seq DESC",
-            (session,),
+            "SELECT last_seq, data FROM packs WHERE session = ? AND last_seq < ? "
+            "ORDER BY last_seq DESC",
+            (session, 2**63 - 1 if below is None else below),
         )
         for last, data in packs:
             entries = self._decode(session, int(last), bytes(data))
@@ -86,6 +90,39 @@ class CheckpointPacks(Part):
             if any(e[_FULL] for e in entries):
                 break
         return found
+
+    def chain_to(
+        self, session: int, session_id: str, checkpoint_id: str
+    ) -> list[CheckpointRecord] | None:
+        """The records a packed checkpoint's chain needs, oldest first: back to a full
+        manifest, up to the checkpoint (None when no pack index row leads to it).
+
+        Only its own pack and older ones are read, so damage in a newer pack
+        leaves it loadable.
+        """
+        places = self.db.execute(
+            "SELECT seq FROM packed_ids WHERE key = ? AND session = ? ORDER BY seq",
+            (_id_key(checkpoint_id), session),
+        ).fetchall()
+        for (seq,) in places:
+            found = self._pack_at(session, int(seq))
+            entries = found[1] if found else []
+            at = next((i for i, e in enumerate(entries) if e[_ID] == checkpoint_id), None)
+            if at is None:
+                continue
+            chain = [record((e[_ID], session_id, *e[1:10])) for e in entries[: at + 1]]
+            if any(e[_FULL] for e in entries[: at + 1]):
+                return chain
+            return self.records_to_full(session, session_id, below=entries[0][_SEQ]) + chain
+        return None
+
+    def indexed(self, session: int, checkpoint_id: str) -> bool:
+        """True when the pack index places this checkpoint id in ``session`` (unchecked)."""
+        row = self.db.execute(
+            "SELECT 1 FROM packed_ids WHERE key = ? AND session = ? LIMIT 1",
+            (_id_key(checkpoint_id), session),
+        )
+        return row.fetchone() is not None
 
     def exists(self, checkpoint_id: str) -> bool:
         """True when a pack holds this checkpoint."""
@@ -144,7 +181,7 @@ class CheckpointPacks(Part):
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
         plain = [Plain(e[_SEQ], bool(e[_FULL]), e[_MANIFEST]) for e in entries]
-        self.heads.extend(session, plain, self.heads.read(session))
+        self.heads.extend(session, plain, self.heads.usable(session))
         self._store(session, None, entries)
         self.db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",

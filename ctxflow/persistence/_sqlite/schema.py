@@ -6,10 +6,21 @@ an empty head. A file of a newer version is refused, never misread.
 
 A file already in the current version is opened without a write transaction,
 so opening a store does not queue behind a writer.
+
+Whose file it is: ctxflow marks its files with ``PRAGMA application_id``
+(:data:`APPLICATION_ID`). Before anything is written, :func:`inspect_file`
+reads the file's header and, when that does not settle it, its table names
+through a connection that cannot write: an absent or empty file is new, a
+marked one is ours, an unmarked one holding ctxflow's tables was written
+before the mark (it is marked by its first write), and anything else is
+another application's, refused untouched. The first write also adds the
+column that records each session's latest checkpoint id (``sessions.latest``),
+which earlier versions ignore.
 """
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,13 +33,19 @@ from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._model import CheckpointRecord
 
 __all__ = [
+    "APPLICATION_ID",
     "COLUMNS",
     "SCHEMA_VERSION",
+    "FileKind",
     "Part",
+    "inspect_file",
+    "mark",
     "prepare_schema",
+    "read_only_uri",
     "record",
     "schema_version",
     "select_in",
+    "tracks_latest",
 ]
 
 _SCHEMA = """
@@ -36,7 +53,8 @@ CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NU
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    head BLOB
+    head BLOB,
+    latest TEXT
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -87,6 +105,10 @@ CREATE TABLE IF NOT EXISTS packed_ids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bodies_segment ON bodies (segment) WHERE segment IS NOT NULL;
 """
+#: ``PRAGMA application_id`` of a ctxflow store: "CXFL", the codec's magic.
+APPLICATION_ID = 0x4358464C
+#: The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
 #: The schema version this code writes.
 SCHEMA_VERSION = "3"
 #: Each older schema version: the next one and the statements that reach it.
@@ -127,6 +149,108 @@ class Part:
     codec: EnvelopeCodec
 
 
+class FileKind(enum.Enum):
+    """What :func:`inspect_file` found at a store's path."""
+
+    NEW = "new"
+    """Absent, empty, or a database without tables: ours to initialise."""
+    OURS = "ours"
+    """Marked with :data:`APPLICATION_ID`."""
+    UNMARKED = "unmarked"
+    """ctxflow's tables without the mark (written before it): marked by its first write."""
+
+
+def read_only_uri(path: Path, *, immutable: bool = False) -> str:
+    """The URI that opens ``path`` without writing (``immutable``: not even a lock or
+    a shared-memory file)."""
+    return path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+
+
+def inspect_file(path: Path) -> FileKind:
+    """Whose file ``path`` is (module docstring), without writing to it or beside it.
+
+    Raises ``StoreError`` for a file that is not SQLite or belongs to another
+    application.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return FileKind.NEW
+    except OSError as exc:
+        raise StoreError(
+            f"{path}: a store file must be readable (got {exc.strerror})",
+            rule="sqlite",
+            path=str(path),
+        ) from None
+    if not header:
+        return FileKind.NEW
+    if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
+        raise StoreError(
+            f"{path}: a store must be a SQLite database (the file is not one)",
+            rule="not_sqlite",
+            path=str(path),
+        )
+    marked = int.from_bytes(header[68:72], "big")
+    if marked == APPLICATION_ID:
+        return FileKind.OURS
+    if marked:
+        raise _foreign(path, f"its application_id is {marked:#010x}")
+    # The mark of a file whose first transaction is still in its WAL is not in the header
+    # yet: read it, and the tables, through SQLite (immutable when no WAL exists, so not
+    # even a shared-memory file is made beside another application's database).
+    immutable = not path.with_name(path.name + "-wal").exists()
+    try:
+        db = sqlite3.connect(read_only_uri(path, immutable=immutable), uri=True)
+        try:
+            (marked,) = db.execute("PRAGMA application_id").fetchone()
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            version = schema_version(db)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"{path}: a store must be a readable SQLite database "
+            f"(SQLite reported {type(exc).__name__}: {exc})",
+            rule="sqlite",
+            path=str(path),
+            sqlite_error=str(exc),
+        ) from exc
+    if marked == APPLICATION_ID:
+        return FileKind.OURS
+    if marked:
+        raise _foreign(path, f"its application_id is {marked:#010x}")
+    if not tables:
+        return FileKind.NEW
+    if version is None:
+        names = ", ".join(sorted(tables)[:5])
+        raise _foreign(path, f"it holds tables ctxflow did not make: {names}")
+    return FileKind.UNMARKED
+
+
+def _foreign(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"{path}: a store must be a file ctxflow made or an empty one ({why}); "
+        "it was left untouched",
+        rule="foreign_file",
+        path=str(path),
+    )
+
+
+def mark(db: sqlite3.Connection) -> None:
+    """Mark a file as ctxflow's and add the columns earlier versions lacked (inside the
+    caller's write transaction)."""
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
+    if "latest" not in columns:
+        db.execute("ALTER TABLE sessions ADD COLUMN latest TEXT")
+
+
+def tracks_latest(db: sqlite3.Connection) -> bool:
+    """True when the file records each session's latest checkpoint (``sessions.latest``)."""
+    return any(r[1] == "latest" for r in db.execute("PRAGMA table_info(sessions)"))
+
+
 def schema_version(db: sqlite3.Connection) -> str | None:
     """The schema version a file records (None for a new file)."""
     try:
@@ -161,6 +285,7 @@ def prepare_schema(db: sqlite3.Connection, path: Path) -> None:
             rule="schema_version",
             path=str(path),
         )
+    mark(db)
     db.execute("COMMIT")
 
 

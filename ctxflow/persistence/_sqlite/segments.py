@@ -16,6 +16,18 @@ another session still reads.
 
 Rows that place a body are ``(hash, segment, pos, loose data[, row id])``:
 ``segment`` and ``pos`` are NULL for a loose body, ``loose data`` for a packed one.
+
+A body's place (its ``bodies`` row) lies outside any checksummed envelope, so
+every body read is checked against the hash it was asked for: a segment ends
+with its bodies' digests back to back (one bytes value after the bodies, which
+readers that index by position never reach), and a body is compared with the
+digest at its position; a loose body, or one in a segment written without
+digests, is hashed again. A damaged place gives
+:class:`~ctxflow.errors.CorruptCheckpoint`, never another session's message.
+
+A body the store holds but cannot read (damaged bytes, a lost segment) is
+written again when a checkpoint carries it: :meth:`BodySegments.unreadable`
+finds them, :meth:`BodySegments.add` rewrites them loose.
 """
 
 from __future__ import annotations
@@ -26,6 +38,9 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence._bodies import body_hash
+from ctxflow.persistence._codec import read_envelope
+from ctxflow.persistence._manifest import pack_hashes, unpack_hashes
 from ctxflow.persistence._sqlite.schema import Part, select_in
 
 __all__ = ["SEGMENT_BODIES", "BodySegments"]
@@ -33,6 +48,11 @@ __all__ = ["SEGMENT_BODIES", "BodySegments"]
 #: Loose bodies packed into one segment at once (one lz4 frame compresses their
 #: shared keys and text far better than one frame per body).
 SEGMENT_BODIES = 64
+
+
+#: A segment as read: its bodies in position order, and their digests (None when the
+#: segment was written without them).
+Segment = tuple[list[Any], list[str] | None]
 
 
 @attrs.frozen(kw_only=True)
@@ -43,13 +63,33 @@ class BodySegments(Part):
     size: int
 
     def add(self, bodies: Mapping[str, bytes]) -> None:
-        """Store new bodies loose (a hash already held is skipped), then pack if due."""
+        """Store bodies loose, then pack if due.
+
+        A hash already held is one the store could not read (see
+        :meth:`unreadable`): its row is pointed at the new loose copy, and a
+        segment left with no body in it is dropped.
+        """
+        left: set[int] = set()
         for digest, data in bodies.items():
             cursor = self.db.execute("INSERT OR IGNORE INTO bodies (hash) VALUES (?)", (digest,))
             if cursor.rowcount:
                 self.db.execute(
                     "INSERT INTO loose (id, data) VALUES (?, ?)", (cursor.lastrowid, data)
                 )
+                continue
+            body, segment = self.db.execute(
+                "SELECT id, segment FROM bodies WHERE hash = ?", (digest,)
+            ).fetchone()
+            self.db.execute("UPDATE bodies SET segment = NULL, pos = NULL WHERE id = ?", (body,))
+            self.db.execute("INSERT OR REPLACE INTO loose (id, data) VALUES (?, ?)", (body, data))
+            if type(segment) is int:
+                left.add(segment)
+        for segment in sorted(left):
+            self.db.execute(
+                "DELETE FROM segments WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM bodies WHERE segment = ?)",
+                (segment, segment),
+            )
         if bodies:
             self._pack()
 
@@ -58,18 +98,49 @@ class BodySegments(Part):
         sql = "SELECT hash FROM bodies WHERE hash IN ({marks})"
         return {r[0] for r in select_in(self.db, sql, sorted(hashes))}
 
+    def unreadable(self, hashes: Iterable[str]) -> set[str]:
+        """Which of these stored bodies sit in bytes that fail their checksum, or nowhere.
+
+        Only the envelopes' checksums are checked (nothing is decompressed): this
+        runs on the put path, for the bodies a checkpoint carries that the store
+        holds already. A body in intact bytes but at a wrong place is caught when
+        it is loaded (module docstring).
+        """
+        rows = self._placing(hashes)
+        bad = set()
+        segments = {row[1] for row in rows if type(row[1]) is int}
+        intact = {
+            int(key)
+            for key, data in select_in(
+                self.db, "SELECT id, data FROM segments WHERE id IN ({marks})", sorted(segments)
+            )
+            if self._intact(bytes(data))
+        }
+        for digest, segment, pos, loose in rows:
+            if segment is None:
+                ok = loose is not None and self._intact(bytes(loose))
+            else:
+                ok = segment in intact and type(pos) is int and pos >= 0
+            if not ok:
+                bad.add(digest)
+        return bad
+
+    def _intact(self, data: bytes) -> bool:
+        """True when ``data`` is an envelope this codec reads whose checksum matches."""
+        try:
+            envelope = read_envelope(data, max_size=self.codec.max_size)
+        except CorruptCheckpoint:
+            return False
+        return envelope.version <= self.codec.version and envelope.tags == self.codec.tags
+
     def ids(self, hashes: Iterable[str]) -> dict[str, int]:
         """The row ids of these body hashes (those stored)."""
         sql = "SELECT hash, id FROM bodies WHERE hash IN ({marks})"
         return {r[0]: r[1] for r in select_in(self.db, sql, sorted(hashes))}
 
     def decoded(self, hashes: Iterable[str]) -> dict[str, Any]:
-        """The decoded bodies present under these hashes."""
-        sql = (
-            "SELECT b.hash, b.segment, b.pos, l.data FROM bodies b LEFT JOIN loose l "
-            "ON l.id = b.id WHERE b.hash IN ({marks})"
-        )
-        return self.decode_placed(list(select_in(self.db, sql, sorted(hashes))), None)
+        """The decoded bodies present under these hashes (each checked against its hash)."""
+        return self.decode_placed(self._placing(hashes), None)
 
     def of_session(self, session: int) -> list[Any]:
         """(hash, segment, pos, loose data, row id) of every body a session references.
@@ -85,7 +156,8 @@ class BodySegments(Part):
         ).fetchall()
 
     def decode_placed(self, rows: list[Any], wanted: Collection[str] | None) -> dict[str, Any]:
-        """Decode bodies from placing rows (only the ``wanted`` ones, when given)."""
+        """Decode bodies from placing rows (only the ``wanted`` ones, when given), each
+        checked against its hash (module docstring)."""
         found: dict[str, Any] = {}
         placed = []
         for row in rows:
@@ -94,24 +166,30 @@ class BodySegments(Part):
             if row[1] is not None:
                 placed.append(row)
             elif row[3] is not None:
-                found[row[0]] = self.codec.decode(bytes(row[3]))
+                body = self.codec.decode(bytes(row[3]))
+                if body_hash(body) != row[0]:
+                    raise _misplaced(row[0], "its loose row")
+                found[row[0]] = body
         segments = self._segments(sorted({row[1] for row in placed if type(row[1]) is int}))
         for digest, segment, pos, *_ in placed:
-            packed = segments.get(segment, ())
-            if type(pos) is not int or not 0 <= pos < len(packed):
+            bodies, digests = segments.get(segment, ([], None))
+            if type(pos) is not int or not 0 <= pos < len(bodies):
                 raise CorruptCheckpoint(
                     f"body {digest!r} must be inside segment {segment} "
-                    f"(position {pos} of {len(packed)})",
+                    f"(position {pos} of {len(bodies)})",
                     rule="segment",
                     segment=segment,
                 )
-            found[digest] = packed[pos]
+            body = bodies[pos]
+            if (digests[pos] if digests is not None else body_hash(body)) != digest:
+                raise _misplaced(digest, f"segment {segment} position {pos}")
+            found[digest] = body
         return found
 
     def segment(self, segment: int) -> list[Any]:
         """The decoded bodies of one segment, in position order; typed errors when damaged."""
         row = self.db.execute("SELECT data FROM segments WHERE id = ?", (segment,)).fetchone()
-        return [] if row is None else self._segment_value(segment, bytes(row[0]))
+        return [] if row is None else self._segment_value(segment, bytes(row[0]))[0]
 
     def reference(self, session: int, hashes: Iterable[str]) -> None:
         """Record that ``session`` references the stored bodies of these hashes."""
@@ -131,7 +209,8 @@ class BodySegments(Part):
         dead = [(session, body) for body, digest in held if digest not in live]
         self.db.executemany("DELETE FROM session_bodies WHERE session = ? AND body = ?", dead)
         sql = "SELECT DISTINCT segment FROM bodies WHERE id IN ({marks}) AND segment IS NOT NULL"
-        touched = {int(r[0]) for r in select_in(self.db, sql, [body for _, body in dead])}
+        found = select_in(self.db, sql, [body for _, body in dead])
+        touched = {r[0] for r in found if type(r[0]) is int}
         for _, body in dead:
             cursor = self.db.execute(
                 "DELETE FROM bodies WHERE id = ? AND NOT EXISTS "
@@ -143,12 +222,20 @@ class BodySegments(Part):
         for segment in sorted(touched):
             self._shrink(segment)
 
-    def _segments(self, ids: Sequence[int]) -> dict[int, list[Any]]:
-        """The decoded bodies of segments, by id (missing ones left out)."""
+    def _placing(self, hashes: Iterable[str]) -> list[Any]:
+        """The placing rows of these hashes (those stored)."""
+        sql = (
+            "SELECT b.hash, b.segment, b.pos, l.data FROM bodies b LEFT JOIN loose l "
+            "ON l.id = b.id WHERE b.hash IN ({marks})"
+        )
+        return list(select_in(self.db, sql, sorted(hashes)))
+
+    def _segments(self, ids: Sequence[int]) -> dict[int, Segment]:
+        """The read segments, by id (missing ones left out)."""
         rows = select_in(self.db, "SELECT id, data FROM segments WHERE id IN ({marks})", ids)
         return {int(i): self._segment_value(int(i), bytes(d)) for i, d in rows}
 
-    def _segment_value(self, segment: int, data: bytes) -> list[Any]:
+    def _segment_value(self, segment: int, data: bytes) -> Segment:
         value = self.codec.decode(data)
         if not isinstance(value, list):
             raise CorruptCheckpoint(
@@ -156,19 +243,51 @@ class BodySegments(Part):
                 rule="segment",
                 segment=segment,
             )
-        return value
+        if not value or not isinstance(value[-1], bytes):
+            return value, None
+        try:
+            digests = unpack_hashes(value[-1])
+        except ValueError:
+            digests = []
+        if len(digests) != len(value) - 1:
+            raise CorruptCheckpoint(
+                f"segment {segment} must end with one digest per body "
+                f"(got {len(digests)} for {len(value) - 1})",
+                rule="segment",
+                segment=segment,
+            )
+        return value[:-1], digests
+
+    @staticmethod
+    def _stored(bodies: list[Any], hashes: list[str]) -> list[Any]:
+        """A segment's value as stored: the bodies, then their digests back to back."""
+        packed = pack_hashes(hashes)
+        return [*bodies, packed] if isinstance(packed, bytes) else bodies
 
     def _pack(self) -> None:
-        """Move the loose bodies into one new segment once enough have accumulated."""
+        """Move the loose bodies into one new segment once enough have accumulated.
+
+        A loose body that cannot be read stays loose (its checkpoints raise
+        ``CorruptCheckpoint``; a checkpoint carrying it again rewrites it).
+        """
         (count,) = self.db.execute("SELECT count(*) FROM loose").fetchone()
         if count < self.size:
             return
-        rows = self.db.execute(
+        rows = []
+        packed = []
+        for row in self.db.execute(
             "SELECT b.id, b.hash, l.data FROM loose l JOIN bodies b ON b.id = l.id ORDER BY l.id"
-        ).fetchall()
-        packed = [self.codec.decode(bytes(data)) for _, _, data in rows]
+        ).fetchall():
+            try:
+                packed.append(self.codec.decode(bytes(row[2])))
+            except CorruptCheckpoint:
+                continue
+            rows.append(row)
+        if not rows:
+            return
+        value = self._stored(packed, [row[1] for row in rows])
         cursor = self.db.execute(
-            "INSERT INTO segments (data) VALUES (?)", (self.codec.encode(packed),)
+            "INSERT INTO segments (data) VALUES (?)", (self.codec.encode(value),)
         )
         segment = int(cursor.lastrowid or 0)
         self.db.executemany(
@@ -182,25 +301,37 @@ class BodySegments(Part):
 
         Rewriting (not just keeping) a shared segment is what makes erasure real:
         an erased session's bodies must not survive inside a segment another
-        session still reads.
+        session still reads. A segment that cannot be read is dropped whole: the
+        bodies left in it were unreadable already, and erasure must not wait on them.
         """
         kept = self.db.execute(
-            "SELECT id, pos FROM bodies WHERE segment = ? ORDER BY pos", (segment,)
+            "SELECT id, pos, hash FROM bodies WHERE segment = ? ORDER BY pos", (segment,)
         ).fetchall()
         if not kept:
             self.db.execute("DELETE FROM segments WHERE id = ?", (segment,))
             return
-        packed = self.segment(segment)
-        if len(kept) < len(packed):
-            if not all(0 <= pos < len(packed) for _, pos in kept):
-                raise CorruptCheckpoint(
-                    f"segment {segment} must hold every body placed in it", rule="segment"
-                )
-            rest = [packed[pos] for _, pos in kept]
+        try:
+            packed = self.segment(segment)
+        except CorruptCheckpoint:
+            self.db.execute("DELETE FROM segments WHERE id = ?", (segment,))
+            return
+        # A row placed outside the segment lost its body already: it keeps its place.
+        inside = [row for row in kept if type(row[1]) is int and 0 <= row[1] < len(packed)]
+        if len(inside) < len(packed):
+            rest = self._stored([packed[pos] for _, pos, _ in inside], [h for _, _, h in inside])
             self.db.execute(
                 "UPDATE segments SET data = ? WHERE id = ?", (self.codec.encode(rest), segment)
             )
             self.db.executemany(
                 "UPDATE bodies SET pos = ? WHERE id = ?",
-                ((new, body) for new, (body, _) in enumerate(kept)),
+                ((new, body) for new, (body, _, _) in enumerate(inside)),
             )
+
+
+def _misplaced(digest: str, place: str) -> CorruptCheckpoint:
+    """The error for a place that holds another body than the one asked for."""
+    return CorruptCheckpoint(
+        f"body {digest!r} must be the body stored at its place ({place} holds another)",
+        rule="body_hash",
+        body=digest,
+    )

@@ -21,6 +21,20 @@ process; pass ``synchronous="FULL"`` to survive a power cut as well.
 Every ``sqlite3`` failure is re-raised as :class:`~ctxflow.errors.StoreError`
 naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
 ``PRAGMA integrity_check`` (``verify=True`` runs it on open).
+
+Another application's SQLite file is refused untouched, before anything is
+written (:func:`.schema.inspect_file`). ``read_only=True`` opens the file
+through a read-only URI: nothing is created, upgraded or marked, and every
+write raises ``StoreError``; it reads a file the process may not write, also in
+a directory it may not write (then SQLite cannot make the WAL's shared-memory
+file, and the file is read as immutable when it has no WAL to fold in).
+
+Damage: the latest checkpoint loads from the session head when it is usable,
+else without it; a checkpoint loaded by id reads only its own pack and older
+ones, so damage in a newer pack leaves it loadable; erasure deletes a
+session's rows without reading them. Each session row records its latest seq,
+so a checkpoint row lost from the end of a session is reported, not taken for
+a shorter session.
 """
 
 from __future__ import annotations
@@ -33,8 +47,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ctxflow.errors import StoreError
-from ctxflow.persistence._base import BaseStore, Encoded
+from ctxflow.errors import CorruptCheckpoint, StoreError
+from ctxflow.persistence._base import BaseStore, Encoded, check_chain, no_session
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._manifest import Manifest, apply_deltas
 from ctxflow.persistence._model import CheckpointRecord, Snapshot
@@ -43,10 +57,15 @@ from ctxflow.persistence._sqlite.packs import PACK_CHECKPOINTS, CheckpointPacks
 from ctxflow.persistence._sqlite.schema import (
     COLUMNS,
     SCHEMA_VERSION,
+    FileKind,
+    inspect_file,
+    mark,
     prepare_schema,
+    read_only_uri,
     record,
     schema_version,
     select_in,
+    tracks_latest,
 )
 from ctxflow.persistence._sqlite.segments import SEGMENT_BODIES, BodySegments
 
@@ -77,6 +96,7 @@ class SQLiteStore(BaseStore):
         pack_checkpoints: int = PACK_CHECKPOINTS,
         page_size: int = PAGE_SIZE,
         head_every: int = HEAD_EVERY,
+        read_only: bool = False,
     ) -> None:
         for name, value in (
             ("segment_bodies", segment_bodies),
@@ -102,22 +122,40 @@ class SQLiteStore(BaseStore):
         self.segment_bodies = segment_bodies
         self.pack_checkpoints = pack_checkpoints
         self.head_every = head_every
+        self.read_only = read_only
         self._lock = threading.RLock()
-        with self._errors("open"):
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        kind = inspect_file(self.path)
+        if read_only and kind is FileKind.NEW:
+            raise StoreError(
+                f"{self.path}: a store opened read-only must be an existing ctxflow store "
+                f"(the file is {'empty' if self.path.exists() else 'missing'})",
+                rule="no_store",
+                path=str(self.path),
             )
+        self._db = self._connect(timeout)
         try:
             with self._errors("open"):
-                self._db.execute(f"PRAGMA page_size={page_size}")
-                self._db.execute("PRAGMA journal_mode=WAL")
+                if not read_only:
+                    self._db.execute(f"PRAGMA page_size={page_size}")
+                    self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
                 if verify:
                     self.check()
                 # A file already in this schema needs no write transaction to be opened.
-                if schema_version(self._db) != SCHEMA_VERSION:
+                version = schema_version(self._db)
+                if version != SCHEMA_VERSION and read_only:
+                    raise StoreError(
+                        f"{self.path}: a store opened read-only must be in schema version "
+                        f"{SCHEMA_VERSION} (got {version}; opening it writable upgrades it)",
+                        rule="schema_version",
+                        path=str(self.path),
+                    )
+                if version != SCHEMA_VERSION:
                     prepare_schema(self._db, self.path)
+                    kind = FileKind.OURS
+                self._unmarked = kind is FileKind.UNMARKED
+                self._tracks_latest = tracks_latest(self._db)
         except BaseException:
             self._db.close()
             raise
@@ -126,8 +164,38 @@ class SQLiteStore(BaseStore):
         self._heads = SessionHeads(db=db, codec=codec, bodies=self._segments, every=head_every)
         self._packs = CheckpointPacks(db=db, codec=codec, heads=self._heads, size=pack_checkpoints)
 
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        """The connection: read-write, or through a read-only URI (module docstring)."""
+        with self._errors("open"):
+            if not self.read_only:
+                return sqlite3.connect(
+                    self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                )
+            db = sqlite3.connect(
+                read_only_uri(self.path),
+                uri=True,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return db
+            except sqlite3.OperationalError:
+                db.close()
+                if self.path.with_name(self.path.name + "-wal").exists():
+                    raise
+            return sqlite3.connect(
+                read_only_uri(self.path, immutable=True),
+                uri=True,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+
     def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path.name}>"
+        mode = " read-only" if self.read_only else ""
+        return f"<SQLiteStore {self.path.name}{mode}>"
 
     def close(self) -> None:
         """Close the connection."""
@@ -161,6 +229,7 @@ class SQLiteStore(BaseStore):
 
     def checkpoint_wal(self) -> None:
         """Fold the WAL into the database file (``PRAGMA wal_checkpoint(TRUNCATE)``)."""
+        self._writable("wal checkpoint")
         with self._lock, self._errors("wal checkpoint"):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -185,17 +254,33 @@ class SQLiteStore(BaseStore):
                 sqlite_error=str(exc),
             ) from exc
 
+    def _writable(self, doing: str) -> None:
+        """Refuse a write to a store opened read-only."""
+        if self.read_only:
+            raise StoreError(
+                f"{self.path}: a store opened read-only must not be written (refused: {doing})",
+                rule="read_only",
+                path=str(self.path),
+            )
+
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[None]:
+        if write:
+            self._writable("write")
         with self._lock, self._errors("write" if write else "read"):
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            marking = write and self._unmarked
             try:
+                if marking:
+                    mark(self._db)
                 yield
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if marking:
+                self._unmarked, self._tracks_latest = False, True
 
     def _session(self, session_id: str) -> int | None:
         """The row id of a session (None when the file has none of that name)."""
@@ -215,14 +300,20 @@ class SQLiteStore(BaseStore):
 
     def _chain_records(self, session_id: str, checkpoint_id: str | None) -> list[CheckpointRecord]:
         # The latest checkpoint's chain usually starts among the plain rows: then the
-        # packs (older records) need not be decoded at all.
-        if checkpoint_id is not None:
+        # packs (older records) need not be decoded at all. A checkpoint asked for by id
+        # reads its own pack and older ones only.
+        session = self._session(session_id)
+        if session is None:
             return self._known(session_id)
         records = [record(r) for r in self._db.execute(_PLAIN, (session_id,))]
+        if checkpoint_id is not None:
+            at = next((i for i, r in enumerate(records) if r.id == checkpoint_id), None)
+            if at is None:
+                packed = self._packs.chain_to(session, session_id, checkpoint_id)
+                return packed if packed is not None else self._known(session_id)
+            records = records[: at + 1]
         if not records or any(r.full for r in records):
             return records or self._known(session_id)
-        session = self._session(session_id)
-        assert session is not None  # it has plain rows
         return self._packs.records_to_full(session, session_id) + records
 
     def _snapshot(self, session_id: str, checkpoint_id: str | None) -> Snapshot:
@@ -239,14 +330,14 @@ class SQLiteStore(BaseStore):
         ).fetchall()
         if not rows:
             return super()._snapshot(session_id, None)
+        records = [record(r) for r in rows]
+        self._check_latest(session_id, records[-1])
         session = int(rows[0][12])
         placed = self._segments.of_session(session)
         fulls = [i for i, row in enumerate(rows) if row[4]]
-        head = self._heads.read(session)
-        at = self._heads.place(head, [r[3] for r in rows])
-        if head is not None and at is not None and at >= max(fulls, default=-1):
-            first, depth = at, head.depth
-            manifest = self._heads.manifest(session, head, {r[4]: r[0] for r in placed})
+        start = self._from_head(session, records, fulls, placed)
+        if start is not None:
+            first, depth, manifest = start
         elif fulls:
             first, depth = fulls[-1], 0
             manifest = Manifest.from_plain(self.codec.decode(bytes(rows[first][11])))
@@ -254,6 +345,7 @@ class SQLiteStore(BaseStore):
             manifest, packed = self._packs.latest_chain(session)
             apply_deltas(manifest, packed)
             first, depth = -1, len(packed)
+        check_chain(records[max(first, 1) - 1 :], session_id)
         apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
         hashes = manifest.body_hashes()
         bodies = self._segments.decode_placed(placed, hashes)
@@ -261,11 +353,52 @@ class SQLiteStore(BaseStore):
         if missing:
             bodies.update(self._segments.decoded(missing))
         return Snapshot(
-            record=record(rows[-1]),
+            record=records[-1],
             manifest=manifest,
             bodies=bodies,
             depth=depth + len(rows) - 1 - first,
         )
+
+    def _from_head(
+        self,
+        session: int,
+        records: list[CheckpointRecord],
+        fulls: list[int],
+        placed: list[Any],
+    ) -> tuple[int, int, Manifest] | None:
+        """Where the latest chain starts at the session head: the head's index among the
+        plain ``records``, its depth and manifest (None: no usable head there)."""
+        head = self._heads.usable(session)
+        at = self._heads.place(head, [r.seq for r in records])
+        if head is None or at is None or at < max(fulls, default=-1):
+            return None
+        try:
+            manifest = self._heads.manifest(session, head, {r[4]: r[0] for r in placed})
+        except CorruptCheckpoint as exc:
+            self._heads.passed_over(session, exc)
+            return None
+        return at, head.depth, manifest
+
+    def _check_latest(self, session_id: str, latest: CheckpointRecord) -> None:
+        """Refuse a session whose last checkpoint is gone: its row names a checkpoint the
+        session no longer holds (one written since by an earlier version is still held)."""
+        if not self._tracks_latest:
+            return
+        row = self._db.execute("SELECT id, latest FROM sessions WHERE name = ?", (session_id,))
+        session, expected = row.fetchone() or (0, None)
+        if expected is None or expected == latest.id:
+            return
+        held = self._db.execute(
+            "SELECT 1 FROM checkpoints WHERE id = ? AND session = ?", (expected, session)
+        ).fetchone()
+        if held is None and not self._packs.indexed(int(session), str(expected)):
+            raise CorruptCheckpoint(
+                f"session {session_id!r} must hold its latest checkpoint {expected!r} "
+                f"(missing; the last one stored is {latest.id!r}, seq {latest.seq})",
+                rule="missing_latest",
+                session_id=session_id,
+                checkpoint_id=expected,
+            )
 
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         row = self._db.execute(
@@ -274,9 +407,13 @@ class SQLiteStore(BaseStore):
             (session_id,),
         ).fetchone()
         if row is not None:
-            return record(row)
-        records = self._records(session_id)
-        return records[-1] if records else None
+            latest: CheckpointRecord | None = record(row)
+        else:
+            records = self._records(session_id)
+            latest = records[-1] if records else None
+        if latest is not None:
+            self._check_latest(session_id, latest)
+        return latest
 
     def _exists(self, checkpoint_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM checkpoints WHERE id = ?", (checkpoint_id,))
@@ -289,6 +426,14 @@ class SQLiteStore(BaseStore):
         missing = [i for i in checkpoint_ids if i not in found]
         if missing:
             found.update(self._packs.manifests(missing))
+        for checkpoint_id in checkpoint_ids:
+            if checkpoint_id not in found:
+                raise CorruptCheckpoint(
+                    f"checkpoint {checkpoint_id!r} must have its manifest in the store "
+                    "(neither a row nor a pack index entry leads to it)",
+                    rule="missing_manifest",
+                    checkpoint_id=checkpoint_id,
+                )
         return [found[i] for i in checkpoint_ids]
 
     def _bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
@@ -297,13 +442,19 @@ class SQLiteStore(BaseStore):
     def _present(self, hashes: Iterable[str]) -> set[str]:
         return self._segments.present(hashes)
 
+    def _unreadable(self, hashes: Iterable[str]) -> set[str]:
+        return self._segments.unreadable(hashes)
+
     def _write(self, record: CheckpointRecord, encoded: Encoded) -> None:
         session = self._session(record.session_id)
         if session is None:
             cursor = self._db.execute(
-                "INSERT INTO sessions (name) VALUES (?)", (record.session_id,)
+                "INSERT INTO sessions (name, latest) VALUES (?, ?)",
+                (record.session_id, record.id),
             )
             session = int(cursor.lastrowid or 0)
+        else:
+            self._db.execute("UPDATE sessions SET latest = ? WHERE id = ?", (record.id, session))
         self._segments.add(encoded.bodies)
         self._db.execute(
             "INSERT INTO checkpoints (id, session, parent, seq, full, created_at, phase, "
@@ -348,6 +499,17 @@ class SQLiteStore(BaseStore):
         session = self._session(session_id)
         if session is not None:
             self._packs.delete(session, set(checkpoint_ids))
+
+    def _erase(self, session_id: str) -> None:
+        # Every row of the session goes without being read: damage never blocks erasure.
+        session = self._session(session_id)
+        if session is None:
+            raise no_session(session_id)
+        for table in ("checkpoints", "packs", "packed_ids"):
+            self._db.execute(f"DELETE FROM {table} WHERE session = ?", (session,))
+        self._segments.collect(session, set())
+        self._db.execute("DELETE FROM session_bodies WHERE session = ?", (session,))
+        self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
 
     def _collect(self, session_id: str, live: set[str]) -> None:
         session = self._session(session_id)
