@@ -290,7 +290,8 @@ def _core(
                 window = engine.window()
                 body = yield _Call(adapter.render(window))
             turns += 1
-            names = [t.name for t in window.tools]
+            permitted = getattr(window, "allowed_tools", None)
+            names = list(permitted) if permitted is not None else [t.name for t in window.tools]
             try:
                 parsed: ParsedResponse = adapter.parse(body, allowed_tools=names)
                 _check_arguments(parsed.tool_calls, window.tools)

@@ -17,12 +17,14 @@ from ctxflow.adapters._base import ParsedResponse, StopReason, Usage, WindowLike
 from ctxflow.adapters._caching import (
     MAX_BREAKPOINTS,
     CachePolicy,
+    PrefixReuse,
     apply_breakpoints,
     cached_prefix,
     canonical_json,
     count_breakpoints,
     prefix_fingerprint,
     prefix_preserved,
+    prefix_reuse,
 )
 from ctxflow.adapters._clients import (
     AnthropicClient,
@@ -51,6 +53,7 @@ __all__ = [
     "OpenAIAdapter",
     "OpenAIClient",
     "ParsedResponse",
+    "PrefixReuse",
     "StopReason",
     "Usage",
     "WindowLike",
@@ -68,6 +71,7 @@ __all__ = [
     "parse_openai",
     "prefix_fingerprint",
     "prefix_preserved",
+    "prefix_reuse",
     "provider_error",
     "render_anthropic",
     "render_openai",

@@ -127,14 +127,17 @@ def anthropic_body(
     tools: Sequence[ToolDef] = (),
     cache: CachePolicy | None = None,
     options: Mapping[str, Any] | None = None,
+    context: str = "",
 ) -> dict[str, Any]:
     """An Anthropic Messages request body.
 
     ``system`` is one text or several parts (each becomes a text block, so a
     cache breakpoint can end the stable parts); leading system messages are
-    appended to it. ``cache`` marks prompt-cache breakpoints; ``options`` adds
-    other request fields (``stop_sequences``, ``tool_choice``, ``thinking``, ...)
-    but may not replace a rendered one.
+    appended to it. ``context`` (a window's late context) follows every
+    message and every breakpoint, as the last block of a user message. ``cache``
+    marks prompt-cache breakpoints; ``options`` adds other request fields
+    (``stop_sequences``, ``tool_choice``, ``thinking``, ...) but may not
+    replace a rendered one.
     """
     if not isinstance(max_tokens, int) or max_tokens <= 0:
         raise PolicyError(
@@ -159,6 +162,8 @@ def anthropic_body(
             covered = [e for e in ends[: cache.stable_messages] if e is not None]
             stable_end = max(covered) if covered else None
         apply_breakpoints(body, cache, stable_end=stable_end)
+    if context:
+        base.append_context(body["messages"], context)
     return body
 
 

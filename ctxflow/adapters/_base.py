@@ -64,11 +64,38 @@ class WindowParts(TypedDict):
     system: str
     messages: Sequence[Message]
     tools: Sequence[ToolDef]
+    context: str
 
 
 def window_parts(window: WindowLike) -> WindowParts:
-    """``system``, ``messages`` and ``tools`` of ``window``, to pass on as ``**window_parts(w)``."""
-    return {"system": window.system, "messages": window.messages, "tools": window.tools}
+    """A window's ``system``, ``messages``, ``tools`` and late ``context``, as keyword arguments.
+
+    ``context`` is ``""`` for a window type that has none.
+    """
+    context = getattr(window, "context", "")
+    return {
+        "system": window.system,
+        "messages": window.messages,
+        "tools": window.tools,
+        "context": context if isinstance(context, str) else "",
+    }
+
+
+def append_context(messages: list[dict[str, Any]], context: str) -> None:
+    """Add a window's late context after every conversation message of a rendered body.
+
+    The context becomes the last text block of a trailing user message (a
+    final user message gets it as one more block or paragraph; otherwise a
+    user message of its own), so roles still alternate and every block of the
+    conversation renders exactly as it will next turn — a cacheable prefix.
+    """
+    last = messages[-1] if messages else None
+    if last is None or last.get("role") != "user":
+        messages.append({"role": "user", "content": context})
+    elif isinstance(last.get("content"), list):
+        last["content"] = [*last["content"], {"type": "text", "text": context}]
+    else:
+        last["content"] = f"{last.get('content') or ''}\n\n{context}".lstrip()
 
 
 class StopReason(StrEnum):

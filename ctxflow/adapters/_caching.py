@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -34,12 +34,14 @@ from ctxflow.errors import PolicyError
 __all__ = [
     "MAX_BREAKPOINTS",
     "CachePolicy",
+    "PrefixReuse",
     "apply_breakpoints",
     "cached_prefix",
     "canonical_json",
     "count_breakpoints",
     "prefix_fingerprint",
     "prefix_preserved",
+    "prefix_reuse",
 ]
 
 #: Anthropic accepts at most this many ``cache_control`` marks per request.
@@ -213,3 +215,94 @@ def apply_breakpoints(
     for blocks, end in plan:
         _mark_last(blocks, end, mark)
     return body
+
+
+#: What a window's late context starts with (``ctxflow.adapters._base.context_message``).
+_CONTEXT_START = "<context>"
+
+
+@attrs.frozen(kw_only=True)
+class PrefixReuse:
+    """How much of a request a prefix cache could serve from the request before it.
+
+    Items are compared whole, in cache order — each tool, each system block,
+    each message's fields and each of its content blocks (providers cache up
+    to a block boundary) — with ``cache_control`` marks stripped. ``served`` counts
+    the tokens of the leading items identical to the previous request's;
+    ``written`` those after them up to the late context (what a cache would
+    store for the next turn); ``total`` the whole request. ``broke_at`` names
+    the first item of the previous request (its late context aside) that this
+    one no longer repeats, None when it repeats all of them.
+    """
+
+    served: int
+    written: int
+    total: int
+    broke_at: str | None
+
+
+def _strip_marks(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_marks(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip_marks(v) for v in value]
+    return value
+
+
+def _late(item: Any) -> bool:
+    if isinstance(item, Mapping):
+        item = item.get("text") if item.get("type") == "text" else None
+    return isinstance(item, str) and item.startswith(_CONTEXT_START)
+
+
+def _request_items(body: Mapping[str, Any]) -> tuple[list[tuple[str, bytes]], int]:
+    """Labelled canonical items of ``body`` in cache order; how many precede its late context.
+
+    A message is its fields other than the content, then each content block
+    (a string content is one block): a provider caches up to a block boundary.
+    """
+    tools = body.get("tools") or ()
+    items = [(f"tools[{i}]", canonical_json(_strip_marks(t))) for i, t in enumerate(tools)]
+    items += [
+        (f"system[{i}]", canonical_json(_strip_marks(b)))
+        for i, b in enumerate(_system_blocks(body.get("system")))
+    ]
+    late = None
+    for m, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")
+        head = {k: v for k, v in message.items() if k != "content"}
+        items.append((f"messages[{m}]", canonical_json(_strip_marks(head))))
+        blocks = content if isinstance(content, list) else [content]
+        for b, block in enumerate(blocks):
+            late = len(items) if _late(block) else None
+            items.append((f"messages[{m}].content[{b}]", canonical_json(_strip_marks(block))))
+        if late is not None and len(blocks) == 1:
+            late -= 1  # the late context's own message: its head goes with it
+    return items, len(items) if late is None else late
+
+
+def prefix_reuse(
+    previous: Mapping[str, Any] | None,
+    body: Mapping[str, Any],
+    count: Callable[[str], int],
+) -> PrefixReuse:
+    """What of ``body`` a prefix cache filled by ``previous`` could serve (None: nothing).
+
+    ``count`` gives an item's tokens from its canonical JSON text (pass a
+    counter's ``count``; wrap it in a cache when measuring many requests).
+    Works for Anthropic and OpenAI bodies alike.
+    """
+    items, stable = _request_items(body)
+    sizes = [count(data.decode()) for _, data in items]
+    shared = 0
+    broke_at = None
+    if previous is not None:
+        before, before_stable = _request_items(previous)
+        limit = min(len(items), before_stable)
+        while shared < limit and items[shared][1] == before[shared][1]:
+            shared += 1
+        if shared < before_stable:
+            broke_at = before[shared][0]
+    served = sum(sizes[:shared])
+    written = sum(sizes[shared:stable]) if shared < stable else 0
+    return PrefixReuse(served=served, written=written, total=sum(sizes), broke_at=broke_at)

@@ -69,11 +69,14 @@ def openai_body(
     max_tokens: int | None = None,
     system_role: Literal["system", "developer"] = "system",
     options: Mapping[str, Any] | None = None,
+    context: str = "",
 ) -> dict[str, Any]:
     """An OpenAI Chat Completions request body.
 
     ``system`` (one text or parts joined by blank lines) becomes a leading
-    ``system_role`` message (``developer`` for reasoning models);
+    ``system_role`` message (``developer`` for reasoning models); ``context``
+    (a window's late context) ends the body in a user message, so the prefix
+    OpenAI caches automatically stays the same from turn to turn;
     ``max_tokens`` becomes ``max_completion_tokens``. ``options`` adds other
     request fields but may not replace a rendered one.
     """
@@ -98,6 +101,8 @@ def openai_body(
     if text:
         body["messages"].append({"role": system_role, "content": text})
     body["messages"].extend(rendered)
+    if context:
+        base.append_context(body["messages"], context)
     if tools:
         body["tools"] = [tool_to_openai(t) for t in tools]
     if max_tokens is not None:

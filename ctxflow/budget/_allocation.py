@@ -115,19 +115,24 @@ class FixedCosts:
 
 
 def measure_fixed(
-    state: LayeredState, counter: TokenCounter, *, extra_system: str = ""
+    state: LayeredState,
+    counter: TokenCounter,
+    *,
+    extra_system: str = "",
+    tools: Sequence[ToolDef] | None = None,
 ) -> FixedCosts:
     """Measure the fixed costs of ``state`` with ``counter``.
 
     ``extra_system`` is system text carried by the conversation itself (a
     leading system message); it counts as part of the system prompt.
+    ``tools`` are the definitions the window carries (None: the phase's).
     """
     prompt = state.system.prompt
     if extra_system and extra_system != prompt:
         prompt = f"{prompt}\n\n{extra_system}" if prompt else extra_system
     return FixedCosts(
         system_prompt=counter.count(prompt) if prompt else 0,
-        tools=counter.count(tools_json(state.projected_tools())),
+        tools=counter.count(tools_json(state.projected_tools() if tools is None else tools)),
         task=counter.count(state.task.statement) if state.task.statement else 0,
         pinned=tuple(counter.count(item) for item in state.task.pinned),
     )
@@ -243,7 +248,11 @@ def plan_budget(
             budget=input_budget,
         )
     model_class = profile.model_class if profile is not None else "standard"
-    costs = fixed if fixed is not None else measure_fixed(state, counter, extra_system=extra_system)
+    if fixed is None:
+        fixed = measure_fixed(
+            state, counter, extra_system=extra_system, tools=policy.window_tools(state)
+        )
+    costs = fixed
     if costs.total > input_budget:
         parts = ", ".join(f"{name}={size}" for name, size in costs.named().items() if size)
         raise BudgetExceeded(

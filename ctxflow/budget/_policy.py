@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import attrs
 
 from ctxflow._checks import check_number
 from ctxflow.errors import PolicyError
-from ctxflow.layers import Layer, Tier
+from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 
 __all__ = [
     "DEFAULT_MODEL_ADJUSTMENTS",
@@ -169,6 +170,12 @@ class BudgetPolicy:
     ``headroom_max`` and ``headroom_fraction`` set ``compaction_headroom``:
     ``min(headroom_max, floor(headroom_fraction * (input budget - fixed costs)))``
     tokens kept free so a summarizer call always fits.
+
+    ``tool_definitions`` says which tool definitions a window carries:
+    ``"all"`` (the default) carries every L0 tool, in L0's order, every turn —
+    the phase's narrower set is stated in the runtime context and enforced
+    when a call comes back, so a phase change leaves the prompt-cache prefix
+    intact; ``"phase"`` carries only the tools the phase allows.
     """
 
     ratios: LayerRatios = LayerRatios()
@@ -178,17 +185,17 @@ class BudgetPolicy:
     known_phases: frozenset[str] | None = attrs.field(default=None, converter=_phases)
     headroom_max: int = 2_000
     headroom_fraction: float = 0.10
+    tool_definitions: Literal["all", "phase"] = "all"
 
     def __attrs_post_init__(self) -> None:
-        if (
-            isinstance(self.headroom_max, bool)
-            or not isinstance(self.headroom_max, int)
-            or self.headroom_max < 0
-        ):
+        check_number(
+            self.headroom_max, "'headroom_max'", kind="non-negative integer", rule="policy_value"
+        )
+        if self.tool_definitions not in ("all", "phase"):
             raise PolicyError(
-                f"'headroom_max' must be an integer >= 0 (got {self.headroom_max!r})",
+                f"'tool_definitions' must be 'all' or 'phase' (got {self.tool_definitions!r})",
                 rule="policy_value",
-                field="headroom_max",
+                field="tool_definitions",
             )
         fraction = check_number(
             self.headroom_fraction, "'headroom_fraction'", kind="non-negative", rule="policy_value"
@@ -199,6 +206,22 @@ class BudgetPolicy:
                 rule="policy_value",
                 field="headroom_fraction",
             )
+
+    def window_tools(
+        self, state: LayeredState, *, history_has_tools: bool = False
+    ) -> tuple[ToolDef, ...]:
+        """The tool definitions a window carries for ``state`` under this policy.
+
+        Under ``"phase"``, a phase that allows no tool still carries every L0
+        tool when the history holds tool blocks (Anthropic rejects tool blocks
+        without tool definitions).
+        """
+        if self.tool_definitions == "all":
+            return state.system.tools
+        projected = state.projected_tools()
+        if not projected and history_has_tools:
+            return state.system.tools
+        return projected
 
     def check_phase(self, phase: str) -> None:
         """Raise :class:`PolicyError` when the policy restricts phases and ``phase`` is not one."""

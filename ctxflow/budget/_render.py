@@ -1,16 +1,17 @@
-"""Rendering the stored layers as context blocks in the system text (the one place).
+"""Rendering the stored layers as context blocks (the one place), split for a prompt cache.
 
-Every layer that is not the message stream is rendered into the **system
-text**, after the system prompt, inside one ``<context>`` element with a
-``## `` heading per section, in layer order:
+Every layer that is not the message stream is rendered as text with a ``## ``
+heading per section, in two parts:
 
-``task`` (statement and pinned items), ``runtime`` (phase, step, tools,
-permissions), ``episodic`` / ``semantic`` / ``procedural`` memory,
-``documents`` (L4's retrieved documents), ``work`` (scratchpad and results).
-
-Putting them in the system text, not in a leading context message, keeps the
-message stream exactly the conversation's (no synthetic user turn to merge,
-no role-alternation fix-ups) and works the same for both APIs.
+- the **task** section (statement and pinned items) — stable for a whole
+  session — goes into the system text, after the system prompt, so it sits in
+  the prefix a provider's prompt cache can serve;
+- everything that changes as the agent works — ``runtime`` (phase, step,
+  the tools the phase allows, permissions), ``episodic`` / ``semantic`` /
+  ``procedural`` memory, ``documents`` (L4's retrieved documents), ``work``
+  (scratchpad and results) — goes into one ``<context>`` element that the
+  window places **after** the messages (see :mod:`ctxflow.budget._window`),
+  so a new step or phase never changes the bytes before it.
 
 Each section is filled up to an allowance: memory entries newest first (shown
 in chronological order), documents in their given order, and the work
@@ -65,11 +66,14 @@ def middle_trim(
 
 @attrs.frozen(kw_only=True)
 class RenderedContext:
-    """The rendered context blocks: text, tokens used per section, entries dropped."""
+    """The rendered context blocks: the stable task text, the late context, use and drops."""
 
+    #: The ``<context>`` element placed after the messages ("" when empty).
     text: str
     used: Mapping[str, int]
     dropped: Mapping[str, int]
+    #: The task section, for the system text ("" when the task is empty).
+    task: str = ""
 
 
 def _fill(
@@ -103,6 +107,7 @@ def render_context(
     used: dict[str, int] = {}
     dropped: dict[str, int] = {}
 
+    task_text = ""
     task = state.task
     if task.statement or task.pinned:
         lines = ["## Task"]
@@ -111,7 +116,7 @@ def render_context(
         if task.pinned:
             lines.append("Pinned:")
             lines.extend(f"- {item}" for item in task.pinned)
-        sections.append("\n".join(lines))
+        task_text = "\n".join(lines)
 
     runtime = state.runtime
     tools = ", ".join(t.name for t in state.projected_tools()) or "none"
@@ -184,6 +189,6 @@ def render_context(
             used["work"] = counter.count(text)
 
     if not sections:
-        return RenderedContext(text="", used=used, dropped=dropped)
+        return RenderedContext(text="", used=used, dropped=dropped, task=task_text)
     text = "<context>\n" + "\n\n".join(sections) + "\n</context>"
-    return RenderedContext(text=text, used=used, dropped=dropped)
+    return RenderedContext(text=text, used=used, dropped=dropped, task=task_text)

@@ -87,9 +87,17 @@ class WindowReport:
         return sum(u.used for u in self.layers.values())
 
 
+def _all_names(window: Window) -> tuple[str, ...]:
+    return tuple(t.name for t in window.tools)
+
+
 @attrs.frozen(kw_only=True)
 class Window:
-    """One model call's context: system text, tools, messages, and their token count."""
+    """One model call's context: tools, system text, messages, late context, and their count.
+
+    ``context`` is rendered after the messages (see the module's layout);
+    ``allowed_tools`` names the tools the phase may call (default: all carried).
+    """
 
     system: str
     tools: tuple[ToolDef, ...]
@@ -97,6 +105,8 @@ class Window:
     input_budget: int
     tokens: int
     report: WindowReport = attrs.field(repr=False, eq=False)
+    context: str = ""
+    allowed_tools: tuple[str, ...] = attrs.field(default=attrs.Factory(_all_names, takes_self=True))
 
 
 class _CachedCounter:
@@ -105,6 +115,8 @@ class _CachedCounter:
     def __init__(self, inner: TokenCounter) -> None:
         self.inner = inner
         self.cache: dict[str, int] = {}
+        #: Late-context sizes by (measure, text): the same context repeats until a step.
+        self.late: dict[tuple[Measure, str], int] = {}
 
     @property
     def name(self) -> str:
@@ -186,13 +198,6 @@ def _tools_text(tools: tuple[ToolDef, ...]) -> str:
     return text
 
 
-def _window_tools(state: LayeredState, has_tool_blocks: bool) -> tuple[ToolDef, ...]:
-    projected = state.projected_tools()
-    if not projected and has_tool_blocks:
-        return state.system.tools
-    return projected
-
-
 def build_window(
     state: LayeredState,
     conversation: Conversation,
@@ -219,7 +224,7 @@ def build_window(
     count = _cached(counter)
     conversation = _counted_with(conversation, measure)
     index = _index(conversation, measure)
-    tools = _window_tools(state, index.tool_blocks)
+    tools = policy.window_tools(state, history_has_tools=index.tool_blocks)
     prompt = state.system.prompt
     extra = index.system_text
     if extra and extra != prompt:
@@ -270,14 +275,15 @@ def build_window(
                 allowances[name] += surplus
                 rendered = render_context(state, counter=count, allowances=allowances)
                 break
-    system = _join(prompt, rendered.text)
-    system_tokens = count.count(system) if system else 0
+    system = _join(prompt, rendered.task)
+    system_tokens = (count.count(system) if system else 0) + _late(count, measure, rendered.text)
     tools_tokens = fixed.tools
     message_budget = allocation.input_budget - allocation.headroom - system_tokens - tools_tokens
     if message_budget < 0:
         rendered = render_context(state, counter=count, allowances={})
-        system = _join(prompt, rendered.text)
-        system_tokens = count.count(system) if system else 0
+        system_tokens = (count.count(system) if system else 0) + _late(
+            count, measure, rendered.text
+        )
         message_budget = (
             allocation.input_budget - allocation.headroom - system_tokens - tools_tokens
         )
@@ -345,7 +351,25 @@ def build_window(
         input_budget=allocation.input_budget,
         tokens=total,
         report=report,
+        context=rendered.text,
+        allowed_tools=tuple(t.name for t in state.projected_tools()),
     )
+
+
+def _late(count: TokenCounter, measure: Measure, context: str) -> int:
+    """The tokens of the late context, counted as the user message it is rendered as."""
+    if not context:
+        return 0
+    seen = count.late if isinstance(count, _CachedCounter) else {}
+    try:
+        size = seen.get((measure, context))
+    except TypeError:  # an unhashable measure
+        return measure(Message.user(context))
+    if size is None:
+        if len(seen) >= 64:
+            seen.clear()
+        size = seen[(measure, context)] = measure(Message.user(context))
+    return size
 
 
 def _join(prompt: str, context: str) -> str:

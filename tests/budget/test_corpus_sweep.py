@@ -7,7 +7,7 @@ import pytest
 from ctxflow.budget import build_window, tools_json, window_measure
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
-from ctxflow.model import Conversation, Role, Transcript, check
+from ctxflow.model import Conversation, Message, Role, Transcript, check
 from ctxflow.tokens import counter_for
 
 
@@ -64,6 +64,7 @@ def test_corpus_sweep_has_no_violations_and_no_overruns(transcripts: list[Transc
             recount = (
                 counter.count(window.system)
                 + (counter.count(text) if text else 0)
+                + (measure(Message.user(window.context)) if window.context else 0)
                 + sum(measure(m) for m in window.messages)
             )
             if recount > budget or recount != window.tokens:

@@ -27,6 +27,8 @@ def counted(window_tokens_of: object) -> int:
     total = COUNTER.count(w.system) if w.system else 0  # type: ignore[attr-defined]
     text = tools_json(w.tools)  # type: ignore[attr-defined]
     total += COUNTER.count(text) if text else 0
+    context = w.context  # type: ignore[attr-defined]
+    total += MEASURE(Message.user(context)) if context else 0
     return total + sum(MEASURE(m) for m in w.messages)  # type: ignore[attr-defined]
 
 
@@ -207,7 +209,7 @@ def test_repeated_builds_do_not_retokenize_history() -> None:
 
 
 def test_layers_render_into_the_system_text_and_report() -> None:
-    """Stored memory tiers and runtime render in the system text; the report covers every layer."""
+    """Memory tiers and runtime render in the late context, the task in the system text."""
     state = (
         state_for()
         .with_fact("db", "postgres 16")
@@ -216,9 +218,10 @@ def test_layers_render_into_the_system_text_and_report() -> None:
     state = state.with_runtime(phase="execution", step=3)
     conversation = Conversation(_loop(4, size=100), measure=MEASURE)
     window = build_window(state, conversation, phase="execution", counter=COUNTER, budget=20_000)
-    assert "db: postgres 16" in window.system
-    assert "tried the lexer" in window.system
-    assert "phase: execution" in window.system
+    assert "db: postgres 16" in window.context
+    assert "tried the lexer" in window.context
+    assert "phase: execution" in window.context
+    assert "phase:" not in window.system and "## Task" in window.system
     assert set(window.report.layers) == {"system", "task", "runtime", "memory", "evidence", "work"}
     assert window.report.tiers["semantic"].used > 0
 
@@ -261,12 +264,13 @@ def test_profile_gives_the_budget_and_the_overhead() -> None:
     assert window.tokens == (
         COUNTER.count(window.system)
         + COUNTER.count(tools_json(window.tools))
+        + (measure(Message.user(window.context)) if window.context else 0)
         + sum(measure(m) for m in window.messages)
     )
 
 
 def test_documents_and_work_buffer_render_within_their_allowance() -> None:
-    """Documents and the work buffer render in the system text; oversized ones are dropped."""
+    """Documents and the work buffer render in the late context; oversized ones are dropped."""
     from ctxflow.layers import Document, EvidenceLayer, WorkBuffer
 
     state = state_for()
@@ -283,9 +287,9 @@ def test_documents_and_work_buffer_render_within_their_allowance() -> None:
     )
     conversation = Conversation(_loop(3, size=50), measure=MEASURE)
     window = build_window(state, conversation, phase="planning", counter=COUNTER, budget=6_000)
-    assert "parse() returns a Tree" in window.system
-    assert "z" * 1_000 not in window.system
+    assert "parse() returns a Tree" in window.context
+    assert "z" * 1_000 not in window.context
     assert window.report.dropped_blocks["documents"] == 1
-    assert "plan: patch io.py" in window.system
-    assert "step 1 done" in window.system
+    assert "plan: patch io.py" in window.context
+    assert "step 1 done" in window.context
     assert counted(window) == window.tokens <= 6_000

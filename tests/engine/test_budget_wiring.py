@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import pytest
 
 from ctxflow import errors
@@ -44,8 +45,10 @@ def test_entering_a_phase_reallocates_with_the_budget_package(make: Make) -> Non
 
 
 def test_window_carries_only_the_phase_tools_and_fits(make: Make) -> None:
-    """The window of a phase lists only its projected tools and fits the input budget."""
-    d = make(state=STATE, phases=PHASES, budget=8000)
+    """Under ``tool_definitions="phase"`` a window lists only the phase's tools, and fits."""
+    narrow = BudgetPolicy(tool_definitions="phase")
+    phases = {name: attrs.evolve(config, budget_policy=narrow) for name, config in PHASES.items()}
+    d = make(state=STATE, phases=phases, budget=8000)
     d.send("start", task="fix the bug")
     d.send("plan_ready")
     d.engine.add_messages(
@@ -63,6 +66,21 @@ def test_window_carries_only_the_phase_tools_and_fits(make: Make) -> None:
     assert [t.name for t in window.tools] == ["search", "edit"]
     assert window.tokens <= window.input_budget == 8000
     assert_transition(d.engine, "step", within_budget=True, pairs_intact=True)
+
+
+def test_window_keeps_every_tool_and_names_the_phase_ones(make: Make) -> None:
+    """By default a window carries every tool in L0's order and names the phase's set late."""
+    d = make(state=STATE, phases=PHASES, budget=8000)
+    d.send("start", task="fix the bug")
+    planning = d.engine.window()
+    d.send("plan_ready")
+    execution = d.engine.window()
+    assert isinstance(planning, Window) and isinstance(execution, Window)
+    assert planning.tools == execution.tools == STATE.system.tools
+    assert planning.system == execution.system
+    assert planning.allowed_tools == ("search", "notes")
+    assert execution.allowed_tools == ("search", "edit")
+    assert "tools: search, edit" in execution.context
 
 
 def test_fixed_costs_over_the_budget_refuse_the_transition(make: Make) -> None:

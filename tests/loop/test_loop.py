@@ -7,9 +7,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import pytest
 
 from ctxflow.adapters import Adapter, AnthropicAdapter, OpenAIAdapter
+from ctxflow.budget import BudgetPolicy
 from ctxflow.engine import AsyncEngine, Engine, PhaseConfig
 from ctxflow.errors import ContextOverflow, PolicyError, ResponseError, StoreError
 from ctxflow.layers import LayeredState, SystemLayer, ToolDef
@@ -113,11 +115,22 @@ def test_plan_execute_reflect_finish(mode: str) -> None:
 
 
 def test_window_tools_are_the_allowed_tools(mode: str) -> None:
-    """Planning requests offer no tools; execution requests offer the phase's tools."""
-    _, llm, _ = run(mode, happy_script(), reflect_every=0)
+    """Under ``tool_definitions="phase"`` planning offers no tools and execution the phase's."""
+    narrow = BudgetPolicy(tool_definitions="phase")
+    phases = {name: attrs.evolve(config, budget_policy=narrow) for name, config in PHASES.items()}
+    _, llm, _ = run(mode, happy_script(), reflect_every=0, engine_kwargs={"phases": phases})
     assert "tools" not in llm.requests[0]
     assert [t["name"] for t in llm.requests[1]["tools"]] == ["read"]
     assert all(m["role"] == "user" for m in (r["messages"][-1] for r in llm.requests))
+
+
+def test_every_request_carries_the_same_tools_and_states_the_allowed_ones(mode: str) -> None:
+    """By default every request carries every tool alike; the late context names the allowed."""
+    _, llm, _ = run(mode, happy_script(), reflect_every=0)
+    assert len({json.dumps(r["tools"], sort_keys=True) for r in llm.requests}) == 1
+    late = [r["messages"][-1]["content"] for r in llm.requests]
+    assert "phase: planning" in late[0] and "tools: none" in late[0]
+    assert "phase: execution" in late[1] and "tools: read" in late[1]
 
 
 def test_openai_adapter_runs_the_same_loop(mode: str) -> None:
@@ -241,7 +254,7 @@ def test_typed_error_mid_turn_fails_and_recovers(mode: str) -> None:
     assert uses == answered
     event = next(e for e in logs if e["event"] == "agent.recover")
     assert event["rule"] == "store_down" and event["phase"] == "execution"
-    assert "store went away" in llm.requests[3]["messages"][-1]["content"][-1]["text"]
+    assert "store went away" in llm.requests[3]["messages"][-2]["content"][-1]["text"]
 
 
 def test_recoveries_are_bounded(mode: str) -> None:
