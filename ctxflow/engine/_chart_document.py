@@ -80,7 +80,8 @@ def check_nesting(doc: object, where: str) -> None:
         values += 1
         if values > MAX_VALUES:
             raise ChartError(
-                f"{where}: a chart document must hold at most {MAX_VALUES} values (got more)",
+                f"{where}: a chart document must hold at most {MAX_VALUES} values "
+                f"(got at least {MAX_VALUES + 1})",
                 rule="chart_too_large",
                 chart=where,
             )
@@ -164,7 +165,7 @@ def _check_keys(node: object, allowed: frozenset[str], where: str) -> Mapping[st
 
 def _too_many(where: str, what: str, limit: int) -> ChartError:
     return ChartError(
-        f"{where}: a chart must have at most {limit} {what} (got more)",
+        f"{where}: a chart must have at most {limit} {what} (got at least {limit + 1})",
         rule=f"chart_too_many_{what}",
         chart=where,
         limit=limit,

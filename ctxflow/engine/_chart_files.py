@@ -14,7 +14,9 @@ parsing starts:
 - nesting is bounded at :data:`MAX_DEPTH` *before* the parser runs, because
   ``json.loads`` and PyYAML's composer recurse and a deep document would raise
   ``RecursionError``. JSON text is measured by a flat scan of its brackets
-  outside strings; YAML is measured as it is composed.
+  outside strings; YAML is measured as it is composed, and cut short past
+  :data:`MAX_YAML_NODES` nodes (PyYAML composes in pure Python, so a large
+  flat document is slow to read even when it is shallow).
 
 YAML is read with ``yaml.safe_load`` semantics (no Python tags), with anchors
 and aliases refused outright (a "billion laughs" document cannot expand), and
@@ -45,6 +47,7 @@ from ctxflow.errors import ChartError
 __all__ = [
     "MAX_BYTES",
     "MAX_DEPTH",
+    "MAX_YAML_NODES",
     "SUFFIXES",
     "chart_names",
     "chart_path",
@@ -55,6 +58,9 @@ __all__ = [
 MAX_BYTES = 1_000_000
 #: The deepest nesting of mappings and lists in a chart document (the shipped charts use 8).
 MAX_DEPTH = 32
+#: The most nodes in a YAML chart: PyYAML composes in pure Python, slowly, so a large
+#: document is cut short (a chart at every other limit holds about half as many).
+MAX_YAML_NODES = 50_000
 #: File suffixes of chart documents and their formats.
 SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
@@ -160,7 +166,8 @@ def _read_bytes(path: Path, where: str) -> bytes:
             ) from None
     if len(data) > MAX_BYTES:
         raise ChartError(
-            f"{where}: a chart file must be at most {MAX_BYTES} bytes (got more while reading)",
+            f"{where}: a chart file must be at most {MAX_BYTES} bytes "
+            f"(got at least {len(data)} while reading)",
             rule="chart_too_large",
             chart=where,
         )
@@ -194,7 +201,7 @@ def read_document(path: Path) -> object:
 
 def too_deep(where: str, depth: int | None = None) -> ChartError:
     """The error for a document nested deeper than :data:`MAX_DEPTH` (``depth`` if known)."""
-    got = f"more than {MAX_DEPTH}" if depth is None else str(depth)
+    got = f"at least {MAX_DEPTH + 1}" if depth is None else str(depth)
     return ChartError(
         f"{where}: a chart document must nest mappings and lists at most {MAX_DEPTH} deep "
         f"(got {got})",
@@ -240,18 +247,29 @@ def _yaml_loader() -> Any:
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases are not allowed in charts", event.start_mark
             )
-        depth: int = getattr(self, "chart_depth", 0)
+        self.chart_nodes += 1
+        if self.chart_nodes > MAX_YAML_NODES:
+            raise ChartError(
+                f"{self.chart_where}: a YAML chart must hold at most {MAX_YAML_NODES} nodes "
+                f"(got at least {MAX_YAML_NODES + 1})",
+                rule="chart_too_large",
+                chart=self.chart_where,
+            )
+        previous = self.chart_depth
         if self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
+            self.chart_depth += 1
+            if self.chart_depth > MAX_DEPTH:
                 raise too_deep(self.chart_where)
-        previous, self.chart_depth = getattr(self, "chart_depth", 0), depth
         try:
             return safe.compose_node(self, parent, index)
         finally:
             self.chart_depth = previous
 
-    loader: Any = type("ChartLoader", (safe,), {"compose_node": compose_node})
+    loader: Any = type(
+        "ChartLoader",
+        (safe,),
+        {"compose_node": compose_node, "chart_where": "chart", "chart_depth": 0, "chart_nodes": 0},
+    )
     # Keep on/off/yes/no as strings (they are fine state ids), as python-statemachine does.
     loader.yaml_implicit_resolvers = {
         first: [

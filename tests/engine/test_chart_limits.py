@@ -12,7 +12,7 @@ import pytest
 
 from ctxflow.engine import Engine, chart_path, load_chart
 from ctxflow.engine._chart_document import MAX_EVENTS, MAX_STATES, MAX_TRANSITIONS
-from ctxflow.engine._chart_files import MAX_BYTES, MAX_DEPTH
+from ctxflow.engine._chart_files import MAX_BYTES, MAX_DEPTH, MAX_YAML_NODES
 from ctxflow.engine._chart_names import MAX_NAME_CHARS, reserved_names
 from ctxflow.engine._machine import Binder
 from ctxflow.errors import ChartError
@@ -172,6 +172,32 @@ def test_seventy_thousand_states_are_refused_before_building(tmp_path: Path) -> 
     with pytest.raises(ChartError, match=rf"many\.json.*at most {MAX_STATES} states") as caught:
         load_chart(path)
     assert caught.value.rule == "chart_too_many_states"
+
+
+def test_a_yaml_chart_of_seventy_thousand_states_is_cut_short(tmp_path: Path) -> None:
+    """A YAML file of 70,000 states stops being composed once it passes the node limit."""
+    pytest.importorskip("yaml")
+    path = tmp_path / "many.yaml"
+    path.write_text("states:\n" + "".join(f"  s{i}: {{}}\n" for i in range(70_000)))
+    assert path.stat().st_size < MAX_BYTES
+    with pytest.raises(ChartError, match=rf"many\.yaml.*at most {MAX_YAML_NODES} nodes") as caught:
+        load_chart(path)
+    assert caught.value.rule == "chart_too_large"
+
+
+def test_a_yaml_chart_at_the_other_limits_loads(tmp_path: Path) -> None:
+    """A YAML chart of the most states, transitions and events stays under the node limit."""
+    yaml = pytest.importorskip("yaml")
+    doc = flat_doc(MAX_STATES)
+    for i, state in enumerate(doc["states"].values()):
+        state["transitions"] = [
+            {"event": f"e{(2 * i + k) % MAX_EVENTS}", "target": "s0", "cond": "has_task"}
+            for k in range(MAX_TRANSITIONS // MAX_STATES)
+        ]
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    chart = load_chart(path)
+    assert (len(chart.states), len(chart.transitions)) == (MAX_STATES, MAX_TRANSITIONS)
 
 
 def test_the_state_limit_is_inclusive() -> None:
