@@ -1,4 +1,10 @@
-"""The values that pass between a checkpointer and a store."""
+"""The values that pass between a checkpointer and a store.
+
+Session and checkpoint ids become keys in every backend (SQLite text, Redis
+key names), which encode them as UTF-8: a draft refuses an id that is empty,
+not a string, or holds a lone surrogate, with a :class:`CheckpointError`,
+before any store sees it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,17 @@ from typing import Any
 
 import attrs
 
+from ctxflow.errors import CheckpointError
 from ctxflow.persistence._manifest import Manifest
 
-__all__ = ["CheckpointDraft", "CheckpointRecord", "Snapshot", "new_checkpoint_id", "new_session_id"]
+__all__ = [
+    "CheckpointDraft",
+    "CheckpointRecord",
+    "Snapshot",
+    "check_store_id",
+    "new_checkpoint_id",
+    "new_session_id",
+]
 
 
 def new_session_id() -> str:
@@ -21,6 +35,46 @@ def new_session_id() -> str:
 def new_checkpoint_id() -> str:
     """A fresh, unguessable checkpoint id (96 random bits)."""
     return f"ckp_{secrets.token_urlsafe(12)}"
+
+
+def check_store_id(value: object, *, what: str = "session id") -> str:
+    """``value`` if it is a non-empty string a store can encode; ``CheckpointError`` if not.
+
+    ``what`` names the id ("session id", "checkpoint id"); the error's rule is
+    ``what`` with ``_`` for spaces (``session_id``, as the Redis store's own check).
+    """
+    if isinstance(value, str) and value:
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CheckpointError(
+                f"a {what} must be valid Unicode text (got {value!r}: a lone surrogate at "
+                f"offset {exc.start})",
+                rule=what.replace(" ", "_"),
+                value=value,
+                offset=exc.start,
+            ) from None
+        return value
+    raise CheckpointError(
+        f"a {what} must be a non-empty string (got {value!r})",
+        rule=what.replace(" ", "_"),
+        value=value,
+    )
+
+
+def _session_id(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    check_store_id(value, what="session id")
+
+
+def _checkpoint_id(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    check_store_id(value, what="checkpoint id")
+
+
+def _parent_id(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None:
+        check_store_id(value, what="checkpoint id")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,12 +105,13 @@ class CheckpointDraft:
 
     ``manifest`` is the plain full manifest or a plain delta against
     ``parent_id``; ``bodies`` maps body hash to plain body for every body the
-    store may not hold yet (a store ignores those it already has).
+    store may not hold yet (a store ignores those it already has). The ids are
+    checked with :func:`check_store_id`.
     """
 
-    id: str
-    session_id: str
-    parent_id: str | None
+    id: str = attrs.field(validator=_checkpoint_id)
+    session_id: str = attrs.field(validator=_session_id)
+    parent_id: str | None = attrs.field(validator=_parent_id)
     created_at: float
     manifest: Mapping[str, Any]
     bodies: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
