@@ -129,7 +129,9 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     def _write(self, record: CheckpointRecord, encoded: Encoded) -> None:
-        """Store a record, its manifest and new bodies; the session references what it names."""
+        """Store a record, its manifest and the given bodies (replacing a stored copy: one
+        given that the store holds is one it could not read); the session references what
+        it names."""
 
     @abc.abstractmethod
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:

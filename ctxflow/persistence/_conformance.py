@@ -196,15 +196,16 @@ class StoreConformance:
         assert len(store.checkpoints(writer.session_id)) == 3
 
     def test_corrupt_manifest_keeps_previous(self, store: BaseStore) -> None:
-        """A damaged checkpoint raises CorruptCheckpoint; the previous one still loads."""
+        """A damaged checkpoint raises CorruptCheckpoint naming it; the previous one loads."""
         writer, _ = self._session(store, steps=3)
         records = store.checkpoints(writer.session_id)
         corrupt = getattr(store, "corrupt", None)
         if corrupt is None:
             pytest.skip("backend offers no way to damage a stored checkpoint")
         corrupt(records[-1].id, b"CXFL\x00\x01garbage")
-        with pytest.raises(CorruptCheckpoint):
+        with pytest.raises(CorruptCheckpoint) as info:
             store.load(writer.session_id)
+        assert records[-1].id in str(info.value)
         assert len(restore(store, writer.session_id, records[-2].id).conversation) == 2
 
     def test_tags_and_overlays_round_trip(self, store: BaseStore) -> None:

@@ -193,6 +193,21 @@ def test_checkpoint_row_moved_to_another_session(tmp_path: Path, target: str) ->
             assert len(restore(store, "bob", record.id).conversation) == record.message_count
 
 
+def test_a_recorded_earlier_latest_is_no_damage(tmp_path: Path) -> None:
+    """A session row recording an earlier latest checkpoint than it holds (as after writes
+    and retention by a version that does not record it) restores; a later one is refused."""
+    with SQLiteStore(tmp_path / "v.db") as store:
+        conversation = _write(store, "s", 5)
+        with store._transaction(write=True):
+            store._db.execute("UPDATE sessions SET latest = 'ckp_pruned', latest_seq = 2")
+        assert list(restore(store, "s").conversation) == list(conversation)
+        with store._transaction(write=True):
+            store._db.execute("UPDATE sessions SET latest = 'ckp_lost', latest_seq = 6")
+        with pytest.raises(CorruptCheckpoint, match="ckp_lost") as info:
+            restore(store, "s")
+        assert info.value.rule == "missing_latest"
+
+
 # -- packs, segments, heads and erasure ---------------------------------------------
 
 

@@ -98,6 +98,7 @@ def test_unmarked_store_is_ours_and_marked_on_first_write(tmp_path: Path) -> Non
         with store._transaction(write=True):
             store._db.execute("PRAGMA application_id = 0")
             store._db.execute("ALTER TABLE sessions DROP COLUMN latest")
+            store._db.execute("ALTER TABLE sessions DROP COLUMN latest_seq")
     with SQLiteStore(path) as store:
         assert len(restore(store, "s").conversation) == 3
         assert store._db.execute("PRAGMA application_id").fetchone()[0] == 0

@@ -116,14 +116,6 @@ class CheckpointPacks(Part):
             return self.records_to_full(session, session_id, below=entries[0][_SEQ]) + chain
         return None
 
-    def indexed(self, session: int, checkpoint_id: str) -> bool:
-        """True when the pack index places this checkpoint id in ``session`` (unchecked)."""
-        row = self.db.execute(
-            "SELECT 1 FROM packed_ids WHERE key = ? AND session = ? LIMIT 1",
-            (_id_key(checkpoint_id), session),
-        )
-        return row.fetchone() is not None
-
     def exists(self, checkpoint_id: str) -> bool:
         """True when a pack holds this checkpoint."""
         candidates = self.db.execute(

@@ -14,8 +14,10 @@ through a connection that cannot write: an absent or empty file is new, a
 marked one is ours, an unmarked one holding ctxflow's tables was written
 before the mark (it is marked by its first write), and anything else is
 another application's, refused untouched. The first write also adds the
-column that records each session's latest checkpoint id (``sessions.latest``),
-which earlier versions ignore.
+columns that record each session's latest checkpoint, its id and seq
+(``sessions.latest``, ``latest_seq``), which earlier versions ignore. Those
+never lower a session's latest seq (retention keeps the latest), so a file
+they wrote to since is still checked right.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     head BLOB,
-    latest TEXT
+    latest TEXT,
+    latest_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -242,13 +245,14 @@ def mark(db: sqlite3.Connection) -> None:
     caller's write transaction)."""
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
-    if "latest" not in columns:
-        db.execute("ALTER TABLE sessions ADD COLUMN latest TEXT")
+    for name, kind in (("latest", "TEXT"), ("latest_seq", "INTEGER")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
 
 def tracks_latest(db: sqlite3.Connection) -> bool:
     """True when the file records each session's latest checkpoint (``sessions.latest``)."""
-    return any(r[1] == "latest" for r in db.execute("PRAGMA table_info(sessions)"))
+    return any(r[1] == "latest_seq" for r in db.execute("PRAGMA table_info(sessions)"))
 
 
 def schema_version(db: sqlite3.Connection) -> str | None:

@@ -380,21 +380,17 @@ class SQLiteStore(BaseStore):
         return at, head.depth, manifest
 
     def _check_latest(self, session_id: str, latest: CheckpointRecord) -> None:
-        """Refuse a session whose last checkpoint is gone: its row names a checkpoint the
-        session no longer holds (one written since by an earlier version is still held)."""
+        """Refuse a session whose last checkpoints are gone: its row records a later one."""
         if not self._tracks_latest:
             return
-        row = self._db.execute("SELECT id, latest FROM sessions WHERE name = ?", (session_id,))
-        session, expected = row.fetchone() or (0, None)
-        if expected is None or expected == latest.id:
-            return
-        held = self._db.execute(
-            "SELECT 1 FROM checkpoints WHERE id = ? AND session = ?", (expected, session)
+        row = self._db.execute(
+            "SELECT latest, latest_seq FROM sessions WHERE name = ?", (session_id,)
         ).fetchone()
-        if held is None and not self._packs.indexed(int(session), str(expected)):
+        expected, seq = row or (None, None)
+        if type(seq) is int and seq > latest.seq:
             raise CorruptCheckpoint(
-                f"session {session_id!r} must hold its latest checkpoint {expected!r} "
-                f"(missing; the last one stored is {latest.id!r}, seq {latest.seq})",
+                f"session {session_id!r} must hold its latest checkpoint {expected!r}, "
+                f"seq {seq} (missing; the last one stored is {latest.id!r}, seq {latest.seq})",
                 rule="missing_latest",
                 session_id=session_id,
                 checkpoint_id=expected,
@@ -449,12 +445,15 @@ class SQLiteStore(BaseStore):
         session = self._session(record.session_id)
         if session is None:
             cursor = self._db.execute(
-                "INSERT INTO sessions (name, latest) VALUES (?, ?)",
-                (record.session_id, record.id),
+                "INSERT INTO sessions (name, latest, latest_seq) VALUES (?, ?, ?)",
+                (record.session_id, record.id, record.seq),
             )
             session = int(cursor.lastrowid or 0)
         else:
-            self._db.execute("UPDATE sessions SET latest = ? WHERE id = ?", (record.id, session))
+            self._db.execute(
+                "UPDATE sessions SET latest = ?, latest_seq = ? WHERE id = ?",
+                (record.id, record.seq, session),
+            )
         self._segments.add(encoded.bodies)
         self._db.execute(
             "INSERT INTO checkpoints (id, session, parent, seq, full, created_at, phase, "
