@@ -7,8 +7,8 @@ the body is stored once and the tag change costs a few bytes in the manifest.
 Restoring a checkpoint rebuilds every message of the log, so the common body
 shapes (text, tool_use and tool_result blocks without extras) take a quick
 path: the field values the constructors' converters would give are set into
-the slots directly, and the message's own ``__attrs_post_init__`` still
-validates it and derives its tool blocks. Anything else, including anything
+the slots directly, and the message's and blocks' own ``__attrs_post_init__``
+still validate them (the message's also derives its tool blocks). Anything else, including anything
 the quick path cannot read, goes through the constructors, which raise the
 typed errors. The quick path exists only while the model classes have exactly
 the slotted fields it sets and no validators (checked at import; a test fails
@@ -182,6 +182,10 @@ def _slots(cls: type) -> dict[str, Callable[[Any, Any], None]]:
     return {name: slot.__set__ for name, slot in slots.items()}  # type: ignore[union-attr]
 
 
+def _unchecked(block: Any) -> None:
+    """What a block class without checks of its own runs after construction."""
+
+
 def _make_quick() -> Quick | None:
     """The quick path over the model as it is, or None when it does not fit (module docstring)."""
     text_block, use_block, result_block = m.TextBlock, m.ToolUseBlock, m.ToolResultBlock
@@ -206,6 +210,11 @@ def _make_quick() -> Quick | None:
     )  # fmt: skip
 
     post_init = Message.__attrs_post_init__
+    # A block class's own checks run as its constructor would run them.
+    text_check, use_check, result_check = (
+        getattr(cls, "__attrs_post_init__", _unchecked)
+        for cls in (text_block, use_block, result_block)
+    )
 
     def block(data: Mapping[str, Any]) -> Block:
         kind = data["type"]
@@ -216,6 +225,7 @@ def _make_quick() -> Quick | None:
             text_text(text, data["text"])
             text_extra(text, {})
             text_type(text, "text")
+            text_check(text)
             return text
         if kind == "tool_use":
             use = new(use_block)
@@ -224,6 +234,7 @@ def _make_quick() -> Quick | None:
             use_input(use, data["input"])
             use_extra(use, {})
             use_type(use, "tool_use")
+            use_check(use)
             return use
         if kind == "tool_result" and isinstance(content := data["content"], str):
             result = new(result_block)
@@ -232,6 +243,7 @@ def _make_quick() -> Quick | None:
             result_error(result, bool(data.get("is_error", False)))
             result_extra(result, {})
             result_type(result, "tool_result")
+            result_check(result)
             return result
         raise LookupError(f"{kind!r} blocks take the constructors")
 
