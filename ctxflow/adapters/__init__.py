@@ -17,6 +17,7 @@ from ctxflow.adapters._base import ParsedResponse, StopReason, Usage, WindowLike
 from ctxflow.adapters._caching import (
     MAX_BREAKPOINTS,
     CachePolicy,
+    CachePrices,
     PrefixReuse,
     apply_breakpoints,
     cached_prefix,
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncAnthropicClient",
     "AsyncOpenAIClient",
     "CachePolicy",
+    "CachePrices",
     "OpenAIAdapter",
     "OpenAIClient",
     "ParsedResponse",

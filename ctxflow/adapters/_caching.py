@@ -34,6 +34,7 @@ from ctxflow.errors import PolicyError
 __all__ = [
     "MAX_BREAKPOINTS",
     "CachePolicy",
+    "CachePrices",
     "PrefixReuse",
     "apply_breakpoints",
     "cached_prefix",
@@ -239,6 +240,34 @@ class PrefixReuse:
     written: int
     total: int
     broke_at: str | None
+
+    def cost(self, prices: CachePrices) -> float:
+        """The request's input cost in uncached-token units under ``prices``."""
+        fresh = self.total - self.served - self.written
+        return self.served * prices.read + self.written * prices.write + fresh
+
+
+@attrs.frozen(kw_only=True)
+class CachePrices:
+    """What cached input costs, as multiples of an uncached input token's price.
+
+    ``read``: a token served from the cache; ``write``: a token written to it.
+    :meth:`for_api` gives the providers' published multiples: Anthropic reads
+    at 0.1 and writes (5-minute cache) at 1.25; OpenAI reads at 0.5 (the
+    GPT-4o family; newer models discount more) and charges nothing extra to write.
+    """
+
+    read: float
+    write: float
+
+    @classmethod
+    def for_api(cls, api: str) -> CachePrices:
+        """The multiples for ``"anthropic"`` or ``"openai"``."""
+        if api == "anthropic":
+            return cls(read=0.1, write=1.25)
+        if api == "openai":
+            return cls(read=0.5, write=1.0)
+        raise PolicyError(f"'api' must be 'anthropic' or 'openai' (got {api!r})", rule="api")
 
 
 def _strip_marks(value: Any) -> Any:

@@ -38,11 +38,16 @@ class Adapter(Protocol):
 
 @attrs.frozen(kw_only=True)
 class AnthropicAdapter:
-    """The Anthropic Messages API for one model, with prompt caching by default."""
+    """The Anthropic Messages API for one model, with prompt caching by default.
+
+    The default policy marks the tools, the system text and the end of the
+    conversation, so each turn reads everything before its new messages from
+    the cache (the window's late context comes after the last mark).
+    """
 
     model: str
     max_tokens: int = 4096
-    cache: CachePolicy | None = attrs.field(factory=CachePolicy)
+    cache: CachePolicy | None = attrs.field(factory=lambda: CachePolicy(last_message=True))
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
     def render(self, window: WindowLike) -> dict[str, Any]:

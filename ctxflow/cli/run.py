@@ -98,6 +98,23 @@ def _progress(record: TurnRecord) -> None:
     )
 
 
+def _reuse_line(result: RunResult) -> str:
+    """The share of request tokens a prefix cache could serve, and where the prefix broke."""
+    why: dict[str, int] = {}
+    for turn in result.turns:
+        if turn.prefix_break is not None:
+            why[turn.prefix_break] = why.get(turn.prefix_break, 0) + 1
+    breaks = ", ".join(f"{n} at {k}" for k, n in why.items()) or "never"
+    return f"{result.totals()['cache_reuse']:.1%} of request tokens (prefix broke: {breaks})"
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    return (
+        f"{cost['ratio']:.1%} of the uncached cost "
+        f"(cached tokens at x{cost['cached_price']}, written at x{cost['cache_write_price']})"
+    )
+
+
 def _summary(result: RunResult) -> None:
     totals = result.totals()
     tokens = [t.window_tokens for t in result.turns]
@@ -117,6 +134,8 @@ def _summary(result: RunResult) -> None:
         ("checkpoints", f"{totals['checkpoints']}"),
         ("invalid windows", f"{totals['invalid_windows']}"),
         ("windows over budget", f"{totals['over_budget_windows']}"),
+        ("prefix cache reuse", _reuse_line(result)),
+        ("est. input cost", _cost_line(totals["input_cost"])),
         ("final phase", result.final_phase),
     ]
     width = max(len(k) for k, _ in rows)

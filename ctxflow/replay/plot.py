@@ -37,12 +37,18 @@ def require_plot_extra() -> None:
         )
 
 
+def _broke(turn: Mapping[str, Any]) -> bool:
+    cache = turn.get("cache")
+    return isinstance(cache, Mapping) and cache.get("broke_at") is not None
+
+
 def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Draw a PNG of per-layer window tokens over turns; return its path.
 
     Each turn is a report record with ``turn``, ``phase``, ``input_budget``,
-    ``layers`` (name → ``{"used": int}``), ``compression`` (None or a report)
-    and ``checkpoint`` (None or an id).
+    ``layers`` (name → ``{"used": int}``), ``compression`` (None or a report),
+    ``checkpoint`` (None or an id) and, optionally, ``cache`` (``broke_at`` and
+    ``why``: where the prompt-cache prefix broke is marked and labelled).
     """
     try:
         import matplotlib
@@ -102,6 +108,26 @@ def plot_turns(turns: Sequence[Mapping[str, Any]], path: str | Path, *, title: s
                     label=key,
                     zorder=3,
                 )
+            # Where the prompt-cache prefix broke, and why (compression, phase change, ...).
+            breaks = [(x, t["cache"]) for x, t in zip(xs, turns, strict=True) if _broke(t)]
+            if breaks:
+                ax.scatter(
+                    [x for x, _ in breaks],
+                    [top * 1.10] * len(breaks),
+                    marker="x",
+                    color="#7c3aed",
+                    label="prefix cache broke",
+                    zorder=3,
+                )
+                for x, cache in breaks:
+                    ax.annotate(
+                        str(cache.get("why") or ""),
+                        (x, top * 1.10),
+                        textcoords="offset points",
+                        xytext=(3, 4),
+                        fontsize=7,
+                        color="#7c3aed",
+                    )
         ax.set_xlabel("turn (assistant message)")
         ax.set_ylabel("tokens in the window")
         ax.set_title(title or "ctxflow run: window tokens per layer")

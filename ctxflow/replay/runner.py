@@ -14,12 +14,13 @@ the task: it stays in the stream, and the window always keeps it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
 
-from ctxflow.adapters import render_anthropic, render_openai
+from ctxflow.adapters import CachePolicy, CachePrices, prefix_reuse, render_anthropic, render_openai
 from ctxflow.engine import Engine
 from ctxflow.layers import LayeredState, SystemLayer
 from ctxflow.model import Role, check
@@ -47,6 +48,14 @@ class TurnRecord:
     valid: bool
     violations: tuple[str, ...]
     within_budget: bool
+    #: The rendered request's tokens (its canonical JSON, item by item), what a
+    #: prefix cache filled by the previous request could serve, and what it would write.
+    request_tokens: int = 0
+    cache_served: int = 0
+    cache_written: int = 0
+    #: The first item of the previous request this one no longer repeats, and why.
+    prefix_broke_at: str | None = None
+    prefix_break: str | None = None
 
     def to_plain(self) -> dict[str, Any]:
         """The record as JSON-able data."""
@@ -63,6 +72,13 @@ class TurnRecord:
             "valid": self.valid,
             "violations": list(self.violations),
             "within_budget": self.within_budget,
+            "cache": {
+                "request_tokens": self.request_tokens,
+                "served": self.cache_served,
+                "written": self.cache_written,
+                "broke_at": self.prefix_broke_at,
+                "why": self.prefix_break,
+            },
         }
 
 
@@ -78,6 +94,7 @@ class RunResult:
     compressions: int
     checkpoints: int
     final_phase: str
+    api: API = "anthropic"
 
     @property
     def ok(self) -> bool:
@@ -88,6 +105,7 @@ class RunResult:
         """Summary numbers for the report."""
         tokens = [t.window_tokens for t in self.turns]
         return {
+            **self._cache_totals(),
             "turns": len(self.turns),
             "messages": self.messages,
             "compressions": self.compressions,
@@ -98,6 +116,39 @@ class RunResult:
             "final_phase": self.final_phase,
             "ok": self.ok,
         }
+
+    def _cache_totals(self) -> dict[str, Any]:
+        total = sum(t.request_tokens for t in self.turns)
+        served = sum(t.cache_served for t in self.turns)
+        written = sum(t.cache_written for t in self.turns)
+        prices = CachePrices.for_api(self.api)
+        cached = served * prices.read + written * prices.write + (total - served - written)
+        return {
+            "cache_reuse": round(served / total, 4) if total else 0.0,
+            "prefix_breaks": sum(t.prefix_broke_at is not None for t in self.turns),
+            "input_cost": {
+                "unit": "uncached input tokens",
+                "cached_price": prices.read,
+                "cache_write_price": prices.write,
+                "with_cache": round(cached),
+                "without_cache": total,
+                "ratio": round(cached / total, 4) if total else 1.0,
+            },
+        }
+
+
+def _break_reason(new: Iterable[Any]) -> str:
+    """Why a request no longer repeats the previous one: what the engine did in between."""
+    records = list(new)
+    if any(r.compression for r in records):
+        return "compression"
+    if any(r.consolidated for r in records):
+        return "consolidation"
+    if any(r.restored_from for r in records):
+        return "restore"
+    if any(r.phase_changed for r in records):
+        return "phase change"
+    return "window"
 
 
 def _compression_summary(report: Any) -> dict[str, Any]:
@@ -138,6 +189,8 @@ def replay(
     seen_records = 0
     events: list[str] = []
     compressions = 0
+    count = functools.lru_cache(maxsize=4096)(engine.counter.count)
+    previous: dict[str, Any] | None = None
     for step in plan:
         if step.kind == "message":
             assert step.message is not None
@@ -164,6 +217,9 @@ def replay(
                 name: {"allocated": usage.allocated, "used": usage.used}
                 for name, usage in window.report.layers.items()
             }
+            body = _render(window, api, engine)
+            reuse = prefix_reuse(previous, body, count)
+            previous = body
             record = TurnRecord(
                 turn=step.turn,
                 phase=engine.phase,
@@ -177,20 +233,17 @@ def replay(
                 valid=not problems,
                 violations=tuple(problems),
                 within_budget=window.tokens <= window.input_budget,
+                request_tokens=reuse.total,
+                cache_served=reuse.served,
+                cache_written=reuse.written,
+                prefix_broke_at=reuse.broke_at,
+                prefix_break=_break_reason(new) if reuse.broke_at is not None else None,
             )
             events = []
             turns.append(record)
             if on_turn is not None:
                 on_turn(record)
             if on_window is not None:
-                if api == "anthropic":
-                    body = render_anthropic(
-                        window, model=engine.profile.name, max_tokens=engine.profile.output_reserve
-                    )
-                else:
-                    body = render_openai(
-                        window, model=engine.profile.name, max_tokens=engine.profile.output_reserve
-                    )
                 on_window(body)
     compressions += sum(1 for r in engine.records[seen_records:] if r.compression)
     return RunResult(
@@ -202,4 +255,18 @@ def replay(
         compressions=compressions,
         checkpoints=len(engine.checkpoint_ids),
         final_phase=engine.phase,
+        api=api,
     )
+
+
+def _render(window: Any, api: API, engine: Engine) -> dict[str, Any]:
+    """The request body the loop's default adapter would send for ``window``."""
+    profile = engine.profile
+    if api == "anthropic":
+        return render_anthropic(
+            window,
+            model=profile.name,
+            max_tokens=profile.output_reserve,
+            cache=CachePolicy(last_message=True),
+        )
+    return render_openai(window, model=profile.name, max_tokens=profile.output_reserve)

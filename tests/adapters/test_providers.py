@@ -21,13 +21,14 @@ from ctxflow.testing._llm import ScriptedLLM, text_response, tool_call_response
 def test_anthropic_adapter_renders_with_caching_and_parses(
     window: Any, anthropic_types: Any
 ) -> None:
-    """The Anthropic adapter marks tools and system by default and parses replies."""
+    """The Anthropic adapter marks tools, system and the conversation's end, and parses replies."""
     adapter = AnthropicAdapter(
         model="claude-x", max_tokens=100, options={"stop_sequences": ["END"]}
     )
     assert isinstance(adapter, Adapter)
     body = adapter.render(window)
-    assert count_breakpoints(body) == 2 and body["stop_sequences"] == ["END"]
+    assert count_breakpoints(body) == 3 and body["stop_sequences"] == ["END"]
+    assert "cache_control" in body["messages"][-1]["content"][-1]
     anthropic_types(body)
     reply = adapter.parse(text_response("fine"))
     assert reply.message.text == "fine"

@@ -334,3 +334,21 @@ def test_lone_surrogate_names_file_and_line(
     assert "bad.jsonl:2:" in captured.err and "surrogate" in captured.err
     assert captured.err.count("\n") == 1
     assert "engine effect" not in captured.err and captured.out == ""
+
+
+def test_run_reports_what_a_prefix_cache_could_serve(tmp_path: Path) -> None:
+    """Most request tokens repeat the previous request; the prefix breaks only at compressions."""
+    report = tmp_path / "r.json"
+    args = ["run", str(PONY), "--budget", "12000", "--store", "memory", "--quiet"]
+    assert main([*args, "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    totals, turns = data["totals"], data["turns"]
+    assert totals["cache_reuse"] >= 0.8
+    assert turns[0]["cache"]["served"] == 0
+    broke = [t for t in turns if t["cache"]["broke_at"] is not None]
+    assert broke and totals["prefix_breaks"] == len(broke)
+    assert all(t["cache"]["why"] == "compression" and t["compression"] for t in broke)
+    cost = totals["input_cost"]
+    assert cost["with_cache"] < cost["without_cache"] and cost["ratio"] < 0.5
+    served = sum(t["cache"]["served"] for t in turns)
+    assert abs(served / cost["without_cache"] - totals["cache_reuse"]) < 1e-3

@@ -128,7 +128,7 @@ def test_every_request_carries_the_same_tools_and_states_the_allowed_ones(mode: 
     """By default every request carries every tool alike; the late context names the allowed."""
     _, llm, _ = run(mode, happy_script(), reflect_every=0)
     assert len({json.dumps(r["tools"], sort_keys=True) for r in llm.requests}) == 1
-    late = [r["messages"][-1]["content"] for r in llm.requests]
+    late = [r["messages"][-1]["content"][-1]["text"] for r in llm.requests]
     assert "phase: planning" in late[0] and "tools: none" in late[0]
     assert "phase: execution" in late[1] and "tools: read" in late[1]
 
@@ -254,7 +254,7 @@ def test_typed_error_mid_turn_fails_and_recovers(mode: str) -> None:
     assert uses == answered
     event = next(e for e in logs if e["event"] == "agent.recover")
     assert event["rule"] == "store_down" and event["phase"] == "execution"
-    assert "store went away" in llm.requests[3]["messages"][-2]["content"][-1]["text"]
+    assert "store went away" in llm.requests[3]["messages"][-1]["content"][-2]["text"]
 
 
 def test_recoveries_are_bounded(mode: str) -> None:
