@@ -12,6 +12,7 @@ prints ``lost SID``.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,16 @@ from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord, new_checkpoint_id
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
+
+_SAY = threading.Lock()
+
+
+def _say(*words: object) -> None:
+    """Print one line in one write (threads' lines never interleave, as print's pieces can)."""
+    with _SAY:
+        sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+        sys.stdout.flush()
+
 
 #: The writes a ``hold`` worker runs on command, each as this node's lease allows.
 COMMANDS = (
@@ -145,7 +156,7 @@ def hold(url: str, tenant: str, node_id: str, ttl: float, session_id: str) -> No
         lease_ttl=ttl,
         heartbeat_interval=ttl / 5,
         claim_interval=3600,
-        on_lost=lambda sid: print("lost", sid, flush=True),
+        on_lost=lambda sid: _say("lost", sid),
     ).start()
     lease = coordinator.acquire(session_id)
     coordinator.update(session_id, lambda d: "first", lease=lease)
@@ -155,16 +166,16 @@ def hold(url: str, tenant: str, node_id: str, ttl: float, session_id: str) -> No
         conversation.append(role(f"turn {step}", id=f"m{step}"))
         writer.capture(conversation)
     writes = _writes(coordinator, lease, writer, conversation)
-    print("ready", lease.token, flush=True)
+    _say("ready", lease.token)
     for line in sys.stdin:
         command = line.strip()
         try:
             done = writes[command]()
         except CtxflowError as exc:
-            print("did", command, type(exc).__name__, exc.rule, flush=True)
+            _say("did", command, type(exc).__name__, exc.rule)
         else:
             detail = getattr(done, "session_id", done)
-            print("did", command, "ok", detail, flush=True)
+            _say("did", command, "ok", detail)
 
 
 if __name__ == "__main__":

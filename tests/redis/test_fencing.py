@@ -39,8 +39,9 @@ WRITES = (
 
 
 def _node(
-    client: redis.Redis, tenant: str, node: str, ttl: float = 1.0, **kwargs: object
+    client: redis.Redis, tenant: str, node: str, ttl: float = 60.0, **kwargs: object
 ) -> SessionCoordinator:
+    """A coordinator not started: no heartbeat renews its leases (they run out at ``ttl``)."""
     return SessionCoordinator(
         client,
         tenant=tenant,
@@ -137,14 +138,14 @@ def test_an_expired_lease_fences_every_write(client: redis.Redis, tenant: str, w
     """Once a lease expired, each write path fails with OwnershipLost (checked in Redis, before
     the write), changes nothing, and the node forgets the session and says so."""
     lost: list[str] = []
-    node = _node(client, tenant, "sleepy", ttl=0.3, on_lost=lost.append)
+    node = _node(client, tenant, "sleepy", on_lost=lost.append)
     lease = node.acquire("ses_e")
     node.update("ses_e", lambda d: "kept", lease=lease)
     writer = write_turns(node, lease, 3)
     assert node.store is not None
     before = node.store.checkpoints("ses_e")
     writes = _writes(node, lease, writer)
-    lease_expired(client, node, "ses_e")
+    lease_expired(client, node, "ses_e", hasten=True)
     with pytest.raises(OwnershipLost) as info:
         writes[write]()
     assert info.value.session_id == "ses_e"
@@ -164,12 +165,12 @@ def test_a_former_owner_learns_it_lost_the_lease_not_that_its_parent_is_stale(
     """After another node took the session and wrote, the former owner's put and commit raise
     OwnershipLost, and commit_or_fork forks nothing and keeps no lease."""
     lost: list[str] = []
-    old = _node(client, tenant, "old", ttl=0.3, on_lost=lost.append)
+    old = _node(client, tenant, "old", on_lost=lost.append)
     old_lease = old.acquire("ses_s")
     writer = write_turns(old, old_lease, 2)
     last = writer.last_id
     assert last is not None and old.store is not None
-    lease_expired(client, old, "ses_s")
+    lease_expired(client, old, "ses_s", hasten=True)
     new = _node(client, tenant, "new")
     write_turns(new, new.acquire("ses_s"), 2)
     acked = old.store.checkpoints("ses_s")
@@ -214,13 +215,13 @@ def test_two_coordinators_with_one_name_never_share_a_token(
 ) -> None:
     """Two coordinators called alike are two owners: the second waits out the first's expired
     lease, gets a new token, and the first's writes are fenced."""
-    first = _node(client, tenant, "same", ttl=0.3)
+    first = _node(client, tenant, "same")
     second = _node(client, tenant, "same")
     lease = first.acquire("ses_t")
     writer = write_turns(first, lease, 1)
     with pytest.raises(SessionError):
         second.acquire("ses_t")
-    lease_expired(client, first, "ses_t")
+    lease_expired(client, first, "ses_t", hasten=True)
     taken = second.acquire("ses_t")
     assert taken.token > lease.token
     assert taken.owner != lease.owner

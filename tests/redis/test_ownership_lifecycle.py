@@ -82,7 +82,7 @@ def test_update_or_fork_under_a_lease_owns_and_announces_the_fork(
     other nodes hear of the fork's record."""
     heard: list[Invalidation] = []
     with _node(client, tenant, "reader", on_invalidate=heard.append):
-        node = _node(client, tenant, "writer")
+        node = _node(client, tenant, "writer", ttl=60.0)
         lease = node.acquire("ses_u")
         node.update("ses_u", lambda d: {"n": 0}, lease=lease)
 

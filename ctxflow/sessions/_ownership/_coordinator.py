@@ -257,22 +257,22 @@ class SessionCoordinator:
                 rule="max_attempts",
             )
         parent = expected_parent
-        for attempt in range(1, max_attempts + 1):
+        for _ in range(max_attempts - 1):
             try:
                 return self._commits.put(lease, draft, parent)
-            except StaleCheckpoint as exc:
-                if attempt == max_attempts:
-                    raise ConflictError(
-                        f"session {lease.session_id!r} must accept a checkpoint within "
-                        f"{max_attempts} attempts (other writers kept moving its latest "
-                        f"checkpoint)",
-                        rule="contention",
-                        session_id=lease.session_id,
-                        attempts=max_attempts,
-                    ) from exc
+            except StaleCheckpoint:
                 latest = self._commits.latest(lease.session_id)
                 draft, parent = rebuild(latest), latest.id
-        raise AssertionError("unreachable")  # the loop returns or raises
+        try:
+            return self._commits.put(lease, draft, parent)
+        except StaleCheckpoint as exc:
+            raise ConflictError(
+                f"session {lease.session_id!r} must accept a checkpoint within "
+                f"{max_attempts} attempts (other writers kept moving its latest checkpoint)",
+                rule="contention",
+                session_id=lease.session_id,
+                attempts=max_attempts,
+            ) from exc
 
     def commit_or_fork(
         self, lease: Lease, draft: CheckpointDraft, *, expected_parent: str | None
