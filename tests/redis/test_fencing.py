@@ -19,7 +19,7 @@ from redis_support import (
 from ctxflow.errors import OwnershipLost, SessionError
 from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
-from ctxflow.stores import RedisStore
+from ctxflow.stores import Fence, RedisStore
 
 pytestmark = pytest.mark.redis
 
@@ -270,3 +270,34 @@ def test_tokens_never_repeat_across_a_restart_without_persistence(
     assert after.token > before.token
     assert node.update("ses_b", lambda d: "after", lease=after).version == 1
     client.close()
+
+
+def test_the_store_checks_a_fence_before_anything_else(client: redis.Redis, tenant: str) -> None:
+    """RedisStore's put, prune, erase and fork with a fence that is not the session's raise
+    OwnershipLost (before a stale parent or an unknown checkpoint) and change nothing; with the
+    current fence they run."""
+    node = _node(client, tenant, "n")
+    lease = node.acquire("ses_st")
+    writer = write_turns(node, lease, 3)
+    store = node.store
+    assert store is not None and writer.last_id is not None
+    before = store.checkpoints("ses_st")
+    wrong = Fence(owner=lease.owner + "0", token=lease.token)
+    stale = full_draft(store, "ses_st", before[0].id)
+    with pytest.raises(OwnershipLost) as info:
+        store.put(stale, expected_parent=before[0].id, fence=wrong)
+    assert info.value.rule == "fencing_token"
+    with pytest.raises(OwnershipLost):
+        store.prune("ses_st", keep_last=1, fence=wrong)
+    with pytest.raises(OwnershipLost):
+        store.erase("ses_st", fence=wrong)
+    with pytest.raises(OwnershipLost):
+        store.fork("ses_st", "ckp_unknown", fence=wrong)
+    with pytest.raises(OwnershipLost):
+        store.erase("ses_never_written", fence=wrong)
+    assert store.sessions() == ["ses_st"]
+    assert store.checkpoints("ses_st") == before
+    assert store.fork("ses_st", writer.last_id, fence=lease.fence).session_id != "ses_st"
+    assert len(store.prune("ses_st", keep_last=1, fence=lease.fence)) == 2
+    store.erase("ses_st", fence=lease.fence)
+    assert "ses_st" not in store.sessions()
