@@ -14,8 +14,21 @@ Decoding checks, in this order and before any decompression: the magic, the
 format version, the codec tags, the body length against the size limit, and
 the checksum. The lz4 layer then checks the frame's declared content size and
 decompresses with a hard output limit, so a crafted frame cannot expand past
-``max_size``. Every failure is a :class:`~ctxflow.errors.CorruptCheckpoint`
-whose ``rule`` names what was wrong.
+``max_size``; its output buffer grows as the frame yields data, so a frame
+that declares much (or nothing) and holds little reserves little. Every
+failure is a :class:`~ctxflow.errors.CorruptCheckpoint` whose ``rule`` names
+what was wrong.
+
+The checksum is not keyed: anyone can write a valid envelope, so the msgpack
+body is bounded too, before objects are built from it. One msgpack byte can
+become a Python object of tens of bytes (an empty list), so a body of empty
+lists that compresses to almost nothing would cost gigabytes. The decoder
+takes at most ``max_objects`` items (every key, value and element counts): a
+body shorter than that cannot hold more, and a longer one is first walked
+header by header without building anything (:func:`_scan`). Nesting is bounded by msgpack's own
+decoder stack (:data:`MAX_DEPTH` levels, no recursion; the walk applies the
+same bound). Extension types are refused, timestamps (type -1, which msgpack
+decodes itself, without the ``ext_hook``) included.
 
 Format versions: 2 lets the lz4 layer keep a body that compression would not
 shrink as it is, behind a zero byte (a frame starts with its magic number): a
@@ -39,9 +52,11 @@ import msgpack
 from ctxflow.errors import CheckpointError, CorruptCheckpoint
 
 __all__ = [
+    "DEFAULT_MAX_OBJECTS",
     "DEFAULT_MAX_SIZE",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_DEPTH",
     "ByteLayer",
     "Envelope",
     "EnvelopeCodec",
@@ -58,6 +73,10 @@ MAGIC = b"CXFL"
 FORMAT_VERSION = 2
 #: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+#: Most msgpack items (keys, values, elements) a codec decodes from one body by default.
+DEFAULT_MAX_OBJECTS = 2**21
+#: Deepest nesting of lists and maps a body may hold: the msgpack decoder's own stack.
+MAX_DEPTH = 1024
 _HARD_LIMIT = 2**32 - 1
 
 #: Upgrades a decoded value of version ``v`` to version ``v + 1``.
@@ -88,6 +107,27 @@ class ByteLayer(Protocol):
 
 #: Leads a body the lz4 layer kept as it was (an lz4 frame starts with its magic number).
 _KEPT = b"\x00"
+#: A frame declaring at most this much is decompressed in one call; a larger or undeclared
+#: one in chunks that start at _FIRST_CHUNK and double up to _MAX_CHUNK.
+_ONE_CALL = 1 << 20
+_FIRST_CHUNK = 1 << 16
+_MAX_CHUNK = 1 << 24
+
+
+def _decompress_growing(
+    decompressor: lz4.frame.LZ4FrameDecompressor, data: bytes, limit: int
+) -> bytes:
+    """At most ``limit`` bytes of ``data``'s frame, the buffer growing as output arrives."""
+    size = min(limit, _FIRST_CHUNK)
+    piece = bytes(decompressor.decompress(data, max_length=size))
+    pieces = [piece]
+    total = len(piece)
+    while piece and total < limit and not decompressor.eof and not decompressor.needs_input:
+        size = min(limit - total, size * 2, _MAX_CHUNK)
+        piece = bytes(decompressor.decompress(b"", max_length=size))
+        pieces.append(piece)
+        total += len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 class Lz4Layer:
@@ -132,11 +172,15 @@ class Lz4Layer:
                 limit=max_size,
             )
         # Bounded by the declared size when there is one: a frame holding more than it
-        # declares stops there (and fails the completeness check below), and the output
-        # buffer is sized to the value instead of to the limit.
+        # declares stops there (and fails the completeness check below). A small declared
+        # value is one call; anything else grows its buffer as the frame yields data, so
+        # neither a false declaration nor a missing one reserves memory up front.
         decompressor = lz4.frame.LZ4FrameDecompressor()
         try:
-            out = bytes(decompressor.decompress(data, max_length=declared or max_size + 1))
+            if 0 < declared <= _ONE_CALL:
+                out = bytes(decompressor.decompress(data, max_length=declared))
+            else:
+                out = _decompress_growing(decompressor, data, declared or max_size + 1)
         except RuntimeError as exc:
             raise CorruptCheckpoint(
                 f"the lz4 frame must decompress ({exc})", rule="lz4_frame"
@@ -230,10 +274,110 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-def _refuse_ext(code: int, data: bytes) -> Any:
-    raise CorruptCheckpoint(
-        f"checkpoint body must hold plain data only (got msgpack extension type {code})",
+def _ext_refused(code: int) -> CorruptCheckpoint:
+    kind = " (a timestamp)" if code == -1 else ""
+    return CorruptCheckpoint(
+        f"checkpoint body must hold plain data only (got msgpack extension type {code}{kind})",
         rule="ext_type",
+        code=code,
+    )
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise _ext_refused(code)
+
+
+def _fixed_sizes() -> tuple[int, ...]:
+    """The whole length of an item from its first byte, for items of fixed length (else 0)."""
+    sizes = [0] * 256
+    for first in [*range(0x00, 0x80), 0x80, 0x90, 0xC0, 0xC2, 0xC3, *range(0xE0, 0x100)]:
+        sizes[first] = 1  # fixints, nil, bools, and empty maps and arrays (leaves to msgpack)
+    for first in range(0xA0, 0xC0):
+        sizes[first] = 1 + (first & 0x1F)  # fixstr
+    for first, size in {0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}.items():
+        sizes[first] = size  # floats and unsigned ints
+    for first, size in {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}.items():
+        sizes[first] = size  # signed ints
+    return tuple(sizes)
+
+
+_FIXED = _fixed_sizes()
+#: str8/16/32 and bin8/16/32: the width of their length field.
+_SIZED = {0xD9: 1, 0xDA: 2, 0xDB: 4, 0xC4: 1, 0xC5: 2, 0xC6: 4}
+#: array16/32 and map16/32: the width of their count field and items per count.
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+#: ext8/16/32 and fixext: where their type byte is.
+_EXT_TYPE_AT = {0xC7: 2, 0xC8: 3, 0xC9: 5, 0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1}
+
+
+def _scan(body: bytes, max_objects: int) -> None:
+    """Walk the first msgpack item of ``body`` header by header, building nothing.
+
+    Raises ``CorruptCheckpoint`` when the items its containers declare exceed
+    ``max_objects``, when lists and maps nest deeper than ``MAX_DEPTH``, or at
+    an extension type. Anything else malformed (truncation, an invalid byte)
+    ends the walk quietly: msgpack refuses it by name, having built no more
+    objects than the walk counted.
+    """
+    fixed, end = _FIXED, len(body)
+    pos, left, declared = 0, 1, 1
+    stack: list[int] = []
+    while True:
+        if not left:
+            if not stack:
+                return
+            left = stack.pop()
+            continue
+        if pos >= end:
+            return
+        first = body[pos]
+        left -= 1
+        size = fixed[first]
+        if size:
+            pos += size
+            continue
+        if 0x81 <= first <= 0x8F or 0x91 <= first <= 0x9F:
+            count = (first & 0x0F) * (2 if first < 0x90 else 1)
+            pos += 1
+        elif first in _COUNTED:
+            width, per = _COUNTED[first]
+            count = int.from_bytes(body[pos + 1 : pos + 1 + width], "big") * per
+            pos += 1 + width
+            if not count:
+                continue
+        elif first in _SIZED:
+            width = _SIZED[first]
+            pos += 1 + width + int.from_bytes(body[pos + 1 : pos + 1 + width], "big")
+            continue
+        elif first in _EXT_TYPE_AT:
+            at = pos + _EXT_TYPE_AT[first]
+            if at >= end:
+                return
+            raise _ext_refused(int.from_bytes(body[at : at + 1], "big", signed=True))
+        else:
+            return  # 0xc1, never used: msgpack names it
+        declared += count
+        if declared > max_objects:
+            raise _too_many(max_objects)
+        stack.append(left)
+        left = count
+        if len(stack) > MAX_DEPTH:
+            raise _too_deep()
+
+
+def _too_many(max_objects: int) -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"checkpoint body must hold at most {max_objects} msgpack items (got more)",
+        rule="too_many_objects",
+        limit=max_objects,
+    )
+
+
+def _too_deep() -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"checkpoint body must nest lists and maps at most {MAX_DEPTH} levels deep (got deeper)",
+        rule="too_deep",
+        limit=MAX_DEPTH,
     )
 
 
@@ -243,7 +387,8 @@ class EnvelopeCodec:
     ``layers`` run in order on encode (default: lz4) and in reverse on decode.
     ``migrations`` maps an older format version ``v`` to a function upgrading a
     decoded value to ``v + 1`` (1 to 2 is built in); bytes of a newer version
-    are refused.
+    are refused. ``max_size`` bounds a body's bytes and ``max_objects`` the
+    msgpack items decoded from it.
     """
 
     def __init__(
@@ -251,6 +396,7 @@ class EnvelopeCodec:
         layers: Sequence[ByteLayer] = (),
         *,
         max_size: int = DEFAULT_MAX_SIZE,
+        max_objects: int = DEFAULT_MAX_OBJECTS,
         version: int = FORMAT_VERSION,
         migrations: Mapping[int, Migration] | None = None,
     ) -> None:
@@ -264,8 +410,13 @@ class EnvelopeCodec:
             raise CheckpointError(
                 f"'max_size' must be in 1..{_HARD_LIMIT} (got {max_size})", rule="limit"
             )
+        if not 0 < max_objects <= _HARD_LIMIT:
+            raise CheckpointError(
+                f"'max_objects' must be in 1..{_HARD_LIMIT} (got {max_objects})", rule="limit"
+            )
         self.layers = tuple(layers)
         self.max_size = max_size
+        self.max_objects = max_objects
         self.version = version
         self.migrations = {1: _unchanged, **dict(migrations or {})}
         self.tags = ("msgpack", *(layer.tag for layer in self.layers))
@@ -280,6 +431,7 @@ class EnvelopeCodec:
         return EnvelopeCodec(
             (*self.layers, layer),
             max_size=self.max_size,
+            max_objects=self.max_objects,
             version=self.version,
             migrations=self.migrations,
         )
@@ -348,13 +500,28 @@ class EnvelopeCodec:
         """The value of a checked envelope body written in format ``version``."""
         for layer in reversed(self.layers):
             body = layer.unwrap(body, max_size=self.max_size)
+        # Every item takes a byte at least: only a longer body can hold too many.
+        scanned = len(body) > self.max_objects
+        if scanned:
+            _scan(body, self.max_objects)
         try:
+            # msgpack bounds each length by the body's and the nesting by its stack;
+            # max_ext_len=0 refuses timestamps, which never reach the ext_hook.
             value = msgpack.unpackb(
-                body, raw=False, use_list=True, strict_map_key=True, ext_hook=_refuse_ext
+                body,
+                raw=False,
+                use_list=True,
+                strict_map_key=True,
+                ext_hook=_refuse_ext,
+                max_ext_len=0,
             )
         except CorruptCheckpoint:
             raise
+        except msgpack.StackError:
+            raise _too_deep() from None
         except (ValueError, TypeError, OverflowError) as exc:
+            if not scanned:
+                _scan(body, len(body) + 1)  # names an extension type (in bounded time)
             raise CorruptCheckpoint(
                 f"checkpoint body must be valid msgpack ({type(exc).__name__}: {exc})",
                 rule="msgpack",
@@ -372,10 +539,12 @@ class EnvelopeCodec:
         return value
 
 
-def default_codec(*, max_size: int = DEFAULT_MAX_SIZE) -> EnvelopeCodec:
+def default_codec(
+    *, max_size: int = DEFAULT_MAX_SIZE, max_objects: int = DEFAULT_MAX_OBJECTS
+) -> EnvelopeCodec:
     """The codec ctxflow writes by default: msgpack + lz4 in a version-2 envelope.
 
     lz4 runs at level 3 (high compression): about 20% smaller on the stores'
     body segments and still fast on small values; decoding is the same speed.
     """
-    return EnvelopeCodec((Lz4Layer(level=3),), max_size=max_size)
+    return EnvelopeCodec((Lz4Layer(level=3),), max_size=max_size, max_objects=max_objects)

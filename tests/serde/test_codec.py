@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import tracemalloc
 from typing import Any
 
 import lz4.frame
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from ctxflow.errors import CheckpointError, CorruptCheckpoint
 from ctxflow.persistence import FORMAT_VERSION, MAGIC, EnvelopeCodec, Lz4Layer, default_codec
+from ctxflow.persistence._codec import DEFAULT_MAX_OBJECTS, MAX_DEPTH
 
 plain = st.recursive(
     st.none()
@@ -288,3 +290,148 @@ def test_bad_layer_tag() -> None:
 
     with pytest.raises(CheckpointError, match="tag"):
         EnvelopeCodec((Bad(b"k"),))
+
+
+def _peak_while(run: Any) -> int:
+    """The peak bytes allocated (tracemalloc) while ``run()`` runs, whatever it raises."""
+    tracemalloc.start()
+    try:
+        run()
+    except CorruptCheckpoint:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _items(value: Any) -> int:
+    """How many msgpack items ``value`` packs to (every key, value and element)."""
+    if isinstance(value, dict):
+        return 1 + sum(_items(k) + _items(v) for k, v in value.items())
+    if isinstance(value, list):
+        return 1 + sum(_items(v) for v in value)
+    return 1
+
+
+def test_millions_of_empty_lists_are_refused_before_they_are_built() -> None:
+    """A 66 KB envelope of 16 million empty lists is refused by count, without building them."""
+    count = 16_000_000
+    body = b"\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+    data = _forge(lz4.frame.compress(body, store_size=True))
+    del body
+    assert len(data) < 70_000
+
+    def decode() -> None:
+        with pytest.raises(CorruptCheckpoint) as info:
+            default_codec().decode(data)
+        assert info.value.rule == "too_many_objects"
+
+    # the 16 MB body itself, not 16 million lists of 56 bytes each
+    assert _peak_while(decode) < 64 * 1024 * 1024
+
+
+def test_items_are_counted_across_containers() -> None:
+    """The item bound counts every key, value and element, in however many containers."""
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=1000)
+    many = [[None] * 15 for _ in range(100)]
+    with pytest.raises(CorruptCheckpoint, match="at most 1000") as info:
+        codec.decode(codec.encode(many))
+    assert info.value.rule == "too_many_objects"
+    fewer = [[None] * 9 for _ in range(90)]
+    assert codec.decode(codec.encode(fewer)) == fewer
+    assert codec.decode(codec.encode({"text": "x" * 50_000})) == {"text": "x" * 50_000}
+    assert codec.with_layer(XorLayer(b"k")).max_objects == 1000
+    with pytest.raises(CheckpointError) as limit:
+        EnvelopeCodec(max_objects=0)
+    assert limit.value.rule == "limit"
+
+
+@pytest.mark.parametrize("max_objects", [DEFAULT_MAX_OBJECTS, 1100])
+def test_nesting_deeper_than_the_decoder_stack_is_refused(max_objects: int) -> None:
+    """Lists nested deeper than MAX_DEPTH are refused as too deep, whether the body is walked
+    first (longer than the item bound) or not."""
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=max_objects)
+    padding = b"\xd9\xff" + b"p" * 255  # a str8 of 255 bytes: one item, many bytes
+    for depth, ok in ((MAX_DEPTH, True), (MAX_DEPTH + 6, False)):
+        body = b"\x91" * depth + padding
+        assert (len(body) > max_objects) == (max_objects == 1100)
+        data = _forge(lz4.frame.compress(body))
+        if ok:
+            value = codec.decode(data)
+            for _ in range(depth):
+                (value,) = value
+            assert value == "p" * 255
+        else:
+            with pytest.raises(CorruptCheckpoint, match="levels deep") as info:
+                codec.decode(data)
+            assert info.value.rule == "too_deep"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [msgpack.Timestamp(1, 0), msgpack.Timestamp(2**33, 5), msgpack.Timestamp(-1, 0)],
+    ids=["32-bit", "64-bit", "96-bit"],
+)
+@pytest.mark.parametrize("max_objects", [DEFAULT_MAX_OBJECTS, 5])
+def test_timestamps_are_refused(stamp: msgpack.Timestamp, max_objects: int) -> None:
+    """A msgpack timestamp (extension type -1, decoded without the ext hook) is refused."""
+    body = msgpack.packb({"pad": "x" * 40, "at": stamp})
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=max_objects)
+    with pytest.raises(CorruptCheckpoint, match="timestamp") as info:
+        codec.decode(_forge(lz4.frame.compress(body)))
+    assert (info.value.rule, info.value.details["code"]) == ("ext_type", -1)
+
+
+def test_a_frame_without_a_declared_size_reserves_little() -> None:
+    """A frame that hides its size grows its buffer as it yields data: no limit-sized reserve."""
+    small = _forge(lz4.frame.compress(msgpack.packb("x" * 3000), store_size=False))
+    assert _peak_while(lambda: default_codec().decode(small)) < 1024 * 1024
+    assert default_codec().decode(small) == "x" * 3000
+    large = "y" * 3_000_000  # several chunks, joined
+    assert default_codec().decode(_forge(lz4.frame.compress(msgpack.packb(large)))) == large
+    unsized = _forge(lz4.frame.compress(msgpack.packb(large), store_size=False))
+    assert default_codec().decode(unsized) == large
+
+
+def test_a_frame_declaring_more_than_it_holds_reserves_little() -> None:
+    """A frame declaring 200 MB and holding two bytes is refused without reserving 200 MB."""
+    compressor = lz4.frame.LZ4FrameCompressor(auto_flush=True)
+    header = compressor.begin(source_size=200_000_000)
+    frame = header + compressor.compress(msgpack.packb("ab")) + b"\x00\x00\x00\x00"
+    data = _forge(frame)
+
+    def decode() -> None:
+        with pytest.raises(CorruptCheckpoint) as info:
+            default_codec().decode(data)
+        assert info.value.rule == "lz4_frame"
+
+    assert _peak_while(decode) < 1024 * 1024
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=plain, slack=st.integers(-3, 3))
+def test_the_walk_counts_items_as_msgpack_builds_them(value: Any, slack: int) -> None:
+    """Decoding with an item bound refuses exactly the values with more items than the bound."""
+    items = _items(value)
+    bound = max(1, items + slack)
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=bound)
+    data = codec.encode(value)
+    if items > bound:
+        with pytest.raises(CorruptCheckpoint) as info:
+            codec.decode(data)
+        assert info.value.rule == "too_many_objects"
+    else:
+        assert codec.decode(data) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=64), max_objects=st.integers(1, 16))
+def test_any_body_decodes_within_the_bound_or_is_refused(body: bytes, max_objects: int) -> None:
+    """Arbitrary msgpack bytes give a value of at most max_objects items, or CorruptCheckpoint."""
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=max_objects)
+    try:
+        value = codec.decode(_forge(lz4.frame.compress(body)))
+    except CorruptCheckpoint:
+        return
+    assert _items(value) <= max_objects
