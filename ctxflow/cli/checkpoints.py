@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
 def _open(path: str) -> SQLiteStore:
     if not store_file(path).is_file():
         raise StoreError(f"--store must name an existing file (got {path!r})", rule="no_store")
-    return SQLiteStore(path)
+    return SQLiteStore(path, read_only=True)
 
 
 def _load(store: SQLiteStore, session: str, ref: str | None) -> Snapshot:
@@ -142,6 +142,8 @@ def _print_json(value: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one action against the store; exit 0."""
+    # An output that would be refused is refused before the store is even opened.
+    args.target = _out_target(args) if args.action == "restore" and args.out else None
     store = _open(args.store)
     try:
         handler = {"list": _list, "show": _show, "diff": _diff, "restore": _restore}
@@ -288,7 +290,7 @@ def _out_target(args: argparse.Namespace) -> Path:
 
 
 def _restore(store: SQLiteStore, args: argparse.Namespace) -> int:
-    target = _out_target(args) if args.out else None
+    target = args.target
     snapshot = _load(store, args.session, args.checkpoint)
     conversation = conversation_from_snapshot(snapshot)
     messages = conversation.effective() if args.view == "effective" else conversation.messages

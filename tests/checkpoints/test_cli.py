@@ -228,3 +228,39 @@ def test_restore_writes_atomically_under_the_umask(
         os.umask(previous)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.db", "restored.jsonl"]
+
+
+def test_reading_commands_work_on_a_read_only_store_and_change_nothing(
+    store_file: tuple[Path, str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list, show, diff and restore open the store read-only: a 0444 file works, its bytes stay."""
+    path, session, ids = store_file
+    before = path.read_bytes()
+    path.chmod(0o444)
+    try:
+        assert _run("list", "--store", str(path), session) == 0
+        assert _run("show", "--store", str(path), session, ids[0]) == 0
+        assert _run("diff", "--store", str(path), session, ids[0], ids[-1]) == 0
+        out = path.parent / "restored.jsonl"
+        assert _run("restore", "--store", str(path), session, "--out", str(out)) == 0
+    finally:
+        path.chmod(0o644)
+    capsys.readouterr()
+    assert path.read_bytes() == before
+
+
+def test_reading_commands_refuse_another_applications_file_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """checkpoints list on a SQLite file that is not ctxflow's exits 2 and leaves it as it was."""
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sessions (who TEXT)")
+    before = path.read_bytes()
+    assert main(["checkpoints", "list", "--store", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ctxflow" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]

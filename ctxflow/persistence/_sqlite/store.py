@@ -23,11 +23,14 @@ naming the file and what SQLite reported; :meth:`SQLiteStore.check` runs
 ``PRAGMA integrity_check`` (``verify=True`` runs it on open).
 
 Another application's SQLite file is refused untouched, before anything is
-written (:func:`.schema.inspect_file`). ``read_only=True`` opens the file
-through a read-only URI: nothing is created, upgraded or marked, and every
-write raises ``StoreError``; it reads a file the process may not write, also in
-a directory it may not write (then SQLite cannot make the WAL's shared-memory
-file, and the file is read as immutable when it has no WAL to fold in).
+written (:func:`.schema.inspect_file`). ``read_only=True`` never writes:
+nothing is created, upgraded or marked, and every write raises
+``StoreError``. Where the process may write the file and its directory, the
+connection is ``query_only`` (so SQLite tidies its ``-wal``/``-shm`` files on
+close as usual); elsewhere it goes through a read-only URI — a file the
+process may not write, also in a directory it may not write (then SQLite
+cannot make the WAL's shared-memory file, and the file is read as immutable
+when it has no WAL to fold in).
 
 Damage: the latest checkpoint loads from the session head when it is usable,
 else without it; a checkpoint loaded by id reads only its own pack and older
@@ -171,6 +174,14 @@ class SQLiteStore(BaseStore):
                 return sqlite3.connect(
                     self.path, timeout=timeout, isolation_level=None, check_same_thread=False
                 )
+            if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+                # Where we may write, a query-only connection reads like any other and
+                # leaves no -wal/-shm behind when it closes (a mode=ro one cannot).
+                db = sqlite3.connect(
+                    self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA query_only = ON")
+                return db
             db = sqlite3.connect(
                 read_only_uri(self.path),
                 uri=True,
