@@ -50,7 +50,7 @@ for i = 9 + 2 * n, #ARGV do
   local h = ARGV[i]
   if not given[h] and redis.call('HEXISTS', KEYS[6], h) == 0 then return {'missing', h, ''} end
 end
-for i = 0, n - 1 do redis.call('HSETNX', KEYS[6], ARGV[9 + 2 * i], ARGV[10 + 2 * i]) end
+for i = 0, n - 1 do redis.call('HSET', KEYS[6], ARGV[9 + 2 * i], ARGV[10 + 2 * i]) end
 redis.call('HSET', KEYS[5], ARGV[4], ARGV[6])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 redis.call('RPUSH', KEYS[3], ARGV[4])

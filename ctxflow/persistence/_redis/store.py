@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ctxflow.errors import CheckpointNotFound, StoreError
+from ctxflow.errors import CheckpointNotFound, CorruptCheckpoint, StoreError
 from ctxflow.persistence._base import (
     duplicate_id,
     missing_bodies,
@@ -27,6 +27,7 @@ from ctxflow.persistence._base import (
     record_for,
     stale_parent,
 )
+from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
 from ctxflow.persistence._redis.keys import (
@@ -174,7 +175,12 @@ class RedisStore(RedisPrimitives):
         latest_id = latest.id if latest else None
         if latest_id != expected_parent:
             raise stale_parent(session_id, latest_id, expected_parent)
-        new = encoded.without(h for h, flag in zip(given, head[2:], strict=True) if flag)
+        present = {h for h, flag in zip(given, head[2:], strict=True) if flag}
+        if present:  # a damaged stored copy is written again from this fresh one
+            present -= self._run(
+                "put (check reused bodies)", lambda: self._damaged(session_id, present), read=True
+            )
+        new = encoded.without(present)
         record = record_for(draft, latest, new)
         args: list[Any] = [
             *fenced,
@@ -270,6 +276,19 @@ class RedisStore(RedisPrimitives):
 
         if not self._run("expire", run, read=False)[0]:
             raise no_session(session_id)
+
+    def _damaged(self, session_id: str, hashes: set[str]) -> set[str]:
+        """Which of a session's stored bodies cannot be read back as the body of their hash."""
+        wanted = sorted(hashes)
+        blobs = self.client.hmget(self.keys.session(session_id, "body"), wanted)
+        bad: set[str] = set()
+        for digest, blob in zip(wanted, blobs, strict=True):
+            try:
+                if blob is None or body_hash(self.codec.decode(bytes(blob))) != digest:
+                    bad.add(digest)
+            except CorruptCheckpoint:
+                bad.add(digest)
+        return bad
 
     def corrupt(self, checkpoint_id: str, data: bytes) -> None:
         """Replace a checkpoint's stored manifest bytes (for tests of damaged data)."""
