@@ -42,6 +42,7 @@ from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
     Snapshot,
+    check_store_id,
     new_checkpoint_id,
 )
 from ctxflow.persistence._model import new_session_id as _new_session_id
@@ -267,10 +268,12 @@ class BaseStore(abc.ABC):
 
     def checkpoints(self, session_id: str) -> list[CheckpointRecord]:
         """A session's checkpoints, oldest first."""
+        check_store_id(session_id)
         return self._atomic("checkpoints", lambda: self._known(session_id), write=False)
 
     def latest(self, session_id: str) -> CheckpointRecord:
         """The newest checkpoint of a session."""
+        check_store_id(session_id)
         record = self._atomic("latest", lambda: self._latest(session_id), write=False)
         if record is None:
             raise no_session(session_id)
@@ -278,6 +281,9 @@ class BaseStore(abc.ABC):
 
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
+        check_store_id(session_id)
+        if checkpoint_id is not None:
+            check_store_id(checkpoint_id, what="checkpoint id")
 
         def run() -> Snapshot:
             try:
@@ -340,6 +346,7 @@ class BaseStore(abc.ABC):
         now: float | None = None,
     ) -> list[str]:
         """Delete old checkpoints of a session; see :meth:`Store.prune`."""
+        check_store_id(session_id)
         check_retention(keep_last, max_age)
         moment = time.time() if now is None else now
 
@@ -366,7 +373,7 @@ class BaseStore(abc.ABC):
 
     def erase(self, session_id: str) -> None:
         """Delete a whole session and the bodies no other session references."""
-
+        check_store_id(session_id)
         self._atomic("erase", lambda: self._erase(session_id), write=True)
 
     def _naming(

@@ -49,6 +49,7 @@ from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
     Snapshot,
+    check_store_id,
     new_checkpoint_id,
     new_session_id,
 )
@@ -171,7 +172,7 @@ class Checkpointer:
                 f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
             )
         self.store = store
-        self.session_id = session_id or new_session_id()
+        self.session_id = new_session_id() if session_id is None else check_store_id(session_id)
         self.full_every = full_every
         self.full_ratio = full_ratio
         self._delta_bytes = 0

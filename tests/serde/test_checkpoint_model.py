@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,3 +58,24 @@ def test_valid_ids_pass() -> None:
     """Non-ascii ids that are valid Unicode, and a missing parent, pass unchanged."""
     assert _draft(session_id="sésion-漢字", parent_id=None).session_id == "sésion-漢字"
     assert check_store_id("ckp_x", what="checkpoint id") == "ckp_x"
+
+
+@pytest.mark.parametrize("make", ["memory", "sqlite"])
+def test_store_reads_refuse_a_lone_surrogate_session_id(make: str, tmp_path: Path) -> None:
+    """checkpoints, latest, load, prune and erase name a bad session id with CheckpointError."""
+    store = MemoryStore() if make == "memory" else SQLiteStore(tmp_path / "s.db")
+    bad = "ses_\ud800"
+    calls = [
+        lambda: store.checkpoints(bad),
+        lambda: store.latest(bad),
+        lambda: store.load(bad),
+        lambda: store.load("ses_ok", "ckp_\ud800"),
+        lambda: store.prune(bad, keep_last=1),
+        lambda: store.erase(bad),
+        lambda: Checkpointer(store, bad),
+    ]
+    for call in calls:
+        with pytest.raises(CheckpointError) as caught:
+            call()
+        assert caught.value.rule in {"session_id", "checkpoint_id"}
+    store.close()
