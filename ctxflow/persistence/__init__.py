@@ -54,7 +54,7 @@ from ctxflow.persistence._model import (
     new_session_id,
 )
 from ctxflow.persistence._policy import TRIGGERS, CheckpointMark, CheckpointPolicy
-from ctxflow.persistence._protocol import AsyncStore, Store
+from ctxflow.persistence._protocol import AsyncStore, Retention, Store
 from ctxflow.persistence._threaded import ThreadedAsyncStore
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "MemoryStore",
     "Migration",
     "Restored",
+    "Retention",
     "Snapshot",
     "Store",
     "ThreadedAsyncStore",

@@ -30,7 +30,7 @@ import abc
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import attrs
 
@@ -46,6 +46,7 @@ from ctxflow.persistence._model import (
     new_checkpoint_id,
 )
 from ctxflow.persistence._model import new_session_id as _new_session_id
+from ctxflow.persistence._protocol import Retention
 
 __all__ = [
     "BaseStore",
@@ -337,17 +338,12 @@ class BaseStore(abc.ABC):
                 session_id=target,
             ) from None
 
-    def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-    ) -> list[str]:
+    def prune(self, session_id: str, **retention: Unpack[Retention]) -> list[str]:
         """Delete old checkpoints of a session; see :meth:`Store.prune`."""
         check_store_id(session_id)
+        keep_last, max_age = retention.get("keep_last"), retention.get("max_age")
         check_retention(keep_last, max_age)
+        now = retention.get("now")
         moment = time.time() if now is None else now
 
         def run() -> list[str]:

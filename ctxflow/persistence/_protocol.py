@@ -17,11 +17,23 @@ depend on it without a cycle.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypedDict, Unpack, runtime_checkable
 
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
 
-__all__ = ["AsyncStore", "Store"]
+__all__ = ["AsyncStore", "Retention", "Store"]
+
+
+class Retention(TypedDict, total=False):
+    """Which old checkpoints ``prune`` deletes (keyword arguments; none given deletes none).
+
+    ``keep_last``: keep the newest that many; ``max_age``: delete those older
+    than that many seconds before ``now`` (default: the current time).
+    """
+
+    keep_last: int | None
+    max_age: float | None
+    now: float | None
 
 
 @runtime_checkable
@@ -55,16 +67,9 @@ class Store(Protocol):
         """Start a new session whose first checkpoint equals the given one."""
         ...
 
-    def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-    ) -> list[str]:
-        """Delete old checkpoints (beyond the last ``keep_last``, or older than ``max_age``
-        seconds); the latest always stays. Returns the deleted ids."""
+    def prune(self, session_id: str, **retention: Unpack[Retention]) -> list[str]:
+        """Delete old checkpoints (see :class:`Retention`); the latest always stays.
+        Returns the deleted ids."""
         ...
 
     def erase(self, session_id: str) -> None:
@@ -106,14 +111,7 @@ class AsyncStore(Protocol):
         """See :meth:`Store.fork`."""
         ...
 
-    async def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-    ) -> list[str]:
+    async def prune(self, session_id: str, **retention: Unpack[Retention]) -> list[str]:
         """See :meth:`Store.prune`."""
         ...
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
-from ctxflow.persistence._protocol import Store
+from ctxflow.persistence._protocol import Retention, Store
 
 __all__ = ["ThreadedAsyncStore"]
 
@@ -56,18 +56,9 @@ class ThreadedAsyncStore:
             self.sync.fork, session_id, checkpoint_id, new_session_id=new_session_id
         )
 
-    async def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-    ) -> list[str]:
+    async def prune(self, session_id: str, **retention: Unpack[Retention]) -> list[str]:
         """See :meth:`Store.prune`."""
-        return await self._run(
-            self.sync.prune, session_id, keep_last=keep_last, max_age=max_age, now=now
-        )
+        return await self._run(self.sync.prune, session_id, **retention)
 
     async def erase(self, session_id: str) -> None:
         """See :meth:`Store.erase`."""

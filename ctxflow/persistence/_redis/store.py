@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis
 from redis.backoff import NoBackoff
@@ -30,6 +30,7 @@ from ctxflow.persistence._base import (
 from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
+from ctxflow.persistence._protocol import Retention
 from ctxflow.persistence._redis.keys import (
     Fence,
     RedisKeys,
@@ -217,13 +218,7 @@ class RedisStore(RedisPrimitives):
         return record
 
     def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-        fence: Fence | None = None,
+        self, session_id: str, *, fence: Fence | None = None, **retention: Unpack[Retention]
     ) -> list[str]:
         """Delete old checkpoints of a session; see :meth:`Store.prune`.
 
@@ -231,7 +226,7 @@ class RedisStore(RedisPrimitives):
         first, and held until the deletion lands), else ``OwnershipLost``.
         """
         with self._fencing(session_id, fence):
-            return super().prune(session_id, keep_last=keep_last, max_age=max_age, now=now)
+            return super().prune(session_id, **retention)
 
     def erase(self, session_id: str, *, fence: Fence | None = None) -> None:
         """Delete a whole session; with ``fence``, only under that lease (as :meth:`prune`)."""

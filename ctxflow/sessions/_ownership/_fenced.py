@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, Unpack
 
 import attrs
 
 from ctxflow.errors import CheckpointError, OwnershipLost, SessionError
-from ctxflow.persistence import CheckpointDraft, CheckpointRecord
+from ctxflow.persistence import CheckpointDraft, CheckpointRecord, Retention
 from ctxflow.sessions._ownership._invalidation import Invalidations
 from ctxflow.sessions._ownership._leases import Lease, LeaseTable
 from ctxflow.stores import RedisStore
@@ -69,23 +69,13 @@ class Commits:
         self.invalidations.announce("checkpoint", lease.session_id, checkpoint_id=record.id)
         return record
 
-    def prune(
-        self,
-        lease: Lease,
-        session_id: str,
-        *,
-        keep_last: int | None,
-        max_age: float | None,
-        now: float | None,
-    ) -> list[str]:
+    def prune(self, lease: Lease, session_id: str, **retention: Unpack[Retention]) -> list[str]:
         """Retention of the leased session, only while ``lease`` is current."""
         store = need_store(self.store)
         _same_session(lease, session_id)
         return self._fenced(
             lease,
-            lambda: store.prune(
-                session_id, keep_last=keep_last, max_age=max_age, now=now, fence=lease.fence
-            ),
+            lambda: store.prune(session_id, fence=lease.fence, **retention),
         )
 
     def erase(self, lease: Lease, session_id: str) -> None:
@@ -182,18 +172,9 @@ class FencedStore:
         """Write a checkpoint only while the lease is current."""
         return self._commits.put(self.lease, draft, expected_parent)
 
-    def prune(
-        self,
-        session_id: str,
-        *,
-        keep_last: int | None = None,
-        max_age: float | None = None,
-        now: float | None = None,
-    ) -> list[str]:
+    def prune(self, session_id: str, **retention: Unpack[Retention]) -> list[str]:
         """Delete old checkpoints of the leased session only while the lease is current."""
-        return self._commits.prune(
-            self.lease, session_id, keep_last=keep_last, max_age=max_age, now=now
-        )
+        return self._commits.prune(self.lease, session_id, **retention)
 
     def erase(self, session_id: str) -> None:
         """Delete the leased session only while the lease is current."""
