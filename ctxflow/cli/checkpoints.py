@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxflow.cli.files import StagedFiles, output_target, store_file
+from ctxflow.cli.output import subcommand
 from ctxflow.errors import CheckpointError, CheckpointNotFound, FormatError, StoreError
 from ctxflow.model import Transcript, dump_transcript
 from ctxflow.persistence import CheckpointRecord, Snapshot, conversation_from_snapshot
@@ -34,11 +35,11 @@ RESTORED = "ctxflow checkpoint"
 
 def register(sub: Any) -> None:
     """Add the ``checkpoints`` sub-command and its actions."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    parser = subcommand(
+        sub,
         "checkpoints",
-        help="inspect and restore checkpoints in a SQLite store",
-        description="List sessions and checkpoints, show one, diff two, or restore one "
-        "as corpus JSONL.",
+        "inspect and restore checkpoints in a SQLite store",
+        "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ctxflow.cli.output import subcommand
 from ctxflow.engine._diagrams import FORMATS, graphviz_available, write_diagrams
 from ctxflow.errors import ChartError, FormatError
 
@@ -18,10 +19,11 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add the ``diagram`` sub-command."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    parser = subcommand(
+        sub,
         "diagram",
-        help="render statecharts as Mermaid, SVG or PNG diagrams",
-        description="Render every shipped chart (or the given chart files) into a folder: "
+        "render statecharts as Mermaid, SVG or PNG diagrams",
+        "Render every shipped chart (or the given chart files) into a folder: "
         "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed.",
     )
     parser.add_argument("charts", nargs="*", metavar="CHART_FILE", help="JSON/YAML chart files")

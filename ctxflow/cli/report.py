@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from ctxflow.cli.output import subcommand
 from ctxflow.errors import FormatError
 from ctxflow.model import Message, Transcript, check, messages_to_anthropic, read_transcripts
 from ctxflow.tokens import DEFAULT_MODEL, counter_for, get_profile, message_measure
@@ -21,10 +22,11 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add the ``report`` sub-command."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    parser = subcommand(
+        sub,
         "report",
-        help="per-message token counts and API validity of a transcript (corpus JSONL)",
-        description="Count every message of a recorded transcript with the model's "
+        "per-message token counts and API validity of a transcript (corpus JSONL)",
+        "Count every message of a recorded transcript with the model's "
         "encoding (offline) and check it against the Anthropic and OpenAI rules.",
     )
     parser.add_argument("file", help="a JSONL file in the corpus format")

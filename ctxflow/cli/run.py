@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxflow.cli.files import StagedFiles, check_distinct, output_target, store_file
+from ctxflow.cli.output import subcommand
 from ctxflow.engine import Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
@@ -40,10 +41,11 @@ def default_store_path() -> Path:
 
 def register(sub: Any) -> None:
     """Add the ``run`` sub-command."""
-    parser: argparse.ArgumentParser = sub.add_parser(
+    parser = subcommand(
+        sub,
         "run",
-        help="replay a recorded agent conversation through the engine",
-        description="Replay a conversation as an agent loop through a chart: phase events "
+        "replay a recorded agent conversation through the engine",
+        "Replay a conversation as an agent loop through a chart: phase events "
         "derived from the conversation, every message fed, and before every assistant turn "
         "the window the model would have seen, checked and reported.",
     )
