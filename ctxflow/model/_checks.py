@@ -14,7 +14,7 @@ the walk of a value that contains itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from ctxflow.errors import InvalidMessage
@@ -122,36 +122,28 @@ def nested(name: str, value: object) -> Fault | None:
 def _nested_fault(value: object, depth: int) -> Fault | None:
     if depth > MAX_NESTING:
         return [], -1
+    pairs: Iterable[tuple[str, object]]
     if type(value) is dict or isinstance(value, Mapping):
-        for key, item in value.items():
+        for key in value:
             if type(key) is str and not key.isascii():
                 at = _lone_surrogate(key)
                 if at >= 0:
                     return [f" key {key!r}"], at
-            kind = type(item)
-            if kind is str:
-                if item.isascii():
-                    continue
-                at = _lone_surrogate(item)
-                if at >= 0:
-                    return [f"[{key!r}]"], at
-            elif kind not in _LEAVES and isinstance(item, _NESTED):
-                fault = _nested_fault(item, depth + 1)
-                if fault is not None:
-                    fault[0].append(f"[{key!r}]")
-                    return fault
+        pairs = ((f"[{key!r}]", item) for key, item in value.items())
     elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str:
-                if item.isascii():
-                    continue
-                at = _lone_surrogate(item)
-                if at >= 0:
-                    return [f"[{index}]"], at
-            elif kind not in _LEAVES and isinstance(item, _NESTED):
-                fault = _nested_fault(item, depth + 1)
-                if fault is not None:
-                    fault[0].append(f"[{index}]")
-                    return fault
+        pairs = ((f"[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for label, item in pairs:
+        if isinstance(item, str):
+            if item.isascii():
+                continue
+            at = _lone_surrogate(item)
+            if at >= 0:
+                return [label], at
+        elif type(item) not in _LEAVES and isinstance(item, _NESTED):
+            fault = _nested_fault(item, depth + 1)
+            if fault is not None:
+                fault[0].append(label)
+                return fault
     return None
