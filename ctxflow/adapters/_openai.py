@@ -14,7 +14,6 @@ one that is not JSON, or not a JSON object, raises a
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,6 +30,7 @@ from ctxflow.model import (
     ToolUseBlock,
     to_openai,
 )
+from ctxflow.model._openai import tool_arguments
 
 __all__ = [
     "openai_body",
@@ -146,34 +146,6 @@ def openai_usage(usage: Any) -> Usage:
     )
 
 
-def _arguments(raw: Any, field: str) -> dict[str, Any]:
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return {}
-    if not isinstance(raw, str):
-        raise ResponseError(
-            f"'{field}' must be a JSON string (got {type(raw).__name__})",
-            rule="tool_arguments_json",
-            field=field,
-        )
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ResponseError(
-            f"'{field}' must be valid JSON ({exc.msg} at position {exc.pos})",
-            rule="tool_arguments_json",
-            field=field,
-        ) from None
-    if not isinstance(value, dict):
-        raise ResponseError(
-            f"'{field}' must be a JSON object (got {type(value).__name__})",
-            rule="tool_input_not_object",
-            field=field,
-        )
-    return value
-
-
 def _tool_call(call: Any, field: str, allowed: frozenset[str] | None) -> ToolUseBlock:
     if not isinstance(call, Mapping):
         raise ResponseError(
@@ -191,7 +163,9 @@ def _tool_call(call: Any, field: str, allowed: frozenset[str] | None) -> ToolUse
     function = base.get_path(call, "function", Mapping, field)
     name = base.get_path(function, "name", str, f"{field}.function")
     base.check_tool_name(name, allowed, f"{field}.function.name")
-    arguments = _arguments(function.get("arguments"), f"{field}.function.arguments")
+    arguments = tool_arguments(
+        function.get("arguments"), f"{field}.function.arguments", error=ResponseError
+    )
     return ToolUseBlock(id=call_id, name=name, input=arguments)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from ctxflow.errors import InvalidMessage
+from ctxflow.errors import CtxflowError, InvalidMessage
 from ctxflow.model import _messages as m
 from ctxflow.model._anthropic import block_from_anthropic, block_to_anthropic, dumps_input
 from ctxflow.model._messages import Block, Message, Role, new_id
@@ -114,24 +114,33 @@ def to_openai(messages: Iterable[Message]) -> tuple[list[dict[str, Any]], dict[s
     return out, {"format": "ctxflow.openai-side", "version": 1, "messages": spans}
 
 
-def _parse_arguments(raw: Any, where: str) -> dict[str, Any]:
+def tool_arguments(
+    raw: Any, where: str, *, error: type[CtxflowError] = InvalidMessage
+) -> dict[str, Any]:
+    """A tool call's ``arguments`` as a dict: a mapping as it is, a JSON object text parsed.
+
+    None or blank text is ``{}``; anything else raises ``error`` (the model's
+    ``InvalidMessage`` for a stored transcript, the adapters' ``ResponseError``
+    for a provider's response) naming ``where``.
+    """
     if isinstance(raw, Mapping):
         return dict(raw)
-    try:
-        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InvalidMessage(
-            f"{where}: tool call arguments are not valid JSON ({exc.msg} at {exc.pos})",
-            rule="tool_arguments_json",
-            where=where,
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidMessage(
-            f"{where}: tool call arguments must be a JSON object (got {type(value).__name__})",
-            rule="tool_input_not_object",
-            where=where,
-        )
-    return value
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
+    if not isinstance(raw, str):
+        problem, rule = f"must be a JSON string (got {type(raw).__name__})", "tool_arguments_json"
+    else:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problem = f"must be valid JSON ({exc.msg} at position {exc.pos})"
+            rule = "tool_arguments_json"
+        else:
+            if isinstance(value, dict):
+                return value
+            problem = f"must be a JSON object (got {type(value).__name__})"
+            rule = "tool_input_not_object"
+    raise error(f"'{where}' {problem}", rule=rule, field=where, where=where)
 
 
 def _content_blocks(content: Any, where: str) -> list[Block]:
@@ -228,7 +237,7 @@ def _from_span(items: Sequence[Any], start: int, end: int) -> Message:
                     m.ToolUseBlock(
                         id=call_id,
                         name=str(fn.get("name", "")),
-                        input=_parse_arguments(fn.get("arguments"), f"{where}.tool_calls[{c}]"),
+                        input=tool_arguments(fn.get("arguments"), f"{where}.tool_calls[{c}]"),
                     )
                 )
         else:
