@@ -5,12 +5,14 @@ ladders, the memory consolidator and the budget planner over ``ctxflow.budget`` 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, cast
 
-from ctxflow.budget import DEFAULT_POLICY, Window, build_window, plan_budget
+from ctxflow.budget import DEFAULT_POLICY, BudgetPolicy, Window, build_window, plan_budget
 from ctxflow.compression import CompressionResult, Ladder, extract_facts, fixed_tokens
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
+from ctxflow.protocols import TokenCounter
+from ctxflow.tokens import ModelProfile
 
 if TYPE_CHECKING:
     from ctxflow._critical import CriticalLock
@@ -20,6 +22,13 @@ if TYPE_CHECKING:
     from ctxflow.tokens import ModelProfile
 
 __all__ = ["DefaultSeams"]
+
+
+class _Sizing(TypedDict):
+    counter: TokenCounter
+    profile: ModelProfile
+    budget: int | None
+    policy: BudgetPolicy
 
 
 class DefaultSeams:
@@ -91,25 +100,20 @@ class DefaultSeams:
         return state.with_facts(extract_facts(conversation.effective()))
 
     def _plan_budget(self, state: LayeredState, *, phase: str, policy: object) -> AllocationLike:
-        return plan_budget(
-            state,
-            phase=phase,
-            counter=self.counter,
-            profile=self.profile,
-            budget=self.budget,
-            policy=policy if policy is not None else DEFAULT_POLICY,  # type: ignore[arg-type]
-        )
+        return plan_budget(state, phase=phase, **self._sizing(policy))
 
     def _build_window(
         self, conversation: Conversation, state: LayeredState, *, phase: str, policy: object
     ) -> Window:
         return build_window(
-            state,
-            conversation,
-            phase=phase,
-            counter=self.counter,
-            profile=self.profile,
-            budget=self.budget,
-            policy=policy if policy is not None else DEFAULT_POLICY,  # type: ignore[arg-type]
-            measure=self.measure,
+            state, conversation, phase=phase, measure=self.measure, **self._sizing(policy)
         )
+
+    def _sizing(self, policy: object) -> _Sizing:
+        """The counter, model, budget and budget policy every allocation and window uses."""
+        return {
+            "counter": self.counter,
+            "profile": self.profile,
+            "budget": self.budget,
+            "policy": cast(BudgetPolicy, DEFAULT_POLICY if policy is None else policy),
+        }

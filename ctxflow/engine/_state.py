@@ -86,11 +86,7 @@ class ContextOps(SessionBase):
 
     def set_state(self, state: LayeredState, *, actor: str | None = None) -> None:
         """Replace the layered state (the runtime layer is kept as the engine set it)."""
-        if not isinstance(state, LayeredState):
-            raise errors.PolicyError(
-                f"'state' must be a LayeredState (got {type(state).__name__})",
-                rule="engine_state",
-            )
+        _require(state, LayeredState, "state")
         with self.lock:
             self._check_live()
             new = attrs.evolve(state, runtime=self._state.runtime)
@@ -106,11 +102,7 @@ class ContextOps(SessionBase):
         (a merged or split session keeps its source's phase). The phase's
         budget is reallocated; nothing else changes.
         """
-        if not isinstance(chart, ChartConfiguration):
-            raise errors.PolicyError(
-                f"'chart' must be a ChartConfiguration (got {type(chart).__name__})",
-                rule="engine_chart",
-            )
+        _require(chart, ChartConfiguration, "chart")
         with self.lock:
             self._check_live()
             left = self._phase
@@ -253,3 +245,12 @@ class ContextOps(SessionBase):
         payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
         pending.payload = payload
         return payload
+
+
+def _require(value: object, kind: type, name: str) -> None:
+    """``PolicyError`` (rule ``engine_<name>``) unless ``value`` is a ``kind``."""
+    if not isinstance(value, kind):
+        raise errors.PolicyError(
+            f"'{name}' must be a {kind.__name__} (got {type(value).__name__})",
+            rule=f"engine_{name}",
+        )

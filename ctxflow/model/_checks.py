@@ -60,24 +60,22 @@ def checked_mapping(value: object, field: str) -> dict[str, Any]:
     elif value is None:
         return {}
     elif not isinstance(value, Mapping):
-        got = type(value).__name__
-        raise InvalidMessage(
-            f"{field!r} must be a mapping with string keys (got {got})",
-            rule="field_type",
-            field=field,
-            got=got,
-        )
+        raise _not_a_mapping(field, type(value).__name__, "")
     copy = dict(value)
     for key in copy:
         if not isinstance(key, str):
-            got = type(key).__name__
-            raise InvalidMessage(
-                f"{field!r} must be a mapping with string keys (got the {got} key {key!r})",
-                rule="field_type",
-                field=field,
-                got=got,
-            )
+            raise _not_a_mapping(field, type(key).__name__, f" key {key!r}")
     return copy
+
+
+def _not_a_mapping(field: str, got: str, key: str) -> InvalidMessage:
+    where = f"the {got}{key}" if key else got
+    return InvalidMessage(
+        f"{field!r} must be a mapping with string keys (got {where})",
+        rule="field_type",
+        field=field,
+        got=got,
+    )
 
 
 def to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
