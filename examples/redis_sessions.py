@@ -42,12 +42,13 @@ def main() -> None:
         conversation = Conversation([Message.user("Summarise the incident report.")])
         session = new_session_id()
         lease = node_a.acquire(session)
-        print(f"node-a owns the session (fencing token {lease.fence.token})")
+        print("node-a owns the session")
         guarded = Checkpointer(node_a.fenced(lease), session_id=session)
         guarded.capture(conversation, phase="planning", trigger="phase")
         node_a.transfer(lease, "node-b")
         lease_b = node_b.acquire(session)
-        print(f"node-a handed it to node-b (fencing token {lease_b.fence.token})")
+        newer = lease_b.fence.token > lease.fence.token
+        print(f"node-a handed it to node-b (a newer fencing token: {newer})")
         conversation.append(Message.assistant("Reading the report now."))
         try:
             guarded.capture(conversation, phase="execution", trigger="phase")

@@ -48,8 +48,8 @@ EXPECTED = {
         "resumed in: execution",
     ],
     "redis_sessions.py": [
-        "node-a owns the session (fencing token 1)",
-        "node-a handed it to node-b (fencing token 2)",
+        "node-a owns the session",
+        "node-a handed it to node-b (a newer fencing token: True)",
         "node-a's late write refused: lease_lost",
         "node-b wrote checkpoint 2; messages=2",
     ],
