@@ -29,18 +29,16 @@ from ctxflow.stores import SQLiteStore
 
 __all__ = ["register"]
 
+_SUMMARY = "inspect and restore checkpoints in a SQLite store"
+_DESCRIPTION = "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL."
+
 # The ``source`` of every transcript ``restore`` writes: how it knows a file is its own.
 RESTORED = "ctxflow checkpoint"
 
 
 def register(sub: Any) -> None:
     """Add the ``checkpoints`` sub-command and its actions."""
-    parser = subcommand(
-        sub,
-        "checkpoints",
-        "inspect and restore checkpoints in a SQLite store",
-        "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL.",
-    )
+    parser = subcommand(sub, "checkpoints", _SUMMARY, _DESCRIPTION)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -16,16 +16,16 @@ from ctxflow.errors import ChartError, FormatError
 
 __all__ = ["register"]
 
+_SUMMARY = "render statecharts as Mermaid, SVG or PNG diagrams"
+_DESCRIPTION = (
+    "Render every shipped chart (or the given chart files) into a folder: "
+    "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed."
+)
+
 
 def register(sub: Any) -> None:
     """Add the ``diagram`` sub-command."""
-    parser = subcommand(
-        sub,
-        "diagram",
-        "render statecharts as Mermaid, SVG or PNG diagrams",
-        "Render every shipped chart (or the given chart files) into a folder: "
-        "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed.",
-    )
+    parser = subcommand(sub, "diagram", _SUMMARY, _DESCRIPTION)
     parser.add_argument("charts", nargs="*", metavar="CHART_FILE", help="JSON/YAML chart files")
     parser.add_argument("--out", default="diagrams", help="output folder (default: diagrams/)")
     parser.add_argument(

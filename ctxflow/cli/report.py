@@ -19,16 +19,16 @@ from ctxflow.tokens import DEFAULT_MODEL, counter_for, get_profile, message_meas
 
 __all__ = ["register"]
 
+_SUMMARY = "per-message token counts and API validity of a transcript (corpus JSONL)"
+_DESCRIPTION = (
+    "Count every message of a recorded transcript with the model's "
+    "encoding (offline) and check it against the Anthropic and OpenAI rules."
+)
+
 
 def register(sub: Any) -> None:
     """Add the ``report`` sub-command."""
-    parser = subcommand(
-        sub,
-        "report",
-        "per-message token counts and API validity of a transcript (corpus JSONL)",
-        "Count every message of a recorded transcript with the model's "
-        "encoding (offline) and check it against the Anthropic and OpenAI rules.",
-    )
+    parser = subcommand(sub, "report", _SUMMARY, _DESCRIPTION)
     parser.add_argument("file", help="a JSONL file in the corpus format")
     parser.add_argument("--id", help="the conversation to report (default: the first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model profile ({DEFAULT_MODEL})")

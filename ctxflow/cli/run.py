@@ -32,6 +32,13 @@ from ctxflow.tokens import DEFAULT_MODEL, get_profile
 
 __all__ = ["default_store_path", "register"]
 
+_SUMMARY = "replay a recorded agent conversation through the engine"
+_DESCRIPTION = (
+    "Replay a conversation as an agent loop through a chart: phase events "
+    "derived from the conversation, every message fed, and before every assistant turn "
+    "the window the model would have seen, checked and reported."
+)
+
 
 def default_store_path() -> Path:
     """Where ``ctxflow run`` keeps its embedded SQLite store by default."""
@@ -41,14 +48,7 @@ def default_store_path() -> Path:
 
 def register(sub: Any) -> None:
     """Add the ``run`` sub-command."""
-    parser = subcommand(
-        sub,
-        "run",
-        "replay a recorded agent conversation through the engine",
-        "Replay a conversation as an agent loop through a chart: phase events "
-        "derived from the conversation, every message fed, and before every assistant turn "
-        "the window the model would have seen, checked and reported.",
-    )
+    parser = subcommand(sub, "run", _SUMMARY, _DESCRIPTION)
     parser.add_argument("file", help="a transcript (corpus JSONL) or a request body (JSON)")
     parser.add_argument("--id", help="the conversation to replay from a multi-line JSONL file")
     parser.add_argument("--format", choices=FORMATS, help="force the input format")
