@@ -61,7 +61,7 @@ import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict, Unpack
 
 import attrs
 
@@ -75,7 +75,7 @@ from ctxflow.layers import ToolDef
 from ctxflow.model import Message, Role, ToolResultBlock, ToolUseBlock
 from ctxflow.tokens import Calibration
 
-__all__ = ["PROMPTS", "AgentResult", "Tools", "arun_agent", "run_agent"]
+__all__ = ["PROMPTS", "AgentResult", "LoopOptions", "Tools", "arun_agent", "run_agent"]
 
 log = get_logger("ctxflow.loop")
 
@@ -396,9 +396,17 @@ def _force_ladder(engine: Engine | AsyncEngine, target: float) -> Generator[_Eff
     )
 
 
-@attrs.frozen
-class _Options:
-    """The loop's options, checked when made."""
+class LoopOptions(TypedDict, total=False):
+    """The options of :func:`run_agent` and :func:`arun_agent`, as keyword arguments.
+
+    ``task`` starts an engine still in its initial phase (an engine restored
+    mid-task just continues); ``max_turns`` (20) bounds the model calls;
+    ``reflect_every`` (3; 0 never) sends ``reflect`` after that many steps;
+    usage goes to ``calibration`` (a new one when None) under the engine's
+    model name; ``prompts`` override :data:`PROMPTS`; on a provider's
+    context-overflow error the ladder compresses to ``overflow_target`` (0.3)
+    of the flexible budget, at most ``max_recoveries`` (1) times per turn.
+    """
 
     task: str | None
     max_turns: int
@@ -407,6 +415,19 @@ class _Options:
     prompts: Mapping[str, str] | None
     overflow_target: float
     max_recoveries: int
+
+
+@attrs.frozen(kw_only=True)
+class _Options:
+    """The loop's options, checked when made."""
+
+    task: str | None = None
+    max_turns: int = 20
+    reflect_every: int = 3
+    calibration: Calibration | None = None
+    prompts: Mapping[str, str] | None = None
+    overflow_target: float = 0.3
+    max_recoveries: int = 1
 
     def __attrs_post_init__(self) -> None:
         check_number(self.max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
@@ -500,28 +521,18 @@ def run_agent(
     tools: Tools,
     *,
     adapter: Adapter,
-    task: str | None = None,
-    max_turns: int = 20,
-    reflect_every: int = 3,
-    calibration: Calibration | None = None,
-    prompts: Mapping[str, str] | None = None,
-    overflow_target: float = 0.3,
-    max_recoveries: int = 1,
+    **options: Unpack[LoopOptions],
 ) -> AgentResult:
     """Run one task through ``engine`` with ``client`` until the model answers without a tool.
 
     ``client`` has ``complete(request) -> response body`` (an SDK client from
     :mod:`ctxflow.adapters` or :class:`ctxflow.testing.ScriptedLLM`);
-    ``adapter`` renders windows and parses bodies. ``task`` starts an engine
-    still in its initial phase; an engine restored mid-task just continues.
-    ``reflect_every=0`` never reflects. Usage goes to ``calibration`` (a new
-    one when None) under the engine's model name.
+    ``adapter`` renders windows and parses bodies; the options (``task``,
+    ``max_turns``, ``reflect_every``, ...) are :class:`LoopOptions`.
     """
-    options = _Options(
-        task, max_turns, reflect_every, calibration, prompts, overflow_target, max_recoveries
-    )
+    checked = _Options(**options)
     execute = _executor(tools)
-    driver = _Driver(options.core(engine, adapter))
+    driver = _Driver(checked.core(engine, adapter))
     for effect in driver:
         driver.give(functools.partial(_perform, effect, engine, client, execute, awaited=False))
     return driver.finish()
@@ -539,23 +550,15 @@ async def arun_agent(
     tools: Tools,
     *,
     adapter: Adapter,
-    task: str | None = None,
-    max_turns: int = 20,
-    reflect_every: int = 3,
-    calibration: Calibration | None = None,
-    prompts: Mapping[str, str] | None = None,
-    overflow_target: float = 0.3,
-    max_recoveries: int = 1,
+    **options: Unpack[LoopOptions],
 ) -> AgentResult:
     """The async form of :func:`run_agent`: awaits the engine, the client and async tools.
 
     ``client.complete`` must be a coroutine function; tools may be sync or async.
     """
-    options = _Options(
-        task, max_turns, reflect_every, calibration, prompts, overflow_target, max_recoveries
-    )
+    checked = _Options(**options)
     execute = _executor(tools)
-    driver = _Driver(options.core(engine, adapter))
+    driver = _Driver(checked.core(engine, adapter))
     for effect in driver:
         await driver.agive(
             functools.partial(_perform, effect, engine, client, execute, awaited=True)
