@@ -1,6 +1,6 @@
 """The ``ctxflow`` command: one sub-command module per job, dispatched here.
 
-Each sub-command module exposes ``register(subparsers)``, which adds its parser
+Each sub-command module exposes ``register(parser)``, which adds its arguments
 and sets ``handler`` to a function ``(args) -> int`` (the exit status). Bad
 input ends with a one-line message on stderr and exit status 2; SIGINT and
 SIGTERM with one line and 128 + the signal's number (130, 143), after the
@@ -30,8 +30,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ctxflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, report, diagram, checkpoints):
-        module.register(sub)
+    commands = {
+        "run": (
+            "replay a recorded agent conversation through the engine",
+            (
+                "Replay a conversation as an agent loop through a chart: phase events "
+                "derived from the conversation, every message fed, and before every assistant turn "
+                "the window the model would have seen, checked and reported."
+            ),
+            run.register,
+        ),
+        "report": (
+            "per-message token counts and API validity of a transcript (corpus JSONL)",
+            (
+                "Count every message of a recorded transcript with the model's "
+                "encoding (offline) and check it against the Anthropic and OpenAI rules."
+            ),
+            report.register,
+        ),
+        "diagram": (
+            "render statecharts as Mermaid, SVG or PNG diagrams",
+            (
+                "Render every shipped chart (or the given chart files) into a folder: "
+                "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed."
+            ),
+            diagram.register,
+        ),
+        "checkpoints": (
+            "inspect and restore checkpoints in a SQLite store",
+            "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL.",
+            checkpoints.register,
+        ),
+    }
+    for name, (summary, description, register) in commands.items():
+        register(sub.add_parser(name, help=summary, description=description))
     return parser
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ctxflow.cli.files import StagedFiles, output_target, store_file
-from ctxflow.cli.output import subcommand
 from ctxflow.errors import CheckpointError, CheckpointNotFound, FormatError, StoreError
 from ctxflow.model import Transcript, dump_transcript
 from ctxflow.persistence import CheckpointRecord, Snapshot, conversation_from_snapshot
@@ -29,16 +28,12 @@ from ctxflow.stores import SQLiteStore
 
 __all__ = ["register"]
 
-_SUMMARY = "inspect and restore checkpoints in a SQLite store"
-_DESCRIPTION = "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL."
-
 # The ``source`` of every transcript ``restore`` writes: how it knows a file is its own.
 RESTORED = "ctxflow checkpoint"
 
 
-def register(sub: Any) -> None:
-    """Add the ``checkpoints`` sub-command and its actions."""
-    parser = subcommand(sub, "checkpoints", _SUMMARY, _DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``checkpoints`` sub-command's arguments and its actions."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:

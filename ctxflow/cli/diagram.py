@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from ctxflow.cli.output import subcommand
 from ctxflow.engine._diagrams import FORMATS, graphviz_available, write_diagrams
 from ctxflow.errors import ChartError, FormatError
 
 __all__ = ["register"]
 
-_SUMMARY = "render statecharts as Mermaid, SVG or PNG diagrams"
-_DESCRIPTION = (
-    "Render every shipped chart (or the given chart files) into a folder: "
-    "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed."
-)
 
-
-def register(sub: Any) -> None:
-    """Add the ``diagram`` sub-command."""
-    parser = subcommand(sub, "diagram", _SUMMARY, _DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``diagram`` sub-command's arguments."""
     parser.add_argument("charts", nargs="*", metavar="CHART_FILE", help="JSON/YAML chart files")
     parser.add_argument("--out", default="diagrams", help="output folder (default: diagrams/)")
     parser.add_argument(

@@ -7,23 +7,16 @@ program or a test leaves that program's logging as it was).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TextIO
 
 from ctxflow.errors import CtxflowWarning
 
-__all__ = ["command_output", "subcommand"]
-
-
-def subcommand(sub: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
-    """Add sub-command ``name`` (``summary`` in ``ctxflow --help``, ``description`` in its own)."""
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=description)
-    return parser
+__all__ = ["command_output"]
 
 
 @contextmanager

@@ -12,23 +12,15 @@ import json
 import sys
 from typing import Any
 
-from ctxflow.cli.output import subcommand
 from ctxflow.errors import FormatError
 from ctxflow.model import Message, Transcript, check, messages_to_anthropic, read_transcripts
 from ctxflow.tokens import DEFAULT_MODEL, counter_for, get_profile, message_measure
 
 __all__ = ["register"]
 
-_SUMMARY = "per-message token counts and API validity of a transcript (corpus JSONL)"
-_DESCRIPTION = (
-    "Count every message of a recorded transcript with the model's "
-    "encoding (offline) and check it against the Anthropic and OpenAI rules."
-)
 
-
-def register(sub: Any) -> None:
-    """Add the ``report`` sub-command."""
-    parser = subcommand(sub, "report", _SUMMARY, _DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``report`` sub-command's arguments."""
     parser.add_argument("file", help="a JSONL file in the corpus format")
     parser.add_argument("--id", help="the conversation to report (default: the first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model profile ({DEFAULT_MODEL})")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxflow.cli.files import StagedFiles, check_distinct, output_target, store_file
-from ctxflow.cli.output import subcommand
 from ctxflow.engine import Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
@@ -32,13 +31,6 @@ from ctxflow.tokens import DEFAULT_MODEL, get_profile
 
 __all__ = ["default_store_path", "register"]
 
-_SUMMARY = "replay a recorded agent conversation through the engine"
-_DESCRIPTION = (
-    "Replay a conversation as an agent loop through a chart: phase events "
-    "derived from the conversation, every message fed, and before every assistant turn "
-    "the window the model would have seen, checked and reported."
-)
-
 
 def default_store_path() -> Path:
     """Where ``ctxflow run`` keeps its embedded SQLite store by default."""
@@ -46,9 +38,8 @@ def default_store_path() -> Path:
     return Path(base) / "ctxflow" / "runs.sqlite"
 
 
-def register(sub: Any) -> None:
-    """Add the ``run`` sub-command."""
-    parser = subcommand(sub, "run", _SUMMARY, _DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``run`` sub-command's arguments."""
     parser.add_argument("file", help="a transcript (corpus JSONL) or a request body (JSON)")
     parser.add_argument("--id", help="the conversation to replay from a multi-line JSONL file")
     parser.add_argument("--format", choices=FORMATS, help="force the input format")

@@ -20,7 +20,7 @@ from ctxflow.stores import SQLiteStore
 
 def _run(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="ctxflow")
-    command.register(parser.add_subparsers(dest="command", required=True))
+    command.register(parser.add_subparsers(dest="command", required=True).add_parser("checkpoints"))
     args = parser.parse_args(["checkpoints", *argv])
     status: int = args.handler(args)
     return status
