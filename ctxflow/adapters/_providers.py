@@ -7,8 +7,8 @@ options so that each turn only passes the window and the response.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -36,8 +36,20 @@ class Adapter(Protocol):
         ...
 
 
+class _Parses:
+    """The half both adapters share: a response body read by the class's parser."""
+
+    _parser: ClassVar[Callable[..., ParsedResponse]]
+
+    def parse(
+        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
+    ) -> ParsedResponse:
+        """The assistant message and usage of a response body."""
+        return type(self)._parser(body, allowed_tools=allowed_tools)
+
+
 @attrs.frozen(kw_only=True)
-class AnthropicAdapter:
+class AnthropicAdapter(_Parses):
     """The Anthropic Messages API for one model, with prompt caching by default.
 
     The default policy marks the tools, the system text and the end of the
@@ -60,15 +72,11 @@ class AnthropicAdapter:
             options=self.options,
         )
 
-    def parse(
-        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
-    ) -> ParsedResponse:
-        """The assistant message and usage of a response body."""
-        return parse_anthropic(body, allowed_tools=allowed_tools)
+    _parser = staticmethod(parse_anthropic)
 
 
 @attrs.frozen(kw_only=True)
-class OpenAIAdapter:
+class OpenAIAdapter(_Parses):
     """The OpenAI Chat Completions API for one model."""
 
     model: str
@@ -86,8 +94,4 @@ class OpenAIAdapter:
             options=self.options,
         )
 
-    def parse(
-        self, body: Mapping[str, Any], *, allowed_tools: Iterable[str | ToolDef] | None = None
-    ) -> ParsedResponse:
-        """The assistant message and usage of a response body."""
-        return parse_openai(body, allowed_tools=allowed_tools)
+    _parser = staticmethod(parse_openai)

@@ -21,7 +21,6 @@ import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from ctxflow import _critical
 from ctxflow.errors import FormatError, StoreError
@@ -154,12 +153,7 @@ class StagedFiles:
     def __enter__(self) -> StagedFiles:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None:
             self.commit()
         else:
