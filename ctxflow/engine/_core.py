@@ -42,6 +42,7 @@ from ctxflow.compression import (
     undo,
 )
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo
+from ctxflow.engine import _seams as seams
 from ctxflow.engine._charts import Chart, PhaseConfig, load_chart
 from ctxflow.engine._defaults import DefaultSeams
 from ctxflow.engine._effects import (
@@ -63,20 +64,6 @@ from ctxflow.engine._machine import (
     checked_event,
 )
 from ctxflow.engine._records import StepRecord
-from ctxflow.engine._seams import (
-    AllocationLike,
-    Allocator,
-    CompressionGuard,
-    Consolidator,
-    StoreCheckpointer,
-    SupportsCheckpoints,
-    WindowBuilder,
-    check_phase_config,
-    checked_allocation,
-    checked_state,
-    checkpoint_id_of,
-    unpack_restored,
-)
 from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
 from ctxflow.errors import CtxflowError, EventError
@@ -105,14 +92,14 @@ class Core(DefaultSeams, ContextOps):
         conversation: Conversation | Iterable[Message] | None = None,
         state: LayeredState | None = None,
         phases: Mapping[str, PhaseConfig] | None = None,
-        allocator: Allocator | None = None,
-        compressor: CompressionGuard | None = None,
-        consolidator: Consolidator | None = None,
-        window_builder: WindowBuilder | None = None,
+        allocator: seams.Allocator | None = None,
+        compressor: seams.CompressionGuard | None = None,
+        consolidator: seams.Consolidator | None = None,
+        window_builder: seams.WindowBuilder | None = None,
         summarizer: Summarizer | AsyncSummarizer | None = None,
         budget: int | None = None,
         store: Store | None = None,
-        checkpointer: SupportsCheckpoints | None = None,
+        checkpointer: seams.SupportsCheckpoints | None = None,
         checkpoint_policy: CheckpointPolicy | None = None,
         listeners: Iterable[object] = (),
         session_id: str | None = None,
@@ -123,7 +110,7 @@ class Core(DefaultSeams, ContextOps):
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
         self.chart.check_phases(self.phases)
         for phase, config in self.phases.items():
-            check_phase_config(phase, config)
+            seams.check_phase_config(phase, config)
         self.profile = model if isinstance(model, ModelProfile) else get_profile(model)
         self.counter: TokenCounter = counter or counter_for(self.profile.encoding)
         # The builder's own measure, so cached counts are exactly what windows are checked with.
@@ -143,19 +130,21 @@ class Core(DefaultSeams, ContextOps):
         self.budget = budget
         self.summarizer = summarizer
         self._ladders: dict[str, Ladder] = {}
-        self.allocator: Allocator = allocator if allocator is not None else self._plan_budget
-        self.compressor: CompressionGuard = compressor if compressor is not None else self._guard
-        self.consolidator: Consolidator = (
+        self.allocator: seams.Allocator = allocator if allocator is not None else self._plan_budget
+        self.compressor: seams.CompressionGuard = (
+            compressor if compressor is not None else self._guard
+        )
+        self.consolidator: seams.Consolidator = (
             consolidator if consolidator is not None else self._consolidate
         )
-        self.window_builder: WindowBuilder = (
+        self.window_builder: seams.WindowBuilder = (
             window_builder if window_builder is not None else self._build_window
         )
         if store is not None and checkpointer is not None:
             raise errors.PolicyError(
                 "give the engine a 'store' or a 'checkpointer', not both", rule="engine_store"
             )
-        self.checkpointer: SupportsCheckpoints = checkpointer or StoreCheckpointer(
+        self.checkpointer: seams.SupportsCheckpoints = checkpointer or seams.StoreCheckpointer(
             store if store is not None else MemoryStore(), session_id, measure=self.measure
         )
         self.session_id: str = (
@@ -169,7 +158,7 @@ class Core(DefaultSeams, ContextOps):
         self._checkpoints: list[tuple[str, str]] = []  # (id, phase), oldest first
         self._mark: object = None
         self._pending: Pending | None = None
-        self._allocation: AllocationLike | None = None
+        self._allocation: seams.AllocationLike | None = None
         SessionBase.__init__(self, data, clock)
         self._machine = ChartMachine(self.chart, Binder(self, self.chart, self))
         self._configuration = self._machine.configuration
@@ -204,7 +193,7 @@ class Core(DefaultSeams, ContextOps):
         return self._conversation
 
     @property
-    def allocation(self) -> AllocationLike | None:
+    def allocation(self) -> seams.AllocationLike | None:
         """The current phase's allocation (None before the first phase and in final states)."""
         return self._allocation
 
@@ -300,11 +289,11 @@ class Core(DefaultSeams, ContextOps):
                 consolidated = yield Consolidate(
                     conversation=pending.conversation, state=pending.state
                 )
-                pending.state = checked_state(consolidated, "consolidator")
+                pending.state = seams.checked_state(consolidated, "consolidator")
             if pending.target == pending.source and self._allocation is not None:
                 pending.allocation = self._allocation
             elif pending.target not in self.chart.finals:
-                pending.allocation = checked_allocation(
+                pending.allocation = seams.checked_allocation(
                     (yield self._allocate_effect(pending.state, pending.target))
                 )
             if pending.allocation is not None:
@@ -321,7 +310,7 @@ class Core(DefaultSeams, ContextOps):
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
                 written = yield self._capture_effect(trigger, pending)
-                checkpoint = (checkpoint_id_of(written), trigger)
+                checkpoint = (seams.checkpoint_id_of(written), trigger)
         except CtxflowError:
             self._rollback(pending)
             raise
@@ -338,7 +327,7 @@ class Core(DefaultSeams, ContextOps):
 
     def _checkpoint_steps(self, trigger: str) -> Steps[str]:
         """Take a checkpoint now; its id."""
-        checkpoint_id = checkpoint_id_of((yield self._capture_effect(trigger)))
+        checkpoint_id = seams.checkpoint_id_of((yield self._capture_effect(trigger)))
         self._after_checkpoint(checkpoint_id, trigger)
         return checkpoint_id
 
@@ -462,11 +451,11 @@ class Core(DefaultSeams, ContextOps):
     def _allocate_effect(self, state: LayeredState, phase: str) -> Allocate:
         return Allocate(state=state, phase=phase, policy=self._budget_policy(phase))
 
-    def _allocate_now(self, state: LayeredState, phase: str) -> AllocationLike | None:
+    def _allocate_now(self, state: LayeredState, phase: str) -> seams.AllocationLike | None:
         """Allocate synchronously (restores and chart moves, outside an event)."""
         if phase in self.chart.finals:
             return None
-        return checked_allocation(self._perform(self._allocate_effect(state, phase)))
+        return seams.checked_allocation(self._perform(self._allocate_effect(state, phase)))
 
     def _compressed(self, pending: Pending, outcome: object) -> None:
         """Take the guard's outcome: None, or the run's new state and report."""
@@ -513,7 +502,7 @@ class Core(DefaultSeams, ContextOps):
         self,
         pending: Pending,
         tokens_before: int,
-        allocation_before: AllocationLike | None,
+        allocation_before: seams.AllocationLike | None,
         checkpoint: tuple[str, str] | None,
     ) -> StepRecord:
         """Commit an applied event: the new values, its audit event, its checkpoint, its record."""
@@ -543,7 +532,7 @@ class Core(DefaultSeams, ContextOps):
 
     def _unpack(self, restored: object, checkpoint_id: str) -> tuple[AgentContext, SessionInfo]:
         """The context and session info a checkpointer gave back, checked against this chart."""
-        return unpack_restored(restored, checkpoint_id, self.chart.name)
+        return seams.unpack_restored(restored, checkpoint_id, self.chart.name)
 
     def _load_restored(self, restored: object, checkpoint_id: str) -> SessionInfo:
         """Replace conversation, state and chart configuration with the checkpoint's."""
