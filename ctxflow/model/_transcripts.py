@@ -117,6 +117,21 @@ def read_transcripts(
         yield from _read(str(path), handle, ids)
 
 
+def json_text(text: str, where: str, *, line: int | None = None, what: str = "JSON") -> Any:
+    """``text`` parsed as JSON; else ``FormatError`` naming ``where:line`` (the error's line
+    when ``line`` is None) and saying it is not ``what``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = exc.lineno if line is None else line
+        raise FormatError(
+            f"{where}:{at}: not {what} ({exc.msg} at column {exc.colno})",
+            rule="json",
+            where=where,
+            line=at,
+        ) from None
+
+
 def _read(name: str, lines: Iterable[bytes], ids: Iterable[str] | None) -> Iterator[Transcript]:
     wanted = set(ids) if ids is not None else None
     for number, raw in enumerate(lines, start=1):
@@ -131,15 +146,7 @@ def _read(name: str, lines: Iterable[bytes], ids: Iterable[str] | None) -> Itera
             continue
         if wanted is not None and not any(f'"{w}"' in text for w in wanted):
             continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FormatError(
-                f"{where}: not JSON ({exc.msg} at column {exc.colno})",
-                rule="json",
-                where=where,
-                line=number,
-            ) from None
+        data = json_text(text, name, line=number)
         if wanted is not None and (not isinstance(data, Mapping) or data.get("id") not in wanted):
             continue
         yield load_transcript(data, where=where)

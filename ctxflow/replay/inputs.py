@@ -33,6 +33,7 @@ from ctxflow.model import (
     read_transcripts,
 )
 from ctxflow.model._anthropic import message_to_anthropic
+from ctxflow.model._transcripts import json_text
 
 __all__ = ["RunInput", "detect_format", "read_run_input", "synthesise_tools"]
 
@@ -106,15 +107,7 @@ def detect_format(path: Path, text: str) -> Format:
         return "jsonl"
     if path.suffix == ".jsonl":
         return "jsonl"
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FormatError(
-            f"{path}:{exc.lineno}: not JSON or JSONL ({exc.msg})",
-            rule="json",
-            where=str(path),
-            line=exc.lineno,
-        ) from None
+    body = json_text(text, str(path), what="JSON or JSONL")
     if not isinstance(body, Mapping) or not isinstance(body.get("messages"), list):
         raise FormatError(
             f"{path}: not a conversation (expected a transcript line or a request body with "
