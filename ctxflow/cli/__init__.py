@@ -1,7 +1,7 @@
 """The ``ctxflow`` command: one sub-command module per job, dispatched here.
 
-Each sub-command module exposes ``register(parser)``, which adds its arguments
-and sets ``handler`` to a function ``(args) -> int`` (the exit status). Bad
+Each sub-command module exposes ``register(parser)``, which adds its arguments,
+and ``run(args) -> int`` (the exit status). Bad
 input ends with a one-line message on stderr and exit status 2; SIGINT and
 SIGTERM with one line and 128 + the signal's number (130, 143), after the
 command has removed its temporary files. docs/cli.md lists every status.
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                 "derived from the conversation, every message fed, and before every assistant turn "
                 "the window the model would have seen, checked and reported."
             ),
-            run.register,
+            run,
         ),
         "report": (
             "per-message token counts and API validity of a transcript (corpus JSONL)",
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                 "Count every message of a recorded transcript with the model's "
                 "encoding (offline) and check it against the Anthropic and OpenAI rules."
             ),
-            report.register,
+            report,
         ),
         "diagram": (
             "render statecharts as Mermaid, SVG or PNG diagrams",
@@ -54,16 +54,18 @@ def _parser() -> argparse.ArgumentParser:
                 "Render every shipped chart (or the given chart files) into a folder: "
                 "Mermaid always, SVG/PNG when Graphviz's 'dot' is installed."
             ),
-            diagram.register,
+            diagram,
         ),
         "checkpoints": (
             "inspect and restore checkpoints in a SQLite store",
             "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL.",
-            checkpoints.register,
+            checkpoints,
         ),
     }
-    for name, (summary, description, register) in commands.items():
-        register(sub.add_parser(name, help=summary, description=description))
+    for name, (summary, description, module) in commands.items():
+        command = sub.add_parser(name, help=summary, description=description)
+        module.register(command)
+        command.set_defaults(handler=module.run)
     return parser
 
 

@@ -63,7 +63,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     rest.add_argument(
         "--view", choices=("effective", "log"), default="effective", help="which messages"
     )
-    parser.set_defaults(handler=run)
 
 
 def _open(path: str) -> SQLiteStore:

@@ -31,7 +31,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="",
         help="comma-separated state ids to highlight (e.g. active,execution)",
     )
-    parser.set_defaults(handler=run)
 
 
 def _check_folder(value: str) -> None:

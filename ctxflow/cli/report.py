@@ -25,7 +25,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", help="the conversation to report (default: the first)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model profile ({DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(handler=run)
 
 
 def _pick(path: str, wanted: str | None) -> Transcript:

@@ -71,7 +71,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress and no warnings; the result line and written paths stay",
     )
-    parser.set_defaults(handler=run)
 
 
 def _progress(record: TurnRecord) -> None:

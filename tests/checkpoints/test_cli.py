@@ -20,7 +20,9 @@ from ctxflow.stores import SQLiteStore
 
 def _run(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="ctxflow")
-    command.register(parser.add_subparsers(dest="command", required=True).add_parser("checkpoints"))
+    sub = parser.add_subparsers(dest="command", required=True).add_parser("checkpoints")
+    command.register(sub)
+    sub.set_defaults(handler=command.run)
     args = parser.parse_args(["checkpoints", *argv])
     status: int = args.handler(args)
     return status

@@ -62,7 +62,9 @@ def test_dot_has_clusters_and_highlight() -> None:
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="ctxflow")
-    diagram.register(parser.add_subparsers(dest="command", required=True).add_parser("diagram"))
+    sub = parser.add_subparsers(dest="command", required=True).add_parser("diagram")
+    diagram.register(sub)
+    sub.set_defaults(handler=diagram.run)
     args = parser.parse_args(["diagram", *argv])
     status: int = args.handler(args)
     return status
