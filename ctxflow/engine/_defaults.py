@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypedDict, cast
 
 from ctxflow.budget import DEFAULT_POLICY, BudgetPolicy, Window, build_window, plan_budget
 from ctxflow.compression import CompressionResult, Ladder, extract_facts, fixed_tokens
+from ctxflow.errors import PolicyError
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
 from ctxflow.protocols import TokenCounter
@@ -16,7 +17,7 @@ from ctxflow.tokens import ModelProfile
 
 if TYPE_CHECKING:
     from ctxflow._critical import CriticalLock
-    from ctxflow.engine._charts import PhaseConfig
+    from ctxflow.engine._charts import Chart, PhaseConfig
     from ctxflow.engine._seams import AllocationLike, WindowBuilder
     from ctxflow.protocols import AsyncSummarizer, Measure, Summarizer, TokenCounter
     from ctxflow.tokens import ModelProfile
@@ -37,6 +38,7 @@ class DefaultSeams:
     # what the core provides
     _async: bool
     lock: CriticalLock
+    chart: Chart
     phases: dict[str, PhaseConfig]
     summarizer: Summarizer | AsyncSummarizer | None
     counter: TokenCounter
@@ -53,14 +55,31 @@ class DefaultSeams:
 
         def _budget_policy(self, phase: str) -> object: ...
 
-    def window(self) -> Window:
-        """The window for the next model call in the current phase (within its budget)."""
+        def _tools(self, phase: str) -> tuple[str, ...] | None: ...
+
+    def window(self, phase: str | None = None) -> Window:
+        """The window for the next model call (within its budget).
+
+        ``phase`` (default: the current one) builds the window a call would get
+        in another phase of the chart — its budget policy, allocation and tool
+        set — without moving the chart: what a phase would show, for tests,
+        tools such as ``ctxflow window``, and comparisons.
+        """
         with self.lock:
+            state = self._state
+            if phase is None:
+                phase = self._phase
+            elif phase != self._phase:
+                if phase not in self.chart.phases:
+                    raise PolicyError(
+                        f"'phase' must be a phase of chart {self.chart.name!r} "
+                        f"({', '.join(self.chart.phases)}) (got {phase!r})",
+                        rule="unknown_phase",
+                        phase=phase,
+                    )
+                state = state.with_runtime(phase=phase, tools=self._tools(phase))
             return self.window_builder(
-                self._conversation,
-                self._state,
-                phase=self._phase,
-                policy=self._budget_policy(self._phase),
+                self._conversation, state, phase=phase, policy=self._budget_policy(phase)
             )
 
     def ladder(self, phase: str) -> Ladder:

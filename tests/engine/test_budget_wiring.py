@@ -112,3 +112,20 @@ def test_bad_budget_is_refused_at_construction(make: Make) -> None:
     """A non-positive budget is a PolicyError before any engine exists."""
     with pytest.raises(errors.PolicyError, match="budget"):
         make(budget=0)
+
+
+def test_window_for_another_phase_leaves_the_chart_where_it_is(make: Make) -> None:
+    """window(phase=...) builds that phase's window (its allocation and tools); nothing moves."""
+    d = make(state=STATE, phases=PHASES, budget=8000)
+    d.send("start", task="fix the bug")
+    d.send("plan_ready")
+    records = len(d.engine.records)
+    planning = d.engine.window(phase="planning")
+    assert isinstance(planning, Window)
+    assert planning.allowed_tools == ("search", "notes")
+    assert "phase: planning" in planning.context
+    assert planning.report.allocation.phase == "planning"
+    assert d.engine.phase == "execution" and len(d.engine.records) == records
+    with pytest.raises(errors.PolicyError) as caught:
+        d.engine.window(phase="nowhere")
+    assert caught.value.rule == "unknown_phase"
