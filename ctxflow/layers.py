@@ -167,10 +167,11 @@ class EvidenceLayer:
 
 @attrs.frozen(kw_only=True)
 class WorkBuffer:
-    """L5: the agent's scratchpad and named intermediate results."""
+    """L5: the agent's plan, its scratchpad and named intermediate results."""
 
     scratchpad: str = ""
     results: Mapping[str, str] = attrs.field(factory=dict, converter=_dict)
+    plan: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -225,6 +226,12 @@ class LayeredState:
     def with_runtime(self, **changes: Any) -> LayeredState:
         """Change runtime fields (phase, step, tools, permissions)."""
         return attrs.evolve(self, runtime=attrs.evolve(self.runtime, **changes))
+
+    def with_plan(self, plan: str) -> LayeredState:
+        """The state with the agent's plan (in the work buffer) replaced by ``plan``."""
+        if not isinstance(plan, str):
+            raise FormatError(f"a plan must be a string (got {type(plan).__name__})", rule="plan")
+        return attrs.evolve(self, work=attrs.evolve(self.work, plan=plan))
 
     def projected_tools(self) -> tuple[ToolDef, ...]:
         """The tool definitions the current phase may use, in L0's order."""

@@ -75,7 +75,15 @@ from ctxflow.layers import ToolDef
 from ctxflow.model import Message, Role, ToolResultBlock, ToolUseBlock
 from ctxflow.tokens import Calibration
 
-__all__ = ["PROMPTS", "AgentResult", "LoopOptions", "Tools", "arun_agent", "run_agent"]
+__all__ = [
+    "PLAN_TOOL",
+    "PROMPTS",
+    "AgentResult",
+    "LoopOptions",
+    "Tools",
+    "arun_agent",
+    "run_agent",
+]
 
 log = get_logger("ctxflow.loop")
 
@@ -83,6 +91,21 @@ Tools: TypeAlias = (
     Mapping[str, Callable[[Mapping[str, Any]], Any]] | Callable[[str, Mapping[str, Any]], Any]
 )
 """Tool executors: a mapping name → callable(input), or one callable(name, input)."""
+
+#: The tool through which a model keeps its plan (``run_agent(..., plan_tool=True)``).
+PLAN_TOOL = ToolDef(
+    name="update_plan",
+    description=(
+        "Write or revise your plan for the task: the steps, what is done and what is next. "
+        "The plan replaces the previous one and is shown to you on every turn."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {"plan": {"type": "string", "description": "the whole plan, as text"}},
+        "required": ["plan"],
+    },
+)
+_PLAN_SAVED = "Plan saved; it is shown to you on every turn."
 
 PROMPTS: Mapping[str, str] = {
     "plan_ready": "Plan noted. Carry it out step by step with the tools.",
@@ -232,9 +255,14 @@ def _core(
     prompts: Mapping[str, str],
     overflow_target: float,
     max_recoveries: int,
+    plan_tool: bool = False,
 ) -> Generator[_Effect, Any, AgentResult]:
     """The loop as a generator of effects; the drivers perform them (sync or awaited)."""
     model = engine.profile.name
+    if plan_tool and PLAN_TOOL.name not in {t.name for t in engine.state.system.tools}:
+        system = engine.state.system
+        tools = (*system.tools, PLAN_TOOL)
+        engine.set_state(attrs.evolve(engine.state, system=attrs.evolve(system, tools=tools)))
     prompt_total = output_total = turns = recoveries = overflows = steps = 0
     if "start" in engine.allowed_events:
         if not isinstance(task, str) or not task.strip():
@@ -292,6 +320,8 @@ def _core(
             turns += 1
             permitted = getattr(window, "allowed_tools", None)
             names = list(permitted) if permitted is not None else [t.name for t in window.tools]
+            if plan_tool:  # the plan tool is every phase's
+                names.append(PLAN_TOOL.name)
             try:
                 parsed: ParsedResponse = adapter.parse(body, allowed_tools=names)
                 _check_arguments(parsed.tool_calls, window.tools)
@@ -314,6 +344,10 @@ def _core(
             if calls:
                 results = []
                 for call in calls:
+                    if plan_tool and call.name == PLAN_TOOL.name:
+                        engine.set_plan(str(call.input["plan"]))
+                        results.append(ToolResultBlock(tool_use_id=call.id, content=_PLAN_SAVED))
+                        continue
                     try:
                         output = yield _Tool(call)
                         results.append(ToolResultBlock(tool_use_id=call.id, content=str(output)))
@@ -406,6 +440,9 @@ class LoopOptions(TypedDict, total=False):
     model name; ``prompts`` override :data:`PROMPTS`; on a provider's
     context-overflow error the ladder compresses to ``overflow_target`` (0.3)
     of the flexible budget, at most ``max_recoveries`` (1) times per turn.
+    ``plan_tool`` (False) offers the model :data:`PLAN_TOOL` in every phase:
+    a call replaces the engine's plan (``Engine.set_plan``), which every
+    window shows in the work buffer.
     """
 
     task: str | None
@@ -415,6 +452,7 @@ class LoopOptions(TypedDict, total=False):
     prompts: Mapping[str, str] | None
     overflow_target: float
     max_recoveries: int
+    plan_tool: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -428,6 +466,7 @@ class _Options:
     prompts: Mapping[str, str] | None = None
     overflow_target: float = 0.3
     max_recoveries: int = 1
+    plan_tool: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_number(self.max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
@@ -458,6 +497,7 @@ class _Options:
             prompts={**PROMPTS, **(self.prompts or {})},
             overflow_target=self.overflow_target,
             max_recoveries=self.max_recoveries,
+            plan_tool=self.plan_tool,
         )
 
 

@@ -164,9 +164,18 @@ def render_context(
             dropped["documents"] = lost
 
     work = state.work
-    if work.scratchpad or work.results:
+    if work.scratchpad or work.results or work.plan:
         allowance = allowances.get("work", 0)
         parts = ["## Work buffer"]
+        if work.plan:  # the plan first: it is what the current step works from
+            plan = middle_trim(
+                f"Plan:\n{work.plan}", allowance - counter.count(parts[0]) - 1, counter
+            )
+            if plan:
+                parts.append(plan)
+                allowance -= counter.count(plan) + 1
+            else:
+                dropped["work"] = dropped.get("work", 0) + 1
         results = [f"- {key}: {value}" for key, value in sorted(work.results.items())]
         kept, spent, lost = _fill(results, allowance // 2, counter, newest_first=False)
         pad_allowance = allowance - spent - counter.count(parts[0]) - 2

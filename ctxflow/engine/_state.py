@@ -95,6 +95,24 @@ class ContextOps(SessionBase):
             self._state = new
             self._record("state", actor, state=new)
 
+    def set_plan(self, plan: str, *, actor: str | None = None) -> None:
+        """Replace the agent's plan: kept in the work buffer, checkpointed, shown in every window.
+
+        An empty string clears it. ``PolicyError`` for anything but a string.
+        """
+        _require(plan, str, "plan")
+        with self.lock:
+            self._check_live()
+            if plan == self._state.work.plan:
+                return
+            self._state = self._state.with_plan(plan)
+            self._record("state", actor, state=self._state)
+
+    @property
+    def plan(self) -> str:
+        """The agent's current plan ("" when none)."""
+        return self._state.work.plan
+
     def set_chart(self, chart: ChartConfiguration, *, actor: str | None = None) -> None:
         """Move the chart to ``chart``'s configuration and history; no event, guard or action runs.
 

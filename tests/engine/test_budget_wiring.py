@@ -129,3 +129,20 @@ def test_window_for_another_phase_leaves_the_chart_where_it_is(make: Make) -> No
     with pytest.raises(errors.PolicyError) as caught:
         d.engine.window(phase="nowhere")
     assert caught.value.rule == "unknown_phase"
+
+
+def test_the_plan_is_kept_shown_and_restored(make: Make) -> None:
+    """set_plan keeps the plan in the work buffer: in the late context, and across a restore."""
+    d = make(state=STATE, phases=PHASES, budget=8000)
+    d.send("start", task="fix the bug")
+    d.engine.set_plan("1. find the bug\n2. fix it")
+    assert d.engine.plan == "1. find the bug\n2. fix it"
+    assert "## Work buffer\nPlan:\n1. find the bug" in d.engine.window().context
+    checkpoint = d.checkpoint()
+    d.engine.set_plan("")
+    assert "Plan:" not in d.engine.window().context
+    d.restore(checkpoint)
+    assert d.engine.plan == "1. find the bug\n2. fix it"
+    with pytest.raises(errors.PolicyError) as caught:
+        d.engine.set_plan(42)  # type: ignore[arg-type]
+    assert caught.value.rule == "engine_plan" and d.engine.plan

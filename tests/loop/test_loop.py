@@ -328,3 +328,36 @@ def test_start_needs_a_task() -> None:
     """An engine in its initial phase cannot start without a task."""
     with pytest.raises(PolicyError, match="'task'"):
         run_agent(Engine(), ScriptedLLM([]), {}, adapter=ANTHROPIC)
+
+
+# -- the plan -----------------------------------------------------------------------
+
+
+def test_a_model_keeps_its_plan_through_the_plan_tool(mode: str) -> None:
+    """update_plan in planning sets the engine's plan; every later request shows it late."""
+    script = [
+        tool_call_response("update_plan", {"plan": "1. read a\n2. read b"}),
+        text_response("Plan ready."),
+        tool_call_response("read", {"path": "a"}),
+        tool_call_response("update_plan", {"plan": "1. read a (done)\n2. read b"}),
+        text_response("Report: a read."),
+    ]
+    engine, llm, result = run(mode, script, reflect_every=0, plan_tool=True)
+    assert result.finished and llm.remaining == 0
+    assert engine.plan == "1. read a (done)\n2. read b"
+    late = [r["messages"][-1]["content"][-1]["text"] for r in llm.requests]
+    assert "Plan:" not in late[0]
+    assert all("Plan:\n1. read a" in text for text in late[1:])
+    assert "read a (done)" in late[-1] and "read a (done)" not in late[2]
+    names = [t["name"] for t in llm.requests[0]["tools"]]
+    assert names == ["read", "update_plan"]
+    saved = [b for m in engine.conversation for b in m.tool_results if "Plan saved" in b.text]
+    assert len(saved) == 2
+
+
+def test_the_plan_tool_is_off_unless_asked(mode: str) -> None:
+    """Without plan_tool a call to update_plan is an unknown tool, and no definition is sent."""
+    script = [tool_call_response("update_plan", {"plan": "x"})]
+    with pytest.raises(ResponseError) as caught:
+        run(mode, script)
+    assert caught.value.rule == "unknown_tool"
