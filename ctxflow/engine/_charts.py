@@ -147,9 +147,41 @@ class Chart:
             )
 
 
+def _with_history_defaults(states: Mapping[str, Any]) -> dict[str, Any]:
+    """``states`` with each history pseudo-state entering its parent's initial child by default.
+
+    python-statemachine enters a history state's recorded states, else its
+    own transitions; with neither (resuming before the compound was ever
+    entered) it would enter nothing and leave an empty configuration.
+    """
+    out: dict[str, Any] = {}
+    for state_id, spec in states.items():
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("states"), Mapping):
+            out[state_id] = spec
+            continue
+        children = spec["states"]
+        first = next(
+            (k for k, v in children.items() if isinstance(v, Mapping) and v.get("initial")),
+            next(iter(children), None),
+        )
+        spec = {**spec, "states": _with_history_defaults(children)}
+        histories = spec.get("history")
+        if isinstance(histories, Mapping) and first is not None:
+            spec["history"] = {
+                h: {**(v or {}), "transitions": [{"target": first}]}
+                if not (v or {}).get("transitions")
+                else v
+                for h, v in histories.items()
+            }
+        out[state_id] = spec
+    return out
+
+
 def _machine_class(doc: Mapping[str, Any], name: str, where: str) -> type[Any]:
     from statemachine.io import load
 
+    if isinstance(doc.get("states"), Mapping):
+        doc = {**doc, "states": _with_history_defaults(doc["states"])}
     try:
         cls = load(json.dumps(doc), format="json", name=name)
     except ChartError:

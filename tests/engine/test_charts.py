@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from ctxflow.engine import ACTIONS, GUARDS, PhaseConfig, chart_names, chart_path, load_chart
+from ctxflow.engine import (
+    ACTIONS,
+    GUARDS,
+    Engine,
+    PhaseConfig,
+    chart_names,
+    chart_path,
+    load_chart,
+)
 from ctxflow.errors import ChartError
 
 
@@ -200,3 +208,23 @@ def test_phase_configs_are_checked_at_load() -> None:
 def test_allowlists_are_documented() -> None:
     """Every allowlisted name has a description."""
     assert all(ACTIONS.values()) and all(GUARDS.values())
+
+
+def test_resuming_before_the_compound_was_entered_lands_in_its_initial_phase(
+    tmp_path: Path,
+) -> None:
+    """A history state with nothing recorded enters its parent's initial child, not nothing."""
+    import json
+
+    doc = json.loads(
+        (Path(__file__).resolve().parents[2] / "statecharts/agent_loop.json").read_text()
+    )
+    doc["name"] = "hold_first"
+    doc["states"]["idle"]["transitions"].append({"event": "hold", "target": "paused"})
+    path = tmp_path / "hold_first.json"
+    path.write_text(json.dumps(doc))
+    engine = Engine(chart=load_chart(path), budget=8_000)
+    engine.send("hold")
+    engine.send("resume")
+    assert engine.phase == "planning"
+    assert engine.configuration == ("active", "planning")
