@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -13,7 +15,7 @@ from ctxflow.engine import Engine
 from ctxflow.errors import ConflictError, SessionEvicted
 from ctxflow.model import Message
 
-__all__ = ["Entry", "ManagerStats", "approx_bytes", "retry", "unpin"]
+__all__ = ["Counters", "Entry", "ManagerStats", "approx_bytes", "retry", "unpin"]
 
 T = TypeVar("T")
 
@@ -35,6 +37,39 @@ class ManagerStats:
     save_p50_ms: float
     save_p99_ms: float
     evictions: int
+
+
+class Counters:
+    """What a manager counts for monitoring: cache hits and misses, saves and their times."""
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.saves = self.save_failures = self.evictions = 0
+        self.save_times: deque[float] = deque(maxlen=512)
+
+    def saved(self, started: float) -> None:
+        """Count one save that began at ``started`` (``time.perf_counter``)."""
+        self.save_times.append((time.perf_counter() - started) * 1000)
+        self.saves += 1
+
+    def stats(self, entries: Sequence[Entry]) -> ManagerStats:
+        """A snapshot over the cached ``entries``."""
+        times = sorted(self.save_times)
+        total = self.hits + self.misses
+        return ManagerStats(
+            live=len(entries),
+            dirty=sum(e.engine.dirty for e in entries),
+            messages=sum(len(e.engine.conversation) for e in entries),
+            tokens=sum(e.engine.conversation.effective_tokens for e in entries),
+            bytes_in_memory=sum(e.bytes for e in entries),
+            hits=self.hits,
+            misses=self.misses,
+            hit_rate=self.hits / total if total else 0.0,
+            saves=self.saves,
+            save_failures=self.save_failures,
+            save_p50_ms=statistics.median(times) if times else 0.0,
+            save_p99_ms=times[min(len(times) - 1, int(len(times) * 0.99))] if times else 0.0,
+            evictions=self.evictions,
+        )
 
 
 def retry(

@@ -22,10 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import statistics
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -45,7 +44,7 @@ from ctxflow.errors import (
 from ctxflow.layers import LayeredState
 from ctxflow.model import Message
 from ctxflow.persistence import Store, new_session_id
-from ctxflow.sessions._cache import Entry, ManagerStats, approx_bytes, retry, unpin
+from ctxflow.sessions._cache import Counters, Entry, ManagerStats, approx_bytes, retry, unpin
 from ctxflow.sessions._lifecycle import Autosave, SignalFlush
 from ctxflow.sessions._limits import Compress, LadderCompressor, Limits, check_limits, refuse_over
 from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
@@ -122,8 +121,7 @@ class ContextManager:
         self._cache: OrderedDict[str, Entry] = OrderedDict()
         self._cache_lock = _critical.CriticalLock()
         self._gates = [threading.Lock() for _ in range(64)]
-        self._hits = self._misses = self._saves = self._save_failures = self._evictions = 0
-        self._save_times: deque[float] = deque(maxlen=512)
+        self._counts = Counters()
         self._autosave = Autosave(self.flush, self._evict_over_limit)
         self._signals = SignalFlush(self.close)
         self._closed = False
@@ -144,7 +142,7 @@ class ContextManager:
         with self._cache_lock:
             entry = self._cache.get(session_id)
             if entry is not None:
-                self._hits += 1
+                self._counts.hits += 1
                 entry.last_used = self.clock()
                 self._cache.move_to_end(session_id)
             return entry
@@ -159,7 +157,7 @@ class ContextManager:
             entry = self._cached(session_id)
             if entry is not None:
                 return entry
-            self._misses += 1
+            self._counts.misses += 1
             entry = self._load(session_id)
             with self._cache_lock:
                 self._cache[session_id] = entry
@@ -249,7 +247,7 @@ class ContextManager:
                 except StoreError:
                     return False
             self._unload(entry, "was evicted from its manager")
-            self._evictions += 1
+            self._counts.evictions += 1
         self._emit("on_evicted", engine)
         return True
 
@@ -280,6 +278,26 @@ class ContextManager:
             self._unload(entry, "was changed by another process and dropped from this manager")
         return True
 
+    def drop_lost(self, context_id: str) -> bool:
+        """Retire the engine of a session this process lost to another owner, unsaved or not.
+
+        Wire it to a coordinator: ``SessionCoordinator(..., on_lost=manager.drop_lost)``.
+        Changes made after the lease was lost can never be saved (every write is
+        fenced), so they are dropped with a warning rather than kept as a copy
+        that diverges from the new owner's; the next ``get`` loads the session
+        afresh. True when unsaved changes were dropped.
+        """
+        with self._cache_lock:
+            entry = self._cache.get(context_id)
+        if entry is None:
+            return False
+        with entry.engine.lock:
+            unsaved = entry.engine.dirty
+            if unsaved:
+                log.warning("lost_session_unsaved_dropped", context=context_id)
+            self._unload(entry, "was lost to another owner and dropped from this manager")
+        return unsaved
+
     # -- persistence -----------------------------------------------------------
 
     def _save(self, entry: Entry, trigger: str = "save") -> None:
@@ -288,15 +306,14 @@ class ContextManager:
         try:
             checkpoint_id = engine.checkpoint(trigger)
         except CtxflowError as exc:
-            self._save_failures += 1
+            self._counts.save_failures += 1
             log.error("save_failed", context=engine.session_id, error=str(exc))
             raise StoreError(
                 f"saving context {engine.session_id!r} failed: {exc}; it stays in memory, unsaved",
                 rule="save_failed",
                 context_id=engine.session_id,
             ) from exc
-        self._save_times.append((time.perf_counter() - started) * 1000)
-        self._saves += 1
+        self._counts.saved(started)
         self._emit("on_checkpointed", engine, checkpoint_id)
 
     def save(self, context_id: str) -> None:
@@ -571,23 +588,7 @@ class ContextManager:
         """Numbers for monitoring; logs a warning when a threshold is crossed."""
         with self._cache_lock:
             entries = list(self._cache.values())
-        times = sorted(self._save_times)
-        total = self._hits + self._misses
-        stats = ManagerStats(
-            live=len(entries),
-            dirty=sum(e.engine.dirty for e in entries),
-            messages=sum(len(e.engine.conversation) for e in entries),
-            tokens=sum(e.engine.conversation.effective_tokens for e in entries),
-            bytes_in_memory=sum(e.bytes for e in entries),
-            hits=self._hits,
-            misses=self._misses,
-            hit_rate=self._hits / total if total else 0.0,
-            saves=self._saves,
-            save_failures=self._save_failures,
-            save_p50_ms=statistics.median(times) if times else 0.0,
-            save_p99_ms=times[min(len(times) - 1, int(len(times) * 0.99))] if times else 0.0,
-            evictions=self._evictions,
-        )
+        stats = self._counts.stats(entries)
         if stats.live >= self.warn_live_ratio * self.max_live:
             log.warning("live_contexts_high", live=stats.live, max_live=self.max_live)
         if stats.save_failures:

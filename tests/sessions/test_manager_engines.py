@@ -115,6 +115,22 @@ def test_an_evicted_engine_refuses_changes() -> None:
     assert manager.get(first.session_id) is live
 
 
+def test_a_lost_session_is_dropped_even_with_unsaved_changes() -> None:
+    """drop_lost retires the engine, unsaved changes and all; get() loads the saved session."""
+    manager = ContextManager(MemoryStore())
+    engine = manager.create(messages=[Message.user("one")])
+    manager.save(engine.session_id)
+    engine.add_messages(turn("unsaved"))
+    assert manager.invalidate(engine.session_id) is False  # a changed copy is kept ...
+    assert manager.drop_lost(engine.session_id) is True  # ... a lost one is not
+    assert engine.retired
+    with pytest.raises(SessionEvicted):
+        engine.add_messages(turn("later"))
+    reloaded = manager.get(engine.session_id)
+    assert [m.text for m in reloaded.conversation] == ["one"]
+    assert manager.drop_lost("ses_unknown") is False
+
+
 def test_get_returns_the_same_live_engine_while_cached() -> None:
     """Each session is its own phase machine, and get() returns the same object."""
     manager = ContextManager(MemoryStore())
