@@ -10,13 +10,16 @@ Ratios are in *points* (percent of the flexible budget). Adjustments are
 points added to the base ratio of a layer; each adjusted ratio is clamped at
 zero and the six are normalised, so the points need not sum to 100.
 
-Model-class adjustments (``ModelProfile.model_class``):
+Model-class adjustments (``ModelProfile.model_class``, which follows the
+model's family and size, not its window: see docs/models.md):
 
-- ``large`` (>= 400k window): evidence +5, memory +3, work buffer -5 — a huge
-  window has room to keep more raw tool output and history;
-- ``small`` (<= 32k window): work buffer +5, memory -3, evidence -2 — a small
-  window needs its scratch space more than old evidence;
-- ``standard``: no adjustment.
+- ``large`` (Opus-class: Claude Opus, GPT-5, GPT-4.1, o3, Gemini Pro): evidence
+  +5, memory +3, work buffer -5 — a model that reads long contexts well is
+  given more raw tool output and history;
+- ``small`` (Haiku-class: Claude Haiku, the ``-mini``/``-nano``/``-flash``
+  models, GPT-3.5): work buffer +5, memory -3, evidence -2 — a small model does
+  better with its current working set than with old evidence;
+- ``standard`` (Sonnet, GPT-4o, ...): no adjustment.
 
 Phases are plain strings (charts are user-defined). A phase without an entry
 in ``phases`` gets no adjustment, unless ``known_phases`` is set: then a phase
