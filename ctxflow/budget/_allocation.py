@@ -3,7 +3,8 @@
 The order follows DESIGN.md "The budget contract":
 
 1. the input budget comes from the profile (``context_window - output_reserve``)
-   or is given directly;
+   or is given directly; a budget given with a profile must fit the profile's
+   (a larger window is one the model would refuse);
 2. fixed costs are *measured* with the token counter: the system prompt, the
    tool definitions (as the JSON the window sends), the task statement and each
    pinned item. If they alone exceed the input budget, :class:`BudgetExceeded`
@@ -231,7 +232,8 @@ def plan_budget(
 ) -> Allocation:
     """The full allocation for one call: measure fixed costs, set headroom, share the rest.
 
-    Raises :class:`PolicyError` for an unusable phase, budget or policy and
+    Raises :class:`PolicyError` for an unusable phase, budget or policy (a
+    ``budget`` above the ``profile``'s input budget included) and
     :class:`BudgetExceeded` when the fixed costs alone exceed the input budget.
     """
     policy.check_phase(phase)
@@ -247,6 +249,8 @@ def plan_budget(
             rule="no_input_budget",
             budget=input_budget,
         )
+    if profile is not None:
+        profile.check_budget(input_budget)
     model_class = profile.model_class if profile is not None else "standard"
     if fixed is None:
         fixed = measure_fixed(

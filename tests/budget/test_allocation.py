@@ -1,16 +1,32 @@
-"""Allocation: exact integer sums, quotas, tiers, fixed costs and bad budgets."""
+"""Allocation: exact integer sums, quotas, tiers, fixed costs and bad budgets.
+
+A budget above the model's input budget is refused the same way through every
+door: plan_budget, build_window, the engine and ``ctxflow run --budget``.
+"""
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.budget import BudgetPolicy, LayerRatios, allocate, largest_remainder, plan_budget
+from ctxflow.budget import (
+    BudgetPolicy,
+    LayerRatios,
+    allocate,
+    build_window,
+    largest_remainder,
+    plan_budget,
+    window_measure,
+)
+from ctxflow.cli import main
+from ctxflow.engine import Engine
 from ctxflow.errors import BudgetExceeded, PolicyError
 from ctxflow.layers import Layer, LayeredState, SystemLayer, TaskLayer, Tier, ToolDef
+from ctxflow.model import Conversation, Message
 from ctxflow.testing import FixedCounter
-from ctxflow.tokens import ModelProfile
+from ctxflow.tokens import ModelProfile, get_profile
 
 ratio = st.floats(min_value=0, max_value=100, allow_nan=False, allow_infinity=False)
 phases = st.sampled_from(["planning", "execution", "reflection", "idle", "custom"])
@@ -138,3 +154,58 @@ def test_budget_from_profile_and_bad_budgets() -> None:
             max_output=1_000,
             output_reserve=1_000,
         )
+
+
+def test_budget_above_the_model_is_refused() -> None:
+    """A budget above the profile's input budget is a PolicyError naming both numbers."""
+    profile = ModelProfile(name="tiny", provider="test", context_window=10_000, max_output=1_000)
+    counter = FixedCounter()
+    plan = plan_budget(LayeredState(), phase="idle", counter=counter, profile=profile, budget=9_000)
+    assert plan.input_budget == 9_000
+    with pytest.raises(PolicyError) as info:
+        plan_budget(LayeredState(), phase="idle", counter=counter, profile=profile, budget=9_001)
+    assert "input budget of model 'tiny', 9000 tokens" in str(info.value)
+    assert "(got 9001)" in str(info.value)
+    assert info.value.rule == "budget_over_model"
+    # Without a profile there is no model to exceed.
+    free = plan_budget(LayeredState(), phase="idle", counter=counter, budget=10_000_000)
+    assert free.input_budget == 10_000_000
+
+
+def test_window_budget_above_the_model_is_refused_before_anything_changes() -> None:
+    """build_window refuses a budget the model cannot take and leaves the conversation as it was."""
+    profile = get_profile("claude-sonnet-4-5")
+    conversation = Conversation(
+        [Message.user("fix it"), Message.assistant("done")], measure=window_measure(FixedCounter())
+    )
+    before = list(conversation.effective())
+    with pytest.raises(PolicyError, match=f"{profile.input_budget} tokens .*got 10000000"):
+        build_window(
+            LayeredState(),
+            conversation,
+            phase="execution",
+            counter=FixedCounter(),
+            profile=profile,
+            budget=10_000_000,
+        )
+    assert list(conversation.effective()) == before
+
+
+def test_engine_budget_above_the_model_is_refused() -> None:
+    """An engine given a budget above its model's refuses to start and stays idle."""
+    engine = Engine(model="claude-haiku-4-5", budget=10_000_000)
+    with pytest.raises(PolicyError, match="got 10000000") as info:
+        engine.send("start", task="fix the parser")
+    assert info.value.details["input_budget"] == get_profile("claude-haiku-4-5").input_budget
+    assert engine.configuration == ("idle",)
+    assert engine.allocation is None
+
+
+def test_cli_run_budget_above_the_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ctxflow run --budget 10000000` exits 2 with one stderr line naming both numbers."""
+    transcript = Path(__file__).parents[2] / "examples/transcripts/openhands-ponyc-4588.jsonl"
+    args = ["run", str(transcript), "--budget", "10000000", "--store", "memory", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "191808 tokens" in err and "(got 10000000)" in err
