@@ -43,7 +43,6 @@ from ctxflow.compression._rungs import (
     Rung,
     RungContext,
     Skip,
-    TrimOversized,
     Truncate,
 )
 from ctxflow.compression._summarizers import (
@@ -53,6 +52,7 @@ from ctxflow.compression._summarizers import (
     extract_facts,
     render,
 )
+from ctxflow.compression._trim import TrimOversized
 
 __all__ = [
     "CLEARED",

@@ -46,6 +46,7 @@ from ctxflow.compression import _rungs as r
 from ctxflow.compression._draft import Draft, dialogue_start, tail_start
 from ctxflow.compression._rungs import NeedsSummary, Rung
 from ctxflow.compression._summarizers import ExtractiveSummarizer, checked_summary
+from ctxflow.compression._trim import TrimOversized, latest_user_text
 from ctxflow.errors import BudgetExceeded, CompressionError, InvalidConversation, PolicyError
 from ctxflow.layers import LayeredState
 from ctxflow.model import SUMMARY_OF, Conversation, Message, Role, check
@@ -94,7 +95,7 @@ def default_rungs(
 ) -> tuple[Rung, ...]:
     """Trim, clear, truncate, condense, reset — cheapest first."""
     return (
-        r.TrimOversized(share=result_share),
+        TrimOversized(share=result_share),
         r.ClearToolResults(keep_results=keep_results, pinned_tools=frozenset(pinned_tools)),
         r.Truncate(),
         r.Condense(keep_recent=keep_recent),
@@ -480,7 +481,7 @@ class Ladder:
         return CompressionResult(state=new_state, report=report)
 
 
-_BUILT_IN = (r.TrimOversized, r.ClearToolResults, r.Truncate, r.Condense, r.HardReset)
+_BUILT_IN = (TrimOversized, r.ClearToolResults, r.Truncate, r.Condense, r.HardReset)
 _OPENAI_ONLY = "tool_result_non_text"
 
 
@@ -523,22 +524,45 @@ def _skipped(rung: Rung, draft: Draft, reason: str) -> RungOutcome:
 
 
 def _too_large(draft: Draft, hard: int, fixed: int, budget: int, policy: LadderPolicy) -> str:
+    """Why the context cannot fit, in plain words: what could not be cut or hidden, by part.
+
+    Only the fixed costs (system, pinned messages) and the latest user text
+    turn are untouchable; when they alone are over the limit, that is what the
+    message says. Otherwise it names what else stayed (blocks that are never
+    cut, such as thinking and tool_use inputs, and messages no rung may hide).
+    """
     view, tokens = draft.view, draft.tokens
     first = dialogue_start(view)
-    tail = tail_start(view)
     system = sum(tokens[:first])
-    pinned = [(m.id, tokens[i]) for i, m in enumerate(view[first:tail], first) if m.important]
-    last_turn = sum(tokens[tail:])
-    rest = draft.total - system - sum(t for _, t in pinned) - last_turn
+    pinned = [(m.id, tokens[i]) for i, m in enumerate(view) if i >= first and m.important]
+    latest = latest_user_text(view)
+    if latest is not None and view[latest].important:
+        latest = None
+    user = tokens[latest] if latest is not None else 0
+    untouchable = system + sum(t for _, t in pinned) + user
     parts = [f"system {system:,}"]
     if pinned:
         parts.append(
             f"pinned {sum(t for _, t in pinned):,} ({', '.join(i for i, _ in pinned[:5])})"
         )
-    parts.append(f"last turn {last_turn:,} ({', '.join(m.id for m in view[tail:][:4])})")
-    if rest:
-        parts.append(f"other unhideable messages {rest:,}")
+    if latest is not None:
+        parts.append(f"the latest user turn {user:,} ({view[latest].id})")
+    limit = (
+        f"the hard limit of {hard:,} tokens (fixed {fixed:,} + {policy.hard_limit:g} x "
+        f"budget {budget:,})"
+    )
+    if untouchable > hard:
+        return (
+            f"the fixed costs and the latest user turn must fit {limit}; they cannot be "
+            f"trimmed or hidden (got {untouchable:,}: {'; '.join(parts)})"
+        )
+    tail = tail_start(view)
+    last = [m.id for i, m in enumerate(view[tail:], tail) if i != latest and not m.important]
+    parts.append(
+        f"other messages {draft.total - untouchable:,}, trimmed and hidden as far as allowed "
+        f"(last turn: {', '.join(last[:4]) or 'none'})"
+    )
     return (
-        f"the compressed context must fit the hard limit of {hard:,} tokens (fixed {fixed:,} + "
-        f"{policy.hard_limit:g} x budget {budget:,}) (got {draft.total:,}: {'; '.join(parts)})"
+        f"the compressed context must fit {limit} (got {draft.total:,} after every rung: "
+        f"{'; '.join(parts)})"
     )

@@ -1,8 +1,8 @@
 """Recall and undo: every hidden original can be fetched, and every compression undone.
 
 ``recall`` gives an agent's "recall" tool the original of any message, by
-its id or, for a trimmed or cleared result, by the call id the result
-carries (its marker says so); ``expand`` opens
+its id (a trimmed message's marker names it) or, for a trimmed or cleared
+result, by the call id the result carries (its marker says so); ``expand`` opens
 a summary back into the originals it covers, through nested summaries.
 ``undo`` reverses one ladder run (from its report) or one compression event
 (by summary id, truncation tag, or the id of any message it touched).

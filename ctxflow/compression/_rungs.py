@@ -8,8 +8,9 @@ draft. Every rung tags instead of deleting, so every original stays fetchable.
 
 Cheapest first:
 
-1. :class:`TrimOversized` — a tool result larger than its share is cut in the
-   middle (head and tail kept, with a marker saying what was cut);
+1. :class:`~ctxflow.compression._trim.TrimOversized` — a message larger than
+   its share is cut in the middle (head and tail kept, with a marker saying
+   what was cut), the latest user text turn excepted;
 2. :class:`ClearToolResults` — older tool results are replaced by a short
    placeholder (observation masking), the last ``keep_results`` and pinned
    tools excepted;
@@ -47,9 +48,9 @@ __all__ = [
     "Rung",
     "RungContext",
     "Skip",
-    "TrimOversized",
     "Truncate",
     "hideable_spans",
+    "is_summary",
 ]
 
 #: Metadata key on an overlay saying which rung laid it (``trimmed`` or ``cleared``).
@@ -104,17 +105,6 @@ class Rung(Protocol):
         ...
 
 
-def _middle_trim(text: str, keep: int, tokens_per_char: float) -> str:
-    cut = len(text) - keep
-    head = keep * 3 // 5
-    tail = keep - head
-    marker = (
-        f"\n[… {cut:,} characters (≈{round(cut * tokens_per_char):,} tokens) trimmed by ctxflow; "
-        "recall the whole result by its call id …]\n"
-    )
-    return f"{text[:head]}{marker}{text[len(text) - tail :] if tail else ''}"
-
-
 def _result_chars(results: Sequence[ToolResultBlock]) -> int:
     """The characters of the results' text (an image holds none)."""
     if len(results) == 1 and isinstance(results[0].content, str):
@@ -127,56 +117,6 @@ def _result_chars(results: Sequence[ToolResultBlock]) -> int:
         else:
             total += sum(len(b.text) for b in content if isinstance(b, TextBlock))
     return total
-
-
-@attrs.frozen(kw_only=True)
-class TrimOversized:
-    """Middle-trims any tool result larger than ``share`` of the target's flexible part (tokens)."""
-
-    share: float = 0.5
-    min_tokens: int = 256
-    name: str = "trim"
-
-    def propose(self, draft: Draft, ctx: RungContext) -> Proposal:
-        """Trim every oversized, unpinned tool-result message to its share."""
-        limit = max(self.min_tokens, int(self.share * (ctx.target - ctx.fixed)))
-        replacements: dict[int, Message] = {}
-        for index, message in enumerate(draft.view):
-            count = draft.tokens[index]
-            if count <= limit or message.important or not is_result(message):
-                continue
-            chars = _result_chars(message.tool_results)
-            if chars == 0:
-                continue
-            ratio = limit / count
-            per_char = count / chars
-            blocks = []
-            for block in message.content:
-                if isinstance(block, ToolResultBlock):
-                    block = _trim_block(block, ratio, per_char)
-                blocks.append(block)
-            replacements[index] = attrs.evolve(
-                message,
-                content=tuple(blocks),
-                metadata={**message.metadata, OVERLAY_KIND: TRIMMED},
-            )
-        if not replacements:
-            return Skip(reason=f"no tool result over its share of {limit:,} tokens")
-        return draft.with_overlays(replacements)
-
-
-def _trim_block(block: ToolResultBlock, ratio: float, per_char: float) -> ToolResultBlock:
-    if isinstance(block.content, str):
-        keep = int(len(block.content) * ratio)
-        if keep >= len(block.content):
-            return block
-        return attrs.evolve(block, content=_middle_trim(block.content, keep, per_char))
-    inner = []
-    for part in block.content:
-        if isinstance(part, TextBlock) and int(len(part.text) * ratio) < len(part.text):
-            part = TextBlock(text=_middle_trim(part.text, int(len(part.text) * ratio), per_char))
-        inner.append(part)
-    return attrs.evolve(block, content=tuple(inner))
 
 
 def _names(value: Iterable[str]) -> frozenset[str]:
@@ -211,12 +151,16 @@ class ClearToolResults:
         for at, message in enumerate(view[start : _keep_from(view, self.keep_results)], start):
             if saved >= need:
                 break
-            results = message.tool_results
-            if not results or message.important or _result_chars(results) < min_chars:
+            if not message.tool_results or message.important:
                 continue
-            if message.metadata.get(OVERLAY_KIND) == CLEARED:
+            kind = message.metadata.get(OVERLAY_KIND)
+            if kind == CLEARED:
                 continue
-            source = draft.original(message.id) if draft.original else message
+            # A trimmed result is judged by its original: clearing it still saves its head
+            # and tail, and the placeholder names the original's size.
+            source = draft.original(message.id) if draft.original and kind else message
+            if _result_chars(source.tool_results) < min_chars:
+                continue
             replacement = self._cleared(message, view[at - 1], source)
             if replacement is None:
                 continue
@@ -366,7 +310,8 @@ def _latest_summary(draft: Draft) -> set[int]:
     return set()
 
 
-def _is_summary(message: Message) -> bool:
+def is_summary(message: Message) -> bool:
+    """True for a summary message, committed or planned in this run."""
     return SUMMARY_OF in message.metadata or _is_new_summary(message)
 
 
@@ -471,7 +416,7 @@ class Condense:
                 cursor += 1
             # A summary covering only summaries would have no place in the view: the
             # conversation shows a summary where the first original it covers stood.
-            if end > index and any(not _is_summary(m) for m in view[index:end]):
+            if end > index and any(not is_summary(m) for m in view[index:end]):
                 weight = sum(tokens[index:end])
                 if weight > best_tokens:
                     best, best_tokens = (index, end), weight

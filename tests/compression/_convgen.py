@@ -24,8 +24,12 @@ def _text(draw: st.DrawFn, low: int = 1, high: int = 60) -> str:
 
 
 @st.composite
-def conversations(draw: st.DrawFn, max_turns: int = 14) -> list[Message]:
-    """A valid conversation: optional system, a first user request, then whole turns."""
+def conversations(draw: st.DrawFn, max_turns: int = 14, text_high: int = 60) -> list[Message]:
+    """A valid conversation: optional system, a first user request, then whole turns.
+
+    ``text_high`` is the most words a user's or assistant's text may have (a
+    few thousand makes messages other than tool results oversized).
+    """
     out: list[Message] = []
     counter = 0
 
@@ -36,7 +40,9 @@ def conversations(draw: st.DrawFn, max_turns: int = 14) -> list[Message]:
 
     if draw(st.booleans()):
         out.append(Message.system(_text(draw, 5, 80), id=mid()))
-    out.append(Message.user("Please " + _text(draw), id=mid(), important=draw(st.booleans())))
+    out.append(
+        Message.user("Please " + _text(draw, 1, text_high), id=mid(), important=draw(st.booleans()))
+    )
     turns = draw(st.integers(0, max_turns))
     call = 0
     for _ in range(turns):
@@ -44,8 +50,8 @@ def conversations(draw: st.DrawFn, max_turns: int = 14) -> list[Message]:
         pin_a = draw(st.integers(0, 9)) == 0
         pin_u = draw(st.integers(0, 9)) == 0
         if kind == "chat":
-            out.append(Message.assistant(_text(draw), id=mid(), important=pin_a))
-            text = _text(draw)
+            out.append(Message.assistant(_text(draw, 1, text_high), id=mid(), important=pin_a))
+            text = _text(draw, 1, text_high)
             if draw(st.integers(0, 4)) == 0:
                 text = f"Decision: {text}"
             out.append(Message.user(text, id=mid(), important=pin_u))
@@ -55,7 +61,7 @@ def conversations(draw: st.DrawFn, max_turns: int = 14) -> list[Message]:
         if draw(st.integers(0, 5)) == 0:
             blocks.append(ThinkingBlock(thinking=_text(draw), signature="sig"))
         if draw(st.booleans()):
-            blocks.append(TextBlock(text=_text(draw)))
+            blocks.append(TextBlock(text=_text(draw, 1, text_high)))
         uses = []
         for _ in range(width):
             call += 1
@@ -84,7 +90,7 @@ def conversations(draw: st.DrawFn, max_turns: int = 14) -> list[Message]:
         out.append(Message(role=Role.USER, content=tuple(results), id=mid(), important=pin_u))
     ending = draw(st.sampled_from(("none", "answer", "pending")))
     if ending == "answer":
-        out.append(Message.assistant(_text(draw), id=mid()))
+        out.append(Message.assistant(_text(draw, 1, text_high), id=mid()))
     elif ending == "pending":
         call += 1
         out.append(

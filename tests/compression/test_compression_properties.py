@@ -9,10 +9,10 @@ from _convgen import conversations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctxflow.compression import Ladder, recall, undo
+from ctxflow.compression import CLEARED, OVERLAY_KIND, TRIMMED, Ladder, recall, undo
 from ctxflow.errors import BudgetExceeded, CtxflowWarning
 from ctxflow.layers import LayeredState
-from ctxflow.model import Conversation, Message, Role, check
+from ctxflow.model import Conversation, Message, Role, TextBlock, ToolResultBlock, check
 
 
 def _snapshot(conversation: Conversation) -> tuple[object, ...]:
@@ -92,3 +92,53 @@ def test_undo_of_a_run_restores_the_effective_view(
     assert len(caught) == (not result.report.reached_target)
     undo(conversation, result.report)
     assert [(m.id, m.content) for m in conversation.effective()] == before
+
+
+def _latest_user_text(messages: list[Message]) -> str | None:
+    for message in reversed(messages):
+        if message.role is Role.USER and any(
+            isinstance(b, TextBlock) and b.text for b in message.content
+        ):
+            return message.id
+    return None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=conversations(text_high=3_000), fraction=st.floats(0.05, 0.9))
+def test_compression_cuts_only_text_and_never_the_latest_user_text(
+    messages: list[Message], fraction: float, measure: Callable[[Message], int]
+) -> None:
+    """Thinking, tool_use inputs and the latest user text show as written; any cut is marked."""
+    conversation = Conversation(messages, measure=measure)
+    originals = {m.id: m for m in messages}
+    latest = _latest_user_text(messages)
+    fixed = _fixed(conversation)
+    budget = max(1, int(fraction * max(1, conversation.effective_tokens - fixed) / 0.5))
+    refusal: BudgetExceeded | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CtxflowWarning)
+        try:
+            Ladder().run(conversation, LayeredState(), budget=budget, fixed=fixed)
+        except BudgetExceeded as error:
+            refusal = error
+    if refusal is not None:
+        assert refusal.rule == "hard_limit"
+        assert f"hard limit of {refusal.details['hard_limit']:,} tokens" in str(refusal)
+        return
+    for shown in conversation.effective():
+        original = originals.get(shown.id)
+        if original is None:
+            continue  # a summary this run wrote
+        kept = [b for b in shown.content if not isinstance(b, TextBlock | ToolResultBlock)]
+        assert kept == [
+            b for b in original.content if not isinstance(b, TextBlock | ToolResultBlock)
+        ]
+        if shown.id == latest:
+            texts = [b for b in shown.content if isinstance(b, TextBlock)]
+            assert texts == [b for b in original.content if isinstance(b, TextBlock)]
+        for block, before in zip(shown.content, original.content, strict=True):
+            if block != before:
+                cut = block.text if isinstance(block, TextBlock | ToolResultBlock) else ""
+                assert "by ctxflow" in cut
+                assert shown.metadata[OVERLAY_KIND] in (TRIMMED, CLEARED)
+        assert recall(conversation, shown.id) == original
