@@ -6,6 +6,8 @@ way the agent loop would have: phase events derived by
 assistant turn the window the model would have seen is built, checked against
 both APIs' rules and its input budget, and recorded with what the engine did
 since the previous turn (events, compressions, checkpoints).
+:func:`replay_to_turn` takes the same steps up to one turn's window and hands
+back the engine, so a caller can build that window itself (in any phase).
 
 The system prompt and tool definitions go to layer L0, not the message
 stream, so they are counted once, as fixed costs. The first user message is
@@ -15,19 +17,21 @@ the task: it stays in the stream, and the window always keeps it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 
 from ctxflow.adapters import CachePolicy, CachePrices, prefix_reuse, render_anthropic, render_openai
+from ctxflow.budget import Window
 from ctxflow.engine import Engine
+from ctxflow.errors import FormatError
 from ctxflow.layers import LayeredState, SystemLayer
 from ctxflow.model import Role, check
 from ctxflow.replay.inputs import RunInput
 from ctxflow.replay.plan import Step, fit_plan, plan_replay
 
-__all__ = ["RunResult", "TurnRecord", "replay"]
+__all__ = ["RunResult", "TurnRecord", "replay", "replay_to_turn", "request_body"]
 
 API = Literal["anthropic", "openai"]
 
@@ -180,9 +184,7 @@ def replay(
     engine's chart, which raises ChartError before any event is sent).
     """
     messages = run.transcript.messages
-    system = next((m.text for m in messages if m.role is Role.SYSTEM), "")
-    state = LayeredState(system=SystemLayer(prompt=system, tools=run.tools))
-    engine = engine_factory(state)
+    engine = _start(run, engine_factory)
     if plan is None:
         plan = fit_plan(plan_replay(messages, reflect_every=reflect_every), engine.chart)
     turns: list[TurnRecord] = []
@@ -191,15 +193,11 @@ def replay(
     compressions = 0
     count = functools.lru_cache(maxsize=4096)(engine.counter.count)
     previous: dict[str, Any] | None = None
-    for step in plan:
-        if step.kind == "message":
-            assert step.message is not None
-            engine.add_message(step.message)
-        elif step.kind == "event":
+    for step in _taken(engine, plan):
+        if step.kind == "event":
             assert step.event is not None
-            engine.send(step.event)
             events.append(step.event)
-        else:
+        elif step.kind == "window":
             new = engine.records[seen_records:]
             seen_records = len(engine.records)
             compression = next(
@@ -217,7 +215,7 @@ def replay(
                 name: {"allocated": usage.allocated, "used": usage.used}
                 for name, usage in window.report.layers.items()
             }
-            body = _render(window, api, engine)
+            body = request_body(window, api, engine)
             reuse = prefix_reuse(previous, body, count)
             previous = body
             record = TurnRecord(
@@ -259,7 +257,60 @@ def replay(
     )
 
 
-def _render(window: Any, api: API, engine: Engine) -> dict[str, Any]:
+def replay_to_turn(
+    run: RunInput,
+    turn: int,
+    *,
+    engine_factory: Callable[[LayeredState], Engine],
+    reflect_every: int = 10,
+    plan: Iterable[Step] | None = None,
+) -> Engine:
+    """The engine as :func:`replay` leaves it just before building assistant turn ``turn``'s window.
+
+    Every step before that window is taken as :func:`replay` takes it (the
+    events leading into the turn included); no window is built. Turns are
+    numbered from 1, as :func:`replay` numbers them. FormatError, before the
+    engine is made, when the plan has no such turn.
+    """
+    steps = list(
+        plan_replay(run.transcript.messages, reflect_every=reflect_every) if plan is None else plan
+    )
+    turns = [step.turn for step in steps if step.kind == "window"]
+    if turn not in turns:
+        raise FormatError(
+            f"'turn' must be an assistant turn of conversation {run.transcript.id!r}, "
+            f"from 1 to {len(turns)} (got {turn})",
+            rule="turn",
+            where=run.transcript.id,
+        )
+    engine = _start(run, engine_factory)
+    if plan is None:  # fitting keeps the window steps; it needs the engine's chart
+        steps = fit_plan(steps, engine.chart)
+    for step in _taken(engine, steps):
+        if step.kind == "window" and step.turn == turn:
+            break
+    return engine
+
+
+def _start(run: RunInput, engine_factory: Callable[[LayeredState], Engine]) -> Engine:
+    """The replay's engine: the system prompt and tool definitions in L0, no messages yet."""
+    system = next((m.text for m in run.transcript.messages if m.role is Role.SYSTEM), "")
+    return engine_factory(LayeredState(system=SystemLayer(prompt=system, tools=run.tools)))
+
+
+def _taken(engine: Engine, plan: Iterable[Step]) -> Iterator[Step]:
+    """Each step of ``plan``, once ``engine`` has taken it (window steps are the caller's)."""
+    for step in plan:
+        if step.kind == "message":
+            assert step.message is not None
+            engine.add_message(step.message)
+        elif step.kind == "event":
+            assert step.event is not None
+            engine.send(step.event)
+        yield step
+
+
+def request_body(window: Window, api: API, engine: Engine) -> dict[str, Any]:
     """The request body the loop's default adapter would send for ``window``."""
     profile = engine.profile
     if api == "anthropic":
