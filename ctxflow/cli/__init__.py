@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     from ctxflow import __version__
-    from ctxflow.cli import checkpoints, diagram, report, run
+    from ctxflow.cli import checkpoints, diagram, report, run, window
 
     parser = argparse.ArgumentParser(
         prog="ctxflow",
@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
                 "the window the model would have seen, checked and reported."
             ),
             run,
+        ),
+        "window": (
+            "the window one turn of a replay would get in a given phase, as a request body",
+            (
+                "Replay a conversation as 'run' does up to an assistant turn, then print the "
+                "window that turn would get in the given phase as a request body (JSON); "
+                "--explain tells how its budget was spent."
+            ),
+            window,
         ),
         "report": (
             "per-message token counts and API validity of a transcript (corpus JSONL)",
