@@ -127,7 +127,7 @@ class Core(DefaultSeams, ContextOps):
                 f"'budget' must be a positive integer or None (got {budget!r})",
                 rule="engine_budget",
             )
-        self.budget = budget
+        self.budget = budget if budget is None else self.profile.check_budget(budget)
         self.summarizer = summarizer
         self._ladders: dict[str, Ladder] = {}
         self.allocator: seams.Allocator = allocator if allocator is not None else self._plan_budget

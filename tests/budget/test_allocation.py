@@ -192,13 +192,11 @@ def test_window_budget_above_the_model_is_refused_before_anything_changes() -> N
 
 
 def test_engine_budget_above_the_model_is_refused() -> None:
-    """An engine given a budget above its model's refuses to start and stays idle."""
-    engine = Engine(model="claude-haiku-4-5", budget=10_000_000)
+    """An engine given a budget above its model's input budget is refused when made."""
     with pytest.raises(PolicyError, match="got 10000000") as info:
-        engine.send("start", task="fix the parser")
+        Engine(model="claude-haiku-4-5", budget=10_000_000)
+    assert info.value.rule == "budget_over_model"
     assert info.value.details["input_budget"] == get_profile("claude-haiku-4-5").input_budget
-    assert engine.configuration == ("idle",)
-    assert engine.allocation is None
 
 
 def test_cli_run_budget_above_the_model_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
