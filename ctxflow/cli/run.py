@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxflow.cli.files import StagedFiles, check_distinct, output_target, store_file
-from ctxflow.engine import Engine, load_chart
+from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
@@ -27,9 +27,9 @@ from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.plot import plot_turns, require_plot_extra
 from ctxflow.replay.runner import RunResult, TurnRecord, replay
 from ctxflow.stores import MemoryStore, SQLiteStore
-from ctxflow.tokens import DEFAULT_MODEL, get_profile
+from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, get_profile
 
-__all__ = ["default_store_path", "register"]
+__all__ = ["default_store_path", "register", "replay_options"]
 
 
 def default_store_path() -> Path:
@@ -184,13 +184,18 @@ def _result_line(result: RunResult) -> None:
     print("result: ok" if result.ok else f"result: FAILED ({', '.join(problems)})")
 
 
-def _run(args: argparse.Namespace) -> int:
+def replay_options(args: argparse.Namespace) -> tuple[ModelProfile, Chart]:
+    """The model and the chart a replay's options name (bad ones refused before any work)."""
     profile = get_profile(args.model)
     if args.reflect_every < 0:
         raise FormatError(
             f"--reflect-every must be >= 0 (got {args.reflect_every})", rule="reflect_every"
         )
-    chart = load_chart(args.chart)
+    return profile, load_chart(args.chart)
+
+
+def _run(args: argparse.Namespace) -> int:
+    profile, chart = replay_options(args)
     run_input = read_run_input(args.file, conversation_id=args.id, format=args.format)
     plan = fit_plan(
         plan_replay(run_input.transcript.messages, reflect_every=args.reflect_every), chart

@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Literal
 
 from ctxflow.budget import LayerUsage, Window
-from ctxflow.engine import Engine, load_chart
+from ctxflow.cli.run import replay_options
+from ctxflow.engine import Engine
 from ctxflow.errors import FormatError, PolicyError
 from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.runner import replay_to_turn, request_body
 from ctxflow.stores import MemoryStore
-from ctxflow.tokens import DEFAULT_MODEL, get_profile
+from ctxflow.tokens import DEFAULT_MODEL
 
 __all__ = ["register", "run"]
 
@@ -77,12 +78,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the window of turn ``--at`` in phase ``--phase`` as a request body."""
-    profile = get_profile(args.model)
-    if args.reflect_every < 0:
-        raise FormatError(
-            f"--reflect-every must be >= 0 (got {args.reflect_every})", rule="reflect_every"
-        )
-    chart = load_chart(args.chart)
+    profile, chart = replay_options(args)
     if args.phase not in chart.phases:
         raise PolicyError(
             f"--phase must be a phase of chart {chart.name!r} ({', '.join(chart.phases)}) "
