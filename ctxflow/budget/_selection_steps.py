@@ -199,8 +199,9 @@ def _fit_task_alone(index: SelectionIndex, plan: Plan, counter: TokenCounter) ->
     trim = trim_unit(index, lead, budget, counter)
     if trim is None:
         raise BudgetExceeded(
-            f"the task turn must fit the message budget of {budget} tokens "
-            f"(got {index.units.masked[lead]} at least)",
+            f"the latest user turn (here the task) must fit the {budget} tokens the input "
+            f"budget leaves after the system text, the tools and the headroom; it is the one "
+            f"turn never trimmed or hidden (got {index.units.masked[lead]} tokens at least)",
             rule="critical_exceeds",
             budget=budget,
             critical=index.units.masked[lead],
