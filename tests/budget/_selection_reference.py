@@ -507,8 +507,10 @@ def _select(
             cut, cost = _trim_unit(index, units[lead], budget, counter)
             if cut is None:
                 raise BudgetExceeded(
-                    f"the task turn must fit the message budget of {budget} tokens "
-                    f"(got {reduced[lead]} at least)",
+                    f"the latest user turn (here the task) must fit the {budget} tokens the "
+                    "input budget leaves after the system text, the tools and the headroom; "
+                    f"it is the one turn never trimmed or hidden (got {reduced[lead]} tokens "
+                    "at least)",
                     rule="critical_exceeds",
                     budget=budget,
                     critical=reduced[lead],
