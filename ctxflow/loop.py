@@ -60,7 +60,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from typing import Any, TypeAlias, TypedDict, Unpack
 
 import attrs
@@ -68,6 +68,7 @@ import attrs
 from ctxflow._checks import check_number
 from ctxflow._log import get_logger
 from ctxflow.adapters import Adapter, ParsedResponse, Usage, observe_usage
+from ctxflow.adapters._schema import check_arguments
 from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_tokens
 from ctxflow.engine import AsyncEngine, Engine, StepRecord
 from ctxflow.errors import ContextOverflow, CtxflowError, PolicyError, ResponseError
@@ -116,15 +117,6 @@ PROMPTS: Mapping[str, str] = {
 }
 """The user messages the loop adds after a phase change (``recover`` gets ``{error}``)."""
 
-_JSON_TYPES: Mapping[str, type | tuple[type, ...]] = {
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "object": Mapping,
-    "array": list,
-    "null": type(None),
-}
 _ANTHROPIC_COUNTS = re.compile(r"(\d+) tokens > (\d+)")
 _OPENAI_COUNTS = re.compile(r"maximum context length is (\d+) tokens.*?resulted in (\d+) tokens")
 
@@ -186,42 +178,6 @@ def _overflow_counts(error: ContextOverflow) -> tuple[int, int] | None:
     if found:
         return int(found.group(2)), int(found.group(1))
     return None
-
-
-def _check_arguments(calls: Sequence[ToolUseBlock], tools: Sequence[ToolDef]) -> None:
-    """Raise ResponseError naming the field when a call's input breaks its tool's schema.
-
-    Checks the top level only: required properties and their JSON types.
-    """
-    schemas = {t.name: t.input_schema for t in tools}
-    for i, call in enumerate(calls):
-        schema = schemas.get(call.name) or {}
-        properties = schema.get("properties") or {}
-        for key in schema.get("required") or ():
-            if key not in call.input:
-                raise ResponseError(
-                    f"'tool_calls[{i}].input.{key}' is required by tool {call.name!r} "
-                    f"(got keys {sorted(call.input)})",
-                    rule="tool_arguments",
-                    field=f"tool_calls[{i}].input.{key}",
-                    tool=call.name,
-                )
-        for key, value in call.input.items():
-            kind = (properties.get(key) or {}).get("type")
-            names = [kind] if isinstance(kind, str) else list(kind or [])
-            expected = [_JSON_TYPES[n] for n in names if n in _JSON_TYPES]
-            if not expected:
-                continue
-            is_bool = isinstance(value, bool)
-            matches = any(isinstance(value, t) and (not is_bool or t is bool) for t in expected)
-            if not matches:
-                raise ResponseError(
-                    f"'tool_calls[{i}].input.{key}' must be {' or '.join(names)} for tool "
-                    f"{call.name!r} (got {type(value).__name__})",
-                    rule="tool_arguments",
-                    field=f"tool_calls[{i}].input.{key}",
-                    tool=call.name,
-                )
 
 
 def _executor(tools: Tools) -> Callable[[str, Mapping[str, Any]], Any]:
@@ -324,7 +280,7 @@ def _core(
                 names.append(PLAN_TOOL.name)
             try:
                 parsed: ParsedResponse = adapter.parse(body, allowed_tools=names)
-                _check_arguments(parsed.tool_calls, window.tools)
+                check_arguments(parsed.tool_calls, window.tools)
             except ResponseError as exc:
                 log.warning(
                     "agent.bad_response",
