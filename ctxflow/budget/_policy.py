@@ -14,11 +14,11 @@ Model-class adjustments (``ModelProfile.model_class``, which follows the
 model's family and size, not its window: see docs/models.md):
 
 - ``large`` (Opus-class: Claude Opus, GPT-5, GPT-4.1, o3, Gemini Pro): evidence
-  +5, memory +3, work buffer -5 — a model that reads long contexts well is
-  given more raw tool output and history;
+  +5, memory +5 — a model that reads long contexts well is given more raw tool
+  output and history;
 - ``small`` (Haiku-class: Claude Haiku, the ``-mini``/``-nano``/``-flash``
-  models, GPT-3.5): work buffer +5, memory -3, evidence -2 — a small model does
-  better with its current working set than with old evidence;
+  models, GPT-3.5): evidence -10, memory -5, work buffer +15 — a small model
+  does better with its current working set than with old evidence;
 - ``standard`` (Sonnet, GPT-4o, ...): no adjustment.
 
 Phases are plain strings (charts are user-defined). A phase without an entry
@@ -132,8 +132,8 @@ DEFAULT_PHASE_ADJUSTMENTS = Adjustments(
 #: Model-class adjustments (see the module docstring for why these values).
 DEFAULT_MODEL_ADJUSTMENTS = Adjustments(
     points={
-        "large": {"evidence": 5, "memory": 3, "work": -5},
-        "small": {"work": 5, "memory": -3, "evidence": -2},
+        "large": {"evidence": 5, "memory": 5},
+        "small": {"evidence": -10, "memory": -5, "work": 15},
     }
 )
 

@@ -74,10 +74,12 @@ def test_default_phase_adjustments() -> None:
 
 
 def test_model_class_adjustments() -> None:
-    """Large windows give evidence more; small windows give the work buffer more."""
+    """Large models give evidence and memory more; small ones give the work buffer more."""
     policy = BudgetPolicy()
     assert policy.ratios_for("idle", "large")[Layer.EVIDENCE] == 30
-    assert policy.ratios_for("idle", "small")[Layer.WORK] == 15
+    assert policy.ratios_for("idle", "large")[Layer.MEMORY] == 57
+    assert policy.ratios_for("idle", "small")[Layer.WORK] == 25
+    assert policy.ratios_for("idle", "small")[Layer.EVIDENCE] == 15
     assert policy.ratios_for("idle", "standard") == policy.ratios_for("idle")
 
 
