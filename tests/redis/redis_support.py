@@ -88,6 +88,29 @@ class RedisServer:
             self.process = None
 
 
+def coordinator(
+    client: redis.Redis,
+    tenant: str,
+    node: str,
+    *,
+    ttl: float = 1.0,
+    beat: float = 0.2,
+    claim: float = 0.2,
+    **kwargs: object,
+) -> SessionCoordinator:
+    """A coordinator of ``tenant`` over a Redis store of its own, not started."""
+    return SessionCoordinator(
+        client,
+        tenant=tenant,
+        node_id=node,
+        store=RedisStore(client, tenant=tenant),
+        lease_ttl=ttl,
+        heartbeat_interval=beat,
+        claim_interval=claim,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 def delete_tenant(client: redis.Redis, tenant: str) -> None:
     """Delete every key of one tenant (never anything else)."""
     keys = list(client.scan_iter(match=f"ctxflow:{tenant}:*", count=1000))

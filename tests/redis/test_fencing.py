@@ -10,48 +10,30 @@ import redis
 from redis_support import (
     HoldWorker,
     RedisServer,
+    coordinator,
     full_draft,
     lease_expired,
     wait_for,
     write_turns,
 )
+from redis_worker import COMMANDS
 
 from ctxflow.errors import OwnershipLost, SessionError
 from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
-from ctxflow.stores import Fence, RedisStore
+from ctxflow.stores import Fence
 
 pytestmark = pytest.mark.redis
 
 #: Every write a node makes for a session, as the hold worker names them.
-WRITES = (
-    "put",
-    "prune",
-    "erase",
-    "fork",
-    "commit",
-    "commit_with_retry",
-    "commit_or_fork",
-    "update",
-    "update_with_retry",
-    "update_or_fork",
-)
+WRITES = COMMANDS
 
 
 def _node(
     client: redis.Redis, tenant: str, node: str, ttl: float = 60.0, **kwargs: object
 ) -> SessionCoordinator:
     """A coordinator not started: no heartbeat renews its leases (they run out at ``ttl``)."""
-    return SessionCoordinator(
-        client,
-        tenant=tenant,
-        node_id=node,
-        store=RedisStore(client, tenant=tenant),
-        lease_ttl=ttl,
-        heartbeat_interval=ttl / 5,
-        claim_interval=3600,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return coordinator(client, tenant, node, ttl=ttl, beat=ttl / 5, claim=3600, **kwargs)
 
 
 def _writes(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_support import coordinator
 
 from ctxflow.errors import (
     CheckpointError,
@@ -35,16 +36,7 @@ SCHEDULING_SLACK = 5.0
 def _coordinator(
     client: redis.Redis, tenant: str, node: str, **kwargs: object
 ) -> SessionCoordinator:
-    return SessionCoordinator(
-        client,
-        tenant=tenant,
-        node_id=node,
-        store=RedisStore(client, tenant=tenant),
-        lease_ttl=1.0,
-        heartbeat_interval=0.2,
-        claim_interval=0.2,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return coordinator(client, tenant, node, **kwargs)
 
 
 def _turn(conversation: Conversation, i: int) -> None:

@@ -7,12 +7,11 @@ import threading
 
 import pytest
 import redis
-from redis_support import full_draft, wait_for, write_turns
+from redis_support import coordinator, full_draft, wait_for, write_turns
 
 from ctxflow.errors import ConflictError, SessionError
 from ctxflow.persistence import CheckpointDraft, CheckpointRecord
 from ctxflow.sessions._ownership import Invalidation, Lease, SessionCoordinator
-from ctxflow.stores import RedisStore
 
 pytestmark = pytest.mark.redis
 
@@ -27,16 +26,7 @@ def _node(
     claim: float = 3600,
     **kwargs: object,
 ) -> SessionCoordinator:
-    return SessionCoordinator(
-        client,
-        tenant=tenant,
-        node_id=node,
-        store=RedisStore(client, tenant=tenant),
-        lease_ttl=ttl,
-        heartbeat_interval=beat,
-        claim_interval=claim,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return coordinator(client, tenant, node, ttl=ttl, beat=beat, claim=claim, **kwargs)
 
 
 def test_commit_with_retry_gives_up_after_its_attempt_limit(
