@@ -35,6 +35,7 @@ __all__ = [
     "MAX_BREAKPOINTS",
     "CachePolicy",
     "CachePrices",
+    "PrefixMeter",
     "PrefixReuse",
     "apply_breakpoints",
     "cached_prefix",
@@ -318,20 +319,51 @@ def prefix_reuse(
     """What of ``body`` a prefix cache filled by ``previous`` could serve (None: nothing).
 
     ``count`` gives an item's tokens from its canonical JSON text (pass a
-    counter's ``count``; wrap it in a cache when measuring many requests).
-    Works for Anthropic and OpenAI bodies alike.
+    counter's ``count``). Works for Anthropic and OpenAI bodies alike. To
+    measure a sequence of requests, use :class:`PrefixMeter`, which reads
+    each request once.
     """
-    items, stable = _request_items(body)
-    sizes = [count(data.decode()) for _, data in items]
-    shared = 0
-    broke_at = None
+    meter = PrefixMeter(count)
     if previous is not None:
-        before, before_stable = _request_items(previous)
-        limit = min(len(items), before_stable)
-        while shared < limit and items[shared][1] == before[shared][1]:
-            shared += 1
-        if shared < before_stable:
-            broke_at = before[shared][0]
-    served = sum(sizes[:shared])
-    written = sum(sizes[shared:stable]) if shared < stable else 0
-    return PrefixReuse(served=served, written=written, total=sum(sizes), broke_at=broke_at)
+        meter.measure(previous)
+    return meter.measure(body)
+
+
+class PrefixMeter:
+    """Measures each request of a sequence against the one before it (see :func:`prefix_reuse`).
+
+    Keeps the previous request's items and their token counts, so each
+    request is serialized and each new item counted once.
+    """
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self._count = count
+        self._items: list[tuple[str, bytes]] = []
+        self._stable = 0
+        self._sizes: dict[bytes, int] = {}
+        self._measured = False
+
+    def measure(self, body: Mapping[str, Any]) -> PrefixReuse:
+        """The reuse of ``body`` against the request measured before it (none for the first)."""
+        items, stable = _request_items(body)
+        known, sizes = self._sizes, {}
+        for _, data in items:
+            if data not in sizes:
+                sizes[data] = known[data] if data in known else self._count(data.decode())
+        shared = 0
+        broke_at = None
+        if self._measured:
+            before = self._items
+            limit = min(len(items), self._stable)
+            while shared < limit and items[shared][1] == before[shared][1]:
+                shared += 1
+            if shared < self._stable:
+                broke_at = before[shared][0]
+        counts = [sizes[data] for _, data in items]
+        self._items, self._stable, self._sizes, self._measured = items, stable, sizes, True
+        return PrefixReuse(
+            served=sum(counts[:shared]),
+            written=sum(counts[shared:stable]) if shared < stable else 0,
+            total=sum(counts),
+            broke_at=broke_at,
+        )

@@ -16,13 +16,19 @@ the task: it stays in the stream, and the window always keeps it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import attrs
 
-from ctxflow.adapters import CachePolicy, CachePrices, prefix_reuse, render_anthropic, render_openai
+from ctxflow.adapters import (
+    CachePolicy,
+    CachePrices,
+    PrefixMeter,
+    PrefixReuse,
+    render_anthropic,
+    render_openai,
+)
 from ctxflow.budget import Window
 from ctxflow.engine import Engine
 from ctxflow.errors import FormatError
@@ -126,7 +132,9 @@ class RunResult:
         served = sum(t.cache_served for t in self.turns)
         written = sum(t.cache_written for t in self.turns)
         prices = CachePrices.for_api(self.api)
-        cached = served * prices.read + written * prices.write + (total - served - written)
+        cached = PrefixReuse(served=served, written=written, total=total, broke_at=None).cost(
+            prices
+        )
         return {
             "cache_reuse": round(served / total, 4) if total else 0.0,
             "prefix_breaks": sum(t.prefix_broke_at is not None for t in self.turns),
@@ -191,8 +199,7 @@ def replay(
     seen_records = 0
     events: list[str] = []
     compressions = 0
-    count = functools.lru_cache(maxsize=4096)(engine.counter.count)
-    previous: dict[str, Any] | None = None
+    meter = PrefixMeter(engine.counter.count)
     for step in _taken(engine, plan):
         if step.kind == "event":
             assert step.event is not None
@@ -216,8 +223,7 @@ def replay(
                 for name, usage in window.report.layers.items()
             }
             body = request_body(window, api, engine)
-            reuse = prefix_reuse(previous, body, count)
-            previous = body
+            reuse = meter.measure(body)
             record = TurnRecord(
                 turn=step.turn,
                 phase=engine.phase,

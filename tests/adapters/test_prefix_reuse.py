@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import pytest
 
 from ctxflow.adapters import (
     CachePolicy,
+    PrefixMeter,
     canonical_json,
     prefix_reuse,
     render_anthropic,
@@ -137,3 +139,25 @@ def test_late_context_keeps_roles_alternating(
     """The late context joins a final user message, or comes as a user message of its own."""
     append_context(messages, "<context>c</context>")
     assert messages == expected
+
+
+def test_a_meter_measures_a_sequence_as_pairs_do_and_counts_each_item_once() -> None:
+    """PrefixMeter gives prefix_reuse's figures for each pair, counting an item only once."""
+    engine = _engine()
+    bodies = []
+    for n in range(4):
+        _round(engine, n)
+        bodies.append(_render("anthropic", engine))
+        engine.send("step")
+    counted: list[str] = []
+
+    def count(text: str) -> int:
+        counted.append(text)
+        return COUNT(text)
+
+    meter = PrefixMeter(count)
+    measured = [meter.measure(body) for body in bodies]
+    pairs = [prefix_reuse(None, bodies[0], COUNT)]
+    pairs += [prefix_reuse(a, b, COUNT) for a, b in itertools.pairwise(bodies)]
+    assert measured == pairs
+    assert len(counted) == len(set(counted)), [c for c in counted if counted.count(c) > 1]
