@@ -221,9 +221,11 @@ def write_turns(node: SessionCoordinator, lease: Lease, turns: int) -> Checkpoin
     return writer
 
 
-def full_draft(store: RedisStore, session_id: str, parent: str) -> CheckpointDraft:
-    """A full draft of checkpoint ``parent`` of a session, to be written on ``parent``."""
-    snapshot = store.load(session_id, parent)
+def full_draft(
+    store: RedisStore, session_id: str, parent: str, *, source: str | None = None
+) -> CheckpointDraft:
+    """A full draft of checkpoint ``source`` (default: ``parent``) to be written on ``parent``."""
+    snapshot = store.load(session_id, parent if source is None else source)
     return CheckpointDraft(
         id=new_checkpoint_id(),
         session_id=session_id,

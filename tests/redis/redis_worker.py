@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 import redis
+from redis_support import full_draft
 
 from ctxflow.errors import CtxflowError
 from ctxflow.model import Conversation, Message
-from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord, new_checkpoint_id
+from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
 
@@ -86,19 +86,6 @@ def node(url: str, tenant: str, node_id: str, sessions: list[str]) -> None:
         step += 1
 
 
-def _draft(store: RedisStore, session_id: str, parent: str) -> CheckpointDraft:
-    """A full draft of the session's checkpoint ``parent``, based on ``parent``."""
-    snapshot = store.load(session_id, parent)
-    return CheckpointDraft(
-        id=new_checkpoint_id(),
-        session_id=session_id,
-        parent_id=parent,
-        created_at=time.time(),
-        manifest=snapshot.manifest.to_plain(),
-        message_count=snapshot.record.message_count,
-    )
-
-
 def _writes(
     coordinator: SessionCoordinator, lease: Lease, writer: Checkpointer, conversation: Conversation
 ) -> dict[str, Callable[[], object]]:
@@ -119,7 +106,7 @@ def _writes(
         return writer.last_id
 
     def rebuild(latest: CheckpointRecord) -> CheckpointDraft:
-        return _draft(store, sid, latest.id)
+        return full_draft(store, sid, latest.id)
 
     return {
         "put": put,
@@ -127,13 +114,13 @@ def _writes(
         "erase": lambda: fenced.erase(sid),
         "fork": lambda: fenced.fork(sid, mine()),
         "commit": lambda: coordinator.commit(
-            lease, _draft(store, sid, mine()), expected_parent=mine()
+            lease, full_draft(store, sid, mine()), expected_parent=mine()
         ),
         "commit_with_retry": lambda: coordinator.commit_with_retry(
-            lease, _draft(store, sid, mine()), expected_parent=mine(), rebuild=rebuild
+            lease, full_draft(store, sid, mine()), expected_parent=mine(), rebuild=rebuild
         ),
         "commit_or_fork": lambda: coordinator.commit_or_fork(
-            lease, _draft(store, sid, mine()), expected_parent=mine()
+            lease, full_draft(store, sid, mine()), expected_parent=mine()
         ),
         "update": lambda: coordinator.update(sid, lambda d: "late", lease=lease),
         "update_with_retry": lambda: coordinator.update_with_retry(

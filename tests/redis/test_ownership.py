@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import coordinator
+from redis_support import coordinator, full_draft
 
 from ctxflow.errors import (
     CheckpointError,
@@ -22,7 +22,7 @@ from ctxflow.errors import (
     StaleCheckpoint,
 )
 from ctxflow.model import Conversation, Message
-from ctxflow.persistence import CheckpointDraft, Checkpointer, Store, new_checkpoint_id, restore
+from ctxflow.persistence import Checkpointer, Store, restore
 from ctxflow.sessions._ownership import Invalidation, Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
 
@@ -236,20 +236,6 @@ def test_invalidation_reaches_other_nodes(client: redis.Redis, tenant: str) -> N
     assert all(e.node_id == "writer" for e in seen)
 
 
-def _full_draft(
-    store: RedisStore, session_id: str, checkpoint_id: str, parent: str
-) -> CheckpointDraft:
-    snapshot = store.load(session_id, checkpoint_id)
-    return CheckpointDraft(
-        id=new_checkpoint_id(),
-        session_id=session_id,
-        parent_id=parent,
-        created_at=time.time(),
-        manifest=snapshot.manifest.to_plain(),
-        message_count=snapshot.record.message_count,
-    )
-
-
 def test_commit_on_a_stale_parent(client: redis.Redis, tenant: str) -> None:
     """A stale checkpoint commit raises, is rebuilt on the latest, or forks, by method."""
     node = _coordinator(client, tenant, "n")
@@ -262,7 +248,7 @@ def test_commit_on_a_stale_parent(client: redis.Redis, tenant: str) -> None:
         _turn(conversation, i)
         writer.capture(conversation)
     first, second, third = store.checkpoints("ses_p")
-    stale = _full_draft(store, "ses_p", first.id, parent=second.id)
+    stale = full_draft(store, "ses_p", second.id, source=first.id)
     with pytest.raises(StaleCheckpoint):
         node.commit(lease, stale, expected_parent=second.id)
     no_rebuild: Any = None  # an untyped caller's mistake
@@ -273,7 +259,7 @@ def test_commit_on_a_stale_parent(client: redis.Redis, tenant: str) -> None:
         lease,
         stale,
         expected_parent=second.id,
-        rebuild=lambda latest: _full_draft(store, "ses_p", first.id, parent=latest.id),
+        rebuild=lambda latest: full_draft(store, "ses_p", latest.id, source=first.id),
     )
     assert retried.parent_id == third.id
     assert retried.seq == 4
