@@ -163,7 +163,7 @@ class Core(DefaultSeams, ContextOps):
         self._machine = ChartMachine(self.chart, Binder(self, self.chart, self))
         self._configuration = self._machine.configuration
         self._phase = self._machine.leaf(self._configuration)
-        self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
+        self._state = self._in_phase(self._state, self._phase)
 
     # -- read-only views -----------------------------------------------------
 
@@ -432,13 +432,12 @@ class Core(DefaultSeams, ContextOps):
     def _enter(self, pending: Pending) -> None:
         """Stage the phase's runtime layer: phase name and projected tool set."""
         if pending.target != pending.source:
-            pending.state = pending.state.with_runtime(
-                phase=pending.target, tools=self._tools(pending.target)
-            )
+            pending.state = self._in_phase(pending.state, pending.target)
 
-    def _tools(self, phase: str) -> tuple[str, ...] | None:
+    def _in_phase(self, state: LayeredState, phase: str) -> LayeredState:
+        """``state`` with its runtime layer in ``phase``: the phase's name and tool set."""
         config = self.phases.get(phase)
-        return config.tools if config is not None else None
+        return state.with_runtime(phase=phase, tools=config.tools if config is not None else None)
 
     def _budget_policy(self, phase: str) -> object:
         config = self.phases.get(phase)

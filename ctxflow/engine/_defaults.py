@@ -55,7 +55,7 @@ class DefaultSeams:
 
         def _budget_policy(self, phase: str) -> object: ...
 
-        def _tools(self, phase: str) -> tuple[str, ...] | None: ...
+        def _in_phase(self, state: LayeredState, phase: str) -> LayeredState: ...
 
     def window(self, phase: str | None = None) -> Window:
         """The window for the next model call (within its budget).
@@ -77,7 +77,7 @@ class DefaultSeams:
                         rule="unknown_phase",
                         phase=phase,
                     )
-                state = state.with_runtime(phase=phase, tools=self._tools(phase))
+                state = self._in_phase(state, phase)
             return self.window_builder(
                 self._conversation, state, phase=phase, policy=self._budget_policy(phase)
             )

@@ -60,7 +60,7 @@ class ContextOps(SessionBase):
 
         def _allocate_now(self, state: LayeredState, phase: str) -> AllocationLike | None: ...
 
-        def _tools(self, phase: str) -> tuple[str, ...] | None: ...
+        def _in_phase(self, state: LayeredState, phase: str) -> LayeredState: ...
 
         def _set_chart(
             self, configuration: tuple[str, ...], history: Mapping[str, tuple[str, ...]]
@@ -144,7 +144,7 @@ class ContextOps(SessionBase):
             self._set_chart(*before)
             raise
         self._allocation = allocation
-        self._state = self._state.with_runtime(phase=self._phase, tools=self._tools(self._phase))
+        self._state = self._in_phase(self._state, self._phase)
 
     def compress(
         self,
