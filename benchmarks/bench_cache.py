@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.harness import Harness
-from ctxflow.adapters import CachePolicy, CachePrices, anthropic_body, prefix_reuse
-from ctxflow.budget import tools_json
+from ctxflow.adapters import CachePolicy, CachePrices, PrefixMeter, anthropic_body
+from ctxflow.budget import tools_json, window_measure
 from ctxflow.engine import Engine, load_chart
 from ctxflow.errors import CtxflowError
 from ctxflow.model import Message, Role, Transcript
@@ -54,16 +54,15 @@ class _Tally:
         self.breaks = 0
 
     def add(self, bodies: Sequence[dict[str, Any]], count: Count) -> list[str | None]:
-        previous = None
+        meter = PrefixMeter(count)
         where: list[str | None] = []
         for body in bodies:
-            reuse = prefix_reuse(previous, body, count)
+            reuse = meter.measure(body)
             self.served += reuse.served
             self.written += reuse.written
             self.total += reuse.total
             self.cost += reuse.cost(_PRICES)
             where.append(reuse.broke_at)
-            previous = body
         return where
 
     @property
@@ -105,9 +104,10 @@ def _append_only(run: RunInput, system: str) -> list[dict[str, Any]]:
 def _trimmed(run: RunInput, system: str, budget: int, count: Count) -> list[dict[str, Any]]:
     from benchmarks.bench_window import _langchain_trim, _to_langchain
 
-    tools = [json.loads(tools_json(run.tools))] if run.tools else []
+    tools = json.loads(tools_json(run.tools)) if run.tools else []
     fixed = count(system) + count(tools_json(run.tools)) if run.tools else count(system)
-    measure: Callable[[Message], int] = lambda m: count(m.text) + 4  # noqa: E731
+    # The same per-message measure as ctxflow's window (tool calls and results included).
+    measure = window_measure(counter_for("cl100k_base"))
     bodies = []
     for prefix in _turn_prefixes(run.transcript.messages):
         converted, counts = _to_langchain(prefix, measure)
