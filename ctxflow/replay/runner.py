@@ -22,12 +22,12 @@ from typing import Any, Literal
 import attrs
 
 from ctxflow.adapters import (
-    CachePolicy,
+    Adapter,
+    AnthropicAdapter,
     CachePrices,
+    OpenAIAdapter,
     PrefixMeter,
     PrefixReuse,
-    render_anthropic,
-    render_openai,
 )
 from ctxflow.budget import Window
 from ctxflow.engine import Engine
@@ -319,11 +319,9 @@ def _taken(engine: Engine, plan: Iterable[Step]) -> Iterator[Step]:
 def request_body(window: Window, api: API, engine: Engine) -> dict[str, Any]:
     """The request body the loop's default adapter would send for ``window``."""
     profile = engine.profile
-    if api == "anthropic":
-        return render_anthropic(
-            window,
-            model=profile.name,
-            max_tokens=profile.output_reserve,
-            cache=CachePolicy(last_message=True),
-        )
-    return render_openai(window, model=profile.name, max_tokens=profile.output_reserve)
+    adapter: Adapter = (
+        AnthropicAdapter(model=profile.name, max_tokens=profile.output_reserve)
+        if api == "anthropic"
+        else OpenAIAdapter(model=profile.name, max_tokens=profile.output_reserve)
+    )
+    return adapter.render(window)
