@@ -21,6 +21,19 @@ model's family and size, not its window: see docs/models.md):
   does better with its current working set than with old evidence;
 - ``standard`` (Sonnet, GPT-4o, ...): no adjustment.
 
+Lending (``lending``): what a window cannot use of one allocation is lent on,
+but within the phase's intent. The leftover message budget is shared between
+the work and evidence layers in proportion to their allocations; the work
+layer's share shows more of the latest tool rounds whole (``"recent"``), the
+evidence layer's goes to the phase's other uses in order — ``"condensed"``
+(one common cap raised over every older round's results, so older output is
+condensed evenly) or ``"relevant"`` (rounds shown whole by relevance to the
+task and the latest turn). What is still left then goes to the uses in
+order, unbounded. Execution lends ``recent, condensed``; reflection
+``condensed, recent`` (it reaches furthest back, older output condensed);
+planning ``relevant, condensed, recent`` (what was learned that bears on the
+task). A phase without an entry lends ``recent, condensed``.
+
 Phases are plain strings (charts are user-defined). A phase without an entry
 in ``phases`` gets no adjustment, unless ``known_phases`` is set: then a phase
 outside it raises :class:`PolicyError` (rule ``unknown_phase``).
@@ -39,8 +52,11 @@ from ctxflow.errors import PolicyError
 from ctxflow.layers import Layer, LayeredState, Tier, ToolDef
 
 __all__ = [
+    "DEFAULT_LENDING",
     "DEFAULT_MODEL_ADJUSTMENTS",
     "DEFAULT_PHASE_ADJUSTMENTS",
+    "DEFAULT_WITHHELD",
+    "LEND_USES",
     "Adjustments",
     "BudgetPolicy",
     "LayerRatios",
@@ -138,6 +154,61 @@ DEFAULT_MODEL_ADJUSTMENTS = Adjustments(
 )
 
 
+#: The uses leftover message budget can be lent to (see the module docstring).
+LEND_USES = ("recent", "condensed", "spread", "relevant", "memory")
+
+#: Lending order of the default chart's phases (see the module docstring).
+DEFAULT_LENDING: Mapping[str, tuple[str, ...]] = {
+    "planning": ("relevant", "memory"),
+    "execution": ("recent", "condensed", "memory"),
+    "reflection": ("memory", "spread"),
+}
+_DEFAULT_LEND = ("recent", "condensed", "memory")
+
+#: Uses a model class never lends to: a small model's history stops at its memory allocation.
+DEFAULT_WITHHELD: Mapping[str, tuple[str, ...]] = {"small": ("memory",)}
+
+
+def _withheld(value: Mapping[str, object] | None) -> dict[str, tuple[str, ...]]:
+    return _lending(DEFAULT_WITHHELD if value is None else value, "withheld")
+
+
+def _lending(
+    value: Mapping[str, object] | None, field: str = "lending"
+) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return dict(DEFAULT_LENDING)
+    if not isinstance(value, Mapping):
+        raise PolicyError(
+            f"'{field}' must map names to lists of uses (got {value!r})",
+            rule="policy_value",
+            field=field,
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for phase, uses in value.items():
+        if not isinstance(phase, str) or not phase:
+            raise PolicyError(
+                f"'{field}' keys must be non-empty names (got {phase!r})",
+                rule="policy_key",
+                field=field,
+            )
+        order = tuple(uses) if isinstance(uses, list | tuple) else None
+        if (
+            order is None
+            or any(use not in LEND_USES for use in order)
+            or len(set(order)) != len(order)
+        ):
+            raise PolicyError(
+                f"'{field}' for {phase!r} must list distinct uses out of "
+                f"{list(LEND_USES)} (got {uses!r})",
+                rule="policy_value",
+                field=field,
+                phase=phase,
+            )
+        out[phase] = order
+    return out
+
+
 @attrs.frozen(kw_only=True)
 class TierWeights:
     """Weights splitting the memory layer's allocation over its non-empty tiers."""
@@ -179,6 +250,24 @@ class BudgetPolicy:
     the phase's narrower set is stated in the runtime context and enforced
     when a call comes back, so a phase change leaves the prompt-cache prefix
     intact; ``"phase"`` carries only the tools the phase allows.
+
+    ``history_reach`` says how far back the message history reaches before
+    lending: ``"memory"`` (the default) as far as the memory layer's
+    allocation (less what the memory tiers render) pays for the history
+    masked, so each phase's memory share shows; ``"budget"`` as far as the
+    message budget allows. Either way what is left at the end is lent to the
+    history too, so a budget that holds everything shows everything.
+
+    ``work_pays`` says what the work and evidence allocations pay for in the
+    messages: ``"rounds"`` (the default) the latest tool rounds whole (call,
+    results and any text) and the condensed ones; ``"results"`` their tool
+    results only (the rest of those rounds then counts as history).
+
+    ``lending`` maps phase names to the order they lend leftover message
+    budget in, and ``withheld`` model classes to the uses they never lend to
+    (by default a small model's history stops at its memory allocation even
+    when the budget has room: a smaller window for a model that does better
+    with its working set); see the module docstring.
     """
 
     ratios: LayerRatios = LayerRatios()
@@ -186,11 +275,27 @@ class BudgetPolicy:
     models: Adjustments = DEFAULT_MODEL_ADJUSTMENTS
     tiers: TierWeights = TierWeights()
     known_phases: frozenset[str] | None = attrs.field(default=None, converter=_phases)
+    lending: Mapping[str, tuple[str, ...]] = attrs.field(default=None, converter=_lending)
+    withheld: Mapping[str, tuple[str, ...]] = attrs.field(default=None, converter=_withheld)
     headroom_max: int = 2_000
     headroom_fraction: float = 0.10
     tool_definitions: Literal["all", "phase"] = "all"
+    history_reach: Literal["memory", "budget"] = "memory"
+    work_pays: Literal["rounds", "results"] = "rounds"
 
     def __attrs_post_init__(self) -> None:
+        if self.work_pays not in ("rounds", "results"):
+            raise PolicyError(
+                f"'work_pays' must be 'rounds' or 'results' (got {self.work_pays!r})",
+                rule="policy_value",
+                field="work_pays",
+            )
+        if self.history_reach not in ("memory", "budget"):
+            raise PolicyError(
+                f"'history_reach' must be 'memory' or 'budget' (got {self.history_reach!r})",
+                rule="policy_value",
+                field="history_reach",
+            )
         check_number(
             self.headroom_max, "'headroom_max'", kind="non-negative integer", rule="policy_value"
         )
@@ -259,6 +364,15 @@ class BudgetPolicy:
                 phase=phase,
             )
         return clamped
+
+    def lend_for(self, phase: str, model_class: str = "standard") -> tuple[str, ...]:
+        """The order ``phase`` lends leftover budget in, less the uses ``model_class`` withholds.
+
+        See the module docstring.
+        """
+        order = self.lending.get(phase, _DEFAULT_LEND)
+        withheld = self.withheld.get(model_class, ())
+        return tuple(use for use in order if use not in withheld) if withheld else order
 
     def headroom(self, remaining: int) -> int:
         """``compaction_headroom`` for ``remaining`` tokens left after fixed costs."""

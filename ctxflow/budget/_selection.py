@@ -21,18 +21,26 @@ its tool results masked, whether its pairs are intact):
    kept, with a marker); if that still cannot fit, :class:`BudgetExceeded` is
    raised with the numbers;
 3. *recency* (``take_recent``): the newest units are taken whole while the
-   evidence allowance lasts, older ones with their tool results masked (a
+   work allowance lasts (the latest tool rounds, the current step's working
+   set); older ones condensed (each round's tool results middle-trimmed to
+   a quarter of the evidence allowance, at least 128 tokens) while the
+   evidence allowance lasts; older still with their tool results masked (a
    short placeholder naming the tool and the size withheld), back to the
-   oldest unit that still fits; what is left unmasks the newest masked units
-   of that run. Both cuts are found by binary search over prefix sums, so a
-   build costs O(log n) plus the pieces it assembles; when even the unmasked
-   tail does not fit, a unit-by-unit walk decides instead;
+   oldest unit that still fits. With no evidence allowance, what is left
+   unmasks the newest masked units of that run. The whole and masked cuts
+   are found by binary search over prefix sums, so a build costs O(log n)
+   plus the condensed rounds and the pieces it assembles; when even the
+   whole tail does not fit, a unit-by-unit walk decides instead;
 4. *gap fill* (``fill_gaps``): older units that still fit (looking back at
    most 256 units from the cut), best score first (see
    :mod:`ctxflow.budget._scoring`), masked;
-5. *lending* (``lend_leftover``): whatever budget is left unmasks the
-   masked units chosen apart from the run, newest first, and a worthwhile
-   remainder shows the newest masked result that did not fit, middle-trimmed;
+5. *lending* (``lend_leftover``): whatever budget is left goes to the
+   phase's uses (its intent; see ``BudgetPolicy.lending``), shared by the
+   work and evidence allowances: ``"recent"`` shows more rounds whole,
+   newest first, and a worthwhile remainder shows the newest masked result
+   that did not fit, middle-trimmed; ``"condensed"`` raises one cap over
+   every taken round's results; ``"relevant"`` shows rounds whole by
+   relevance to the task and the latest turn;
 6. *assembly* (``assemble_within_budget``): adjacent same-role messages
    at unit boundaries (a gap, a summary standing next to a user turn) are
    merged into one message; should merging cost more than the parts, the
@@ -57,6 +65,7 @@ from ctxflow.budget._selection_index import MERGED_FROM as MERGED_FROM
 from ctxflow.budget._selection_index import WINDOW_EDIT as WINDOW_EDIT
 from ctxflow.budget._selection_index import SelectionIndex, index_for, placeholder_text
 from ctxflow.budget._selection_steps import (
+    LEND_USES,
     Plan,
     Tally,
     fill_gaps,
@@ -66,6 +75,7 @@ from ctxflow.budget._selection_steps import (
     reserve_mandatory,
     take_recent,
 )
+from ctxflow.errors import PolicyError
 from ctxflow.model import Conversation, Message
 from ctxflow.protocols import Measure, TokenCounter
 
@@ -92,6 +102,8 @@ class Selection:
     memory_tokens: int
     evidence_tokens: int
     excluded: dict[str, Exclusion]
+    #: the part of ``evidence_tokens`` shown in the latest rounds whole (the work buffer's)
+    work_tokens: int = 0
 
 
 def system_text_of(conversation: Conversation, measure: Measure) -> str:
@@ -103,32 +115,67 @@ def select(
     conversation: Conversation,
     *,
     budget: int,
-    evidence: int,
+    work: int,
+    evidence: int = 0,
+    memory: int | None = None,
+    lend: tuple[str, ...] = ("recent",),
+    work_pays: str = "rounds",
     measure: Measure,
     counter: TokenCounter,
     task: str = "",
     weights: ScoreWeights = DEFAULT_WEIGHTS,
 ) -> Selection:
-    """Choose one window's messages: at most ``budget`` tokens, results past ``evidence`` masked.
+    """Choose one window's messages: at most ``budget`` tokens.
 
-    ``measure`` must be the measure the conversation counts with. Raises
-    :class:`BudgetExceeded` when the critical units and the last turn,
-    trimmed, cannot fit.
+    Tool results are shown whole, newest first, while ``work`` lasts; older
+    rounds condensed while ``evidence`` lasts; older still masked, as far
+    back as ``memory`` allows (None: as far as the budget reaches). ``work``
+    and ``evidence`` pay for whole rounds, or with ``work_pays="results"``
+    for their tool results only. What is
+    left is lent to the uses in ``lend`` (``"recent"``, ``"condensed"``,
+    ``"relevant"``; see ``BudgetPolicy.lending``). ``measure`` must be the
+    measure the conversation counts with.
+    Raises :class:`BudgetExceeded` when the critical units and the last
+    turn, trimmed, cannot fit, and :class:`PolicyError` for an unknown use.
     """
+    check_lend(lend)
     index = _index(conversation, measure)
     return _select(
-        index, budget=budget, evidence=evidence, counter=counter, task=task, weights=weights
+        index,
+        budget=budget,
+        work=work,
+        evidence=evidence,
+        memory=memory,
+        lend=lend,
+        work_pays=work_pays,
+        counter=counter,
+        task=task,
+        weights=weights,
     )
+
+
+def check_lend(lend: tuple[str, ...]) -> None:
+    """Raise :class:`PolicyError` unless ``lend`` is a tuple of known uses."""
+    if not isinstance(lend, tuple) or any(use not in LEND_USES for use in lend):
+        raise PolicyError(
+            f"'lend' must be a tuple of {list(LEND_USES)} (got {lend!r})",
+            rule="policy_value",
+            field="lend",
+        )
 
 
 def _select(
     index: SelectionIndex,
     *,
     budget: int,
+    work: int,
     evidence: int,
+    lend: tuple[str, ...],
     counter: TokenCounter,
     task: str,
     weights: ScoreWeights,
+    memory: int | None = None,
+    work_pays: str = "rounds",
 ) -> Selection:
     """The steps of a build, in order (see the module docstring)."""
     excluded = Tally()
@@ -138,11 +185,24 @@ def _select(
             messages=(), tokens=0, memory_tokens=0, evidence_tokens=0, excluded=_freeze(excluded)
         )
     last = newest_unit(index, lead, excluded)
-    plan = Plan(index, budget=budget, lead=lead, last=last)
-    reserve_mandatory(index, plan, evidence, counter)
-    take_recent(index, plan)
+    reach_first = lend[:1] == ("memory",)
+    plan = Plan(
+        index,
+        budget=budget,
+        lead=lead,
+        last=last,
+        work=work,
+        evidence=0 if reach_first else evidence,
+        memory=None if reach_first else memory,
+    )
+    plan.evidence_share = max(0, evidence)
+    plan.breadth = reach_first
+    plan.unmask_in_run = evidence <= 0 and lend == ("recent",)
+    plan.work_pays = work_pays
+    reserve_mandatory(index, plan, work, counter)
+    take_recent(index, plan, counter)
     fill_gaps(index, plan, task, weights)
-    lend_leftover(index, plan, counter)
+    lend_leftover(index, plan, counter, lend, task=task, weights=weights)
     pieces, window = assemble_within_budget(index, plan)
     account(index, plan, pieces, excluded)
     return Selection(
@@ -151,7 +211,20 @@ def _select(
         memory_tokens=window.tokens - window.evidence_tokens,
         evidence_tokens=window.evidence_tokens,
         excluded=_freeze(excluded),
+        work_tokens=min(window.evidence_tokens, _latest_rounds(index, plan)),
     )
+
+
+def _latest_rounds(index: SelectionIndex, plan: Plan) -> int:
+    """Tool result tokens of the run's whole tail and the last turn, as shown."""
+    units, evidence = index.units, index.prefix.evidence
+    tokens = evidence[plan.history_end] - evidence[plan.whole_from]
+    last = plan.last
+    if last != plan.lead:
+        trim = plan.trims.get(last)
+        shown = trim.tokens if trim is not None else units.tokens[last]
+        tokens += max(0, shown - units.masked[last])
+    return tokens
 
 
 def _freeze(excluded: Tally) -> dict[str, Exclusion]:

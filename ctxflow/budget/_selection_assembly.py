@@ -85,12 +85,19 @@ def _pieces(index: SelectionIndex, plan: Plan) -> list[Piece]:
 
 
 def _run_pieces(index: SelectionIndex, plan: Plan, a: int, b: int, show: Show) -> list[Piece]:
-    """The run ``[a, b)`` cut into pieces at trimmed, broken and clashing units."""
+    """The run ``[a, b)`` cut into pieces at trimmed, broken and clashing units.
+
+    A masked run's units in ``plan.trims`` show trimmed (condensed), those in
+    ``plan.whole_in_run`` whole.
+    """
     units, trims = index.units, plan.trims
     broken = _between(units.broken, a, b)
+    apart = [u for u in trims if a <= u < b]
+    if show is MASKED and plan.whole_in_run:
+        apart += [u for u in plan.whole_in_run if a <= u < b]
     cuts = sorted(
-        {u for u in trims if a <= u < b}
-        | {u + 1 for u in trims if a <= u < b}
+        set(apart)
+        | {u + 1 for u in apart}
         | set(_between(units.clash, a, b))
         | set(broken)
         | {u + 1 for u in broken}
@@ -101,6 +108,8 @@ def _run_pieces(index: SelectionIndex, plan: Plan, a: int, b: int, show: Show) -
         if point > start:
             if start in trims:
                 out.append((start, start + 1, TRIMMED))
+            elif show is MASKED and start in plan.whole_in_run:
+                out.append((start, start + 1, WHOLE))
             elif units.valid[start] or point - start > 1:
                 out.append((start, point, show))
             start = point

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import bisect
 import enum
-from typing import NamedTuple
+from collections.abc import Callable
 
-from ctxflow.budget._scoring import ScoreWeights, keywords
+from ctxflow.budget._policy import LEND_USES as LEND_USES
+from ctxflow.budget._scoring import DEFAULT_WEIGHTS, ScoreWeights, keywords
 from ctxflow.budget._selection_index import SelectionIndex, Trim, UnitTable
 from ctxflow.budget._selection_trim import trim_unit
 from ctxflow.errors import BudgetExceeded
@@ -24,6 +25,10 @@ from ctxflow.protocols import TokenCounter
 GAP_LOOKBACK = 256
 #: The smallest remainder worth showing a middle-trimmed result for.
 MIN_PARTIAL = 64
+#: The smallest room a condensed tool round gets for its results, in tokens.
+MIN_CONDENSED = 128
+#: A condensed tool round gets at most this share of the evidence allowance.
+CONDENSED_SHARE = 4
 
 
 class Show(enum.IntEnum):
@@ -64,16 +69,25 @@ class Plan:
 
     The units between the task (``lead``) and the last turn (``last``) form
     the history ``[history_start, history_end)``. Recency takes a contiguous
-    run of it: ``[masked_from, whole_from)`` masked and ``[whole_from,
+    run of it: ``[masked_from, whole_from)`` masked (its units in ``trims``
+    shown condensed, those in ``whole_in_run`` whole) and ``[whole_from,
     history_end)`` whole. ``chosen`` holds every other unit taken and how it
     shows; ``trims`` the units shown middle-trimmed. ``walk_stop`` is the
     newest unit recency did not take (gap fill looks there and older).
+
+    ``work_left`` is what is left of the work allowance (tool results shown
+    whole, newest first), ``evidence_left`` of the evidence allowance (older
+    tool rounds shown condensed, each in at most ``cap`` tokens of results),
+    ``memory_left`` of the memory allowance (the history in masked form).
     """
 
     __slots__ = (
+        "breadth",
         "budget",
+        "cap",
         "chosen",
         "evidence_left",
+        "evidence_share",
         "history_end",
         "history_start",
         "important",
@@ -81,12 +95,30 @@ class Plan:
         "lead",
         "left",
         "masked_from",
+        "memory_left",
+        "memory_share",
+        "reach_cut",
         "trims",
+        "unmask_in_run",
         "walk_stop",
         "whole_from",
+        "whole_in_run",
+        "work_left",
+        "work_pays",
+        "work_share",
     )
 
-    def __init__(self, index: SelectionIndex, *, budget: int, lead: int, last: int) -> None:
+    def __init__(
+        self,
+        index: SelectionIndex,
+        *,
+        budget: int,
+        lead: int,
+        last: int,
+        work: int = 0,
+        evidence: int = 0,
+        memory: int | None = None,
+    ) -> None:
         units = index.units
         self.budget = budget
         self.lead = lead
@@ -97,10 +129,28 @@ class Plan:
         self.important = [u for u in units.important if lead < u < last and units.valid[u]]
         self.chosen: dict[int, Show] = {}
         self.trims: dict[int, Trim] = {}
+        #: units of the masked run shown whole (condensed rounds small enough to need no cut)
+        self.whole_in_run: set[int] = set()
         self.masked_from = self.whole_from = last
         self.walk_stop = lead
         self.left = budget
-        self.evidence_left = 0
+        self.work_left = 0
+        self.evidence_left = max(0, evidence)
+        #: what the history may cost masked (None: as far as the budget reaches)
+        self.memory_left = memory
+        self.memory_share = max(0, memory) if memory is not None else 0
+        #: with no evidence allowance and leftover lent to recent rounds only, what recency
+        #: leaves unmasks the run's newest masked units before gaps fill
+        self.unmask_in_run = False
+        #: gap fill takes the cheapest units first (as many turns as fit), not the best scored
+        self.breadth = False
+        #: what the work allowance pays for: the latest rounds whole, or their results only
+        self.work_pays = "rounds"
+        #: whether the memory allowance, not the budget, stopped the history's reach
+        self.reach_cut = False
+        #: the allowances as given: lending shares the leftover in their proportion
+        self.work_share, self.evidence_share = max(0, work), max(0, evidence)
+        self.cap = max(MIN_CONDENSED, self.evidence_left // CONDENSED_SHARE)
 
     @property
     def critical(self) -> list[int]:
@@ -134,13 +184,12 @@ def newest_unit(index: SelectionIndex, lead: int, excluded: Tally) -> int:
     return last
 
 
-def reserve_mandatory(
-    index: SelectionIndex, plan: Plan, evidence: int, counter: TokenCounter
-) -> None:
+def reserve_mandatory(index: SelectionIndex, plan: Plan, work: int, counter: TokenCounter) -> None:
     """Step 2: reserve the task and the important units masked, the last turn whole.
 
     A last turn that does not fit is middle-trimmed; a task that is the last
-    turn too is shown whole. Raises :class:`BudgetExceeded` with the numbers
+    turn too is shown whole. The last turn's tool results count against the
+    ``work`` allowance first. Raises :class:`BudgetExceeded` with the numbers
     when they cannot fit, trimmed.
     """
     units = index.units
@@ -151,12 +200,12 @@ def reserve_mandatory(
         plan.chosen[lead] = MASKED
         last_cost = _fit_last_turn(index, plan, reserved, counter)
         plan.chosen[last] = WHOLE
-        plan.evidence_left = evidence - max(0, last_cost - units.masked[last])
+        plan.work_left = work - max(0, last_cost - units.masked[last])
     else:
         last_cost = 0
         reserved += _fit_task_alone(index, plan, counter)
         plan.chosen[lead] = WHOLE
-        plan.evidence_left = evidence
+        plan.work_left = work
     if reserved + last_cost > plan.budget:
         raise BudgetExceeded(
             f"critical messages must fit the message budget of {plan.budget} tokens "
@@ -210,73 +259,157 @@ def _fit_task_alone(index: SelectionIndex, plan: Plan, counter: TokenCounter) ->
     return trim.tokens
 
 
-class _Run(NamedTuple):
-    """A contiguous recent run: ``[masked_from, whole_from)`` masked, the rest whole."""
+def take_recent(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
+    """Step 3: the latest tool rounds whole, older ones condensed, older still masked.
 
-    masked_from: int
-    whole_from: int
-    tokens: int
-
-
-def take_recent(index: SelectionIndex, plan: Plan) -> None:
-    """Step 3: the newest history units whole while the evidence allowance lasts, older masked.
-
-    Both cuts come from binary search over the prefix sums; what is left then
+    Newest first: units whole while the work allowance lasts (it pays for
+    whole rounds, or with ``work_pays == "results"`` for their tool results
+    only; the cut comes from binary search over the prefix sums), then units
+    condensed (each tool round's results middle-trimmed to ``plan.cap``)
+    while the evidence allowance lasts, then units masked back to the oldest that still fits
+    (binary search again). With ``plan.unmask_in_run``, what is left then
     unmasks the run's newest masked units. When even the whole tail does not
     fit, a unit-by-unit walk decides instead.
     """
-    run = _contiguous_run(index, plan)
-    if run is None:
-        plan.masked_from = plan.whole_from = plan.history_end
-        _walk_back(index, plan)
+    lo, hi = plan.history_start, plan.history_end
+    if lo >= hi:
+        plan.masked_from = plan.whole_from = hi
+        plan.walk_stop = hi - 1
         return
-    start, whole_from, cost = run
-    left = plan.left - cost
+    prefix = index.prefix
+    paid = prefix.tokens if plan.work_pays == "rounds" else prefix.evidence
+    whole_from = bisect.bisect_left(paid, paid[hi] - max(0, plan.work_left), lo, hi)
+    left = plan.left - (prefix.tokens[hi] - prefix.tokens[whole_from])
+    left += sum(index.units.masked[u] for u in plan.important if u >= whole_from)
+    if left < 0:
+        plan.masked_from = plan.whole_from = hi
+        _walk_back(index, plan, counter)
+        return
+    plan.work_left -= paid[hi] - paid[whole_from]
+    condensed_from = whole_from
+    if plan.evidence_left > 0:
+        condensed_from, left = _condense_back(index, plan, whole_from, lo, left, counter)
+    limit = left
+    if plan.memory_left is not None:
+        masked_sums = prefix.masked
+        if plan.work_pays == "results":
+            plan.memory_left -= masked_sums[hi] - masked_sums[condensed_from]
+        plan.memory_left -= sum(index.units.masked[u] for u in plan.critical)
+        limit = max(0, min(left, plan.memory_left))
+    start, cost = _masked_run(index, plan, lo, condensed_from, limit)
+    if limit < left and start > lo:
+        plan.reach_cut = True
+    if plan.memory_left is not None:
+        plan.memory_left -= cost
+    left -= cost
     for u in plan.important:
         if u < start:
             plan.chosen[u] = MASKED
-    tokens, masked, valid = index.units.tokens, index.units.masked, index.units.valid
-    while whole_from > start and tokens[whole_from - 1] - masked[whole_from - 1] <= left:
-        whole_from -= 1
-        if valid[whole_from]:
-            left -= tokens[whole_from] - masked[whole_from]
+    if plan.unmask_in_run:
+        tokens, masked, valid = index.units.tokens, index.units.masked, index.units.valid
+        while whole_from > start and tokens[whole_from - 1] - masked[whole_from - 1] <= left:
+            whole_from -= 1
+            if valid[whole_from]:
+                left -= tokens[whole_from] - masked[whole_from]
     plan.left = left
     plan.masked_from, plan.whole_from = start, whole_from
     plan.walk_stop = start - 1
 
 
-def _contiguous_run(index: SelectionIndex, plan: Plan) -> _Run | None:
-    """The longest run ending at the last turn that fits, by prefix sums (None: none fits)."""
-    lo, hi = plan.history_start, plan.history_end
-    if lo >= hi:
-        return _Run(hi, hi, 0)
-    prefix, masked = index.prefix, index.units.masked
-    important, left = plan.important, plan.left
-    whole_from = bisect.bisect_left(
-        prefix.evidence, prefix.evidence[hi] - max(0, plan.evidence_left), lo, hi
-    )
-    masked_sums = prefix.masked
-    # the whole tail, plus the masked run up to it (less what step 2 reserved)
-    tail = prefix.tokens[hi] - prefix.tokens[whole_from] + masked_sums[whole_from]
+def _condensed(index: SelectionIndex, plan: Plan, unit: int, counter: TokenCounter) -> Trim | None:
+    """The unit with its tool results middle-trimmed into ``plan.cap`` tokens (None: no need)."""
+    units = index.units
+    if not units.valid[unit] or units.evidence(unit) <= plan.cap:
+        return None
+    return trim_unit(index, unit, units.masked[unit] + plan.cap, counter)
+
+
+def _condense_back(
+    index: SelectionIndex, plan: Plan, end: int, lo: int, left: int, counter: TokenCounter
+) -> tuple[int, int]:
+    """Condense units from ``end - 1`` back while the evidence allowance lasts.
+
+    Returns where the condensed units start and what is left of ``left``.
+    A round whose results fit the cap is shown whole (it costs its results).
+    """
+    units, important = index.units, plan.important
+    u = end
+    while u > lo and plan.evidence_left > 0:
+        unit = u - 1
+        if units.valid[unit]:
+            found = _condensed_cost(index, plan, unit, counter)
+            if found is None:
+                break
+            trim, extra = found
+            charge = extra if unit in important else units.masked[unit] + extra
+            paid = units.masked[unit] + extra if plan.work_pays == "rounds" else extra
+            if paid > plan.evidence_left or charge > left:
+                break
+            _show_condensed(index, plan, unit, trim, paid)
+            left -= charge
+        u -= 1
+    return u, left
+
+
+def _condensed_cost(
+    index: SelectionIndex, plan: Plan, unit: int, counter: TokenCounter
+) -> tuple[Trim | None, int] | None:
+    """The unit condensed (None: whole, its results fit the cap) and what that adds to masked.
+
+    None when the unit has no results to show or they cannot be condensed.
+    """
+    units = index.units
+    evidence = units.evidence(unit)
+    if evidence <= 0:
+        return None
+    if evidence <= plan.cap:
+        return None, evidence
+    trim = trim_unit(index, unit, units.masked[unit] + plan.cap, counter)
+    if trim is None or trim.tokens <= units.masked[unit]:
+        return None
+    return trim, trim.tokens - units.masked[unit]
+
+
+def _show_condensed(
+    index: SelectionIndex, plan: Plan, unit: int, trim: Trim | None, paid: int
+) -> None:
+    """Record ``unit`` condensed (``trim``; None: whole); the evidence allowance pays ``paid``."""
+    if trim is None and unit in plan.chosen:
+        plan.chosen[unit] = WHOLE
+    elif trim is None:
+        plan.whole_in_run.add(unit)
+    else:
+        plan.trims[unit] = trim
+    plan.evidence_left -= paid
+
+
+def _masked_run(index: SelectionIndex, plan: Plan, lo: int, end: int, left: int) -> tuple[int, int]:
+    """The smallest start in ``[lo, end]`` whose masked run to ``end`` fits ``left``; its cost.
+
+    Important units in the run were reserved in step 2 and cost nothing more.
+    """
+    masked_sums, masked = index.prefix.masked, index.units.masked
+    important = plan.important
 
     def cost(start: int) -> int:
-        reserved = sum(masked[u] for u in important if u >= start) if important else 0
-        return tail - masked_sums[start] - reserved
+        reserved = sum(masked[u] for u in important if start <= u < end) if important else 0
+        return masked_sums[end] - masked_sums[start] - reserved
 
-    if cost(whole_from) > left:
-        return None
-    low, high = lo, whole_from  # the smallest start in [lo, whole_from] that fits
+    low, high = lo, end
     while low < high:
         mid = (low + high) // 2
         if cost(mid) <= left:
             high = mid
         else:
             low = mid + 1
-    return _Run(low, whole_from, cost(low))
+    return low, cost(low)
 
 
-def _walk_back(index: SelectionIndex, plan: Plan) -> None:
-    """Step 3, unit by unit: whole while evidence lasts, else masked, until one does not fit."""
+def _walk_back(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
+    """Step 3, unit by unit: whole while work lasts, condensed while evidence lasts, else masked.
+
+    Stops at the first unit that does not fit even masked.
+    """
     units, chosen = index.units, plan.chosen
     important = set(plan.important)
     for u in range(plan.history_end - 1, plan.history_start - 1, -1):
@@ -285,18 +418,21 @@ def _walk_back(index: SelectionIndex, plan: Plan) -> None:
         evidence = units.evidence(u)
         if u in important:
             chosen[u] = MASKED
-            if evidence and evidence <= plan.evidence_left and evidence <= plan.left:
+            if evidence and evidence <= plan.work_left and evidence <= plan.left:
                 chosen[u] = WHOLE
                 plan.left -= evidence
-                plan.evidence_left -= evidence
+                plan.work_left -= evidence
+            else:
+                _condense_chosen(index, plan, u, counter)
             continue
-        if evidence <= plan.evidence_left and units.tokens[u] <= plan.left:
+        if evidence <= plan.work_left and units.tokens[u] <= plan.left:
             chosen[u] = WHOLE
             plan.left -= units.tokens[u]
-            plan.evidence_left -= evidence
+            plan.work_left -= evidence
         elif units.masked[u] <= plan.left:
             chosen[u] = MASKED
             plan.left -= units.masked[u]
+            _condense_chosen(index, plan, u, counter)
         else:
             for k in plan.important:
                 if k < u:
@@ -306,12 +442,32 @@ def _walk_back(index: SelectionIndex, plan: Plan) -> None:
     plan.walk_stop = plan.history_start - 1
 
 
+def _condense_chosen(index: SelectionIndex, plan: Plan, unit: int, counter: TokenCounter) -> None:
+    """Show a taken masked unit condensed, if the evidence allowance and the budget allow.
+
+    Its masked cost is already paid; condensing costs what it adds.
+    """
+    if plan.evidence_left <= 0 or unit in plan.trims or unit in plan.whole_in_run:
+        return
+    found = _condensed_cost(index, plan, unit, counter)
+    if found is None:
+        return
+    trim, extra = found
+    if extra > plan.evidence_left or extra > plan.left:
+        return
+    _show_condensed(index, plan, unit, trim, extra)
+    plan.left -= extra
+
+
 def fill_gaps(index: SelectionIndex, plan: Plan, task: str, weights: ScoreWeights) -> None:
     """Step 4: older units that still fit, masked, best score first (ties: the newer).
 
-    Looks back at most :data:`GAP_LOOKBACK` units from where recency stopped.
+    Within the memory allowance, when there is one. Looks back at most
+    :data:`GAP_LOOKBACK` units from where recency stopped.
     """
     stop, left = plan.walk_stop, plan.left
+    if plan.memory_left is not None:
+        left = min(left, plan.memory_left)
     if stop < plan.history_start or left <= 0:
         return
     chosen, units = plan.chosen, index.units
@@ -322,35 +478,293 @@ def fill_gaps(index: SelectionIndex, plan: Plan, task: str, weights: ScoreWeight
     for u in range(stop, max(plan.history_start, stop - GAP_LOOKBACK) - 1, -1):
         if u in chosen or not valid[u] or masked[u] > left:
             continue
-        candidates.append((-(score(u) + weights.recency * end_of[u] / newest), -u))
+        if plan.breadth:
+            candidates.append((float(masked[u]), -u))
+        else:
+            candidates.append((-(score(u) + weights.recency * end_of[u] / newest), -u))
     candidates.sort()
+    spent = 0
     for _, neg in candidates:
         if masked[-neg] <= left:
             chosen[-neg] = MASKED
             left -= masked[-neg]
-    plan.left = left
+            spent += masked[-neg]
+        elif plan.memory_left is not None and masked[-neg] <= plan.left - spent:
+            plan.reach_cut = True
+    plan.left -= spent
+    if plan.memory_left is not None:
+        plan.memory_left -= spent
 
 
-def lend_leftover(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
-    """Step 5: what is left unmasks chosen masked units, newest first.
+def lend_leftover(
+    index: SelectionIndex,
+    plan: Plan,
+    counter: TokenCounter,
+    order: tuple[str, ...] = ("recent",),
+    *,
+    task: str = "",
+    weights: ScoreWeights | None = None,
+) -> None:
+    """Step 5: lend what is left to the uses in ``order`` (the phase's intent).
 
-    A worthwhile remainder then shows the newest masked result that did not
-    fit, middle-trimmed.
+    The leftover is first shared by the allowances: the work allowance's
+    share goes to ``"recent"``, the evidence allowance's to ``"condensed"``,
+    ``"spread"`` and ``"relevant"`` (what one leaves passes to the next), the memory
+    allowance's to ``"memory"``; each use spends at most its pool, in
+    ``order``. Then whatever is still left goes to the uses in ``order``
+    again, unbounded.
+
+    - ``"recent"`` shows more rounds whole, newest first (the run grows, then
+      units taken apart from it), and a worthwhile remainder shows the newest
+      masked result that did not fit, middle-trimmed;
+    - ``"condensed"`` condenses more of the taken masked rounds at the cap
+      (a quarter of the evidence allowance), newest first: each rendering
+      depends on the cap alone, so the next window repeats it;
+    - ``"spread"`` raises one common cap over every taken round's results
+      (the newest :data:`GAP_LOOKBACK` of them) as far as the leftover allows,
+      so older output is condensed evenly rather than the newest shown whole;
+    - ``"relevant"`` shows rounds whole by relevance to the task and the
+      latest turn (see :mod:`ctxflow.budget._scoring`), best first;
+    - ``"memory"`` reaches further back, when the memory allowance stopped
+      the history short: the masked run grows, then gaps fill.
     """
-    if plan.left <= 0:
+    if plan.left <= 0 or not order:
         return
+    words = weights or DEFAULT_WEIGHTS
+    spend = {
+        "recent": lambda: _lend_whole(index, plan, counter),
+        "condensed": lambda: _lend_condensed(index, plan, counter),
+        "spread": lambda: _lend_spread(index, plan, counter),
+        "relevant": lambda: _lend_relevant(index, plan, task, words),
+        "memory": lambda: _reach_further(index, plan, task, words),
+    }
+    pools = _pools(plan, order)
+    limited = False
+    for use in order:
+        layer = _LAYER_OF[use]
+        pool = pools.get(layer, 0)
+        if pool <= 0:
+            limited = True
+            continue
+        limited |= pool < plan.left
+        before = plan.left
+        _spend_at_most(plan, pool, spend[use])
+        pools[layer] = pool - (before - plan.left)  # what one use leaves passes to the next
+    if limited:
+        for use in order:
+            if plan.left <= 0:
+                return
+            spend[use]()
+
+
+#: The layer whose share of the leftover each use spends.
+_LAYER_OF = {
+    "recent": "work",
+    "condensed": "evidence",
+    "spread": "evidence",
+    "relevant": "evidence",
+    "memory": "memory",
+}
+
+
+def _pools(plan: Plan, order: tuple[str, ...]) -> dict[str, int]:
+    """What is left, shared between the layers the uses in ``order`` spend for, by allowance."""
+    shares = {
+        "work": plan.work_share,
+        "evidence": plan.evidence_share,
+        "memory": plan.memory_share if plan.reach_cut and order[0] == "memory" else 0,
+    }
+    layers = list(dict.fromkeys(_LAYER_OF[use] for use in order))
+    weights = {layer: max(0, shares[layer]) for layer in layers}
+    total = sum(weights.values())
+    left = plan.left
+    if total <= 0:
+        return {layers[0]: left}
+    out = {layer: left * weight // total for layer, weight in weights.items()}
+    out[layers[0]] += left - sum(out.values())
+    return out
+
+
+def _reach_further(index: SelectionIndex, plan: Plan, task: str, weights: ScoreWeights) -> None:
+    """Lend what is left to the history: the masked run reaches further back, then gaps fill.
+
+    Nothing to do unless the memory allowance stopped the history short. The
+    run stops short of any unit taken apart from it that is not a plain
+    masked important unit (one shown otherwise keeps its own piece).
+    """
+    if not plan.reach_cut:
+        return
+    chosen, important = plan.chosen, set(plan.important)
+    floor = plan.history_start
+    for u in chosen:
+        if u < plan.masked_from and not (
+            u in important and chosen[u] is MASKED and u not in plan.trims
+        ):
+            floor = max(floor, u + 1)
+    start, cost = _masked_run(index, plan, floor, plan.masked_from, plan.left)
+    plan.left -= cost
+    plan.masked_from = start
+    plan.walk_stop = min(plan.walk_stop, start - 1)
+    plan.memory_left = None
+    fill_gaps(index, plan, task, weights)
+    plan.memory_left = 0
+
+
+def _spend_at_most(plan: Plan, pool: int, spend: Callable[[], None]) -> None:
+    """Run ``spend`` as if only ``pool`` were left; charge the plan what it used."""
+    total = plan.left
+    plan.left = min(pool, total)
+    given = plan.left
+    spend()
+    plan.left = total - (given - plan.left)
+
+
+def _taken_rounds(plan: Plan, index: SelectionIndex) -> list[int]:
+    """Taken units not shown whole, with results to show, newest first (at most the lookback)."""
     units = index.units
+    out = [
+        u
+        for u in range(plan.whole_from - 1, plan.masked_from - 1, -1)
+        if units.valid[u] and u not in plan.whole_in_run and units.evidence(u) > 0
+    ]
+    out += [
+        u
+        for u in sorted(plan.chosen, reverse=True)
+        if plan.chosen[u] is MASKED and u != plan.lead and units.evidence(u) > 0
+    ]
+    out.sort(reverse=True)
+    return out[:GAP_LOOKBACK]
+
+
+def _show_whole(index: SelectionIndex, plan: Plan, unit: int) -> None:
+    """Show a taken unit whole, in the run or apart from it."""
+    plan.trims.pop(unit, None)
+    if unit in plan.chosen:
+        plan.chosen[unit] = WHOLE
+    else:
+        plan.whole_in_run.add(unit)
+
+
+def _lend_condensed(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
+    """Condense more taken masked rounds at ``plan.cap``, newest first.
+
+    Each round's rendering depends only on the cap, so the next window
+    repeats it (the prompt-cache prefix holds).
+    """
+    plan.evidence_left = plan.left  # lent: only what is left binds
+    for u in _taken_rounds(plan, index):
+        if plan.left <= 0:
+            break
+        if u != plan.last and u not in plan.trims:
+            _condense_chosen(index, plan, u, counter)
+    plan.evidence_left = 0
+
+
+def _lend_spread(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
+    """Raise one cap over the taken rounds' results as far as what is left allows.
+
+    The cap is found on estimates (a round costs at most its masked form plus
+    the cap); trims come out smaller, so a worthwhile remainder raises the
+    cap again, by what they came out under, three rounds at most.
+    """
+    units = index.units
+    rounds = [u for u in _taken_rounds(plan, index) if u != plan.last]
+    if not rounds:
+        return
+    slack = 0  # how far trims came out under their room, on average, last round
+    for _ in range(3):
+        shown = {u: _shown_cost(index, plan, u) for u in rounds}
+
+        def extra(cap: int, shown: dict[int, int] = shown, slack: int = slack) -> int:
+            return sum(
+                max(0, units.masked[u] + min(units.evidence(u), cap) - slack - shown[u])
+                for u in rounds
+            )
+
+        low, high = 0, max(units.evidence(u) for u in rounds)
+        while low < high:  # the largest cap whose extra cost fits
+            mid = (low + high + 1) // 2
+            if extra(mid) <= plan.left:
+                low = mid
+            else:
+                high = mid - 1
+        before, under, trimmed = plan.left, 0, 0
+        for u in rounds:
+            room = units.masked[u] + min(units.evidence(u), low)
+            if room - slack <= shown[u]:
+                continue
+            if units.evidence(u) <= low:
+                if units.tokens[u] - shown[u] <= plan.left:
+                    _show_whole(index, plan, u)
+                    plan.left -= units.tokens[u] - shown[u]
+                continue
+            trim = trim_unit(index, u, room, counter)
+            if trim is not None and shown[u] < trim.tokens <= shown[u] + plan.left:
+                plan.trims[u] = trim
+                plan.left -= trim.tokens - shown[u]
+                under += room - trim.tokens
+                trimmed += 1
+        slack = under // trimmed if trimmed else 0
+        if before - plan.left <= 0 or plan.left < max(MIN_PARTIAL, plan.budget // 50):
+            return
+
+
+def _lend_relevant(
+    index: SelectionIndex, plan: Plan, task: str, weights: ScoreWeights | None
+) -> None:
+    """Show taken rounds whole by relevance to the task and the latest turn, best first."""
+    units = index.units
+    rounds = [u for u in _taken_rounds(plan, index) if u != plan.last]
+    if not rounds:
+        return
+    latest = " ".join(m.text for m in index.view[units.first[plan.last] : units.end[plan.last]])
+    words = keywords(f"{task} {latest}")
+    score = index.unit_scorer(words, weights if weights is not None else DEFAULT_WEIGHTS)
+    for u in sorted(rounds, key=lambda k: (-score(k), -k)):
+        extra = units.tokens[u] - _shown_cost(index, plan, u)
+        if 0 < extra <= plan.left:
+            _show_whole(index, plan, u)
+            plan.left -= extra
+
+
+def _lend_whole(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
+    """Unmask the run's newest units, then chosen masked units, newest first; then a partial."""
+    units = index.units
+    while plan.whole_from > plan.masked_from:
+        u = plan.whole_from - 1
+        extra = units.tokens[u] - _shown_cost(index, plan, u)
+        if extra > plan.left:
+            break
+        plan.trims.pop(u, None)
+        plan.whole_in_run.discard(u)
+        plan.whole_from = u
+        if units.valid[u]:
+            plan.left -= extra
     partial = plan.whole_from - 1 if plan.whole_from > plan.masked_from else -1
     for u in sorted(plan.chosen, reverse=True):
-        if plan.chosen[u] is MASKED and u not in plan.trims:
-            evidence = units.evidence(u)
-            if 0 < evidence <= plan.left:
+        if plan.chosen[u] is MASKED and u not in plan.whole_in_run:
+            now = _shown_cost(index, plan, u)
+            extra = units.tokens[u] - now
+            if u in plan.trims and u != plan.last and 0 < extra <= plan.left:
+                del plan.trims[u]
                 plan.chosen[u] = WHOLE
-                plan.left -= evidence
-            elif evidence > plan.left and partial < 0:
+                plan.left -= extra
+            elif u not in plan.trims and 0 < extra <= plan.left:
+                plan.chosen[u] = WHOLE
+                plan.left -= extra
+            elif extra > plan.left and partial < 0 and u not in plan.trims:
                 partial = u
     if partial >= 0 and units.valid[partial] and plan.left >= max(MIN_PARTIAL, plan.budget // 50):
-        trim = trim_unit(index, partial, units.masked[partial] + plan.left, counter)
-        if trim is not None and trim.tokens > units.masked[partial]:
+        now = _shown_cost(index, plan, partial)
+        trim = trim_unit(index, partial, now + plan.left, counter)
+        if trim is not None and trim.tokens > now:
             plan.trims[partial] = trim
-            plan.left -= trim.tokens - units.masked[partial]
+            plan.left -= trim.tokens - now
+
+
+def _shown_cost(index: SelectionIndex, plan: Plan, unit: int) -> int:
+    """What ``unit`` costs as the plan shows it now, if it is not whole: trimmed or masked."""
+    if unit in plan.whole_in_run:
+        return index.units.tokens[unit]
+    trim = plan.trims.get(unit)
+    return trim.tokens if trim is not None else index.units.masked[unit]

@@ -16,13 +16,21 @@ with another key) is recounted with the builder's measure — a copy kept per
 conversation and brought up to date incrementally — never trusted, since its
 counts would overrun the budget.
 
+What each layer decides in the messages: the work allocation (less the
+rendered plan) is the latest tool rounds shown whole; the evidence allocation
+(less the rendered documents) the older rounds shown condensed; the memory
+allocation is the rest of the history, older rounds masked (see
+:mod:`ctxflow.budget._selection`).
+
 Lending: a layer that cannot use its allocation lends it on. Everything the
 rendered context blocks do not use flows to the message stream (the message
 budget is what is left after the system text and tools are counted); the
-stream's leftover unmasks tool results, newest first; and when the whole
-stream needs less than the short-term and evidence allocations, the surplus is
-lent to the first context section that had to drop content, in the order
-work, episodic, semantic, procedural, documents, runtime.
+stream's leftover goes to the phase's uses in order (``BudgetPolicy.lending``:
+execution shows more rounds whole, planning and reflection condense more of
+the older ones first); and when the whole stream needs less than the
+short-term, evidence and work allocations, the surplus is lent to the first
+context section that had to drop content, in the order work, episodic,
+semantic, procedural, documents, runtime.
 
 Tools: the window carries ``state.projected_tools()``; when the phase
 projects no tools but the history holds tool blocks, it carries every L0 tool
@@ -268,7 +276,9 @@ def build_window(
     }
     rendered = render_context(state, counter=count, allowances=allowances)
     stream_demand = sum(index.full)
-    surplus = allocation.tiers[Tier.SHORT_TERM] + layers[Layer.EVIDENCE] - stream_demand
+    surplus = (
+        allocation.tiers[Tier.SHORT_TERM] + layers[Layer.EVIDENCE] + layers[Layer.WORK]
+    ) - stream_demand
     if surplus > 0 and rendered.dropped:
         for name in _SECTIONS_LEND_ORDER:
             if name in rendered.dropped:
@@ -296,11 +306,14 @@ def build_window(
                 budget=allocation.input_budget,
                 fixed=fixed.named(),
             )
-    evidence = max(0, layers[Layer.EVIDENCE] - rendered.used.get("documents", 0))
     selection = _select(
         index,
         budget=message_budget,
-        evidence=evidence,
+        work=max(0, layers[Layer.WORK] - rendered.used.get("work", 0)),
+        evidence=max(0, layers[Layer.EVIDENCE] - rendered.used.get("documents", 0)),
+        memory=_history_allowance(allocation, rendered.used, policy),
+        lend=policy.lend_for(phase, allocation.model_class),
+        work_pays=policy.work_pays,
         counter=count,
         task=state.task.statement,
         weights=weights,
@@ -327,8 +340,10 @@ def build_window(
         Layer.TASK: 0,
         Layer.RUNTIME: used.get("runtime", 0),
         Layer.MEMORY: sum(tier_used.values()),
-        Layer.EVIDENCE: used.get("documents", 0) + selection.evidence_tokens,
-        Layer.WORK: used.get("work", 0),
+        Layer.EVIDENCE: used.get("documents", 0)
+        + selection.evidence_tokens
+        - selection.work_tokens,
+        Layer.WORK: used.get("work", 0) + selection.work_tokens,
     }
     report = WindowReport(
         allocation=allocation,
@@ -354,6 +369,16 @@ def build_window(
         context=rendered.text,
         allowed_tools=tuple(t.name for t in state.projected_tools()),
     )
+
+
+def _history_allowance(
+    allocation: Allocation, used: Mapping[str, int], policy: BudgetPolicy
+) -> int | None:
+    """What the memory layer leaves the message history (None: no limit but the budget)."""
+    if policy.history_reach == "budget":
+        return None
+    tiers = sum(used.get(name, 0) for name in ("episodic", "semantic", "procedural"))
+    return max(0, allocation.layers[Layer.MEMORY] - tiers)
 
 
 def _late(count: TokenCounter, measure: Measure, context: str) -> int:

@@ -10,8 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctxflow.budget import (
+    Adjustments,
+    BudgetPolicy,
+    Exclusion,
+    LayerRatios,
+    Selection,
+    build_window,
+    select,
+    window_measure,
+)
 from ctxflow.budget import _window as window_module
-from ctxflow.budget import build_window, select, window_measure
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState, SystemLayer, TaskLayer, ToolDef
 from ctxflow.model import (
@@ -66,6 +75,76 @@ MEASURES: tuple[tuple[TokenCounter, Measure], ...] = (
 
 
 PHASES = ("planning", "execution", "reflection")
+
+#: The configuration under which the selector is specified to choose as the reference did:
+#: no evidence allowance (so nothing is condensed; the work allowance is the reference's
+#: whole-results allowance, paying for tool results only), leftover lent to recent rounds
+#: only, and the history reaching as far as the budget allows.
+REFERENCE_POLICY = BudgetPolicy(
+    ratios=LayerRatios(evidence=0, work=35),
+    phases=Adjustments(
+        points={
+            "planning": {"memory": 10, "work": -10},
+            "execution": {"memory": -10, "work": 10},
+            "reflection": {"memory": 15, "work": -15},
+        }
+    ),
+    lending=dict.fromkeys(PHASES, ("recent",)),
+    history_reach="budget",
+    work_pays="results",
+)
+
+
+def _select_as_reference(conversation: Conversation, *, evidence: int, **kwargs: Any) -> object:
+    """The selector with the reference's one allowance as its work allowance."""
+    return select(
+        conversation, work=evidence, evidence=0, lend=("recent",), work_pays="results", **kwargs
+    )
+
+
+def _reference_select(
+    index: Any,
+    *,
+    work: int,
+    evidence: int,
+    memory: int | None,
+    lend: tuple[str, ...],
+    work_pays: str,
+    **kwargs: Any,
+) -> object:
+    """The reference's build step, called as the window builder calls the selector's."""
+    assert evidence == 0 and lend == ("recent",), "the reference has no evidence allowance"
+    assert memory is None, "the reference's history reaches as far as the budget allows"
+    assert work_pays == "results", "the reference's allowance pays for tool results only"
+    found = reference._select(index, evidence=work, **kwargs)
+    return Selection(
+        messages=found.messages,
+        tokens=found.tokens,
+        memory_tokens=found.memory_tokens,
+        evidence_tokens=found.evidence_tokens,
+        excluded={
+            reason: Exclusion(units=e.units, messages=e.messages, tokens=e.tokens)
+            for reason, e in found.excluded.items()
+        },
+    )
+
+
+def _layers(report: Any) -> dict[str, object]:
+    """The report's layers, with the tool results shown in work and evidence as one number.
+
+    The reference has one allowance for whole results, so it does not say which of them
+    are the latest rounds (work) and which older (evidence); their sum must agree.
+    """
+    layers = dict(report.layers)
+    work, evidence = layers.pop("work"), layers.pop("evidence")
+    layers["work+evidence"] = (
+        work.allocated,
+        evidence.allocated,
+        work.used + evidence.used,
+    )
+    return layers
+
+
 ANY_CONVERSATION = st.one_of(conversations(max_tasks=5), convgen_conversations())
 
 Outcome = tuple[object, ...]
@@ -95,7 +174,7 @@ def _selection(choose: Callable[..., object], conversation: Conversation, **kwar
 def _reference_selector() -> Iterator[None]:
     """Make :func:`build_window` select through the frozen reference."""
     saved = window_module._index, window_module._select
-    window_module._index, window_module._select = reference._index, reference._select  # type: ignore[assignment]
+    window_module._index, window_module._select = reference._index, _reference_select  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -112,7 +191,7 @@ def _window(build: Callable[[], object]) -> Outcome:
     return (
         window,
         report.message_budget,
-        dict(report.layers),
+        _layers(report),
         dict(report.tiers),
         _exclusions(dict(report.excluded)),
     )
@@ -129,7 +208,13 @@ def _both_windows(
 ) -> tuple[Outcome, Outcome]:
     def build() -> object:
         return build_window(
-            state, conversation, phase=phase, counter=counter, budget=budget, measure=measure
+            state,
+            conversation,
+            phase=phase,
+            counter=counter,
+            budget=budget,
+            measure=measure,
+            policy=REFERENCE_POLICY,
         )
 
     new = _window(build)
@@ -163,7 +248,7 @@ def test_select_matches_the_reference(
     evidence = conversation.effective_tokens * evidence_pct // 100_000
     kwargs = {"budget": budget, "evidence": evidence, "measure": measure, "counter": counter}
     text = " ".join(task)
-    new = _selection(select, conversation, task=text, **kwargs)
+    new = _selection(_select_as_reference, conversation, task=text, **kwargs)
     old = _selection(reference.select, conversation, task=text, **kwargs)
     assert new == old
 
@@ -325,6 +410,6 @@ def test_edge_cases_match_the_reference_at_every_budget(
         for budget in range(0, total + 60, 9):
             for evidence in (0, total // 4, total):
                 kwargs = {"budget": budget, "evidence": evidence, "measure": measure}
-                new = _selection(select, conversation, counter=counter, **kwargs)
+                new = _selection(_select_as_reference, conversation, counter=counter, **kwargs)
                 old = _selection(reference.select, conversation, counter=counter, **kwargs)
                 assert new == old, (stage, budget, evidence)
