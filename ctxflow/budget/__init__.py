@@ -16,8 +16,11 @@ from ctxflow.budget._allocation import (
     tools_json,
 )
 from ctxflow.budget._policy import (
+    DEFAULT_LENDING,
     DEFAULT_MODEL_ADJUSTMENTS,
     DEFAULT_PHASE_ADJUSTMENTS,
+    DEFAULT_WITHHELD,
+    LEND_USES,
     Adjustments,
     BudgetPolicy,
     LayerRatios,
@@ -36,10 +39,13 @@ from ctxflow.budget._selection import Exclusion, Selection, placeholder_text, se
 from ctxflow.budget._window import LayerUsage, Window, WindowReport, build_window, window_measure
 
 __all__ = [
+    "DEFAULT_LENDING",
     "DEFAULT_MODEL_ADJUSTMENTS",
     "DEFAULT_PHASE_ADJUSTMENTS",
     "DEFAULT_POLICY",
     "DEFAULT_WEIGHTS",
+    "DEFAULT_WITHHELD",
+    "LEND_USES",
     "Adjustments",
     "Allocation",
     "BudgetPolicy",

@@ -88,6 +88,8 @@ class WindowReport:
     message_budget: int
     excluded: Mapping[str, Exclusion]
     dropped_blocks: Mapping[str, int]
+    #: the order the window lent leftover message budget in (``BudgetPolicy.lending``)
+    lending: tuple[str, ...] = ()
 
     @property
     def flexible_used(self) -> int:
@@ -306,13 +308,14 @@ def build_window(
                 budget=allocation.input_budget,
                 fixed=fixed.named(),
             )
+    lending = policy.lend_for(phase, allocation.model_class)
     selection = _select(
         index,
         budget=message_budget,
         work=max(0, layers[Layer.WORK] - rendered.used.get("work", 0)),
         evidence=max(0, layers[Layer.EVIDENCE] - rendered.used.get("documents", 0)),
         memory=_history_allowance(allocation, rendered.used, policy),
-        lend=policy.lend_for(phase, allocation.model_class),
+        lend=lending,
         work_pays=policy.work_pays,
         counter=count,
         task=state.task.statement,
@@ -358,6 +361,7 @@ def build_window(
         message_budget=message_budget,
         excluded=selection.excluded,
         dropped_blocks=dict(rendered.dropped),
+        lending=lending,
     )
     return Window(
         system=system,

@@ -40,7 +40,7 @@ __all__ = ["register", "run"]
 _REASONS = {
     "older_than_window": "older than the window: did not fit",
     "masked_results": "tool results shown as a placeholder",
-    "trimmed_results": "tool results middle-trimmed (head and tail kept)",
+    "trimmed_results": "tool results condensed: middle-trimmed, head and tail kept",
     "before_first_user": "before the first user message, which leads every window",
     "broken_pair": "a tool call without its result, or a result without its call",
 }
@@ -139,6 +139,9 @@ def _explain(window: Window, engine: Engine, *, turn: int, turns: int, phase: st
         "",
         *_table("layer", report.layers),
         *_table("memory tier", report.tiers),
+        "work: the latest tool rounds whole; evidence: older rounds condensed; "
+        "memory: the history, older rounds masked",
+        f"leftover lent to: {', '.join(report.lending) or 'nothing'} (the phase's intent)",
         "",
         f"messages: {len(window.messages)} in the window",
     ]
