@@ -17,8 +17,10 @@ Metrics per budget: ``cache_reuse_<b>k`` (served / request tokens; peer: the
 append-only agent), ``cache_reuse_<b>k_vs_trim`` (peer: trim_messages),
 ``cache_cost_<b>k`` (the estimated input cost at Anthropic's cached (0.1x)
 and written (1.25x) prices, as a share of the same requests uncached; peer:
-trim_messages), and ``cache_breaks_<b>k_outside_compression`` (requests
-whose prefix broke with no compression since the previous one).
+trim_messages), ``cache_breaks_<b>k_outside_compression`` (requests whose
+prefix broke with no compression since the previous one) and
+``cache_breaks_<b>k_outside_compression_or_phase_change`` (nor a phase
+change: a phase shapes the window, so entering one may break the prefix).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class _Tally:
         self.served = self.written = self.total = 0
         self.cost = 0.0
         self.breaks = 0
+        self.unexplained = 0
 
     def add(self, bodies: Sequence[dict[str, Any]], count: Count) -> list[str | None]:
         meter = PrefixMeter(count)
@@ -120,7 +123,7 @@ def _trimmed(run: RunInput, system: str, budget: int, count: Count) -> list[dict
     return bodies
 
 
-def _ctxflow(run: RunInput, budget: int) -> tuple[list[dict[str, Any]], list[bool]]:
+def _ctxflow(run: RunInput, budget: int) -> tuple[list[dict[str, Any]], list[bool], list[bool]]:
     chart = load_chart("agent_loop")
     profile = get_profile("claude-sonnet-4-5")
     bodies: list[dict[str, Any]] = []
@@ -131,7 +134,9 @@ def _ctxflow(run: RunInput, budget: int) -> tuple[list[dict[str, Any]], list[boo
         ),
         on_window=bodies.append,
     )
-    return bodies, [t.compression is not None for t in result.turns]
+    phases = [t.phase for t in result.turns]
+    changed = [k > 0 and phases[k] != phases[k - 1] for k in range(len(phases))]
+    return bodies, [t.compression is not None for t in result.turns], changed
 
 
 def _measure(h: Harness, transcripts: Sequence[Transcript], budget: int, count: Count) -> None:
@@ -147,13 +152,18 @@ def _measure(h: Harness, transcripts: Sequence[Transcript], budget: int, count: 
         )
         system = next((m.text for m in transcript.messages if m.role is Role.SYSTEM), "")
         try:
-            bodies, compressed = _ctxflow(run, budget)
+            bodies, compressed, changed = _ctxflow(run, budget)
         except CtxflowError:
             refused += 1
             continue
         where = ours.add(bodies, count)
         ours.breaks += sum(
             1 for broke, fired in zip(where, compressed, strict=True) if broke and not fired
+        )
+        ours.unexplained += sum(
+            1
+            for broke, fired, moved in zip(where, compressed, changed, strict=True)
+            if broke and not fired and not moved
         )
         with contextlib.suppress(CtxflowError):  # a transcript the API would refuse as it is
             ideal.add(_append_only(run, system), count)
@@ -193,6 +203,12 @@ def _measure(h: Harness, transcripts: Sequence[Transcript], budget: int, count: 
         ours.breaks,
         "requests",
         note="prefix broke with no compression since the previous request",
+    )
+    h.record(
+        f"cache_breaks_{k}k_outside_compression_or_phase_change",
+        ours.unexplained,
+        "requests",
+        note="prefix broke with neither a compression nor a phase change since the previous one",
     )
 
 
