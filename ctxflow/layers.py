@@ -27,6 +27,7 @@ import attrs
 from ctxflow.errors import FormatError
 
 __all__ = [
+    "SCOPES",
     "Document",
     "Episode",
     "EvidenceLayer",
@@ -105,31 +106,79 @@ class RuntimeLayer:
     permissions: tuple[str, ...] = ()
 
 
+#: Where a memory item lives: this session only, or shared by a user's or a project's sessions.
+SCOPES = ("session", "user", "project")
+
+
+def _scope(value: object) -> str:
+    if value not in SCOPES:
+        raise FormatError(
+            f"a memory item's scope must be one of {list(SCOPES)} (got {value!r})",
+            rule="memory_scope",
+        )
+    return str(value)
+
+
+def _importance(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise FormatError(
+            f"a memory item's importance must be a number in [0, 1] (got {value!r})",
+            rule="memory_importance",
+        )
+    return float(value)
+
+
 @attrs.frozen(kw_only=True)
 class Episode:
-    """An episodic memory: a summary and the span of message ids it covers."""
+    """An episodic memory: a summary and the span of message ids it covers.
+
+    ``step`` is the runtime step it was written at (recency); ``tokens`` its
+    rendered line's count, cached when it was written (0: not counted yet).
+    """
 
     id: str
     summary: str
-    span: tuple[str, ...] = ()
+    span: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    step: int = 0
+    importance: float = attrs.field(default=0.5, converter=_importance)
+    tokens: int = 0
 
 
 @attrs.frozen(kw_only=True)
 class Fact:
-    """A semantic memory: a keyed fact and the message it came from."""
+    """A semantic memory: a keyed fact and the message it came from.
+
+    ``scope`` says whether it outlives the session (``"user"``,
+    ``"project"``: kept in the shared memory store). ``step``, ``importance``
+    and ``tokens`` rank and size it (see :class:`Episode`).
+    """
 
     key: str
     value: str
     source: str | None = None
+    scope: str = attrs.field(default="session", converter=_scope)
+    step: int = 0
+    importance: float = attrs.field(default=0.5, converter=_importance)
+    tokens: int = 0
 
 
 @attrs.frozen(kw_only=True)
 class Procedure:
-    """A procedural memory: how to do something, learned along the way."""
+    """A procedural memory: how to do something, learned along the way or given.
+
+    ``evidence`` holds the ids of the messages it was learned from and
+    ``seen`` how many times the sequence succeeded.
+    """
 
     name: str
     steps: str
     source: str | None = None
+    evidence: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    seen: int = 0
+    scope: str = attrs.field(default="session", converter=_scope)
+    step: int = 0
+    importance: float = attrs.field(default=0.5, converter=_importance)
+    tokens: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -268,10 +317,7 @@ class LayeredState:
                 ),
                 runtime=RuntimeLayer(**runtime),
                 memory=MemoryLayer(
-                    episodic=tuple(
-                        Episode(id=e["id"], summary=e["summary"], span=tuple(e.get("span", ())))
-                        for e in memory.get("episodic", ())
-                    ),
+                    episodic=tuple(Episode(**e) for e in memory.get("episodic", ())),
                     semantic=tuple(Fact(**f) for f in memory.get("semantic", ())),
                     procedural=tuple(Procedure(**p) for p in memory.get("procedural", ())),
                 ),
