@@ -49,6 +49,10 @@ Recovery, each logged under a stable event name on the ``ctxflow.loop`` logger:
   nothing was added to the conversation, so the caller may retry or answer.
 - ``agent.tool_error`` — a tool raised an ordinary exception: the model gets
   an ``is_error`` tool result with the exception's text and the loop goes on.
+- ``agent.memory_error`` — a call of the memory tool (``memory_tool=True``)
+  had bad arguments: the model gets :func:`~ctxflow.memory._tool.handle_memory`'s
+  ``is_error`` tool result naming the field and the loop goes on (the
+  memory tool's arguments are checked by its handler, not against its schema).
 
 Gotcha: the sync and async helpers share one generator core that yields the
 effects (send an event, call the model, run a tool, compress); the two
@@ -73,6 +77,7 @@ from ctxflow.compression import CompressionResult, Ladder, LadderPolicy, fixed_t
 from ctxflow.engine import AsyncEngine, Engine, StepRecord
 from ctxflow.errors import ContextOverflow, CtxflowError, PolicyError, ResponseError
 from ctxflow.layers import ToolDef
+from ctxflow.memory._tool import MEMORY_TOOL, handle_memory
 from ctxflow.model import Message, Role, ToolResultBlock, ToolUseBlock
 from ctxflow.tokens import Calibration
 
@@ -200,6 +205,27 @@ def _executor(tools: Tools) -> Callable[[str, Mapping[str, Any]], Any]:
     return run
 
 
+def _offer(engine: Engine | AsyncEngine, tool: ToolDef) -> None:
+    """Add ``tool`` to the engine's tool definitions (L0) unless one has its name."""
+    system = engine.state.system
+    if tool.name not in {t.name for t in system.tools}:
+        tools = (*system.tools, tool)
+        engine.set_state(attrs.evolve(engine.state, system=attrs.evolve(system, tools=tools)))
+
+
+def _remember(
+    engine: Engine | AsyncEngine, call: ToolUseBlock, source: str | None
+) -> ToolResultBlock:
+    """Answer a memory-tool call; a change of memory goes to the engine's state."""
+    state = engine.state
+    outcome = handle_memory(state, call.input, step=state.runtime.step, source=source)
+    if outcome.changed:
+        engine.set_state(outcome.state)
+    if outcome.is_error:
+        log.warning("agent.memory_error", error=outcome.text, session=engine.session_id)
+    return ToolResultBlock(tool_use_id=call.id, content=outcome.text, is_error=outcome.is_error)
+
+
 def _core(
     engine: Engine | AsyncEngine,
     adapter: Adapter,
@@ -212,13 +238,14 @@ def _core(
     overflow_target: float,
     max_recoveries: int,
     plan_tool: bool = False,
+    memory_tool: bool = False,
 ) -> Generator[_Effect, Any, AgentResult]:
     """The loop as a generator of effects; the drivers perform them (sync or awaited)."""
     model = engine.profile.name
-    if plan_tool and PLAN_TOOL.name not in {t.name for t in engine.state.system.tools}:
-        system = engine.state.system
-        tools = (*system.tools, PLAN_TOOL)
-        engine.set_state(attrs.evolve(engine.state, system=attrs.evolve(system, tools=tools)))
+    if plan_tool:
+        _offer(engine, PLAN_TOOL)
+    if memory_tool:
+        _offer(engine, MEMORY_TOOL)
     prompt_total = output_total = turns = recoveries = overflows = steps = 0
     if "start" in engine.allowed_events:
         if not isinstance(task, str) or not task.strip():
@@ -278,9 +305,13 @@ def _core(
             names = list(permitted) if permitted is not None else [t.name for t in window.tools]
             if plan_tool:  # the plan tool is every phase's
                 names.append(PLAN_TOOL.name)
+            checked = window.tools
+            if memory_tool:  # so is the memory tool, whose handler checks its own arguments
+                names.append(MEMORY_TOOL.name)
+                checked = tuple(t for t in checked if t.name != MEMORY_TOOL.name)
             try:
                 parsed: ParsedResponse = adapter.parse(body, allowed_tools=names)
-                check_arguments(parsed.tool_calls, window.tools)
+                check_arguments(parsed.tool_calls, checked)
             except ResponseError as exc:
                 log.warning(
                     "agent.bad_response",
@@ -294,7 +325,7 @@ def _core(
             output_total += parsed.usage.output_tokens
             if window.tokens > 0:
                 observe_usage(calibration, model, window.tokens, parsed.usage)
-            engine.add_message(parsed.message)
+            said = engine.add_message(parsed.message)
             last_text = parsed.message.text
             calls = parsed.tool_calls
             if calls:
@@ -303,6 +334,9 @@ def _core(
                     if plan_tool and call.name == PLAN_TOOL.name:
                         engine.set_plan(str(call.input["plan"]))
                         results.append(ToolResultBlock(tool_use_id=call.id, content=_PLAN_SAVED))
+                        continue
+                    if memory_tool and call.name == MEMORY_TOOL.name:
+                        results.append(_remember(engine, call, said.id))
                         continue
                     try:
                         output = yield _Tool(call)
@@ -398,7 +432,12 @@ class LoopOptions(TypedDict, total=False):
     of the flexible budget, at most ``max_recoveries`` (1) times per turn.
     ``plan_tool`` (False) offers the model :data:`PLAN_TOOL` in every phase:
     a call replaces the engine's plan (``Engine.set_plan``), which every
-    window shows in the work buffer.
+    window shows in the work buffer. ``memory_tool`` (False) offers the
+    memory tool (``ctxflow.memory._tool.MEMORY_TOOL``) in every phase: its
+    calls are answered by ``handle_memory`` and a change of memory replaces
+    the engine's state (``Engine.set_state``), so it shows in the next
+    window's memory sections and goes into the next checkpoint; bad arguments
+    come back as an ``is_error`` tool result.
     """
 
     task: str | None
@@ -409,6 +448,7 @@ class LoopOptions(TypedDict, total=False):
     overflow_target: float
     max_recoveries: int
     plan_tool: bool
+    memory_tool: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -423,6 +463,7 @@ class _Options:
     overflow_target: float = 0.3
     max_recoveries: int = 1
     plan_tool: bool = False
+    memory_tool: bool = False
 
     def __attrs_post_init__(self) -> None:
         check_number(self.max_turns, "'max_turns'", kind="finite", rule="max_turns", low=1)
@@ -454,6 +495,7 @@ class _Options:
             overflow_target=self.overflow_target,
             max_recoveries=self.max_recoveries,
             plan_tool=self.plan_tool,
+            memory_tool=self.memory_tool,
         )
 
 

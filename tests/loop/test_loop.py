@@ -361,3 +361,30 @@ def test_the_plan_tool_is_off_unless_asked(mode: str) -> None:
     with pytest.raises(ResponseError) as caught:
         run(mode, script)
     assert caught.value.rule == "unknown_tool"
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+def test_the_memory_tool_is_off_unless_asked(mode: str) -> None:
+    """Without memory_tool a call to memory is an unknown tool, and no definition is sent."""
+    script = [tool_call_response("memory", {"command": "view"})]
+    with pytest.raises(ResponseError) as caught:
+        run(mode, script)
+    assert caught.value.rule == "unknown_tool"
+
+
+def test_plan_and_memory_tools_together(mode: str) -> None:
+    """Both loop tools are offered at once, each answered by its own handler."""
+    script = [
+        tool_call_response("update_plan", {"plan": "1. read a"}),
+        tool_call_response(
+            "memory", {"command": "write", "kind": "fact", "key": "a", "value": "to read"}
+        ),
+        text_response("Plan ready."),
+        text_response("Done."),
+    ]
+    engine, llm, result = run(mode, script, reflect_every=0, plan_tool=True, memory_tool=True)
+    assert result.finished and engine.plan == "1. read a"
+    assert engine.state.memory.fact("a") is not None
+    assert [t["name"] for t in llm.requests[0]["tools"]] == ["read", "update_plan", "memory"]
