@@ -25,7 +25,7 @@ from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.plot import plot_turns, require_plot_extra
-from ctxflow.replay.runner import RunResult, TurnRecord, replay
+from ctxflow.replay.runner import LONG_TERM_TIERS, RunResult, TurnRecord, replay
 from ctxflow.stores import MemoryStore, SQLiteStore
 from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, get_profile
 
@@ -73,21 +73,39 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _progress(record: TurnRecord) -> None:
-    layers = record.layers
-    used = " ".join(
-        f"{name[:3]}={layers[name]['used']:>6,}"
-        for name in ("memory", "evidence", "work")
-        if name in layers
-    )
-    marks = ("C" if record.compression else "-") + ("K" if record.checkpoint else "-")
-    flag = "" if record.valid and record.within_budget else "  !! " + ", ".join(record.violations)
-    events = ",".join(record.events) or "-"
-    print(
-        f"{record.turn:>4} {record.phase:<10} {events:<18} {marks} "
-        f"{record.window_tokens:>8,}/{record.input_budget:<8,} {used}{flag}",
-        flush=True,
-    )
+class _Progress:
+    """Prints one line per turn as the replay builds it.
+
+    The long-term memory tiers (``epi= sem= pro=``) join the line from the first
+    window that carries any of them, and stay for the rest of the run, so a run
+    without long-term memory keeps its lines short.
+    """
+
+    def __init__(self) -> None:
+        self.long_term = False
+
+    def __call__(self, record: TurnRecord) -> None:
+        layers = record.layers
+        used = " ".join(
+            f"{name[:3]}={layers[name]['used']:>6,}"
+            for name in ("memory", "evidence", "work")
+            if name in layers
+        )
+        self.long_term = self.long_term or record.long_term_tokens > 0
+        if self.long_term:
+            used += "".join(
+                f" {name[:3]}={record.tiers.get(name, 0):>6,}" for name in LONG_TERM_TIERS
+            )
+        marks = ("C" if record.compression else "-") + ("K" if record.checkpoint else "-")
+        flag = (
+            "" if record.valid and record.within_budget else "  !! " + ", ".join(record.violations)
+        )
+        events = ",".join(record.events) or "-"
+        print(
+            f"{record.turn:>4} {record.phase:<10} {events:<18} {marks} "
+            f"{record.window_tokens:>8,}/{record.input_budget:<8,} {used}{flag}",
+            flush=True,
+        )
 
 
 def _reuse_line(result: RunResult) -> str:
@@ -107,6 +125,26 @@ def _cost_line(cost: dict[str, Any]) -> str:
     )
 
 
+def _memory_line(memory: dict[str, Any]) -> str:
+    """How many windows carried long-term memory, overall and after the first flush point."""
+    peaks = ", ".join(
+        f"{name[:3]} {memory['tiers'][name]['max_tokens']:,}"
+        for name in LONG_TERM_TIERS
+        if memory["tiers"][name]["windows"]
+    )
+    line = f"{memory['windows_with_long_term_memory']} of {memory['windows']} windows" + (
+        f" (max {peaks})" if peaks else ""
+    )
+    first = memory["first_compression_or_reflection_turn"]
+    if first is not None:
+        line += (
+            f"; {memory['windows_with_long_term_memory_after_first_compression_or_reflection']}"
+            f" of {memory['windows_after_first_compression_or_reflection']}"
+            f" after the first compression or reflection (turn {first})"
+        )
+    return line
+
+
 def _summary(result: RunResult) -> None:
     totals = result.totals()
     tokens = [t.window_tokens for t in result.turns]
@@ -124,6 +162,7 @@ def _summary(result: RunResult) -> None:
         ("window tokens (max)", f"{max(tokens, default=0):,}"),
         ("compressions", f"{totals['compressions']}"),
         ("checkpoints", f"{totals['checkpoints']}"),
+        ("epi/sem/pro memory", _memory_line(totals["memory"])),
         ("invalid windows", f"{totals['invalid_windows']}"),
         ("windows over budget", f"{totals['over_budget_windows']}"),
         ("prefix cache reuse", _reuse_line(result)),
@@ -260,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
                     engine_factory=engine_factory,
                     reflect_every=args.reflect_every,
                     api=api,
-                    on_turn=None if args.quiet else _progress,
+                    on_turn=None if args.quiet else _Progress(),
                     on_window=write_window if windows is not None else None,
                     plan=plan,
                 )

@@ -32,14 +32,27 @@ from ctxflow.adapters import (
 from ctxflow.budget import Window
 from ctxflow.engine import Engine
 from ctxflow.errors import FormatError
-from ctxflow.layers import LayeredState, SystemLayer
+from ctxflow.layers import LayeredState, SystemLayer, Tier
 from ctxflow.model import Role, check
 from ctxflow.replay.inputs import RunInput
 from ctxflow.replay.plan import Step, fit_plan, plan_replay
 
-__all__ = ["RunResult", "TurnRecord", "replay", "replay_to_turn", "request_body"]
+__all__ = [
+    "LONG_TERM_TIERS",
+    "TIERS",
+    "RunResult",
+    "TurnRecord",
+    "replay",
+    "replay_to_turn",
+    "request_body",
+]
 
 API = Literal["anthropic", "openai"]
+
+#: The memory layer's tiers, in the order reports list them.
+TIERS: tuple[str, ...] = tuple(tier.value for tier in Tier)
+#: The tiers kept beyond the conversation (the short-term tier is the conversation itself).
+LONG_TERM_TIERS: tuple[str, ...] = tuple(t for t in TIERS if t != Tier.SHORT_TERM.value)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +79,13 @@ class TurnRecord:
     #: The first item of the previous request this one no longer repeats, and why.
     prefix_broke_at: str | None = None
     prefix_break: str | None = None
+    #: Tokens each memory tier (short-term, episodic, semantic, procedural) used in the window.
+    tiers: Mapping[str, int] = attrs.field(factory=dict)
+
+    @property
+    def long_term_tokens(self) -> int:
+        """Tokens the episodic, semantic and procedural tiers used in the window."""
+        return sum(self.tiers.get(name, 0) for name in LONG_TERM_TIERS)
 
     def to_plain(self) -> dict[str, Any]:
         """The record as JSON-able data."""
@@ -77,6 +97,7 @@ class TurnRecord:
             "input_budget": self.input_budget,
             "messages_in_window": self.messages_in_window,
             "layers": {k: dict(v) for k, v in self.layers.items()},
+            "tiers": dict(self.tiers),
             "compression": dict(self.compression) if self.compression else None,
             "checkpoint": self.checkpoint,
             "valid": self.valid,
@@ -116,6 +137,7 @@ class RunResult:
         tokens = [t.window_tokens for t in self.turns]
         return {
             **self._cache_totals(),
+            "memory": self._memory_totals(),
             "turns": len(self.turns),
             "messages": self.messages,
             "compressions": self.compressions,
@@ -125,6 +147,41 @@ class RunResult:
             "max_window_tokens": max(tokens, default=0),
             "final_phase": self.final_phase,
             "ok": self.ok,
+        }
+
+    def _memory_totals(self) -> dict[str, Any]:
+        """Which windows carried each memory tier, and how many carried long-term memory.
+
+        A window counts as after the first compression or reflection when a
+        compression ran before it or an earlier turn was in the reflection phase
+        (reflection is where memory is consolidated, on the way out of it).
+        """
+        tiers = {
+            name: {
+                "windows": sum(t.tiers.get(name, 0) > 0 for t in self.turns),
+                "max_tokens": max((t.tiers.get(name, 0) for t in self.turns), default=0),
+            }
+            for name in TIERS
+        }
+        first: int | None = None
+        after = with_memory_after = 0
+        for turn in self.turns:
+            if first is None and turn.compression is not None:
+                first = turn.turn
+            if first is not None:
+                after += 1
+                with_memory_after += turn.long_term_tokens > 0
+            if first is None and turn.phase == "reflection":
+                first = turn.turn
+        return {
+            "tiers": tiers,
+            "windows": len(self.turns),
+            "windows_with_long_term_memory": sum(t.long_term_tokens > 0 for t in self.turns),
+            "first_compression_or_reflection_turn": first,
+            "windows_after_first_compression_or_reflection": after,
+            "windows_with_long_term_memory_after_first_compression_or_reflection": (
+                with_memory_after
+            ),
         }
 
     def _cache_totals(self) -> dict[str, Any]:
@@ -222,6 +279,8 @@ def replay(
                 name: {"allocated": usage.allocated, "used": usage.used}
                 for name, usage in window.report.layers.items()
             }
+            tiers = dict.fromkeys(TIERS, 0)
+            tiers.update({name: usage.used for name, usage in window.report.tiers.items()})
             body = request_body(window, api, engine)
             reuse = meter.measure(body)
             record = TurnRecord(
@@ -242,6 +301,7 @@ def replay(
                 cache_written=reuse.written,
                 prefix_broke_at=reuse.broke_at,
                 prefix_break=_break_reason(new) if reuse.broke_at is not None else None,
+                tiers=tiers,
             )
             events = []
             turns.append(record)

@@ -16,7 +16,7 @@ from ctxflow.errors import BudgetExceeded, CtxflowWarning
 from ctxflow.layers import LayeredState
 from ctxflow.model import Transcript, check, messages_from_anthropic
 from ctxflow.replay.inputs import RunInput, synthesise_tools
-from ctxflow.replay.runner import replay
+from ctxflow.replay.runner import TIERS, replay
 from ctxflow.stores import MemoryStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "transcripts"
@@ -59,6 +59,11 @@ def test_run_writes_report_windows_and_plot(
         assert body["tools"], "tool definitions are synthesised for a transcript without them"
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    assert all(set(t["tiers"]) == set(TIERS) for t in data["turns"])
+    memory = totals["memory"]
+    assert memory["windows"] == 49 and set(memory["tiers"]) == set(TIERS)
+    assert "epi/sem/pro memory" in out
+    assert f"{memory['windows_with_long_term_memory']} of 49 windows" in out
 
 
 def test_run_openai_windows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -352,3 +357,36 @@ def test_run_reports_what_a_prefix_cache_could_serve(tmp_path: Path) -> None:
     assert cost["with_cache"] < cost["without_cache"] and cost["ratio"] < 0.5
     served = sum(t["cache"]["served"] for t in turns)
     assert abs(served / cost["without_cache"] - totals["cache_reuse"]) < 1e-3
+
+
+@pytest.mark.parametrize("budget", ["4000", "12000"])
+def test_turn_lines_show_long_term_tiers_once_a_window_carries_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], budget: str
+) -> None:
+    """epi= sem= pro= join the turn lines from the first window with long-term memory on."""
+    report = tmp_path / "r.json"
+    args = ["run", str(PONY), "--budget", budget, "--store", "memory", "--report", str(report)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    turns = json.loads(report.read_text())["turns"]
+    lines = [line for line in out.splitlines() if " wor=" in line]
+    assert len(lines) == len(turns) == 49
+    seen = False
+    for line, turn in zip(lines, turns, strict=True):
+        tiers = turn["tiers"]
+        seen = seen or any(tiers[n] for n in ("episodic", "semantic", "procedural"))
+        assert line.startswith(f"{turn['turn']:>4} ")
+        # The existing columns keep their widths; the tiers come after them.
+        assert line.index(" wor=") == 77
+        if seen:
+            assert line.endswith(
+                f" epi={tiers['episodic']:>6,} sem={tiers['semantic']:>6,}"
+                f" pro={tiers['procedural']:>6,}"
+            )
+        else:
+            assert " epi=" not in line and " sem=" not in line
+    memory = json.loads(report.read_text())["totals"]["memory"]
+    assert seen == (memory["windows_with_long_term_memory"] > 0)
+    if budget == "4000":
+        assert seen, "a 4,000-token replay consolidates long-term memory"
+        assert "epi/sem/pro memory     " in out and "after the first compression" in out
