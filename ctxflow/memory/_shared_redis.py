@@ -1,0 +1,368 @@
+"""Shared memory in Redis: each owner's items under one hash tag, merged in one transaction.
+
+Layout (``P`` is the prefix, ``ctxflow:`` by default, so a tenant's memory
+sits in the same ``ctxflow:<tenant>:`` namespace as its checkpoints)::
+
+    P<tenant>:mem:{<kind>:<id>}:items    hash: item name -> item (codec bytes)
+    P<tenant>:mem:{<kind>:<id>}:meta     hash: item name -> "importance written_at size"
+    P<tenant>:mem:owners                 set: "<kind>:<id>" of the tenant's owners
+    Pmemory-tenants                      set: tenants that have owners
+
+Item names are ``f:<key>`` and ``p:<name>``. In the hash tag, ``%``, ``{``
+and ``}`` of an owner id are percent-escaped, so every key of one owner
+shares a Cluster slot whatever the id holds.
+
+Atomicity. A merge WATCHes the owner's two keys, reads the meta, plans the
+upserts and evictions, and writes everything in one MULTI/EXEC; when another
+client changed the owner meanwhile it runs again (up to
+``conflict_retries`` times). Deletion and erasure are single MULTI/EXECs.
+The owner and tenant indexes are keys outside the owner's slot, so they are
+kept in order instead: a merge adds the owner after its write; erasure
+removes it before its delete; an index entry found empty is removed and put
+back if the owner got items in between. So an owner with items is always
+listed, and an entry left by a crash is skipped by :meth:`~RedisSharedMemory.owners`.
+
+Every redis-py error is re-raised as ``StoreError`` (``rule="redis"``);
+nothing is retried on connection errors, as a write whose reply was lost may
+have been applied.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ctxflow.errors import StoreError
+from ctxflow.layers import Fact, Procedure
+from ctxflow.memory._shared import (
+    DEFAULT_MAX_ITEM_BYTES,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_OWNER_BYTES,
+    OWNER_KINDS,
+    ItemMeta,
+    MemoryCore,
+    Owner,
+    SharedItems,
+    check_owner,
+    check_owner_tenant,
+    corrupt_item,
+    stored_names,
+)
+from ctxflow.persistence._codec import EnvelopeCodec
+
+__all__ = ["DEFAULT_PREFIX", "RedisSharedMemory"]
+
+#: The key root of ctxflow's Redis keys (the checkpoint store's too).
+DEFAULT_PREFIX = "ctxflow:"
+
+T = TypeVar("T")
+
+
+def _escape(owner_id: str) -> str:
+    return owner_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisSharedMemory:
+    """A :class:`~ctxflow.memory._shared.SharedMemory` in Redis or Redis Cluster (safe across
+    threads, processes and machines)."""
+
+    def __init__(
+        self,
+        client: redis.Redis | str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        codec: EnvelopeCodec | None = None,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
+        max_owner_bytes: int = DEFAULT_MAX_OWNER_BYTES,
+        conflict_retries: int = 100,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise StoreError(
+                f"'prefix' must be a non-empty string without braces (got {prefix!r})",
+                rule="redis_prefix",
+            )
+        if isinstance(conflict_retries, bool) or not isinstance(conflict_retries, int):
+            raise StoreError(
+                f"'conflict_retries' must be an integer >= 1 (got {conflict_retries!r})",
+                rule="redis_option",
+            )
+        if conflict_retries < 1:
+            raise StoreError(
+                f"'conflict_retries' must be an integer >= 1 (got {conflict_retries!r})",
+                rule="redis_option",
+            )
+        self._core = MemoryCore(
+            codec=codec,
+            clock=clock,
+            max_items=max_items,
+            max_item_bytes=max_item_bytes,
+            max_owner_bytes=max_owner_bytes,
+        )
+        self.prefix = prefix
+        self.conflict_retries = conflict_retries
+        self._owns_client = isinstance(client, str)
+        if isinstance(client, str):
+            try:
+                client = redis.Redis.from_url(client, retry=Retry(NoBackoff(), 0))
+            except (ValueError, redis.RedisError) as exc:
+                raise StoreError(
+                    f"'client' must be a Redis client or a usable Redis URL ({exc})",
+                    rule="redis_url",
+                ) from exc
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"<RedisSharedMemory prefix={self.prefix!r}>"
+
+    def close(self) -> None:
+        """Close the client if this memory created it (from a URL)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> RedisSharedMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys -------------------------------------------------------------------
+
+    def owner_keys(self, owner: Owner) -> tuple[str, str]:
+        """The ``items`` and ``meta`` keys of ``owner`` (one hash tag, one Cluster slot)."""
+        base = f"{self.prefix}{owner.tenant}:mem:{{{owner.kind}:{_escape(owner.id)}}}"
+        return f"{base}:items", f"{base}:meta"
+
+    def _owners_key(self, tenant: str) -> str:
+        return f"{self.prefix}{tenant}:mem:owners"
+
+    @property
+    def _tenants_key(self) -> str:
+        return f"{self.prefix}memory-tenants"
+
+    # -- running commands -------------------------------------------------------
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise StoreError(
+                f"Redis shared memory {doing} failed: {type(exc).__name__}: {exc}",
+                rule="redis",
+                operation=doing,
+            ) from exc
+
+    def _transact(self, doing: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(pipeline)`` (which WATCHes, reads, then MULTI/EXECs) until no conflict."""
+
+        def attempts() -> T:
+            for _ in range(self.conflict_retries):
+                with self.client.pipeline(transaction=True) as pipe:
+                    try:
+                        return fn(pipe)
+                    except redis.WatchError:
+                        continue
+            raise StoreError(
+                f"Redis shared memory {doing} must finish within {self.conflict_retries} "
+                f"attempts (other clients kept changing the owner)",
+                rule="contention",
+                operation=doing,
+            )
+
+        return self._call(doing, attempts)
+
+    def _meta(self, owner: Owner, raw: dict[Any, Any]) -> dict[str, ItemMeta]:
+        metas: dict[str, ItemMeta] = {}
+        for field, value in raw.items():
+            name = _text(field)
+            try:
+                importance, written_at, size = _text(value).split(" ")
+                metas[name] = ItemMeta(float(importance), float(written_at), int(size))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise corrupt_item(
+                    owner, name, f"its meta {value!r} is unreadable ({exc})"
+                ) from None
+        return metas
+
+    def _tidy(self, owner: Owner) -> None:
+        """Drop the index entries of an owner (and tenant) left empty (module docstring)."""
+        items_key, _ = self.owner_keys(owner)
+        owners_key, member = self._owners_key(owner.tenant), f"{owner.kind}:{owner.id}"
+        client = self.client
+        if client.exists(items_key):
+            return
+        client.srem(owners_key, member)
+        if client.exists(items_key):
+            client.sadd(owners_key, member)
+            return
+        if client.scard(owners_key) == 0:
+            client.srem(self._tenants_key, owner.tenant)
+            if client.exists(owners_key):
+                client.sadd(self._tenants_key, owner.tenant)
+
+    # -- the protocol -------------------------------------------------------------
+
+    def load(self, owner: Owner) -> SharedItems:
+        """Every item of ``owner`` (facts ordered by key, procedures by name)."""
+        check_owner(owner)
+        items_key, _ = self.owner_keys(owner)
+        raw: dict[Any, Any] = self._call("load", lambda: dict(self.client.hgetall(items_key)))
+        return self._core.items(owner, ((_text(n), bytes(d)) for n, d in raw.items()))
+
+    def merge(
+        self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
+    ) -> None:
+        """Upsert facts by key and procedures by name, then evict down to the owner's bounds."""
+        incoming = self._core.encode(owner, facts, procedures)
+        if not incoming:
+            return
+        items_key, meta_key = self.owner_keys(owner)
+
+        def merge(pipe: Any) -> None:
+            pipe.watch(items_key, meta_key)
+            existing = self._meta(owner, pipe.hgetall(meta_key))
+            writes, deletes = self._core.plan(existing, incoming)
+            pipe.multi()
+            if deletes:
+                pipe.hdel(items_key, *deletes)
+                pipe.hdel(meta_key, *deletes)
+            if writes:
+                pipe.hset(items_key, mapping={i.name: i.data for i in writes})
+                pipe.hset(
+                    meta_key,
+                    mapping={
+                        i.name: f"{i.meta.importance!r} {i.meta.written_at!r} {i.meta.size}"
+                        for i in writes
+                    },
+                )
+            pipe.execute()
+
+        self._transact("merge", merge)
+
+        def index() -> None:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(self._owners_key(owner.tenant), f"{owner.kind}:{owner.id}")
+                pipe.sadd(self._tenants_key, owner.tenant)
+                pipe.execute()
+
+        self._call("merge", index)
+
+    def delete(
+        self, owner: Owner, *, facts: Iterable[str] = (), procedures: Iterable[str] = ()
+    ) -> int:
+        """Remove the named facts and procedures of ``owner``; how many there were."""
+        check_owner(owner)
+        doomed = sorted(set(stored_names(facts, procedures)))
+        if not doomed:
+            return 0
+        items_key, meta_key = self.owner_keys(owner)
+
+        def delete() -> int:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(items_key, *doomed)
+                pipe.hdel(meta_key, *doomed)
+                removed, _ = pipe.execute()
+            self._tidy(owner)
+            return int(removed)
+
+        return self._call("delete", delete)
+
+    def erase(self, owner: Owner) -> int:
+        """Remove every item of ``owner``; how many there were."""
+        check_owner(owner)
+        items_key, meta_key = self.owner_keys(owner)
+
+        def erase() -> int:
+            self.client.srem(self._owners_key(owner.tenant), f"{owner.kind}:{owner.id}")
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hlen(items_key)
+                pipe.delete(items_key, meta_key)
+                removed, _ = pipe.execute()
+            self._tidy(owner)
+            return int(removed)
+
+        return self._call("erase", erase)
+
+    def _members(self, tenant: str) -> list[Owner]:
+        """Every owner the tenant's index names (stale entries included)."""
+        found: list[Owner] = []
+        for raw in sorted(self.client.smembers(self._owners_key(tenant))):
+            kind, _, id = _text(raw).partition(":")
+            if kind not in OWNER_KINDS or not id:
+                raise StoreError(
+                    f"the owner index of tenant {tenant!r} must hold '<kind>:<id>' entries "
+                    f"(got {raw!r})",
+                    rule="corrupt_memory",
+                    tenant=tenant,
+                    key=self._owners_key(tenant),
+                )
+            found.append(Owner(tenant=tenant, kind=kind, id=id))  # type: ignore[arg-type]
+        return found
+
+    def owners(self, tenant: str) -> list[Owner]:
+        """The owners of ``tenant`` holding at least one item, ordered by kind and id."""
+        check_owner_tenant(tenant)
+
+        def owners() -> list[Owner]:
+            members = self._members(tenant)
+            with self.client.pipeline(transaction=False) as pipe:
+                for owner in members:
+                    pipe.exists(self.owner_keys(owner)[0])
+                present = pipe.execute()
+            return sorted(
+                (o for o, held in zip(members, present, strict=True) if held),
+                key=lambda o: (o.kind, o.id),
+            )
+
+        return self._call("owners", owners)
+
+    def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
+        """Remove the items not written for ``older_than_seconds``; how many."""
+        if tenant is not None:
+            check_owner_tenant(tenant)
+        cutoff = self._core.cutoff(older_than_seconds)
+
+        def tenants() -> list[str]:
+            if tenant is not None:
+                return [tenant]
+            return sorted(_text(t) for t in self.client.smembers(self._tenants_key))
+
+        removed = 0
+        for name in self._call("prune", tenants):
+            for owner in self._call("prune", functools.partial(self._members, name)):
+                removed += self._prune_owner(owner, cutoff)
+        return removed
+
+    def _prune_owner(self, owner: Owner, cutoff: float) -> int:
+        items_key, meta_key = self.owner_keys(owner)
+
+        def prune(pipe: Any) -> int:
+            pipe.watch(items_key, meta_key)
+            old = sorted(
+                n
+                for n, m in self._meta(owner, pipe.hgetall(meta_key)).items()
+                if m.written_at <= cutoff
+            )
+            if not old:
+                pipe.unwatch()
+                return 0
+            pipe.multi()
+            pipe.hdel(items_key, *old)
+            pipe.hdel(meta_key, *old)
+            pipe.execute()
+            return len(old)
+
+        removed = self._transact("prune", prune)
+        self._call("prune", lambda: self._tidy(owner))
+        return removed
