@@ -98,6 +98,7 @@ class Plan:
         "memory_left",
         "memory_share",
         "reach_cut",
+        "reached",
         "trims",
         "unmask_in_run",
         "walk_stop",
@@ -148,6 +149,8 @@ class Plan:
         self.work_pays = "rounds"
         #: whether the memory allowance, not the budget, stopped the history's reach
         self.reach_cut = False
+        #: whether lending to memory took more of the history in
+        self.reached = False
         #: the allowances as given: lending shares the leftover in their proportion
         self.work_share, self.evidence_share = max(0, work), max(0, evidence)
         self.cap = max(MIN_CONDENSED, self.evidence_left // CONDENSED_SHARE)
@@ -555,6 +558,10 @@ def lend_leftover(
             if plan.left <= 0:
                 return
             spend[use]()
+    if plan.reached and plan.left > 0:  # the rounds the history reached get their turn too
+        for use in order:
+            if use != "memory" and plan.left > 0:
+                spend[use]()
 
 
 #: The layer whose share of the leftover each use spends.
@@ -606,8 +613,11 @@ def _reach_further(index: SelectionIndex, plan: Plan, task: str, weights: ScoreW
     plan.masked_from = start
     plan.walk_stop = min(plan.walk_stop, start - 1)
     plan.memory_left = None
+    before = len(plan.chosen)
     fill_gaps(index, plan, task, weights)
     plan.memory_left = 0
+    plan.reach_cut = False
+    plan.reached = cost > 0 or len(plan.chosen) > before
 
 
 def _spend_at_most(plan: Plan, pool: int, spend: Callable[[], None]) -> None:
