@@ -68,6 +68,7 @@ from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
 from ctxflow.errors import CtxflowError, EventError
 from ctxflow.layers import LayeredState
+from ctxflow.memory import Consolidator, MemoryLimits
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointPolicy, MemoryStore, Restored, Store, new_session_id
 from ctxflow.protocols import AsyncSummarizer, Summarizer, TokenCounter
@@ -97,6 +98,7 @@ class Core(DefaultSeams, ContextOps):
         consolidator: seams.Consolidator | None = None,
         window_builder: seams.WindowBuilder | None = None,
         summarizer: Summarizer | AsyncSummarizer | None = None,
+        memory_limits: MemoryLimits | None = None,
         budget: int | None = None,
         store: Store | None = None,
         checkpointer: seams.SupportsCheckpoints | None = None,
@@ -129,6 +131,13 @@ class Core(DefaultSeams, ContextOps):
             )
         self.budget = budget if budget is None else self.profile.check_budget(budget)
         self.summarizer = summarizer
+        if memory_limits is not None and not isinstance(memory_limits, MemoryLimits):
+            raise errors.PolicyError(
+                f"'memory_limits' must be a MemoryLimits (got {type(memory_limits).__name__})",
+                rule="engine_memory_limits",
+            )
+        self.memory_limits = memory_limits
+        self._consolidator: Consolidator | None = None
         self._ladders: dict[str, Ladder] = {}
         self.allocator: seams.Allocator = allocator if allocator is not None else self._plan_budget
         self.compressor: seams.CompressionGuard = (

@@ -8,9 +8,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from ctxflow.budget import DEFAULT_POLICY, BudgetPolicy, Window, build_window, plan_budget
-from ctxflow.compression import CompressionResult, Ladder, extract_facts, fixed_tokens
+from ctxflow.compression import CompressionResult, Ladder, fixed_tokens
 from ctxflow.errors import PolicyError
 from ctxflow.layers import LayeredState
+from ctxflow.memory import Consolidator, MemoryLimits
 from ctxflow.model import Conversation
 from ctxflow.protocols import TokenCounter
 from ctxflow.tokens import ModelProfile
@@ -41,6 +42,8 @@ class DefaultSeams:
     chart: Chart
     phases: dict[str, PhaseConfig]
     summarizer: Summarizer | AsyncSummarizer | None
+    memory_limits: MemoryLimits | None
+    _consolidator: Consolidator | None
     counter: TokenCounter
     profile: ModelProfile
     budget: int | None
@@ -114,9 +117,21 @@ class DefaultSeams:
         run = ladder.arun if self._async else ladder.run
         return run(conversation, state, budget=flexible, fixed=fixed, turn=state.runtime.step)
 
-    def _consolidate(self, conversation: Conversation, state: LayeredState) -> LayeredState:
-        """Flush the decisions and constraints stated so far into semantic memory."""
-        return state.with_facts(extract_facts(conversation.effective()))
+    def _consolidate(
+        self, conversation: Conversation, state: LayeredState
+    ) -> LayeredState | Awaitable[LayeredState]:
+        """Consolidate the span since the last consolidation (see :mod:`ctxflow.memory`).
+
+        An episode, the facts stated, the procedures learned, all bounded; in a
+        final state, the session's episode over the whole conversation.
+        """
+        consolidator = self._consolidator
+        if consolidator is None:
+            consolidator = self._consolidator = Consolidator(
+                counter=self.counter, summarizer=self.summarizer, limits=self.memory_limits
+            )
+        final = state.runtime.phase in self.chart.finals
+        return consolidator(conversation, state, final=final)
 
     def _plan_budget(self, state: LayeredState, *, phase: str, policy: object) -> AllocationLike:
         return plan_budget(state, phase=phase, **self._sizing(policy))

@@ -25,6 +25,7 @@ RANKS = {
     "adapters": 5,
     "persistence": 6,
     "stores": 7,
+    "memory": 7,
     "engine": 8,
     "sessions": 9,
     "loop": 9,

@@ -26,6 +26,7 @@ PUBLIC = (
     "ctxflow.adapters",
     "ctxflow.persistence",
     "ctxflow.stores",
+    "ctxflow.memory",
     "ctxflow.engine",
     "ctxflow.sessions",
     "ctxflow.loop",
