@@ -229,7 +229,7 @@ class RedisSharedMemory:
             return
         items_key, meta_key = self.owner_keys(owner)
 
-        def merge(pipe: Any) -> None:
+        def merge(pipe: Any) -> int:
             pipe.watch(items_key, meta_key)
             existing = self._meta(owner, pipe.hgetall(meta_key))
             writes, deletes = self._core.plan(existing, incoming)
@@ -247,8 +247,11 @@ class RedisSharedMemory:
                     },
                 )
             pipe.execute()
+            return len(writes)
 
-        self._transact("merge", merge)
+        if not self._transact("merge", merge):  # everything merged was evicted at once
+            self._call("merge", lambda: self._tidy(owner))
+            return
 
         def index() -> None:
             with self.client.pipeline(transaction=False) as pipe:

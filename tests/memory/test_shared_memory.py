@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,15 +16,22 @@ from typing import Any, Protocol
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from ctxflow.errors import CtxflowError, FormatError, StoreError
 from ctxflow.layers import Fact, Procedure
 from ctxflow.memory._shared import (
     InMemorySharedMemory,
+    ItemMeta,
     Owner,
     SharedItems,
     SharedMemory,
+    StoredItem,
+    plan_merge,
     shared_memory_for,
 )
 from ctxflow.memory._shared_redis import RedisSharedMemory
@@ -353,6 +361,15 @@ def test_max_owner_bytes_evicts_in_the_same_order(factory: Factory) -> None:
     assert [f.key for f in memory.load(ALICE).facts] == ["b", "c", "d"]
 
 
+def test_an_item_larger_than_the_owner_bound_leaves_nothing(factory: Factory) -> None:
+    """An item bigger than max_owner_bytes evicts everything, itself too; the owner is gone."""
+    memory = factory(max_owner_bytes=200)
+    memory.merge(ALICE, [_fact("a", importance=1.0)])
+    memory.merge(ALICE, [_fact("big", _noise("x"), importance=1.0)])
+    assert memory.load(ALICE) == SharedItems()
+    assert memory.owners("acme") == []
+
+
 def test_an_oversized_item_is_refused_before_any_change(factory: Factory) -> None:
     """An item whose msgpack form passes max_item_bytes is refused; the merge writes nothing."""
     memory = factory(max_item_bytes=1024)
@@ -500,6 +517,136 @@ def test_limits_are_checked(factory: Factory) -> None:
 def test_the_protocol_is_met(factory: Factory) -> None:
     """Every backend is a SharedMemory."""
     assert isinstance(factory(), SharedMemory)
+
+
+# -- invariants (Hypothesis) -----------------------------------------------------
+
+_metas = st.builds(
+    ItemMeta,
+    importance=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    written_at=st.integers(0, 5).map(float),
+    size=st.integers(1, 50),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    existing=st.dictionaries(st.sampled_from("abcdefgh"), _metas, max_size=8),
+    incoming=st.dictionaries(st.sampled_from("efghijkl"), _metas, max_size=8),
+    max_items=st.integers(1, 10),
+    max_owner_bytes=st.integers(1, 300),
+)
+def test_plan_merge_bounds_the_owner_and_evicts_in_order(
+    existing: dict[str, ItemMeta],
+    incoming: dict[str, ItemMeta],
+    max_items: int,
+    max_owner_bytes: int,
+) -> None:
+    """After a merge the owner is within both bounds, and every evicted item ranks below
+    every kept one (importance, then write time, then name)."""
+    stored = {n: StoredItem(n, b"x" * m.size, m) for n, m in incoming.items()}
+    writes, deletes = plan_merge(
+        existing, stored, max_items=max_items, max_owner_bytes=max_owner_bytes
+    )
+    after = {n: m for n, m in existing.items() if n not in deletes}
+    after.update((i.name, i.meta) for i in writes)
+    assert len(after) <= max_items
+    assert sum(m.size for m in after.values()) <= max_owner_bytes
+    merged = {**existing, **incoming}
+    evicted = set(merged) - set(after)
+    assert set(deletes) <= set(existing)
+    rank = {n: (m.importance, m.written_at, n) for n, m in merged.items()}
+    if evicted and after:
+        assert max(rank[n] for n in evicted) < min(rank[n] for n in after)
+    if evicted:  # nothing more was evicted than the bounds needed
+        kept_plus_one = sorted(evicted, key=rank.__getitem__)[-1]
+        fuller = {**after, kept_plus_one: merged[kept_plus_one]}
+        assert len(fuller) > max_items or sum(m.size for m in fuller.values()) > max_owner_bytes
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("merge"),
+            st.sampled_from([ALICE, BOB, OTHER_ALICE]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from("abcdef"),
+                    st.sampled_from([0.0, 0.5, 1.0]),
+                    st.booleans(),
+                ),
+                max_size=4,
+            ),
+        ),
+        st.tuples(st.just("delete"), st.sampled_from([ALICE, BOB]), st.sampled_from("abc")),
+        st.tuples(st.just("erase"), st.sampled_from([ALICE, OTHER_ALICE]), st.none()),
+        st.tuples(st.just("tick"), st.none(), st.integers(1, 30)),
+        st.tuples(st.just("prune"), st.sampled_from([None, "acme"]), st.integers(0, 60)),
+    ),
+    max_size=25,
+)
+
+
+def _replay(memory: SharedMemory, clock: Clock, ops: list[Any]) -> list[Any]:
+    """Apply ``ops`` to ``memory``; every answer and the final contents."""
+    answers: list[Any] = []
+    for op, arg, value in ops:
+        if op == "merge":
+            facts = [_fact(k, f"{k}{clock.now}", importance=i) for k, i, proc in value if not proc]
+            procedures = [_procedure(k, importance=i) for k, i, proc in value if proc]
+            answers.append(memory.merge(arg, facts, procedures))
+        elif op == "delete":
+            answers.append(memory.delete(arg, facts=[value], procedures=[value]))
+        elif op == "erase":
+            answers.append(memory.erase(arg))
+        elif op == "tick":
+            clock.now += value
+        else:
+            answers.append(memory.prune(older_than_seconds=value, tenant=arg))
+    answers.append([memory.load(o) for o in (ALICE, BOB, OTHER_ALICE)])
+    answers.append([memory.owners(t) for t in ("acme", "globex")])
+    return answers
+
+
+def _same_as_in_memory(make: Callable[[Clock], SharedMemory], ops: list[Any]) -> None:
+    expected_clock, clock = Clock(), Clock()
+    expected = _replay(InMemorySharedMemory(clock=expected_clock, max_items=4), expected_clock, ops)
+    memory = make(clock)
+    try:
+        assert _replay(memory, clock, ops) == expected
+    finally:
+        memory.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=_ops)
+def test_sqlite_behaves_as_the_in_memory_model(ops: list[Any]) -> None:
+    """Any sequence of merges, deletes, erasures and prunes gives SQLite's answers and contents
+    equal to the in-memory backend's."""
+    with tempfile.TemporaryDirectory() as directory:
+        _same_as_in_memory(
+            lambda clock: SQLiteSharedMemory(Path(directory) / "m.db", clock=clock, max_items=4),
+            ops,
+        )
+
+
+@pytest.mark.redis
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_ops)
+def test_redis_behaves_as_the_in_memory_model(redis_client: redis.Redis, ops: list[Any]) -> None:
+    """The same sequences give Redis's answers and contents equal to the in-memory backend's."""
+    prefix = f"ctxflow-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        _same_as_in_memory(
+            lambda clock: RedisSharedMemory(redis_client, prefix=prefix, clock=clock, max_items=4),
+            ops,
+        )
+    finally:
+        keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            redis_client.delete(*keys)
 
 
 # -- SQLite files --------------------------------------------------------------
@@ -655,7 +802,9 @@ def test_redis_from_url_owns_its_client(redis_client: redis.Redis, redis_prefix:
 @pytest.mark.redis
 def test_redis_failures_are_store_errors(redis_prefix: str) -> None:
     """An unreachable server gives StoreError(rule='redis'), not a raw redis-py error."""
-    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    client = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     memory = RedisSharedMemory(client, prefix=redis_prefix)
     with pytest.raises(StoreError) as caught:
         memory.load(ALICE)
