@@ -28,7 +28,7 @@ event is applied as a unit:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -43,6 +43,7 @@ from ctxflow.compression import (
 )
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo
 from ctxflow.engine import _seams as seams
+from ctxflow.engine._audit import AuditEvent
 from ctxflow.engine._charts import Chart, PhaseConfig, load_chart
 from ctxflow.engine._defaults import DefaultSeams
 from ctxflow.engine._effects import (
@@ -68,7 +69,8 @@ from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
 from ctxflow.errors import CtxflowError, EventError
 from ctxflow.layers import LayeredState
-from ctxflow.memory import Consolidator, MemoryLimits
+from ctxflow.memory import Consolidator, MemoryLimits, Owner, SharedMemory
+from ctxflow.memory._sync import SharedSync
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointPolicy, MemoryStore, Restored, Store, new_session_id
 from ctxflow.protocols import AsyncSummarizer, Summarizer, TokenCounter
@@ -99,6 +101,8 @@ class Core(DefaultSeams, ContextOps):
         window_builder: seams.WindowBuilder | None = None,
         summarizer: Summarizer | AsyncSummarizer | None = None,
         memory_limits: MemoryLimits | None = None,
+        shared_memory: SharedMemory | None = None,
+        owners: Sequence[Owner] = (),
         budget: int | None = None,
         store: Store | None = None,
         checkpointer: seams.SupportsCheckpoints | None = None,
@@ -122,6 +126,15 @@ class Core(DefaultSeams, ContextOps):
         else:
             self._conversation = Conversation(conversation or (), measure=self.measure)
         self._state = state if state is not None else LayeredState()
+        #: the link to memory shared across sessions (None: this session's memory is its own)
+        self._shared: SharedSync | None = None
+        if shared_memory is not None:
+            self._shared = SharedSync(shared_memory, owners)
+            self._state = self._shared.load_into(self._state)
+        elif owners:
+            raise errors.PolicyError(
+                "'owners' need a 'shared_memory' to keep their memory in", rule="shared_memory"
+            )
         if budget is not None and (
             isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0
         ):
@@ -315,6 +328,13 @@ class Core(DefaultSeams, ContextOps):
                     policy=policy,
                 )
                 self._compressed(pending, outcome)
+                if pending.compression is not None and not pending.intents.consolidate:
+                    # what the compression took from view is consolidated into memory
+                    consolidated = yield Consolidate(
+                        conversation=pending.conversation, state=pending.state
+                    )
+                    pending.state = seams.checked_state(consolidated, "consolidator")
+                    pending.intents.consolidate = True
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
@@ -505,6 +525,21 @@ class Core(DefaultSeams, ContextOps):
                 message_count=len(self._conversation),
                 tokens=self._conversation.effective_tokens,
             )
+
+    def _record(
+        self,
+        kind: str,
+        actor: str | None = None,
+        *,
+        phase: str | None = None,
+        payload: Mapping[str, object] | None = None,
+        **fields: object,
+    ) -> AuditEvent:
+        """Count and log one change; push the memory it changed to the shared store."""
+        event = super()._record(kind, actor, phase=phase, payload=payload, **fields)
+        if self._shared is not None:
+            self._shared.push(self._state)
+        return event
 
     def _land(
         self,

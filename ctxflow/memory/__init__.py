@@ -3,7 +3,26 @@
 The short-term tier is the conversation itself; the long-term tiers
 (episodic, semantic, procedural) live in the layered state
 (:class:`ctxflow.layers.MemoryLayer`) and so in every checkpoint.
+
+- :class:`Consolidator` (the engine's default): on entering reflection, on
+  finishing and after a compression, an episode for the span since the last
+  consolidation, the facts stated, the procedures learned
+  (:func:`learn_procedures`), all bounded by :class:`MemoryLimits`;
+- the memory tool (:data:`MEMORY_TOOL`, :func:`handle_memory`): the model
+  views, searches, writes, updates and deletes its own memory
+  (``run_agent(..., memory_tool=True)``);
+- memory across sessions (:class:`SharedMemory`, :func:`shared_memory_for`):
+  items scoped ``"user"`` or ``"project"`` are kept per :class:`Owner` on the
+  same stores, and an engine given ``shared_memory=`` and ``owners=`` starts
+  with them.
+
+``RedisSharedMemory`` loads on first use (``redis`` is an optional extra).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ctxflow.memory._consolidate import (
     CONSOLIDATION_PREFIX,
@@ -14,13 +33,62 @@ from ctxflow.memory._consolidate import (
     item_line,
     with_counts,
 )
+from ctxflow.memory._procedures import (
+    failure_signal,
+    learn_procedures,
+    load_procedures,
+    procedures_from_plain,
+    success_signal,
+)
+from ctxflow.memory._shared import (
+    InMemorySharedMemory,
+    Owner,
+    SharedItems,
+    SharedMemory,
+    shared_memory_for,
+)
+from ctxflow.memory._shared_sqlite import SQLiteSharedMemory
+from ctxflow.memory._tool import (
+    MEMORY_TOOL,
+    MemoryOutcome,
+    anthropic_memory_tool,
+    handle_memory,
+    openai_memory_tool,
+)
+
+if TYPE_CHECKING:
+    from ctxflow.memory._shared_redis import RedisSharedMemory
 
 __all__ = [
     "CONSOLIDATION_PREFIX",
+    "MEMORY_TOOL",
     "SESSION_EPISODE",
     "Consolidator",
+    "InMemorySharedMemory",
     "MemoryLimits",
+    "MemoryOutcome",
+    "Owner",
+    "RedisSharedMemory",
+    "SQLiteSharedMemory",
+    "SharedItems",
+    "SharedMemory",
+    "anthropic_memory_tool",
     "bound",
+    "failure_signal",
+    "handle_memory",
     "item_line",
+    "learn_procedures",
+    "load_procedures",
+    "openai_memory_tool",
+    "procedures_from_plain",
+    "shared_memory_for",
+    "success_signal",
     "with_counts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``RedisSharedMemory`` on first use (see the module docstring)."""
+    if name == "RedisSharedMemory":
+        return importlib.import_module("ctxflow.memory._shared_redis").RedisSharedMemory
+    raise AttributeError(f"module 'ctxflow.memory' has no attribute {name!r}")
