@@ -160,7 +160,7 @@ def test_owners_need_a_shared_memory_and_one_per_kind() -> None:
         _engine(InMemorySharedMemory(), (ALICE, BOB))
     with pytest.raises(PolicyError, match="at least one owner"):
         _engine(InMemorySharedMemory(), ())
-    with pytest.raises(PolicyError, match="memory_limits|MemoryLimits"):
+    with pytest.raises(PolicyError, match=r"memory_limits|MemoryLimits"):
         _engine(memory_limits={"facts": 3})
 
 
