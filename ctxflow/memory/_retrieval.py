@@ -1,0 +1,380 @@
+"""Retrieval by relevance: which memory items a window shows when not all of them fit.
+
+When the memory allocation of a window cannot hold every fact, episode and
+procedure, items are ranked by their relevance to the task and the latest turn,
+then by importance, then by recency, and the best that fit are kept.
+
+Relevance comes from a :class:`Retriever`; the default is :class:`BM25Retriever`,
+Okapi BM25 (Lucene's variant) computed by the ``bm25s`` library over terms that
+are lower-cased, split on anything that is not a letter or digit, stripped of
+English stop words and stemmed with the Snowball English stemmer (PyStemmer), so
+"deploys", "deployed" and "deployment" all match "deploy". Nothing is downloaded.
+
+Gotchas:
+
+- The same memory is ranked every turn, so a retriever keeps the indexes of the
+  last few document lists (keyed by the exact tuple of texts); changing one item
+  builds a new index. Build cost is linear in the texts; querying a built index
+  is a sparse sum over the query's terms.
+- Relevance is normalised per call: the best-matching text has relevance 1.0
+  and the others a fraction of it, so scores are comparable only within one call.
+- :func:`choose` returns items in their original order, not rank order, so a
+  rendered memory block moves as little as possible from one turn to the next.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import attrs
+import Stemmer  # type: ignore[import-not-found]
+
+from ctxflow.errors import PolicyError
+
+__all__ = [
+    "IMPORTANCE_WEIGHT",
+    "RECENCY_WEIGHT",
+    "RELEVANCE_WEIGHT",
+    "BM25Retriever",
+    "Ranked",
+    "Retriever",
+    "choose",
+    "rank",
+    "tokenize",
+]
+
+#: Weight of normalised relevance (0..1) in a ranked item's score: the dominant part.
+RELEVANCE_WEIGHT = 0.7
+#: Weight of importance (0..1) in a ranked item's score.
+IMPORTANCE_WEIGHT = 0.2
+#: Weight of recency (0..1, 1 = newest) in a ranked item's score.
+RECENCY_WEIGHT = 0.1
+
+_REASON_TERMS = 5
+
+# Common English function words; question words ("which", "where") included,
+# since questions are the usual query.
+# fmt: off
+_STOP_WORDS = frozenset([
+    "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any",
+    "are", "aren", "as", "at", "be", "because", "been", "before", "being", "below", "between",
+    "both", "but", "by", "can", "cannot", "could", "couldn", "did", "didn", "do", "does", "doesn",
+    "doing", "don", "down", "during", "each", "either", "else", "ever", "few", "for", "from",
+    "further", "get", "gets", "got", "had", "hadn", "has", "hasn", "have", "haven", "having", "he",
+    "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into",
+    "is", "isn", "it", "its", "itself", "just", "let", "ll", "me", "might", "more", "most", "must",
+    "mustn", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or",
+    "other", "ought", "our", "ours", "ourselves", "out", "over", "please", "re", "s",
+    "same", "shall", "shan", "she", "should", "shouldn", "so", "some", "such", "t", "than", "that",
+    "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "us", "ve", "very", "was", "wasn",
+    "we", "were", "weren", "what", "whats", "when", "where", "which", "while", "who", "whom",
+    "whose", "why", "will", "with", "won", "would", "wouldn", "you", "your", "yours", "yourself",
+    "yourselves",
+])
+# fmt: on
+_WORD = re.compile(r"[^\W_]+")
+_STEMMER_LOCK = threading.Lock()
+_STEMMER: Any = Stemmer.Stemmer("english")
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in _WORD.findall(text.lower()) if word not in _STOP_WORDS]
+
+
+def _stem(words: list[str]) -> list[str]:
+    # A PyStemmer object is not safe to share between threads.
+    with _STEMMER_LOCK:
+        stems: list[str] = _STEMMER.stemWords(words)
+    return stems
+
+
+def tokenize(text: str) -> list[str]:
+    """The index terms of ``text``: lower-cased words and numbers, stop words dropped, stemmed."""
+    return _stem(_words(text))
+
+
+@lru_cache(maxsize=8)
+def _term_sets(documents: tuple[str, ...]) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(tokenize(document)) for document in documents)
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Scores texts by their relevance to a query."""
+
+    def scores(self, documents: Sequence[str], query: str) -> list[float]:
+        """One score per document, in order; higher is more relevant, equal inputs score equally."""
+        ...
+
+
+class _Index(NamedTuple):
+    model: Any  # a bm25s.BM25, or None when no document has a term
+    vocabulary: dict[str, int]
+    size: int
+
+
+class BM25Retriever:
+    """Okapi BM25 relevance (the ``bm25s`` library), with an LRU of indexes per document list.
+
+    ``k1`` and ``b`` are BM25's term-saturation and length-normalisation
+    parameters; ``cache_size`` is how many document lists keep their index.
+    Safe to share between threads.
+    """
+
+    def __init__(self, *, k1: float = 1.5, b: float = 0.75, cache_size: int = 4) -> None:
+        if not (math.isfinite(k1) and k1 > 0):
+            raise PolicyError(f"'k1' must be a positive number (got {k1!r})", rule="bm25_k1", k1=k1)
+        if not (math.isfinite(b) and 0 <= b <= 1):
+            raise PolicyError(f"'b' must be a number in [0, 1] (got {b!r})", rule="bm25_b", b=b)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise PolicyError(
+                f"'cache_size' must be a positive integer (got {cache_size!r})",
+                rule="bm25_cache_size",
+                cache_size=cache_size,
+            )
+        self.k1 = k1
+        self.b = b
+        self.cache_size = cache_size
+        self._indexes: OrderedDict[tuple[str, ...], _Index] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BM25Retriever(k1={self.k1!r}, b={self.b!r}, cache_size={self.cache_size!r})"
+
+    def scores(self, documents: Sequence[str], query: str) -> list[float]:
+        """BM25 score of each document for ``query`` (all zeros when nothing can match)."""
+        key = tuple(documents)
+        if not key:
+            return []
+        terms = tokenize(query)
+        if not terms:
+            return [0.0] * len(key)
+        index = self._index(key)
+        ids = [index.vocabulary[term] for term in terms if term in index.vocabulary]
+        if not ids or index.model is None:
+            return [0.0] * index.size
+        found: list[float] = index.model.get_scores_from_ids(ids).tolist()
+        return found
+
+    def _index(self, documents: tuple[str, ...]) -> _Index:
+        with self._lock:
+            index = self._indexes.get(documents)
+            if index is not None:
+                self._indexes.move_to_end(documents)
+                return index
+        index = self._build(documents)
+        with self._lock:
+            self._indexes[documents] = index
+            self._indexes.move_to_end(documents)
+            while len(self._indexes) > self.cache_size:
+                self._indexes.popitem(last=False)
+        return index
+
+    def _build(self, documents: tuple[str, ...]) -> _Index:
+        corpus = [tokenize(document) for document in documents]
+        if not any(corpus):
+            # bm25s divides by the mean length, which is zero here.
+            return _Index(None, {}, len(documents))
+        import bm25s  # type: ignore[import-untyped]  # numpy-backed: loaded on first use only
+
+        model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
+        model.index(corpus, create_empty_token=False, show_progress=False)
+        return _Index(model, dict(model.vocab_dict), len(documents))
+
+
+_DEFAULT_RETRIEVER = BM25Retriever()
+
+
+@attrs.frozen(kw_only=True)
+class Ranked:
+    """One text's place in a ranking.
+
+    ``index`` is its position in the input, ``score`` the combined score that
+    orders the ranking, ``relevance`` its relevance normalised to 0..1 within the
+    call, and ``reason`` a short account of both (for ``ctxflow window --explain``).
+    """
+
+    index: int
+    score: float
+    relevance: float
+    reason: str
+
+
+def rank(
+    texts: Sequence[str],
+    query: str,
+    *,
+    importance: Sequence[float] | None = None,
+    recency: Sequence[float] | None = None,
+    retriever: Retriever | None = None,
+) -> list[Ranked]:
+    """Rank ``texts`` for ``query``, best first.
+
+    The score is ``RELEVANCE_WEIGHT * relevance + IMPORTANCE_WEIGHT * importance
+    + RECENCY_WEIGHT * recency``, where relevance is the retriever's score divided
+    by the best one (negative scores count as zero), and importance and recency
+    are numbers in [0, 1] per text (missing: zero). Equal scores are ordered by
+    recency, then by position, later first. A query with no terms ranks by
+    importance and recency alone. The default retriever is a shared
+    :class:`BM25Retriever`.
+    """
+    count = len(texts)
+    importances = _unit_values(importance, count, "importance")
+    recencies = _unit_values(recency, count, "recency")
+    if count == 0:
+        return []
+    raw = (retriever or _DEFAULT_RETRIEVER).scores(texts, query)
+    relevances = _normalised(raw, count)
+    query_stems = _query_stems(query)
+    term_sets = _term_sets(tuple(texts)) if any(relevances) and query_stems else None
+    ranked: list[tuple[float, float, int, Ranked]] = []
+    for position in range(count):
+        relevance = relevances[position]
+        weight = importances[position] if importances is not None else 0.0
+        fresh = recencies[position] if recencies is not None else 0.0
+        score = RELEVANCE_WEIGHT * relevance + IMPORTANCE_WEIGHT * weight + RECENCY_WEIGHT * fresh
+        reason = _reason(
+            relevance,
+            _matched(query_stems, term_sets[position])
+            if term_sets is not None and relevance > 0
+            else [],
+            None if importances is None else weight,
+            None if recencies is None else fresh,
+        )
+        ranked.append(
+            (
+                -score,
+                -fresh,
+                -position,
+                Ranked(index=position, score=score, relevance=relevance, reason=reason),
+            )
+        )
+    ranked.sort(key=lambda entry: entry[:3])
+    return [entry[3] for entry in ranked]
+
+
+def choose(
+    texts: Sequence[str],
+    query: str,
+    *,
+    sizes: Sequence[int],
+    allowance: int,
+    importance: Sequence[float] | None = None,
+    recency: Sequence[float] | None = None,
+    retriever: Retriever | None = None,
+) -> list[Ranked]:
+    """The best-ranked texts whose ``sizes`` add up to at most ``allowance``, in input order.
+
+    Texts are taken in :func:`rank` order; one that does not fit in what is left
+    is skipped and later, smaller ones may still be taken.
+    """
+    if len(sizes) != len(texts):
+        raise PolicyError(
+            f"'sizes' must have one entry per text ({len(texts)}) (got {len(sizes)})",
+            rule="retrieval_lengths",
+            expected=len(texts),
+            got=len(sizes),
+        )
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PolicyError(
+                f"'sizes' must be non-negative integers (got {size!r})",
+                rule="retrieval_size",
+                size=size,
+            )
+    if isinstance(allowance, bool) or not isinstance(allowance, int) or allowance < 0:
+        raise PolicyError(
+            f"'allowance' must be a non-negative integer (got {allowance!r})",
+            rule="retrieval_allowance",
+            allowance=allowance,
+        )
+    left = allowance
+    chosen: list[Ranked] = []
+    for item in rank(texts, query, importance=importance, recency=recency, retriever=retriever):
+        size = sizes[item.index]
+        if size <= left:
+            chosen.append(item)
+            left -= size
+    chosen.sort(key=lambda item: item.index)
+    return chosen
+
+
+def _unit_values(values: Sequence[float] | None, count: int, name: str) -> list[float] | None:
+    if values is None:
+        return None
+    if len(values) != count:
+        raise PolicyError(
+            f"{name!r} must have one entry per text ({count}) (got {len(values)})",
+            rule="retrieval_lengths",
+            expected=count,
+            got=len(values),
+        )
+    checked: list[float] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise PolicyError(
+                f"{name!r} values must be numbers in [0, 1] (got {value!r})",
+                rule=f"retrieval_{name}",
+                value=value,
+            )
+        checked.append(float(value))
+    return checked
+
+
+def _normalised(raw: Sequence[float], count: int) -> list[float]:
+    if len(raw) != count:
+        raise PolicyError(
+            f"a retriever must return one score per text ({count}) (got {len(raw)})",
+            rule="retriever_scores",
+            expected=count,
+            got=len(raw),
+        )
+    clamped: list[float] = []
+    for value in raw:
+        number = float(value)
+        if not math.isfinite(number):
+            raise PolicyError(
+                f"a retriever's scores must be finite numbers (got {value!r})",
+                rule="retriever_scores",
+                value=value,
+            )
+        clamped.append(max(number, 0.0))
+    best = max(clamped)
+    if best <= 0:
+        return [0.0] * count
+    return [value / best for value in clamped]
+
+
+def _query_stems(query: str) -> list[tuple[str, str]]:
+    """Each distinct stem of ``query`` with the first word that produced it, in query order."""
+    words = _words(query)
+    seen: dict[str, str] = {}
+    for stem, word in zip(_stem(words), words, strict=True):
+        seen.setdefault(stem, word)
+    return list(seen.items())
+
+
+def _matched(query_stems: list[tuple[str, str]], terms: frozenset[str]) -> list[str]:
+    return [word for stem, word in query_stems if stem in terms]
+
+
+def _reason(
+    relevance: float, terms: list[str], importance: float | None, recency: float | None
+) -> str:
+    parts = [f"relevance {relevance:.2f}"]
+    if terms:
+        shown = terms[:_REASON_TERMS]
+        more = ", …" if len(terms) > _REASON_TERMS else ""
+        parts[0] += f" ({', '.join(shown)}{more})"
+    if importance is not None:
+        parts.append(f"importance {importance:.2f}")
+    if recency is not None:
+        parts.append(f"recency {recency:.2f}")
+    return ", ".join(parts)
