@@ -4,13 +4,13 @@ ladders, the memory consolidator and the budget planner over ``ctxflow.budget`` 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from ctxflow.budget import DEFAULT_POLICY, BudgetPolicy, Window, build_window, plan_budget
 from ctxflow.compression import CompressionResult, Ladder, fixed_tokens
-from ctxflow.errors import PolicyError
-from ctxflow.layers import LayeredState
+from ctxflow.errors import BudgetExceeded, PolicyError
+from ctxflow.layers import Layer, LayeredState
 from ctxflow.memory import Consolidator, MemoryLimits
 from ctxflow.model import Conversation
 from ctxflow.protocols import TokenCounter
@@ -106,16 +106,32 @@ class DefaultSeams:
         *,
         phase: str,
         policy: object,
-    ) -> CompressionResult | Awaitable[CompressionResult] | None:
+    ) -> CompressionResult | Awaitable[CompressionResult | None] | None:
         flexible = getattr(allocation, "flexible", None)
         if not isinstance(flexible, int) or flexible <= 0:
             return None
-        ladder = self.ladder(phase)
+        # The flexible budget holds the messages the ladder never compresses (``fixed``: the
+        # original request, pinned and system messages) and what long-term memory renders;
+        # the ladder's fractions are of what is left for the rest, so it fires before the
+        # window's selector would have to leave turns out. When even its hard limit cannot be
+        # met that way, the ladder runs against the whole flexible budget, if that needs it at
+        # all (and the selector fits the rest), as it would without the room taken first.
         fixed = fixed_tokens(conversation)
-        if not ladder.guard(conversation, budget=flexible, fixed=fixed):
+        room = max(1, flexible - fixed - _memory_tokens(state, allocation))
+        ladder = self.ladder(phase)
+        if not ladder.guard(conversation, budget=room, fixed=fixed):
             return None
-        run = ladder.arun if self._async else ladder.run
-        return run(conversation, state, budget=flexible, fixed=fixed, turn=state.runtime.step)
+        turn = state.runtime.step
+        if self._async:
+            return _arun_with_fallback(ladder, conversation, state, room, flexible, fixed, turn)
+        try:
+            return ladder.run(conversation, state, budget=room, fixed=fixed, turn=turn)
+        except BudgetExceeded:
+            if room >= flexible:
+                raise
+            if not ladder.guard(conversation, budget=flexible, fixed=fixed):
+                return None
+            return ladder.run(conversation, state, budget=flexible, fixed=fixed, turn=turn)
 
     def _consolidate(
         self, conversation: Conversation, state: LayeredState
@@ -151,3 +167,33 @@ class DefaultSeams:
             "budget": self.budget,
             "policy": cast(BudgetPolicy, DEFAULT_POLICY if policy is None else policy),
         }
+
+
+def _memory_tokens(state: LayeredState, allocation: AllocationLike) -> int:
+    """The tokens long-term memory renders at most: its items' cached counts, capped."""
+    memory = state.memory
+    total = sum(e.tokens for e in memory.episodic)
+    total += sum(f.tokens for f in memory.semantic) + sum(p.tokens for p in memory.procedural)
+    layers = getattr(allocation, "layers", None)
+    cap = layers.get(Layer.MEMORY) if isinstance(layers, Mapping) else None
+    return min(total, cap) if isinstance(cap, int) else total
+
+
+async def _arun_with_fallback(
+    ladder: Ladder,
+    conversation: Conversation,
+    state: LayeredState,
+    room: int,
+    flexible: int,
+    fixed: int,
+    turn: int,
+) -> CompressionResult | None:
+    """The async guard's run (see ``DefaultSeams._guard``)."""
+    try:
+        return await ladder.arun(conversation, state, budget=room, fixed=fixed, turn=turn)
+    except BudgetExceeded:
+        if room >= flexible:
+            raise
+        if not ladder.guard(conversation, budget=flexible, fixed=fixed):
+            return None
+        return await ladder.arun(conversation, state, budget=flexible, fixed=fixed, turn=turn)
