@@ -42,6 +42,7 @@ __all__ = [
     "Tier",
     "ToolDef",
     "WorkBuffer",
+    "memory_line",
 ]
 
 
@@ -119,6 +120,10 @@ def _scope(value: object) -> str:
     return str(value)
 
 
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _importance(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise FormatError(
@@ -138,7 +143,7 @@ class Episode:
 
     id: str
     summary: str
-    span: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    span: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     step: int = 0
     importance: float = attrs.field(default=0.5, converter=_importance)
     tokens: int = 0
@@ -173,12 +178,21 @@ class Procedure:
     name: str
     steps: str
     source: str | None = None
-    evidence: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    evidence: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     seen: int = 0
     scope: str = attrs.field(default="session", converter=_scope)
     step: int = 0
     importance: float = attrs.field(default=0.5, converter=_importance)
     tokens: int = 0
+
+
+def memory_line(item: Episode | Fact | Procedure) -> str:
+    """The text a memory item renders as in the window's memory sections."""
+    if isinstance(item, Episode):
+        return f"- [{item.id}] {item.summary}"
+    if isinstance(item, Fact):
+        return f"- {item.key}: {item.value}"
+    return f"### {item.name}\n{item.steps}"
 
 
 @attrs.frozen(kw_only=True)

@@ -26,7 +26,7 @@ from ctxflow.budget._policy import (
     LayerRatios,
     TierWeights,
 )
-from ctxflow.budget._render import RenderedContext, middle_trim, render_context
+from ctxflow.budget._render import ChooseMemory, RenderedContext, middle_trim, render_context
 from ctxflow.budget._scoring import (
     DEFAULT_WEIGHTS,
     Category,
@@ -50,6 +50,7 @@ __all__ = [
     "Allocation",
     "BudgetPolicy",
     "Category",
+    "ChooseMemory",
     "Exclusion",
     "FixedCosts",
     "LayerRatios",

@@ -21,12 +21,19 @@ task statement and pinned items are fixed costs and are always rendered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from ctxflow.layers import LayeredState
+from ctxflow.layers import Episode, Fact, LayeredState, Procedure, memory_line
 from ctxflow.protocols import TokenCounter
+
+MemoryItem = Episode | Fact | Procedure
+#: Picks a memory tier's items for a window: (tier, items, their lines, their sizes,
+#: allowance) → the indexes kept, in render order, each with why it was kept.
+ChooseMemory = Callable[
+    [str, Sequence[MemoryItem], Sequence[str], Sequence[int], int], list[tuple[int, str]]
+]
 
 __all__ = ["RenderedContext", "middle_trim", "render_context", "trim_marker"]
 
@@ -74,17 +81,25 @@ class RenderedContext:
     dropped: Mapping[str, int]
     #: The task section, for the system text ("" when the task is empty).
     task: str = ""
+    #: Per memory tier that was chosen by relevance, why each kept item was chosen.
+    chosen: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 def _fill(
-    entries: Sequence[str], allowance: int, counter: TokenCounter, *, newest_first: bool
+    entries: Sequence[str],
+    allowance: int,
+    counter: TokenCounter,
+    *,
+    newest_first: bool,
+    sizes: Sequence[int] | None = None,
 ) -> tuple[list[str], int, int]:
-    order = list(reversed(entries)) if newest_first else list(entries)
+    known = sizes if sizes is not None else [counter.count(entry) + 1 for entry in entries]
+    pairs = list(zip(entries, known, strict=True))
+    order = list(reversed(pairs)) if newest_first else pairs
     kept: list[str] = []
     used = 0
     dropped = 0
-    for entry in order:
-        size = counter.count(entry) + 1
+    for entry, size in order:
         if used + size <= allowance:
             kept.append(entry)
             used += size
@@ -96,16 +111,24 @@ def _fill(
 
 
 def render_context(
-    state: LayeredState, *, counter: TokenCounter, allowances: Mapping[str, int]
+    state: LayeredState,
+    *,
+    counter: TokenCounter,
+    allowances: Mapping[str, int],
+    choose: ChooseMemory | None = None,
 ) -> RenderedContext:
     """Render ``state``'s context blocks within per-section ``allowances`` (tokens).
 
     Sections: ``runtime``, ``episodic``, ``semantic``, ``procedural``,
-    ``documents``, ``work``; the task section is always rendered.
+    ``documents``, ``work``; the task section is always rendered. A memory
+    tier whose items do not all fit keeps the newest that do, or, given
+    ``choose``, the items it picks (by relevance: the engine passes one).
+    Each item's cached token count is used when it has one.
     """
     sections: list[str] = []
     used: dict[str, int] = {}
     dropped: dict[str, int] = {}
+    chosen: dict[str, tuple[str, ...]] = {}
 
     task_text = ""
     task = state.task
@@ -131,20 +154,28 @@ def render_context(
         dropped["runtime"] = 1
 
     memory = state.memory
-    tiers: list[tuple[str, str, list[str]]] = [
-        ("episodic", "## Episodic memory", [f"- [{e.id}] {e.summary}" for e in memory.episodic]),
-        ("semantic", "## Semantic memory", [f"- {f.key}: {f.value}" for f in memory.semantic]),
-        (
-            "procedural",
-            "## Procedural memory",
-            [f"### {p.name}\n{p.steps}" for p in memory.procedural],
-        ),
+    tiers: list[tuple[str, str, Sequence[MemoryItem]]] = [
+        ("episodic", "## Episodic memory", memory.episodic),
+        ("semantic", "## Semantic memory", memory.semantic),
+        ("procedural", "## Procedural memory", memory.procedural),
     ]
-    for name, heading, entries in tiers:
-        if not entries:
+    for name, heading, items in tiers:
+        if not items:
             continue
+        entries = [memory_line(item) for item in items]
         allowance = allowances.get(name, 0) - counter.count(heading) - 1
-        kept, spent, lost = _fill(entries, allowance, counter, newest_first=True)
+        sizes = [
+            item.tokens or counter.count(entry) + 1
+            for item, entry in zip(items, entries, strict=True)
+        ]
+        if choose is not None and sum(sizes) > allowance:
+            picked = choose(name, items, entries, sizes, max(0, allowance))
+            kept = [entries[k] for k, _ in picked]
+            spent = sum(sizes[k] for k, _ in picked)
+            lost = len(entries) - len(kept)
+            chosen[name] = tuple(reason for _, reason in picked)
+        else:
+            kept, spent, lost = _fill(entries, allowance, counter, newest_first=True, sizes=sizes)
         if kept:
             sections.append("\n".join([heading, *kept]))
             used[name] = spent + counter.count(heading) + 1
@@ -198,6 +229,6 @@ def render_context(
             used["work"] = counter.count(text)
 
     if not sections:
-        return RenderedContext(text="", used=used, dropped=dropped, task=task_text)
+        return RenderedContext(text="", used=used, dropped=dropped, task=task_text, chosen=chosen)
     text = "<context>\n" + "\n\n".join(sections) + "\n</context>"
-    return RenderedContext(text=text, used=used, dropped=dropped, task=task_text)
+    return RenderedContext(text=text, used=used, dropped=dropped, task=task_text, chosen=chosen)

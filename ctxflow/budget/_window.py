@@ -55,7 +55,7 @@ from ctxflow.budget._allocation import (
     tools_json,
 )
 from ctxflow.budget._policy import BudgetPolicy
-from ctxflow.budget._render import render_context
+from ctxflow.budget._render import ChooseMemory, render_context
 from ctxflow.budget._scoring import DEFAULT_WEIGHTS, ScoreWeights
 from ctxflow.budget._selection import Exclusion, _index, _select
 from ctxflow.errors import BudgetExceeded
@@ -88,6 +88,8 @@ class WindowReport:
     message_budget: int
     excluded: Mapping[str, Exclusion]
     dropped_blocks: Mapping[str, int]
+    #: per memory tier chosen by relevance, why each kept item was chosen
+    memory_chosen: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     #: the order the window lent leftover message budget in (``BudgetPolicy.lending``)
     lending: tuple[str, ...] = ()
 
@@ -219,8 +221,12 @@ def build_window(
     policy: BudgetPolicy = DEFAULT_POLICY,
     measure: Measure | None = None,
     weights: ScoreWeights = DEFAULT_WEIGHTS,
+    choose_memory: ChooseMemory | None = None,
 ) -> Window:
     """Build the window for one call in ``phase``, within ``budget`` or the profile's input budget.
+
+    ``choose_memory`` picks a memory tier's items when they do not all fit
+    (None: the newest that fit; the engine passes a relevance ranking).
 
     Raises :class:`~ctxflow.errors.PolicyError` for an unknown phase (when the
     policy restricts phases) or an unusable budget, and
@@ -276,7 +282,7 @@ def build_window(
         "documents": layers[Layer.EVIDENCE],
         "work": layers[Layer.WORK],
     }
-    rendered = render_context(state, counter=count, allowances=allowances)
+    rendered = render_context(state, counter=count, allowances=allowances, choose=choose_memory)
     stream_demand = sum(index.full)
     surplus = (
         allocation.tiers[Tier.SHORT_TERM] + layers[Layer.EVIDENCE] + layers[Layer.WORK]
@@ -285,7 +291,9 @@ def build_window(
         for name in _SECTIONS_LEND_ORDER:
             if name in rendered.dropped:
                 allowances[name] += surplus
-                rendered = render_context(state, counter=count, allowances=allowances)
+                rendered = render_context(
+                    state, counter=count, allowances=allowances, choose=choose_memory
+                )
                 break
     system = _join(prompt, rendered.task)
     system_tokens = (count.count(system) if system else 0) + _late(count, measure, rendered.text)
@@ -362,6 +370,7 @@ def build_window(
         excluded=selection.excluded,
         dropped_blocks=dict(rendered.dropped),
         lending=lending,
+        memory_chosen=dict(rendered.chosen),
     )
     return Window(
         system=system,

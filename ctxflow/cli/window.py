@@ -154,6 +154,9 @@ def _explain(window: Window, engine: Engine, *, turn: int, turns: int, phase: st
             )
     else:
         lines.append("left out, masked or trimmed: nothing")
+    for tier, reasons in report.memory_chosen.items():
+        lines.append(f"{tier} memory chosen by relevance to the task and the latest turn:")
+        lines.extend(f"  {reason}" for reason in reasons)
     dropped = ", ".join(f"{name} {n}" for name, n in report.dropped_blocks.items())
     lines.append(f"context blocks that did not fit their allocation: {dropped or 'none'}")
     lines.append(f"tools phase {phase} allows: {', '.join(window.allowed_tools) or 'none'}")

@@ -12,6 +12,7 @@ from ctxflow.compression import CompressionResult, Ladder, fixed_tokens
 from ctxflow.errors import BudgetExceeded, PolicyError
 from ctxflow.layers import Layer, LayeredState
 from ctxflow.memory import Consolidator, MemoryLimits
+from ctxflow.memory._choosing import memory_query, relevance_chooser
 from ctxflow.model import Conversation
 from ctxflow.protocols import TokenCounter
 from ctxflow.tokens import ModelProfile
@@ -155,8 +156,17 @@ class DefaultSeams:
     def _build_window(
         self, conversation: Conversation, state: LayeredState, *, phase: str, policy: object
     ) -> Window:
+        memory = state.memory
+        choose = None
+        if memory.episodic or memory.semantic or memory.procedural:
+            choose = relevance_chooser(memory_query(state, conversation))
         return build_window(
-            state, conversation, phase=phase, measure=self.measure, **self._sizing(policy)
+            state,
+            conversation,
+            phase=phase,
+            measure=self.measure,
+            choose_memory=choose,
+            **self._sizing(policy),
         )
 
     def _sizing(self, policy: object) -> _Sizing:

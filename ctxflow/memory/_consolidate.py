@@ -33,7 +33,7 @@ import attrs
 
 from ctxflow._checks import number_field
 from ctxflow.compression import ExtractiveSummarizer, extract_facts
-from ctxflow.layers import Episode, Fact, LayeredState, MemoryLayer, Procedure
+from ctxflow.layers import Episode, Fact, LayeredState, MemoryLayer, Procedure, memory_line
 from ctxflow.model import Conversation, Message, Role
 from ctxflow.protocols import AsyncSummarizer, Summarizer, TokenCounter
 
@@ -65,11 +65,7 @@ class MemoryLimits:
 
 def item_line(item: Episode | Fact | Procedure) -> str:
     """The line a memory item renders as in the window's memory sections."""
-    if isinstance(item, Episode):
-        return f"- [{item.id}] {item.summary}"
-    if isinstance(item, Fact):
-        return f"- {item.key}: {item.value}"
-    return f"### {item.name}\n{item.steps}"
+    return memory_line(item)
 
 
 def with_counts(memory: MemoryLayer, counter: TokenCounter) -> MemoryLayer:

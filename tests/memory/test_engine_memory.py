@@ -245,3 +245,26 @@ def test_bound_merges_restated_facts_and_retires_the_least_important() -> None:
     )
     kept = bound(memory, MemoryLimits(facts=2)).semantic
     assert [f.key for f in kept] == ["b", "d"]
+
+
+def test_the_window_keeps_the_memory_relevant_to_the_task_when_not_all_fits() -> None:
+    """With more facts than the memory allocation holds, the window keeps the relevant one
+    (BM25 over the task and the latest user turn) and the report says why."""
+    facts = [
+        Fact(key=f"service-{k}", value=f"the {name} service listens on port {8000 + k}", step=k)
+        for k, name in enumerate(["billing", "search", "auth", "mail", "queue"] * 60)
+    ]
+    facts.append(
+        Fact(key="staging-db", value="the staging database host is db-stg-07.internal", step=0)
+    )
+    engine = Engine(
+        state=LayeredState(system=SystemLayer(prompt="Be careful.")).with_facts(facts),
+        budget=4_000,
+    )
+    engine.add_message(Message.user("Connect to the staging database and check the schema."))
+    window = engine.window(phase="execution")
+    assert "db-stg-07.internal" in window.context
+    assert window.tokens <= 4_000
+    reasons = window.report.memory_chosen["semantic"]
+    assert any(r.startswith("staging-db: relevance") for r in reasons)
+    assert len(reasons) < len(facts)
