@@ -26,6 +26,11 @@ EXPECTED = {
     "anthropic_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
     "openai_loop.py": ["model: scripted", "answer: The sentence has 5 words."],
     "custom_chart.py": ["approve:     review -> done"],
+    "memory_across_sessions.py": [
+        "memory in the last request: True",
+        "a new session of alice starts with: postgres at db-stg-07.internal:5432",
+        "erased 1 item(s); the next session has it: False",
+    ],
     "compress_and_recall.py": [
         "rungs used: trim, clear, truncate",
         "within target: True",
