@@ -18,6 +18,7 @@ reference and a failed transition leave it untouched. ``to_plain`` and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "Tier",
     "ToolDef",
     "WorkBuffer",
+    "memory_digest",
     "memory_line",
 ]
 
@@ -186,6 +188,11 @@ class Procedure:
     tokens: int = 0
 
 
+def memory_digest(item: Episode | Fact | Procedure) -> str:
+    """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds)."""
+    return hashlib.blake2b(memory_line(item).encode(), digest_size=8).hexdigest()
+
+
 def memory_line(item: Episode | Fact | Procedure) -> str:
     """The text a memory item renders as in the window's memory sections."""
     if isinstance(item, Episode):
@@ -197,11 +204,25 @@ def memory_line(item: Episode | Fact | Procedure) -> str:
 
 @attrs.frozen(kw_only=True)
 class MemoryLayer:
-    """L3's stored tiers (the short-term tier is the conversation itself)."""
+    """L3's stored tiers (the short-term tier is the conversation itself).
+
+    ``settled`` holds the digests (:func:`memory_digest`) of the items as
+    they were when memory was last settled (at a compression, where the
+    prompt-cache prefix breaks anyway): those render in front of the
+    messages (the system text, cached with them); items written or changed
+    since render after them (the late context) until the next settle.
+    """
 
     episodic: tuple[Episode, ...] = ()
     semantic: tuple[Fact, ...] = ()
     procedural: tuple[Procedure, ...] = ()
+    settled: tuple[str, ...] = attrs.field(default=(), converter=_ids)
+
+    def settle(self) -> MemoryLayer:
+        """This memory with every item settled (see the class docstring)."""
+        items: list[Episode | Fact | Procedure] = [*self.episodic, *self.semantic]
+        items += self.procedural
+        return attrs.evolve(self, settled=tuple(sorted({memory_digest(i) for i in items})))
 
     def fact(self, key: str) -> Fact | None:
         """The latest fact stored under ``key``."""
@@ -334,6 +355,7 @@ class LayeredState:
                     episodic=tuple(Episode(**e) for e in memory.get("episodic", ())),
                     semantic=tuple(Fact(**f) for f in memory.get("semantic", ())),
                     procedural=tuple(Procedure(**p) for p in memory.get("procedural", ())),
+                    settled=tuple(memory.get("settled", ())),
                 ),
                 evidence=EvidenceLayer(
                     documents=tuple(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from ctxflow.layers import Episode, Fact, LayeredState, Procedure, memory_line
+from ctxflow.layers import Episode, Fact, LayeredState, Procedure, memory_digest, memory_line
 from ctxflow.protocols import TokenCounter
 
 MemoryItem = Episode | Fact | Procedure
@@ -79,7 +79,8 @@ class RenderedContext:
     text: str
     used: Mapping[str, int]
     dropped: Mapping[str, int]
-    #: The task section, for the system text ("" when the task is empty).
+    #: The stable sections, for the system text: the task, then settled long-term memory
+    #: (see ``MemoryLayer.settled``), which changes only at a compression ("" when empty).
     task: str = ""
     #: Per memory tier that was chosen by relevance, why each kept item was chosen.
     chosen: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
@@ -110,6 +111,32 @@ def _fill(
     return kept, used, dropped
 
 
+def _pick(
+    tier: str,
+    items: Sequence[MemoryItem],
+    entries: Sequence[str],
+    sizes: Sequence[int],
+    allowance: int,
+    choose: ChooseMemory | None,
+) -> tuple[list[str], int, list[str]]:
+    """The entries kept within ``allowance`` (by ``choose`` when not all fit), their cost, why."""
+    if choose is not None and sum(sizes) > allowance:
+        picked = choose(tier, items, entries, sizes, max(0, allowance))
+        return (
+            [entries[k] for k, _ in picked],
+            sum(sizes[k] for k, _ in picked),
+            [reason for _, reason in picked],
+        )
+    kept: list[str] = []
+    spent = 0
+    for entry, size in reversed(list(zip(entries, sizes, strict=True))):
+        if spent + size <= allowance:
+            kept.append(entry)
+            spent += size
+    kept.reverse()
+    return kept, spent, []
+
+
 def render_context(
     state: LayeredState,
     *,
@@ -120,7 +147,12 @@ def render_context(
     """Render ``state``'s context blocks within per-section ``allowances`` (tokens).
 
     Sections: ``runtime``, ``episodic``, ``semantic``, ``procedural``,
-    ``documents``, ``work``; the task section is always rendered. A memory
+    ``documents``, ``work``; the task section is always rendered. The task
+    and the settled memory (the items as ``MemoryLayer.settled`` holds them:
+    at the last compression) form the stable part (``task``: the system text, in
+    front of the messages); the rest — runtime, memory written since,
+    documents, the work buffer — is the late context (``text``: after the
+    messages, changing every step). A memory
     tier whose items do not all fit keeps the newest that do, or, given
     ``choose``, the items it picks (by relevance: the engine passes one).
     Each item's cached token count is used when it has one.
@@ -129,6 +161,8 @@ def render_context(
     used: dict[str, int] = {}
     dropped: dict[str, int] = {}
     chosen: dict[str, tuple[str, ...]] = {}
+    #: settled long-term memory: it changes only when a compression settles memory
+    stable: list[str] = []
 
     task_text = ""
     task = state.task
@@ -163,24 +197,40 @@ def render_context(
         if not items:
             continue
         entries = [memory_line(item) for item in items]
-        allowance = allowances.get(name, 0) - counter.count(heading) - 1
+        room = allowances.get(name, 0) - counter.count(heading) - 1
         sizes = [
             item.tokens or counter.count(entry) + 1
             for item, entry in zip(items, entries, strict=True)
         ]
-        if choose is not None and sum(sizes) > allowance:
-            picked = choose(name, items, entries, sizes, max(0, allowance))
-            kept = [entries[k] for k, _ in picked]
-            spent = sum(sizes[k] for k, _ in picked)
-            lost = len(entries) - len(kept)
-            chosen[name] = tuple(reason for _, reason in picked)
-        else:
-            kept, spent, lost = _fill(entries, allowance, counter, newest_first=True, sizes=sizes)
-        if kept:
-            sections.append("\n".join([heading, *kept]))
+        # settled items first (they render in front of the messages and must not move),
+        # then the newer ones with what is left
+        known = set(memory.settled)
+        settled = [k for k, item in enumerate(items) if memory_digest(item) in known]
+        newer = [k for k, item in enumerate(items) if memory_digest(item) not in known]
+        spent = lost = 0
+        reasons: list[str] = []
+        for part, target in ((settled, stable), (newer, sections)):
+            if not part:
+                continue
+            kept, cost, why = _pick(
+                name,
+                [items[k] for k in part],
+                [entries[k] for k in part],
+                [sizes[k] for k in part],
+                room - spent,
+                choose,
+            )
+            if kept:
+                target.append("\n".join([heading, *kept]))
+                spent += cost
+            lost += len(part) - len(kept)
+            reasons += why
+        if spent:
             used[name] = spent + counter.count(heading) + 1
         if lost:
             dropped[name] = lost
+        if reasons:
+            chosen[name] = tuple(reasons)
 
     documents = state.evidence.documents
     if documents:
@@ -228,6 +278,7 @@ def render_context(
             sections.append(text)
             used["work"] = counter.count(text)
 
+    task_text = "\n\n".join(part for part in (task_text, *stable) if part)
     if not sections:
         return RenderedContext(text="", used=used, dropped=dropped, task=task_text, chosen=chosen)
     text = "<context>\n" + "\n\n".join(sections) + "\n</context>"

@@ -29,8 +29,9 @@ stream's leftover goes to the phase's uses in order (``BudgetPolicy.lending``:
 execution shows more rounds whole, planning and reflection condense more of
 the older ones first); and when the whole stream needs less than the
 short-term, evidence and work allocations, the surplus is lent to the first
-context section that had to drop content, in the order work, episodic,
-semantic, procedural, documents, runtime.
+late-context section that had to drop content, in the order work,
+documents, runtime (never to memory, which renders in the system text and
+must stay the same from step to step).
 
 Tools: the window carries ``state.projected_tools()``; when the phase
 projects no tools but the history holds tool blocks, it carries every L0 tool
@@ -67,7 +68,9 @@ from ctxflow.tokens import ModelProfile, message_measure
 __all__ = ["LayerUsage", "Window", "WindowReport", "build_window", "window_measure"]
 
 
-_SECTIONS_LEND_ORDER = ("work", "episodic", "semantic", "procedural", "documents", "runtime")
+#: Late-context sections a surplus is lent to, in order. Memory is not: it renders in the
+#: system text, which must stay the same from step to step for the prompt cache.
+_SECTIONS_LEND_ORDER = ("work", "documents", "runtime")
 
 
 @attrs.frozen(kw_only=True)

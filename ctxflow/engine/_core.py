@@ -335,6 +335,11 @@ class Core(DefaultSeams, ContextOps):
                     )
                     pending.state = seams.checked_state(consolidated, "consolidator")
                     pending.intents.consolidate = True
+                if pending.compression is not None:
+                    # the prefix breaks here anyway: memory so far moves in front of the messages
+                    pending.state = attrs.evolve(
+                        pending.state, memory=pending.state.memory.settle()
+                    )
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:

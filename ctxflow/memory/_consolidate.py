@@ -81,6 +81,7 @@ def with_counts(memory: MemoryLayer, counter: TokenCounter) -> MemoryLayer:
         episodic=counted(memory.episodic),
         semantic=counted(memory.semantic),
         procedural=counted(memory.procedural),
+        settled=memory.settled,
     )
 
 
@@ -90,6 +91,7 @@ def bound(memory: MemoryLayer, limits: MemoryLimits) -> MemoryLayer:
         episodic=_bound_episodes(memory.episodic, limits.episodes),
         semantic=_bound_facts(memory.semantic, limits.facts),
         procedural=_keep_best(memory.procedural, limits.procedures),
+        settled=memory.settled,
     )
 
 
@@ -218,15 +220,24 @@ class Consolidator:
         step: int,
     ) -> LayeredState:
         memory = state.memory
-        episodes = tuple(e for e in memory.episodic if episode is None or e.id != episode.id)
-        if episode is not None:
-            episodes = (*episodes, episode)
+        episodes = memory.episodic
+        if episode is not None and episode.id == SESSION_EPISODE:
+            episodes = (*(e for e in episodes if e.id != SESSION_EPISODE), episode)
+        elif episode is not None:
+            taken = {e.id for e in episodes}
+            name, n = episode.id, 1
+            while name in taken:  # a second consolidation in one step
+                n += 1
+                name = f"{episode.id}-{n}"
+            episodes = (*episodes, attrs.evolve(episode, id=name))
         facts = [attrs.evolve(f, step=step) for f in extract_facts(span)]
         semantic = _merge_facts(memory.semantic, facts)
         procedural = memory.procedural
         if self.learn is not None:
             procedural = _merge_procedures(procedural, self.learn(conversation.messages, step))
-        merged = MemoryLayer(episodic=episodes, semantic=semantic, procedural=procedural)
+        merged = MemoryLayer(
+            episodic=episodes, semantic=semantic, procedural=procedural, settled=memory.settled
+        )
         memory = with_counts(bound(merged, self.limits), self.counter)
         return attrs.evolve(state, memory=memory)
 

@@ -68,7 +68,7 @@ class SharedSync:
                 procedures[procedure.name] = attrs.evolve(procedure, scope=kind)
         memory = attrs.evolve(
             memory, semantic=tuple(facts.values()), procedural=tuple(procedures.values())
-        )
+        ).settle()
         state = attrs.evolve(state, memory=memory)
         self._pushed = dict(self._scoped(state))
         return state

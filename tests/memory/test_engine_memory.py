@@ -55,8 +55,15 @@ def _engine(shared: Any = None, owners: tuple[Owner, ...] = (), **kwargs: Any) -
     )
 
 
-def _late(request: Any) -> str:
-    return str(request["messages"][-1]["content"][-1]["text"])
+def _memory_text(request: Any) -> str:
+    """Where an Anthropic request carries long-term memory: settled memory in the system
+    text, memory written since in the late context (the last user message's last block)."""
+    system = "\n".join(block["text"] for block in request["system"])
+    return system + "\n" + str(request["messages"][-1]["content"][-1]["text"])
+
+
+def _shown(window: Any) -> str:
+    return f"{window.system}\n{window.context}"
 
 
 def _write_run(engine: Engine) -> tuple[Any, ScriptedLLM]:
@@ -103,7 +110,7 @@ def test_a_users_fact_outlives_the_session_and_erasure_removes_it(
     engine = _engine(shared, (ALICE,), store=store)
     result, llm = _write_run(engine)
     assert result.finished
-    assert "db: postgres at db:5432" in _late(llm.requests[2])
+    assert "db: postgres at db:5432" in _memory_text(llm.requests[2])
     fact = engine.state.memory.fact("db")
     assert fact is not None and fact.scope == "user"
     assert shared.load(ALICE).facts[0].value == "postgres at db:5432"
@@ -116,7 +123,7 @@ def test_a_users_fact_outlives_the_session_and_erasure_removes_it(
     )
     assert len(engine.conversation.effective()) < before
     assert engine.state.memory.fact("db") == fact
-    assert "db: postgres at db:5432" in engine.window().context
+    assert "db: postgres at db:5432" in _shown(engine.window())
 
     # a restore of the latest checkpoint has it too
     again = Engine.from_checkpoint(store=store, session_id=engine.session_id, phases=PHASES)
@@ -125,7 +132,7 @@ def test_a_users_fact_outlives_the_session_and_erasure_removes_it(
     # a new session of the same user starts with it; another user's does not
     fresh = _engine(shared, (ALICE,), store=store)
     assert fresh.state.memory.fact("db") is not None
-    assert "db: postgres at db:5432" in fresh.window().context
+    assert "db: postgres at db:5432" in fresh.window().system  # loaded: settled
     assert _engine(shared, (BOB,), store=store).state.memory.fact("db") is None
 
     # erasing the user removes it from every later session
@@ -263,7 +270,7 @@ def test_the_window_keeps_the_memory_relevant_to_the_task_when_not_all_fits() ->
     )
     engine.add_message(Message.user("Connect to the staging database and check the schema."))
     window = engine.window(phase="execution")
-    assert "db-stg-07.internal" in window.context
+    assert "db-stg-07.internal" in _shown(window)
     assert window.tokens <= 4_000
     reasons = window.report.memory_chosen["semantic"]
     assert any(r.startswith("staging-db: relevance") for r in reasons)
