@@ -41,7 +41,7 @@ import time
 import unicodedata
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -449,6 +449,65 @@ def check_owner(owner: object) -> Owner:
     return owner
 
 
+class _Backend:
+    """The protocol's argument checks, common to every backend: a subclass stores.
+
+    ``merge``, ``delete`` and ``prune`` check and encode what they are given, return
+    at once when there is nothing to do, and hand the rest to ``_merge``, ``_delete``
+    and ``_prune``.
+    """
+
+    _core: MemoryCore
+
+    def merge(
+        self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
+    ) -> None:
+        """Upsert facts by key and procedures by name, then evict down to the owner's bounds."""
+        incoming = self._core.encode(owner, facts, procedures)
+        if incoming:
+            self._merge(owner, incoming)
+
+    def delete(
+        self, owner: Owner, *, facts: Iterable[str] = (), procedures: Iterable[str] = ()
+    ) -> int:
+        """Remove the named facts and procedures of ``owner``; how many there were."""
+        check_owner(owner)
+        doomed = sorted(set(stored_names(facts, procedures)))
+        return self._delete(owner, doomed) if doomed else 0
+
+    def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
+        """Remove the items not written for ``older_than_seconds``; how many."""
+        if tenant is not None:
+            check_owner_tenant(tenant)
+        return self._prune(self._core.cutoff(older_than_seconds), tenant)
+
+    def _merge(self, owner: Owner, incoming: dict[str, StoredItem]) -> None:
+        """Store the encoded ``incoming`` items (not empty) and evict."""
+        raise NotImplementedError
+
+    def _delete(self, owner: Owner, doomed: list[str]) -> int:
+        """Remove the stored names ``doomed`` (sorted, not empty); how many there were."""
+        raise NotImplementedError
+
+    def _prune(self, cutoff: float, tenant: str | None) -> int:
+        """Remove the items written at or before ``cutoff`` (of ``tenant``, or all)."""
+        raise NotImplementedError
+
+
+class _ClosingBackend(_Backend):
+    """A backend holding a connection: ``with`` closes it."""
+
+    def close(self) -> None:
+        """Release the connection."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # -- in memory ------------------------------------------------------------------
 
 
@@ -460,7 +519,7 @@ class _Shelf:
         self.owners: dict[Owner, dict[str, tuple[bytes, ItemMeta]]] = {}
 
 
-class InMemorySharedMemory:
+class InMemorySharedMemory(_Backend):
     """A :class:`SharedMemory` in process memory (thread-safe, not persistent).
 
     Items are kept encoded, as the other backends store them, so sizes and
@@ -505,13 +564,7 @@ class InMemorySharedMemory:
             stored = [(n, d) for n, (d, _) in self._shelf.owners.get(owner, {}).items()]
         return self._core.items(owner, stored)
 
-    def merge(
-        self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
-    ) -> None:
-        """Upsert and evict (see :meth:`SharedMemory.merge`)."""
-        incoming = self._core.encode(owner, facts, procedures)
-        if not incoming:
-            return
+    def _merge(self, owner: Owner, incoming: dict[str, StoredItem]) -> None:
         with self._shelf.lock:
             held = self._shelf.owners.get(owner, {})
             writes, deletes = self._core.plan({n: m for n, (_, m) in held.items()}, incoming)
@@ -523,15 +576,10 @@ class InMemorySharedMemory:
             else:
                 self._shelf.owners.pop(owner, None)
 
-    def delete(
-        self, owner: Owner, *, facts: Iterable[str] = (), procedures: Iterable[str] = ()
-    ) -> int:
-        """Remove named items (see :meth:`SharedMemory.delete`)."""
-        check_owner(owner)
-        doomed = stored_names(facts, procedures)
+    def _delete(self, owner: Owner, doomed: list[str]) -> int:
         with self._shelf.lock:
             held = self._shelf.owners.get(owner, {})
-            removed = sum(held.pop(name, None) is not None for name in set(doomed))
+            removed = sum(held.pop(name, None) is not None for name in doomed)
             if not held:
                 self._shelf.owners.pop(owner, None)
         return removed
@@ -549,11 +597,7 @@ class InMemorySharedMemory:
             found = [o for o, held in self._shelf.owners.items() if o.tenant == tenant and held]
         return sorted(found, key=lambda o: (o.kind, o.id))
 
-    def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
-        """Remove items not written for that long (see :meth:`SharedMemory.prune`)."""
-        if tenant is not None:
-            check_owner_tenant(tenant)
-        cutoff = self._core.cutoff(older_than_seconds)
+    def _prune(self, cutoff: float, tenant: str | None) -> int:
         removed = 0
         with self._shelf.lock:
             for owner, held in list(self._shelf.owners.items()):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
@@ -39,7 +39,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ctxflow.errors import StoreError
-from ctxflow.layers import Fact, Procedure
 from ctxflow.memory._shared import (
     DEFAULT_MAX_ITEM_BYTES,
     DEFAULT_MAX_ITEMS,
@@ -49,10 +48,11 @@ from ctxflow.memory._shared import (
     MemoryCore,
     Owner,
     SharedItems,
+    StoredItem,
+    _ClosingBackend,
     check_owner,
     check_owner_tenant,
     corrupt_item,
-    stored_names,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
 
@@ -72,7 +72,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisSharedMemory:
+class RedisSharedMemory(_ClosingBackend):
     """A :class:`~ctxflow.memory._shared.SharedMemory` in Redis or Redis Cluster (safe across
     threads, processes and machines)."""
 
@@ -130,12 +130,6 @@ class RedisSharedMemory:
         """Close the client if this memory created it (from a URL)."""
         if self._owns_client:
             self.client.close()
-
-    def __enter__(self) -> RedisSharedMemory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- keys -------------------------------------------------------------------
 
@@ -220,13 +214,7 @@ class RedisSharedMemory:
         raw: dict[Any, Any] = self._call("load", lambda: dict(self.client.hgetall(items_key)))
         return self._core.items(owner, ((_text(n), bytes(d)) for n, d in raw.items()))
 
-    def merge(
-        self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
-    ) -> None:
-        """Upsert facts by key and procedures by name, then evict down to the owner's bounds."""
-        incoming = self._core.encode(owner, facts, procedures)
-        if not incoming:
-            return
+    def _merge(self, owner: Owner, incoming: dict[str, StoredItem]) -> None:
         items_key, meta_key = self.owner_keys(owner)
 
         def merge(pipe: Any) -> int:
@@ -261,14 +249,7 @@ class RedisSharedMemory:
 
         self._call("merge", index)
 
-    def delete(
-        self, owner: Owner, *, facts: Iterable[str] = (), procedures: Iterable[str] = ()
-    ) -> int:
-        """Remove the named facts and procedures of ``owner``; how many there were."""
-        check_owner(owner)
-        doomed = sorted(set(stored_names(facts, procedures)))
-        if not doomed:
-            return 0
+    def _delete(self, owner: Owner, doomed: list[str]) -> int:
         items_key, meta_key = self.owner_keys(owner)
 
         def delete() -> int:
@@ -330,12 +311,7 @@ class RedisSharedMemory:
 
         return self._call("owners", owners)
 
-    def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
-        """Remove the items not written for ``older_than_seconds``; how many."""
-        if tenant is not None:
-            check_owner_tenant(tenant)
-        cutoff = self._core.cutoff(older_than_seconds)
-
+    def _prune(self, cutoff: float, tenant: str | None) -> int:
         def tenants() -> list[str]:
             if tenant is not None:
                 return [tenant]

@@ -26,13 +26,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ctxflow.errors import StoreError
-from ctxflow.layers import Fact, Procedure
 from ctxflow.memory._shared import (
     DEFAULT_MAX_ITEM_BYTES,
     DEFAULT_MAX_ITEMS,
@@ -41,10 +40,11 @@ from ctxflow.memory._shared import (
     MemoryCore,
     Owner,
     SharedItems,
+    StoredItem,
+    _ClosingBackend,
     check_owner,
     check_owner_tenant,
     corrupt_item,
-    stored_names,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._sqlite.schema import (
@@ -94,7 +94,7 @@ def _meta(owner: Owner, row: sqlite3.Row | tuple[Any, ...]) -> ItemMeta:
     return ItemMeta(float(importance), float(written_at), int(size))
 
 
-class SQLiteSharedMemory:
+class SQLiteSharedMemory(_ClosingBackend):
     """A :class:`~ctxflow.memory._shared.SharedMemory` in a SQLite file (threads and processes
     share it); the file may be a ``SQLiteStore``'s."""
 
@@ -164,12 +164,6 @@ class SQLiteSharedMemory:
         """Close the connection."""
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> SQLiteSharedMemory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- schema ---------------------------------------------------------------------
 
@@ -275,13 +269,7 @@ class SQLiteSharedMemory:
             ).fetchall()
         return self._core.items(owner, ((str(n), d) for n, d in rows))
 
-    def merge(
-        self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
-    ) -> None:
-        """Upsert facts by key and procedures by name, then evict down to the owner's bounds."""
-        incoming = self._core.encode(owner, facts, procedures)
-        if not incoming:
-            return
+    def _merge(self, owner: Owner, incoming: dict[str, StoredItem]) -> None:
         key = _key(owner)
         with self._transaction(write=True) as db:
             rows = db.execute(
@@ -300,14 +288,7 @@ class SQLiteSharedMemory:
                 [(*key, i.name, i.meta.importance, i.meta.written_at, i.data) for i in writes],
             )
 
-    def delete(
-        self, owner: Owner, *, facts: Iterable[str] = (), procedures: Iterable[str] = ()
-    ) -> int:
-        """Remove the named facts and procedures of ``owner``; how many there were."""
-        check_owner(owner)
-        doomed = sorted(set(stored_names(facts, procedures)))
-        if not doomed:
-            return 0
+    def _delete(self, owner: Owner, doomed: list[str]) -> int:
         key = _key(owner)
         with self._transaction(write=True) as db:
             return sum(
@@ -338,11 +319,7 @@ class SQLiteSharedMemory:
             ).fetchall()
         return [Owner(tenant=tenant, kind=kind, id=id) for kind, id in rows]
 
-    def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
-        """Remove the items not written for ``older_than_seconds``; how many."""
-        if tenant is not None:
-            check_owner_tenant(tenant)
-        cutoff = self._core.cutoff(older_than_seconds)
+    def _prune(self, cutoff: float, tenant: str | None) -> int:
         if not self._ready:
             return 0
         with self._transaction(write=True) as db:
