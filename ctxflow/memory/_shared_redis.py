@@ -93,12 +93,11 @@ class RedisSharedMemory(_ClosingBackend):
                 f"'prefix' must be a non-empty string without braces (got {prefix!r})",
                 rule="redis_prefix",
             )
-        if isinstance(conflict_retries, bool) or not isinstance(conflict_retries, int):
-            raise StoreError(
-                f"'conflict_retries' must be an integer >= 1 (got {conflict_retries!r})",
-                rule="redis_option",
-            )
-        if conflict_retries < 1:
+        if (
+            isinstance(conflict_retries, bool)
+            or not isinstance(conflict_retries, int)
+            or conflict_retries < 1
+        ):
             raise StoreError(
                 f"'conflict_retries' must be an integer >= 1 (got {conflict_retries!r})",
                 rule="redis_option",

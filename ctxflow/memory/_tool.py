@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import attrs
 
@@ -79,6 +79,8 @@ _FILE_COMMANDS = ("view", "create", "str_replace", "insert", "delete", "rename")
 _WRITABLE = ("fact", "procedure", "note")
 _READABLE = ("fact", "procedure", "note", "episode")
 _ROOT = "/memories"
+#: A fact or a procedure: what the tool writes.
+_Written = TypeVar("_Written", Fact, Procedure)
 _MAX_NAME_CHARS = 100
 _MAX_LIMIT = 50
 _PREVIEW_CHARS = 120
@@ -350,6 +352,47 @@ class _Call:
                 "delete or update an item instead of writing a new one"
             )
 
+    # -- writing an item: a fact (or note) or a procedure
+
+    def fresh(self, must_exist: bool, field: str, shown: str) -> None:
+        """Check that a new item may be written: not by 'update', and only with room."""
+        if must_exist:
+            raise _Bad(f"'{field}': no {shown} to update; write it first")
+        self.room()
+
+    def stamp(self, scope: str | None, importance: float | None) -> dict[str, Any]:
+        """What a new item records of this call: source, scope, step and importance."""
+        return {
+            "source": self.source,
+            "scope": scope or "session",
+            "step": self.step,
+            "importance": 0.5 if importance is None else importance,
+        }
+
+    def restamp(
+        self, old: Fact | Procedure, scope: str | None, importance: float | None
+    ) -> dict[str, Any]:
+        """What an updated item takes of this call: the scope and importance given, the step."""
+        return {
+            "scope": old.scope if scope is None else scope,
+            "importance": old.importance if importance is None else importance,
+            "step": self.step,
+        }
+
+    def settle(
+        self,
+        old: _Written | None,
+        new: _Written,
+        shown: str,
+        place: Callable[[_Written], LayeredState],
+    ) -> MemoryOutcome:
+        """The outcome of writing ``new`` over ``old`` (None for a new item)."""
+        if old is None:
+            return self.done(f"Saved {shown}.", place(new))
+        if new == old:
+            return self.done(f"{shown[0].upper()}{shown[1:]} already holds that; nothing changed.")
+        return self.done(f"Updated {shown}.", place(new))
+
     # -- facts and notes share the semantic tier
 
     def put_fact(
@@ -365,31 +408,18 @@ class _Call:
     ) -> MemoryOutcome:
         old = self.state.memory.fact(key)
         if old is None:
-            if must_exist:
-                raise _Bad(f"'{field}': no {shown} to update; write it first")
-            self.room()
+            self.fresh(must_exist, field, shown)
             assert value is not None
-            fact = Fact(
-                key=key,
-                value=value,
-                source=self.source,
-                scope=scope or "session",
-                step=self.step,
-                importance=0.5 if importance is None else importance,
+            fact = Fact(key=key, value=value, **self.stamp(scope, importance))
+        else:
+            fact = attrs.evolve(
+                old,
+                value=old.value if value is None else value,
+                source=self.source or old.source,
+                tokens=0 if value is not None and value != old.value else old.tokens,
+                **self.restamp(old, scope, importance),
             )
-            return self.done(f"Saved {shown}.", self.state.with_facts([fact]))
-        fact = attrs.evolve(
-            old,
-            value=old.value if value is None else value,
-            scope=old.scope if scope is None else scope,
-            importance=old.importance if importance is None else importance,
-            step=self.step,
-            source=self.source or old.source,
-            tokens=0 if value is not None and value != old.value else old.tokens,
-        )
-        if fact == old:
-            return self.done(f"{shown[0].upper()}{shown[1:]} already holds that; nothing changed.")
-        return self.done(f"Updated {shown}.", self.state.with_facts([fact]))
+        return self.settle(old, fact, shown, lambda f: self.state.with_facts([f]))
 
     def drop_fact(self, key: str, shown: str, field: str = "key") -> MemoryOutcome:
         if self.state.memory.fact(key) is None:
@@ -491,30 +521,19 @@ class _Call:
     ) -> MemoryOutcome:
         old = next((p for p in self.state.memory.procedural if p.name == name), None)
         if old is None:
-            if must_exist:
-                raise _Bad(f"'name': no procedure {name!r} to update; write it first")
-            self.room()
+            self.fresh(must_exist, "name", f"procedure {name!r}")
             assert steps is not None
-            procedure = Procedure(
-                name=name,
-                steps=steps,
-                source=self.source,
-                scope=scope or "session",
-                step=self.step,
-                importance=0.5 if importance is None else importance,
+            procedure = Procedure(name=name, steps=steps, **self.stamp(scope, importance))
+        else:
+            procedure = attrs.evolve(
+                old,
+                steps=old.steps if steps is None else steps,
+                tokens=0 if steps is not None and steps != old.steps else old.tokens,
+                **self.restamp(old, scope, importance),
             )
-            return self.done(f"Saved procedure {name!r}.", self.state.with_procedure(procedure))
-        procedure = attrs.evolve(
-            old,
-            steps=old.steps if steps is None else steps,
-            scope=old.scope if scope is None else scope,
-            importance=old.importance if importance is None else importance,
-            step=self.step,
-            tokens=0 if steps is not None and steps != old.steps else old.tokens,
+        return self.settle(
+            old, procedure, f"procedure {name!r}", lambda p: self.state.with_procedure(p)
         )
-        if procedure == old:
-            return self.done(f"Procedure {name!r} already holds that; nothing changed.")
-        return self.done(f"Updated procedure {name!r}.", self.state.with_procedure(procedure))
 
     def delete(self, arguments: Mapping[str, Any]) -> MemoryOutcome:
         kind = _choice(arguments, "kind", _WRITABLE, " for 'delete'")
