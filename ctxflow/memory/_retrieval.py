@@ -306,16 +306,18 @@ def choose(
     return chosen
 
 
+def _one_per_text(got: int, count: int, what: str, rule: str) -> None:
+    """Refuse ``got`` entries where there must be one per text (``count``)."""
+    if got != count:
+        raise PolicyError(
+            f"{what} per text ({count}) (got {got})", rule=rule, expected=count, got=got
+        )
+
+
 def _unit_values(values: Sequence[float] | None, count: int, name: str) -> list[float] | None:
     if values is None:
         return None
-    if len(values) != count:
-        raise PolicyError(
-            f"{name!r} must have one entry per text ({count}) (got {len(values)})",
-            rule="retrieval_lengths",
-            expected=count,
-            got=len(values),
-        )
+    _one_per_text(len(values), count, f"{name!r} must have one entry", "retrieval_lengths")
     checked: list[float] = []
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -329,13 +331,7 @@ def _unit_values(values: Sequence[float] | None, count: int, name: str) -> list[
 
 
 def _normalised(raw: Sequence[float], count: int) -> list[float]:
-    if len(raw) != count:
-        raise PolicyError(
-            f"a retriever must return one score per text ({count}) (got {len(raw)})",
-            rule="retriever_scores",
-            expected=count,
-            got=len(raw),
-        )
+    _one_per_text(len(raw), count, "a retriever must return one score", "retriever_scores")
     clamped: list[float] = []
     for value in raw:
         number = float(value)
