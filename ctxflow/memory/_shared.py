@@ -452,12 +452,16 @@ def check_owner(owner: object) -> Owner:
 class _Backend:
     """The protocol's argument checks, common to every backend: a subclass stores.
 
-    ``merge``, ``delete`` and ``prune`` check and encode what they are given, return
-    at once when there is nothing to do, and hand the rest to ``_merge``, ``_delete``
-    and ``_prune``.
+    Each method checks (and encodes) what it is given, returns at once when there is
+    nothing to do, and hands the rest to the subclass's method of the same name with
+    a leading underscore.
     """
 
     _core: MemoryCore
+
+    def load(self, owner: Owner) -> SharedItems:
+        """Every item of ``owner`` (facts ordered by key, procedures by name)."""
+        return self._load(check_owner(owner))
 
     def merge(
         self, owner: Owner, facts: Iterable[Fact] = (), procedures: Iterable[Procedure] = ()
@@ -475,11 +479,23 @@ class _Backend:
         doomed = sorted(set(stored_names(facts, procedures)))
         return self._delete(owner, doomed) if doomed else 0
 
+    def erase(self, owner: Owner) -> int:
+        """Remove every item of ``owner``; how many there were."""
+        return self._erase(check_owner(owner))
+
+    def owners(self, tenant: str) -> list[Owner]:
+        """The owners of ``tenant`` holding at least one item, ordered by kind and id."""
+        return self._owners(check_owner_tenant(tenant))
+
     def prune(self, *, older_than_seconds: float, tenant: str | None = None) -> int:
         """Remove the items not written for ``older_than_seconds``; how many."""
         if tenant is not None:
             check_owner_tenant(tenant)
         return self._prune(self._core.cutoff(older_than_seconds), tenant)
+
+    def _load(self, owner: Owner) -> SharedItems:
+        """Every stored item of ``owner``, decoded."""
+        raise NotImplementedError
 
     def _merge(self, owner: Owner, incoming: dict[str, StoredItem]) -> None:
         """Store the encoded ``incoming`` items (not empty) and evict."""
@@ -487,6 +503,14 @@ class _Backend:
 
     def _delete(self, owner: Owner, doomed: list[str]) -> int:
         """Remove the stored names ``doomed`` (sorted, not empty); how many there were."""
+        raise NotImplementedError
+
+    def _erase(self, owner: Owner) -> int:
+        """Remove every item of ``owner``; how many there were."""
+        raise NotImplementedError
+
+    def _owners(self, tenant: str) -> list[Owner]:
+        """The owners of ``tenant`` holding at least one item, ordered by kind and id."""
         raise NotImplementedError
 
     def _prune(self, cutoff: float, tenant: str | None) -> int:
@@ -557,9 +581,7 @@ class InMemorySharedMemory(_Backend):
             meta = held[name][1] if name in held else ItemMeta(0.5, self._core.now(), len(data))
             held[name] = (data, meta)
 
-    def load(self, owner: Owner) -> SharedItems:
-        """Every item of ``owner`` (see :meth:`SharedMemory.load`)."""
-        check_owner(owner)
+    def _load(self, owner: Owner) -> SharedItems:
         with self._shelf.lock:
             stored = [(n, d) for n, (d, _) in self._shelf.owners.get(owner, {}).items()]
         return self._core.items(owner, stored)
@@ -584,15 +606,11 @@ class InMemorySharedMemory(_Backend):
                 self._shelf.owners.pop(owner, None)
         return removed
 
-    def erase(self, owner: Owner) -> int:
-        """Remove every item of ``owner`` (see :meth:`SharedMemory.erase`)."""
-        check_owner(owner)
+    def _erase(self, owner: Owner) -> int:
         with self._shelf.lock:
             return len(self._shelf.owners.pop(owner, {}))
 
-    def owners(self, tenant: str) -> list[Owner]:
-        """The owners of ``tenant`` holding items (see :meth:`SharedMemory.owners`)."""
-        check_owner_tenant(tenant)
+    def _owners(self, tenant: str) -> list[Owner]:
         with self._shelf.lock:
             found = [o for o, held in self._shelf.owners.items() if o.tenant == tenant and held]
         return sorted(found, key=lambda o: (o.kind, o.id))

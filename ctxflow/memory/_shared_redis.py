@@ -50,8 +50,6 @@ from ctxflow.memory._shared import (
     SharedItems,
     StoredItem,
     _ClosingBackend,
-    check_owner,
-    check_owner_tenant,
     corrupt_item,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
@@ -204,11 +202,9 @@ class RedisSharedMemory(_ClosingBackend):
             if client.exists(owners_key):
                 client.sadd(self._tenants_key, owner.tenant)
 
-    # -- the protocol -------------------------------------------------------------
+    # -- the protocol (_Backend checks the arguments, then calls these) ------------
 
-    def load(self, owner: Owner) -> SharedItems:
-        """Every item of ``owner`` (facts ordered by key, procedures by name)."""
-        check_owner(owner)
+    def _load(self, owner: Owner) -> SharedItems:
         items_key, _ = self.owner_keys(owner)
         raw: dict[Any, Any] = self._call("load", lambda: dict(self.client.hgetall(items_key)))
         return self._core.items(owner, ((_text(n), bytes(d)) for n, d in raw.items()))
@@ -261,9 +257,7 @@ class RedisSharedMemory(_ClosingBackend):
 
         return self._call("delete", delete)
 
-    def erase(self, owner: Owner) -> int:
-        """Remove every item of ``owner``; how many there were."""
-        check_owner(owner)
+    def _erase(self, owner: Owner) -> int:
         items_key, meta_key = self.owner_keys(owner)
 
         def erase() -> int:
@@ -293,9 +287,7 @@ class RedisSharedMemory(_ClosingBackend):
             found.append(Owner(tenant=tenant, kind=kind, id=id))  # type: ignore[arg-type]
         return found
 
-    def owners(self, tenant: str) -> list[Owner]:
-        """The owners of ``tenant`` holding at least one item, ordered by kind and id."""
-        check_owner_tenant(tenant)
+    def _owners(self, tenant: str) -> list[Owner]:
 
         def owners() -> list[Owner]:
             members = self._members(tenant)

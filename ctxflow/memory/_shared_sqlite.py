@@ -42,8 +42,6 @@ from ctxflow.memory._shared import (
     SharedItems,
     StoredItem,
     _ClosingBackend,
-    check_owner,
-    check_owner_tenant,
     corrupt_item,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
@@ -256,11 +254,9 @@ class SQLiteSharedMemory(_ClosingBackend):
                 raise
             self._db.execute("COMMIT")
 
-    # -- the protocol -------------------------------------------------------------
+    # -- the protocol (_Backend checks the arguments, then calls these) ------------
 
-    def load(self, owner: Owner) -> SharedItems:
-        """Every item of ``owner`` (facts ordered by key, procedures by name)."""
-        check_owner(owner)
+    def _load(self, owner: Owner) -> SharedItems:
         if not self._ready:
             return SharedItems()
         with self._transaction(write=False) as db:
@@ -298,17 +294,13 @@ class SQLiteSharedMemory(_ClosingBackend):
                 for name in doomed
             )
 
-    def erase(self, owner: Owner) -> int:
-        """Remove every item of ``owner``; how many there were."""
-        check_owner(owner)
+    def _erase(self, owner: Owner) -> int:
         if not self._ready:
             return 0
         with self._transaction(write=True) as db:
             return db.execute(f"DELETE FROM shared_memory WHERE {_OWNER}", _key(owner)).rowcount
 
-    def owners(self, tenant: str) -> list[Owner]:
-        """The owners of ``tenant`` holding at least one item, ordered by kind and id."""
-        check_owner_tenant(tenant)
+    def _owners(self, tenant: str) -> list[Owner]:
         if not self._ready:
             return []
         with self._transaction(write=False) as db:
