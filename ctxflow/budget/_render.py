@@ -21,7 +21,8 @@ task statement and pinned items are fixed costs and are always rendered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import attrs
 
@@ -29,11 +30,30 @@ from ctxflow.layers import Episode, Fact, LayeredState, Procedure, memory_digest
 from ctxflow.protocols import TokenCounter
 
 MemoryItem = Episode | Fact | Procedure
-#: Picks a memory tier's items for a window: (tier, items, their lines, their sizes,
-#: allowance) → the indexes kept, in render order, each with why it was kept.
-ChooseMemory = Callable[
-    [str, Sequence[MemoryItem], Sequence[str], Sequence[int], int], list[tuple[int, str]]
-]
+
+
+class ChooseMemory(Protocol):
+    """Picks a memory tier's items for a window when they do not all fit.
+
+    Given the tier, its items, their lines and sizes, and the allowance, it
+    returns the indexes kept, in render order, each with why it was kept.
+    ``settled`` says the items render in front of the messages, where the
+    choice must not move from step to step.
+    """
+
+    def __call__(
+        self,
+        tier: str,
+        items: Sequence[MemoryItem],
+        lines: Sequence[str],
+        sizes: Sequence[int],
+        allowance: int,
+        *,
+        settled: bool,
+    ) -> list[tuple[int, str]]:
+        """The kept indexes and why."""
+        ...
+
 
 __all__ = ["RenderedContext", "middle_trim", "render_context", "trim_marker"]
 
@@ -118,10 +138,12 @@ def _pick(
     sizes: Sequence[int],
     allowance: int,
     choose: ChooseMemory | None,
+    *,
+    settled: bool,
 ) -> tuple[list[str], int, list[str]]:
     """The entries kept within ``allowance`` (by ``choose`` when not all fit), their cost, why."""
     if choose is not None and sum(sizes) > allowance:
-        picked = choose(tier, items, entries, sizes, max(0, allowance))
+        picked = choose(tier, items, entries, sizes, max(0, allowance), settled=settled)
         return (
             [entries[k] for k, _ in picked],
             sum(sizes[k] for k, _ in picked),
@@ -219,6 +241,7 @@ def render_context(
                 [sizes[k] for k in part],
                 room - spent,
                 choose,
+                settled=target is stable,
             )
             if kept:
                 target.append("\n".join([heading, *kept]))

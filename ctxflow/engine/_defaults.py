@@ -159,7 +159,10 @@ class DefaultSeams:
         memory = state.memory
         choose = None
         if memory.episodic or memory.semantic or memory.procedural:
-            choose = relevance_chooser(memory_query(state, conversation))
+            choose = relevance_chooser(
+                memory_query(state, conversation),
+                stable_query=memory_query(state, conversation, latest=False),
+            )
         return build_window(
             state,
             conversation,

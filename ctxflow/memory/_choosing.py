@@ -22,18 +22,30 @@ __all__ = ["memory_query", "relevance_chooser"]
 _SHARED = BM25Retriever(cache_size=16)
 
 
-def memory_query(state: LayeredState, conversation: Conversation) -> str:
-    """What memory should be relevant to: the task statement and the latest user text."""
-    latest = ""
-    for message in reversed(conversation.effective()):
+def memory_query(state: LayeredState, conversation: Conversation, *, latest: bool = True) -> str:
+    """What memory should be relevant to: the task statement and the latest user text.
+
+    ``latest=False``: the task statement and the first user text, which stay
+    the same all session (what settled memory, in front of the messages, is
+    chosen by, so that a new user turn does not move it).
+    """
+    view = conversation.effective()
+    order = reversed(view) if latest else iter(view)
+    text = ""
+    for message in order:
         if message.role is Role.USER and message.text and not message.tool_results:
-            latest = message.text
+            text = message.text
             break
-    return f"{state.task.statement}\n{latest[-4_000:]}".strip()
+    return f"{state.task.statement}\n{text[-4_000:]}".strip()
 
 
-def relevance_chooser(query: str, *, retriever: Retriever | None = None) -> ChooseMemory:
-    """A ``choose_memory`` for :func:`ctxflow.budget.build_window` ranking by ``query``."""
+def relevance_chooser(
+    query: str, *, stable_query: str | None = None, retriever: Retriever | None = None
+) -> ChooseMemory:
+    """A ``choose_memory`` for :func:`ctxflow.budget.build_window` ranking by ``query``.
+
+    Settled items are ranked by ``stable_query`` (default: ``query``).
+    """
     ranker = retriever if retriever is not None else _SHARED
 
     def pick(
@@ -42,11 +54,13 @@ def relevance_chooser(query: str, *, retriever: Retriever | None = None) -> Choo
         lines: Sequence[str],
         sizes: Sequence[int],
         allowance: int,
+        *,
+        settled: bool,
     ) -> list[tuple[int, str]]:
         newest = max((item.step for item in items), default=0) or 1
         chosen = choose(
             lines,
-            query,
+            stable_query if settled and stable_query is not None else query,
             sizes=sizes,
             allowance=allowance,
             importance=[item.importance for item in items],
