@@ -25,6 +25,8 @@ from ctxflow.protocols import TokenCounter
 GAP_LOOKBACK = 256
 #: The smallest remainder worth showing a middle-trimmed result for.
 MIN_PARTIAL = 64
+#: The largest partial a window shows of a result that did not fit, with an evidence allowance.
+MAX_PARTIAL = 8_192
 #: The smallest room a condensed tool round gets for its results, in tokens.
 MIN_CONDENSED = 128
 #: A condensed tool round gets at most this share of the evidence allowance.
@@ -97,6 +99,7 @@ class Plan:
         "masked_from",
         "memory_left",
         "memory_share",
+        "pooled",
         "reach_cut",
         "reached",
         "trims",
@@ -151,6 +154,8 @@ class Plan:
         self.reach_cut = False
         #: whether lending to memory took more of the history in
         self.reached = False
+        #: whether a lending use is spending a pool smaller than what is left (no partial then)
+        self.pooled = False
         #: the allowances as given: lending shares the leftover in their proportion
         self.work_share, self.evidence_share = max(0, work), max(0, evidence)
         self.cap = max(MIN_CONDENSED, self.evidence_left // CONDENSED_SHARE)
@@ -535,7 +540,7 @@ def lend_leftover(
         return
     words = weights or DEFAULT_WEIGHTS
     spend = {
-        "recent": lambda: _lend_whole(index, plan, counter),
+        "recent": lambda: _lend_whole(index, plan, counter, with_partial=not plan.pooled),
         "condensed": lambda: _lend_condensed(index, plan, counter),
         "spread": lambda: _lend_spread(index, plan, counter),
         "relevant": lambda: _lend_relevant(index, plan, task, words),
@@ -551,7 +556,9 @@ def lend_leftover(
             continue
         limited |= pool < plan.left
         before = plan.left
+        plan.pooled = pool < plan.left
         _spend_at_most(plan, pool, spend[use])
+        plan.pooled = False
         pools[layer] = pool - (before - plan.left)  # what one use leaves passes to the next
     if limited:
         for use in order:
@@ -632,17 +639,21 @@ def _spend_at_most(plan: Plan, pool: int, spend: Callable[[], None]) -> None:
 def _taken_rounds(plan: Plan, index: SelectionIndex) -> list[int]:
     """Taken units not shown whole, with results to show, newest first (at most the lookback)."""
     units = index.units
-    out = [
+    valid, tokens, masked = units.valid, units.tokens, units.masked
+    whole = plan.whole_in_run
+    out: list[int] = []
+    for u in range(plan.whole_from - 1, plan.masked_from - 1, -1):
+        if valid[u] and u not in whole and tokens[u] > masked[u]:
+            out.append(u)
+            if len(out) >= GAP_LOOKBACK:
+                break
+    apart = [
         u
-        for u in range(plan.whole_from - 1, plan.masked_from - 1, -1)
-        if units.valid[u] and u not in plan.whole_in_run and units.evidence(u) > 0
+        for u in plan.chosen
+        if plan.chosen[u] is MASKED and u != plan.lead and tokens[u] > masked[u]
     ]
-    out += [
-        u
-        for u in sorted(plan.chosen, reverse=True)
-        if plan.chosen[u] is MASKED and u != plan.lead and units.evidence(u) > 0
-    ]
-    out.sort(reverse=True)
+    if apart:
+        out = sorted({*out, *apart}, reverse=True)
     return out[:GAP_LOOKBACK]
 
 
@@ -737,8 +748,16 @@ def _lend_relevant(
             plan.left -= extra
 
 
-def _lend_whole(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> None:
-    """Unmask the run's newest units, then chosen masked units, newest first; then a partial."""
+def _lend_whole(
+    index: SelectionIndex, plan: Plan, counter: TokenCounter, *, with_partial: bool = True
+) -> None:
+    """Unmask the run's newest units, then chosen masked units, newest first; then a partial.
+
+    With an evidence allowance, a partial holds at most four condensed rounds' worth (and
+    :data:`MAX_PARTIAL`), rounded down to 64 tokens (the next build's trim is then found in
+    the cache).
+    """
+    show_partial = with_partial
     units = index.units
     while plan.whole_from > plan.masked_from:
         u = plan.whole_from - 1
@@ -764,9 +783,17 @@ def _lend_whole(index: SelectionIndex, plan: Plan, counter: TokenCounter) -> Non
                 plan.left -= extra
             elif extra > plan.left and partial < 0 and u not in plan.trims:
                 partial = u
-    if partial >= 0 and units.valid[partial] and plan.left >= max(MIN_PARTIAL, plan.budget // 50):
+    if (
+        show_partial
+        and partial >= 0
+        and units.valid[partial]
+        and plan.left >= max(MIN_PARTIAL, plan.budget // 50)
+    ):
         now = _shown_cost(index, plan, partial)
-        trim = trim_unit(index, partial, now + plan.left, counter)
+        room = plan.left
+        if plan.evidence_share > 0:
+            room = min(room, max(MIN_PARTIAL, min(4 * plan.cap, MAX_PARTIAL))) // 64 * 64
+        trim = trim_unit(index, partial, now + room, counter)
         if trim is not None and trim.tokens > now:
             plan.trims[partial] = trim
             plan.left -= trim.tokens - now
