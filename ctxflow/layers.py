@@ -18,6 +18,7 @@ reference and a failed transition leave it untouched. ``to_plain`` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -188,8 +189,12 @@ class Procedure:
     tokens: int = 0
 
 
+@functools.lru_cache(maxsize=4_096)
 def memory_digest(item: Episode | Fact | Procedure) -> str:
-    """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds)."""
+    """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds).
+
+    Cached per item (items are frozen): every window asks for every item's digest.
+    """
     return hashlib.blake2b(memory_line(item).encode(), digest_size=8).hexdigest()
 
 

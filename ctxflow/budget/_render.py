@@ -114,6 +114,10 @@ def _fill(
     newest_first: bool,
     sizes: Sequence[int] | None = None,
 ) -> tuple[list[str], int, int]:
+    """The entries that fit ``allowance`` (skipping those that do not), their cost, how many not.
+
+    ``sizes``: the entries' counts when known (else counted here).
+    """
     known = sizes if sizes is not None else [counter.count(entry) + 1 for entry in entries]
     pairs = list(zip(entries, known, strict=True))
     order = list(reversed(pairs)) if newest_first else pairs
@@ -138,6 +142,7 @@ def _pick(
     sizes: Sequence[int],
     allowance: int,
     choose: ChooseMemory | None,
+    counter: TokenCounter,
     *,
     settled: bool,
 ) -> tuple[list[str], int, list[str]]:
@@ -149,13 +154,7 @@ def _pick(
             sum(sizes[k] for k, _ in picked),
             [reason for _, reason in picked],
         )
-    kept: list[str] = []
-    spent = 0
-    for entry, size in reversed(list(zip(entries, sizes, strict=True))):
-        if spent + size <= allowance:
-            kept.append(entry)
-            spent += size
-    kept.reverse()
+    kept, spent, _ = _fill(entries, allowance, counter, newest_first=True, sizes=sizes)
     return kept, spent, []
 
 
@@ -241,6 +240,7 @@ def render_context(
                 [sizes[k] for k in part],
                 room - spent,
                 choose,
+                counter,
                 settled=target is stable,
             )
             if kept:

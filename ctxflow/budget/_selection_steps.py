@@ -98,7 +98,6 @@ class Plan:
         "left",
         "masked_from",
         "memory_left",
-        "memory_share",
         "pooled",
         "reach_cut",
         "reached",
@@ -142,7 +141,6 @@ class Plan:
         self.evidence_left = max(0, evidence)
         #: what the history may cost masked (None: as far as the budget reaches)
         self.memory_left = memory
-        self.memory_share = max(0, memory) if memory is not None else 0
         #: with no evidence allowance and leftover lent to recent rounds only, what recency
         #: leaves unmasks the run's newest masked units before gaps fill
         self.unmask_in_run = False
@@ -517,8 +515,8 @@ def lend_leftover(
 
     The leftover is first shared by the allowances: the work allowance's
     share goes to ``"recent"``, the evidence allowance's to ``"condensed"``,
-    ``"spread"`` and ``"relevant"`` (what one leaves passes to the next), the memory
-    allowance's to ``"memory"``; each use spends at most its pool, in
+    ``"spread"`` and ``"relevant"`` (what one leaves passes to the next);
+    ``"memory"`` has no pool, it takes what the others leave; each use spends at most its pool, in
     ``order``. Then whatever is still left goes to the uses in ``order``
     again, unbounded.
 
@@ -586,7 +584,7 @@ def _pools(plan: Plan, order: tuple[str, ...]) -> dict[str, int]:
     shares = {
         "work": plan.work_share,
         "evidence": plan.evidence_share,
-        "memory": plan.memory_share if plan.reach_cut and order[0] == "memory" else 0,
+        "memory": 0,  # the history only ever takes what the other uses leave
     }
     layers = list(dict.fromkeys(_LAYER_OF[use] for use in order))
     weights = {layer: max(0, shares[layer]) for layer in layers}

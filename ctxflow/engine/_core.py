@@ -43,7 +43,6 @@ from ctxflow.compression import (
 )
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo
 from ctxflow.engine import _seams as seams
-from ctxflow.engine._audit import AuditEvent
 from ctxflow.engine._charts import Chart, PhaseConfig, load_chart
 from ctxflow.engine._defaults import DefaultSeams
 from ctxflow.engine._effects import (
@@ -531,20 +530,10 @@ class Core(DefaultSeams, ContextOps):
                 tokens=self._conversation.effective_tokens,
             )
 
-    def _record(
-        self,
-        kind: str,
-        actor: str | None = None,
-        *,
-        phase: str | None = None,
-        payload: Mapping[str, object] | None = None,
-        **fields: object,
-    ) -> AuditEvent:
-        """Count and log one change; push the memory it changed to the shared store."""
-        event = super()._record(kind, actor, phase=phase, payload=payload, **fields)
+    def _changed(self) -> None:
+        """Push the memory a change touched to the shared store (when there is one)."""
         if self._shared is not None:
             self._shared.push(self._state)
-        return event
 
     def _land(
         self,

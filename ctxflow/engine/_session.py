@@ -108,13 +108,18 @@ class SessionBase:
     ) -> AuditEvent:
         """Count one change and log it, in the phase it happened in (default: the current)."""
         self._version += 1
-        return self.audit.append(
+        event = self.audit.append(
             at=self.clock(),
             actor=actor,
             phase=self.phase if phase is None else phase,
             kind=kind,
             **{**(payload or {}), **fields},
         )
+        self._changed()
+        return event
+
+    def _changed(self) -> None:
+        """After every recorded change (the engine pushes shared memory here)."""
 
     def _saved(self, version: int, seq: int) -> None:
         self._saved_version = version

@@ -30,7 +30,6 @@ from ctxflow.memory._consolidate import (
     Consolidator,
     MemoryLimits,
     bound,
-    item_line,
     with_counts,
 )
 from ctxflow.memory._procedures import (
@@ -76,7 +75,6 @@ __all__ = [
     "bound",
     "failure_signal",
     "handle_memory",
-    "item_line",
     "learn_procedures",
     "load_procedures",
     "openai_memory_tool",

@@ -43,7 +43,6 @@ __all__ = [
     "Consolidator",
     "MemoryLimits",
     "bound",
-    "item_line",
     "with_counts",
 ]
 
@@ -63,17 +62,12 @@ class MemoryLimits:
     episode_tokens: int = attrs.field(default=240, validator=number_field("positive integer"))
 
 
-def item_line(item: Episode | Fact | Procedure) -> str:
-    """The line a memory item renders as in the window's memory sections."""
-    return memory_line(item)
-
-
 def with_counts(memory: MemoryLayer, counter: TokenCounter) -> MemoryLayer:
     """``memory`` with every item's token count measured (items already counted are kept)."""
 
     def counted(items: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(
-            item if item.tokens else attrs.evolve(item, tokens=counter.count(item_line(item)) + 1)
+            item if item.tokens else attrs.evolve(item, tokens=counter.count(memory_line(item)) + 1)
             for item in items
         )
 

@@ -13,9 +13,18 @@ from ctxflow.model import (
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
+    Transcript,
 )
 
 TOOLS = ("bash", "read", "grep")
+
+
+def corpus_state(transcript: Transcript) -> tuple[LayeredState, list[Message]]:
+    """A corpus conversation's system prompt and tool names as a layered state, and its dialogue."""
+    system = "\n".join(m.text for m in transcript.messages if m.role is Role.SYSTEM)
+    dialogue = [m for m in transcript.messages if m.role is not Role.SYSTEM]
+    tools = tuple(ToolDef(name=n) for n in sorted({u.name for m in dialogue for u in m.tool_uses}))
+    return LayeredState(system=SystemLayer(prompt=system, tools=tools)), dialogue
 
 
 def state_for(statement: str = "fix the parser bug in module io") -> LayeredState:

@@ -6,9 +6,10 @@ import pytest
 
 from ctxflow.budget import build_window, tools_json, window_measure
 from ctxflow.errors import BudgetExceeded
-from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import Conversation, Message, Role, Transcript, check
 from ctxflow.tokens import counter_for
+
+from .conftest import corpus_state
 
 
 def _budgets(fixed: int, task: int, compressible: int) -> list[int]:
@@ -36,12 +37,7 @@ def test_corpus_sweep_has_no_violations_and_no_overruns(transcripts: list[Transc
     refusals: list[BudgetExceeded] = []
     built = 0
     for transcript in transcripts:
-        system = "\n".join(m.text for m in transcript.messages if m.role is Role.SYSTEM)
-        dialogue = [m for m in transcript.messages if m.role is not Role.SYSTEM]
-        tools = tuple(
-            ToolDef(name=n) for n in sorted({u.name for m in dialogue for u in m.tool_uses})
-        )
-        state = LayeredState(system=SystemLayer(prompt=system, tools=tools))
+        state, dialogue = corpus_state(transcript)
         conversation = Conversation(dialogue, measure=measure)
         first = next(m for m in dialogue if m.role is Role.USER and not m.tool_results)
         task = conversation.tokens(first.id)

@@ -14,7 +14,6 @@ from ctxflow.budget import (
     window_measure,
 )
 from ctxflow.errors import BudgetExceeded, PolicyError
-from ctxflow.layers import LayeredState, SystemLayer, ToolDef
 from ctxflow.model import (
     Conversation,
     Message,
@@ -28,7 +27,7 @@ from ctxflow.model import (
 from ctxflow.testing import FixedCounter
 from ctxflow.tokens import counter_for, get_profile
 
-from .conftest import state_for
+from .conftest import corpus_state, state_for
 from .test_window import _loop
 
 COUNTER = FixedCounter()
@@ -267,12 +266,8 @@ def test_every_phase_and_model_window_over_the_corpus_is_valid_and_within_budget
     built = 0
     refused: list[str] = []
     for transcript in transcripts:
-        system = "\n".join(m.text for m in transcript.messages if m.role is Role.SYSTEM)
-        dialogue = [m for m in transcript.messages if m.role is not Role.SYSTEM]
-        tools = tuple(
-            ToolDef(name=n) for n in sorted({u.name for m in dialogue for u in m.tool_uses})
-        )
-        state = LayeredState(system=SystemLayer(prompt=system, tools=tools))
+        state, dialogue = corpus_state(transcript)
+        system, tools = state.system.prompt, state.system.tools
         conversation = Conversation(dialogue, measure=measure)
         total = (
             conversation.effective_tokens + counter.count(system) + counter.count(tools_json(tools))
@@ -309,8 +304,8 @@ def test_every_phase_and_model_window_over_the_corpus_is_valid_and_within_budget
     assert set(refused) <= {"critical_exceeds", "fixed_costs"}
 
 
-def test_the_plan_tool_round_is_part_of_the_work_buffer() -> None:
-    """A plain tool round the loop answered shows whole in execution (the latest round)."""
+def test_the_latest_tool_round_counts_as_the_work_buffer() -> None:
+    """The latest tool round, shown whole, is reported as the work layer's use."""
     messages = [
         Message.user("task: fix it", id="u0"),
         Message(
@@ -328,4 +323,5 @@ def test_the_plan_tool_round_is_part_of_the_work_buffer() -> None:
     window = build_window(
         state_for(), conversation, phase="execution", counter=COUNTER, budget=2_000
     )
-    assert window.report.layers["work"].used > 0
+    layers = window.report.layers
+    assert layers["work"].used > 0 and layers["evidence"].used == 0  # all of it the latest
