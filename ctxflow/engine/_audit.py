@@ -51,8 +51,8 @@ class AuditEvent:
                 payload[key] = "replaced"
             elif key == "tags":
                 payload["tags"] = len(value)
-            elif key == "overlays":
-                payload["overlays"] = sorted(value)
+            elif key == "overlays":  # a count, as for tags: the manifest holds which
+                payload["overlays"] = len(value)
             else:
                 payload[key] = value
         return {

@@ -33,6 +33,7 @@ from ctxflow.memory._consolidate import (
     with_counts,
 )
 from ctxflow.memory._procedures import (
+    ProcedureLearner,
     failure_signal,
     learn_procedures,
     load_procedures,
@@ -67,6 +68,7 @@ __all__ = [
     "MemoryLimits",
     "MemoryOutcome",
     "Owner",
+    "ProcedureLearner",
     "RedisSharedMemory",
     "SQLiteSharedMemory",
     "SharedItems",

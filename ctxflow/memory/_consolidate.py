@@ -34,6 +34,7 @@ import attrs
 from ctxflow._checks import number_field
 from ctxflow.compression import ExtractiveSummarizer, extract_facts
 from ctxflow.layers import Episode, Fact, LayeredState, MemoryLayer, Procedure, memory_line
+from ctxflow.memory._procedures import ProcedureLearner, learn_procedures
 from ctxflow.model import Conversation, Message, Role
 from ctxflow.protocols import AsyncSummarizer, Summarizer, TokenCounter
 
@@ -135,10 +136,8 @@ Learn = Callable[[Sequence[Message], int], Sequence[Procedure]]
 
 
 def _default_learn(messages: Sequence[Message], step: int) -> Sequence[Procedure]:
-    from ctxflow.memory._procedures import learn_procedures
-
-    learned: Sequence[Procedure] = learn_procedures(messages, step=step)
-    return learned
+    """Stands for "a :class:`ProcedureLearner` of the consolidator's own"."""
+    return learn_procedures(messages, step=step)
 
 
 class Consolidator:
@@ -160,6 +159,8 @@ class Consolidator:
         self.counter = counter
         self.summarizer = summarizer if summarizer is not None else ExtractiveSummarizer()
         self.limits = limits if limits is not None else MemoryLimits()
+        if learn is _default_learn:  # one learner per consolidator: it reads the log once
+            learn = ProcedureLearner()
         self.learn = learn
 
     def __call__(

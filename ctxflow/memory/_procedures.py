@@ -56,6 +56,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_STEPS",
     "SCAN_CHARS",
+    "ProcedureLearner",
     "actions_of",
     "failure_signal",
     "learn_procedures",
@@ -476,42 +477,55 @@ class _Occurrence:
             yield from ids
 
 
-def _calls(messages: Sequence[Message]) -> Iterator[tuple[tuple[str, ...], str, Message]]:
-    """(actions, call message id, answering message) for every answered call, in order."""
-    answers: dict[str, Message] = {}
-    for message in messages:
+class _Scan:
+    """Reads a growing message log once: each call, answered, becomes a step in call order.
+
+    A call waits for its answer (a tool_result naming it, or, for a text-action
+    turn, the next user message); a call still unanswered when a later assistant
+    message arrives is never answered in a valid conversation and is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
+        self.pending: list[tuple[tuple[str, ...], str, str | None]] = []  # actions, call, use id
+        self.answers: dict[str, Message] = {}
+        self.fenced: tuple[tuple[str, ...], str] | None = None  # a text turn awaiting its answer
+
+    def feed(self, message: Message) -> Iterator[_Step]:
+        """The steps ``message`` completes."""
+        fenced, self.fenced = self.fenced, None
+        if fenced is not None and message.role is Role.USER and not message.tool_results:
+            yield from self._step(fenced[0], fenced[1], message)
         for result in message.tool_results:
-            answers.setdefault(result.tool_use_id, message)
-    for index, message in enumerate(messages):
-        if message.role is not Role.ASSISTANT:
-            continue
-        if message.tool_uses:
-            for call in message.tool_uses:
-                answer = answers.get(call.id)
-                if answer is not None:
-                    yield actions_of(call), message.id, answer
-            continue
-        following = messages[index + 1] if index + 1 < len(messages) else None
-        if following is None or following.role is not Role.USER or following.tool_results:
-            continue
-        blocks = _FENCED.findall(message.text)
-        if len(blocks) == 1 and blocks[0].strip():
-            verbs = _shell_verbs(blocks[0])
-            yield tuple(f"bash: {verb}" for verb in verbs), message.id, following
+            self.answers.setdefault(result.tool_use_id, message)
+        if message.role is Role.ASSISTANT:
+            self.pending = []
+            self.answers = {}
+            if message.tool_uses:
+                self.pending = [(actions_of(c), message.id, c.id) for c in message.tool_uses]
+            else:
+                blocks = _FENCED.findall(message.text)
+                if len(blocks) == 1 and blocks[0].strip():
+                    verbs = _shell_verbs(blocks[0])
+                    self.fenced = (tuple(f"bash: {verb}" for verb in verbs), message.id)
+            return
+        while self.pending:
+            actions, call_id, use_id = self.pending[0]
+            answer = self.answers.get(use_id or "")
+            if answer is None:
+                return
+            del self.pending[0]
+            yield from self._step(actions, call_id, answer)
 
-
-def _steps(messages: Sequence[Message]) -> Iterator[_Step]:
-    """Every action with its outcome; a command's result is the outcome of its last action."""
-    failed: set[str] = set()
-    for actions, call_id, answer in _calls(messages):
+    def _step(self, actions: tuple[str, ...], call_id: str, answer: Message) -> Iterator[_Step]:
         for action in actions[:-1]:
             yield _Step(action, call_id, answer.id, _Outcome())
         action = actions[-1]
-        outcome = _message_outcome(answer, action, failed)
+        outcome = _message_outcome(answer, action, self.failed)
         if outcome.failure:
-            failed.add(action)
+            self.failed.add(action)
         else:
-            failed.discard(action)
+            self.failed.discard(action)
         yield _Step(action, call_id, answer.id, outcome)
 
 
@@ -545,19 +559,25 @@ def _folded(steps: Sequence[_Step], signal: str, source: str) -> _Occurrence:
     )
 
 
-def _occurrences(messages: Sequence[Message]) -> Iterator[_Occurrence]:
+class _Successes:
     """Every success with the steps that led to it (since the last failure or success)."""
-    window: list[_Step] = []
-    for step in _steps(messages):
+
+    def __init__(self) -> None:
+        self.window: list[_Step] = []
+
+    def feed(self, step: _Step) -> _Occurrence | None:
+        """The occurrence ``step`` completes, if it is a success."""
         if step.outcome.failure:
-            window = []
-            continue
+            self.window = []
+            return None
+        window = self.window
         window.append(step)
         if len(window) > 4 * MAX_STEPS:  # only the tail can matter: keep the work bounded
             del window[: -2 * MAX_STEPS]
         if step.outcome.success:
-            yield _folded(window, step.outcome.success, step.result_id)
-            window = []
+            self.window = []
+            return _folded(window, step.outcome.success, step.result_id)
+        return None
 
 
 def _tails(occurrence: _Occurrence) -> Iterator[tuple[str, ...]]:
@@ -622,6 +642,78 @@ def _steps_text(actions: tuple[str, ...], signals: Sequence[str], seen: int) -> 
     return "\n".join(lines)
 
 
+class ProcedureLearner:
+    """Learns procedures from a growing log, reading each message once.
+
+    Call it with the whole log each time (``learner(messages, step)``): it reads
+    only what was appended since the last call, and starts over when the log
+    no longer extends the one it read (a restore, another conversation). So a
+    consolidation costs the messages since the last one, not the session.
+    ``min_seen`` as for :func:`learn_procedures`.
+    """
+
+    def __init__(self, *, min_seen: int = 2) -> None:
+        if isinstance(min_seen, bool) or not isinstance(min_seen, int) or min_seen < 1:
+            raise FormatError(
+                f"'min_seen' must be a positive integer (got {min_seen!r})", rule="min_seen"
+            )
+        self.min_seen = min_seen
+        self._reset()
+
+    def _reset(self) -> None:
+        self._read = 0
+        self._last: str | None = None
+        self._scan = _Scan()
+        self._successes = _Successes()
+        self._occurrences: list[_Occurrence] = []
+        self._shown: dict[tuple[str, ...], list[_Occurrence]] = {}
+
+    def __call__(self, messages: Sequence[Message], step: int = 0) -> list[Procedure]:
+        """The procedures ``messages`` show (see :func:`learn_procedures`)."""
+        read = self._read
+        if read > len(messages) or (read and messages[read - 1].id != self._last):
+            self._reset()
+            read = 0
+        for message in messages[read:]:
+            for done in self._scan.feed(message):
+                occurrence = self._successes.feed(done)
+                if occurrence is not None:
+                    self._occurrences.append(occurrence)
+                    for tail in _tails(occurrence):
+                        self._shown.setdefault(tail, []).append(occurrence)
+        self._read = len(messages)
+        self._last = messages[-1].id if messages else None
+        return self._procedures(step)
+
+    def _procedures(self, step: int) -> list[Procedure]:
+        shown, min_seen = self._shown, self.min_seen
+        # Each success is explained by the longest sequence it shows that recurs.
+        chosen = dict.fromkeys(
+            next((t for t in _tails(o) if len(shown[t]) >= min_seen), ()) for o in self._occurrences
+        )
+        procedures: list[Procedure] = []
+        for actions in chosen:
+            if not actions:
+                continue
+            found = shown[actions]
+            seen = len(found)
+            signals = [o.signal for o in found]
+            common = max(dict.fromkeys(signals), key=signals.count)
+            evidence = (i for o in found for i in o.evidence(len(actions)))
+            procedures.append(
+                Procedure(
+                    name=_name(actions, common),
+                    steps=_steps_text(actions, signals, seen),
+                    source=found[-1].source,
+                    evidence=tuple(dict.fromkeys(evidence)),
+                    seen=seen,
+                    step=step,
+                    importance=1.0 - 0.5 / seen,
+                )
+            )
+        return procedures
+
+
 def learn_procedures(
     messages: Sequence[Message], *, min_seen: int = 2, step: int = 0
 ) -> list[Procedure]:
@@ -630,42 +722,10 @@ def learn_procedures(
     One procedure per distinct sequence of normalised actions, in the order of
     their first success; ``evidence`` holds the ids of every call and result of
     every occurrence, ``source`` the id of the last success, and ``importance``
-    grows with ``seen``. Work is linear in the messages.
+    grows with ``seen``. Work is linear in the messages; a
+    :class:`ProcedureLearner` reads a growing log incrementally.
     """
-    if isinstance(min_seen, bool) or not isinstance(min_seen, int) or min_seen < 1:
-        raise FormatError(
-            f"'min_seen' must be a positive integer (got {min_seen!r})", rule="min_seen"
-        )
-    occurrences = list(_occurrences(messages))
-    shown: dict[tuple[str, ...], list[_Occurrence]] = {}
-    for occurrence in occurrences:
-        for tail in _tails(occurrence):
-            shown.setdefault(tail, []).append(occurrence)
-    # Each success is explained by the longest sequence it shows that recurs.
-    chosen = dict.fromkeys(
-        next((t for t in _tails(o) if len(shown[t]) >= min_seen), ()) for o in occurrences
-    )
-    procedures: list[Procedure] = []
-    for actions in chosen:
-        if not actions:
-            continue
-        found = shown[actions]
-        seen = len(found)
-        signals = [o.signal for o in found]
-        common = max(dict.fromkeys(signals), key=signals.count)
-        evidence = (i for o in found for i in o.evidence(len(actions)))
-        procedures.append(
-            Procedure(
-                name=_name(actions, common),
-                steps=_steps_text(actions, signals, seen),
-                source=found[-1].source,
-                evidence=tuple(dict.fromkeys(evidence)),
-                seen=seen,
-                step=step,
-                importance=1.0 - 0.5 / seen,
-            )
-        )
-    return procedures
+    return ProcedureLearner(min_seen=min_seen)(messages, step)
 
 
 # --- user-given procedures -----------------------------------------------------------

@@ -308,6 +308,10 @@ class BaseStore(abc.ABC):
                 f"checkpoint {record.id!r}: every body must hold a message id",
                 rule="body",
             ) from None
+        try:
+            manifest.assemble(bodies)
+        except CorruptCheckpoint as exc:
+            raise self._naming(exc, session_id, record.id) from None
         return snapshot
 
     def fork(

@@ -235,7 +235,7 @@ class Checkpointer:
         manifest.overlay_counts = (
             {k: conversation.tokens(k) for k in overlays} if key is not None else {}
         )
-        manifest.state = state_plain
+        manifest.set_state(state_plain, bodies, self._written)
         manifest.chart = chart_plain
         record: Mapping[str, Any] | None = None
         due = (

@@ -14,6 +14,16 @@ Hashes are stored packed: one bytes value holding the 16-byte digests back to
 back (``pack_hashes``), not a list of 22-character strings, which makes a full
 manifest about a third smaller. Records written as lists still read.
 
+The layered state is stored in *parts* (format 2): a value at depth two or
+three of the state mapping (a layer's field, a memory tier) that packs to
+:data:`PART_BYTES` or more is stored as a body of its own and named in the
+manifest by its hash; a list of mappings (a memory tier) is stored item by
+item, so an episode that did not change costs a 16-byte reference. What is
+left of the state (the *skeleton*: small values, the audit tail) is stored in
+the manifest, and in a delta only when it changed; a delta names only the
+parts that changed. Manifests written before parts existed hold the whole
+state and still read.
+
 Gotcha: a delta needs the parent's ids to be a prefix of the child's. The log
 only grows, so that holds along a session; anything else is written in full.
 """
@@ -21,14 +31,34 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from ctxflow.errors import CorruptCheckpoint
+import msgpack
 
-__all__ = ["Manifest", "apply_deltas", "mentions", "pack_hashes", "replay", "unpack_hashes"]
+from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence._bodies import body_hash
+
+__all__ = [
+    "PART_BYTES",
+    "Manifest",
+    "apply_deltas",
+    "mentions",
+    "pack_hashes",
+    "replay",
+    "unpack_hashes",
+]
 
 Tags = tuple[str | None, str | None]
+Path = tuple[str, ...]
+#: A part's reference: ("value", hash) or ("items", (hash, ...)).
+Ref = tuple[str, str | tuple[str, ...]]
+
+#: The packed size from which a state value is stored as a part of its own.
+PART_BYTES = 512
+# Parts are values at these depths of the state mapping (1 is its top level).
+_PART_DEPTH = 2
+_MAX_DEPTH = 3
 
 _DIGEST = 16
 #: A digest spread to 18 bytes (two zero bytes after it) encodes to 24 base64
@@ -102,9 +132,12 @@ class Manifest:
         "measure",
         "overlay_counts",
         "overlays",
+        "parts",
+        "skeleton",
         "state",
         "tags",
     )
+    _SHOWN = ("chart", "counts", "hashes", "ids", "measure", "overlay_counts", "overlays", "state")
 
     def __init__(
         self,
@@ -124,6 +157,9 @@ class Manifest:
         self.tags = tags if tags is not None else {}
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
+        # How the state is stored: what stays in the manifest, and the parts by path.
+        self.skeleton = self.state
+        self.parts: dict[Path, Ref] = {}
         self.chart = chart if chart is not None else {}
         self.measure = measure
         self.counts = counts if counts is not None else []
@@ -132,7 +168,7 @@ class Manifest:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Manifest):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in self._SHOWN)
 
     def __repr__(self) -> str:
         return (
@@ -142,7 +178,7 @@ class Manifest:
 
     def copy(self) -> Manifest:
         """An independent copy (state and chart are shared: they are replaced, never edited)."""
-        return Manifest(
+        copied = Manifest(
             ids=list(self.ids),
             hashes=list(self.hashes),
             tags=dict(self.tags),
@@ -153,10 +189,46 @@ class Manifest:
             counts=list(self.counts),
             overlay_counts=dict(self.overlay_counts),
         )
+        copied.skeleton, copied.parts = self.skeleton, dict(self.parts)
+        return copied
 
     def body_hashes(self) -> set[str]:
-        """Every body hash this manifest references (messages and overlays)."""
-        return set(self.hashes) | set(self.overlays.values())
+        """Every body hash this manifest references (messages, overlays, state parts)."""
+        return set(self.hashes) | set(self.overlays.values()) | set(_part_hashes(self.parts))
+
+    def set_state(
+        self, state: dict[str, Any], bodies: dict[str, Any], written: Collection[str] = ()
+    ) -> None:
+        """Take ``state``, stored in parts: the bodies of new parts go into ``bodies``
+        (unless ``written`` holds them already)."""
+        self.state = state
+        self.skeleton, self.parts = _split(state, bodies, written)
+
+    def assemble(self, bodies: Mapping[str, Any]) -> None:
+        """Rebuild ``state`` from the skeleton and the bodies of the parts."""
+        if not self.parts:
+            self.state = self.skeleton
+            return
+        state = dict(self.skeleton)
+        for path, (_kind, ref) in self.parts.items():
+            try:
+                value = (
+                    bodies[ref]["part"]
+                    if isinstance(ref, str)
+                    else [bodies[h]["item"] for h in ref]
+                )
+                parent = state
+                for key in path[:-1]:
+                    child = dict(parent.get(key) or {})  # copied: the skeleton is shared
+                    parent[key] = child
+                    parent = child
+            except (KeyError, TypeError, AttributeError):
+                raise CorruptCheckpoint(
+                    f"state part {'/'.join(path)!r} must have its bodies in the store",
+                    rule="state_part",
+                ) from None
+            parent[path[-1]] = value
+        self.state = state
 
     def to_plain(self) -> dict[str, Any]:
         """The full manifest as plain data."""
@@ -165,9 +237,11 @@ class Manifest:
             "hashes": pack_hashes(self.hashes),
             "tags": {k: list(v) for k, v in self.tags.items()},
             "overlays": dict(self.overlays),
-            "state": self.state,
+            "state": self.skeleton,
             "chart": self.chart,
         }
+        if self.parts:
+            plain["parts"] = _parts_plain(self.parts)
         if self.measure is not None:
             plain["measure"] = self.measure
             plain["counts"] = list(self.counts)
@@ -210,8 +284,14 @@ class Manifest:
         }
         if counted:
             delta["overlay_counts"] = counted
-        if self.state != parent.state:
-            delta["state"] = self.state
+        if self.skeleton != parent.skeleton:
+            delta["state"] = self.skeleton
+        changed_parts = {p: r for p, r in self.parts.items() if parent.parts.get(p) != r}
+        if changed_parts:
+            delta["parts"] = _parts_plain(changed_parts)
+        gone = [list(p) for p in parent.parts if p not in self.parts]
+        if gone:
+            delta["removed_parts"] = gone
         if self.chart != parent.chart:
             delta["chart"] = self.chart
         return delta
@@ -249,8 +329,15 @@ class Manifest:
                     raise ValueError("counts need the measure they were taken with")
                 _counts(list(counted.values()), len(counted))
                 self.overlay_counts.update(counted)
+            if full:
+                self.parts = {}
             if full or "state" in data:
-                self.state = dict(data.get("state") or {})
+                self.skeleton = dict(data.get("state") or {})
+            for path in data.get("removed_parts") or ():
+                self.parts.pop(_path(path), None)
+            if data.get("parts"):
+                self.parts.update(_parts_read(data["parts"]))
+            self.state = self.skeleton
             if full or "chart" in data:
                 self.chart = dict(data.get("chart") or {})
         except (KeyError, TypeError, ValueError) as exc:
@@ -264,7 +351,98 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
     """The body hashes a stored manifest record (full or delta) names itself."""
     found = set(unpack_hashes(record.get("hashes") or ()))
     found.update(dict(record.get("overlays") or {}).values())
+    if record.get("parts"):
+        try:
+            found.update(_part_hashes(_parts_read(record["parts"])))
+        except (TypeError, ValueError) as exc:
+            raise CorruptCheckpoint(
+                f"a manifest's state parts must have the documented shape ({exc})",
+                rule="manifest",
+            ) from None
     return found
+
+
+# --- state parts ---------------------------------------------------------------------
+
+
+def _split(
+    state: Mapping[str, Any], bodies: dict[str, Any], written: Collection[str]
+) -> tuple[dict[str, Any], dict[Path, Ref]]:
+    """The skeleton of ``state`` and its parts (new bodies added to ``bodies``)."""
+    parts: dict[Path, Ref] = {}
+
+    def store(body: dict[str, Any]) -> str:
+        digest = body_hash(body)
+        if digest not in written:
+            bodies[digest] = body
+        return digest
+
+    def walk(mapping: Mapping[str, Any], path: Path) -> dict[str, Any]:
+        kept: dict[str, Any] = {}
+        for key, value in mapping.items():
+            where = (*path, key)
+            depth = len(where)
+            if isinstance(value, Mapping) and depth < _MAX_DEPTH:
+                kept[key] = walk(value, where)
+                continue
+            if depth < _PART_DEPTH or not isinstance(key, str):
+                kept[key] = value
+            elif (
+                isinstance(value, list | tuple)
+                and value
+                and all(isinstance(item, Mapping) for item in value)
+                and _packed_size(value) >= PART_BYTES
+            ):
+                parts[where] = ("items", tuple(store({"item": item}) for item in value))
+            elif _packed_size(value) >= PART_BYTES:
+                parts[where] = ("value", store({"part": value}))
+            else:
+                kept[key] = value
+        return kept
+
+    return walk(state, ()), parts
+
+
+def _packed_size(value: Any) -> int:
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def _part_hashes(parts: Mapping[Path, Ref]) -> Iterable[str]:
+    for _kind, ref in parts.values():
+        if isinstance(ref, str):
+            yield ref
+        else:
+            yield from ref
+
+
+def _parts_plain(parts: Mapping[Path, Ref]) -> list[list[Any]]:
+    return [
+        [list(path), kind, ref if kind == "value" else pack_hashes(list(ref))]
+        for path, (kind, ref) in parts.items()
+    ]
+
+
+def _path(value: Any) -> Path:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(k, str) for k in value)
+    ):
+        raise ValueError("a state part's path must be a non-empty list of strings")
+    return tuple(value)
+
+
+def _parts_read(value: Any) -> dict[Path, Ref]:
+    parts: dict[Path, Ref] = {}
+    for entry in value:
+        path, kind, ref = entry
+        if kind == "value" and isinstance(ref, str):
+            parts[_path(path)] = ("value", ref)
+        elif kind == "items":
+            parts[_path(path)] = ("items", tuple(unpack_hashes(ref)))
+        else:
+            raise ValueError(f"a state part is a value or items (got {kind!r})")
+    return parts
 
 
 def replay(records: Sequence[Mapping[str, Any]]) -> Manifest:

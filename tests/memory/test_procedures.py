@@ -16,6 +16,7 @@ from ctxflow.memory._procedures import (
     MAX_ENTRIES,
     MAX_FILE_BYTES,
     MAX_STEPS,
+    ProcedureLearner,
     actions_of,
     failure_signal,
     learn_procedures,
@@ -550,3 +551,61 @@ def test_learning_over_the_corpus_gives_real_evidence(transcripts: list[Transcri
     report = f"shares {shares}; coding share {coding_share:.2f}; learned in {elapsed:.2f}s"
     assert sum(convs.values()) == 276, report
     assert coding_share >= CODING_SHARE_FLOOR, report
+
+
+@pytest.mark.corpus
+def test_the_learner_reads_a_growing_log_as_the_batch_does(
+    transcripts: list[Transcript],
+) -> None:
+    """Fed in slices of any size, a learner learns what one batch over the same log learns."""
+    checked = 0
+    for n, transcript in enumerate(transcripts):
+        messages = list(transcript.messages)
+        expected = learn_procedures(messages)
+        learner = ProcedureLearner()
+        width = 1 + n % 7
+        for end in range(width, len(messages) + width, width):
+            got = learner(messages[:end])
+        assert got == expected, transcript.id
+        checked += bool(expected)
+    assert checked >= 20
+
+
+def test_the_learner_starts_over_when_the_log_does_not_extend() -> None:
+    """A restored or different log is read from its start, not appended to what was read."""
+    first, second = Trajectory(), Trajectory()
+    for trajectory in (first, second):
+        for _ in range(2):
+            trajectory.bash("pytest", PYTEST_FAIL)
+            trajectory.edit()
+            trajectory.bash("pytest", PYTEST_PASS)
+    second.messages = [
+        Message(role=m.role, content=m.content, id=f"other-{m.id}") for m in second.messages
+    ]
+    learner = ProcedureLearner()
+    assert learner(first.messages)
+    assert learner(second.messages) == learn_procedures(second.messages)
+    assert learner(first.messages[:3]) == learn_procedures(first.messages[:3]) == []
+
+
+def test_a_learner_reads_each_message_once() -> None:
+    """Learning again after an append reads only the appended messages."""
+    trajectory = Trajectory()
+    for _ in range(50):
+        trajectory.bash("pytest", PYTEST_FAIL)
+        trajectory.edit()
+        trajectory.bash("pytest", PYTEST_PASS)
+    learner = ProcedureLearner()
+    learner(trajectory.messages)
+    read: list[str] = []
+    scan = learner._scan
+    feed = scan.feed
+
+    def counting(message: Message) -> Any:
+        read.append(message.id)
+        return feed(message)
+
+    scan.feed = counting  # type: ignore[method-assign]
+    trajectory.bash("pytest", PYTEST_PASS)
+    learner(trajectory.messages)
+    assert read == [m.id for m in trajectory.messages[-2:]]
