@@ -16,6 +16,14 @@ The Conversation composes private parts and keeps the public API:
 
 An append checks the log's rules, then the pair index's, each in one pass
 over the batch; the first error raised is still the first in the batch.
+
+Every change other than an append is also written to a *change journal*: the
+log positions whose tags or overlays it touched. A reader that keeps a mark
+(:attr:`Conversation.change_mark`) asks :meth:`Conversation.changes_since` what
+moved since, instead of comparing every message (a checkpoint writer does:
+its cost follows the change, not the log). The journal keeps about as many
+entries as the log has messages; a reader further behind gets None and
+compares in full.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ class Conversation:
         self._pairs = PairIndex()
         self._view = View(self._log)
         self.version = 0
+        self._journal: list[int] = []
+        self._journal_base = 0
         self.extend(messages, counts=counts)
 
     # -- reading -------------------------------------------------------------
@@ -97,6 +107,29 @@ class Conversation:
     def epoch(self) -> int:
         """Moves on every change other than an append (tags, overlays, summaries)."""
         return self._view.epoch
+
+    def at(self, index: int) -> Message:
+        """The message at ``index`` of the log, as appended (tags current)."""
+        return self._log.messages[index]
+
+    def since(self, index: int) -> tuple[Message, ...]:
+        """The messages of the log from ``index`` on (what was appended since it held
+        ``index`` messages), without copying the rest."""
+        return tuple(self._log.messages[index:])
+
+    @property
+    def change_mark(self) -> int:
+        """A mark of the change journal now, for :meth:`changes_since`."""
+        return self._journal_base + len(self._journal)
+
+    def changes_since(self, mark: int) -> list[int] | None:
+        """The log positions whose tags or overlays changed since ``mark`` (in order,
+        maybe repeated, maybe changed back since), or None when the journal no
+        longer reaches back to ``mark``."""
+        start = mark - self._journal_base
+        if start < 0 or mark > self.change_mark:
+            return None
+        return self._journal[start:]
 
     def original(self, message_id: str) -> Message:
         """The message as appended (tags current), even when hidden or overlaid."""
@@ -378,6 +411,15 @@ class Conversation:
         return marked
 
     def _changed(self, moved: Iterable[int], *, restyled: Iterable[int] = ()) -> None:
-        """Rebuild the view after a change (see :meth:`View.changed`); a new version."""
+        """Rebuild the view after a change (see :meth:`View.changed`); a new version;
+        the positions written to the change journal."""
+        moved, restyled = list(moved), list(restyled)
         self.version += 1
         self._view.changed(moved, restyled)
+        journal = self._journal
+        journal += moved
+        journal += restyled
+        if len(journal) > max(4096, 2 * len(self._log.messages)):
+            dropped = len(journal) // 2
+            del journal[:dropped]
+            self._journal_base += dropped

@@ -44,7 +44,7 @@ from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.persistence._codec import pack_plain
-from ctxflow.persistence._manifest import Manifest
+from ctxflow.persistence._manifest import Manifest, pack_hashes
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -181,8 +181,11 @@ class Checkpointer:
         self.measure = measure
         self._last_id: str | None = None
         self._manifest: Manifest | None = None
-        self._log: tuple[Message, ...] = ()
+        self._log: list[Message] = []  # what was written, as objects
         self._overlays: dict[str, Message] = {}
+        self._conversation: Conversation | None = None
+        self._mark = 0
+        self._touched: list[str] = []
         self._since_full = 0
         self._written: set[str] = set()
 
@@ -211,41 +214,24 @@ class Checkpointer:
         """
         state_plain = _plain_mapping("state", state)
         chart_plain = _plain_mapping("chart", chart)
-        log = tuple(conversation.messages)
         bodies: dict[str, Mapping[str, Any]] = {}
-        key = conversation.measure_key
-        manifest = self._extend(log, bodies, conversation)
-        if manifest is None:
-            manifest = Manifest(measure=key)
-            self._append(manifest, log, bodies, conversation)
-        elif manifest.measure != key:
-            manifest.measure = key
-            manifest.counts = self._counts(log, conversation)
-        overlays = conversation.overlays
-        previous = self._manifest.overlays if self._manifest is not None else {}
-        manifest.overlays = {}
-        for message_id, overlay in overlays.items():
-            if self._overlays.get(message_id) is overlay and message_id in previous:
-                manifest.overlays[message_id] = previous[message_id]
-                continue
-            body = message_to_plain(overlay, with_tags=True)
-            digest = body_hash(body)
-            manifest.overlays[message_id] = digest
-            bodies[digest] = body
-        manifest.overlay_counts = (
-            {k: conversation.tokens(k) for k in overlays} if key is not None else {}
-        )
-        manifest.set_state(state_plain, bodies, self._written)
-        manifest.chart = chart_plain
-        record: Mapping[str, Any] | None = None
         due = (
             self._since_full + 1 >= self.full_every
             and self._delta_bytes >= self.full_ratio * self._full_bytes
         )
-        if self._manifest is not None and not due:
-            record = manifest.delta_from(self._manifest)
-        if record is None:
-            record = manifest.to_plain()
+        changes = self._tracked(conversation, state_plain, chart_plain, bodies)
+        if changes is not None:
+            delta, appended = changes
+            manifest = self._manifest
+            assert manifest is not None
+            if due:
+                manifest = self._advanced(manifest.copy(), delta, appended, state_plain)
+            record = manifest.to_plain() if due else delta
+        else:
+            appended = ()
+            manifest = self._compared(conversation, bodies, state_plain, chart_plain)
+            found = None if self._manifest is None or due else manifest.delta_from(self._manifest)
+            record = manifest.to_plain() if found is None else found
         weight = self._weigh(record)
         draft = CheckpointDraft(
             id=new_checkpoint_id(),
@@ -257,13 +243,14 @@ class Checkpointer:
             phase=phase,
             trigger=trigger,
             tokens=conversation.effective_tokens if tokens is None else tokens,
-            message_count=len(log),
+            message_count=len(conversation),
         )
         written = self.store.put(draft, expected_parent=self._last_id)
+        if changes is not None and not due:
+            manifest = self._advanced(manifest, record, appended, state_plain)
         self._last_id = written.id
         self._manifest = manifest
-        self._log = log
-        self._overlays = overlays
+        self._follow(conversation, changes[0] if changes is not None else None)
         if draft.full:
             self._since_full, self._delta_bytes, self._full_bytes = 0, 0, weight
         else:
@@ -286,8 +273,7 @@ class Checkpointer:
         )
         self._last_id = snapshot.record.id
         self._manifest = snapshot.manifest.copy()
-        self._log = tuple(conversation.messages)
-        self._overlays = conversation.overlays
+        self._follow(conversation, None)
         self._since_full = snapshot.depth
         self._delta_bytes = self._full_bytes = 0
         self._written = snapshot.manifest.body_hashes()
@@ -297,6 +283,159 @@ class Checkpointer:
             chart=dict(snapshot.manifest.chart),
             record=snapshot.record,
         )
+
+    # -- following the conversation -------------------------------------------
+
+    def _follow(self, conversation: Conversation, delta: Mapping[str, Any] | None) -> None:
+        """Remember what was written of ``conversation``: its messages and overlays as
+        objects (for identity checks) and its change-journal mark."""
+        if delta is None or conversation is not self._conversation:
+            self._log = list(conversation.messages)
+            self._overlays = conversation.overlays
+        else:
+            log = self._log
+            log += conversation.since(len(log))
+            for message_id in delta.get("tags") or ():
+                log[conversation.index_of(message_id)] = conversation.original(message_id)
+            for message_id in delta.get("removed_overlays") or ():
+                self._overlays.pop(message_id, None)
+            for message_id in self._touched:
+                overlay = conversation.overlay(message_id)
+                if overlay is not None:
+                    self._overlays[message_id] = overlay
+        self._conversation = conversation
+        self._mark = conversation.change_mark
+
+    def _tracked(
+        self,
+        conversation: Conversation,
+        state: dict[str, Any],
+        chart: dict[str, Any],
+        bodies: dict[str, Any],
+    ) -> tuple[dict[str, Any], tuple[Message, ...]] | None:
+        """The delta record of ``conversation`` since the last capture, read from its
+        change journal (cost: the change), and the appended messages; None when the
+        journal cannot tell (another conversation, a new measure, a lost mark)."""
+        manifest = self._manifest
+        if manifest is None or conversation is not self._conversation:
+            return None
+        key = conversation.measure_key
+        n = len(manifest.hashes)
+        if key != manifest.measure or len(conversation) < n or len(self._log) != n:
+            return None
+        if n and conversation.at(n - 1).id != manifest.ids[-1]:
+            return None
+        positions = conversation.changes_since(self._mark)
+        if positions is None:
+            return None
+        appended = conversation.since(n)
+        hashes: list[str] = []
+        tags: dict[str, list[str | None]] = {}
+        for message in appended:
+            body = message_to_plain(message)
+            digest = body_hash(body)
+            hashes.append(digest)
+            if digest not in self._written:
+                bodies[digest] = body
+            if message.hidden:
+                tags[message.id] = [message.condense_parent, message.truncation_parent]
+        delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(hashes)}
+        if key is not None:
+            delta["counts"] = [conversation.original_tokens(m.id) for m in appended]
+        overlays: dict[str, str] = {}
+        removed: list[str] = []
+        counted: dict[str, int] = {}
+        self._touched = []
+        for at in sorted(set(positions)):
+            if at >= len(conversation):
+                continue  # appended by a compression taken back
+            message = conversation.at(at)
+            message_id = message.id
+            if at < n:
+                was = manifest.tags.get(message_id)
+                now = (message.condense_parent, message.truncation_parent)
+                if message.hidden and now != was:
+                    tags[message_id] = list(now)
+                elif not message.hidden and was is not None:
+                    tags[message_id] = [None, None]
+            overlay = conversation.overlay(message_id)
+            if overlay is None:
+                if message_id in manifest.overlays:
+                    removed.append(message_id)
+                continue
+            if overlay is not self._overlays.get(message_id) or message_id not in manifest.overlays:
+                body = message_to_plain(overlay, with_tags=True)
+                digest = body_hash(body)
+                if manifest.overlays.get(message_id) != digest:
+                    overlays[message_id] = digest
+                    bodies[digest] = body
+                self._touched.append(message_id)
+            if key is not None:
+                count = conversation.tokens(message_id)
+                if manifest.overlay_counts.get(message_id) != count:
+                    counted[message_id] = count
+        if tags:
+            delta["tags"] = tags
+        if overlays:
+            delta["overlays"] = overlays
+        if removed:
+            delta["removed_overlays"] = removed
+        if counted:
+            delta["overlay_counts"] = counted
+        delta.update(manifest.state_delta(state, bodies, self._written))
+        if chart != manifest.chart:
+            delta["chart"] = chart
+        return delta, appended
+
+    @staticmethod
+    def _advanced(
+        manifest: Manifest,
+        delta: Mapping[str, Any],
+        appended: tuple[Message, ...],
+        state: dict[str, Any],
+    ) -> Manifest:
+        """``manifest`` with ``delta`` applied in place (ids and whole state too)."""
+        manifest.apply(delta)
+        manifest.ids.extend(m.id for m in appended)
+        manifest.state = state
+        return manifest
+
+    def _compared(
+        self,
+        conversation: Conversation,
+        bodies: dict[str, Any],
+        state: dict[str, Any],
+        chart: dict[str, Any],
+    ) -> Manifest:
+        """The manifest of ``conversation`` found by comparing it with what was written
+        last (the whole log and every overlay): for a conversation the journal
+        cannot follow."""
+        log = tuple(conversation.messages)
+        key = conversation.measure_key
+        manifest = self._extend(log, bodies, conversation)
+        if manifest is None:
+            manifest = Manifest(measure=key)
+            self._append(manifest, log, bodies, conversation)
+        elif manifest.measure != key:
+            manifest.measure = key
+            manifest.counts = self._counts(log, conversation)
+        overlays = conversation.overlays
+        previous = self._manifest.overlays if self._manifest is not None else {}
+        manifest.overlays = {}
+        for message_id, overlay in overlays.items():
+            if self._overlays.get(message_id) is overlay and message_id in previous:
+                manifest.overlays[message_id] = previous[message_id]
+                continue
+            body = message_to_plain(overlay, with_tags=True)
+            digest = body_hash(body)
+            manifest.overlays[message_id] = digest
+            bodies[digest] = body
+        manifest.overlay_counts = (
+            {k: conversation.tokens(k) for k in overlays} if key is not None else {}
+        )
+        manifest.set_state(state, bodies, self._written)
+        manifest.chart = chart
+        return manifest
 
     # -- manifest building ---------------------------------------------------
 
@@ -340,7 +479,7 @@ class Checkpointer:
             return None
         manifest = self._manifest.copy()
         # Tuple equality checks identity first: the common case (nothing retagged) is C speed.
-        if log[:n] != previous:
+        if list(log[:n]) != previous:
             for index in range(n):
                 old, new = previous[index], log[index]
                 if old is new:

@@ -204,6 +204,23 @@ class Manifest:
         self.state = state
         self.skeleton, self.parts = _split(state, bodies, written)
 
+    def state_delta(
+        self, state: dict[str, Any], bodies: dict[str, Any], written: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """The delta fields that take this manifest's state to ``state`` (the skeleton if
+        it changed, the parts that changed or went); new part bodies go into ``bodies``."""
+        skeleton, parts = _split(state, bodies, written)
+        delta: dict[str, Any] = {}
+        if skeleton != self.skeleton:
+            delta["state"] = skeleton
+        changed = {p: r for p, r in parts.items() if self.parts.get(p) != r}
+        if changed:
+            delta["parts"] = _parts_plain(changed)
+        gone = [list(p) for p in self.parts if p not in parts]
+        if gone:
+            delta["removed_parts"] = gone
+        return delta
+
     def assemble(self, bodies: Mapping[str, Any]) -> None:
         """Rebuild ``state`` from the skeleton and the bodies of the parts."""
         if not self.parts:

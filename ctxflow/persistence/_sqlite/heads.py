@@ -9,6 +9,13 @@ manifest), so loading it reads no pack and replays at most ``head_every``
 plain rows. Retention and erasure empty the head; a later full manifest sets
 it again.
 
+A head is a full manifest, so moving it costs the whole log. Once it weighs
+:data:`LARGE_HEAD` bytes or more it moves only when the rows written since it
+weigh at least half as much, and packing takes only rows it already covers:
+both then cost, amortised, what was written (the rule full manifests follow
+too), and a latest load replays at most about half a head's bytes of deltas.
+Smaller heads keep the plain every-``head_every`` rule.
+
 Stored as the codec bytes of ``[seq, depth, manifest]``: the checkpoint it is
 the manifest of, how many deltas were applied since the last full manifest,
 and the plain full manifest with body row ids in ``hashes``.
@@ -27,13 +34,15 @@ from ctxflow.persistence._manifest import Manifest, apply_deltas
 from ctxflow.persistence._sqlite.schema import Part
 from ctxflow.persistence._sqlite.segments import BodySegments
 
-__all__ = ["HEAD_EVERY", "Head", "Plain", "SessionHeads"]
+__all__ = ["HEAD_EVERY", "LARGE_HEAD", "Head", "Plain", "SessionHeads"]
 
 _log = get_logger("ctxflow.stores")
 
 #: The session head moves to the latest checkpoint every this many checkpoints (and
 #: at every pack), so the latest load replays at most this many plain rows after it.
 HEAD_EVERY = 32
+#: From this many encoded bytes a head moves by weight (module docstring).
+LARGE_HEAD = 64 * 1024
 
 
 class Head(NamedTuple):
@@ -120,10 +129,31 @@ class SessionHeads(Part):
         """Empty a session's head (retention and erasure)."""
         self.db.execute("UPDATE sessions SET head = NULL WHERE name = ?", (session_id,))
 
+    def large(self, session: int) -> int | None:
+        """The seq a large head holds (by its hint), or None for a small, absent or
+        unhinted head."""
+        row = self.db.execute(
+            "SELECT length(head), head_seq FROM sessions WHERE id = ?", (session,)
+        ).fetchone()
+        if row is None or row[0] is None or row[1] is None or row[0] < LARGE_HEAD:
+            return None
+        return int(row[1])
+
     def written(self, session: int, seq: int) -> None:
         """After checkpoint ``seq`` is written: move the head to it when one is due."""
         if seq % self.every:
             return
+        held = self.large(session)
+        if held is not None:
+            (since,) = self.db.execute(
+                "SELECT coalesce(sum(size), 0) FROM checkpoints WHERE session = ? AND seq > ?",
+                (session, held),
+            ).fetchone()
+            (weight,) = self.db.execute(
+                "SELECT length(head) FROM sessions WHERE id = ?", (session,)
+            ).fetchone()
+            if 2 * since < weight:
+                return
         head = self.usable(session)
         rows = self.db.execute(
             "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
@@ -157,7 +187,10 @@ class SessionHeads(Part):
                 data = self._continue(head, records)
             except CorruptCheckpoint as exc:
                 self.passed_over(session, exc)
-        self.db.execute("UPDATE sessions SET head = ? WHERE id = ?", (data, session))
+        held = records[-1].seq if data is not None else None
+        self.db.execute(
+            "UPDATE sessions SET head = ?, head_seq = ? WHERE id = ?", (data, held, session)
+        )
 
     def _continue(self, head: Head, records: list[Plain]) -> bytes | None:
         """The encoded head moved from ``head`` through the deltas that follow it."""

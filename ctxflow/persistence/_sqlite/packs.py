@@ -167,13 +167,23 @@ class CheckpointPacks(Part):
         keep = min(_PLAIN_ROWS, self.size)
         if count < self.size + keep:
             return
+        held = self.heads.large(session)
+        if held is not None:  # only rows a large head covers: it need not move (heads)
+            (count,) = self.db.execute(
+                "SELECT count(*) FROM checkpoints WHERE session = ? AND seq <= ?",
+                (session, held),
+            ).fetchone()
+            if count < self.size:
+                return
+            keep = 0
         rows = self.db.execute(
             f"SELECT {_ROW} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
             (session, count - keep),
         ).fetchall()
         entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
-        plain = [Plain(e[_SEQ], bool(e[_FULL]), e[_MANIFEST]) for e in entries]
-        self.heads.extend(session, plain, self.heads.usable(session))
+        if held is None:
+            plain = [Plain(e[_SEQ], bool(e[_FULL]), e[_MANIFEST]) for e in entries]
+            self.heads.extend(session, plain, self.heads.usable(session))
         self._store(session, None, entries)
         self.db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",

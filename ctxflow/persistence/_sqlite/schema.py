@@ -17,7 +17,10 @@ another application's, refused untouched. The first write also adds the
 columns that record each session's latest checkpoint, its id and seq
 (``sessions.latest``, ``latest_seq``), which earlier versions ignore. Those
 never lower a session's latest seq (retention keeps the latest), so a file
-they wrote to since is still checked right.
+they wrote to since is still checked right. It also adds ``sessions.head_seq``,
+the seq of the checkpoint the head holds: a hint that spares decoding a
+large head to decide whether it is due to move (a stale one costs time, never
+a wrong load).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     name TEXT NOT NULL UNIQUE,
     head BLOB,
     latest TEXT,
-    latest_seq INTEGER
+    latest_seq INTEGER,
+    head_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -245,7 +249,7 @@ def mark(db: sqlite3.Connection) -> None:
     caller's write transaction)."""
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
-    for name, kind in (("latest", "TEXT"), ("latest_seq", "INTEGER")):
+    for name, kind in (("latest", "TEXT"), ("latest_seq", "INTEGER"), ("head_seq", "INTEGER")):
         if name not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 

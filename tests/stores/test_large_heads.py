@@ -1,0 +1,57 @@
+"""A large session head moves by weight, and packing takes only the rows it covers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctxflow.model import Conversation, Message
+from ctxflow.persistence import Checkpointer, restore
+from ctxflow.persistence._sqlite import heads
+from ctxflow.stores import SQLiteStore
+
+
+def _head_seq(store: SQLiteStore) -> int | None:
+    row = store._db.execute("SELECT head_seq FROM sessions").fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.mark.parametrize("large", [1 << 40, 100])
+def test_heads_move_by_weight_once_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: int
+) -> None:
+    """Every latest load matches the load by id; a large head moves far less often than
+    every ``head_every``, and no packed row is newer than it."""
+    monkeypatch.setattr(heads, "LARGE_HEAD", large)
+    with SQLiteStore(
+        tmp_path / "h.db", head_every=2, pack_checkpoints=4, segment_bodies=8
+    ) as store:
+        writer = Checkpointer(store, "s", full_every=10_000)
+        conversation = Conversation(
+            Message.user(f"earlier {i}", id=f"e{i}")
+            if i % 2 == 0
+            else Message.assistant(f"reply {i}", id=f"e{i}")
+            for i in range(1000)
+        )
+        moves, seen = 0, None
+        for i in range(160):
+            role = Message.user if i % 2 == 0 else Message.assistant
+            conversation.append(role(f"turn {i} " + "word " * (i % 9), id=f"m{i}"))
+            writer.capture(conversation, state={"step": i})
+            held = _head_seq(store)
+            moves += held != seen
+            seen = held
+            if i % 3 == 0:
+                latest = store.load("s")
+                by_id = store.load("s", store.latest("s").id)
+                assert (latest.manifest, latest.bodies) == (by_id.manifest, by_id.bodies)
+            packed = store._db.execute("SELECT max(last_seq) FROM packs").fetchone()[0]
+            if large < (1 << 40) and packed is not None and held is not None:
+                assert packed <= held or store._heads.large(1) is None
+        assert list(restore(store, "s").conversation) == list(conversation)
+        if large < (1 << 40):
+            assert store._heads.large(1) is not None
+            assert moves < 40
+        else:
+            assert moves >= 70
