@@ -18,7 +18,7 @@ from ctxflow.engine._charts import (
 from ctxflow.engine._diagrams import render_dot, render_mermaid, write_diagrams
 from ctxflow.engine._engine import AsyncEngine, Engine
 from ctxflow.engine._listeners import Listeners
-from ctxflow.engine._records import StepRecord
+from ctxflow.engine._records import KEEP_RECORDS, StepRecord, StepRecords
 from ctxflow.engine._seams import (
     AllocationLike,
     Allocator,
@@ -34,6 +34,7 @@ __all__ = [
     "ACTIONS",
     "DEFAULT_CHART",
     "GUARDS",
+    "KEEP_RECORDS",
     "AllocationLike",
     "Allocator",
     "AsyncEngine",
@@ -47,6 +48,7 @@ __all__ = [
     "Listeners",
     "PhaseConfig",
     "StepRecord",
+    "StepRecords",
     "StoreCheckpointer",
     "SupportsCheckpoints",
     "TransitionSpec",

@@ -11,13 +11,14 @@ bodies).
 Events hold references to the frozen messages and states they added, never
 copies, so the log costs little memory; a checkpoint trims the events it
 covers. An event's effect on the conversation's tags and overlays is
-recorded in full (:func:`tags_of`) only when the event changed them, which
-the conversation's ``epoch`` tells at no cost.
+recorded (:func:`tags_of`) only when the event changed them, which the
+conversation's ``epoch`` tells at no cost, and then only for the messages
+its change journal names (in full when the journal no longer reaches back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -103,32 +104,73 @@ class AuditLog:
         self._events = [e for e in self._events if e.seq > seq]
 
 
-def tags_of(conversation: Conversation) -> dict[str, Any]:
-    """The conversation's compression tags and overlays, in full (for replay)."""
-    tags = {
-        m.id: (m.condense_parent, m.truncation_parent) for m in conversation.messages if m.hidden
-    }
-    return {"tags": tags, "overlays": conversation.overlays}
+def tags_of(conversation: Conversation, positions: Sequence[int] | None = None) -> dict[str, Any]:
+    """The conversation's compression tags and overlays, for replay.
+
+    With ``positions`` (from the conversation's change journal), only the
+    messages there: ``tags`` maps each to its tags or None (shown), ``overlays``
+    to its overlay or None (lifted). Without, every hidden message and every
+    overlay, marked ``whole``.
+    """
+    if positions is None:
+        tags = {
+            m.id: (m.condense_parent, m.truncation_parent)
+            for m in conversation.messages
+            if m.hidden
+        }
+        return {"tags": tags, "overlays": conversation.overlays, "whole": True}
+    changed: dict[str, tuple[str | None, str | None] | None] = {}
+    overlays: dict[str, Message | None] = {}
+    size = len(conversation)
+    for at in dict.fromkeys(positions):
+        if at >= size:
+            continue  # appended by a compression taken back
+        message = conversation.at(at)
+        hidden = message.hidden
+        changed[message.id] = (
+            (message.condense_parent, message.truncation_parent) if hidden else None
+        )
+        overlays[message.id] = conversation.overlay(message.id)
+    return {"tags": changed, "overlays": overlays}
 
 
-def apply_tags(conversation: Conversation, tags: Tags, overlays: Mapping[str, Message]) -> None:
-    """Make ``conversation``'s tags and overlays exactly ``tags`` and ``overlays``."""
-    current = tags_of(conversation)
-    stale = [i for i, tag in current["tags"].items() if tags.get(i) != tag]
+def apply_tags(
+    conversation: Conversation,
+    tags: Mapping[str, Any],
+    overlays: Mapping[str, Message | None],
+    *,
+    whole: bool = True,
+) -> None:
+    """Give ``conversation`` the tags and overlays :func:`tags_of` recorded: exactly
+    these (``whole``), or these changes."""
+    if whole:
+        current = tags_of(conversation)
+        stale = [i for i, tag in current["tags"].items() if tags.get(i) != tag]
+        gone = [i for i in current["overlays"] if i not in overlays]
+        was: Mapping[str, Any] = current["tags"]
+        laid: Mapping[str, Any] = current["overlays"]
+    else:
+        was = {
+            i: (m.condense_parent, m.truncation_parent)
+            for i in tags
+            if (m := conversation.original(i)).hidden
+        }
+        stale = [i for i, tag in tags.items() if was.get(i) is not None and was[i] != tag]
+        gone = [i for i, o in overlays.items() if o is None and conversation.overlay(i) is not None]
+        laid = {i: conversation.overlay(i) for i in overlays}
     if stale:
         conversation.unhide(stale)
     by_tag: dict[tuple[str | None, str | None], list[str]] = {}
     for message_id, tag in tags.items():
-        if current["tags"].get(message_id) != tag:
-            by_tag.setdefault(tag, []).append(message_id)
+        if tag is not None and (message_id in stale or was.get(message_id) != tag):
+            by_tag.setdefault(tuple(tag), []).append(message_id)  # type: ignore[arg-type]
     for (condense, truncation), ids in by_tag.items():
         if condense is not None:
             conversation.hide(ids, condense_parent=condense)
         if truncation is not None:
             conversation.hide(ids, truncation_parent=truncation)
-    gone = [i for i in current["overlays"] if i not in overlays]
     if gone:
         conversation.remove_overlays(gone)
-    changed = {k: v for k, v in overlays.items() if current["overlays"].get(k) is not v}
+    changed = {k: v for k, v in overlays.items() if v is not None and laid.get(k) is not v}
     if changed:
         conversation.set_overlays(changed)

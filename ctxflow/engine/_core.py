@@ -63,7 +63,7 @@ from ctxflow.engine._machine import (
     NotAllowed,
     checked_event,
 )
-from ctxflow.engine._records import StepRecord
+from ctxflow.engine._records import KEEP_RECORDS, StepRecord, StepRecords
 from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
 from ctxflow.errors import CtxflowError, EventError
@@ -110,6 +110,7 @@ class Core(DefaultSeams, ContextOps):
         session_id: str | None = None,
         data: Mapping[str, object] | None = None,
         clock: Callable[[], float] = time.time,
+        keep_records: int = KEEP_RECORDS,
     ) -> None:
         self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
@@ -175,7 +176,7 @@ class Core(DefaultSeams, ContextOps):
             checkpoint_policy if checkpoint_policy is not None else CheckpointPolicy()
         )
         self.listeners = Listeners(listeners)
-        self.records: list[StepRecord] = []
+        self.records = StepRecords(keep_records)
         self._checkpoints: list[tuple[str, str]] = []  # (id, phase), oldest first
         self._mark: object = None
         self._pending: Pending | None = None
@@ -404,6 +405,7 @@ class Core(DefaultSeams, ContextOps):
             conversation=self._conversation,
             log_length=len(self._conversation),
             epoch=self._conversation.epoch,
+            mark=self._conversation.change_mark,
         )
         self._pending = pending
         try:
@@ -458,7 +460,9 @@ class Core(DefaultSeams, ContextOps):
     def _apply_restore(self, pending: Pending, restored: object, cid: str) -> None:
         context, _ = self._unpack(restored, cid)
         pending.conversation = context.conversation
-        pending.log_length, pending.epoch = len(context.conversation), context.conversation.epoch
+        conversation = context.conversation
+        pending.log_length, pending.epoch = len(conversation), conversation.epoch
+        pending.mark = conversation.change_mark
         pending.state = attrs.evolve(context.state, runtime=pending.state.runtime)
         pending.restored_from = cid
 
@@ -554,7 +558,7 @@ class Core(DefaultSeams, ContextOps):
         if checkpoint is not None:
             self._after_checkpoint(*checkpoint)
         record = pending.record(
-            index=len(self.records),
+            index=self.records.total,
             allocation_before=allocation_before,
             tokens_before=tokens_before,
             tokens_after=self._conversation.effective_tokens,

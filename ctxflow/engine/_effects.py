@@ -105,6 +105,7 @@ class Pending:
     conversation: Conversation
     log_length: int
     epoch: int
+    mark: int = 0  # the conversation's change-journal mark when the event began
     intents: Intents = attrs.field(factory=Intents)
     target: str = ""
     configuration: tuple[str, ...] = ()

@@ -5,16 +5,28 @@ allocation per layer before and after, the checkpoint written (its id and
 trigger), the compression report, whether memory was consolidated or a
 checkpoint restored, the token counts around the step, and how long it took.
 Records are values: comparing two runs is comparing two lists.
+
+An engine keeps its records in a :class:`StepRecords` ring: the latest
+``keep`` of them (:data:`KEEP_RECORDS` by default), so a session of a million
+events holds a bounded number; the full history is in the checkpoints and the
+audit log. ``total`` counts every record ever kept, and a record's ``index``
+is its place among them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import attrs
 
-__all__ = ["StepRecord"]
+from ctxflow.errors import PolicyError
+
+__all__ = ["KEEP_RECORDS", "StepRecord", "StepRecords"]
+
+#: How many step records an engine keeps by default.
+KEEP_RECORDS = 10_000
 
 
 def _frozen(value: Mapping[str, int] | None) -> Mapping[str, int]:
@@ -59,3 +71,64 @@ class StepRecord:
     def compressed(self) -> bool:
         """True when the compression guard ran the ladder."""
         return self.compression is not None
+
+
+class StepRecords(Sequence[StepRecord]):
+    """The latest ``keep`` step records, oldest first (a list-like ring).
+
+    Indexing and slicing address the records kept; ``total`` counts every
+    record appended, and :meth:`since` gives those from an absolute ``index``
+    on. Compares equal to a sequence holding the same records.
+    """
+
+    __slots__ = ("_items", "total")
+
+    def __init__(self, keep: int = KEEP_RECORDS) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise PolicyError(
+                f"'keep_records' must be a positive integer (got {keep!r})", rule="keep_records"
+            )
+        self._items: deque[StepRecord] = deque(maxlen=keep)
+        self.total = 0
+
+    @property
+    def keep(self) -> int:
+        """How many records the ring holds at most."""
+        return self._items.maxlen or 0
+
+    def append(self, record: StepRecord) -> None:
+        """Keep ``record`` (the oldest kept one goes when the ring is full)."""
+        self._items.append(record)
+        self.total += 1
+
+    def since(self, index: int) -> list[StepRecord]:
+        """The kept records whose ``index`` is ``index`` or later, oldest first."""
+        first = self.total - len(self._items)
+        return list(self._items)[max(0, index - first) :]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        return iter(self._items)
+
+    @overload
+    def __getitem__(self, at: int) -> StepRecord: ...
+
+    @overload
+    def __getitem__(self, at: slice) -> list[StepRecord]: ...
+
+    def __getitem__(self, at: int | slice) -> StepRecord | list[StepRecord]:
+        if isinstance(at, slice):
+            return list(self._items)[at]
+        return self._items[at]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self._items) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<StepRecords kept={len(self._items)} total={self.total} keep={self.keep}>"

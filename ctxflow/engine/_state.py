@@ -161,7 +161,8 @@ class ContextOps(SessionBase):
         """
         with self.lock:
             self._check_live()
-            length, epoch = len(self._conversation), self._conversation.epoch
+            conversation = self._conversation
+            length, epoch, mark = len(conversation), conversation.epoch, conversation.change_mark
             state = run(self._conversation, self._state)
             if not isinstance(state, LayeredState):
                 raise errors.PolicyError(
@@ -169,20 +170,23 @@ class ContextOps(SessionBase):
                     rule="engine_state",
                 )
             state = attrs.evolve(state, runtime=self._state.runtime)
-            changes = self._changes(self._conversation, length, epoch)
+            changes = self._changes(self._conversation, length, epoch, mark)
             if not changes and state == self._state:
                 return None
             self._state = state
             return self._record("compress", actor, payload=changes, reason=reason, state=state)
 
     @staticmethod
-    def _changes(conversation: Conversation, length: int, epoch: int) -> dict[str, object]:
-        """What changed in ``conversation`` since it had ``length`` messages at ``epoch``."""
+    def _changes(
+        conversation: Conversation, length: int, epoch: int, mark: int
+    ) -> dict[str, object]:
+        """What changed in ``conversation`` since it had ``length`` messages at ``epoch``
+        (and change-journal ``mark``)."""
         changes: dict[str, object] = {}
         if len(conversation) > length:
-            changes["messages"] = tuple(conversation.messages[length:])
+            changes["messages"] = conversation.since(length)
         if conversation.epoch != epoch:
-            changes.update(tags_of(conversation))
+            changes.update(tags_of(conversation, conversation.changes_since(mark)))
         return changes
 
     def replay(self, events: Iterable[AuditEvent]) -> None:
@@ -209,7 +213,12 @@ class ContextOps(SessionBase):
         if "messages" in payload:
             self._conversation.extend(payload["messages"])
         if "tags" in payload:
-            apply_tags(self._conversation, payload["tags"], payload["overlays"])
+            apply_tags(
+                self._conversation,
+                payload["tags"],
+                payload["overlays"],
+                whole=bool(payload.get("whole")),
+            )
         if "chart" in payload:
             self._move_chart(payload["chart"])
         if "state" in payload:
@@ -260,7 +269,9 @@ class ContextOps(SessionBase):
             )
         if pending.restored_from is not None:
             payload["restored"] = pending.restored_from
-        payload.update(self._changes(pending.conversation, pending.log_length, pending.epoch))
+        payload.update(
+            self._changes(pending.conversation, pending.log_length, pending.epoch, pending.mark)
+        )
         pending.payload = payload
         return payload
 

@@ -262,8 +262,8 @@ def replay(
             assert step.event is not None
             events.append(step.event)
         elif step.kind == "window":
-            new = engine.records[seen_records:]
-            seen_records = len(engine.records)
+            new = engine.records.since(seen_records)
+            seen_records = engine.records.total
             compression = next(
                 (_compression_summary(r.compression) for r in reversed(new) if r.compression),
                 None,
@@ -309,7 +309,7 @@ def replay(
                 on_turn(record)
             if on_window is not None:
                 on_window(body)
-    compressions += sum(1 for r in engine.records[seen_records:] if r.compression)
+    compressions += sum(1 for r in engine.records.since(seen_records) if r.compression)
     return RunResult(
         conversation_id=run.transcript.id,
         model=engine.profile.name,

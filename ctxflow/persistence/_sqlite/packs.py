@@ -336,7 +336,11 @@ class CheckpointPacks(Part):
         """Pack entries as stored: a full manifest becomes a delta against the previous full
         one, stamped ``[base seq, depth]`` (full manifests repeat every hash of the log, and
         they make up most of a pack's bytes otherwise)."""
-        base = self._full_before(session, entries[0][_SEQ], memo)
+        base = (
+            self._full_before(session, entries[0][_SEQ], memo)
+            if any(e[_FULL] for e in entries)  # most packs hold none: no base to read
+            else None
+        )
         out: _Entries = []
         for entry in entries:
             manifest, stamp = entry[_MANIFEST], None
