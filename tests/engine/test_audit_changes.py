@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ctxflow.engine._audit import apply_tags, tags_of
 from ctxflow.model import Conversation, Message
