@@ -163,7 +163,7 @@ def apply_tags(
     by_tag: dict[tuple[str | None, str | None], list[str]] = {}
     for message_id, tag in tags.items():
         if tag is not None and (message_id in stale or was.get(message_id) != tag):
-            by_tag.setdefault(tuple(tag), []).append(message_id)  # type: ignore[arg-type]
+            by_tag.setdefault(tuple(tag), []).append(message_id)
     for (condense, truncation), ids in by_tag.items():
         if condense is not None:
             conversation.hide(ids, condense_parent=condense)
