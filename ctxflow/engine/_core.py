@@ -27,6 +27,7 @@ event is applied as a unit:
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -111,6 +112,7 @@ class Core(DefaultSeams, ContextOps):
         data: Mapping[str, object] | None = None,
         clock: Callable[[], float] = time.time,
         keep_records: int = KEEP_RECORDS,
+        freeze_gc: bool = False,
     ) -> None:
         self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
@@ -177,6 +179,8 @@ class Core(DefaultSeams, ContextOps):
         )
         self.listeners = Listeners(listeners)
         self.records = StepRecords(keep_records)
+        _require_bool(freeze_gc, "freeze_gc")
+        self.freeze_gc = freeze_gc
         self._checkpoints: list[tuple[str, str]] = []  # (id, phase), oldest first
         self._mark: object = None
         self._pending: Pending | None = None
@@ -375,6 +379,7 @@ class Core(DefaultSeams, ContextOps):
         self._check_live()
         self._load_restored((yield Restore(checkpoint_id=checkpoint_id)), checkpoint_id)
         self._record("restore", checkpoint=checkpoint_id)
+        self._frozen()
 
     def _open_steps(self, checkpoint_id: str | None) -> Steps[None]:
         """Become the session a checkpoint holds (None: its latest), data and version included."""
@@ -382,6 +387,15 @@ class Core(DefaultSeams, ContextOps):
         if checkpoint_id is None and isinstance(restored, Restored):
             checkpoint_id = restored.record.id
         self._become(self._load_restored(restored, str(checkpoint_id)))
+        self._frozen()
+
+    def _frozen(self) -> None:
+        """With ``freeze_gc``: after a restore, move every object alive to the collector's
+        permanent generation, so later collections do not walk the restored history
+        again (``gc.freeze``: it applies to the whole process)."""
+        if self.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
     # -- applying an event, in stages ----------------------------------------
 
@@ -598,6 +612,13 @@ class Core(DefaultSeams, ContextOps):
         self._machine.set(configuration, history)
         self._configuration = self._machine.configuration
         self._phase = self._machine.leaf(self._configuration)
+
+
+def _require_bool(value: object, name: str) -> None:
+    if value is not True and value is not False:
+        raise errors.PolicyError(
+            f"'{name}' must be True or False (got {value!r})", rule=f"engine_{name}"
+        )
 
 
 def _is_not_allowed(exc: Exception) -> bool:

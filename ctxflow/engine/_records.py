@@ -26,7 +26,7 @@ from ctxflow.errors import PolicyError
 __all__ = ["KEEP_RECORDS", "StepRecord", "StepRecords"]
 
 #: How many step records an engine keeps by default.
-KEEP_RECORDS = 10_000
+KEEP_RECORDS = 1_000
 
 
 def _frozen(value: Mapping[str, int] | None) -> Mapping[str, int]:

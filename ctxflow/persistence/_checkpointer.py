@@ -35,7 +35,7 @@ the latest (or fork) and carry on from there.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -150,6 +150,35 @@ def restore(
     )
 
 
+class _Recent:
+    """The body hashes written lately (at most ``size``: older ones are forgotten, and a
+    body sent again is only checked by the store, never stored twice)."""
+
+    __slots__ = ("_seen", "size")
+
+    def __init__(self, hashes: Iterable[str] = (), size: int = 8192) -> None:
+        self.size = size
+        self._seen: dict[str, None] = {}
+        self.update(hashes)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seen)
+
+    def update(self, hashes: Iterable[str]) -> None:
+        """Remember ``hashes`` (forgetting the oldest half when full)."""
+        seen = self._seen
+        seen.update(dict.fromkeys(hashes))
+        if len(seen) > self.size:
+            for digest in list(seen)[: len(seen) - self.size // 2]:
+                del seen[digest]
+
+
 class Checkpointer:
     """Writes the checkpoints of one session to one store, each as a delta of the last."""
 
@@ -186,8 +215,9 @@ class Checkpointer:
         self._conversation: Conversation | None = None
         self._mark = 0
         self._touched: list[str] = []
+        self._appended_hashes: list[str] = []
         self._since_full = 0
-        self._written: set[str] = set()
+        self._written = _Recent()
 
     def __repr__(self) -> str:
         return f"<Checkpointer session={self.session_id} last={self._last_id}>"
@@ -276,7 +306,7 @@ class Checkpointer:
         self._follow(conversation, None)
         self._since_full = snapshot.depth
         self._delta_bytes = self._full_bytes = 0
-        self._written = snapshot.manifest.body_hashes()
+        self._written = _Recent(snapshot.manifest.body_hashes())
         return Restored(
             conversation=conversation,
             state=dict(snapshot.manifest.state),
@@ -385,17 +415,21 @@ class Checkpointer:
         delta.update(manifest.state_delta(state, bodies, self._written))
         if chart != manifest.chart:
             delta["chart"] = chart
+        self._appended_hashes = hashes
         return delta, appended
 
-    @staticmethod
     def _advanced(
+        self,
         manifest: Manifest,
         delta: Mapping[str, Any],
         appended: tuple[Message, ...],
         state: dict[str, Any],
     ) -> Manifest:
-        """``manifest`` with ``delta`` applied in place (ids and whole state too)."""
+        """``manifest`` with ``delta`` applied in place (ids and whole state too), holding
+        the hash strings :meth:`_tracked` made rather than unpacked copies."""
+        n = len(manifest.hashes)
         manifest.apply(delta)
+        manifest.hashes[n:] = self._appended_hashes
         manifest.ids.extend(m.id for m in appended)
         manifest.state = state
         return manifest
