@@ -146,6 +146,7 @@ def _check_window(window: Any, budget: int) -> None:
 def child(n_messages: int) -> dict[str, Any]:
     """Run one session of ``n_messages`` messages in this process; return its figures."""
     from ctxflow.engine import Engine
+    from ctxflow.memory import MemoryLimits
     from ctxflow.model import Message
     from ctxflow.stores import SQLiteStore
 
@@ -183,7 +184,13 @@ def child(n_messages: int) -> dict[str, Any]:
         if step % 10 == 0:
             engine.send("reflect")
             engine.window()
-            note = Message.assistant(f"Reflection after step {step}: the tests still fail.")
+            # A decision per reflection (one in four restating an earlier one): semantic
+            # memory fills, merges and retires, and must stay within its limits.
+            module = rng.randint(0, step // 40 + 3) if step % 40 == 0 else step
+            note = Message.assistant(
+                f"Reflection after step {step}: the tests still fail.\n"
+                f"Decision: keep the fix for module {module} in src/module_{module}.py."
+            )
             nudge = Message.user("Carry on with the plan.")
             engine.add_messages([note, nudge])
             batch += [note, nudge]
@@ -197,11 +204,18 @@ def child(n_messages: int) -> dict[str, Any]:
     total_s = time.perf_counter() - wall
     session_id = engine.session_id
     state = engine.state
+    limits = MemoryLimits()
     tiers = {
         "episodic": len(state.memory.episodic),
         "semantic": len(state.memory.semantic),
         "procedural": len(state.memory.procedural),
+        "limits": [limits.episodes, limits.facts, limits.procedures],
+        "memory_tokens": sum(
+            i.tokens
+            for i in (*state.memory.episodic, *state.memory.semantic, *state.memory.procedural)
+        ),
     }
+    assert tiers["episodic"] <= limits.episodes and tiers["semantic"] <= limits.facts
     store.close()
     del engine, window
     gc.collect()

@@ -198,13 +198,21 @@ class Ranked:
 
     ``index`` is its position in the input, ``score`` the combined score that
     orders the ranking, ``relevance`` its relevance normalised to 0..1 within the
-    call, and ``reason`` a short account of both (for ``ctxflow window --explain``).
+    call, and ``reason`` a short account of both (for ``ctxflow window --explain``;
+    written when asked for, not for every ranked text).
     """
 
     index: int
     score: float
     relevance: float
-    reason: str
+    terms: tuple[str, ...] = ()
+    importance: float | None = None
+    recency: float | None = None
+
+    @property
+    def reason(self) -> str:
+        """Why the text ranks where it does: relevance (matched words), importance, recency."""
+        return _reason(self.relevance, list(self.terms), self.importance, self.recency)
 
 
 def rank(
@@ -240,20 +248,21 @@ def rank(
         weight = importances[position] if importances is not None else 0.0
         fresh = recencies[position] if recencies is not None else 0.0
         score = RELEVANCE_WEIGHT * relevance + IMPORTANCE_WEIGHT * weight + RECENCY_WEIGHT * fresh
-        reason = _reason(
-            relevance,
-            _matched(query_stems, term_sets[position])
-            if term_sets is not None and relevance > 0
-            else [],
-            None if importances is None else weight,
-            None if recencies is None else fresh,
-        )
         ranked.append(
             (
                 -score,
                 -fresh,
                 -position,
-                Ranked(index=position, score=score, relevance=relevance, reason=reason),
+                Ranked(
+                    index=position,
+                    score=score,
+                    relevance=relevance,
+                    terms=tuple(_matched(query_stems, term_sets[position]))
+                    if term_sets is not None and relevance > 0
+                    else (),
+                    importance=None if importances is None else weight,
+                    recency=None if recencies is None else fresh,
+                ),
             )
         )
     ranked.sort(key=lambda entry: entry[:3])
