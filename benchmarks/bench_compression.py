@@ -32,16 +32,19 @@ import random
 import statistics
 import string
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from benchmarks.harness import Harness
-from ctxflow.compression import ClearToolResults, Ladder, Truncate, undo
+from ctxflow.compression import ClearToolResults, HardReset, Ladder, LadderPolicy, Truncate, undo
 from ctxflow.compression import _details as details
+from ctxflow.engine import Engine
 from ctxflow.errors import BudgetExceeded
 from ctxflow.layers import LayeredState
+from ctxflow.memory import MemoryLimits, bound, with_counts
 from ctxflow.model import Conversation, Message, Role, TextBlock, Transcript, check
 from ctxflow.tokens import counter_for, message_measure
 from ctxflow.tokens._counters import _short_count
@@ -396,6 +399,54 @@ def _steady(
     )
 
 
+def _after_reset(
+    h: Harness, transcripts: list[Transcript], measure: Callable[[Message], int], counter: Any
+) -> None:
+    """Planted facts in the engine's next window after the ladder's last rung (hard reset)."""
+    rng = random.Random(SEED)
+    planted = kept = behind = refused = 0
+    for transcript in transcripts:
+        messages, facts = _plant(transcript, rng, labelled=False)
+        if not facts:
+            continue
+        conversation = Conversation(messages, measure=measure)
+        fixed = sum(conversation.tokens(m.id) for m in conversation.effective()[:2])
+        room = int(0.25 * (conversation.effective_tokens - fixed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a reset above its target warns
+            result = Ladder(policy=LadderPolicy(hard_limit=1_000.0), rungs=[HardReset()]).run(
+                conversation, LayeredState(), budget=2 * room, fixed=fixed
+            )
+        memory = with_counts(bound(result.state.memory, MemoryLimits()), counter)
+        engine = Engine(
+            conversation=conversation,
+            state=attrs.evolve(result.state, memory=memory),
+            budget=max(4_000, fixed + room),
+        )
+        engine.send("start", task=messages[1].text[:500] if len(messages) > 1 else "")
+        try:
+            window = engine.window()
+        except BudgetExceeded:
+            refused += 1
+            continue
+        found = "\n".join([window.system, window.context, _view_text(window.messages)])
+        shown = _view_text(conversation.effective())
+        planted += len(facts)
+        kept += sum(fact in found for fact in facts)
+        behind += sum(fact not in shown for fact in facts)
+    h.record(
+        "compression.fact_retention_after_reset_pct",
+        100 * kept / planted if planted else 0.0,
+        "%",
+        note=f"{planted} facts as users write them, {behind} of them hidden by a hard reset "
+        "at 25%; counted in the engine's next window (memory bounded, chosen by relevance); "
+        "goal >= 90%",
+        planted=planted,
+        behind=behind,
+        window_refused=refused,
+    )
+
+
 def run(h: Harness) -> None:
     """Record fact retention at 25% and 50%, and the 10k-message ladder times."""
     counter = counter_for("cl100k_base")
@@ -405,4 +456,5 @@ def run(h: Harness) -> None:
         transcripts = transcripts[:: max(1, len(transcripts) // 20)]
     _retention(h, transcripts, measure, counter.count)
     _retention(h, transcripts, measure, counter.count, labelled=False)
+    _after_reset(h, transcripts, measure, counter)
     _speed(h, measure, counter.count)
