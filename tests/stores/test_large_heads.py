@@ -13,7 +13,7 @@ from ctxflow.stores import SQLiteStore
 
 
 def _head_seq(store: SQLiteStore) -> int | None:
-    row = store._db.execute("SELECT head_seq FROM sessions").fetchone()
+    row = store._db.execute("SELECT seq FROM heads").fetchone()
     return None if row is None else row[0]
 
 

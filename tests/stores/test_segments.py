@@ -200,12 +200,12 @@ def test_version_two_file_is_upgraded_and_gets_a_head(tmp_path: Path) -> None:
         ]
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
-        "BEGIN; ALTER TABLE sessions DROP COLUMN head;"
+        "BEGIN; ALTER TABLE sessions DROP COLUMN head; DROP TABLE heads;"
         "UPDATE ctxflow_meta SET value = '2' WHERE key = 'schema'; COMMIT;"
     )
     db.close()
     with SQLiteStore(path, pack_checkpoints=4) as store:
-        assert store._db.execute("SELECT head FROM sessions").fetchone() == (None,)
+        assert _heads(store) == [None]
         records = store.checkpoints(session)
         assert [list(restore(store, session, r.id).conversation) for r in records] == expected
         writer = Checkpointer(store, session, full_every=4)
@@ -213,7 +213,7 @@ def test_version_two_file_is_upgraded_and_gets_a_head(tmp_path: Path) -> None:
         for i in range(30, 40):
             conversation.append(_turn(i))
             writer.capture(conversation, state={"step": i})
-        assert store._db.execute("SELECT head FROM sessions").fetchone() != (None,)
+        assert _heads(store) != [None]
         assert list(restore(store, session).conversation) == list(conversation)
 
 
@@ -429,7 +429,7 @@ def test_latest_load_matches_load_by_id(
             writer.capture(conversation, state={"step": i})
             if not head:
                 with store._transaction(write=True):
-                    store._db.execute("UPDATE sessions SET head = NULL")
+                    store._db.execute("DELETE FROM heads")
             latest, by_id = store.load("s"), store.load("s", store.latest("s").id)
             assert (latest.record, latest.manifest, latest.depth) == (
                 by_id.record,
@@ -452,14 +452,20 @@ def test_latest_with_a_lost_base_pack_gives_corrupt_checkpoint(tmp_path: Path) -
             store._db.execute(
                 "DELETE FROM packs WHERE last_seq = (SELECT min(last_seq) FROM packs)"
             )
-            store._db.execute("UPDATE sessions SET head = NULL")
+            store._db.execute("DELETE FROM heads")
         with pytest.raises(CorruptCheckpoint) as info:
             store.load("s")
         assert info.value.rule == "pack"
 
 
 def _heads(store: SQLiteStore) -> list[object]:
-    return [r[0] for r in store._db.execute("SELECT head FROM sessions")]
+    """Each session's head (None: it has none), in session order."""
+    return [
+        r[0]
+        for r in store._db.execute(
+            "SELECT h.head FROM sessions s LEFT JOIN heads h ON h.session = s.id ORDER BY s.id"
+        )
+    ]
 
 
 def _session(store: SQLiteStore, steps: int, *, full_every: int) -> Conversation:
@@ -514,7 +520,7 @@ def test_damaged_head_is_passed_over(tmp_path: Path, head: object, rule: str) ->
         if isinstance(head, list):
             head = store.codec.encode([seq, *head[1:]])
         with store._transaction(write=True):
-            store._db.execute("UPDATE sessions SET head = ?", (head,))
+            store._db.execute("UPDATE heads SET head = ?", (head,))
         with capture_events(logging.WARNING) as events:
             latest = store.load("s")
         assert [e["rule"] for e in events if e["event"] == "damaged_head"] == [rule]

@@ -10,15 +10,18 @@ plain rows. Retention and erasure empty the head; a later full manifest sets
 it again.
 
 A head is a full manifest, so moving it costs the whole log. Once it weighs
-:data:`LARGE_HEAD` bytes or more it moves only when the rows written since it
-weigh at least half as much, and packing takes only rows it already covers:
+:data:`LARGE_HEAD` bytes or more (``length(head)`` and ``seq`` tell without
+reading it) it moves only when the rows written since it weigh at least half
+as much, and packing takes only rows it already covers:
 both then cost, amortised, what was written (the rule full manifests follow
 too), and a latest load replays at most about half a head's bytes of deltas.
 Smaller heads keep the plain every-``head_every`` rule.
 
-Stored as the codec bytes of ``[seq, depth, manifest]``: the checkpoint it is
-the manifest of, how many deltas were applied since the last full manifest,
-and the plain full manifest with body row ids in ``hashes``.
+Stored in the ``heads`` table, one row per session: the seq of the checkpoint
+it holds, and the codec bytes of ``[seq, depth, manifest]``: that seq again,
+how many deltas were applied since the last full manifest, and the plain full
+manifest with body row ids in ``hashes``. A file no write of this version has
+touched yet keeps them in ``sessions.head`` (read there, read-only).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import attrs
 from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._manifest import Manifest, apply_deltas
-from ctxflow.persistence._sqlite.schema import Part
+from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
 
 __all__ = ["HEAD_EVERY", "LARGE_HEAD", "Head", "Plain", "SessionHeads"]
@@ -67,10 +70,24 @@ class SessionHeads(Part):
 
     bodies: BodySegments
     every: int
+    _table: list[bool] = attrs.field(factory=list, init=False, repr=False)
+
+    def _own_table(self) -> bool:
+        """True once the file keeps heads in the ``heads`` table (a write makes it so)."""
+        if not self._table:
+            if not has_heads_table(self.db):
+                return False
+            self._table.append(True)
+        return True
 
     def read(self, session: int) -> Head | None:
         """The session's head (None when it has none)."""
-        row = self.db.execute("SELECT head FROM sessions WHERE id = ?", (session,)).fetchone()
+        query = (
+            "SELECT head FROM heads WHERE session = ?"
+            if self._own_table()
+            else "SELECT head FROM sessions WHERE id = ?"
+        )
+        row = self.db.execute(query, (session,)).fetchone()
         if row is None or row[0] is None:
             return None
         value = self.codec.decode(bytes(row[0]))
@@ -127,15 +144,20 @@ class SessionHeads(Part):
 
     def clear(self, session_id: str) -> None:
         """Empty a session's head (retention and erasure)."""
-        self.db.execute("UPDATE sessions SET head = NULL WHERE name = ?", (session_id,))
+        self.db.execute(
+            "DELETE FROM heads WHERE session = (SELECT id FROM sessions WHERE name = ?)",
+            (session_id,),
+        )
 
     def large(self, session: int) -> int | None:
         """The seq a large head holds (by its hint), or None for a small, absent or
         unhinted head."""
+        if not self._own_table():
+            return None
         row = self.db.execute(
-            "SELECT length(head), head_seq FROM sessions WHERE id = ?", (session,)
+            "SELECT length(head), seq FROM heads WHERE session = ?", (session,)
         ).fetchone()
-        if row is None or row[0] is None or row[1] is None or row[0] < LARGE_HEAD:
+        if row is None or row[0] < LARGE_HEAD:
             return None
         return int(row[1])
 
@@ -150,7 +172,7 @@ class SessionHeads(Part):
                 (session, held),
             ).fetchone()
             (weight,) = self.db.execute(
-                "SELECT length(head) FROM sessions WHERE id = ?", (session,)
+                "SELECT length(head) FROM heads WHERE session = ?", (session,)
             ).fetchone()
             if 2 * since < weight:
                 return
@@ -187,10 +209,13 @@ class SessionHeads(Part):
                 data = self._continue(head, records)
             except CorruptCheckpoint as exc:
                 self.passed_over(session, exc)
-        held = records[-1].seq if data is not None else None
-        self.db.execute(
-            "UPDATE sessions SET head = ?, head_seq = ? WHERE id = ?", (data, held, session)
-        )
+        if data is None:
+            self.db.execute("DELETE FROM heads WHERE session = ?", (session,))
+        else:
+            self.db.execute(
+                "INSERT OR REPLACE INTO heads (session, seq, head) VALUES (?, ?, ?)",
+                (session, records[-1].seq, data),
+            )
 
     def _continue(self, head: Head, records: list[Plain]) -> bytes | None:
         """The encoded head moved from ``head`` through the deltas that follow it."""

@@ -17,10 +17,12 @@ another application's, refused untouched. The first write also adds the
 columns that record each session's latest checkpoint, its id and seq
 (``sessions.latest``, ``latest_seq``), which earlier versions ignore. Those
 never lower a session's latest seq (retention keeps the latest), so a file
-they wrote to since is still checked right. It also adds ``sessions.head_seq``,
-the seq of the checkpoint the head holds: a hint that spares decoding a
-large head to decide whether it is due to move (a stale one costs time, never
-a wrong load).
+they wrote to since is still checked right. It also moves session heads to a
+table of their own, ``heads (session, seq, head)``: in ``sessions.head`` a
+large head stood before the columns read on every write, and SQLite walks a
+row's overflow pages to reach them. Heads are a cache (every checkpoint holds
+what they hold), so the old ones are dropped, not moved; earlier versions
+find no head in ``sessions`` and load without one.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from ctxflow.persistence._model import CheckpointRecord
 __all__ = [
     "APPLICATION_ID",
     "COLUMNS",
+    "HEADS_TABLE",
     "SCHEMA_VERSION",
     "FileKind",
     "Part",
+    "has_heads_table",
     "inspect_file",
     "mark",
     "prepare_schema",
@@ -53,6 +57,11 @@ __all__ = [
     "tracks_latest",
 ]
 
+HEADS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS heads "
+    "(session INTEGER PRIMARY KEY, seq INTEGER NOT NULL, head BLOB NOT NULL)"
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ctxflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,8 +69,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     name TEXT NOT NULL UNIQUE,
     head BLOB,
     latest TEXT,
-    latest_seq INTEGER,
-    head_seq INTEGER
+    latest_seq INTEGER
+);
+CREATE TABLE IF NOT EXISTS heads (
+    session INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    head BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY,
@@ -249,9 +262,18 @@ def mark(db: sqlite3.Connection) -> None:
     caller's write transaction)."""
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
-    for name, kind in (("latest", "TEXT"), ("latest_seq", "INTEGER"), ("head_seq", "INTEGER")):
+    for name, kind in (("latest", "TEXT"), ("latest_seq", "INTEGER")):
         if name not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+    if not has_heads_table(db):
+        db.execute(HEADS_TABLE)
+        db.execute("UPDATE sessions SET head = NULL WHERE head IS NOT NULL")
+
+
+def has_heads_table(db: sqlite3.Connection) -> bool:
+    """True when the file keeps session heads in their own table (``heads``)."""
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'heads'")
+    return row.fetchone() is not None
 
 
 def tracks_latest(db: sqlite3.Connection) -> bool:

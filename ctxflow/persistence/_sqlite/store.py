@@ -61,6 +61,7 @@ from ctxflow.persistence._sqlite.schema import (
     COLUMNS,
     SCHEMA_VERSION,
     FileKind,
+    has_heads_table,
     inspect_file,
     mark,
     prepare_schema,
@@ -157,7 +158,8 @@ class SQLiteStore(BaseStore):
                 if version != SCHEMA_VERSION:
                     prepare_schema(self._db, self.path)
                     kind = FileKind.OURS
-                self._unmarked = kind is FileKind.UNMARKED
+                # A file without the heads table is marked (and given one) by its first write.
+                self._unmarked = kind is FileKind.UNMARKED or not has_heads_table(self._db)
                 self._tracks_latest = tracks_latest(self._db)
         except BaseException:
             self._db.close()
@@ -519,6 +521,7 @@ class SQLiteStore(BaseStore):
             self._db.execute(f"DELETE FROM {table} WHERE session = ?", (session,))
         self._segments.collect(session, set())
         self._db.execute("DELETE FROM session_bodies WHERE session = ?", (session,))
+        self._db.execute("DELETE FROM heads WHERE session = ?", (session,))
         self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
 
     def _collect(self, session_id: str, live: set[str]) -> None:
@@ -533,4 +536,5 @@ class SQLiteStore(BaseStore):
         )
         if left.fetchone() is None:
             self._db.execute("DELETE FROM session_bodies WHERE session = ?", (session,))
+            self._db.execute("DELETE FROM heads WHERE session = ?", (session,))
             self._db.execute("DELETE FROM sessions WHERE id = ?", (session,))
