@@ -1,15 +1,15 @@
 """A long agent session: per-turn cost, memory, storage and reopen time as the log grows.
 
-On demand (``python -m benchmarks --only long``; ``--sizes`` through the
-``CTXFLOW_LONG_SIZES`` variable, e.g. ``1000,10000,100000,1000000``). Not part
-of ``make bench``'s default set? It is: the default sizes are 1k, 2k, 10k and
-20k messages; the 100k and 1,000,000 sessions are asked for by name.
+On demand: ``python -m benchmarks --only long`` (part of ``make bench``) runs
+1k, 2k, 10k and 20k messages; ``CTXFLOW_LONG_SIZES=1000,100000,1000000`` asks
+for other sizes (the 1,000,000-message session takes about an hour).
 
 Each size runs in its own Python process, so its peak RSS is its own. The
 session is synthetic and deterministic: tool rounds over code and logs (an
 assistant turn with a tool call, then its result of 150 to 1,500 characters,
-no two alike), a reflection every 10 steps (``reflect``, one assistant
-message, ``execute``), driven the way ``ctxflow run`` drives a turn: ask for
+no two alike), a reflection every 10 steps (``reflect``, an assistant message
+stating a decision, so semantic memory fills to its limit, a user nudge,
+``execute``), driven the way ``ctxflow run`` drives a turn: ask for
 the window, add the turn's messages, send ``step``. The engine has its
 defaults (chart, ladder, cl100k counting, checkpoint policy) with a 32,000
 token budget and an embedded SQLite store.
