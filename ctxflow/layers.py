@@ -189,7 +189,9 @@ class Procedure:
     tokens: int = 0
 
 
-@functools.lru_cache(maxsize=4_096)
+# Memory holds a few hundred items at its default limits; a larger cache would keep
+# thousands of retired items (merged episodes weigh up to 2 KB) alive.
+@functools.lru_cache(maxsize=1_024)
 def memory_digest(item: Episode | Fact | Procedure) -> str:
     """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds).
 
