@@ -52,6 +52,12 @@ EXPECTED = {
         "new manager: paused, 5 messages, system prompt 'You keep the build green.', facts ['u0']",
         "resumed in: execution",
     ],
+    "long_session.py": [
+        "messages: 3301, in the last window: 101",
+        "records kept: 200 of 1802",
+        "memory: 32 episodes, 149 facts (limits 32, 200)",
+        "reopened: 3301 messages, heap frozen: True",
+    ],
     "redis_sessions.py": [
         "node-a owns the session",
         "node-a handed it to node-b (a newer fencing token: True)",
