@@ -304,10 +304,13 @@ def _peer_child(n_messages: int) -> dict[str, Any]:
 def _spawn(kind: str, n: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_long", kind, str(n)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        tail = "\n".join(out.stderr.strip().splitlines()[-12:])
+        raise RuntimeError(f"the {kind} session of {n} messages failed:\n{tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
