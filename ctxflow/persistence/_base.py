@@ -36,7 +36,7 @@ import attrs
 
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
 from ctxflow.persistence._bodies import body_hash
-from ctxflow.persistence._codec import EnvelopeCodec
+from ctxflow.persistence._codec import EnvelopeCodec, encode_readable
 from ctxflow.persistence._manifest import mentions, replay
 from ctxflow.persistence._model import (
     CheckpointDraft,
@@ -227,7 +227,7 @@ class BaseStore(abc.ABC):
             raise CheckpointError(
                 "a delta manifest needs a parent (got parent None)", rule="delta_without_parent"
             )
-        manifest = self.codec.encode(dict(draft.manifest))
+        manifest = encode_readable(self.codec, dict(draft.manifest))
         bodies: dict[str, bytes] = {}
         for digest, body in draft.bodies.items():
             if body_hash(body) != digest:
@@ -361,7 +361,7 @@ class BaseStore(abc.ABC):
                 start = chain_start(records, len(doomed))
                 chain = self._manifests([r.id for r in records[start : len(doomed) + 1]])
                 full = replay(chain).to_plain()
-                self._rewrite_full(first.id, self.codec.encode(full), mentions(full))
+                self._rewrite_full(first.id, encode_readable(self.codec, full), mentions(full))
             self._delete(session_id, [r.id for r in doomed])
             live: set[str] = set()
             for plain in self._manifests([r.id for r in kept]):

@@ -77,7 +77,10 @@ FORMAT_VERSION = 3
 #: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 #: Most msgpack items (keys, values, elements) a codec decodes from one body by default.
-DEFAULT_MAX_OBJECTS = 2**21
+#: A full manifest holds about five per message of the session (a count, a hidden
+#: message's tags, an overlay), so this reads sessions of about 1.7 million messages;
+#: a crafted body can make the decoder build at most this many objects (about 0.5 GB).
+DEFAULT_MAX_OBJECTS = 2**23
 #: Deepest nesting of lists and maps a body may hold: the msgpack decoder's own stack.
 MAX_DEPTH = 1024
 _HARD_LIMIT = 2**32 - 1
@@ -551,3 +554,30 @@ def default_codec(
     body segments and still fast on small values; decoding is the same speed.
     """
     return EnvelopeCodec((Lz4Layer(level=3),), max_size=max_size, max_objects=max_objects)
+
+
+def encode_readable(codec: Any, value: Any) -> bytes:
+    """``codec.encode(value)``, refusing a value ``codec`` could not decode again: one of
+    more than its ``max_objects`` msgpack items (``CheckpointError``, rule
+    ``too_many_objects``; a codec without the bound encodes anything).
+
+    Stores encode manifests, heads and packs this way, so a session that outgrows
+    the bound gets a typed error at its checkpoint, not a checkpoint it cannot load.
+    """
+    data: bytes = codec.encode(value)
+    limit = getattr(codec, "max_objects", None)
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return data
+    body = pack_plain(value)
+    if len(body) > limit:  # only then can it hold more items than decode takes
+        try:
+            _scan(body, limit)
+        except CorruptCheckpoint:
+            raise CheckpointError(
+                f"a checkpoint value must hold at most {limit} msgpack items, the most its "
+                "codec decodes (got more: it could not be read back; a codec with a larger "
+                "max_objects reads and writes it)",
+                rule="too_many_objects",
+                limit=limit,
+            ) from None
+    return data

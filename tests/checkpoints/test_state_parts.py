@@ -8,13 +8,23 @@ from typing import Any
 
 import pytest
 
-from ctxflow.errors import CorruptCheckpoint
+from ctxflow.errors import CheckpointError, CorruptCheckpoint
 from ctxflow.layers import Episode, LayeredState
 from ctxflow.model import Conversation, Message
-from ctxflow.persistence import BaseStore, Checkpointer, CheckpointRecord, MemoryStore, restore
+from ctxflow.persistence import (
+    BaseStore,
+    Checkpointer,
+    CheckpointRecord,
+    EnvelopeCodec,
+    Lz4Layer,
+    MemoryStore,
+    restore,
+)
 from ctxflow.persistence._manifest import PART_BYTES, Manifest
 from ctxflow.persistence._model import CheckpointDraft
 from ctxflow.stores import SQLiteStore
+from ctxflow.testing import FixedCounter
+from ctxflow.tokens import message_measure
 
 
 class RecordingStore(MemoryStore):
@@ -130,3 +140,32 @@ def test_crafted_parts_are_refused(parts: object) -> None:
     """A manifest whose parts do not have the documented shape is a CorruptCheckpoint."""
     with pytest.raises(CorruptCheckpoint):
         Manifest.from_plain({"kind": "full", "hashes": b"", "parts": parts})
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_manifest_its_codec_could_not_read_back_is_refused(tmp_path: Path, kind: str) -> None:
+    """A checkpoint whose manifest holds more items than the codec decodes is refused with
+    a typed error before anything is written; the session's earlier checkpoints load."""
+    codec = EnvelopeCodec((Lz4Layer(),), max_objects=400)
+    store: BaseStore = (
+        MemoryStore(codec=codec)
+        if kind == "memory"
+        else SQLiteStore(tmp_path / "b.db", codec=codec, head_every=1000)
+    )
+    measure = message_measure(FixedCounter())
+    conversation = Conversation(
+        [Message.user(f"q{i}") if i % 2 == 0 else Message.assistant(f"a{i}") for i in range(20)],
+        measure=measure,
+    )
+    writer = Checkpointer(store, "big", measure=measure)
+    writer.capture(conversation)
+    conversation.extend(
+        Message.user(f"q{i}") if i % 2 == 0 else Message.assistant(f"a{i}") for i in range(500)
+    )
+    conversation.hide([m.id for m in conversation.messages[:400]], truncation_parent="t")
+    with pytest.raises(CheckpointError) as info:
+        Checkpointer(store, "other", measure=measure).capture(conversation)
+    assert info.value.rule == "too_many_objects"
+    assert store.sessions() == ["big"]
+    assert len(restore(store, "big", measure=measure).conversation) == 20
+    store.close()

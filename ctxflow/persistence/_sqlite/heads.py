@@ -33,6 +33,7 @@ import attrs
 
 from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence._codec import encode_readable
 from ctxflow.persistence._manifest import Manifest, apply_deltas
 from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
@@ -243,4 +244,4 @@ class SessionHeads(Part):
             return None
         plain = manifest.to_plain()
         plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
-        return self.codec.encode([seq, depth, plain])
+        return encode_readable(self.codec, [seq, depth, plain])

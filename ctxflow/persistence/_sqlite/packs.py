@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.persistence._codec import encode_readable
 from ctxflow.persistence._manifest import Manifest
 from ctxflow.persistence._model import CheckpointRecord
 from ctxflow.persistence._sqlite.heads import Plain, SessionHeads
@@ -368,5 +369,5 @@ class CheckpointPacks(Part):
             compact = self._compact(session, entries, {} if memo is None else memo)
             self.db.execute(
                 "INSERT INTO packs (session, last_seq, data) VALUES (?, ?, ?)",
-                (session, entries[-1][_SEQ], self.codec.encode(compact)),
+                (session, entries[-1][_SEQ], encode_readable(self.codec, compact)),
             )
