@@ -42,6 +42,7 @@ from ctxflow.persistence._codec import (
     Lz4Layer,
     Migration,
     default_codec,
+    encode_readable,
     read_envelope,
 )
 from ctxflow.persistence._manifest import Manifest, mentions
@@ -85,6 +86,7 @@ __all__ = [
     "body_hash",
     "conversation_from_snapshot",
     "default_codec",
+    "encode_readable",
     "measure_key",
     "mentions",
     "message_from_plain",
