@@ -9,7 +9,9 @@ was kept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 
 from ctxflow.budget import ChooseMemory
 from ctxflow.layers import Episode, Fact, LayeredState, Procedure
@@ -20,6 +22,33 @@ __all__ = ["memory_query", "relevance_chooser"]
 
 #: One retriever for every engine: it caches the indexes of the memories it ranked last.
 _SHARED = BM25Retriever(cache_size=16)
+
+
+class _Picks:
+    """The latest choices by their inputs. Settled memory is ranked by a query that stays
+    the same all session, so until memory or its allowance changes, every window asks
+    the same question again."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._found: OrderedDict[Hashable, list[tuple[int, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> list[tuple[int, str]] | None:
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, picked: list[tuple[int, str]]) -> None:
+        with self._lock:
+            self._found[key] = picked
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+
+_PICKS = _Picks()
 
 
 def memory_query(state: LayeredState, conversation: Conversation, *, latest: bool = True) -> str:
@@ -58,18 +87,29 @@ def relevance_chooser(
         settled: bool,
     ) -> list[tuple[int, str]]:
         newest = max((item.step for item in items), default=0) or 1
+        asked = stable_query if settled and stable_query is not None else query
+        importance = tuple(item.importance for item in items)
+        recency = tuple(min(1.0, max(0.0, item.step / newest)) for item in items)
+        key = (ranker, tier, asked, tuple(lines), tuple(sizes), allowance, importance, recency)
+        cached = isinstance(ranker, Hashable)
+        known = _PICKS.get(key) if cached else None
+        if known is not None:
+            return list(known)
         chosen = choose(
             lines,
-            stable_query if settled and stable_query is not None else query,
+            asked,
             sizes=sizes,
             allowance=allowance,
-            importance=[item.importance for item in items],
-            recency=[min(1.0, max(0.0, item.step / newest)) for item in items],
+            importance=importance,
+            recency=recency,
             retriever=ranker,
         )
-        return [
+        picked = [
             (ranked.index, f"{_label(items[ranked.index])}: {ranked.reason}") for ranked in chosen
         ]
+        if cached:
+            _PICKS.put(key, picked)
+        return list(picked)
 
     return pick
 

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxflow.errors import CtxflowError, PolicyError
+from ctxflow.layers import Fact
+from ctxflow.memory._choosing import relevance_chooser
 from ctxflow.memory._retrieval import (
     IMPORTANCE_WEIGHT,
     RECENCY_WEIGHT,
@@ -715,3 +717,36 @@ def test_choose_with_room_for_twenty_items_includes_the_fact(seed: int) -> None:
         hits += position in {item.index for item in chosen}
     share = hits / len(questions)
     assert share >= 0.95, f"share of questions whose fact was chosen {share:.2f} < 0.95"
+
+
+class _CountingRetriever(BM25Retriever):
+    """A real BM25 retriever that counts the rankings it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def scores(self, documents: Sequence[str], query: str) -> list[float]:
+        self.asked += 1
+        return super().scores(documents, query)
+
+
+def test_the_same_question_is_answered_once() -> None:
+    """A chooser asked the same question again (settled memory, same allowance) answers from
+    its cache; another allowance or another item ranks again, with the same result as new."""
+    facts = [
+        Fact(key=f"k{n}", value=f"port {8000 + n} serves the {w} api", step=n)
+        for n, w in enumerate(["billing", "search", "auth", "upload", "billing", "ledger"])
+    ]
+    lines = [f.value for f in facts]
+    sizes = [10] * len(facts)
+    retriever = _CountingRetriever()
+    pick = relevance_chooser("billing api", stable_query="billing", retriever=retriever)
+    first = pick("semantic", facts, lines, sizes, 30, settled=True)
+    again = pick("semantic", facts, lines, sizes, 30, settled=True)
+    assert first == again and retriever.asked == 1
+    wider = pick("semantic", facts, lines, sizes, 40, settled=True)
+    assert retriever.asked == 2 and len(wider) == 4
+    fresh = relevance_chooser("billing api", stable_query="billing", retriever=BM25Retriever())
+    assert fresh("semantic", facts, lines, sizes, 30, settled=True) == first
+    assert {lines[k] for k, _ in first} >= {lines[0], lines[4]}
