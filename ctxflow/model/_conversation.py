@@ -21,9 +21,10 @@ Every change other than an append is also written to a *change journal*: the
 log positions whose tags or overlays it touched. A reader that keeps a mark
 (:attr:`Conversation.change_mark`) asks :meth:`Conversation.changes_since` what
 moved since, instead of comparing every message (a checkpoint writer does:
-its cost follows the change, not the log). The journal keeps about as many
-entries as the log has messages; a reader further behind gets None and
-compares in full.
+its cost follows the change, not the log). The journal keeps the latest
+:data:`JOURNAL_SIZE` entries or more (a compression touches at most the
+view and the spans it hides); a reader further behind gets None and compares
+in full.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ from ctxflow.model._undo import Undo
 from ctxflow.model._validity import API, ValidityReport, check
 from ctxflow.model._view import SUMMARY_OF, View
 
-__all__ = ["SUMMARY_OF", "Conversation", "ToolPair"]
+__all__ = ["JOURNAL_SIZE", "SUMMARY_OF", "Conversation", "ToolPair"]
+
+#: The change journal forgets its older half once it holds more entries than this.
+JOURNAL_SIZE = 1 << 16
 
 #: Counts one message's tokens (a window's measure: text, tool blocks, overhead).
 #: A measure may carry a stable ``key`` naming what it counts; stored counts are
@@ -419,7 +423,7 @@ class Conversation:
         journal = self._journal
         journal += moved
         journal += restyled
-        if len(journal) > max(4096, 2 * len(self._log.messages)):
+        if len(journal) > JOURNAL_SIZE:
             dropped = len(journal) // 2
             del journal[:dropped]
             self._journal_base += dropped

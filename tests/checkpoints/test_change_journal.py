@@ -4,10 +4,12 @@ change, and every checkpoint restores what a writer comparing the whole log writ
 from __future__ import annotations
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock
+from ctxflow.model import _conversation as conversation_module
 from ctxflow.persistence import Checkpointer, MemoryStore, restore
 from ctxflow.testing import FixedCounter
 from ctxflow.tokens import message_measure
@@ -104,13 +106,41 @@ def test_a_retag_is_found_without_comparing_the_log() -> None:
     assert restore(store, "s").conversation.effective() == conversation.effective()
 
 
-def test_the_journal_forgets_marks_far_behind() -> None:
+def test_the_journal_forgets_marks_far_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mark the trimmed journal no longer reaches gives None (the writer compares)."""
+    monkeypatch.setattr(conversation_module, "JOURNAL_SIZE", 64)
     conversation = Conversation([Message.user("a", id="a"), Message.assistant("b", id="b")])
     mark = conversation.change_mark
-    for _ in range(3000):
+    for _ in range(100):
         conversation.hide(["a"], truncation_parent="t")
         conversation.unhide(["a"])
     assert conversation.changes_since(mark) is None
     assert conversation.changes_since(conversation.change_mark) == []
     assert conversation.changes_since(conversation.change_mark + 1) is None
+
+
+def test_a_writer_behind_the_journal_compares_and_writes_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the journal was trimmed past the writer's mark, the capture compares in full."""
+    monkeypatch.setattr(conversation_module, "JOURNAL_SIZE", 8)
+    conversation = Conversation(
+        [
+            Message.user(f"u{i}", id=f"m{i}")
+            if i % 2 == 0
+            else Message.assistant(f"a{i}", id=f"m{i}")
+            for i in range(40)
+        ]
+    )
+    store = MemoryStore()
+    writer = Checkpointer(store, "s", full_every=1000)
+    writer.capture(conversation)
+    mark = conversation.change_mark
+    for i in range(0, 30, 2):
+        conversation.hide([f"m{i}", f"m{i + 1}"], truncation_parent=f"t{i}")
+    assert conversation.changes_since(mark) is None
+    record = writer.capture(conversation)
+    assert not record.full
+    restored = restore(store, "s").conversation
+    assert restored.messages == conversation.messages
+    assert restored.effective() == conversation.effective()
