@@ -16,8 +16,8 @@ token budget and an embedded SQLite store.
 
 Reported per size: the per-turn median, p99 and mean over the first and the
 last tenth of the turns; peak RSS of the session (``rss_session_mib``) and
-with the reopens after it (``rss_mib``: a reopen holds a second copy); the store's bytes (database, WAL)
-against the raw JSON of the messages; the time to reopen the latest
+with the reopens after it (``rss_mib``: a reopen holds a second copy); the
+store's bytes (database, WAL) against the raw JSON of the messages; the time to reopen the latest
 checkpoint into a new engine; the share of the run spent in garbage
 collection; the memory tiers' item counts at the end. Every 50th window is
 checked against the budget and for tool pairing.
