@@ -30,7 +30,7 @@ from ctxflow.errors import CorruptCheckpoint, InvalidMessage
 from ctxflow.model import Block, Message, Role
 from ctxflow.model import _messages as m
 
-__all__ = ["body_hash", "message_from_plain", "message_to_plain"]
+__all__ = ["body_digest", "body_hash", "message_from_plain", "message_to_plain"]
 
 
 def _block_to_plain(block: Block) -> dict[str, Any]:
@@ -276,6 +276,11 @@ QUICK = _make_quick()
 
 def body_hash(body: Mapping[str, Any]) -> str:
     """The content address of a body: blake2b-128 of its msgpack bytes, base64url (22 chars)."""
+    return body_digest(body)[0]
+
+
+def body_digest(body: Mapping[str, Any]) -> tuple[str, int]:
+    """A body's :func:`body_hash` and the size of its msgpack bytes, packed once."""
     packed = msgpack.packb(body, use_bin_type=True)
     digest = hashlib.blake2b(packed, digest_size=16).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii"), len(packed)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -150,6 +150,15 @@ def restore(
     )
 
 
+class _Tracked(NamedTuple):
+    """What :meth:`Checkpointer._tracked` read from the change journal."""
+
+    delta: dict[str, Any]
+    appended: tuple[Message, ...]
+    hashes: list[str]  # of the appended messages, the strings the manifest keeps
+    laid: list[str]  # message ids whose overlay was laid anew
+
+
 class _Recent:
     """The body hashes written lately (at most ``size``: older ones are forgotten, and a
     body sent again is only checked by the store, never stored twice)."""
@@ -214,8 +223,6 @@ class Checkpointer:
         self._overlays: dict[str, Message] = {}
         self._conversation: Conversation | None = None
         self._mark = 0
-        self._touched: list[str] = []
-        self._appended_hashes: list[str] = []
         self._since_full = 0
         self._written = _Recent()
 
@@ -249,16 +256,14 @@ class Checkpointer:
             self._since_full + 1 >= self.full_every
             and self._delta_bytes >= self.full_ratio * self._full_bytes
         )
-        changes = self._tracked(conversation, state_plain, chart_plain, bodies)
-        if changes is not None:
-            delta, appended = changes
+        tracked = self._tracked(conversation, state_plain, chart_plain, bodies)
+        if tracked is not None:
             manifest = self._manifest
             assert manifest is not None
             if due:
-                manifest = self._advanced(manifest.copy(), delta, appended, state_plain)
-            record = manifest.to_plain() if due else delta
+                manifest = self._advanced(manifest.copy(), tracked, state_plain)
+            record = manifest.to_plain() if due else tracked.delta
         else:
-            appended = ()
             manifest = self._compared(conversation, bodies, state_plain, chart_plain)
             found = None if self._manifest is None or due else manifest.delta_from(self._manifest)
             record = manifest.to_plain() if found is None else found
@@ -276,11 +281,11 @@ class Checkpointer:
             message_count=len(conversation),
         )
         written = self.store.put(draft, expected_parent=self._last_id)
-        if changes is not None and not due:
-            manifest = self._advanced(manifest, record, appended, state_plain)
+        if tracked is not None and not due:
+            manifest = self._advanced(manifest, tracked, state_plain)
         self._last_id = written.id
         self._manifest = manifest
-        self._follow(conversation, changes[0] if changes is not None else None)
+        self._follow(conversation, tracked)
         if draft.full:
             self._since_full, self._delta_bytes, self._full_bytes = 0, 0, weight
         else:
@@ -316,20 +321,29 @@ class Checkpointer:
 
     # -- following the conversation -------------------------------------------
 
-    def _follow(self, conversation: Conversation, delta: Mapping[str, Any] | None) -> None:
+    def _stored(self, message: Message, bodies: dict[str, Any], *, overlay: bool = False) -> str:
+        """The body hash of ``message`` (an overlay keeps its tags); its body goes into
+        ``bodies`` unless it was written lately."""
+        body = message_to_plain(message, with_tags=overlay)
+        digest = body_hash(body)
+        if digest not in self._written:
+            bodies[digest] = body
+        return digest
+
+    def _follow(self, conversation: Conversation, tracked: _Tracked | None) -> None:
         """Remember what was written of ``conversation``: its messages and overlays as
         objects (for identity checks) and its change-journal mark."""
-        if delta is None or conversation is not self._conversation:
+        if tracked is None or conversation is not self._conversation:
             self._log = list(conversation.messages)
             self._overlays = conversation.overlays
         else:
-            log = self._log
-            log += conversation.since(len(log))
+            log, delta = self._log, tracked.delta
+            log += tracked.appended
             for message_id in delta.get("tags") or ():
                 log[conversation.index_of(message_id)] = conversation.original(message_id)
             for message_id in delta.get("removed_overlays") or ():
                 self._overlays.pop(message_id, None)
-            for message_id in self._touched:
+            for message_id in tracked.laid:
                 overlay = conversation.overlay(message_id)
                 if overlay is not None:
                     self._overlays[message_id] = overlay
@@ -342,10 +356,10 @@ class Checkpointer:
         state: dict[str, Any],
         chart: dict[str, Any],
         bodies: dict[str, Any],
-    ) -> tuple[dict[str, Any], tuple[Message, ...]] | None:
+    ) -> _Tracked | None:
         """The delta record of ``conversation`` since the last capture, read from its
-        change journal (cost: the change), and the appended messages; None when the
-        journal cannot tell (another conversation, a new measure, a lost mark)."""
+        change journal (cost: the change); None when the journal cannot tell (another
+        conversation, a new measure, a lost mark)."""
         manifest = self._manifest
         if manifest is None or conversation is not self._conversation:
             return None
@@ -362,11 +376,7 @@ class Checkpointer:
         hashes: list[str] = []
         tags: dict[str, list[str | None]] = {}
         for message in appended:
-            body = message_to_plain(message)
-            digest = body_hash(body)
-            hashes.append(digest)
-            if digest not in self._written:
-                bodies[digest] = body
+            hashes.append(self._stored(message, bodies))
             if message.hidden:
                 tags[message.id] = [message.condense_parent, message.truncation_parent]
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(hashes)}
@@ -375,7 +385,7 @@ class Checkpointer:
         overlays: dict[str, str] = {}
         removed: list[str] = []
         counted: dict[str, int] = {}
-        self._touched = []
+        laid: list[str] = []
         for at in sorted(set(positions)):
             if at >= len(conversation):
                 continue  # appended by a compression taken back
@@ -394,12 +404,10 @@ class Checkpointer:
                     removed.append(message_id)
                 continue
             if overlay is not self._overlays.get(message_id) or message_id not in manifest.overlays:
-                body = message_to_plain(overlay, with_tags=True)
-                digest = body_hash(body)
+                digest = self._stored(overlay, bodies, overlay=True)
                 if manifest.overlays.get(message_id) != digest:
                     overlays[message_id] = digest
-                    bodies[digest] = body
-                self._touched.append(message_id)
+                laid.append(message_id)
             if key is not None:
                 count = conversation.tokens(message_id)
                 if manifest.overlay_counts.get(message_id) != count:
@@ -415,22 +423,16 @@ class Checkpointer:
         delta.update(manifest.state_delta(state, bodies, self._written))
         if chart != manifest.chart:
             delta["chart"] = chart
-        self._appended_hashes = hashes
-        return delta, appended
+        return _Tracked(delta, appended, hashes, laid)
 
-    def _advanced(
-        self,
-        manifest: Manifest,
-        delta: Mapping[str, Any],
-        appended: tuple[Message, ...],
-        state: dict[str, Any],
-    ) -> Manifest:
-        """``manifest`` with ``delta`` applied in place (ids and whole state too), holding
-        the hash strings :meth:`_tracked` made rather than unpacked copies."""
+    @staticmethod
+    def _advanced(manifest: Manifest, tracked: _Tracked, state: dict[str, Any]) -> Manifest:
+        """``manifest`` with the tracked delta applied in place (ids and whole state too),
+        holding the hash strings :meth:`_tracked` made rather than unpacked copies."""
         n = len(manifest.hashes)
-        manifest.apply(delta)
-        manifest.hashes[n:] = self._appended_hashes
-        manifest.ids.extend(m.id for m in appended)
+        manifest.apply(tracked.delta)
+        manifest.hashes[n:] = tracked.hashes
+        manifest.ids.extend(m.id for m in tracked.appended)
         manifest.state = state
         return manifest
 
@@ -460,10 +462,7 @@ class Checkpointer:
             if self._overlays.get(message_id) is overlay and message_id in previous:
                 manifest.overlays[message_id] = previous[message_id]
                 continue
-            body = message_to_plain(overlay, with_tags=True)
-            digest = body_hash(body)
-            manifest.overlays[message_id] = digest
-            bodies[digest] = body
+            manifest.overlays[message_id] = self._stored(overlay, bodies, overlay=True)
         manifest.overlay_counts = (
             {k: conversation.tokens(k) for k in overlays} if key is not None else {}
         )
@@ -491,14 +490,10 @@ class Checkpointer:
         conversation: Conversation,
     ) -> None:
         for message in messages:
-            body = message_to_plain(message)
-            digest = body_hash(body)
             manifest.ids.append(message.id)
-            manifest.hashes.append(digest)
+            manifest.hashes.append(self._stored(message, bodies))
             if message.hidden:
                 manifest.tags[message.id] = (message.condense_parent, message.truncation_parent)
-            if digest not in self._written:
-                bodies[digest] = body
         manifest.counts.extend(self._counts(messages, conversation))
 
     def _extend(

@@ -444,7 +444,10 @@ class EnvelopeCodec:
 
     def encode(self, value: Any) -> bytes:
         """The envelope bytes of the plain ``value``."""
-        body = pack_plain(value)
+        return self.seal(pack_plain(value))
+
+    def seal(self, body: bytes) -> bytes:
+        """The envelope bytes of a msgpack ``body`` (what :meth:`encode` packs)."""
         if len(body) > self.max_size:
             raise CheckpointError(
                 f"a checkpoint body must be at most {self.max_size} bytes (got {len(body)})",
@@ -559,16 +562,17 @@ def default_codec(
 def encode_readable(codec: Any, value: Any) -> bytes:
     """``codec.encode(value)``, refusing a value ``codec`` could not decode again: one of
     more than its ``max_objects`` msgpack items (``CheckpointError``, rule
-    ``too_many_objects``; a codec without the bound encodes anything).
+    ``too_many_objects``; a codec other than an :class:`EnvelopeCodec` encodes
+    anything).
 
     Stores encode manifests, heads and packs this way, so a session that outgrows
     the bound gets a typed error at its checkpoint, not a checkpoint it cannot load.
     """
-    data: bytes = codec.encode(value)
     limit = getattr(codec, "max_objects", None)
-    if not isinstance(limit, int) or isinstance(limit, bool):
+    if not isinstance(codec, EnvelopeCodec) or not isinstance(limit, int):
+        data: bytes = codec.encode(value)
         return data
-    body = pack_plain(value)
+    body = pack_plain(value)  # packed once: checked, then sealed
     if len(body) > limit:  # only then can it hold more items than decode takes
         try:
             _scan(body, limit)
@@ -580,4 +584,4 @@ def encode_readable(codec: Any, value: Any) -> bytes:
                 rule="too_many_objects",
                 limit=limit,
             ) from None
-    return data
+    return codec.seal(body)

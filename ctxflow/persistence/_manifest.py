@@ -34,10 +34,8 @@ import binascii
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-import msgpack
-
 from ctxflow.errors import CorruptCheckpoint
-from ctxflow.persistence._bodies import body_hash
+from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
     "PART_BYTES",
@@ -385,14 +383,19 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
 def _split(
     state: Mapping[str, Any], bodies: dict[str, Any], written: Collection[str]
 ) -> tuple[dict[str, Any], dict[Path, Ref]]:
-    """The skeleton of ``state`` and its parts (new bodies added to ``bodies``)."""
+    """The skeleton of ``state`` and its parts (new bodies added to ``bodies``).
+
+    Each candidate is packed once: its body's digest and size come together.
+    """
     parts: dict[Path, Ref] = {}
 
-    def store(body: dict[str, Any]) -> str:
-        digest = body_hash(body)
-        if digest not in written:
-            bodies[digest] = body
-        return digest
+    def stored(found: list[tuple[dict[str, Any], str, int]]) -> None:
+        for body, digest, _ in found:
+            if digest not in written:
+                bodies[digest] = body
+
+    def digested(body: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
+        return (body, *body_digest(body))
 
     def walk(mapping: Mapping[str, Any], path: Path) -> dict[str, Any]:
         kept: dict[str, Any] = {}
@@ -404,24 +407,22 @@ def _split(
                 continue
             if depth < _PART_DEPTH or not isinstance(key, str):
                 kept[key] = value
-            elif (
+                continue
+            items = (
                 isinstance(value, list | tuple)
                 and value
                 and all(isinstance(item, Mapping) for item in value)
-                and _packed_size(value) >= PART_BYTES
-            ):
-                parts[where] = ("items", tuple(store({"item": item}) for item in value))
-            elif _packed_size(value) >= PART_BYTES:
-                parts[where] = ("value", store({"part": value}))
-            else:
+            )
+            found = [digested({"item": i}) for i in value] if items else [digested({"part": value})]
+            if sum(size for _, _, size in found) < PART_BYTES:
                 kept[key] = value
+                continue
+            stored(found)
+            hashes = tuple(digest for _, digest, _ in found)
+            parts[where] = ("items", hashes) if items else ("value", hashes[0])
         return kept
 
     return walk(state, ()), parts
-
-
-def _packed_size(value: Any) -> int:
-    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def _part_hashes(parts: Mapping[Path, Ref]) -> Iterable[str]:
