@@ -136,7 +136,7 @@ def _importance(value: object) -> float:
     return float(value)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Episode:
     """An episodic memory: a summary and the span of message ids it covers.
 
@@ -152,7 +152,7 @@ class Episode:
     tokens: int = 0
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Fact:
     """A semantic memory: a keyed fact and the message it came from.
 
@@ -170,7 +170,7 @@ class Fact:
     tokens: int = 0
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Procedure:
     """A procedural memory: how to do something, learned along the way or given.
 

@@ -21,8 +21,10 @@ task statement and pinned items are fixed costs and are always rendered.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import attrs
 
@@ -135,6 +137,77 @@ def _fill(
     return kept, used, dropped
 
 
+class _Part(NamedTuple):
+    """Items of a memory tier, their rendered lines and their sizes (parallel tuples)."""
+
+    items: tuple[MemoryItem, ...]
+    entries: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+
+class _Kept(NamedTuple):
+    items: Sequence[MemoryItem]
+    settled: Sequence[str]
+    counter: TokenCounter
+    first: _Part
+    newer: _Part
+
+
+class _TierParts:
+    """A memory tier split into its settled and newer parts, kept while the tier is.
+
+    Memory changes at a consolidation, not at every window; between two, every
+    window would render, count and digest each item again. A tier and the
+    settled digests are immutable tuples, so the split is kept by their
+    identity (the entry holds them, so an identity cannot be reused while it is
+    kept). A few entries: the tiers of the engines a process runs at once.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[int, int, int], _Kept] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def parts(
+        self, items: Sequence[MemoryItem], settled: Sequence[str], counter: TokenCounter
+    ) -> tuple[_Part, _Part]:
+        key = (id(items), id(settled), id(counter))
+        with self._lock:
+            found = self._kept.get(key)
+            if (
+                found is not None
+                and found.items is items
+                and found.settled is settled
+                and found.counter is counter
+            ):
+                self._kept.move_to_end(key)
+                return found.first, found.newer
+        entries = [memory_line(item) for item in items]
+        sizes = [
+            item.tokens or counter.count(entry) + 1
+            for item, entry in zip(items, entries, strict=True)
+        ]
+        known = set(settled)
+        first = [memory_digest(item) in known for item in items]
+        first_part, newer_part = (
+            _Part(
+                tuple(i for i, s in zip(items, first, strict=True) if s is side),
+                tuple(e for e, s in zip(entries, first, strict=True) if s is side),
+                tuple(n for n, s in zip(sizes, first, strict=True) if s is side),
+            )
+            for side in (True, False)
+        )
+        if isinstance(items, tuple) and isinstance(settled, tuple):
+            with self._lock:
+                self._kept[key] = _Kept(items, settled, counter, first_part, newer_part)
+                while len(self._kept) > self.size:
+                    self._kept.popitem(last=False)
+        return first_part, newer_part
+
+
+_TIERS = _TierParts()
+
+
 def _pick(
     tier: str,
     items: Sequence[MemoryItem],
@@ -217,27 +290,20 @@ def render_context(
     for name, heading, items in tiers:
         if not items:
             continue
-        entries = [memory_line(item) for item in items]
         room = allowances.get(name, 0) - counter.count(heading) - 1
-        sizes = [
-            item.tokens or counter.count(entry) + 1
-            for item, entry in zip(items, entries, strict=True)
-        ]
-        # settled items first (they render in front of the messages and must not move),
-        # then the newer ones with what is left
-        known = set(memory.settled)
-        settled = [k for k, item in enumerate(items) if memory_digest(item) in known]
-        newer = [k for k, item in enumerate(items) if memory_digest(item) not in known]
         spent = lost = 0
         reasons: list[str] = []
+        # settled items first (they render in front of the messages and must not move),
+        # then the newer ones with what is left
+        settled, newer = _TIERS.parts(items, memory.settled, counter)
         for part, target in ((settled, stable), (newer, sections)):
-            if not part:
+            if not part.items:
                 continue
             kept, cost, why = _pick(
                 name,
-                [items[k] for k in part],
-                [entries[k] for k in part],
-                [sizes[k] for k in part],
+                part.items,
+                part.entries,
+                part.sizes,
                 room - spent,
                 choose,
                 counter,
@@ -246,7 +312,7 @@ def render_context(
             if kept:
                 target.append("\n".join([heading, *kept]))
                 spent += cost
-            lost += len(part) - len(kept)
+            lost += len(part.items) - len(kept)
             reasons += why
         if spent:
             used[name] = spent + counter.count(heading) + 1
