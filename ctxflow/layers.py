@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ctxflow._plain import Sealed
 from ctxflow.errors import FormatError
 
 __all__ = [
@@ -239,6 +240,16 @@ class MemoryLayer:
         return None
 
 
+_NO_MEMORY = MemoryLayer()
+
+
+# The default limits hold about 264 items; retired ones fall out of the cache.
+@functools.lru_cache(maxsize=1_024)
+def _item_plain(item: Episode | Fact | Procedure) -> Sealed:
+    """A memory item as a sealed plain mapping, the same object for the same item."""
+    return Sealed({f.name: getattr(item, f.name) for f in attrs.fields(type(item))})
+
+
 @attrs.frozen(kw_only=True)
 class Document:
     """A retrieved document offered to the model as evidence."""
@@ -335,8 +346,21 @@ class LayeredState:
     # -- plain data for checkpoints -----------------------------------------
 
     def to_plain(self) -> dict[str, Any]:
-        """The state as plain dicts, lists and scalars (msgpack- and JSON-safe)."""
-        return attrs.asdict(self)
+        """The state as plain dicts, lists and scalars (msgpack- and JSON-safe).
+
+        A memory item's plain form is a :class:`~ctxflow._plain.Sealed` mapping
+        (its sequences are tuples), the same object for the same item each
+        time: a checkpoint writer digests an unchanged item once.
+        """
+        memory = self.memory
+        plain = attrs.asdict(attrs.evolve(self, memory=_NO_MEMORY))
+        plain["memory"] = {
+            "episodic": [_item_plain(item) for item in memory.episodic],
+            "semantic": [_item_plain(item) for item in memory.semantic],
+            "procedural": [_item_plain(item) for item in memory.procedural],
+            "settled": list(memory.settled),
+        }
+        return plain
 
     @classmethod
     def from_plain(cls, data: Mapping[str, Any]) -> LayeredState:

@@ -31,9 +31,11 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from ctxflow._plain import Sealed
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._bodies import body_digest
 
@@ -380,6 +382,37 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
 # --- state parts ---------------------------------------------------------------------
 
 
+class _SealedDigests:
+    """The item bodies of :class:`~ctxflow._plain.Sealed` mappings, digested once.
+
+    Kept by the mapping's identity (each entry holds the mapping, so an
+    identity is not reused while it is kept); a sealed mapping never changes,
+    so its digest stays true. Bounded: the items of the memories of the
+    engines a process runs at once.
+    """
+
+    def __init__(self, size: int = 4_096) -> None:
+        self.size = size
+        self._kept: dict[int, tuple[Sealed, dict[str, Any], str, int]] = {}
+        self._lock = threading.Lock()
+
+    def digested(self, value: Sealed) -> tuple[dict[str, Any], str, int]:
+        found = self._kept.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1], found[2], found[3]
+        body = {"item": value}
+        digest, size = body_digest(body)
+        with self._lock:
+            if len(self._kept) >= self.size:
+                for key in list(self._kept)[: self.size // 2]:
+                    del self._kept[key]
+            self._kept[id(value)] = (value, body, digest, size)
+        return body, digest, size
+
+
+_SEALED = _SealedDigests()
+
+
 def _split(
     state: Mapping[str, Any], bodies: dict[str, Any], written: Collection[str]
 ) -> tuple[dict[str, Any], dict[Path, Ref]]:
@@ -397,6 +430,11 @@ def _split(
     def digested(body: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
         return (body, *body_digest(body))
 
+    def item(value: Any) -> tuple[dict[str, Any], str, int]:
+        if type(value) is Sealed:
+            return _SEALED.digested(value)
+        return digested({"item": value})
+
     def walk(mapping: Mapping[str, Any], path: Path) -> dict[str, Any]:
         kept: dict[str, Any] = {}
         for key, value in mapping.items():
@@ -413,7 +451,7 @@ def _split(
                 and value
                 and all(isinstance(item, Mapping) for item in value)
             )
-            found = [digested({"item": i}) for i in value] if items else [digested({"part": value})]
+            found = [item(i) for i in value] if items else [digested({"part": value})]
             if sum(size for _, _, size in found) < PART_BYTES:
                 kept[key] = value
                 continue
