@@ -195,7 +195,7 @@ def _counted_with(conversation: Conversation, measure: Measure) -> Conversation:
     if kept is not None and kept[0] is measure and kept[2] == conversation.epoch:
         _, length, _, copy = kept
         if len(conversation) > length:
-            copy.extend(conversation.messages[length:])
+            copy.extend(conversation.since(length))
     else:
         copy = Conversation(conversation.messages, measure=measure)
         if conversation.overlays:

@@ -51,6 +51,39 @@ class _Picks:
 _PICKS = _Picks()
 
 
+class _Features:
+    """Items' importance and recency, kept by the identity of an items tuple (a window
+    renders the same tier tuple until memory changes; the entry holds it)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._kept: OrderedDict[int, tuple[object, tuple[float, ...], tuple[float, ...]]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def of(
+        self, items: Sequence[Episode | Fact | Procedure]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        with self._lock:
+            found = self._kept.get(id(items))
+            if found is not None and found[0] is items:
+                self._kept.move_to_end(id(items))
+                return found[1], found[2]
+        newest = max((item.step for item in items), default=0) or 1
+        importance = tuple(item.importance for item in items)
+        recency = tuple(min(1.0, max(0.0, item.step / newest)) for item in items)
+        if isinstance(items, tuple):
+            with self._lock:
+                self._kept[id(items)] = (items, importance, recency)
+                while len(self._kept) > self.size:
+                    self._kept.popitem(last=False)
+        return importance, recency
+
+
+_FEATURES = _Features()
+
+
 def memory_query(state: LayeredState, conversation: Conversation, *, latest: bool = True) -> str:
     """What memory should be relevant to: the task statement and the latest user text.
 
@@ -86,10 +119,8 @@ def relevance_chooser(
         *,
         settled: bool,
     ) -> list[tuple[int, str]]:
-        newest = max((item.step for item in items), default=0) or 1
         asked = stable_query if settled and stable_query is not None else query
-        importance = tuple(item.importance for item in items)
-        recency = tuple(min(1.0, max(0.0, item.step / newest)) for item in items)
+        importance, recency = _FEATURES.of(items)
         key = (ranker, tier, asked, tuple(lines), tuple(sizes), allowance, importance, recency)
         cached = isinstance(ranker, Hashable)
         known = _PICKS.get(key) if cached else None

@@ -229,7 +229,7 @@ class Consolidator:
         semantic = _merge_facts(memory.semantic, facts)
         procedural = memory.procedural
         if self.learn is not None:
-            procedural = _merge_procedures(procedural, self.learn(conversation.messages, step))
+            procedural = _merge_procedures(procedural, self.learn(conversation.history, step))
         merged = MemoryLayer(
             episodic=episodes, semantic=semantic, procedural=procedural, settled=memory.settled
         )

@@ -30,6 +30,7 @@ in full.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import overload
 
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
@@ -49,6 +50,32 @@ JOURNAL_SIZE = 1 << 16
 #: A measure may carry a stable ``key`` naming what it counts; stored counts are
 #: reused only by a measure with the same key. Public as ``ctxflow.protocols.Measure``.
 Measure = Callable[[Message], int]
+
+
+class _History(Sequence[Message]):
+    """A read-only sequence over a conversation's log (see :attr:`Conversation.history`)."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, messages: list[Message]) -> None:
+        self._messages = messages
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Message, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | tuple[Message, ...]:
+        if isinstance(index, slice):
+            return tuple(self._messages[index])
+        return self._messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._messages)
 
 
 class Conversation:
@@ -91,6 +118,15 @@ class Conversation:
     def messages(self) -> Sequence[Message]:
         """Every message ever appended, in order, tags included (read-only view)."""
         return tuple(self._log.messages)
+
+    @property
+    def history(self) -> Sequence[Message]:
+        """Every message ever appended, as a read-only sequence over the log (no copy).
+
+        It follows the conversation: later appends show in it. Prefer it to
+        :attr:`messages` where a reader indexes or slices a long log.
+        """
+        return _History(self._log.messages)
 
     @property
     def effective_count(self) -> int:
