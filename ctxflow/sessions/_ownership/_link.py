@@ -18,6 +18,7 @@ import redis
 from ctxflow._log import get_logger
 from ctxflow.errors import StoreError
 from ctxflow.persistence._redis import RedisKeys, check_session_id
+from ctxflow.persistence._redis.replication import Replication
 
 __all__ = ["Link", "log", "text"]
 
@@ -39,6 +40,7 @@ class Link:
     keys: RedisKeys
     node_id: str
     instance: str
+    replication: Replication = attrs.field(factory=Replication)
 
     @property
     def holder(self) -> str:
@@ -71,6 +73,13 @@ class Link:
     def channel(self) -> str:
         """The pub/sub channel of the tenant's invalidations."""
         return f"{self.keys.prefix}events"
+
+    def confirm(self, doing: str, *keys: str) -> None:
+        """Return once the replicas the coordinator requires hold the writes to ``keys``;
+        ``ReplicationError`` when too few do in time (``ctxflow.stores`` docs)."""
+        if self.replication.replicas:
+            confirm = self.replication.confirm
+            self.call(doing, lambda: confirm(self.client, self.keys.prefix, doing, *keys))
 
     def call(self, doing: str, fn: Callable[[], T]) -> T:
         """Run one Redis call; a redis-py error comes out as ``StoreError`` naming ``doing``."""
