@@ -59,6 +59,7 @@ from ctxflow.memory._shared import (
     corrupt_item,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.persistence._redis.replication import Replication
 from ctxflow.persistence._redis.url import parse_redis_url
 
@@ -159,7 +160,7 @@ class RedisSharedMemory(_ClosingBackend):
     def _call(self, doing: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(
                 f"Redis shared memory {doing} failed: {type(exc).__name__}: {exc}",
                 rule="redis",

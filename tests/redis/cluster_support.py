@@ -10,6 +10,7 @@ server runs in a temporary directory of the caller's and is SIGKILLed by
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -114,6 +115,16 @@ class Server:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP the server (it neither answers nor acknowledges replication)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
 class LocalCluster:

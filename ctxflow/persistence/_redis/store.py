@@ -29,6 +29,7 @@ from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
 from ctxflow.persistence._protocol import Retention
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.persistence._redis.keys import (
     Fence,
     RedisKeys,
@@ -167,7 +168,7 @@ class RedisStore(RedisPrimitives):
                 if not read or failures > self.read_retries:
                     raise self._failed(doing, exc) from exc
                 time.sleep(0.05 * failures)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise self._failed(doing, exc) from exc
         raise StoreError(
             f"{doing} must finish within {self.conflict_retries} attempts "
@@ -295,9 +296,8 @@ class RedisStore(RedisPrimitives):
         lease ``fence``, else ``OwnershipLost`` and no new session.
         """
         with self._fencing(session_id, fence):
-            record = super().fork(session_id, checkpoint_id, new_session_id=new_session_id)
-        self._confirm("fork", self.keys.session(record.session_id, "order"), self.keys.sessions)
-        return record
+            # The new session is written by put, which waits for the replicas.
+            return super().fork(session_id, checkpoint_id, new_session_id=new_session_id)
 
     def _fork_target(self, session_id: str) -> str:
         return check_session_id(session_id)

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ctxflow.errors import StoreError
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 
 __all__ = ["CLUSTER_SCHEMES", "SERVER_SCHEMES", "RedisURL", "parse_redis_url"]
 
@@ -57,7 +58,7 @@ class RedisURL:
             return redis.Redis.from_url(self.redis_url, **redis_kwargs)
         except (ValueError, TypeError) as exc:
             raise _bad(self.redis_url, str(exc)) from exc
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(
                 f"Redis at {_safe(self.redis_url)} must answer to open a client "
                 f"({type(exc).__name__}: {exc})",
@@ -108,7 +109,8 @@ def parse_redis_url(url: str) -> RedisURL:
         db = path.strip("/")
         if scheme != "unix" and db and not db.isdigit():
             raise _bad(url, f"the database must be a number (got path {parts.path!r})")
-    redis_url = urlunsplit((scheme, netloc, path, urlencode(rest), ""))
+    query_text = urlencode(rest)
+    redis_url = f"{scheme}://{netloc}{path}" + (f"?{query_text}" if query_text else "")
     return RedisURL(redis_url=redis_url, cluster=cluster, options=options)
 
 

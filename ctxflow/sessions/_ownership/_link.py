@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-import redis
 
 from ctxflow._log import get_logger
 from ctxflow.errors import StoreError
 from ctxflow.persistence._redis import RedisKeys, check_session_id
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.persistence._redis.replication import Replication
 
 __all__ = ["Link", "log", "text"]
@@ -85,7 +85,7 @@ class Link:
         """Run one Redis call; a redis-py error comes out as ``StoreError`` naming ``doing``."""
         try:
             return fn()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(
                 f"Redis {doing} failed for node {self.node_id!r}: {type(exc).__name__}: {exc}",
                 rule="redis",
