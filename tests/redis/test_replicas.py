@@ -201,3 +201,26 @@ def test_the_wait_covers_writes_made_on_other_connections(replica_pair: ReplicaP
     assert replica.get("ctxflow:t:s:{ses_a}:order") == b"written while the replica sleeps"
     for client in (writer, other, replica):
         client.close()
+
+
+def test_a_handover_is_taken_only_once_the_replica_holds_it(replica_pair: ReplicaPair) -> None:
+    """With a stopped replica a transfer raises ReplicationError and the target does not take
+    the token; once the replica is back, the target's claim pass takes it."""
+    client = replica_pair.primary.client(socket_timeout=5)
+    store = RedisStore(client, tenant="hand", replicas=1, replica_timeout=0.2)
+    a = SessionCoordinator(client, tenant="hand", node_id="a", store=store, claim_interval=3600)
+    b = SessionCoordinator(client, tenant="hand", node_id="b", store=store, claim_interval=3600)
+    with a, b:
+        lease = a.acquire("ses_h")
+        replica_pair.replica.pause()
+        with pytest.raises(ReplicationError) as caught:
+            a.transfer(lease, "b")
+        assert caught.value.details["operation"] == "transfer"
+        assert b.claim_orphans() == []
+        assert "ses_h" not in b.owned()
+        replica_pair.replica.resume()
+        (taken,) = b.claim_orphans()
+        assert taken.session_id == "ses_h"
+        assert taken.token > lease.token
+        assert "ses_h" in b.owned()
+    client.close()

@@ -238,6 +238,8 @@ class LeaseTable:
         lease = self._lease(session_id, token)
         try:
             self.renew(lease)
+            # A handed-over token is held only once the replicas hold it, as an acquired one.
+            self.link.confirm("take", *self.link.guard(session_id))
         except (OwnershipLost, StoreError):
             return None
         with self._lock:
