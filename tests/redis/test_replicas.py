@@ -173,7 +173,8 @@ def test_replicas_on_a_server_without_replicas_fail_every_write_kind(
 
 
 @pytest.mark.parametrize(
-    ("replicas", "timeout"), [(-1, 1.0), (1.5, 1.0), (True, 1.0), (1, 0), (1, -2), (1, "1")]
+    ("replicas", "timeout"),
+    [(-1, 1.0), (1.5, 1.0), (True, 1.0), (1, 0), (1, -2), (1, "1"), (1, float("inf"))],
 )
 def test_bad_replica_options_are_refused(replicas: object, timeout: object) -> None:
     """Negative or non-integer replica counts and non-positive timeouts are StoreErrors."""

@@ -34,6 +34,8 @@ __all__ = ["Replication", "node_client", "slot_tag"]
 
 #: How long a barrier key lives (ms): long enough to replicate, short enough to vanish.
 _BARRIER_TTL_MS = 10_000
+#: The longest wait accepted (a day): a finite bound, where WAIT's own 0 means forever.
+_MAX_TIMEOUT_S = 86_400
 
 
 def slot_tag(key: str) -> str:
@@ -63,9 +65,13 @@ def _check_replicas(_: object, attribute: attrs.Attribute[int], value: int) -> N
 
 
 def _check_timeout(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < _MAX_TIMEOUT_S
+    ):
         raise StoreError(
-            f"'replica_timeout' must be > 0 seconds (got {value!r})",
+            f"'replica_timeout' must be > 0 and < {_MAX_TIMEOUT_S} seconds (got {value!r})",
             rule="replica_timeout",
             replica_timeout=value,
         )

@@ -354,11 +354,11 @@ def _store_options(url: str, in_url: Mapping[str, str], given: Mapping[str, Any]
     """The store options of a URL's query and of keywords (not None), converted; an
     option in both is refused."""
     opts: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    convert: dict[str, Callable[[str], Any]] = {
-        "tenant": str,
-        "replicas": int,
-        "replica_timeout": float,
-        "ttl": float,
+    convert: dict[str, tuple[Callable[[str], Any], str]] = {
+        "tenant": (str, "a name"),
+        "replicas": (int, "an integer"),
+        "replica_timeout": (float, "a number of seconds"),
+        "ttl": (float, "a number of seconds"),
     }
     for name, raw in in_url.items():
         if name in opts:
@@ -368,11 +368,12 @@ def _store_options(url: str, in_url: Mapping[str, str], given: Mapping[str, Any]
                 rule="redis_url",
                 option=name,
             )
+        parse, kind = convert[name]
         try:
-            opts[name] = convert[name](raw)
+            opts[name] = parse(raw)
         except ValueError:
             raise StoreError(
-                f"the URL option {name!r} must be a {convert[name].__name__} (got {raw!r})",
+                f"the URL option {name!r} must be {kind} (got {raw!r})",
                 rule="redis_url",
                 option=name,
             ) from None
