@@ -84,9 +84,11 @@ def test_failover_keeps_every_acknowledged_checkpoint_and_token(replica_pair: Re
 
 
 def _acquired(node: SessionCoordinator, session_id: str, into: list[Lease]) -> bool:
+    """Acquire into ``into``; False while another holds the lease or the replica lags (an
+    acquisition tried again by its holder keeps the token and waits again)."""
     try:
         into.append(node.acquire(session_id))
-    except SessionError:
+    except (SessionError, ReplicationError):
         return False
     return True
 
@@ -95,28 +97,31 @@ def test_a_write_no_replica_confirms_is_not_acknowledged(replica_pair: ReplicaPa
     """A stopped replica: the put, the lease and the record update raise ReplicationError (the
     lease is not held); after failover to it the acknowledged checkpoint is there and the next
     token is higher than the one handed out."""
-    store = RedisStore.from_url(
-        replica_pair.primary.url, tenant="wait", replicas=1, replica_timeout=0.2
-    )
-    node = SessionCoordinator(store.client, tenant="wait", node_id="a", store=store, lease_ttl=0.5)
-    writer, conversation = Checkpointer(store, "ses_w"), Conversation()
-    first = writer.capture(_turn(conversation))
+    client = replica_pair.primary.client(socket_timeout=10)
+    # Writes while the replica runs get a generous wait; those while it is stopped a short one.
+    steady = RedisStore(client, tenant="wait", replicas=1, replica_timeout=5)
+    hasty = RedisStore(client, tenant="wait", replicas=1, replica_timeout=0.3)
+    first = Checkpointer(steady, "ses_w").capture(_turn(Conversation()))
+    node = SessionCoordinator(client, tenant="wait", node_id="a", store=steady, lease_ttl=0.5)
     handed = node.acquire("ses_lease")
     node.release(handed)
+    late = SessionCoordinator(client, tenant="wait", node_id="a", store=hasty, lease_ttl=0.5)
+    writer = Checkpointer(hasty, "ses_w")
+    conversation = writer.restore().conversation
 
     replica_pair.replica.pause()
     started = time.monotonic()
     with pytest.raises(ReplicationError) as caught:
         writer.capture(_turn(conversation))
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert caught.value.rule == "replicas"
     assert caught.value.details["acknowledged"] == 0
     assert caught.value.details["operation"] == "put"
     with pytest.raises(ReplicationError):
-        node.acquire("ses_lease")
-    assert node.owned() == {}
+        late.acquire("ses_lease")
+    assert late.owned() == {}
     with pytest.raises(ReplicationError):
-        node.update("ses_rec", lambda d: 1)
+        late.update("ses_rec", lambda d: 1)
 
     replica_pair.primary.kill()
     replica_pair.replica.resume()
@@ -129,7 +134,7 @@ def test_a_write_no_replica_confirms_is_not_acknowledged(replica_pair: ReplicaPa
     # The unacknowledged lease may have reached the replica; it runs out by its TTL.
     wait_for(lambda: _acquired(after, "ses_lease", leases), "the session free again")
     assert leases[0].token > handed.token
-    store.close()
+    client.close()
     promoted.close()
 
 
@@ -207,21 +212,22 @@ def test_the_wait_covers_writes_made_on_other_connections(replica_pair: ReplicaP
 def test_a_handover_is_taken_only_once_the_replica_holds_it(replica_pair: ReplicaPair) -> None:
     """With a stopped replica a transfer raises ReplicationError and the target does not take
     the token; once the replica is back, the target's claim pass takes it."""
-    client = replica_pair.primary.client(socket_timeout=5)
-    store = RedisStore(client, tenant="hand", replicas=1, replica_timeout=0.2)
-    a = SessionCoordinator(client, tenant="hand", node_id="a", store=store, claim_interval=3600)
-    b = SessionCoordinator(client, tenant="hand", node_id="b", store=store, claim_interval=3600)
+    client = replica_pair.primary.client(socket_timeout=10)
+    a_store = RedisStore(client, tenant="hand", replicas=1, replica_timeout=1)
+    b_store = RedisStore(client, tenant="hand", replicas=1, replica_timeout=0.3)
+    a = SessionCoordinator(client, tenant="hand", node_id="a", store=a_store, claim_interval=3600)
+    b = SessionCoordinator(client, tenant="hand", node_id="b", store=b_store, claim_interval=3600)
     with a, b:
-        lease = a.acquire("ses_h")
+        leases: list[Lease] = []
+        wait_for(lambda: _acquired(a, "ses_h", leases), "a acquiring while the replica runs")
         replica_pair.replica.pause()
         with pytest.raises(ReplicationError) as caught:
-            a.transfer(lease, "b")
+            a.transfer(leases[0], "b")
         assert caught.value.details["operation"] == "transfer"
         assert b.claim_orphans() == []
         assert "ses_h" not in b.owned()
         replica_pair.replica.resume()
-        (taken,) = b.claim_orphans()
-        assert taken.session_id == "ses_h"
-        assert taken.token > lease.token
-        assert "ses_h" in b.owned()
+        wait_for(lambda: b.claim_orphans() or "ses_h" in b.owned(), "b taking the handover")
+        taken = b.owned()["ses_h"]
+        assert taken.token > leases[0].token
     client.close()
