@@ -31,6 +31,7 @@ conversation, the layered state and the store exactly as they were.
     │   ├── CheckpointNotFound (LookupError)
     │   └── StaleCheckpoint                  a write based on an outdated parent
     ├── StoreError                           the backend failed or refused
+    │   └── ReplicationError                 too few replicas acknowledged a write
     └── SessionError
         ├── SessionNotFound (LookupError)
         ├── SessionEvicted                   an engine its manager unloaded refuses changes
@@ -63,6 +64,7 @@ __all__ = [
     "OwnershipLost",
     "PolicyError",
     "ProviderError",
+    "ReplicationError",
     "ResponseError",
     "SessionError",
     "SessionEvicted",
@@ -186,6 +188,11 @@ class StaleCheckpoint(CheckpointError):
 
 class StoreError(CtxflowError):
     """A store backend failed or refused an operation."""
+
+
+class ReplicationError(StoreError):
+    """Fewer replicas than required acknowledged a write in time: the write is not
+    acknowledged (the primary may still hold it)."""
 
 
 class SessionError(CtxflowError):

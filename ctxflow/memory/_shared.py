@@ -652,7 +652,8 @@ def shared_memory_for(
     (its own connection; read-only when the store is); a ``RedisStore`` a
     ``RedisSharedMemory`` on its client, under the ``ctxflow:`` key root, so a
     tenant's memory sits in the same ``ctxflow:<tenant>:`` namespace as its
-    checkpoints. Any other store raises ``StoreError`` (``rule="shared_memory"``).
+    checkpoints, and waits for as many replicas as the store. Any other
+    store raises ``StoreError`` (``rule="shared_memory"``).
     """
     limits: dict[str, Any] = {
         "clock": clock,
@@ -680,7 +681,13 @@ def shared_memory_for(
     if redis_store is not None and isinstance(store, redis_store):
         from ctxflow.memory._shared_redis import RedisSharedMemory
 
-        return RedisSharedMemory(store.client, **limits)
+        replication = store.replication  # the store's durability holds for its memory too
+        return RedisSharedMemory(
+            store.client,
+            replicas=replication.replicas,
+            replica_timeout=replication.timeout,
+            **limits,
+        )
     raise StoreError(
         f"shared memory is kept in a MemoryStore, SQLiteStore or RedisStore "
         f"(got a {type(store).__name__})",

@@ -25,6 +25,14 @@ listed, and an entry left by a crash is skipped by :meth:`~RedisSharedMemory.own
 Every redis-py error is re-raised as ``StoreError`` (``rule="redis"``);
 nothing is retried on connection errors, as a write whose reply was lost may
 have been applied.
+
+Redis Cluster: give a ``redis.RedisCluster`` client or a
+``redis+cluster://host:port`` URL. An owner's two keys share a slot, so its
+transactions run on one primary; the two indexes are single keys, changed
+only by single commands, never in a transaction with an owner's keys.
+``replicas=N`` acknowledges a merge, deletion, erasure or prune only once
+``N`` replicas hold it (``WAIT``, see ``ctxflow.persistence._redis.replication``),
+else ``ReplicationError``.
 """
 
 from __future__ import annotations
@@ -35,8 +43,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ctxflow.errors import StoreError
 from ctxflow.memory._shared import (
@@ -53,6 +59,9 @@ from ctxflow.memory._shared import (
     corrupt_item,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
+from ctxflow.persistence._redis.replication import Replication
+from ctxflow.persistence._redis.url import parse_redis_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisSharedMemory"]
 
@@ -76,7 +85,7 @@ class RedisSharedMemory(_ClosingBackend):
 
     def __init__(
         self,
-        client: redis.Redis | str,
+        client: redis.Redis | redis.RedisCluster | str,
         *,
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], float] = time.time,
@@ -85,6 +94,8 @@ class RedisSharedMemory(_ClosingBackend):
         max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES,
         max_owner_bytes: int = DEFAULT_MAX_OWNER_BYTES,
         conflict_retries: int = 100,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise StoreError(
@@ -107,18 +118,20 @@ class RedisSharedMemory(_ClosingBackend):
             max_item_bytes=max_item_bytes,
             max_owner_bytes=max_owner_bytes,
         )
+        self.replication = Replication(replicas=replicas, timeout=replica_timeout)
         self.prefix = prefix
         self.conflict_retries = conflict_retries
         self._owns_client = isinstance(client, str)
         if isinstance(client, str):
-            try:
-                client = redis.Redis.from_url(client, retry=Retry(NoBackoff(), 0))
-            except (ValueError, redis.RedisError) as exc:
+            parsed = parse_redis_url(client)
+            if parsed.options:
                 raise StoreError(
-                    f"'client' must be a Redis client or a usable Redis URL ({exc})",
+                    f"a shared-memory URL must not carry store options "
+                    f"(got {sorted(parsed.options)}); pass them as keywords",
                     rule="redis_url",
-                ) from exc
-        self.client = client
+                )
+            client = parsed.client()
+        self.client: Any = client
 
     def __repr__(self) -> str:
         return f"<RedisSharedMemory prefix={self.prefix!r}>"
@@ -147,7 +160,7 @@ class RedisSharedMemory(_ClosingBackend):
     def _call(self, doing: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(
                 f"Redis shared memory {doing} failed: {type(exc).__name__}: {exc}",
                 rule="redis",
@@ -172,6 +185,13 @@ class RedisSharedMemory(_ClosingBackend):
             )
 
         return self._call(doing, attempts)
+
+    def _confirm(self, doing: str, owner: Owner) -> None:
+        """Wait for the replicas this memory requires to hold the owner's writes."""
+        if self.replication.replicas:
+            keys = (self.owner_keys(owner)[0], self._owners_key(owner.tenant), self._tenants_key)
+            prefix = f"{self.prefix}{owner.tenant}:"
+            self._call(doing, lambda: self.replication.confirm(self.client, prefix, doing, *keys))
 
     def _meta(self, owner: Owner, raw: dict[Any, Any]) -> dict[str, ItemMeta]:
         metas: dict[str, ItemMeta] = {}
@@ -234,6 +254,7 @@ class RedisSharedMemory(_ClosingBackend):
 
         if not self._transact("merge", merge):  # everything merged was evicted at once
             self._call("merge", lambda: self._tidy(owner))
+            self._confirm("merge", owner)
             return
 
         def index() -> None:
@@ -243,6 +264,7 @@ class RedisSharedMemory(_ClosingBackend):
                 pipe.execute()
 
         self._call("merge", index)
+        self._confirm("merge", owner)
 
     def _delete(self, owner: Owner, doomed: list[str]) -> int:
         items_key, meta_key = self.owner_keys(owner)
@@ -255,7 +277,9 @@ class RedisSharedMemory(_ClosingBackend):
             self._tidy(owner)
             return int(removed)
 
-        return self._call("delete", delete)
+        removed = self._call("delete", delete)
+        self._confirm("delete", owner)
+        return removed
 
     def _erase(self, owner: Owner) -> int:
         items_key, meta_key = self.owner_keys(owner)
@@ -269,7 +293,9 @@ class RedisSharedMemory(_ClosingBackend):
             self._tidy(owner)
             return int(removed)
 
-        return self._call("erase", erase)
+        removed = self._call("erase", erase)
+        self._confirm("erase", owner)
+        return removed
 
     def _members(self, tenant: str) -> list[Owner]:
         """Every owner the tenant's index names (stale entries included)."""
@@ -335,4 +361,6 @@ class RedisSharedMemory(_ClosingBackend):
 
         removed = self._transact("prune", prune)
         self._call("prune", lambda: self._tidy(owner))
+        if removed:
+            self._confirm("prune", owner)
         return removed

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cluster_support import LocalCluster, ReplicaPair, binaries_missing
 from redis_support import LOCAL_URL, RedisServer, answers, delete_tenant
 
 REQUIRE_REDIS = os.environ.get("CTXFLOW_REQUIRE_REDIS") == "1"
@@ -58,6 +59,29 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]
     yield make
     for server in servers:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private three-master Redis Cluster for the whole run (killed at the end); skips
+    (fails with CTXFLOW_REQUIRE_REDIS=1) when redis-server or redis-cli is missing."""
+    missing = binaries_missing()
+    if missing is not None:
+        _unavailable(f"no Redis Cluster can be started: {missing}")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def replica_pair(tmp_path: Path) -> Iterator[ReplicaPair]:
+    """A private primary with one replica (both killed after the test); skips (fails with
+    CTXFLOW_REQUIRE_REDIS=1) when redis-server is missing."""
+    if shutil.which("redis-server") is None:
+        _unavailable("no primary and replica can be started: redis-server is not installed")
+    pair = ReplicaPair(tmp_path).start()
+    yield pair
+    pair.stop()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from redis_support import full_draft
 from ctxflow.errors import CtxflowError
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord
+from ctxflow.persistence._redis.url import parse_redis_url
 from ctxflow.sessions._ownership import Lease, SessionCoordinator
 from ctxflow.stores import RedisStore
 
@@ -50,8 +51,9 @@ COMMANDS = (
 
 
 def count(url: str, tenant: str, n: int, sessions: list[str]) -> None:
-    """Increment each session's counter by CAS with retries, n times in all."""
-    client = redis.Redis.from_url(url)
+    """Increment each session's counter by CAS with retries, n times in all (``url`` may be
+    a ``redis+cluster://`` URL)."""
+    client = parse_redis_url(url).client()
     node = SessionCoordinator(client, tenant=tenant)
     for i in range(n):
         session_id = sessions[i % len(sessions)]

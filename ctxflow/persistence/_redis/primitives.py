@@ -27,6 +27,7 @@ from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._base import BaseStore, Encoded
 from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._model import CheckpointRecord
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.persistence._redis.keys import Fence, RedisKeys, fenced_out
 from ctxflow.persistence._redis.records import decode_record, encode_record
 
@@ -118,7 +119,7 @@ class RedisPrimitives(BaseStore):
             txn.pipe.execute()
         except redis.WatchError:
             return True
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return False
         return False
 
@@ -141,7 +142,8 @@ class RedisPrimitives(BaseStore):
             else:
                 guard_keys = self.keys.guard_keys(session_id)
                 txn.pipe.watch(*guard_keys, *keys)
-                owner, token = txn.pipe.mget(guard_keys)
+                # Two GETs, not MGET: a cluster pipeline refuses MGET (both keys share a slot).
+                owner, token = (txn.pipe.get(key) for key in guard_keys)
                 if not guard.fence.holds(owner, token):
                     raise fenced_out(session_id, guard.fence, owner, token)
         elif txn.session != session_id:

@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, Unpack
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ctxflow.errors import CheckpointNotFound, CorruptCheckpoint, StoreError
 from ctxflow.persistence._base import (
@@ -31,6 +29,7 @@ from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord, Snapshot
 from ctxflow.persistence._protocol import Retention
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.persistence._redis.keys import (
     Fence,
     RedisKeys,
@@ -40,7 +39,9 @@ from ctxflow.persistence._redis.keys import (
 )
 from ctxflow.persistence._redis.primitives import Conflict, RedisPrimitives
 from ctxflow.persistence._redis.records import decode_record, encode_record
+from ctxflow.persistence._redis.replication import Replication
 from ctxflow.persistence._redis.scripts import HEAD, PUT
+from ctxflow.persistence._redis.url import parse_redis_url
 
 __all__ = ["RedisStore"]
 
@@ -52,18 +53,21 @@ class RedisStore(RedisPrimitives):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         *,
         tenant: str,
         codec: EnvelopeCodec | None = None,
         ttl: float | None = None,
         read_retries: int = 2,
         conflict_retries: int = 100,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
         owns_client: bool = False,
     ) -> None:
         self.keys = RedisKeys(check_tenant(tenant))
         if ttl is not None and not ttl > 0:
             raise StoreError(f"'ttl' must be > 0 seconds or None (got {ttl!r})", rule="ttl")
+        self.replication = Replication(replicas=replicas, timeout=replica_timeout)
         self.client = client
         self.tenant = tenant
         self.codec = codec or default_codec()
@@ -80,29 +84,69 @@ class RedisStore(RedisPrimitives):
         cls,
         url: str,
         *,
-        tenant: str,
+        tenant: str | None = None,
         codec: EnvelopeCodec | None = None,
         ttl: float | None = None,
         read_retries: int = 2,
+        replicas: int | None = None,
+        replica_timeout: float | None = None,
         **redis_kwargs: Any,
     ) -> RedisStore:
-        """A store on a new client from a ``redis://`` or ``rediss://`` URL.
+        """A store on a new client from a URL: ``redis://host:port/db``, ``rediss://...``,
+        ``unix://...`` or, for Redis Cluster, ``redis+cluster://host:port`` (a seed node;
+        database 0 only) and ``rediss+cluster://...``.
 
-        ``redis_kwargs`` go to :meth:`redis.Redis.from_url` (pool size, TLS,
-        auth, timeouts). redis-py's own retries are off unless ``retry`` is given.
+        The query may carry the store's own options (``?tenant=app&replicas=1``,
+        also ``replica_timeout`` and ``ttl``); an option given both there and as
+        a keyword is refused. ``tenant`` defaults to ``"default"``.
+        ``redis_kwargs`` go to redis-py's ``from_url`` (pool size, TLS, auth,
+        timeouts). A malformed URL or option raises ``StoreError``
+        (``rule="redis_url"``) before any connection is made.
         """
-        check_tenant(tenant)
-        redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-        try:
-            client = redis.Redis.from_url(url, **redis_kwargs)
-        except (ValueError, redis.RedisError) as exc:
-            raise StoreError(f"'url' must be a usable Redis URL ({exc})", rule="redis_url") from exc
+        parsed = parse_redis_url(url)
+        given = {
+            "tenant": tenant,
+            "ttl": ttl,
+            "replicas": replicas,
+            "replica_timeout": replica_timeout,
+        }
+        opts = _store_options(url, parsed.options, given)
+        store_tenant = check_tenant(opts.get("tenant", "default"))
+        replication = Replication(
+            replicas=opts.get("replicas", 0), timeout=opts.get("replica_timeout", 1.0)
+        )
+        ttl_value = opts.get("ttl")
+        if ttl_value is not None and not ttl_value > 0:
+            raise StoreError(f"'ttl' must be > 0 seconds or None (got {ttl_value!r})", rule="ttl")
+        client = parsed.client(**redis_kwargs)
         return cls(
-            client, tenant=tenant, codec=codec, ttl=ttl, read_retries=read_retries, owns_client=True
+            client,
+            tenant=store_tenant,
+            codec=codec,
+            ttl=ttl_value,
+            read_retries=read_retries,
+            replicas=replication.replicas,
+            replica_timeout=replication.timeout,
+            owns_client=True,
         )
 
     def __repr__(self) -> str:
         return f"<RedisStore tenant={self.tenant!r}>"
+
+    @property
+    def replicas(self) -> int:
+        """How many replicas must hold a write before it is acknowledged (0: the primary)."""
+        return self.replication.replicas
+
+    def _confirm(self, doing: str, *keys: str) -> None:
+        """Wait for the replicas the store requires to hold the writes to ``keys`` (see
+        :mod:`.replication`); ``ReplicationError`` when too few do in time."""
+        if self.replication.replicas:
+            self._run(
+                f"{doing} (replicas)",
+                lambda: self.replication.confirm(self.client, self.keys.prefix, doing, *keys),
+                read=False,
+            )
 
     def close(self) -> None:
         """Close the client if this store created it."""
@@ -124,7 +168,7 @@ class RedisStore(RedisPrimitives):
                 if not read or failures > self.read_retries:
                     raise self._failed(doing, exc) from exc
                 time.sleep(0.05 * failures)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise self._failed(doing, exc) from exc
         raise StoreError(
             f"{doing} must finish within {self.conflict_retries} attempts "
@@ -215,6 +259,8 @@ class RedisStore(RedisPrimitives):
             raise duplicate_id(draft.id)
         if status == "missing":
             raise missing_bodies([_text(first)])
+        confirm = [order] if latest is not None else [order, self.keys.sessions]
+        self._confirm("put", *confirm)
         return record
 
     def prune(
@@ -226,12 +272,15 @@ class RedisStore(RedisPrimitives):
         first, and held until the deletion lands), else ``OwnershipLost``.
         """
         with self._fencing(session_id, fence):
-            return super().prune(session_id, **retention)
+            pruned = super().prune(session_id, **retention)
+        self._confirm("prune", self.keys.session(session_id, "order"))
+        return pruned
 
     def erase(self, session_id: str, *, fence: Fence | None = None) -> None:
         """Delete a whole session; with ``fence``, only under that lease (as :meth:`prune`)."""
         with self._fencing(session_id, fence):
             super().erase(session_id)
+        self._confirm("erase", self.keys.session(session_id, "order"), self.keys.sessions)
 
     def fork(
         self,
@@ -247,6 +296,7 @@ class RedisStore(RedisPrimitives):
         lease ``fence``, else ``OwnershipLost`` and no new session.
         """
         with self._fencing(session_id, fence):
+            # The new session is written by put, which waits for the replicas.
             return super().fork(session_id, checkpoint_id, new_session_id=new_session_id)
 
     def _fork_target(self, session_id: str) -> str:
@@ -271,6 +321,7 @@ class RedisStore(RedisPrimitives):
 
         if not self._run("expire", run, read=False)[0]:
             raise no_session(session_id)
+        self._confirm("expire", keys[0])
 
     def _damaged(self, session_id: str, hashes: set[str]) -> set[str]:
         """Which of a session's stored bodies cannot be read back as the body of their hash."""
@@ -297,3 +348,33 @@ class RedisStore(RedisPrimitives):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _store_options(url: str, in_url: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The store options of a URL's query and of keywords (not None), converted; an
+    option in both is refused."""
+    opts: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    convert: dict[str, tuple[Callable[[str], Any], str]] = {
+        "tenant": (str, "a name"),
+        "replicas": (int, "an integer"),
+        "replica_timeout": (float, "a number of seconds"),
+        "ttl": (float, "a number of seconds"),
+    }
+    for name, raw in in_url.items():
+        if name in opts:
+            raise StoreError(
+                f"the store option {name!r} must be given once, in the URL or as a keyword "
+                f"(got both)",
+                rule="redis_url",
+                option=name,
+            )
+        parse, kind = convert[name]
+        try:
+            opts[name] = parse(raw)
+        except ValueError:
+            raise StoreError(
+                f"the URL option {name!r} must be {kind} (got {raw!r})",
+                rule="redis_url",
+                option=name,
+            ) from None
+    return opts

@@ -47,9 +47,15 @@ table of held leases), ``_heartbeat`` (the heartbeat and claim threads),
 Gotchas:
 
 - Redis replication is asynchronous. A failover can lose the last writes and
-  leases; tokens still never repeat (the clock seed) as long as the new
-  primary's clock is not behind. Run the primary with AOF ``appendfsync
-  always`` (and ``WAIT`` if you need more) when losing writes matters.
+  leases unless the coordinator has ``replicas=N`` (its store's by default):
+  then an acquisition, a transfer, a taken handover and a record update
+  return only once ``N`` replicas hold them (``WAIT``), so a token handed out
+  is on the replicas and a promoted one continues above it. Without
+  replicas, tokens still never repeat after the counter is lost (the clock
+  seed) as long as the new primary's clock is not behind.
+- Redis Cluster: every script and transaction here takes one session's keys
+  (one hash tag); the ``owners`` and ``nodes`` hashes and the node keys are
+  only read and written by single commands.
 - The fence key never expires: a token must never go back.
 - Heartbeats: a background thread sets the node key (TTL ``lease_ttl``) and
   renews every owned lease every ``heartbeat_interval``. A claim thread

@@ -22,6 +22,7 @@ from ctxflow.errors import (
 )
 from ctxflow.persistence import CheckpointDraft, CheckpointRecord, new_session_id
 from ctxflow.persistence._redis import RedisKeys, RedisStore, check_tenant
+from ctxflow.persistence._redis.replication import Replication
 from ctxflow.sessions._ownership._fenced import Commits, FencedStore
 from ctxflow.sessions._ownership._heartbeat import Heartbeat
 from ctxflow.sessions._ownership._invalidation import Invalidation, Invalidations
@@ -45,11 +46,17 @@ class SessionCoordinator:
     (a renewal, another node's announcement, or a write under the lease: then
     on the writing thread). ``instance`` tells this coordinator apart from
     another process with the same ``node_id``.
+
+    ``client`` may be a ``redis.RedisCluster``: every key a script or
+    transaction touches is a session's (one hash tag, one slot). ``replicas``
+    and ``replica_timeout`` (default: the store's) make an acquisition, a
+    transfer and a record update return only once that many replicas hold it,
+    so a fencing token handed out survives a failover (docs/stores.md).
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         *,
         tenant: str,
         node_id: str | None = None,
@@ -60,8 +67,15 @@ class SessionCoordinator:
         on_invalidate: Callable[[Invalidation], None] | None = None,
         on_claim: Callable[[Lease, str], None] | None = None,
         on_lost: Callable[[str], None] | None = None,
+        replicas: int | None = None,
+        replica_timeout: float | None = None,
     ) -> None:
         check_tenant(tenant)
+        held = store.replication if store is not None else Replication()
+        replication = Replication(
+            replicas=held.replicas if replicas is None else replicas,
+            timeout=held.timeout if replica_timeout is None else replica_timeout,
+        )
         node = _check_node(node_id or f"node-{uuid.uuid4().hex[:12]}")
         beat, claim = _intervals(lease_ttl, heartbeat_interval, claim_interval)
         if store is not None and store.tenant != tenant:
@@ -80,13 +94,19 @@ class SessionCoordinator:
         self.on_invalidate = on_invalidate
         self.on_claim = on_claim
         self.on_lost = on_lost
+        #: How many replicas must hold a lease, token or record before it is acknowledged.
+        self.replication = replication
         #: This coordinator's own id: two processes with one ``node_id`` never share a lease.
         self.instance = uuid.uuid4().hex[:16]
         self._compose(int(lease_ttl * 1000))
 
     def _compose(self, ttl_ms: int) -> None:
         link = Link(
-            client=self.client, keys=self.keys, node_id=self.node_id, instance=self.instance
+            client=self.client,
+            keys=self.keys,
+            node_id=self.node_id,
+            instance=self.instance,
+            replication=self.replication,
         )
         self._link = link
         self._stop = threading.Event()

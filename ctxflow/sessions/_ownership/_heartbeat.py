@@ -21,9 +21,9 @@ from collections.abc import Callable, Container
 from functools import partial
 
 import attrs
-import redis
 
 from ctxflow.errors import StoreError
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.sessions._ownership._link import Link, log, text
 
 __all__ = ["Heartbeat", "Scan"]
@@ -147,7 +147,7 @@ class Heartbeat:
         """Remove this node's heartbeat key and its entry in the nodes hash, unless another
         process of the same name beat since (best effort)."""
         key = self.link.node(self.link.node_id)
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if self.link.client.eval(_LEAVE, 1, key, self.link.instance):
                 self.link.client.hdel(self.link.nodes, self.link.node_id)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 import msgpack
-import redis
 
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
 from ctxflow.sessions._ownership._link import Link, log
 
 __all__ = ["Invalidation", "Invalidations"]
@@ -57,7 +57,7 @@ class Invalidations:
     def publish(self, event: Invalidation) -> None:
         """Announce ``event`` (best effort: a Redis failure is not an error here)."""
         payload = msgpack.packb(attrs.asdict(event))
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             self.link.client.publish(self.link.channel, payload)
 
     def announce(

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import redis
 
 from ctxflow.errors import OwnershipLost, SessionError, StoreError
 from ctxflow.persistence._redis import Fence
@@ -167,6 +168,8 @@ class LeaseTable:
                 session_id=session_id,
                 owner=text(value),
             )
+        # The token is handed out only once the replicas hold the counter: see _link.
+        self.link.confirm("acquire", *keys)
         lease = self._lease(session_id, int(value))
         self._hold(lease)
         self._index("acquire (index)", session_id, self.link.node_id)
@@ -183,10 +186,22 @@ class LeaseTable:
         leases = list(self.owned().values())
         if not leases:
             return []
-        pipe = self.link.client.pipeline(transaction=False)
-        for lease in leases:
-            self._renew_script(lease, client=pipe)
-        results = self.link.call("renew", pipe.execute)
+
+        def renew() -> list[Any]:
+            pipe = self.link.client.pipeline(transaction=False)
+            for lease in leases:
+                self._renew_script(lease, client=pipe)
+            return list(pipe.execute())
+
+        def renew_loaded() -> list[Any]:
+            try:
+                return renew()
+            except redis.exceptions.NoScriptError:
+                # A cluster pipeline does not load scripts: load it on every primary, once.
+                self.link.client.script_load(_RENEW)
+                return renew()
+
+        results = self.link.call("renew", renew_loaded)
         lost = [lease for lease, ok in zip(leases, results, strict=True) if not ok]
         for lease in lost:
             self.lost(lease)
@@ -213,6 +228,7 @@ class LeaseTable:
         if not token:
             raise self.lost(lease)
         self.drop(lease.session_id)
+        self.link.confirm("transfer", *keys)
         self._index("transfer (index)", lease.session_id, node_id)
         return int(token)
 
@@ -222,6 +238,8 @@ class LeaseTable:
         lease = self._lease(session_id, token)
         try:
             self.renew(lease)
+            # A handed-over token is held only once the replicas hold it, as an acquired one.
+            self.link.confirm("take", *self.link.guard(session_id))
         except (OwnershipLost, StoreError):
             return None
         with self._lock:

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-import redis
 
 from ctxflow._log import get_logger
 from ctxflow.errors import StoreError
 from ctxflow.persistence._redis import RedisKeys, check_session_id
+from ctxflow.persistence._redis.failures import REDIS_ERRORS
+from ctxflow.persistence._redis.replication import Replication
 
 __all__ = ["Link", "log", "text"]
 
@@ -39,6 +40,7 @@ class Link:
     keys: RedisKeys
     node_id: str
     instance: str
+    replication: Replication = attrs.field(factory=Replication)
 
     @property
     def holder(self) -> str:
@@ -72,11 +74,18 @@ class Link:
         """The pub/sub channel of the tenant's invalidations."""
         return f"{self.keys.prefix}events"
 
+    def confirm(self, doing: str, *keys: str) -> None:
+        """Return once the replicas the coordinator requires hold the writes to ``keys``;
+        ``ReplicationError`` when too few do in time (``ctxflow.stores`` docs)."""
+        if self.replication.replicas:
+            confirm = self.replication.confirm
+            self.call(doing, lambda: confirm(self.client, self.keys.prefix, doing, *keys))
+
     def call(self, doing: str, fn: Callable[[], T]) -> T:
         """Run one Redis call; a redis-py error comes out as ``StoreError`` naming ``doing``."""
         try:
             return fn()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(
                 f"Redis {doing} failed for node {self.node_id!r}: {type(exc).__name__}: {exc}",
                 rule="redis",

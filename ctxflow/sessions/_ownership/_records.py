@@ -105,6 +105,8 @@ class Records:
         if status == -1:
             assert lease is not None  # the script checks the owner only when given one
             raise self._leases.lost(lease)
+        if status == 1:
+            self.link.confirm("update", keys[0])
         return Attempt(current=current, packed=packed, written=status == 1, version=int(value))
 
     def publish(self, attempt: Attempt) -> Versioned:
@@ -145,6 +147,7 @@ class Records:
         )
         if not forked.written:
             raise self.conflict(forked)
+        self.link.confirm("update (fork)", keys[0])
         return forked
 
     def _get(self, session_id: str) -> tuple[Any, Any]:
