@@ -17,7 +17,7 @@ from ctxflow import _critical
 from ctxflow._log import get_logger
 from ctxflow.errors import SessionError
 
-__all__ = ["Autosave", "SignalFlush"]
+__all__ = ["Autosave", "Periodic", "SignalFlush"]
 
 log = get_logger("ctxflow.sessions")
 
@@ -50,6 +50,48 @@ class Autosave:
 
     def stop(self) -> None:
         """Stop the thread and wait for a flush it is in (not when called from the thread)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+class Periodic:
+    """A daemon thread that calls ``work`` every ``interval`` seconds until stopped.
+
+    A failure in ``work`` is logged and the thread goes on: a monitor that
+    died on one bad round would leave memory unwatched.
+    """
+
+    def __init__(self, name: str, work: Callable[[], object]) -> None:
+        self._name = name
+        self._work = work
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, interval: float) -> None:
+        """Start the thread (once; a second call is a no-op)."""
+        if not interval > 0:
+            raise SessionError(f"'interval' must be > 0 (got {interval})", rule="interval")
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self._work()
+                except Exception:
+                    log.exception("periodic_failed", thread=self._name)
+
+        self._thread = threading.Thread(target=loop, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for a round it is in (not when called from the thread)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
