@@ -214,16 +214,32 @@ def approx_bytes(messages: Iterable[Message]) -> int:
 class Entry:
     """One cached session: its engine, when it was last used, its pins and its bytes."""
 
-    __slots__ = ("_counted", "_source", "bytes", "engine", "last_used", "pins")
+    __slots__ = ("_counted", "_loading", "_source", "bytes", "engine", "last_used", "pins")
 
     def __init__(self, engine: Engine, now: float) -> None:
         self.engine = engine
         self.last_used = now
         self.pins = 0  # operations holding the engine (under its lock): never evicted then
+        self._loading = False
         self.bytes = 0
         self._counted = 0
         self._source: weakref.ref[Conversation] | None = None
         self.remeasure()
+
+    def loaded(self) -> None:
+        """Pin a session just loaded (before it is cached) until an operation holds it.
+
+        Without it an eviction could take the session between its load and its
+        loader's lock, again and again under memory pressure.
+        """
+        self._loading = True
+        self.pins += 1
+
+    def held(self) -> None:
+        """An operation took the engine's lock: the load's pin is no longer needed."""
+        if self._loading:
+            self._loading = False
+            self.pins -= 1
 
     def remeasure(self) -> int:
         """Count what was appended since the last count; the change in :attr:`bytes`."""

@@ -228,6 +228,7 @@ class ContextManager:
                 return entry
             self._counts.misses += 1
             entry = self._load(session_id)
+            entry.loaded()  # pinned until an operation holds it: no eviction in between
             with self._cache_lock:
                 self._cache_entry(entry)
         self._emit("on_loaded", entry.engine)
@@ -256,6 +257,7 @@ class ContextManager:
             entry = self._entry(session_id)
             engine = entry.engine
             with engine.lock:
+                entry.held()
                 if not engine.retired:
                     entry.pins += 1
                     try:
@@ -335,7 +337,7 @@ class ContextManager:
 
     # -- memory ------------------------------------------------------------------
 
-    def _admit(self, context_id: str) -> None:
+    def _admit(self, context_id: str, doing: str = "loading") -> None:
         """Refuse a load at the hard memory limit (after evicting what is idle)."""
         memory = self.memory
         if memory is None or self._held < memory.hard_bytes:
@@ -346,7 +348,7 @@ class ContextManager:
             self._counts.refused_loads += 1
             log.warning("load_refused", context=context_id, held=held, hard_bytes=memory.hard_bytes)
             raise MemoryLimitExceeded(
-                f"loading context {context_id!r} is refused: the manager's sessions hold "
+                f"{doing} context {context_id!r} is refused: the manager's sessions hold "
                 f"{held:,} bytes, at or over its hard limit of {memory.hard_bytes:,} bytes "
                 f"(hard={memory.hard} of max_bytes={memory.max_bytes:,}), and no idle session "
                 "could be evicted to make room",
@@ -561,7 +563,7 @@ class ContextManager:
                 raise SessionError(
                     f"a context with id {context_id!r} exists", rule="context_exists"
                 )
-        self._admit(context_id or "(new)")
+        self._admit(context_id or "(new)", "creating")
         engine = self.engine_class(
             store=self.store,
             session_id=context_id or new_session_id(),
@@ -677,6 +679,7 @@ class ContextManager:
                 for sid in ordered:  # each held (so not evicted) before the next is loaded
                     entry = self._entry(sid)
                     stack.enter_context(entry.engine.lock)
+                    entry.held()
                     entries.append(entry)
                     if entry.engine.retired:
                         break
