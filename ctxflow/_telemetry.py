@@ -108,12 +108,13 @@ def _times(started: float) -> tuple[int, int, float]:
     return end - int(elapsed * 1e9), end, elapsed * 1000
 
 
-def _span(name: str, started: float, attributes: dict[str, Any], parent: Any) -> tuple[Any, float]:
+def _span(name: str, started: float, attributes: dict[str, Any], parent: Any) -> float:
+    """Record a finished span from ``started`` to now (under ``parent``); its ms."""
     start, end, ms = _times(started)
     context = STATE.trace.set_span_in_context(parent) if parent is not None else None
     span = STATE.tracer.start_span(name, context=context, start_time=start, attributes=attributes)
     span.end(end_time=end)
-    return span, ms
+    return ms
 
 
 def transition_started(session_id: str, trigger: str, source: str) -> Any:
@@ -129,7 +130,7 @@ def transition_started(session_id: str, trigger: str, source: str) -> Any:
 
 
 def transition_ended(span: Any, record: Any = None, error: BaseException | None = None) -> None:
-    """Close an event's span: with its record when it landed, with the error when refused."""
+    """Close an event's span: with its record when it landed, with the error when rolled back."""
     if span is None:
         return
     if record is not None:
@@ -169,7 +170,7 @@ def compressed(
     if tokens_before is not None and tokens_after is not None:
         attributes["ctxflow.tokens_before"] = tokens_before
         attributes["ctxflow.tokens_after"] = tokens_after
-    _, ms = _span("ctxflow.compression", started, attributes, parent)
+    ms = _span("ctxflow.compression", started, attributes, parent)
     labels = {"phase": phase, "reason": reason}
     STATE.compressions.add(1, labels)
     STATE.compression_ms.record(ms, labels)
@@ -191,7 +192,7 @@ def checkpointed(
         "ctxflow.checkpoint_trigger": trigger,
         "ctxflow.checkpoint": checkpoint_id,
     }
-    _, ms = _span("ctxflow.checkpoint", started, attributes, parent)
+    ms = _span("ctxflow.checkpoint", started, attributes, parent)
     labels = {"phase": phase, "trigger": trigger}
     STATE.checkpoints.add(1, labels)
     STATE.checkpoint_ms.record(ms, labels)
