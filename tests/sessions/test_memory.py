@@ -87,6 +87,27 @@ def test_past_soft_the_largest_idle_sessions_go_first_saved_and_reloadable() -> 
     assert c_engine.retired and not manager.get("d").retired
 
 
+def test_a_check_evicts_in_order_of_size_and_skips_a_session_in_use() -> None:
+    """A check evicts idle sessions largest first, down to the target; one an operation is
+    using stays however large it is."""
+    store, clock = MemoryStore(), Clock()
+    logs = {k: log(v, k) for k, v in {"huge": 60_000, "big": 30_000, "mid": 20_000}.items()}
+    logs["small"] = log(5_000, "small")
+    size = {k: approx_bytes(m) for k, m in logs.items()}
+    total = sum(size.values())
+    target = (size["huge"] + size["small"] + 1) / total  # big and mid must go, small need not
+    manager = manager_for(store, clock, max_bytes=total, soft=0.9, target=target, idle=30.0)
+    for key, messages in logs.items():
+        manager.create(key, messages=messages)  # past soft at the last one; none idle yet
+    assert manager.stats().memory_evictions == 0
+    clock.now += 60
+
+    evicted = manager.update("huge", lambda engine: manager.check_memory().evicted)
+    assert evicted == ("big", "mid")
+    assert manager.stats().bytes_in_memory == size["huge"] + size["small"]
+    assert sorted(store.sessions()) == sorted(logs)
+
+
 def test_at_the_hard_limit_a_load_is_refused_and_nothing_changes() -> None:
     """With no idle session to evict, a create or load at the hard limit raises and changes
     nothing; once sessions go idle the same load succeeds."""
