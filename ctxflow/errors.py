@@ -36,7 +36,8 @@ conversation, the layered state and the store exactly as they were.
         ├── SessionNotFound (LookupError)
         ├── SessionEvicted                   an engine its manager unloaded refuses changes
         ├── ConflictError                    an optimistic update found another version
-        └── OwnershipLost                    a fencing token or lease was outdated
+        ├── OwnershipLost                    a fencing token or lease was outdated
+        └── MemoryLimitExceeded              a manager at its hard memory limit refused a load
 
     CtxflowWarning (UserWarning)             a fallback or a soft result the user must see
 """
@@ -61,6 +62,7 @@ __all__ = [
     "FormatError",
     "InvalidConversation",
     "InvalidMessage",
+    "MemoryLimitExceeded",
     "OwnershipLost",
     "PolicyError",
     "ProviderError",
@@ -216,6 +218,14 @@ class ConflictError(SessionError):
 
 class OwnershipLost(SessionError):
     """This node no longer owns the session (lease expired or fencing token outdated)."""
+
+
+class MemoryLimitExceeded(SessionError):
+    """A manager whose sessions hold its hard memory limit refused to load one more.
+
+    ``held_bytes`` and ``limit_bytes`` give the figures; ``context_id`` names the
+    session refused. Nothing changed: idle sessions were saved and evicted first.
+    """
 
 
 class CtxflowWarning(UserWarning):

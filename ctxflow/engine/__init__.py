@@ -1,8 +1,10 @@
-"""The statechart engine: charts as documents, the Engine, step records, listeners, diagrams.
+"""The statechart engine: charts as documents, the Engine, step records, listeners, diagrams,
+and (optional) OpenTelemetry spans of what engines do.
 
 python-statemachine is imported here and nowhere else in ctxflow.
 """
 
+from ctxflow._telemetry import disable_telemetry, enable_telemetry
 from ctxflow.engine._audit import AuditEvent, AuditLog
 from ctxflow.engine._charts import (
     ACTIONS,
@@ -55,6 +57,8 @@ __all__ = [
     "WindowBuilder",
     "chart_names",
     "chart_path",
+    "disable_telemetry",
+    "enable_telemetry",
     "load_chart",
     "render_dot",
     "render_mermaid",

@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from ctxflow import errors
+from ctxflow import _telemetry, errors
 from ctxflow._log import get_logger
+from ctxflow._telemetry import STATE as TELEMETRY
 from ctxflow.budget import window_measure
 from ctxflow.compression import (
     CompressionReport,
@@ -305,6 +306,8 @@ class Core(DefaultSeams, ContextOps):
         self._check_live()
         tokens_before, allocation_before = self._conversation.effective_tokens, self._allocation
         pending = self._begin(event, kwargs)
+        if TELEMETRY.on:
+            pending.span = _telemetry.transition_started(self.session_id, event, pending.source)
         try:
             if pending.intents.restore:
                 target = self._restore_target(pending)
@@ -324,6 +327,7 @@ class Core(DefaultSeams, ContextOps):
                 )
             if pending.allocation is not None:
                 policy = self._compression_policy(pending.target)
+                started = time.perf_counter()
                 outcome = yield Compress(
                     conversation=pending.conversation,
                     state=pending.state,
@@ -332,6 +336,8 @@ class Core(DefaultSeams, ContextOps):
                     policy=policy,
                 )
                 self._compressed(pending, outcome)
+                if TELEMETRY.on and pending.compression is not None:
+                    self._report_compression(pending, started)
                 if pending.compression is not None and not pending.intents.consolidate:
                     # what the compression took from view is consolidated into memory
                     consolidated = yield Consolidate(
@@ -347,13 +353,23 @@ class Core(DefaultSeams, ContextOps):
             checkpoint = None
             trigger = self._checkpoint_trigger(pending)
             if trigger is not None:
+                started = time.perf_counter()
                 written = yield self._capture_effect(trigger, pending)
                 checkpoint = (seams.checkpoint_id_of(written), trigger)
-        except CtxflowError:
-            self._rollback(pending)
+                if TELEMETRY.on:
+                    _telemetry.checkpointed(
+                        checkpoint[0],
+                        started,
+                        session_id=self.session_id,
+                        phase=pending.target,
+                        trigger=trigger,
+                        parent=pending.span,
+                    )
+        except CtxflowError as exc:
+            self._rollback(pending, exc)
             raise
         except Exception as exc:
-            self._rollback(pending)
+            self._rollback(pending, exc)
             raise EventError(
                 f"an engine effect failed while applying {pending.trigger!r} in phase "
                 f"{pending.source!r}: {type(exc).__name__}: {exc}",
@@ -365,8 +381,17 @@ class Core(DefaultSeams, ContextOps):
 
     def _checkpoint_steps(self, trigger: str) -> Steps[str]:
         """Take a checkpoint now; its id."""
+        started = time.perf_counter()
         checkpoint_id = seams.checkpoint_id_of((yield self._capture_effect(trigger)))
         self._after_checkpoint(checkpoint_id, trigger)
+        if TELEMETRY.on:
+            _telemetry.checkpointed(
+                checkpoint_id,
+                started,
+                session_id=self.session_id,
+                phase=self._phase,
+                trigger=trigger,
+            )
         return checkpoint_id
 
     def _restore_steps(self, checkpoint_id: str) -> Steps[None]:
@@ -424,11 +449,11 @@ class Core(DefaultSeams, ContextOps):
         self._pending = pending
         try:
             self._machine.send(event)
-        except CtxflowError:
-            self._rollback(pending)
+        except CtxflowError as exc:
+            self._rollback(pending, exc)
             raise
         except Exception as exc:
-            self._rollback(pending)
+            self._rollback(pending, exc)
             if _is_not_allowed(exc):
                 raise self._not_allowed(event) from None
             raise EventError(
@@ -456,8 +481,10 @@ class Core(DefaultSeams, ContextOps):
             configuration=self._configuration,
         )
 
-    def _rollback(self, pending: Pending) -> None:
+    def _rollback(self, pending: Pending, error: Exception | None = None) -> None:
         self._pending = None
+        if pending.span is not None:
+            _telemetry.transition_ended(pending.span, error=error)
         compression = pending.compression
         report = compression.report if compression is not None else None
         if isinstance(report, CompressionReport) and report.changed:
@@ -520,6 +547,19 @@ class Core(DefaultSeams, ContextOps):
         pending.compression = outcome
         pending.state = attrs.evolve(outcome.state, runtime=pending.state.runtime)
 
+    def _report_compression(self, pending: Pending, started: float) -> None:
+        """Report the event's compression to telemetry (it ran from the guard's start on)."""
+        report = pending.compression.report if pending.compression is not None else None
+        _telemetry.compressed(
+            started,
+            session_id=self.session_id,
+            phase=pending.target,
+            reason="guard",
+            tokens_before=getattr(report, "tokens_before", None),
+            tokens_after=getattr(report, "tokens_after", None),
+            parent=pending.span,
+        )
+
     def _checkpoint_trigger(self, pending: Pending) -> str | None:
         if pending.target != pending.source:
             return "transition"
@@ -580,6 +620,8 @@ class Core(DefaultSeams, ContextOps):
             now=time.perf_counter(),
         )
         self.records.append(record)
+        if pending.span is not None:
+            _telemetry.transition_ended(pending.span, record)
         self.listeners.announce(record, phase=self._phase, session=self.session_id)
         return record
 

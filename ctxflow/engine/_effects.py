@@ -114,6 +114,8 @@ class Pending:
     compression: CompressionResult | None = None
     #: The event's audit payload, built once (its checkpoint and its commit both log it).
     payload: dict[str, object] | None = None
+    #: The event's telemetry span (None while telemetry is off).
+    span: object = None
 
     def record(
         self,

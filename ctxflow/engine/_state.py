@@ -8,12 +8,14 @@ full, and only when the conversation's ``epoch`` says it happened).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
-from ctxflow import errors
+from ctxflow import _telemetry, errors
+from ctxflow._telemetry import STATE as TELEMETRY
 from ctxflow.context import AgentContext, ChartConfiguration, SessionInfo, to_checkpoint
 from ctxflow.engine._audit import AuditEvent, apply_tags, tags_of
 from ctxflow.engine._effects import Capture, Pending
@@ -163,6 +165,7 @@ class ContextOps(SessionBase):
             self._check_live()
             conversation = self._conversation
             length, epoch, mark = len(conversation), conversation.epoch, conversation.change_mark
+            started, tokens = time.perf_counter(), conversation.effective_tokens
             state = run(self._conversation, self._state)
             if not isinstance(state, LayeredState):
                 raise errors.PolicyError(
@@ -174,7 +177,17 @@ class ContextOps(SessionBase):
             if not changes and state == self._state:
                 return None
             self._state = state
-            return self._record("compress", actor, payload=changes, reason=reason, state=state)
+            recorded = self._record("compress", actor, payload=changes, reason=reason, state=state)
+            if TELEMETRY.on:
+                _telemetry.compressed(
+                    started,
+                    session_id=self.session_id,
+                    phase=self._phase,
+                    reason=reason or "manual",
+                    tokens_before=tokens,
+                    tokens_after=self._conversation.effective_tokens,
+                )
+            return recorded
 
     @staticmethod
     def _changes(

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 from ctxflow.sessions._manager import (
     ContextManager,
     LadderCompressor,
+    Latency,
     Limits,
     ManagerStats,
+    MemoryCheck,
+    MemoryThresholds,
     retry,
 )
 from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
@@ -34,9 +37,12 @@ __all__ = [
     "FencedStore",
     "Invalidation",
     "LadderCompressor",
+    "Latency",
     "Lease",
     "Limits",
     "ManagerStats",
+    "MemoryCheck",
+    "MemoryThresholds",
     "MergeStrategy",
     "Part",
     "SessionCoordinator",

@@ -1,6 +1,6 @@
-"""What keeps a manager's sessions saved without a caller: periodic autosave and a flush on signals.
+"""What runs for a manager without a caller: autosave, the memory monitor, a flush on signals.
 
-Both are small components the manager owns and hands its own ``flush``,
+Each is a small component the manager owns and hands its own ``flush``,
 ``close`` and eviction to. The signal flush never runs inside a store
 transaction or a half-applied change: a signal that lands in one is acted on
 when the main thread leaves it (see :mod:`ctxflow._critical`).
@@ -17,42 +17,59 @@ from ctxflow import _critical
 from ctxflow._log import get_logger
 from ctxflow.errors import SessionError
 
-__all__ = ["Autosave", "SignalFlush"]
+__all__ = ["Autosave", "Periodic", "SignalFlush"]
 
 log = get_logger("ctxflow.sessions")
 
 
-class Autosave:
-    """A daemon thread that flushes dirty sessions every ``interval`` seconds, then evicts."""
+class Periodic:
+    """A daemon thread that calls ``work`` every ``interval`` seconds until stopped.
 
-    def __init__(self, flush: Callable[[], list[str]], evict: Callable[[], None]) -> None:
-        self._flush = flush
-        self._evict = evict
+    A failure in ``work`` is logged and the thread goes on: a monitor that
+    died on one bad round would leave memory unwatched.
+    """
+
+    def __init__(self, name: str, work: Callable[[], object]) -> None:
+        self._name = name
+        self._work = work
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def start(self, interval: float) -> None:
         """Start the thread (once; a second call is a no-op)."""
-        if interval <= 0:
-            raise SessionError(f"'interval' must be > 0 (got {interval})", rule="autosave")
+        if not interval > 0:
+            raise SessionError(f"'interval' must be > 0 (got {interval})", rule="interval")
         if self._thread is not None:
             return
 
         def loop() -> None:
             while not self._stop.wait(interval):
-                failed = self._flush()
-                if failed:
-                    log.warning("autosave_failed", contexts=len(failed))
-                self._evict()
+                try:
+                    self._work()
+                except Exception:
+                    log.exception("periodic_failed", thread=self._name)
 
-        self._thread = threading.Thread(target=loop, name="ctxflow-autosave", daemon=True)
+        self._thread = threading.Thread(target=loop, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and wait for a flush it is in (not when called from the thread)."""
+        """Stop the thread and wait for a round it is in (not when called from the thread)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+
+class Autosave(Periodic):
+    """A daemon thread that flushes dirty sessions every ``interval`` seconds, then evicts."""
+
+    def __init__(self, flush: Callable[[], list[str]], evict: Callable[[], None]) -> None:
+        def tick() -> None:
+            failed = flush()
+            if failed:
+                log.warning("autosave_failed", contexts=len(failed))
+            evict()
+
+        super().__init__("ctxflow-autosave", tick)
 
 
 class SignalFlush:

@@ -9,6 +9,14 @@ change goes to a copy that is not the session's live one. Operations take
 the engine's lock and follow a session an eviction reloaded; an engine in
 use is never evicted.
 
+With :class:`~ctxflow.sessions.MemoryThresholds` the manager also keeps the
+bytes its sessions hold in bounds: past the soft threshold it evicts the
+largest idle sessions (saved first), at the hard one it refuses loads with
+:class:`~ctxflow.errors.MemoryLimitExceeded`. It checks after each load and
+create, on :meth:`ContextManager.check_memory`, and in the monitor thread
+:meth:`ContextManager.start_monitor` starts. Each operation's latency goes
+into a bounded ring for :meth:`ContextManager.stats`.
+
 Gotchas: "acknowledged" means the call returned; durable after a flush or
 close that reported no failure, or on return with ``write_through=True``.
 The signal handlers never flush inside a store transaction or a half-applied
@@ -36,6 +44,7 @@ from ctxflow.errors import (
     CheckpointNotFound,
     ConflictError,
     CtxflowError,
+    MemoryLimitExceeded,
     SessionError,
     SessionEvicted,
     SessionNotFound,
@@ -44,16 +53,20 @@ from ctxflow.errors import (
 from ctxflow.layers import LayeredState
 from ctxflow.model import Message
 from ctxflow.persistence import Store, new_session_id
-from ctxflow.sessions._cache import Counters, Entry, ManagerStats, approx_bytes, retry, unpin
-from ctxflow.sessions._lifecycle import Autosave, SignalFlush
+from ctxflow.sessions._cache import Counters, Entry, Latency, ManagerStats, retry, unpin
+from ctxflow.sessions._lifecycle import Autosave, Periodic, SignalFlush
 from ctxflow.sessions._limits import Compress, LadderCompressor, Limits, check_limits, refuse_over
+from ctxflow.sessions._memory import Level, MemoryCheck, MemoryThresholds, rss_bytes
 from ctxflow.sessions._merge import MergeStrategy, Part, merge_parts, originals, split_messages
 
 __all__ = [
     "ContextManager",
     "LadderCompressor",
+    "Latency",
     "Limits",
     "ManagerStats",
+    "MemoryCheck",
+    "MemoryThresholds",
     "retry",
 ]
 
@@ -72,7 +85,9 @@ class ContextManager:
 
     ``engine_options`` are keyword arguments for every engine the manager
     makes (``chart``, ``model``, ``budget``, ``phases``, ...); ``engine_class``
-    is :class:`~ctxflow.engine.Engine` or a subclass.
+    is :class:`~ctxflow.engine.Engine` or a subclass. ``memory`` bounds the
+    bytes the sessions hold; an operation slower than ``slow_ms`` is logged
+    (``slow_operation``; None: never).
     """
 
     def __init__(
@@ -89,9 +104,18 @@ class ContextManager:
         listeners: Sequence[object] = (),
         clock: Callable[[], float] = time.monotonic,
         warn_live_ratio: float = 0.9,
+        memory: MemoryThresholds | None = None,
+        slow_ms: float | None = 1000.0,
     ) -> None:
         if max_live < 1:
             raise SessionError(f"'max_live' must be >= 1 (got {max_live})", rule="max_live")
+        if memory is not None and not isinstance(memory, MemoryThresholds):
+            raise SessionError(
+                f"'memory' must be a MemoryThresholds or None (got {type(memory).__name__})",
+                rule="memory",
+            )
+        if slow_ms is not None and not slow_ms >= 0:
+            raise SessionError(f"'slow_ms' must be >= 0 or None (got {slow_ms})", rule="slow_ms")
         options = dict(engine_options or {})
         clash = sorted(_OWN_OPTIONS & set(options))
         if clash:
@@ -126,6 +150,12 @@ class ContextManager:
         self._signals = SignalFlush(self.close)
         self._closed = False
         self._warned_live = False
+        self.memory = memory
+        self.slow_ms = slow_ms
+        self._held = 0  # the bytes of every cached entry (changed under the cache lock)
+        self._level: Level = "ok"
+        self._rss_high = False
+        self._monitor = Periodic("ctxflow-memory-monitor", self._monitor_tick)
 
     # -- listeners -------------------------------------------------------------
 
@@ -135,7 +165,45 @@ class ContextManager:
             if method is not None:
                 method(*args)
 
+    @contextlib.contextmanager
+    def _timed(self, operation: str, context_id: str) -> Iterator[None]:
+        """Keep the latency of ``operation`` (when it completes); log it when slow."""
+        started = time.perf_counter()
+        yield
+        self._took(operation, context_id, started)
+
+    def _took(self, operation: str, context_id: str, started: float) -> None:
+        ms = self._counts.timed(operation, started)
+        if self.slow_ms is not None and ms >= self.slow_ms:
+            log.warning(
+                "slow_operation",
+                operation=operation,
+                context=context_id,
+                ms=round(ms, 3),
+                slow_ms=self.slow_ms,
+            )
+
     # -- the cache -------------------------------------------------------------
+
+    def _cache_entry(self, entry: Entry) -> None:
+        """Put ``entry`` in the cache and count its bytes (the cache lock held)."""
+        self._cache[entry.engine.session_id] = entry
+        self._held += entry.bytes
+
+    def _uncache(self, entry: Entry) -> None:
+        """Take ``entry`` out of the cache if it is there (the cache lock held)."""
+        session_id = entry.engine.session_id
+        if self._cache.get(session_id) is entry:
+            del self._cache[session_id]
+            self._held -= entry.bytes
+
+    def _remeasure(self, entry: Entry) -> None:
+        """Count what the session appended since its last count (its engine's lock held)."""
+        delta = entry.remeasure()
+        if delta:
+            with self._cache_lock:
+                if self._cache.get(entry.engine.session_id) is entry:
+                    self._held += delta
 
     def _cached(self, session_id: str) -> Entry | None:
         """The cached entry of a session (counted as a hit, moved to the LRU end), or None."""
@@ -151,6 +219,7 @@ class ContextManager:
         entry = self._cached(session_id)
         if entry is not None:
             return entry
+        self._admit(session_id)
         # One loader per id at a time (a stable lock, so two threads never both load
         # an id and cache two live engines); others wait and then hit the cache.
         with self._gates[hash(session_id) % len(self._gates)]:
@@ -159,15 +228,17 @@ class ContextManager:
                 return entry
             self._counts.misses += 1
             entry = self._load(session_id)
+            entry.loaded()  # pinned until an operation holds it: no eviction in between
             with self._cache_lock:
-                self._cache[session_id] = entry
+                self._cache_entry(entry)
         self._emit("on_loaded", entry.engine)
         self._evict_over_limit(keep=session_id)
+        self._relieve(keep=session_id)
         return entry
 
     def _load(self, session_id: str) -> Entry:
         try:
-            with _critical.section():
+            with self._timed("load", session_id), _critical.section():
                 engine = self.engine_class.from_checkpoint(
                     None, store=self.store, session_id=session_id, **self.engine_options
                 )
@@ -186,6 +257,7 @@ class ContextManager:
             entry = self._entry(session_id)
             engine = entry.engine
             with engine.lock:
+                entry.held()
                 if not engine.retired:
                     entry.pins += 1
                     try:
@@ -239,25 +311,153 @@ class ContextManager:
         with engine.lock:
             if engine.retired:
                 return True
-            if entry.pins:
+            if not self._evict_held(entry, "was evicted from its manager", "save"):
                 return False
-            if engine.dirty:
-                try:
-                    self._save(entry)
-                except StoreError:
-                    return False
-            self._unload(entry, "was evicted from its manager")
-            self._counts.evictions += 1
         self._emit("on_evicted", engine)
+        return True
+
+    def _evict_held(self, entry: Entry, reason: str, trigger: str) -> bool:
+        """Save ``entry`` if dirty and unload it (its engine's lock held); False if it stays."""
+        if entry.pins:
+            return False
+        if entry.engine.dirty:
+            try:
+                self._save(entry, trigger=trigger)
+            except StoreError:
+                return False
+        self._unload(entry, reason)
+        self._counts.evictions += 1
         return True
 
     def _unload(self, entry: Entry, reason: str) -> None:
         """Drop ``entry`` from the cache and retire its engine (its lock held)."""
-        session_id = entry.engine.session_id
         with self._cache_lock:
-            if self._cache.get(session_id) is entry:
-                del self._cache[session_id]
+            self._uncache(entry)
         entry.engine.retire(reason)
+
+    # -- memory ------------------------------------------------------------------
+
+    def _admit(self, context_id: str, doing: str = "loading") -> None:
+        """Refuse a load at the hard memory limit (after evicting what is idle)."""
+        memory = self.memory
+        if memory is None or self._held < memory.hard_bytes:
+            return
+        self._check_memory()
+        held = self._held
+        if held >= memory.hard_bytes:
+            self._counts.refused_loads += 1
+            log.warning("load_refused", context=context_id, held=held, hard_bytes=memory.hard_bytes)
+            raise MemoryLimitExceeded(
+                f"{doing} context {context_id!r} is refused: the manager's sessions hold "
+                f"{held:,} bytes, at or over its hard limit of {memory.hard_bytes:,} bytes "
+                f"(hard={memory.hard} of max_bytes={memory.max_bytes:,}), and no idle session "
+                "could be evicted to make room",
+                rule="memory_hard_limit",
+                context_id=context_id,
+                held_bytes=held,
+                limit_bytes=memory.hard_bytes,
+            )
+
+    def _relieve(self, keep: str | None = None) -> None:
+        """After bytes were added: evict idle sessions when past the soft threshold."""
+        if self.memory is not None and self._held > self.memory.soft_bytes:
+            self._check_memory(keep=keep)
+
+    def check_memory(self) -> MemoryCheck:
+        """Count the bytes held, evict the largest idle sessions past the soft threshold.
+
+        Each eviction saves first; a session whose save fails, or that an
+        operation is using, stays. Logs an event when the level (``ok``,
+        ``soft``, ``hard``) or the RSS alert changes. The monitor thread calls
+        this; an application without one calls it itself.
+        """
+        return self._check_memory()
+
+    def _check_memory(self, keep: str | None = None) -> MemoryCheck:
+        with self._cache_lock:
+            entries = list(self._cache.values())
+        for entry in entries:  # catch up with changes made on engines directly
+            lock = entry.engine.lock
+            if lock.acquire(blocking=False):  # a busy engine is counted at its next update
+                try:
+                    self._remeasure(entry)
+                finally:
+                    lock.release()
+        memory = self.memory
+        evicted: list[str] = []
+        freed = 0
+        if memory is not None:
+            self._note_level(memory.level(self._held), ())  # the crossing, before acting on it
+        if memory is not None and self._held > memory.soft_bytes:
+            now = self.clock()
+            idle = [
+                e
+                for e in entries
+                if e.engine.session_id != keep and not e.pins and now - e.last_used >= memory.idle
+            ]
+            for entry in sorted(idle, key=lambda e: e.bytes, reverse=True):
+                if self._held <= memory.target_bytes:
+                    break
+                size = entry.bytes
+                if self._evict_idle(entry):
+                    evicted.append(entry.engine.session_id)
+                    freed += size
+        check = MemoryCheck(
+            held_bytes=self._held,
+            level=memory.level(self._held) if memory is not None else "ok",
+            evicted=tuple(evicted),
+            freed_bytes=freed,
+            rss_bytes=rss_bytes(),
+        )
+        self._note_level(check.level, check.evicted)
+        self._note_rss(check.rss_bytes)
+        return check
+
+    def _evict_idle(self, entry: Entry) -> bool:
+        """Evict ``entry`` for memory unless its engine is busy, in use or unsaved."""
+        engine = entry.engine
+        if not engine.lock.acquire(blocking=False):
+            return False
+        try:
+            if engine.retired or not self._evict_held(
+                entry, "was evicted from its manager to free memory", "memory"
+            ):
+                return False
+            self._counts.memory_evictions += 1
+        finally:
+            engine.lock.release()
+        self._emit("on_evicted", engine)
+        return True
+
+    def _note_level(self, level: Level, evicted: Sequence[str]) -> None:
+        """Log a change of memory level (once per crossing)."""
+        if self.memory is None or level == self._level:
+            return
+        fields = {
+            "level": level,
+            "previous": self._level,
+            "held": self._held,
+            "max_bytes": self.memory.max_bytes,
+            "evicted": len(evicted),
+        }
+        if level == "ok":
+            log.info("memory_level", **fields)
+        else:
+            log.warning("memory_level", **fields)
+        self._level = level
+
+    def _note_rss(self, rss: int | None) -> None:
+        """Log the RSS crossing its alert (once per crossing; it decides nothing)."""
+        alert = self.memory.rss_alert_bytes if self.memory is not None else None
+        if alert is None or rss is None:
+            return
+        high = rss >= alert
+        if high and not self._rss_high:
+            log.warning("rss_high", rss=rss, alert=alert)
+        self._rss_high = high
+
+    def _monitor_tick(self) -> None:
+        self._check_memory()
 
     def invalidate(self, context_id: str) -> bool:
         """Drop the cached engine of a session another process changed; reload on next get.
@@ -313,7 +513,8 @@ class ContextManager:
                 rule="save_failed",
                 context_id=engine.session_id,
             ) from exc
-        self._counts.saved(started)
+        self._counts.saves += 1
+        self._took("save", engine.session_id, started)
         self._emit("on_checkpointed", engine, checkpoint_id)
 
     def save(self, context_id: str) -> None:
@@ -362,6 +563,7 @@ class ContextManager:
                 raise SessionError(
                     f"a context with id {context_id!r} exists", rule="context_exists"
                 )
+        self._admit(context_id or "(new)", "creating")
         engine = self.engine_class(
             store=self.store,
             session_id=context_id or new_session_id(),
@@ -379,14 +581,15 @@ class ContextManager:
             entry = Entry(engine, self.clock())
             self._save(entry, trigger="created")
             with self._cache_lock:
-                self._cache[engine.session_id] = entry
+                self._cache_entry(entry)
         self._emit("on_created", engine)
         self._evict_over_limit(keep=engine.session_id)
+        self._relieve(keep=engine.session_id)
         return engine
 
     def get(self, context_id: str) -> Engine:
         """The session's live engine (loaded from the store on a miss)."""
-        with self._locked(context_id) as entry:
+        with self._timed("get", context_id), self._locked(context_id) as entry:
             engine = entry.engine
         self._emit("on_accessed", engine)
         return engine
@@ -406,6 +609,12 @@ class ContextManager:
         returns. If ``change`` raises, the exception propagates; changes
         already made through the engine's methods stay (each is atomic).
         """
+        with self._timed("update", context_id):
+            return self._update(context_id, change, expected_version)
+
+    def _update(
+        self, context_id: str, change: Callable[[Engine], T], expected_version: int | None
+    ) -> T:
         with self._locked(context_id) as entry:
             engine = entry.engine
             if expected_version is not None and engine.version != expected_version:
@@ -417,7 +626,7 @@ class ContextManager:
                 )
             result = change(engine)
             check_limits(engine, self.limits, self.compress)
-            entry.bytes = approx_bytes(engine.conversation.messages)
+            self._remeasure(entry)
             if self.write_through and engine.dirty:
                 self._save(entry, trigger="write_through")
         self._emit("on_updated", engine)
@@ -445,7 +654,8 @@ class ContextManager:
             engine.add_messages(batch, actor=actor)
             return engine
 
-        return self.update(context_id, change)
+        with self._timed("add", context_id):
+            return self._update(context_id, change, None)
 
     def delete(self, context_id: str) -> None:
         """Delete a session and erase it from the store; its engine is retired."""
@@ -453,7 +663,7 @@ class ContextManager:
             engine = entry.engine
             self.store.erase(context_id)
             with self._cache_lock:
-                self._cache.pop(context_id, None)
+                self._uncache(entry)
             engine.retire("was deleted")
         self._emit("on_deleted", engine)
 
@@ -469,6 +679,7 @@ class ContextManager:
                 for sid in ordered:  # each held (so not evicted) before the next is loaded
                     entry = self._entry(sid)
                     stack.enter_context(entry.engine.lock)
+                    entry.held()
                     entries.append(entry)
                     if entry.engine.retired:
                         break
@@ -480,6 +691,7 @@ class ContextManager:
                 yield [by_id[sid] for sid in context_ids]
                 for entry in entries:
                     check_limits(entry.engine, self.limits, self.compress)
+                    self._remeasure(entry)
                     if self.write_through and entry.engine.dirty:
                         self._save(entry, trigger="write_through")
                 return
@@ -565,6 +777,13 @@ class ContextManager:
         """Flush dirty sessions every ``interval`` seconds in a daemon thread."""
         self._autosave.start(interval)
 
+    def start_monitor(self, interval: float = 5.0) -> None:
+        """Run :meth:`check_memory` every ``interval`` seconds in a daemon thread.
+
+        It stops on :meth:`close`. A second call is a no-op.
+        """
+        self._monitor.start(interval)
+
     def install_signal_handlers(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
     ) -> None:
@@ -578,8 +797,9 @@ class ContextManager:
         self._signals.install(signals)
 
     def close(self) -> list[str]:
-        """Stop autosave and flush everything; return the ids whose save failed."""
+        """Stop autosave and the monitor, flush everything; return the ids whose save failed."""
         self._autosave.stop()
+        self._monitor.stop()
         failed = self.flush()
         self._closed = True
         return failed
@@ -588,7 +808,9 @@ class ContextManager:
         """Numbers for monitoring; logs a warning when a threshold is crossed."""
         with self._cache_lock:
             entries = list(self._cache.values())
-        stats = self._counts.stats(entries)
+            held = self._held
+        limit = self.memory.max_bytes if self.memory is not None else None
+        stats = self._counts.stats(entries, held=held, limit=limit, rss=rss_bytes())
         if stats.live >= self.warn_live_ratio * self.max_live:
             log.warning("live_contexts_high", live=stats.live, max_live=self.max_live)
         if stats.save_failures:

@@ -58,6 +58,17 @@ EXPECTED = {
         "memory: 32 episodes, 149 facts (limits 32, 200)",
         "reopened: 3301 messages, heap frozen: True",
     ],
+    "sessions_memory.py": [
+        "held: 145 kB of 200 kB, level ok",
+        "evicted for memory: 1 (the largest idle session, saved)",
+        "held after: 93 kB, live: 3",
+        "reloaded 'large': 5 messages, the last 'go on'",
+        "refused busy2: memory_hard_limit, held 203 kB",
+        "after idling: level ok, evicted 2",
+        "calls timed: add 1, get 1, update 0, save 7, load 1",
+        "save latency: p50 ",
+        "closed: unsaved=[]",
+    ],
     "redis_sessions.py": [
         "node-a owns the session",
         "node-a handed it to node-b (a newer fencing token: True)",

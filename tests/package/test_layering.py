@@ -15,6 +15,7 @@ RANKS = {
     "_critical": 0,
     "_log": 1,
     "_checks": 1,
+    "_telemetry": 1,
     "model": 2,
     "protocols": 3,
     "tokens": 4,
