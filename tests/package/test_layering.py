@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ctxflow"
 RANKS = {
     "errors": 0,
     "_critical": 0,
+    "_plain": 0,
     "_log": 1,
     "_checks": 1,
     "_telemetry": 1,
