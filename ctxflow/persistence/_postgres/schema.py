@@ -193,7 +193,7 @@ def prepare(conn: psycopg.Connection[Any], schema: str, component: str, tables: 
 
 
 def _statements(script: str) -> list[sql.SQL]:
-    return [sql.SQL(s.strip()) for s in script.split(";") if s.strip()]  # type: ignore[arg-type]
+    return [sql.SQL(s.strip()) for s in script.split(";") if s.strip()]
 
 
 def record(row: Sequence[Any]) -> CheckpointRecord:

@@ -16,8 +16,13 @@ import psycopg.errors
 import psycopg_pool
 
 from ctxflow._log import get_logger
-from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, OwnershipLost
-from ctxflow.errors import StoreError
+from ctxflow.errors import (
+    CheckpointError,
+    CheckpointNotFound,
+    CorruptCheckpoint,
+    OwnershipLost,
+    StoreError,
+)
 from ctxflow.persistence._base import BaseStore, Encoded, no_session
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord
@@ -259,10 +264,14 @@ class PostgresStore(BaseStore):
         _check_text(session_id, "session id")
 
         def read() -> tuple[str, int] | None:
-            row = self._conn().execute(
-                "SELECT owner, token FROM fences WHERE tenant = %s AND name = %s",
-                (self.tenant, session_id),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT owner, token FROM fences WHERE tenant = %s AND name = %s",
+                    (self.tenant, session_id),
+                )
+                .fetchone()
+            )
             return None if row is None else (str(row[0]), int(row[1]))
 
         return self._atomic("fence", read, write=False)
@@ -344,16 +353,20 @@ class PostgresStore(BaseStore):
             return
         fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         self._conn().execute(
-            f"SELECT {fn}(%s)",  # type: ignore[arg-type]
+            f"SELECT {fn}(%s)",
             (lock_key(self.schema, self.tenant, "\x00bodies"),),
         )
 
     # -- primitives -------------------------------------------------------------------
 
     def _session(self, session_id: str) -> int | None:
-        row = self._conn().execute(
-            "SELECT id FROM sessions WHERE tenant = %s AND name = %s", (self.tenant, session_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id FROM sessions WHERE tenant = %s AND name = %s", (self.tenant, session_id)
+            )
+            .fetchone()
+        )
         return None if row is None else int(row[0])
 
     def _session_ids(self) -> list[str]:
@@ -366,9 +379,11 @@ class PostgresStore(BaseStore):
 
     def _records(self, session_id: str) -> list[CheckpointRecord]:
         self._lock(_check_text(session_id, "session id"))
-        rows = self._conn().execute(
-            _SESSION_ROWS + " ORDER BY c.seq", (self.tenant, session_id)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(_SESSION_ROWS + " ORDER BY c.seq", (self.tenant, session_id))
+            .fetchall()
+        )
         return [record(r) for r in rows]
 
     def _chain_records(self, session_id: str, checkpoint_id: str | None) -> list[CheckpointRecord]:
@@ -399,10 +414,14 @@ class PostgresStore(BaseStore):
 
     def _check_latest(self, session_id: str, latest: CheckpointRecord) -> None:
         """Refuse a session whose last checkpoints are gone: its row records a later one."""
-        row = self._conn().execute(
-            "SELECT latest, latest_seq FROM sessions WHERE tenant = %s AND name = %s",
-            (self.tenant, session_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT latest, latest_seq FROM sessions WHERE tenant = %s AND name = %s",
+                (self.tenant, session_id),
+            )
+            .fetchone()
+        )
         expected, seq = row or (None, None)
         if seq is not None and int(seq) > latest.seq:
             raise CorruptCheckpoint(
@@ -415,9 +434,11 @@ class PostgresStore(BaseStore):
 
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         self._lock(_check_text(session_id, "session id"))
-        row = self._conn().execute(
-            _SESSION_ROWS + " ORDER BY c.seq DESC LIMIT 1", (self.tenant, session_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(_SESSION_ROWS + " ORDER BY c.seq DESC LIMIT 1", (self.tenant, session_id))
+            .fetchone()
+        )
         if row is None:
             return None
         latest = record(row)
@@ -426,9 +447,14 @@ class PostgresStore(BaseStore):
 
     def _exists(self, checkpoint_id: str) -> bool:
         _check_text(checkpoint_id, "checkpoint id")
-        row = self._conn().execute(
-            "SELECT 1 FROM checkpoints WHERE tenant = %s AND id = %s", (self.tenant, checkpoint_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM checkpoints WHERE tenant = %s AND id = %s",
+                (self.tenant, checkpoint_id),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def _manifests(self, checkpoint_ids: Sequence[str]) -> list[Any]:
@@ -489,7 +515,7 @@ class PostgresStore(BaseStore):
                     [(self.tenant, h, b) for h, b in encoded.bodies.items()],
                 )
         conn.execute(
-            "INSERT INTO checkpoints (tenant, id, session, parent, seq, \"full\", created_at, "
+            'INSERT INTO checkpoints (tenant, id, session, parent, seq, "full", created_at, '
             "phase, trigger, tokens, message_count, size, manifest) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
@@ -520,11 +546,15 @@ class PostgresStore(BaseStore):
             )
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
-        row = self._conn().execute(
-            'UPDATE checkpoints SET manifest = %s, "full" = true WHERE tenant = %s AND id = %s '
-            "RETURNING session",
-            (manifest, self.tenant, checkpoint_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                'UPDATE checkpoints SET manifest = %s, "full" = true WHERE tenant = %s AND id = %s '
+                "RETURNING session",
+                (manifest, self.tenant, checkpoint_id),
+            )
+            .fetchone()
+        )
         if row is not None:
             self._reference(int(row[0]), mentioned)
 
