@@ -31,6 +31,7 @@ conversation, the layered state and the store exactly as they were.
     │   ├── CheckpointNotFound (LookupError)
     │   └── StaleCheckpoint                  a write based on an outdated parent
     ├── StoreError                           the backend failed or refused
+    │   └── StoreURLError (ValueError)       a store URL is malformed or names no usable backend
     └── SessionError
         ├── SessionNotFound (LookupError)
         ├── SessionEvicted                   an engine its manager unloaded refuses changes
@@ -69,6 +70,7 @@ __all__ = [
     "SessionNotFound",
     "StaleCheckpoint",
     "StoreError",
+    "StoreURLError",
     "TokenizerUnavailable",
     "UnknownModel",
 ]
@@ -186,6 +188,10 @@ class StaleCheckpoint(CheckpointError):
 
 class StoreError(CtxflowError):
     """A store backend failed or refused an operation."""
+
+
+class StoreURLError(StoreError, ValueError):
+    """A store URL is malformed, of an unknown scheme, or names a backend this build lacks."""
 
 
 class SessionError(CtxflowError):

@@ -43,7 +43,8 @@ from ctxflow.memory._shared import (
     corrupt_item,
 )
 from ctxflow.persistence._codec import EnvelopeCodec
-from ctxflow.persistence._postgres.schema import check_schema, lock_key, prepare
+from ctxflow.persistence._names import check_schema
+from ctxflow.persistence._postgres.schema import lock_key, prepare
 from ctxflow.persistence._postgres.store import open_pool
 
 __all__ = ["PostgresSharedMemory"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctxflow.persistence import AsyncStore, BaseStore, MemoryStore, Store, ThreadedAsyncStore
 from ctxflow.persistence._sqlite import SQLiteStore
+from ctxflow.stores._url import StoreURL, open_store, parse_store_url
 
 if TYPE_CHECKING:
     from ctxflow.persistence._conformance import StoreConformance
@@ -43,9 +44,12 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreConformance",
+    "StoreURL",
     "ThreadedAsyncStore",
     "check_session_id",
     "check_tenant",
+    "open_store",
+    "parse_store_url",
 ]
 
 #: Names loaded on first use, and the module each comes from.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from ctxflow.errors import StoreError
-from ctxflow.persistence._postgres.schema import check_tenant as postgres_check
+from ctxflow.persistence._names import check_tenant as postgres_check
 from ctxflow.stores import check_tenant
 
 CHECKS = pytest.mark.parametrize("check", [check_tenant, postgres_check], ids=["redis", "postgres"])

@@ -21,7 +21,6 @@ other's sessions, checkpoints or bodies.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,15 +34,12 @@ __all__ = [
     "COLUMNS",
     "MIGRATIONS",
     "STORE_VERSION",
-    "check_schema",
-    "check_tenant",
+    "check_ready",
+    "latest_version",
     "lock_key",
     "prepare",
     "record",
 ]
-
-_TENANT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: The version of the checkpoint tables this code writes.
 STORE_VERSION = 1
@@ -113,30 +109,6 @@ COLUMNS = (
 )
 
 
-def check_tenant(tenant: object) -> str:
-    """``tenant`` when it is a valid tenant name (the Redis store's rule), else StoreError."""
-    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-        raise StoreError(
-            f"'tenant' must be 1-64 characters of letters, digits, '_', '.' or '-' "
-            f"(got {tenant!r})",
-            rule="tenant",
-            tenant=tenant,
-        )
-    return tenant
-
-
-def check_schema(schema: object) -> str:
-    """``schema`` when it is a plain lower-case PostgreSQL name, else StoreError."""
-    if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
-        raise StoreError(
-            f"'schema' must be 1-63 characters of lower-case letters, digits and '_', "
-            f"not starting with a digit (got {schema!r})",
-            rule="postgres_schema",
-            schema=schema,
-        )
-    return schema
-
-
 def lock_key(*parts: str) -> int:
     """A signed 64-bit advisory lock key for ``parts`` (a collision only serialises more)."""
     digest = hashlib.blake2b("\x00".join(parts).encode("utf-8"), digest_size=8).digest()
@@ -148,7 +120,7 @@ def prepare(conn: psycopg.Connection[Any], schema: str, component: str, tables: 
 
     Raises StoreError for a newer version or a schema another application owns.
     """
-    latest = max([1, *(v + 1 for v in MIGRATIONS[component])])
+    latest = latest_version(component)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("ctxflow-schema", schema),))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -189,6 +161,41 @@ def prepare(conn: psycopg.Connection[Any], schema: str, component: str, tables: 
             "INSERT INTO ctxflow_schema (component, version) VALUES (%s, %s) "
             "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
             (component, latest),
+        )
+
+
+def latest_version(component: str) -> int:
+    """The version of a component's tables this code writes."""
+    return max([1, *(v + 1 for v in MIGRATIONS[component])])
+
+
+def check_ready(conn: psycopg.Connection[Any], schema: str, component: str) -> None:
+    """Refuse, without writing, a schema whose component tables are absent or of another
+    version (what a read-only store needs: nothing to create or upgrade)."""
+    row = conn.execute(
+        "SELECT to_regclass('ctxflow_schema') IS NOT NULL",
+    ).fetchone()
+    version = None
+    if row is not None and row[0]:
+        found = conn.execute(
+            "SELECT version FROM ctxflow_schema WHERE component = %s", (component,)
+        ).fetchone()
+        version = None if found is None else int(found[0])
+    latest = latest_version(component)
+    if version is None:
+        raise StoreError(
+            f"a store opened read-only must exist already (PostgreSQL schema {schema!r} "
+            f"holds no ctxflow {component} tables)",
+            rule="no_store",
+            schema=schema,
+        )
+    if version != latest:
+        raise StoreError(
+            f"PostgreSQL schema {schema!r}: a store opened read-only must be in version "
+            f"{latest} (got {version}; opening it writable upgrades an older one)",
+            rule="schema_version",
+            schema=schema,
+            version=version,
         )
 
 

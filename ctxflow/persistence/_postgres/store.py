@@ -26,11 +26,11 @@ from ctxflow.errors import (
 from ctxflow.persistence._base import BaseStore, Encoded, no_session
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord
+from ctxflow.persistence._names import check_schema, check_tenant, redact
 from ctxflow.persistence._postgres.schema import (
     COLUMNS,
     STORE_TABLES,
-    check_schema,
-    check_tenant,
+    check_ready,
     lock_key,
     prepare,
     record,
@@ -83,30 +83,20 @@ def open_pool(
     except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
         pool.close()
         raise StoreError(
-            f"a PostgreSQL store must reach its server ({_redact(url)} did not answer within "
+            f"a PostgreSQL store must reach its server ({redact(url)} did not answer within "
             f"{timeout} s: {exc})",
             rule="postgres_connect",
-            url=_redact(url),
+            url=redact(url),
         ) from exc
     return pool
 
 
 def _bad_url(url: str, exc: Exception) -> StoreError:
     return StoreError(
-        f"'url' must be a usable PostgreSQL URL (got {_redact(url)}: {exc})",
+        f"'url' must be a usable PostgreSQL URL (got {redact(url)}: {exc})",
         rule="postgres_url",
-        url=_redact(url),
+        url=redact(url),
     )
-
-
-def _redact(url: str) -> str:
-    """``url`` without a password."""
-    head, at, tail = url.rpartition("@")
-    if not at or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}" if ":" in credentials else url
 
 
 def _check_text(value: str, what: str) -> str:
@@ -133,6 +123,7 @@ class PostgresStore(BaseStore):
         codec: EnvelopeCodec | None = None,
         read_retries: int = 2,
         conflict_retries: int = 20,
+        read_only: bool = False,
         owns_pool: bool = False,
     ) -> None:
         self.tenant = check_tenant(tenant)
@@ -141,6 +132,7 @@ class PostgresStore(BaseStore):
         self.codec = codec or default_codec()
         self.read_retries = read_retries
         self.conflict_retries = conflict_retries
+        self.read_only = read_only
         self._owns_pool = owns_pool
         self._local = threading.local()
         try:
@@ -152,7 +144,10 @@ class PostgresStore(BaseStore):
 
     def _prepare_schema(self) -> None:
         with self.pool.connection() as conn:
-            prepare(conn, self.schema, "store", STORE_TABLES)
+            if self.read_only:
+                check_ready(conn, self.schema, "store")
+            else:
+                prepare(conn, self.schema, "store", STORE_TABLES)
 
     @classmethod
     def from_url(
@@ -165,18 +160,24 @@ class PostgresStore(BaseStore):
         min_size: int = 1,
         max_size: int = 8,
         timeout: float = 10.0,
+        read_only: bool = False,
     ) -> PostgresStore:
         """A store on a new connection pool from a ``postgresql://`` URL (libpq's form).
 
         ``min_size``/``max_size`` bound the pool; ``timeout`` is how long to wait
-        for a connection, at open and later.
+        for a connection, at open and later. ``read_only``: the store's tables must
+        exist already (nothing is created or upgraded) and every write raises
+        ``StoreError``.
         """
         check_tenant(tenant)
         pool = open_pool(url, schema=schema, min_size=min_size, max_size=max_size, timeout=timeout)
-        return cls(pool, tenant=tenant, schema=schema, codec=codec, owns_pool=True)
+        return cls(
+            pool, tenant=tenant, schema=schema, codec=codec, read_only=read_only, owns_pool=True
+        )
 
     def __repr__(self) -> str:
-        return f"<PostgresStore schema={self.schema!r} tenant={self.tenant!r}>"
+        mode = " read-only" if self.read_only else ""
+        return f"<PostgresStore schema={self.schema!r} tenant={self.tenant!r}{mode}>"
 
     def close(self) -> None:
         """Close the pool if this store opened it."""
@@ -312,6 +313,13 @@ class PostgresStore(BaseStore):
     def _transaction(self, *, write: bool) -> Iterator[None]:
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("a PostgreSQL store transaction does not nest")
+        if write and self.read_only:
+            raise StoreError(
+                f"a store opened read-only must not be written (schema {self.schema!r}, "
+                f"tenant {self.tenant!r})",
+                rule="read_only",
+                schema=self.schema,
+            )
         with self.pool.connection() as conn, conn.transaction():
             # Reads see one snapshot (a load never mixes two checkpoints); writes read
             # committed data after taking their locks (module docstring).
