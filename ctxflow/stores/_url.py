@@ -14,7 +14,8 @@ The ``sqlite:`` form is SQLAlchemy's: what follows the third slash is the path.
 Redis and PostgreSQL URLs take two query parameters of ctxflow's own, removed
 before the URL reaches the client: ``tenant`` (default ``default``) and, for
 PostgreSQL, ``schema`` (default ``ctxflow``); every other part goes to
-redis-py or libpq as it is. A password in a URL is never repeated in an error
+redis-py or libpq as it is (libpq's ``connect_timeout`` also bounds how long
+opening waits for the first connection, 10 s by default). A password in a URL is never repeated in an error
 or in :attr:`StoreURL.shown`.
 
 :func:`parse_store_url` checks a URL without opening anything, so a command
@@ -69,7 +70,7 @@ class StoreURL:
     """
 
     kind: StoreKind
-    target: str = ""
+    target: str = attrs.field(default="", repr=lambda value: repr(redact(value)))
     options: dict[str, str] = attrs.field(factory=dict)
     given: str = attrs.field(default="", repr=False)
 
@@ -98,11 +99,16 @@ class StoreURL:
             return open_redis_cluster(self)
         from ctxflow.persistence._postgres import PostgresStore
 
+        # libpq's connect_timeout, when given, also bounds the wait for the pool's first
+        # connection (which otherwise retries for 10 s).
+        query = dict(parse_qsl(urlsplit(self.target).query))
+        wait = query.get("connect_timeout", "")
         return PostgresStore.from_url(
             self.target,
             tenant=self.options.get("tenant", "default"),
             schema=self.options.get("schema", "ctxflow"),
             read_only=read_only,
+            timeout=float(wait) if wait.isdigit() and int(wait) > 0 else 10.0,
         )
 
 
@@ -151,6 +157,12 @@ def parse_store_url(value: str | os.PathLike[str]) -> StoreURL:
         )
     if kind == "sqlite":
         return _sqlite(value)
+    if not value[match.end() :].startswith("//"):
+        raise StoreURLError(
+            f"a {scheme} store URL must be {scheme}://… (got {redact(value)!r})",
+            rule="store_url",
+            url=redact(value),
+        )
     return _server(value, kind)
 
 

@@ -1,5 +1,5 @@
 """``ctxflow checkpoints``: list, show, diff and restore against a SQLite store file (store
-URLs of servers are tested in tests/cli/test_store_urls.py)."""
+URLs of servers are tested in tests/cli/test_run_store_urls.py)."""
 
 from __future__ import annotations
 
