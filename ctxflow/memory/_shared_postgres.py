@@ -151,7 +151,7 @@ class PostgresSharedMemory(_ClosingBackend):
     def _failed(self, doing: str, exc: Exception) -> StoreError:
         return StoreError(
             f"shared memory {doing} in PostgreSQL schema {self.schema!r} failed: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}",
             rule="postgres",
             operation=doing,
             postgres_error=str(exc),

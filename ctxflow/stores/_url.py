@@ -15,8 +15,8 @@ Redis and PostgreSQL URLs take two query parameters of ctxflow's own, removed
 before the URL reaches the client: ``tenant`` (default ``default``) and, for
 PostgreSQL, ``schema`` (default ``ctxflow``); every other part goes to
 redis-py or libpq as it is (libpq's ``connect_timeout`` also bounds how long
-opening waits for the first connection, 10 s by default). A password in a URL is never repeated in an error
-or in :attr:`StoreURL.shown`.
+opening waits for the first connection, 10 s by default). A password in a URL
+is never repeated in an error or in :attr:`StoreURL.shown`.
 
 :func:`parse_store_url` checks a URL without opening anything, so a command
 can refuse a bad one before it does any work; :func:`open_store` parses and
@@ -31,7 +31,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -218,7 +218,7 @@ def _server(value: str, kind: StoreKind) -> StoreURL:
             options[name] = item
         else:
             rest.append((name, item))
-    target = urlunsplit(parts._replace(query=urlencode(rest)))
+    target = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     url = StoreURL(kind=kind, target=target, options=options, given=value)
     _check_options(url)
     return url

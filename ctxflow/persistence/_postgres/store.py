@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, Unpack
 
 import psycopg
+import psycopg.conninfo
 import psycopg.errors
 import psycopg_pool
 
@@ -46,6 +47,28 @@ _SESSION_ROWS = (
     f"SELECT {COLUMNS} FROM checkpoints c JOIN sessions s ON s.id = c.session "
     "WHERE s.tenant = %s AND s.name = %s"
 )
+_WRITE = """
+WITH b AS (
+    INSERT INTO bodies (tenant, hash, data)
+    SELECT %(tenant)s, h, d FROM unnest(%(hashes)s::text[], %(datas)s::bytea[]) AS x (h, d)
+    ON CONFLICT (tenant, hash) DO UPDATE SET data = excluded.data
+), s AS (
+    INSERT INTO sessions (tenant, name, latest, latest_seq)
+    VALUES (%(tenant)s, %(session)s, %(id)s, %(seq)s)
+    ON CONFLICT (tenant, name) DO UPDATE
+    SET latest = excluded.latest, latest_seq = excluded.latest_seq
+    RETURNING id
+), c AS (
+    INSERT INTO checkpoints (tenant, id, session, parent, seq, "full", created_at, phase,
+                             trigger, tokens, message_count, size, manifest)
+    SELECT %(tenant)s, %(id)s, s.id, %(parent)s, %(seq)s, %(full)s, %(created_at)s,
+           %(phase)s, %(trigger)s, %(tokens)s, %(message_count)s, %(size)s, %(manifest)s
+    FROM s
+)
+INSERT INTO session_bodies (tenant, session, hash)
+SELECT %(tenant)s, s.id, h FROM s, unnest(%(mentioned)s::text[]) AS h
+ON CONFLICT DO NOTHING
+"""
 #: Errors after which PostgreSQL rolled the whole transaction back: running it again is safe.
 _AGAIN = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
@@ -71,7 +94,25 @@ def open_pool(
     """A connection pool on ``url`` whose connections work in ``schema`` (opened and checked:
     ``StoreError`` when the server does not answer within ``timeout`` seconds)."""
     check_schema(schema)
-    kwargs = {"autocommit": True, "options": f"-c search_path={schema}"}
+    try:
+        # libpq options given in the URL (e.g. -c synchronous_commit=off) are kept.
+        given = psycopg.conninfo.conninfo_to_dict(url).get("options") or ""
+    except psycopg.Error as exc:
+        raise _bad_url(url, exc) from exc
+    options = f"{given} -c search_path={schema}".strip()
+    kwargs: dict[str, Any] = {"autocommit": True, "options": options}
+    # One plain connection first: a server that refuses (down, bad credentials, a bad
+    # option) is reported at once with its own reason, not after the pool's retries.
+    try:
+        psycopg.connect(
+            url, autocommit=True, options=options, connect_timeout=max(1, round(timeout))
+        ).close()
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"a PostgreSQL store must reach its server ({redact(url)}: {_one_line(exc)})",
+            rule="postgres_connect",
+            url=redact(url),
+        ) from exc
     try:
         pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, timeout=timeout, open=False
@@ -84,7 +125,7 @@ def open_pool(
         pool.close()
         raise StoreError(
             f"a PostgreSQL store must reach its server ({redact(url)} did not answer within "
-            f"{timeout} s: {exc})",
+            f"{timeout} s: {_one_line(exc)})",
             rule="postgres_connect",
             url=redact(url),
         ) from exc
@@ -93,10 +134,15 @@ def open_pool(
 
 def _bad_url(url: str, exc: Exception) -> StoreError:
     return StoreError(
-        f"'url' must be a usable PostgreSQL URL (got {redact(url)}: {exc})",
+        f"'url' must be a usable PostgreSQL URL (got {redact(url)}: {_one_line(exc)})",
         rule="postgres_url",
         url=redact(url),
     )
+
+
+def _one_line(exc: Exception) -> str:
+    """An error's text on one line (libpq's messages span several)."""
+    return " ".join(str(exc).split())
 
 
 def _check_text(value: str, what: str) -> str:
@@ -206,7 +252,7 @@ class PostgresStore(BaseStore):
     def _failed(self, doing: str, exc: Exception, rule: str) -> StoreError:
         return StoreError(
             f"PostgreSQL {doing} failed for tenant {self.tenant!r} in schema {self.schema!r}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {_one_line(exc)}",
             rule=rule,
             operation=doing,
             tenant=self.tenant,
@@ -325,7 +371,8 @@ class PostgresStore(BaseStore):
             # committed data after taking their locks (module docstring).
             if not write:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            self._local.conn, self._local.write, self._local.locked = conn, write, set()
+            self._local.conn, self._local.write = conn, write
+            self._local.locked, self._local.bodies = set(), set()
             try:
                 yield
             finally:
@@ -357,8 +404,10 @@ class PostgresStore(BaseStore):
     def _bodies_lock(self, *, exclusive: bool) -> None:
         """Puts share the tenant's body lock; deleting bodies takes it alone, so a body a
         put reuses is never deleted before the put's reference to it commits."""
-        if not self._local.write:
+        held: set[bool] = self._local.bodies
+        if not self._local.write or exclusive in held:
             return
+        held.add(exclusive)
         fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         self._conn().execute(
             f"SELECT {fn}(%s)",
@@ -431,6 +480,12 @@ class PostgresStore(BaseStore):
             .fetchone()
         )
         expected, seq = row or (None, None)
+        self._refuse_lost_latest(session_id, latest, expected, seq)
+
+    @staticmethod
+    def _refuse_lost_latest(
+        session_id: str, latest: CheckpointRecord, expected: str | None, seq: int | None
+    ) -> None:
         if seq is not None and int(seq) > latest.seq:
             raise CorruptCheckpoint(
                 f"session {session_id!r} must hold its latest checkpoint {expected!r}, "
@@ -444,13 +499,18 @@ class PostgresStore(BaseStore):
         self._lock(_check_text(session_id, "session id"))
         row = (
             self._conn()
-            .execute(_SESSION_ROWS + " ORDER BY c.seq DESC LIMIT 1", (self.tenant, session_id))
+            .execute(
+                f"SELECT {COLUMNS}, s.latest, s.latest_seq FROM checkpoints c "
+                "JOIN sessions s ON s.id = c.session WHERE s.tenant = %s AND s.name = %s "
+                "ORDER BY c.seq DESC LIMIT 1",
+                (self.tenant, session_id),
+            )
             .fetchone()
         )
         if row is None:
             return None
         latest = record(row)
-        self._check_latest(session_id, latest)
+        self._refuse_lost_latest(session_id, latest, row[11], row[12])
         return latest
 
     def _exists(self, checkpoint_id: str) -> bool:
@@ -504,45 +564,31 @@ class PostgresStore(BaseStore):
         return {str(r[0]) for r in rows}
 
     def _write(self, record: CheckpointRecord, encoded: Encoded) -> None:
-        conn = self._conn()
+        # One statement: the bodies (a given body the store holds is one it could not
+        # read: replaced), the session row, the checkpoint row, the session's references.
         self._bodies_lock(exclusive=False)
-        row = conn.execute(
-            "INSERT INTO sessions (tenant, name, latest, latest_seq) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (tenant, name) DO UPDATE SET latest = excluded.latest, "
-            "latest_seq = excluded.latest_seq RETURNING id",
-            (self.tenant, record.session_id, record.id, record.seq),
-        ).fetchone()
-        assert row is not None  # an upsert with RETURNING gives its row
-        session = int(row[0])
-        if encoded.bodies:
-            # A body given that the store holds is one it could not read: replaced.
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO bodies (tenant, hash, data) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (tenant, hash) DO UPDATE SET data = excluded.data",
-                    [(self.tenant, h, b) for h, b in encoded.bodies.items()],
-                )
-        conn.execute(
-            'INSERT INTO checkpoints (tenant, id, session, parent, seq, "full", created_at, '
-            "phase, trigger, tokens, message_count, size, manifest) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                self.tenant,
-                record.id,
-                session,
-                record.parent_id,
-                record.seq,
-                record.full,
-                record.created_at,
-                record.phase,
-                record.trigger,
-                record.tokens,
-                record.message_count,
-                record.size,
-                encoded.manifest,
-            ),
+        hashes = list(encoded.bodies)
+        self._conn().execute(
+            _WRITE,
+            {
+                "tenant": self.tenant,
+                "hashes": hashes,
+                "datas": [encoded.bodies[h] for h in hashes],
+                "session": record.session_id,
+                "id": record.id,
+                "parent": record.parent_id,
+                "seq": record.seq,
+                "full": record.full,
+                "created_at": record.created_at,
+                "phase": record.phase,
+                "trigger": record.trigger,
+                "tokens": record.tokens,
+                "message_count": record.message_count,
+                "size": record.size,
+                "manifest": encoded.manifest,
+                "mentioned": sorted(encoded.mentioned),
+            },
         )
-        self._reference(session, encoded.mentioned)
 
     def _reference(self, session: int, hashes: Iterable[str]) -> None:
         wanted = sorted(hashes)
