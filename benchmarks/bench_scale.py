@@ -4,7 +4,10 @@ One :class:`~ctxflow.persistence.Checkpointer` drives a growing conversation
 (a user and an assistant message from the corpus per turn, then a checkpoint)
 on each backend in turn, in one run: SQLite (a file in a temporary folder),
 Redis (the local server, 127.0.0.1:6379) and PostgreSQL (the local server,
-127.0.0.1:5432, a schema of its own dropped afterwards). Each backend runs the
+127.0.0.1:5432, a schema of its own dropped afterwards; and again with
+``synchronous_commit=off``, which acknowledges a commit before its WAL is on
+disk: a server crash may lose the last fraction of a second of checkpoints,
+never consistency). Each backend runs the
 same turns ``ROUNDS`` times, each round a new session; recorded per backend:
 turns per second over all rounds, and the median and 99th percentile of one
 turn's time. A backend whose server does not answer is recorded as 0 with a
@@ -73,7 +76,7 @@ def _redis() -> Opened | str:
     return Opened(open_store(f"{REDIS_URL}?tenant={tenant}"), cleanup)
 
 
-def _postgres() -> Opened | str:
+def _postgres(options: str = "") -> Opened | str:
     import psycopg
     from psycopg import sql
 
@@ -88,7 +91,7 @@ def _postgres() -> Opened | str:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
-    return Opened(open_store(f"{POSTGRES_URL}?schema={schema}"), cleanup)
+    return Opened(open_store(f"{POSTGRES_URL}?schema={schema}{options}"), cleanup)
 
 
 #: The backends measured, in order (a new one is one more line).
@@ -96,6 +99,8 @@ BACKENDS: list[Backend] = [
     Backend("sqlite", _sqlite),
     Backend("redis", _redis),
     Backend("postgres", _postgres),
+    # The same, each commit acknowledged before its WAL reaches the disk (libpq options).
+    Backend("postgres_async_commit", lambda: _postgres("&options=-c%20synchronous_commit%3Doff")),
 ]
 
 

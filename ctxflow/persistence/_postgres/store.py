@@ -24,7 +24,15 @@ from ctxflow.errors import (
     OwnershipLost,
     StoreError,
 )
-from ctxflow.persistence._base import BaseStore, Encoded, no_session
+from ctxflow.persistence._base import (
+    BaseStore,
+    Encoded,
+    duplicate_id,
+    missing_bodies,
+    no_session,
+    record_for,
+    stale_parent,
+)
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._model import CheckpointDraft, CheckpointRecord
 from ctxflow.persistence._names import check_schema, check_tenant, redact
@@ -69,6 +77,12 @@ INSERT INTO session_bodies (tenant, session, hash)
 SELECT %(tenant)s, s.id, h FROM s, unnest(%(mentioned)s::text[]) AS h
 ON CONFLICT DO NOTHING
 """
+_FENCE = "SELECT owner, token FROM fences WHERE tenant = %s AND name = %s"
+_LATEST = (
+    f"SELECT {COLUMNS}, s.latest, s.latest_seq FROM checkpoints c "
+    "JOIN sessions s ON s.id = c.session WHERE s.tenant = %s AND s.name = %s "
+    "ORDER BY c.seq DESC LIMIT 1"
+)
 #: Errors after which PostgreSQL rolled the whole transaction back: running it again is safe.
 _AGAIN = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
@@ -325,12 +339,13 @@ class PostgresStore(BaseStore):
 
     def _check_fence(self, session_id: str, fence: FenceLike, *, write: bool) -> None:
         """Refuse a fence older than the session's; a write records a newer one (locked)."""
-        conn = self._conn()
         lock = " FOR UPDATE" if write else ""
-        row = conn.execute(
-            f"SELECT owner, token FROM fences WHERE tenant = %s AND name = %s{lock}",
-            (self.tenant, session_id),
-        ).fetchone()
+        row = self._conn().execute(_FENCE + lock, (self.tenant, session_id)).fetchone()
+        self._hold_fence(session_id, fence, row, write=write)
+
+    def _hold_fence(self, session_id: str, fence: FenceLike, row: Any, *, write: bool) -> None:
+        """Given the session's recorded fence ``row`` (owner, token, or None): refuse an
+        older ``fence``; in a write, record a newer one."""
         if row is not None:
             owner, token = str(row[0]), int(row[1])
             if token > fence.token or (token == fence.token and owner != fence.owner):
@@ -346,7 +361,7 @@ class PostgresStore(BaseStore):
             if token == fence.token:
                 return
         if write:
-            conn.execute(
+            self._conn().execute(
                 "INSERT INTO fences (tenant, name, owner, token) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (tenant, name) DO UPDATE SET owner = excluded.owner, "
                 "token = excluded.token",
@@ -497,16 +512,12 @@ class PostgresStore(BaseStore):
 
     def _latest(self, session_id: str) -> CheckpointRecord | None:
         self._lock(_check_text(session_id, "session id"))
-        row = (
-            self._conn()
-            .execute(
-                f"SELECT {COLUMNS}, s.latest, s.latest_seq FROM checkpoints c "
-                "JOIN sessions s ON s.id = c.session WHERE s.tenant = %s AND s.name = %s "
-                "ORDER BY c.seq DESC LIMIT 1",
-                (self.tenant, session_id),
-            )
-            .fetchone()
-        )
+        row = self._conn().execute(_LATEST, (self.tenant, session_id)).fetchone()
+        return self._latest_of(session_id, row)
+
+    def _latest_of(self, session_id: str, row: Any) -> CheckpointRecord | None:
+        """The latest record of a row of :data:`_LATEST` (None: no row), checked against the
+        session's own record of it."""
         if row is None:
             return None
         latest = record(row)
@@ -674,8 +685,59 @@ class PostgresStore(BaseStore):
         With ``fence``, the write lands only while no newer lease of the session
         is recorded (checked first, in the same transaction), else ``OwnershipLost``.
         """
-        with self._fencing(draft.session_id, fence):
-            return super().put(draft, expected_parent=expected_parent)
+        session_id = _check_text(draft.session_id, "session id")
+        _check_text(draft.id, "checkpoint id")
+        encoded = self._prepare(draft, expected_parent)
+        wanted = sorted(encoded.mentioned | encoded.bodies.keys())
+
+        def write() -> CheckpointRecord:
+            # BaseStore.put's checks, their reads sent in one round trip: each statement
+            # still runs after the one before it, so the reads follow the session lock.
+            conn = self._conn()
+            self._local.locked.add(session_id)
+            self._local.bodies.add(False)
+            with conn.pipeline():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s)",
+                    (lock_key(self.schema, self.tenant, session_id),),
+                )
+                fenced = (
+                    conn.execute(_FENCE + " FOR UPDATE", (self.tenant, session_id))
+                    if fence is not None
+                    else None
+                )
+                latest_row = conn.execute(_LATEST, (self.tenant, session_id))
+                exists = conn.execute(
+                    "SELECT 1 FROM checkpoints WHERE tenant = %s AND id = %s",
+                    (self.tenant, draft.id),
+                )
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(%s)",
+                    (lock_key(self.schema, self.tenant, "\x00bodies"),),
+                )
+                found = conn.execute(
+                    "SELECT hash FROM bodies WHERE tenant = %s AND hash = ANY(%s)",
+                    (self.tenant, wanted),
+                )
+            if fenced is not None and fence is not None:
+                self._hold_fence(session_id, fence, fenced.fetchone(), write=True)
+            latest = self._latest_of(session_id, latest_row.fetchone())
+            latest_id = latest.id if latest else None
+            if latest_id != expected_parent:
+                raise stale_parent(session_id, latest_id, expected_parent)
+            if exists.fetchone() is not None:
+                raise duplicate_id(draft.id)
+            present = {str(r[0]) for r in found.fetchall()}
+            missing = encoded.mentioned - present - encoded.bodies.keys()
+            if missing:
+                raise missing_bodies(missing)
+            reused = present & encoded.bodies.keys()
+            new = encoded.without(present - self._unreadable(reused) if reused else present)
+            written = record_for(draft, latest, new)
+            self._write(written, new)
+            return written
+
+        return self._atomic("put", write, write=True)
 
     def prune(
         self, session_id: str, *, fence: FenceLike | None = None, **retention: Unpack[Retention]
