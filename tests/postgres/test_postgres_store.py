@@ -414,6 +414,23 @@ def test_sql_failures_are_store_errors(
     assert "erase" in str(info.value)
 
 
+def test_a_pool_working_in_another_schema_is_refused(pg_url: str, pg_schema: str) -> None:
+    """A pool whose connections would put the tables elsewhere is refused before any table is
+    made."""
+    import psycopg_pool
+
+    pool = psycopg_pool.ConnectionPool(pg_url, kwargs={"autocommit": True}, open=False)
+    pool.open(wait=True, timeout=5)
+    try:
+        with pytest.raises(StoreError) as info:
+            PostgresStore(pool, schema=pg_schema)
+        assert info.value.rule == "postgres_search_path"
+    finally:
+        pool.close()
+    found = _scalar(pg_url, "public", "SELECT to_regclass('public.checkpoints') IS NULL")
+    assert found is True
+
+
 def test_importing_the_stores_does_not_import_psycopg() -> None:
     """``import ctxflow.stores`` leaves psycopg unimported until PostgresStore is used."""
     code = (

@@ -204,6 +204,15 @@ class PostgresStore(BaseStore):
 
     def _prepare_schema(self) -> None:
         with self.pool.connection() as conn:
+            row = conn.execute("SELECT current_setting('search_path')").fetchone()
+            if row is None or row[0].strip('"') != self.schema:
+                raise StoreError(
+                    f"a PostgreSQL store's connections must work in its schema "
+                    f"{self.schema!r} (their search_path is {row[0] if row else None!r}; "
+                    "make the pool with open_pool)",
+                    rule="postgres_search_path",
+                    schema=self.schema,
+                )
             if self.read_only:
                 check_ready(conn, self.schema, "store")
             else:
@@ -281,7 +290,8 @@ class PostgresStore(BaseStore):
             try:
                 with self._errors(doing):
                     return fn()
-            except _AGAIN:
+            except _AGAIN as exc:
+                _log.debug("postgres_retry", operation=doing, attempt=attempt, reason=str(exc))
                 time.sleep(0.001 * attempt)
                 continue
             except psycopg.OperationalError as exc:
