@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import psycopg
 import pytest
 from psycopg import sql
@@ -20,7 +19,7 @@ from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointDraft, Checkpointer, CheckpointRecord, restore
 from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._postgres import schema as pg_schema_module
-from ctxflow.stores import PostgresStore, StoreConformance
+from ctxflow.stores import Fence, PostgresStore, StoreConformance
 
 
 class TestPostgresStore(StoreConformance):
@@ -35,12 +34,9 @@ class TestPostgresStore(StoreConformance):
         return PostgresStore.from_url(self.url, schema=self.schema, max_size=4)
 
 
-@attrs.frozen
-class Lease:
-    """An owner value and fencing token, as a lease's fence carries them."""
-
-    owner: str
-    token: int
+def Lease(owner: str, token: int) -> Fence:
+    """A lease's fence: the same value the Redis ownership gives a fenced write."""
+    return Fence(owner=owner, token=token)
 
 
 def _turn(i: int) -> Message:
