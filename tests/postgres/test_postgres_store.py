@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -425,14 +423,3 @@ def test_a_pool_working_in_another_schema_is_refused(pg_url: str, pg_schema: str
         pool.close()
     found = _scalar(pg_url, "public", "SELECT to_regclass('public.checkpoints') IS NULL")
     assert found is True
-
-
-def test_importing_the_stores_does_not_import_psycopg() -> None:
-    """``import ctxflow.stores`` leaves psycopg unimported until PostgresStore is used."""
-    code = (
-        "import sys, ctxflow.stores\n"
-        "assert 'psycopg' not in sys.modules\n"
-        "ctxflow.stores.PostgresStore\n"
-        "assert 'psycopg' in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -199,13 +199,16 @@ def test_a_read_only_postgresql_store_must_exist_and_creates_nothing(
     assert found == (0,)
 
 
-def test_importing_the_url_module_imports_no_client() -> None:
-    """Parsing every kind of URL imports neither redis nor psycopg."""
+def test_importing_the_stores_imports_no_client_until_one_is_used() -> None:
+    """``import ctxflow.stores`` and parsing every kind of URL import neither redis nor
+    psycopg; naming PostgresStore imports psycopg."""
     code = (
         "import sys\n"
-        "from ctxflow.stores import parse_store_url\n"
+        "import ctxflow.stores\n"
         "for u in ('redis://h/0?tenant=a', 'postgresql://h/db?schema=s', 'x.db'):\n"
-        "    parse_store_url(u)\n"
-        "assert 'redis' not in sys.modules and 'psycopg' not in sys.modules, sys.modules\n"
+        "    ctxflow.stores.parse_store_url(u)\n"
+        "assert 'redis' not in sys.modules and 'psycopg' not in sys.modules\n"
+        "ctxflow.stores.PostgresStore\n"
+        "assert 'psycopg' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
