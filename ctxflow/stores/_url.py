@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -92,12 +94,14 @@ class StoreURL:
         if self.kind == "sqlite":
             return SQLiteStore(self.target, read_only=read_only)
         if self.kind == "redis":
-            from ctxflow.persistence._redis import RedisStore
+            with self._extra("redis"):
+                from ctxflow.persistence._redis import RedisStore
 
             return RedisStore.from_url(self.target, tenant=self.options.get("tenant", "default"))
         if self.kind == "redis-cluster":
             return open_redis_cluster(self)
-        from ctxflow.persistence._postgres import PostgresStore
+        with self._extra("postgres"):
+            from ctxflow.persistence._postgres import PostgresStore
 
         # libpq's connect_timeout, when given, also bounds the wait for the pool's first
         # connection (which otherwise retries for 10 s).
@@ -110,6 +114,21 @@ class StoreURL:
             read_only=read_only,
             timeout=float(wait) if wait.isdigit() and int(wait) > 0 else 10.0,
         )
+
+    @contextmanager
+    def _extra(self, extra: str) -> Iterator[None]:
+        """Turn the absence of a backend's client library into a StoreURLError naming the
+        extra that brings it."""
+        try:
+            yield
+        except ImportError as exc:
+            raise StoreURLError(
+                f"a {self.kind} store URL needs the '{extra}' extra "
+                f"(pip install 'ctxflow[{extra}]'; got {self.shown!r}: {exc})",
+                rule="store_extra",
+                url=self.shown,
+                extra=extra,
+            ) from None
 
 
 def open_redis_cluster(url: StoreURL) -> BaseStore:

@@ -98,6 +98,28 @@ def test_redis_cluster_is_refused_as_unsupported() -> None:
     assert info.value.rule == "store_unsupported"
 
 
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("postgresql://127.0.0.1/x", "psycopg", "postgres"),
+        ("redis://127.0.0.1/0", "redis", "redis"),
+    ],
+)
+def test_a_missing_client_library_names_its_extra(
+    url: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the backend's client library installed, opening its URL is a StoreURLError
+    naming the extra to install, not an ImportError."""
+    for name in [m for m in sys.modules if m == module or m.startswith(f"{module}.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in [m for m in sys.modules if m.startswith("ctxflow.persistence._" + extra[:5])]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package imports as
+    with pytest.raises(StoreURLError, match=f"ctxflow\\[{extra}\\]") as info:
+        open_store(url)
+    assert info.value.rule == "store_extra"
+
+
 def test_passwords_are_not_shown() -> None:
     """A URL's password never appears in what may be printed, nor in a refusal."""
     url = parse_store_url("postgresql://me:s3cret@db.example/app")
