@@ -44,7 +44,7 @@ from ctxflow.memory._shared import (
 )
 from ctxflow.persistence._codec import EnvelopeCodec
 from ctxflow.persistence._names import check_schema
-from ctxflow.persistence._postgres.schema import lock_key, prepare
+from ctxflow.persistence._postgres.schema import check_search_path, lock_key, prepare
 from ctxflow.persistence._postgres.store import open_pool
 
 __all__ = ["PostgresSharedMemory"]
@@ -128,6 +128,7 @@ class PostgresSharedMemory(_ClosingBackend):
 
     def _prepare(self) -> None:
         with self.pool.connection() as conn:
+            check_search_path(conn, self.schema)
             prepare(conn, self.schema, "shared_memory", _TABLE)
 
     # -- transactions -------------------------------------------------------------

@@ -889,7 +889,8 @@ def test_postgres_refuses_a_newer_table_version(pg_url: str, pg_schema: str) -> 
 
 @pytest.mark.postgres
 def test_postgres_failures_are_store_errors(pg_url: str, pg_schema: str) -> None:
-    """An unreachable server, a bad schema name and a dropped table give StoreError."""
+    """An unreachable server, a bad schema name, a pool working in another schema and a
+    dropped table give StoreError."""
     with pytest.raises(StoreError) as caught:
         PostgresSharedMemory("postgresql://127.0.0.1:1/none", schema=pg_schema, timeout=1)
     assert caught.value.rule == "postgres_connect"
@@ -897,6 +898,9 @@ def test_postgres_failures_are_store_errors(pg_url: str, pg_schema: str) -> None
         PostgresSharedMemory(pg_url, schema="Not-A-Name")
     assert caught.value.rule == "postgres_schema"
     with PostgresSharedMemory(pg_url, schema=pg_schema) as memory:
+        with pytest.raises(StoreError) as caught:
+            PostgresSharedMemory(memory.pool, schema=f"{pg_schema}_elsewhere")
+        assert caught.value.rule == "postgres_search_path"
         with memory.pool.connection() as conn:
             conn.execute("DROP TABLE shared_memory")
         with pytest.raises(StoreError) as caught:

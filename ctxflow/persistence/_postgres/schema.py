@@ -35,6 +35,7 @@ __all__ = [
     "MIGRATIONS",
     "STORE_VERSION",
     "check_ready",
+    "check_search_path",
     "latest_version",
     "lock_key",
     "prepare",
@@ -161,6 +162,19 @@ def prepare(conn: psycopg.Connection[Any], schema: str, component: str, tables: 
             "INSERT INTO ctxflow_schema (component, version) VALUES (%s, %s) "
             "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
             (component, latest),
+        )
+
+
+def check_search_path(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Refuse connections that would put ctxflow's tables outside ``schema`` (a pool not made
+    by ``open_pool``)."""
+    row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    if row is None or row[0].strip('"') != schema:
+        raise StoreError(
+            f"a PostgreSQL store's connections must work in its schema {schema!r} (their "
+            f"search_path is {row[0] if row else None!r}; make the pool with open_pool)",
+            rule="postgres_search_path",
+            schema=schema,
         )
 
 

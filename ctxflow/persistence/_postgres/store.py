@@ -40,6 +40,7 @@ from ctxflow.persistence._postgres.schema import (
     COLUMNS,
     STORE_TABLES,
     check_ready,
+    check_search_path,
     lock_key,
     prepare,
     record,
@@ -204,15 +205,7 @@ class PostgresStore(BaseStore):
 
     def _prepare_schema(self) -> None:
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT current_setting('search_path')").fetchone()
-            if row is None or row[0].strip('"') != self.schema:
-                raise StoreError(
-                    f"a PostgreSQL store's connections must work in its schema "
-                    f"{self.schema!r} (their search_path is {row[0] if row else None!r}; "
-                    "make the pool with open_pool)",
-                    rule="postgres_search_path",
-                    schema=self.schema,
-                )
+            check_search_path(conn, self.schema)
             if self.read_only:
                 check_ready(conn, self.schema, "store")
             else:
