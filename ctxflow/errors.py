@@ -31,7 +31,8 @@ conversation, the layered state and the store exactly as they were.
     │   ├── CheckpointNotFound (LookupError)
     │   └── StaleCheckpoint                  a write based on an outdated parent
     ├── StoreError                           the backend failed or refused
-    │   └── ReplicationError                 too few replicas acknowledged a write
+    │   ├── ReplicationError                 too few replicas acknowledged a write
+    │   └── StoreURLError (ValueError)       a store URL is malformed or names no usable backend
     └── SessionError
         ├── SessionNotFound (LookupError)
         ├── SessionEvicted                   an engine its manager unloaded refuses changes
@@ -73,6 +74,7 @@ __all__ = [
     "SessionNotFound",
     "StaleCheckpoint",
     "StoreError",
+    "StoreURLError",
     "TokenizerUnavailable",
     "UnknownModel",
 ]
@@ -195,6 +197,10 @@ class StoreError(CtxflowError):
 class ReplicationError(StoreError):
     """Fewer replicas than required acknowledged a write in time: the write is not
     acknowledged (the primary may still hold it)."""
+
+
+class StoreURLError(StoreError, ValueError):
+    """A store URL is malformed, of an unknown scheme, or names a backend this build lacks."""
 
 
 class SessionError(CtxflowError):

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
             diagram,
         ),
         "checkpoints": (
-            "inspect and restore checkpoints in a SQLite store",
+            "inspect and restore checkpoints in a store (SQLite, Redis, PostgreSQL)",
             "List sessions and checkpoints, show one, diff two, or restore one as corpus JSONL.",
             checkpoints,
         ),

@@ -1,7 +1,9 @@
-"""``ctxflow checkpoints``: list, show, diff and restore the checkpoints of a SQLite store.
+"""``ctxflow checkpoints``: list, show, diff and restore the checkpoints of a store.
 
-The store file must exist (this command never creates one); a store URL is
-refused until URLs are supported. A checkpoint is named by its id or by the
+``--store`` takes a SQLite file or a store URL (``sqlite:///``, ``redis://``,
+``postgresql://``: see :func:`ctxflow.stores.open_store`). The store must
+exist (this command never creates one) and is opened read-only where the
+backend can be (SQLite, PostgreSQL). A checkpoint is named by its id or by the
 ``seq`` number ``list`` prints. ``restore`` writes the conversation as corpus
 JSONL: the effective view by default (what a model would be shown), or the
 whole log with ``--view log``. With ``--out`` it writes atomically, never over
@@ -20,11 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ctxflow.cli.files import StagedFiles, output_target, store_file
+from ctxflow.cli.files import StagedFiles, open_store_option, output_target, store_url
 from ctxflow.errors import CheckpointError, CheckpointNotFound, FormatError, StoreError
 from ctxflow.model import Transcript, dump_transcript
-from ctxflow.persistence import CheckpointRecord, Snapshot, conversation_from_snapshot
-from ctxflow.stores import SQLiteStore
+from ctxflow.persistence import BaseStore, CheckpointRecord, Snapshot, conversation_from_snapshot
+from ctxflow.stores import StoreURL
 
 __all__ = ["register"]
 
@@ -38,7 +40,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
-        p.add_argument("--store", required=True, help="the SQLite store file")
+        p.add_argument(
+            "--store",
+            required=True,
+            help="the store: a SQLite file, sqlite:///path, redis://host:port/db or "
+            "postgresql://user@host/db",
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
@@ -65,13 +72,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(path: str) -> SQLiteStore:
-    if not store_file(path).is_file():
-        raise StoreError(f"--store must name an existing file (got {path!r})", rule="no_store")
-    return SQLiteStore(path, read_only=True)
+def _store(value: str) -> StoreURL:
+    """The store ``--store`` names, checked (not opened): one that can hold checkpoints."""
+    url = store_url(value)
+    if url.kind == "memory":
+        raise StoreError(
+            "--store must name a store that keeps checkpoints: a SQLite file or a server URL "
+            "(got 'memory', which holds none)",
+            rule="store_memory",
+            where=value,
+        )
+    if url.path is not None and not url.path.is_file():
+        raise StoreError(f"--store must name an existing file (got {value!r})", rule="no_store")
+    return url
 
 
-def _load(store: SQLiteStore, session: str, ref: str | None) -> Snapshot:
+def _load(store: BaseStore, session: str, ref: str | None) -> Snapshot:
     """The checkpoint ``ref`` names in ``session`` (an id or a seq number; None: the latest)."""
     if ref is None:
         return store.load(session, None)
@@ -93,7 +109,7 @@ def _load(store: SQLiteStore, session: str, ref: str | None) -> Snapshot:
     )
 
 
-def _latest_source(store: SQLiteStore, session: str, checkpoint: str) -> str | None:
+def _latest_source(store: BaseStore, session: str, checkpoint: str) -> str | None:
     """The transcript of a session's latest checkpoint (None when it cannot be read: a
     listing still lists the session; ``show`` names the failure)."""
     try:
@@ -135,9 +151,11 @@ def _print_json(value: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one action against the store; exit 0."""
-    # An output that would be refused is refused before the store is even opened.
-    args.target = _out_target(args) if args.action == "restore" and args.out else None
-    store = _open(args.store)
+    # A bad store URL, or an output that would be refused, is refused before the store is
+    # even opened.
+    url = _store(args.store)
+    args.target = _out_target(args, url) if args.action == "restore" and args.out else None
+    store = open_store_option(url, read_only=url.kind in ("sqlite", "postgres"))
     try:
         handler = {"list": _list, "show": _show, "diff": _diff, "restore": _restore}
         return handler[args.action](store, args)
@@ -145,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _list(store: SQLiteStore, args: argparse.Namespace) -> int:
+def _list(store: BaseStore, args: argparse.Namespace) -> int:
     if args.session is None:
         rows = []
         for session in store.sessions():
@@ -189,7 +207,7 @@ def _list(store: SQLiteStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(store: SQLiteStore, args: argparse.Namespace) -> int:
+def _show(store: BaseStore, args: argparse.Namespace) -> int:
     snapshot = _load(store, args.session, args.checkpoint)
     info = {
         "session": args.session,
@@ -209,7 +227,7 @@ def _show(store: SQLiteStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _diff(store: SQLiteStore, args: argparse.Namespace) -> int:
+def _diff(store: BaseStore, args: argparse.Namespace) -> int:
     old = _load(store, args.session, args.old).manifest
     new = _load(store, args.session, args.new).manifest
     prefix = new.ids[: len(old.ids)] == old.ids
@@ -262,11 +280,11 @@ def _written_by_restore(path: Path) -> bool:
     return seen
 
 
-def _out_target(args: argparse.Namespace) -> Path:
+def _out_target(args: argparse.Namespace, url: StoreURL) -> Path:
     """The --out file, refused when it is the store or a file restore did not write."""
     target = output_target(args.out, "--out")
     if target.exists():
-        if os.path.samefile(target, args.store):
+        if url.path is not None and os.path.samefile(target, url.path):
             raise FormatError(
                 f"--out must not name the store (got {args.out!r})",
                 rule="out_is_store",
@@ -282,7 +300,7 @@ def _out_target(args: argparse.Namespace) -> Path:
     return target
 
 
-def _restore(store: SQLiteStore, args: argparse.Namespace) -> int:
+def _restore(store: BaseStore, args: argparse.Namespace) -> int:
     target = args.target
     snapshot = _load(store, args.session, args.checkpoint)
     conversation = conversation_from_snapshot(snapshot)

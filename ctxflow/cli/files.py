@@ -16,32 +16,46 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from ctxflow import _critical
-from ctxflow.errors import FormatError, StoreError
+from ctxflow.errors import FormatError, StoreError, StoreURLError
+from ctxflow.persistence import BaseStore
+from ctxflow.stores import StoreURL, parse_store_url
 
-__all__ = ["StagedFiles", "check_distinct", "output_target", "store_file"]
-
-# A URL scheme as RFC 3986 spells it, then "://": sqlite:///x, postgresql://h/db, redis://h.
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+__all__ = ["StagedFiles", "check_distinct", "open_store_option", "output_target", "store_url"]
 
 
-def store_file(value: str, option: str = "--store") -> Path:
-    """The store file ``value`` names; StoreError for a URL (not supported yet)."""
-    if _URL.match(value):
+def store_url(value: str, option: str = "--store") -> StoreURL:
+    """The store ``value`` names (see :func:`ctxflow.stores.open_store`), checked, not opened.
+
+    A bad or unsupported URL is a ``StoreURLError`` naming the option; a SQLite
+    path must not be a folder. Nothing is created.
+    """
+    try:
+        url = parse_store_url(value)
+    except StoreURLError as exc:
+        raise StoreURLError(f"{option}: {exc.message}", rule=exc.rule, **exc.details) from None
+    if url.path is not None and url.path.is_dir():
         raise StoreError(
-            f"{option} must be a file path; store URLs are not supported yet (got {value!r})",
-            rule="store_url",
+            f"{option} must name a file, not a folder (got {value!r})",
+            rule="store_is_folder",
             where=value,
         )
-    if not value:
-        raise StoreError(f"{option} must be a file path (got '')", rule="store_path")
-    return Path(value)
+    return url
+
+
+def open_store_option(
+    url: StoreURL, option: str = "--store", *, read_only: bool = False
+) -> BaseStore:
+    """Open the store ``url`` names; a backend this build lacks is refused naming the option."""
+    try:
+        return url.open(read_only=read_only)
+    except StoreURLError as exc:
+        raise StoreURLError(f"{option}: {exc.message}", rule=exc.rule, **exc.details) from None
 
 
 def _refuse(option: str, value: str, reason: str, rule: str) -> FormatError:

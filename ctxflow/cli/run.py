@@ -3,7 +3,8 @@
 Exit status: 0 when every window was valid and within its budget; 1 when any
 was not (that is a bug in ctxflow); 2 for bad input or a budget too small for
 the fixed costs. Everything is checked before the replay starts: the chart
-against the events the replay sends, every output path, the store path.
+against the events the replay sends, every output path, the store (a path or
+a URL: see :func:`ctxflow.stores.open_store`; a bad one creates nothing).
 Output files are written to temporary names beside their targets and renamed
 only when the run ends (see :mod:`ctxflow.cli.files`), so a failed or
 interrupted run leaves nothing half-written.
@@ -18,7 +19,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
-from ctxflow.cli.files import StagedFiles, check_distinct, output_target, store_file
+from ctxflow.cli.files import (
+    StagedFiles,
+    check_distinct,
+    open_store_option,
+    output_target,
+    store_url,
+)
 from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
@@ -26,7 +33,7 @@ from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.plot import plot_turns, require_plot_extra
 from ctxflow.replay.runner import LONG_TERM_TIERS, RunResult, TurnRecord, replay
-from ctxflow.stores import MemoryStore, SQLiteStore
+from ctxflow.stores import StoreURL
 from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, get_profile
 
 __all__ = ["default_store_path", "register", "replay_options"]
@@ -48,8 +55,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, help="the input budget in tokens (default: model)")
     parser.add_argument(
         "--store",
-        help="an SQLite file for checkpoints (in an existing folder), or 'memory' "
-        "(default: a file in the cache folder)",
+        help="where checkpoints go: 'memory', a SQLite file (in an existing folder) or "
+        "sqlite:///path, redis://host:port/db, postgresql://user@host/db "
+        "(default: a SQLite file in the cache folder)",
     )
     parser.add_argument(
         "--summarizer",
@@ -187,27 +195,19 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
     return {option: output_target(value, option) for option, value in asked if value is not None}
 
 
-def _store_path(args: argparse.Namespace) -> Path | None:
-    """The SQLite file to keep checkpoints in (None: in memory), checked, not yet created."""
-    if args.store == "memory":
-        return None
+def _store(args: argparse.Namespace) -> StoreURL:
+    """The store to keep checkpoints in, checked, not yet opened or created."""
     if args.store is None:
-        return default_store_path()
-    path = store_file(args.store)
-    if path.is_dir():
-        raise StoreError(
-            f"--store must name a file, not a folder (got {args.store!r})",
-            rule="store_is_folder",
-            where=args.store,
-        )
-    if not path.parent.is_dir():
+        return StoreURL(kind="sqlite", target=str(default_store_path()))
+    url = store_url(args.store)
+    if url.path is not None and not url.path.parent.is_dir():
         raise StoreError(
             f"--store must be in an existing folder (got {args.store!r}; "
-            f"{str(path.parent)!r} is not a folder)",
+            f"{str(url.path.parent)!r} is not a folder)",
             rule="store_folder",
             where=args.store,
         )
-    return path
+    return url
 
 
 def _result_line(result: RunResult) -> None:
@@ -240,24 +240,26 @@ def _run(args: argparse.Namespace) -> int:
         plan_replay(run_input.transcript.messages, reflect_every=args.reflect_every), chart
     )
     outputs = _outputs(args)
-    store_path = _store_path(args)
+    store_at = _store(args)
     inputs = {"the input file": Path(args.file)}
-    if store_path is not None:
-        inputs["--store"] = store_path
+    if store_at.path is not None:
+        inputs["--store"] = store_at.path
     check_distinct(outputs, inputs)
     if "--plot" in outputs:
         require_plot_extra()
     api: Literal["anthropic", "openai"] = args.api or (
         "openai" if profile.provider == "openai" else "anthropic"
     )
-    if store_path is None:
-        store: MemoryStore | SQLiteStore = MemoryStore()
-        where = "in memory"
-    else:
-        if args.store is None:
-            store_path.parent.mkdir(parents=True, exist_ok=True)
-        store = SQLiteStore(store_path)
-        where = str(store_path)
+    if args.store is None and store_at.path is not None:
+        store_at.path.parent.mkdir(parents=True, exist_ok=True)
+    store = open_store_option(store_at)
+    where = (
+        "in memory"
+        if store_at.kind == "memory"
+        else str(store_at.path)
+        if store_at.path is not None
+        else store_at.shown
+    )
     # Recorded in every checkpoint's session data, so `checkpoints list` can say where a
     # session came from.
     data = {"transcript": Path(args.file).name, "conversation": run_input.transcript.id}

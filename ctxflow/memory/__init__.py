@@ -16,7 +16,8 @@ The short-term tier is the conversation itself; the long-term tiers
   same stores, and an engine given ``shared_memory=`` and ``owners=`` starts
   with them.
 
-``RedisSharedMemory`` loads on first use (``redis`` is an optional extra).
+``RedisSharedMemory`` and ``PostgresSharedMemory`` load on first use (``redis``
+and ``psycopg`` are optional extras).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from ctxflow.memory._tool import (
 )
 
 if TYPE_CHECKING:
+    from ctxflow.memory._shared_postgres import PostgresSharedMemory
     from ctxflow.memory._shared_redis import RedisSharedMemory
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "MemoryLimits",
     "MemoryOutcome",
     "Owner",
+    "PostgresSharedMemory",
     "ProcedureLearner",
     "RedisSharedMemory",
     "SQLiteSharedMemory",
@@ -87,8 +90,16 @@ __all__ = [
 ]
 
 
+#: Names loaded on first use, and the module each comes from.
+_LAZY = {
+    "PostgresSharedMemory": "ctxflow.memory._shared_postgres",
+    "RedisSharedMemory": "ctxflow.memory._shared_redis",
+}
+
+
 def __getattr__(name: str) -> Any:
-    """Load ``RedisSharedMemory`` on first use (see the module docstring)."""
-    if name == "RedisSharedMemory":
-        return importlib.import_module("ctxflow.memory._shared_redis").RedisSharedMemory
+    """Load ``RedisSharedMemory`` and ``PostgresSharedMemory`` on first use (see the module
+    docstring)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ctxflow.memory' has no attribute {name!r}")

@@ -5,12 +5,13 @@ with what its owners' earlier sessions learned (:meth:`SharedMemory.load`) and
 hands back what it learned (:meth:`SharedMemory.merge`). Facts are keyed by
 ``key`` and procedures by ``name``; the last write of an item wins, whole.
 
-One behaviour, three backends, all passing one conformance suite:
+One behaviour, four backends, all passing one conformance suite:
 :class:`InMemorySharedMemory`; ``SQLiteSharedMemory`` (a table of its own in a
 ctxflow SQLite file, which may be the checkpoint store's, see
 :mod:`._shared_sqlite`); ``RedisSharedMemory`` (an owner's keys under one hash
-tag, see :mod:`._shared_redis`). :func:`shared_memory_for` gives the one that
-matches a checkpoint store, so an application configures one store.
+tag, see :mod:`._shared_redis`); ``PostgresSharedMemory`` (a table in the
+checkpoint store's schema, see :mod:`._shared_postgres`). :func:`shared_memory_for`
+gives the one that matches a checkpoint store, so an application configures one store.
 
 Bounds. An item's msgpack form is at most ``max_item_bytes``: a larger one is
 refused before anything changes. An owner holds at most ``max_items`` items
@@ -652,8 +653,9 @@ def shared_memory_for(
     (its own connection; read-only when the store is); a ``RedisStore`` a
     ``RedisSharedMemory`` on its client, under the ``ctxflow:`` key root, so a
     tenant's memory sits in the same ``ctxflow:<tenant>:`` namespace as its
-    checkpoints, and waits for as many replicas as the store. Any other
-    store raises ``StoreError`` (``rule="shared_memory"``).
+    checkpoints, and waits for as many replicas as the store; a ``PostgresStore`` a
+    ``PostgresSharedMemory`` on its connection pool, in its schema. Any other store
+    raises ``StoreError`` (``rule="shared_memory"``).
     """
     limits: dict[str, Any] = {
         "clock": clock,
@@ -688,8 +690,17 @@ def shared_memory_for(
             replica_timeout=replication.timeout,
             **limits,
         )
+    postgres_store: type[Any] | None
+    try:
+        from ctxflow.persistence._postgres import PostgresStore as postgres_store
+    except ImportError:  # the postgres extra is absent: no store can be a PostgresStore
+        postgres_store = None
+    if postgres_store is not None and isinstance(store, postgres_store):
+        from ctxflow.memory._shared_postgres import PostgresSharedMemory
+
+        return PostgresSharedMemory(store.pool, schema=store.schema, **limits)
     raise StoreError(
-        f"shared memory is kept in a MemoryStore, SQLiteStore or RedisStore "
+        f"shared memory is kept in a MemoryStore, SQLiteStore, RedisStore or PostgresStore "
         f"(got a {type(store).__name__})",
         rule="shared_memory",
         store=type(store).__name__,

@@ -1,4 +1,5 @@
-"""``ctxflow checkpoints``: list, show, diff and restore against a SQLite store file."""
+"""``ctxflow checkpoints``: list, show, diff and restore against a SQLite store file (store
+URLs of servers are tested in tests/cli/test_run_store_urls.py)."""
 
 from __future__ import annotations
 
@@ -125,20 +126,34 @@ def test_diff_show_and_restore_take_seq_numbers(
 @pytest.mark.parametrize(
     "action", [["list"], ["show", "ses_cli"], ["diff", "ses_cli", "1", "2"], ["restore", "ses_cli"]]
 )
-@pytest.mark.parametrize("scheme", ["sqlite:///", "postgresql://"])
-def test_store_urls_are_refused(
+@pytest.mark.parametrize("store", ["ftp://host/cli.db", "redis+cluster://127.0.0.1:7000", "memory"])
+def test_bad_or_unsupported_stores_are_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     action: list[str],
-    scheme: str,
+    store: str,
 ) -> None:
-    """Every action refuses a store URL with one line and exit 2, creating nothing."""
+    """Every action refuses a bad or unsupported store URL, or 'memory', with one line and
+    exit 2, creating nothing."""
     monkeypatch.chdir(tmp_path)
-    assert main(["checkpoints", action[0], "--store", f"{scheme}cli.db", *action[1:]]) == 2
+    assert main(["checkpoints", action[0], "--store", store, *action[1:]]) == 2
     err = capsys.readouterr().err
-    assert "URLs are not supported" in err and err.count("\n") == 1
+    assert "--store" in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_sqlite_url_reads_the_file(
+    store_file: tuple[Path, str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``sqlite:///cli.db`` names the store file in the current folder."""
+    path, session, ids = store_file
+    monkeypatch.chdir(path.parent)
+    assert main(["checkpoints", "list", "--store", "sqlite:///cli.db", session]) == 0
+    out = capsys.readouterr().out
+    assert all(i in out for i in ids)
 
 
 def test_restore_never_overwrites_the_store(

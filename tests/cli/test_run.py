@@ -234,16 +234,27 @@ def test_output_files_honour_the_umask(tmp_path: Path) -> None:
     assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644] * 3
 
 
-@pytest.mark.parametrize("url", ["sqlite:///runs.sqlite", "postgresql://localhost/ctxflow"])
-def test_store_url_is_refused(
+@pytest.mark.parametrize(
+    "url", ["ftp://host/runs", "sqlite://host/runs.sqlite", "redis+cluster://127.0.0.1:7000"]
+)
+def test_a_bad_or_unsupported_store_url_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
-    """A store URL is one line and exit 2, and no folder named after its scheme appears."""
+    """A bad or unsupported store URL is one line and exit 2, and nothing named after it
+    appears."""
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(PONY), "--store", url]) == 2
     err = capsys.readouterr().err
-    assert "URLs are not supported" in err and err.count("\n") == 1
+    assert "--store: a " in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_sqlite_url_names_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sqlite:///runs.sqlite`` keeps the checkpoints in runs.sqlite of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(PONY), "--store", "sqlite:///runs.sqlite", "--quiet"]) == 0
+    assert (tmp_path / "runs.sqlite").is_file()
+    assert not (tmp_path / "sqlite:").exists()
 
 
 def test_store_in_a_missing_folder_is_refused(

@@ -1,6 +1,6 @@
-"""Shared memory across sessions: one conformance suite over the in-memory, SQLite and Redis
-backends (Redis for real), then what only one backend has (files, keys) and
-``shared_memory_for``."""
+"""Shared memory across sessions: one conformance suite over the in-memory, SQLite, Redis and
+PostgreSQL backends (the servers for real), then what only one backend has (files, keys,
+schemas) and ``shared_memory_for``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -34,15 +36,21 @@ from ctxflow.memory._shared import (
     plan_merge,
     shared_memory_for,
 )
+from ctxflow.memory._shared_postgres import PostgresSharedMemory
 from ctxflow.memory._shared_redis import RedisSharedMemory
 from ctxflow.memory._shared_sqlite import SQLiteSharedMemory
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import Checkpointer
-from ctxflow.stores import MemoryStore, RedisStore, SQLiteStore
+from ctxflow.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUIRE_REDIS = os.environ.get("CTXFLOW_REQUIRE_REDIS") == "1"
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 ALICE = Owner.user("acme", "alice")
 BOB = Owner.user("acme", "bob")
@@ -120,6 +128,14 @@ def factory(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
             made.append(memory)
             return memory
 
+    elif backend == "postgres":
+        url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+
+        def make(**options: Any) -> SharedMemory:
+            memory = PostgresSharedMemory(url, schema=schema, **options)
+            made.append(memory)
+            return memory
+
     else:
         client = request.getfixturevalue("redis_client")
         prefix = request.getfixturevalue("redis_prefix")
@@ -147,6 +163,13 @@ def corrupt(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Cal
                     (data, owner.tenant, owner.kind, owner.id, name),
                 )
             db.close()
+        elif isinstance(memory, PostgresSharedMemory):
+            with memory.pool.connection() as conn:
+                conn.execute(
+                    "UPDATE shared_memory SET data = %s "
+                    "WHERE tenant = %s AND kind = %s AND owner = %s AND item = %s",
+                    (data, owner.tenant, owner.kind, owner.id, name),
+                )
         else:
             assert isinstance(memory, RedisSharedMemory)
             memory.client.hset(memory.owner_keys(owner)[0], name, data)
@@ -649,6 +672,24 @@ def test_redis_behaves_as_the_in_memory_model(redis_client: redis.Redis, ops: li
             redis_client.delete(*keys)
 
 
+@pytest.mark.postgres
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_ops)
+def test_postgres_behaves_as_the_in_memory_model(
+    pg_url: str, pg_schema: str, ops: list[Any]
+) -> None:
+    """The same sequences give PostgreSQL's answers and contents equal to the in-memory
+    backend's."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(pg_schema)))
+    _same_as_in_memory(
+        lambda clock: PostgresSharedMemory(pg_url, schema=pg_schema, clock=clock, max_items=4),
+        ops,
+    )
+
+
 # -- SQLite files --------------------------------------------------------------
 
 
@@ -812,6 +853,61 @@ def test_redis_failures_are_store_errors(redis_prefix: str) -> None:
     client.close()
 
 
+# -- PostgreSQL schemas ----------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_shares_a_schema_with_the_checkpoint_store(pg_url: str, pg_schema: str) -> None:
+    """Shared memory and checkpoints live in one schema, each table's version recorded."""
+    store = PostgresStore.from_url(pg_url, schema=pg_schema)
+    with PostgresSharedMemory(store.pool, schema=pg_schema) as memory:
+        memory.merge(ALICE, [_fact("tz")])
+        writer = Checkpointer(store)
+        writer.capture(Conversation([Message.user("hi", id="m0")]))
+    with store.pool.connection() as conn:
+        versions = conn.execute(
+            "SELECT component, version FROM ctxflow_schema ORDER BY component"
+        ).fetchall()
+    assert versions == [("shared_memory", 1), ("store", 1)]
+    assert store.sessions() == [writer.session_id]
+    store.close()
+    with PostgresSharedMemory(pg_url, schema=pg_schema) as again:
+        assert [f.key for f in again.load(ALICE).facts] == ["tz"]
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_a_newer_table_version(pg_url: str, pg_schema: str) -> None:
+    """A shared memory table of a newer version is refused with StoreError, its rows kept."""
+    with PostgresSharedMemory(pg_url, schema=pg_schema) as memory:
+        memory.merge(ALICE, [_fact("tz")])
+        with memory.pool.connection() as conn:
+            conn.execute("UPDATE ctxflow_schema SET version = 9 WHERE component = 'shared_memory'")
+    with pytest.raises(StoreError) as caught:
+        PostgresSharedMemory(pg_url, schema=pg_schema)
+    assert caught.value.rule == "schema_version"
+
+
+@pytest.mark.postgres
+def test_postgres_failures_are_store_errors(pg_url: str, pg_schema: str) -> None:
+    """An unreachable server, a bad schema name, a pool working in another schema and a
+    dropped table give StoreError."""
+    with pytest.raises(StoreError) as caught:
+        PostgresSharedMemory("postgresql://127.0.0.1:1/none", schema=pg_schema, timeout=1)
+    assert caught.value.rule == "postgres_connect"
+    with pytest.raises(StoreError) as caught:
+        PostgresSharedMemory(pg_url, schema="Not-A-Name")
+    assert caught.value.rule == "postgres_schema"
+    with PostgresSharedMemory(pg_url, schema=pg_schema) as memory:
+        with pytest.raises(StoreError) as caught:
+            PostgresSharedMemory(memory.pool, schema=f"{pg_schema}_elsewhere")
+        assert caught.value.rule == "postgres_search_path"
+        with memory.pool.connection() as conn:
+            conn.execute("DROP TABLE shared_memory")
+        with pytest.raises(StoreError) as caught:
+            memory.load(ALICE)
+        assert caught.value.rule == "postgres"
+
+
 # -- one store to configure ------------------------------------------------------
 
 
@@ -869,6 +965,22 @@ def test_shared_memory_for_a_redis_store(redis_client: redis.Redis) -> None:
             redis_client.delete(*keys)
         redis_client.srem("ctxflow:memory-tenants", tenant)
     assert not redis_client.sismember("ctxflow:memory-tenants", tenant)
+
+
+@pytest.mark.postgres
+def test_shared_memory_for_a_postgres_store(pg_url: str, pg_schema: str) -> None:
+    """A PostgresStore's shared memory uses its pool and schema, and closing it keeps the pool."""
+    store = PostgresStore.from_url(pg_url, schema=pg_schema)
+    try:
+        memory = shared_memory_for(store)
+        assert isinstance(memory, PostgresSharedMemory)
+        assert memory.pool is store.pool
+        assert memory.schema == pg_schema
+        memory.merge(ALICE, [_fact("tz")])
+        memory.close()
+        assert [f.key for f in shared_memory_for(store).load(ALICE).facts] == ["tz"]
+    finally:
+        store.close()
 
 
 def test_shared_memory_for_an_unknown_store_is_refused() -> None:

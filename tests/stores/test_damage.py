@@ -10,7 +10,7 @@ import pytest
 from ctxflow.errors import CheckpointNotFound, CorruptCheckpoint
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import BaseStore, Checkpointer, CheckpointRecord, MemoryStore, restore
-from ctxflow.stores import SQLiteStore
+from ctxflow.stores import PostgresStore, SQLiteStore
 
 
 def _turn(i: int, tag: str = "") -> Message:
@@ -39,6 +39,15 @@ def _flip_every_body(store: BaseStore) -> None:
     if isinstance(store, MemoryStore):
         store._blobs = {h: _flip(b) for h, b in store._blobs.items()}
         return
+    if isinstance(store, PostgresStore):
+        with store.pool.connection() as conn:
+            rows = conn.execute("SELECT hash, data FROM bodies").fetchall()
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE bodies SET data = %s WHERE hash = %s",
+                    [(_flip(bytes(data)), key) for key, data in rows],
+                )
+        return
     assert isinstance(store, SQLiteStore)
     with store._transaction(write=True):
         for table in ("loose", "segments"):
@@ -49,14 +58,18 @@ def _flip_every_body(store: BaseStore) -> None:
             )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStore]:
-    """An in-memory store and a SQLite store that packs small segments."""
-    made: BaseStore = (
-        MemoryStore()
-        if request.param == "memory"
-        else SQLiteStore(tmp_path / "d.db", segment_bodies=8, pack_checkpoints=4)
-    )
+    """An in-memory store, a SQLite store that packs small segments, and a PostgreSQL store
+    in a schema of its own."""
+    made: BaseStore
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "d.db", segment_bodies=8, pack_checkpoints=4)
+    else:
+        url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+        made = PostgresStore.from_url(url, schema=schema, max_size=2)
     yield made
     made.close()
 
