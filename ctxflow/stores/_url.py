@@ -6,7 +6,7 @@ a path (``runs.sqlite``)           a :class:`SQLiteStore` in that file
 ``sqlite:///runs.sqlite``          the same, a relative path (three slashes)
 ``sqlite:////var/ctxflow/r.db``    the same, an absolute path (four slashes)
 ``redis://host:6379/0``            a :class:`RedisStore` (``rediss://`` for TLS)
-``redis+cluster://host:7000``      Redis Cluster (not supported by this build)
+``redis+cluster://host:7000``      a :class:`RedisStore` on Redis Cluster, from a seed node
 ``postgresql://user@host/db``      a :class:`PostgresStore` (``postgres://`` too)
 =================================  ==============================================
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -52,6 +52,7 @@ SCHEMES: dict[str, StoreKind] = {
     "redis": "redis",
     "rediss": "redis",
     "redis+cluster": "redis-cluster",
+    "rediss+cluster": "redis-cluster",
     "postgresql": "postgres",
     "postgres": "postgres",
 }
@@ -97,7 +98,7 @@ class StoreURL:
             with self._extra("redis"):
                 from ctxflow.persistence._redis import RedisStore
 
-            return RedisStore.from_url(self.target, tenant=self.options.get("tenant", "default"))
+            return self._redis(RedisStore.from_url)
         if self.kind == "redis-cluster":
             return open_redis_cluster(self)
         with self._extra("postgres"):
@@ -114,6 +115,20 @@ class StoreURL:
             read_only=read_only,
             timeout=float(wait) if wait.isdigit() and int(wait) > 0 else 10.0,
         )
+
+    def _redis(self, from_url: Callable[..., BaseStore]) -> BaseStore:
+        """A Redis store from this URL; a URL or option the store refuses is a StoreURLError."""
+        try:
+            return from_url(self.target, tenant=self.options.get("tenant", "default"))
+        except StoreError as exc:
+            if exc.rule != "redis_url":
+                raise
+            raise StoreURLError(
+                f"a Redis store URL must be one the Redis store reads (got {self.shown!r}: "
+                f"{exc.message})",
+                rule="store_url",
+                url=self.shown,
+            ) from None
 
     @contextmanager
     def _extra(self, extra: str) -> Iterator[None]:
@@ -132,14 +147,11 @@ class StoreURL:
 
 
 def open_redis_cluster(url: StoreURL) -> BaseStore:
-    """Open a Redis Cluster store: not supported by this build (the one hook to fill)."""
-    raise StoreURLError(
-        f"a store URL must name a backend this build supports (got {url.shown!r}: "
-        "Redis Cluster is not supported by this build)",
-        rule="store_unsupported",
-        url=url.shown,
-        scheme="redis+cluster",
-    )
+    """Open a :class:`RedisStore` on Redis Cluster (the URL names one seed node)."""
+    with url._extra("redis"):
+        from ctxflow.persistence._redis import RedisStore
+
+    return url._redis(RedisStore.from_url)
 
 
 def parse_store_url(value: str | os.PathLike[str]) -> StoreURL:
@@ -240,6 +252,13 @@ def _server(value: str, kind: StoreKind) -> StoreURL:
     target = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     url = StoreURL(kind=kind, target=target, options=options, given=value)
     _check_options(url)
+    if kind == "redis-cluster" and parts.path not in ("", "/", "/0"):
+        raise StoreURLError(
+            f"a Redis Cluster store URL names database 0 or none: a cluster has only "
+            f"database 0 (got {url.shown!r})",
+            rule="store_url",
+            url=url.shown,
+        )
     return url
 
 

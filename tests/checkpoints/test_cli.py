@@ -126,7 +126,9 @@ def test_diff_show_and_restore_take_seq_numbers(
 @pytest.mark.parametrize(
     "action", [["list"], ["show", "ses_cli"], ["diff", "ses_cli", "1", "2"], ["restore", "ses_cli"]]
 )
-@pytest.mark.parametrize("store", ["ftp://host/cli.db", "redis+cluster://127.0.0.1:7000", "memory"])
+@pytest.mark.parametrize(
+    "store", ["ftp://host/cli.db", "redis+cluster://127.0.0.1:7000/3", "memory"]
+)
 def test_bad_or_unsupported_stores_are_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

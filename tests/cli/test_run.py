@@ -235,7 +235,7 @@ def test_output_files_honour_the_umask(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://host/runs", "sqlite://host/runs.sqlite", "redis+cluster://127.0.0.1:7000"]
+    "url", ["ftp://host/runs", "sqlite://host/runs.sqlite", "redis+cluster://127.0.0.1:7000/3"]
 )
 def test_a_bad_or_unsupported_store_url_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str

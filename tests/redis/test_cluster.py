@@ -166,3 +166,36 @@ def write_store_turns(store: RedisStore, session_id: str, turns: int) -> None:
         role = Message.user if i % 2 == 0 else Message.assistant
         conversation.append(role(f"turn {i}", id=f"m{i}"))
         writer.capture(conversation)
+
+
+def test_the_command_runs_lists_and_restores_on_the_cluster(
+    redis_cluster: LocalCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ctxflow run --store redis+cluster://…`` writes its checkpoints on the cluster;
+    ``checkpoints list`` and ``restore`` read them back through the same URL."""
+    import json
+
+    from ctxflow.cli import main
+    from ctxflow.model import read_transcripts
+    from ctxflow.stores import open_store
+
+    pony = Path(__file__).resolve().parents[2] / "examples/transcripts/openhands-ponyc-4588.jsonl"
+    url = f"{redis_cluster.url}?tenant={_tenant()}"
+    report = tmp_path / "report.json"
+    assert main(["run", str(pony), "--store", url, "--quiet", "--report", str(report)]) == 0
+    session = json.loads(report.read_text(encoding="utf-8"))["session"]
+    capsys.readouterr()
+    assert main(["checkpoints", "list", "--store", url, session, "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records[-1]["phase"] == "done"
+    out = tmp_path / "restored.jsonl"
+    args = ["checkpoints", "restore", "--store", url, session, "--view", "log", "--out", str(out)]
+    assert main(args) == 0
+    (restored,) = read_transcripts(out)
+    assert len(restored.messages) == records[-1]["messages"]
+    store = open_store(url)
+    try:
+        assert isinstance(store, RedisStore) and isinstance(store.client, redis.RedisCluster)
+        assert store.latest(session).id == records[-1]["id"]
+    finally:
+        store.close()

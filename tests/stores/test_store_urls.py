@@ -90,12 +90,25 @@ def test_postgresql_is_no_longer_a_folder(tmp_path: Path, monkeypatch: pytest.Mo
     assert not list(tmp_path.iterdir())
 
 
-def test_redis_cluster_is_refused_as_unsupported() -> None:
-    """A Redis Cluster URL parses, and opening it is a StoreURLError saying this build lacks it."""
-    url = parse_store_url("redis+cluster://127.0.0.1:7000")
-    with pytest.raises(StoreURLError, match="not supported by this build") as info:
+def test_a_cluster_url_with_a_database_is_refused_before_connecting() -> None:
+    """A cluster has only database 0: another is a StoreURLError at parse time; an option
+    the store refuses is one when it opens, before any connection (nothing listens on
+    port 1)."""
+    with pytest.raises(StoreURLError, match="only database 0") as info:
+        parse_store_url("redis+cluster://127.0.0.1:1/3")
+    assert info.value.rule == "store_url"
+    url = parse_store_url("redis+cluster://127.0.0.1:1?replicas=many")
+    with pytest.raises(StoreURLError, match="replicas") as info:
         url.open()
-    assert info.value.rule == "store_unsupported"
+    assert info.value.rule == "store_url"
+
+
+def test_an_unreachable_cluster_is_a_store_error() -> None:
+    """A cluster no seed answers for is a StoreError naming Redis, not a traceback."""
+    url = parse_store_url("redis+cluster://127.0.0.1:1?socket_connect_timeout=1")
+    with pytest.raises(StoreError) as info:
+        url.open()
+    assert info.value.rule == "redis"
 
 
 @pytest.mark.parametrize(
