@@ -94,13 +94,11 @@ class StoreURL:
             return MemoryStore()
         if self.kind == "sqlite":
             return SQLiteStore(self.target, read_only=read_only)
-        if self.kind == "redis":
+        if self.kind in ("redis", "redis-cluster"):  # RedisStore.from_url picks the client
             with self._extra("redis"):
                 from ctxflow.persistence._redis import RedisStore
 
             return self._redis(RedisStore.from_url)
-        if self.kind == "redis-cluster":
-            return open_redis_cluster(self)
         with self._extra("postgres"):
             from ctxflow.persistence._postgres import PostgresStore
 
@@ -144,14 +142,6 @@ class StoreURL:
                 url=self.shown,
                 extra=extra,
             ) from None
-
-
-def open_redis_cluster(url: StoreURL) -> BaseStore:
-    """Open a :class:`RedisStore` on Redis Cluster (the URL names one seed node)."""
-    with url._extra("redis"):
-        from ctxflow.persistence._redis import RedisStore
-
-    return url._redis(RedisStore.from_url)
 
 
 def parse_store_url(value: str | os.PathLike[str]) -> StoreURL:
