@@ -3,7 +3,9 @@
 One :class:`~ctxflow.persistence.Checkpointer` drives a growing conversation
 (a user and an assistant message from the corpus per turn, then a checkpoint)
 on each backend in turn, in one run: SQLite (a file in a temporary folder),
-Redis (the local server, 127.0.0.1:6379) and PostgreSQL (the local server,
+Redis (the local server, 127.0.0.1:6379), Redis Cluster (three masters on
+loopback ports, started for the run with the test suite's helper,
+``tests/redis/cluster_support.py``) and PostgreSQL (the local server,
 127.0.0.1:5432, a schema of its own dropped afterwards; and again with
 ``synchronous_commit=off``, which acknowledges a commit before its WAL is on
 disk: a server crash may lose the last fraction of a second of checkpoints,
@@ -77,8 +79,11 @@ def _redis() -> Opened | str:
 
 
 def _postgres(options: str = "") -> Opened | str:
-    import psycopg
-    from psycopg import sql
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError:
+        return "PostgreSQL needs the 'postgres' extra (psycopg)"
 
     try:
         with psycopg.connect(POSTGRES_URL, connect_timeout=2) as conn:
@@ -94,10 +99,39 @@ def _postgres(options: str = "") -> Opened | str:
     return Opened(open_store(f"{POSTGRES_URL}?schema={schema}{options}"), cleanup)
 
 
+def _redis_cluster() -> Opened | str:
+    """A private three-master Redis Cluster on loopback ports, started for the run (the
+    test suite's start-up helper, read from the checkout)."""
+    import importlib.util
+    import shutil
+
+    support = Path(__file__).resolve().parents[1] / "tests" / "redis" / "cluster_support.py"
+    spec = importlib.util.spec_from_file_location("ctxflow_cluster_support", support)
+    if spec is None or spec.loader is None or not support.is_file():
+        return f"a private Redis Cluster needs the checkout's {support.name}"
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        return "a private Redis Cluster needs redis-server and redis-cli"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tempfile.TemporaryDirectory(prefix="ctxflow-bench-cluster-")
+    cluster = module.LocalCluster(Path(folder.name)).start()
+
+    def cleanup() -> None:
+        cluster.stop()
+        folder.cleanup()
+
+    try:
+        return Opened(open_store(f"{cluster.url}?tenant=bench"), cleanup)
+    except BaseException:
+        cleanup()
+        raise
+
+
 #: The backends measured, in order (a new one is one more line).
 BACKENDS: list[Backend] = [
     Backend("sqlite", _sqlite),
     Backend("redis", _redis),
+    Backend("redis_cluster", _redis_cluster),
     Backend("postgres", _postgres),
     # The same, each commit acknowledged before its WAL reaches the disk (libpq options).
     Backend("postgres_async_commit", lambda: _postgres("&options=-c%20synchronous_commit%3Doff")),
