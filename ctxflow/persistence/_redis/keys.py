@@ -8,28 +8,12 @@ in the session's ``owner`` and ``fence`` keys.
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
-from ctxflow.errors import CheckpointError, OwnershipLost, StoreError
+from ctxflow.errors import CheckpointError, OwnershipLost
+from ctxflow.persistence._names import check_tenant
 
 __all__ = ["Fence", "RedisKeys", "check_session_id", "check_tenant", "fenced_out"]
-
-_TENANT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-
-def check_tenant(tenant: str) -> str:
-    """Refuse a tenant name that could break out of its key namespace."""
-    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-        raise StoreError(
-            f"'tenant' must be 1-64 characters of letters, digits, '_', '.' or '-' "
-            f"(got {tenant!r})",
-            rule="tenant",
-            tenant=tenant,
-        )
-    return tenant
-
 
 def check_session_id(session_id: str) -> str:
     """Refuse a session id that would break its hash tag (braces) or is empty."""
