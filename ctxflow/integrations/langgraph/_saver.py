@@ -1,0 +1,685 @@
+"""A LangGraph checkpointer over any ctxflow :class:`~ctxflow.persistence.Store`.
+
+Layout in the store:
+
+- each LangGraph thread and namespace is one store session
+  (``langgraph/<thread>/<ns>``, both percent-encoded), a linear chain of store
+  checkpoints in the order they were put; the LangGraph checkpoint id is the
+  prefix of the store checkpoint id (``<id>!<random>``), so a listing needs no
+  manifest;
+- channel values are bodies, content-addressed like message bodies: a list
+  value (the messages channel) is stored item by item, so a message that stays
+  in the list is stored once however many checkpoints hold it;
+- the manifest's body log (its ``hashes``) is the thread's append-only log of
+  those bodies, and each channel is a ``{"list": [[start, end], ...]}`` range set or
+  an ``{"at": index}`` into it: a step that appends one message writes a delta
+  of one hash and a small state, and a full manifest only every so often (the
+  same ``full_every`` / ``full_ratio`` rule as :class:`~ctxflow.persistence.Checkpointer`);
+- the pending writes of a checkpoint are a session of their own
+  (``langgraph-writes/<thread>/<ns>/<id>``), one store checkpoint per
+  ``put_writes`` call appending its writes; they are merged on read as
+  LangGraph's own savers merge them (a repeated ``(task, idx)`` is ignored, a
+  special channel replaces).
+
+Gotcha: to avoid serializing the whole message list at every step, an item that
+is the *same object* as the one at that position in the value this saver wrote
+last is taken to be unchanged (LangGraph's reducers replace a changed message,
+they do not mutate it). Builtin containers (dict, list, set) are always
+serialized. A message mutated in place after it was checkpointed is therefore
+stored as it was; replace it instead (as ``add_messages`` does by id).
+
+The saver is safe to share between threads (one lock); the async methods run
+the sync ones in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, unquote
+
+import attrs
+import msgpack
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ctxflow.errors import CheckpointError, CheckpointNotFound, StaleCheckpoint
+from ctxflow.integrations.langgraph._urls import open_store
+from ctxflow.persistence import (
+    CheckpointDraft,
+    Manifest,
+    Snapshot,
+    Store,
+    body_hash,
+    new_checkpoint_id,
+)
+
+__all__ = ["CtxflowSaver"]
+
+_THREADS = "langgraph/"
+_WRITES = "langgraph-writes/"
+_SEP = "!"  # percent-encoding never leaves one in an id
+_ATTEMPTS = 5
+#: A list channel spread over more ranges of the log than this is written anew.
+_MAX_RANGES = 16
+_MUTABLE = (dict, list, set)
+_Ranges = list[list[int]]
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _session(thread_id: str, ns: str) -> str:
+    return f"{_THREADS}{_q(thread_id)}/{_q(ns)}"
+
+
+def _writes_session(thread_id: str, ns: str, checkpoint_id: str) -> str:
+    return f"{_WRITES}{_q(thread_id)}/{_q(ns)}/{_q(checkpoint_id)}"
+
+
+def _parse_session(session: str) -> tuple[str, str] | None:
+    """The thread id and namespace of a thread session (None for any other session)."""
+    if not session.startswith(_THREADS):
+        return None
+    parts = session[len(_THREADS) :].split("/")
+    if len(parts) != 2:
+        return None
+    return unquote(parts[0]), unquote(parts[1])
+
+
+def _record_id(checkpoint_id: str) -> str:
+    return f"{_q(checkpoint_id)}{_SEP}{secrets.token_urlsafe(9)}"
+
+
+def _lg_id(record_id: str) -> str:
+    return unquote(record_id.rpartition(_SEP)[0])
+
+
+def _where(config: RunnableConfig) -> tuple[str, str, str | None]:
+    """The thread id, namespace and checkpoint id a config names; ``CheckpointError``
+    when it names no thread."""
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    if not isinstance(configurable, Mapping) or configurable.get("thread_id") is None:
+        raise CheckpointError(
+            f"a LangGraph config must name a 'thread_id' in 'configurable' (got {config!r})",
+            rule="thread_id",
+        )
+    ns = configurable.get("checkpoint_ns") or ""
+    checkpoint_id = configurable.get("checkpoint_id")
+    return str(configurable["thread_id"]), str(ns), checkpoint_id
+
+
+def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def _truncated(ranges: _Ranges, n: int) -> _Ranges:
+    """The first ``n`` items of a range set."""
+    kept: _Ranges = []
+    for start, end in ranges:
+        if n <= 0:
+            break
+        take = min(end - start, n)
+        kept.append([start, start + take])
+        n -= take
+    return kept
+
+
+def _positions(ranges: _Ranges) -> Iterator[int]:
+    for start, end in ranges:
+        yield from range(start, end)
+
+
+@attrs.define
+class _Channel:
+    """What the saver wrote last of one list channel: its items (objects when known)
+    and their body hashes."""
+
+    items: list[Any] | None
+    hashes: list[str]
+
+
+@attrs.define
+class _Head:
+    """The latest store checkpoint of a thread session, as this saver knows it."""
+
+    record_id: str | None
+    manifest: Manifest
+    refs: dict[str, Any]
+    versions: dict[str, Any]
+    newest: str | None
+    known: set[str]
+    lists: dict[str, _Channel] = attrs.field(factory=dict)
+    since_full: int = 0
+    delta_bytes: int = 0
+    full_bytes: int = 0
+
+
+class CtxflowSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer (sync and async) that keeps its checkpoints in a ctxflow store.
+
+    ``store`` is any :class:`~ctxflow.persistence.Store` (``MemoryStore``,
+    ``SQLiteStore``, ...); :meth:`from_conn_string` opens one from a URL. The
+    manifest rule is that of :class:`~ctxflow.persistence.Checkpointer`: a full
+    manifest at most every ``full_every`` checkpoints of a thread, once the
+    deltas since the last one weigh ``full_ratio`` times it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        serde: SerializerProtocol | None = None,
+        full_every: int = 64,
+        full_ratio: float = 1.0,
+    ) -> None:
+        if full_every < 1:
+            raise CheckpointError(
+                f"'full_every' must be >= 1 (got {full_every})", rule="full_every"
+            )
+        if not full_ratio >= 0:
+            raise CheckpointError(
+                f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
+            )
+        super().__init__(serde=serde)
+        self.store = store
+        self.full_every = full_every
+        self.full_ratio = full_ratio
+        self._lock = threading.RLock()
+        self._heads: dict[str, _Head] = {}
+        self._writes_heads: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<CtxflowSaver store={self.store!r}>"
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[CtxflowSaver]:
+        """A saver on the store a URL names (``memory``, ``sqlite:///path``, a path),
+        closed on exit."""
+        store = open_store(conn_string)
+        try:
+            yield cls(store, **kwargs)
+        finally:
+            store.close()
+
+    # -- reading -------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint a config names (the thread's newest without a checkpoint id)."""
+        thread_id, ns, checkpoint_id = _where(config)
+        session = _session(thread_id, ns)
+        with self._lock:
+            try:
+                if checkpoint_id is None:
+                    snapshot: Snapshot | None = self.store.load(session)
+                    assert snapshot is not None
+                    newest = snapshot.manifest.state.get("newest")
+                    if isinstance(newest, str) and _lg_id(snapshot.record.id) != newest:
+                        snapshot = self._load(session, newest)
+                else:
+                    snapshot = self._load(session, checkpoint_id)
+            except CheckpointNotFound:
+                return None
+            if snapshot is None:
+                return None
+            return self._tuple(thread_id, ns, snapshot)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, by thread and namespace, filtered by metadata."""
+        return iter(self._list(config, filter=filter, before=before, limit=limit))
+
+    def _list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> builtins.list[CheckpointTuple]:
+        wanted_thread = wanted_ns = wanted_id = None
+        if config is not None:
+            wanted_thread, _, wanted_id = _where(config)
+            ns = config["configurable"].get("checkpoint_ns")
+            wanted_ns = None if ns is None else str(ns)
+        before_id = _where(before)[2] if before is not None else None
+        found: builtins.list[CheckpointTuple] = []
+        with self._lock:
+            for session in self.store.sessions():
+                place = _parse_session(session)
+                if place is None:
+                    continue
+                thread_id, ns = place
+                if wanted_thread is not None and thread_id != wanted_thread:
+                    continue
+                if wanted_ns is not None and ns != wanted_ns:
+                    continue
+                try:
+                    records = self.store.checkpoints(session)
+                except CheckpointNotFound:
+                    continue
+                last = {_lg_id(r.id): r.id for r in records}
+                for checkpoint_id in sorted(last, reverse=True):
+                    if wanted_id is not None and checkpoint_id != wanted_id:
+                        continue
+                    if before_id is not None and checkpoint_id >= before_id:
+                        continue
+                    if limit is not None and len(found) >= limit:
+                        return found
+                    snapshot = self.store.load(session, last[checkpoint_id])
+                    metadata = self._metadata(snapshot)
+                    if filter and not all(metadata.get(k) == v for k, v in filter.items()):
+                        continue
+                    found.append(self._tuple(thread_id, ns, snapshot, metadata=metadata))
+        return found
+
+    def _load(self, session: str, checkpoint_id: str) -> Snapshot | None:
+        """The store checkpoint holding a LangGraph checkpoint (the last put of that id)."""
+        record_id = None
+        for record in self.store.checkpoints(session):
+            if _lg_id(record.id) == checkpoint_id:
+                record_id = record.id
+        return None if record_id is None else self.store.load(session, record_id)
+
+    def _metadata(self, snapshot: Snapshot) -> dict[str, Any]:
+        kind, data = snapshot.manifest.state["metadata"]
+        metadata: dict[str, Any] = self.serde.loads_typed((kind, data))
+        return metadata
+
+    def _tuple(
+        self,
+        thread_id: str,
+        ns: str,
+        snapshot: Snapshot,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> CheckpointTuple:
+        state = snapshot.manifest.state
+        kind, data = state["checkpoint"]
+        checkpoint: dict[str, Any] = self.serde.loads_typed((kind, data))
+        log, bodies = snapshot.manifest.hashes, snapshot.bodies
+        values: dict[str, Any] = {}
+        for name, ref in state["channels"].items():
+            if "at" in ref:
+                values[name] = self._value(bodies[log[ref["at"]]])
+            else:
+                values[name] = [self._value(bodies[log[i]]) for i in _positions(ref["list"])]
+        checkpoint["channel_values"] = values
+        parent = state.get("parent")
+        return CheckpointTuple(
+            config=_config(thread_id, ns, checkpoint["id"]),
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=metadata if metadata is not None else self._metadata(snapshot),  # type: ignore[arg-type]
+            parent_config=_config(thread_id, ns, parent) if parent else None,
+            pending_writes=self._pending(thread_id, ns, checkpoint["id"]),
+        )
+
+    def _value(self, body: Mapping[str, Any]) -> Any:
+        return self.serde.loads_typed((body["t"], body["b"]))
+
+    def _pending(
+        self, thread_id: str, ns: str, checkpoint_id: str
+    ) -> builtins.list[tuple[str, str, Any]]:
+        """A checkpoint's pending writes, merged as LangGraph's savers merge them."""
+        try:
+            snapshot = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
+        except CheckpointNotFound:
+            return []
+        merged: dict[tuple[str, int], Mapping[str, Any]] = {}
+        for digest in snapshot.manifest.hashes:
+            body = snapshot.bodies[digest]
+            key = (body["task"], body["idx"])
+            if key[1] >= 0 and key in merged:
+                continue
+            merged[key] = body
+        ordered = sorted(
+            merged.values(), key=lambda b: writes_sort_key(b["path"], b["task"], b["idx"])
+        )
+        return [(b["task"], b["ch"], self._value(b)) for b in ordered]
+
+    # -- writing -------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint: the changed channel values and a delta manifest."""
+        thread_id, ns, parent = _where(config)
+        session = _session(thread_id, ns)
+        described = self.serde.dumps_typed(
+            {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        )
+        meta = self.serde.dumps_typed(get_checkpoint_metadata(config, metadata))
+        with self._lock:
+            for attempt in range(_ATTEMPTS):
+                head = self._head(session)
+                try:
+                    self._put(session, head, checkpoint, described, meta, parent, new_versions)
+                    break
+                except StaleCheckpoint:
+                    self._heads.pop(session, None)  # another writer moved on: read it again
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+        return _config(thread_id, ns, checkpoint["id"])
+
+    def _head(self, session: str) -> _Head:
+        head = self._heads.get(session)
+        if head is not None:
+            return head
+        try:
+            snapshot = self.store.load(session)
+        except CheckpointNotFound:
+            head = _Head(
+                record_id=None, manifest=Manifest(), refs={}, versions={}, newest=None, known=set()
+            )
+        else:
+            state = snapshot.manifest.state
+            kind, data = state["checkpoint"]
+            described = self.serde.loads_typed((kind, data))
+            log = snapshot.manifest.hashes
+            refs = dict(state["channels"])
+            head = _Head(
+                record_id=snapshot.record.id,
+                manifest=snapshot.manifest.copy(),
+                refs=refs,
+                versions=dict(described.get("channel_versions") or {}),
+                newest=state.get("newest"),
+                known=snapshot.manifest.body_hashes(),
+                lists={
+                    name: _Channel(None, [log[i] for i in _positions(ref["list"])])
+                    for name, ref in refs.items()
+                    if "list" in ref
+                },
+                since_full=snapshot.depth,
+            )
+        self._heads[session] = head
+        return head
+
+    def _put(
+        self,
+        session: str,
+        head: _Head,
+        checkpoint: Checkpoint,
+        described: tuple[str, bytes],
+        meta: tuple[str, bytes],
+        parent: str | None,
+        new_versions: ChannelVersions,
+    ) -> None:
+        values = checkpoint["channel_values"]
+        versions = dict(checkpoint["channel_versions"])
+        manifest = head.manifest.copy()
+        log = manifest.hashes
+        bodies: dict[str, Mapping[str, Any]] = {}
+        refs: dict[str, Any] = {}
+        lists: dict[str, _Channel] = {}
+        for name, version in versions.items():
+            kept = head.refs.get(name)
+            if name not in new_versions and kept is not None and head.versions.get(name) == version:
+                refs[name] = kept
+                if name in head.lists:
+                    lists[name] = head.lists[name]
+                continue
+            if name not in values:
+                continue
+            value = values[name]
+            if type(value) is list:
+                refs[name], lists[name] = self._list_ref(head, name, value, log, bodies)
+            else:
+                digest = self._body(value, bodies, head.known)
+                if kept is not None and "at" in kept and log[kept["at"]] == digest:
+                    refs[name] = kept
+                else:
+                    refs[name] = {"at": len(log)}
+                    log.append(digest)
+        manifest.ids.extend([""] * (len(log) - len(manifest.ids)))
+        checkpoint_id = checkpoint["id"]
+        newest = checkpoint_id if head.newest is None else max(head.newest, checkpoint_id)
+        state = {
+            "checkpoint": list(described),
+            "metadata": list(meta),
+            "parent": parent,
+            "channels": refs,
+            "newest": newest,
+        }
+        manifest.set_state(state, bodies, head.known)
+        due = head.record_id is None or (
+            head.since_full + 1 >= self.full_every
+            and head.delta_bytes >= self.full_ratio * head.full_bytes
+        )
+        record = None if due else manifest.delta_from(head.manifest)
+        full = record is None
+        if record is None:
+            record = manifest.to_plain()
+        draft = CheckpointDraft(
+            id=_record_id(checkpoint_id),
+            session_id=session,
+            parent_id=head.record_id,
+            created_at=time.time(),
+            manifest=record,
+            bodies=bodies,
+            trigger="langgraph",
+            message_count=sum(len(c.hashes) for c in lists.values()),
+        )
+        written = self.store.put(draft, expected_parent=head.record_id)
+        weight = len(msgpack.packb(record, use_bin_type=True))
+        head.record_id = written.id
+        head.manifest = manifest
+        head.refs, head.lists, head.versions, head.newest = refs, lists, versions, newest
+        head.known.update(bodies)
+        if full:
+            head.since_full, head.delta_bytes, head.full_bytes = 0, 0, weight
+        else:
+            head.since_full += 1
+            head.delta_bytes += weight
+
+    def _list_ref(
+        self,
+        head: _Head,
+        name: str,
+        value: builtins.list[Any],
+        log: builtins.list[str],
+        bodies: dict[str, Mapping[str, Any]],
+    ) -> tuple[dict[str, Any], _Channel]:
+        """The ranges of a list value in the log (appending what is new) and what to
+        remember of it."""
+        before = head.lists.get(name)
+        old_items = before.items if before is not None and before.items is not None else []
+        old_hashes = before.hashes if before is not None else []
+        hashes: builtins.list[str] = []
+        for index, item in enumerate(value):
+            if (
+                index < len(old_items)
+                and old_items[index] is item
+                and not isinstance(item, _MUTABLE)
+            ):
+                hashes.append(old_hashes[index])
+            else:
+                hashes.append(self._body(item, bodies, head.known))
+        kept = 0
+        limit = min(len(hashes), len(old_hashes))
+        while kept < limit and hashes[kept] == old_hashes[kept]:
+            kept += 1
+        old_ref = head.refs.get(name)
+        ranges = _truncated(old_ref["list"], kept) if old_ref and "list" in old_ref else []
+        if kept < len(hashes):
+            start = len(log)
+            log.extend(hashes[kept:])
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = [ranges[-1][0], len(log)]
+            else:
+                ranges.append([start, len(log)])
+        if len(ranges) > _MAX_RANGES:
+            start = len(log)
+            log.extend(hashes)
+            ranges = [[start, len(log)]]
+        return {"list": ranges}, _Channel(list(value), hashes)
+
+    def _body(self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]) -> str:
+        """The body hash of one value; its body goes into ``bodies`` unless stored."""
+        kind, data = self.serde.dumps_typed(value)
+        body = {"id": "", "t": kind, "b": data}
+        digest = body_hash(body)
+        if digest not in known:
+            bodies[digest] = body
+        return digest
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store the writes of a task for the checkpoint a config names."""
+        thread_id, ns, checkpoint_id = _where(config)
+        if checkpoint_id is None:
+            raise CheckpointError(
+                f"writes need the config of a checkpoint (got no 'checkpoint_id' in {config!r})",
+                rule="checkpoint_id",
+            )
+        if not writes:
+            return
+        bodies: dict[str, Mapping[str, Any]] = {}
+        hashes: builtins.list[str] = []
+        for idx, (channel, value) in enumerate(writes):
+            kind, data = self.serde.dumps_typed(value)
+            body = {
+                "id": "",
+                "task": task_id,
+                "idx": WRITES_IDX_MAP.get(channel, idx),
+                "ch": channel,
+                "t": kind,
+                "b": data,
+                "path": task_path,
+            }
+            digest = body_hash(body)
+            bodies[digest] = body
+            hashes.append(digest)
+        session = _writes_session(thread_id, ns, checkpoint_id)
+        with self._lock:
+            for attempt in range(_ATTEMPTS):
+                parent = self._writes_heads.get(session)
+                if parent is None:
+                    try:
+                        parent = self.store.latest(session).id
+                    except CheckpointNotFound:
+                        parent = None
+                manifest = (
+                    Manifest(hashes=hashes).to_plain()
+                    if parent is None
+                    else {"kind": "delta", "hashes": hashes}
+                )
+                draft = CheckpointDraft(
+                    id=new_checkpoint_id(),
+                    session_id=session,
+                    parent_id=parent,
+                    created_at=time.time(),
+                    manifest=manifest,
+                    bodies=bodies,
+                    trigger="langgraph-writes",
+                )
+                try:
+                    written = self.store.put(draft, expected_parent=parent)
+                except StaleCheckpoint:
+                    self._writes_heads.pop(session, None)
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+                    continue
+                if len(self._writes_heads) >= 1024:
+                    self._writes_heads.clear()
+                self._writes_heads[session] = written.id
+                return
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread (all its namespaces)."""
+        thread = _q(str(thread_id))
+        prefixes = (f"{_THREADS}{thread}/", f"{_WRITES}{thread}/")
+        with self._lock:
+            for session in self.store.sessions():
+                if session.startswith(prefixes):
+                    self.store.erase(session)
+                    self._heads.pop(session, None)
+                    self._writes_heads.pop(session, None)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """A version above ``current``: a counter and a random tail, as LangGraph's own."""
+        number = 0 if current is None else int(str(current).split(".")[0])
+        return f"{number + 1:032}.{secrets.randbelow(10**16):016}"
+
+    # -- async ---------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """See :meth:`get_tuple` (run in a worker thread)."""
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """See :meth:`list` (run in a worker thread)."""
+        found = await asyncio.to_thread(
+            self._list, config, filter=filter, before=before, limit=limit
+        )
+        for item in found:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """See :meth:`put` (run in a worker thread)."""
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """See :meth:`put_writes` (run in a worker thread)."""
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """See :meth:`delete_thread` (run in a worker thread)."""
+        await asyncio.to_thread(self.delete_thread, thread_id)
