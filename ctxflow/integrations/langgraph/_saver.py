@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import random
 import secrets
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -155,11 +157,12 @@ def _positions(ranges: _Ranges) -> Iterator[int]:
 
 @attrs.define
 class _Channel:
-    """What the saver wrote last of one list channel: its items (objects when known)
-    and their body hashes."""
+    """What the saver wrote last of one list channel: its ranges in the log, its body
+    hashes and, when known, its items as objects."""
 
-    items: list[Any] | None
-    hashes: list[str]
+    ranges: _Ranges
+    hashes: builtins.list[str]
+    items: builtins.list[Any] | None = None
 
 
 @attrs.define
@@ -168,14 +171,23 @@ class _Head:
 
     record_id: str | None
     manifest: Manifest
-    refs: dict[str, Any]
-    versions: dict[str, Any]
-    newest: str | None
-    known: set[str]
+    versions: dict[str, Any] = attrs.field(factory=dict)
     lists: dict[str, _Channel] = attrs.field(factory=dict)
+    values: dict[str, builtins.list[Any]] = attrs.field(factory=dict)
+    newest: str | None = None
+    known: set[str] = attrs.field(factory=set)
     since_full: int = 0
     delta_bytes: int = 0
     full_bytes: int = 0
+
+
+def _array(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)
 
 
 class CtxflowSaver(BaseCheckpointSaver[str]):
@@ -211,6 +223,8 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         self._lock = threading.RLock()
         self._heads: dict[str, _Head] = {}
         self._writes_heads: dict[str, str] = {}
+        # Items of the writes stored lately, by object: the next put finds them by identity.
+        self._fresh: dict[int, tuple[Any, str, Mapping[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<CtxflowSaver store={self.store!r}>"
@@ -240,6 +254,10 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
                     newest = snapshot.manifest.state.get("newest")
                     if isinstance(newest, str) and _lg_id(snapshot.record.id) != newest:
                         snapshot = self._load(session, newest)
+                    else:
+                        found = self._tuple(thread_id, ns, snapshot)
+                        self._adopt(session, snapshot, found.checkpoint["channel_values"])
+                        return found
                 else:
                     snapshot = self._load(session, checkpoint_id)
             except CheckpointNotFound:
@@ -329,11 +347,10 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         checkpoint: dict[str, Any] = self.serde.loads_typed((kind, data))
         log, bodies = snapshot.manifest.hashes, snapshot.bodies
         values: dict[str, Any] = {}
-        for name, ref in state["channels"].items():
-            if "at" in ref:
-                values[name] = self._value(bodies[log[ref["at"]]])
-            else:
-                values[name] = [self._value(bodies[log[i]]) for i in _positions(ref["list"])]
+        for name, ranges in state["lists"].items():
+            values[name] = self._items([bodies[log[i]] for i in _positions(ranges)])
+        for name, (kind_, data_) in state["values"].items():
+            values[name] = self.serde.loads_typed((kind_, data_))
         checkpoint["channel_values"] = values
         parent = state.get("parent")
         return CheckpointTuple(
@@ -347,6 +364,27 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
     def _value(self, body: Mapping[str, Any]) -> Any:
         return self.serde.loads_typed((body["t"], body["b"]))
 
+    def _items(self, bodies: builtins.list[Mapping[str, Any]]) -> builtins.list[Any]:
+        """The values of item bodies; msgpack ones in one call, as one array."""
+        if bodies and all(b["t"] == "msgpack" for b in bodies):
+            data = _array(len(bodies)) + b"".join(b["b"] for b in bodies)
+            items = self.serde.loads_typed(("msgpack", data))
+            if isinstance(items, builtins.list) and len(items) == len(bodies):
+                return items
+        return [self._value(b) for b in bodies]
+
+    def _adopt(self, session: str, snapshot: Snapshot, values: Mapping[str, Any]) -> None:
+        """Take a loaded latest checkpoint as the head of its session, with the list items
+        just read (so the next put finds them unchanged by identity)."""
+        head = self._heads.get(session)
+        if head is None or head.record_id != snapshot.record.id:
+            head = self._head_of(snapshot)
+            self._heads[session] = head
+        for name, channel in head.lists.items():
+            items = values.get(name)
+            if isinstance(items, builtins.list) and len(items) == len(channel.hashes):
+                channel.items = builtins.list(items)
+
     def _pending(
         self, thread_id: str, ns: str, checkpoint_id: str
     ) -> builtins.list[tuple[str, str, Any]]:
@@ -355,17 +393,30 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             snapshot = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
         except CheckpointNotFound:
             return []
-        merged: dict[tuple[str, int], Mapping[str, Any]] = {}
-        for digest in snapshot.manifest.hashes:
-            body = snapshot.bodies[digest]
+        log, bodies = snapshot.manifest.hashes, snapshot.bodies
+        merged: dict[tuple[str, int], tuple[Mapping[str, Any], builtins.list[str]]] = {}
+        at = 0
+        while at < len(log):
+            body = bodies[log[at]]
+            count = body.get("n", 0)
+            items = log[at + 1 : at + 1 + count]
+            at += 1 + count
             key = (body["task"], body["idx"])
             if key[1] >= 0 and key in merged:
                 continue
-            merged[key] = body
+            merged[key] = (body, items)
         ordered = sorted(
-            merged.values(), key=lambda b: writes_sort_key(b["path"], b["task"], b["idx"])
+            merged.values(),
+            key=lambda w: writes_sort_key(w[0]["path"], w[0]["task"], w[0]["idx"]),
         )
-        return [(b["task"], b["ch"], self._value(b)) for b in ordered]
+        return [
+            (
+                body["task"],
+                body["ch"],
+                self._items([bodies[h] for h in items]) if "n" in body else self._value(body),
+            )
+            for body, items in ordered
+        ]
 
     # -- writing -------------------------------------------------------------
 
@@ -402,31 +453,31 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         try:
             snapshot = self.store.load(session)
         except CheckpointNotFound:
-            head = _Head(
-                record_id=None, manifest=Manifest(), refs={}, versions={}, newest=None, known=set()
-            )
+            head = _Head(record_id=None, manifest=Manifest())
         else:
-            state = snapshot.manifest.state
-            kind, data = state["checkpoint"]
-            described = self.serde.loads_typed((kind, data))
-            log = snapshot.manifest.hashes
-            refs = dict(state["channels"])
-            head = _Head(
-                record_id=snapshot.record.id,
-                manifest=snapshot.manifest.copy(),
-                refs=refs,
-                versions=dict(described.get("channel_versions") or {}),
-                newest=state.get("newest"),
-                known=snapshot.manifest.body_hashes(),
-                lists={
-                    name: _Channel(None, [log[i] for i in _positions(ref["list"])])
-                    for name, ref in refs.items()
-                    if "list" in ref
-                },
-                since_full=snapshot.depth,
-            )
+            head = self._head_of(snapshot)
         self._heads[session] = head
         return head
+
+    def _head_of(self, snapshot: Snapshot) -> _Head:
+        """A session head from its loaded latest checkpoint."""
+        state = snapshot.manifest.state
+        kind, data = state["checkpoint"]
+        described = self.serde.loads_typed((kind, data))
+        log = snapshot.manifest.hashes
+        return _Head(
+            record_id=snapshot.record.id,
+            manifest=snapshot.manifest.copy(),
+            versions=dict(described.get("channel_versions") or {}),
+            lists={
+                name: _Channel(ranges, [log[i] for i in _positions(ranges)])
+                for name, ranges in state["lists"].items()
+            },
+            values=dict(state["values"]),
+            newest=state.get("newest"),
+            known=snapshot.manifest.body_hashes(),
+            since_full=snapshot.depth,
+        )
 
     def _put(
         self,
@@ -438,32 +489,28 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         parent: str | None,
         new_versions: ChannelVersions,
     ) -> None:
-        values = checkpoint["channel_values"]
+        given = checkpoint["channel_values"]
         versions = dict(checkpoint["channel_versions"])
         manifest = head.manifest.copy()
         log = manifest.hashes
         bodies: dict[str, Mapping[str, Any]] = {}
-        refs: dict[str, Any] = {}
         lists: dict[str, _Channel] = {}
+        values: dict[str, builtins.list[Any]] = {}
         for name, version in versions.items():
-            kept = head.refs.get(name)
-            if name not in new_versions and kept is not None and head.versions.get(name) == version:
-                refs[name] = kept
+            if name not in new_versions and head.versions.get(name) == version:
                 if name in head.lists:
                     lists[name] = head.lists[name]
+                    continue
+                if name in head.values:
+                    values[name] = head.values[name]
+                    continue
+            if name not in given:
                 continue
-            if name not in values:
-                continue
-            value = values[name]
-            if type(value) is list:
-                refs[name], lists[name] = self._list_ref(head, name, value, log, bodies)
+            value = given[name]
+            if type(value) is builtins.list:
+                lists[name] = self._list_channel(head, head.lists.get(name), value, log, bodies)
             else:
-                digest = self._body(value, bodies, head.known)
-                if kept is not None and "at" in kept and log[kept["at"]] == digest:
-                    refs[name] = kept
-                else:
-                    refs[name] = {"at": len(log)}
-                    log.append(digest)
+                values[name] = builtins.list(self.serde.dumps_typed(value))
         manifest.ids.extend([""] * (len(log) - len(manifest.ids)))
         checkpoint_id = checkpoint["id"]
         newest = checkpoint_id if head.newest is None else max(head.newest, checkpoint_id)
@@ -471,7 +518,8 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             "checkpoint": list(described),
             "metadata": list(meta),
             "parent": parent,
-            "channels": refs,
+            "lists": {name: channel.ranges for name, channel in lists.items()},
+            "values": values,
             "newest": newest,
         }
         manifest.set_state(state, bodies, head.known)
@@ -497,7 +545,7 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         weight = len(msgpack.packb(record, use_bin_type=True))
         head.record_id = written.id
         head.manifest = manifest
-        head.refs, head.lists, head.versions, head.newest = refs, lists, versions, newest
+        head.lists, head.values, head.versions, head.newest = lists, values, versions, newest
         head.known.update(bodies)
         if full:
             head.since_full, head.delta_bytes, head.full_bytes = 0, 0, weight
@@ -505,17 +553,15 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             head.since_full += 1
             head.delta_bytes += weight
 
-    def _list_ref(
+    def _list_channel(
         self,
         head: _Head,
-        name: str,
+        before: _Channel | None,
         value: builtins.list[Any],
         log: builtins.list[str],
         bodies: dict[str, Mapping[str, Any]],
-    ) -> tuple[dict[str, Any], _Channel]:
-        """The ranges of a list value in the log (appending what is new) and what to
-        remember of it."""
-        before = head.lists.get(name)
+    ) -> _Channel:
+        """A list value as ranges of the log, appending the items that are new to it."""
         old_items = before.items if before is not None and before.items is not None else []
         old_hashes = before.hashes if before is not None else []
         hashes: builtins.list[str] = []
@@ -532,8 +578,7 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         limit = min(len(hashes), len(old_hashes))
         while kept < limit and hashes[kept] == old_hashes[kept]:
             kept += 1
-        old_ref = head.refs.get(name)
-        ranges = _truncated(old_ref["list"], kept) if old_ref and "list" in old_ref else []
+        ranges = _truncated(before.ranges, kept) if before is not None else []
         if kept < len(hashes):
             start = len(log)
             log.extend(hashes[kept:])
@@ -545,13 +590,20 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             start = len(log)
             log.extend(hashes)
             ranges = [[start, len(log)]]
-        return {"list": ranges}, _Channel(list(value), hashes)
+        return _Channel(ranges, hashes, builtins.list(value))
+
+    def _item_body(self, value: Any) -> dict[str, Any]:
+        kind, data = self.serde.dumps_typed(value)
+        return {"id": "", "t": kind, "b": data}
 
     def _body(self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]) -> str:
-        """The body hash of one value; its body goes into ``bodies`` unless stored."""
-        kind, data = self.serde.dumps_typed(value)
-        body = {"id": "", "t": kind, "b": data}
-        digest = body_hash(body)
+        """The body hash of one list item; its body goes into ``bodies`` unless stored."""
+        fresh = self._fresh.get(id(value))
+        if fresh is not None and fresh[0] is value:
+            _, digest, body = fresh
+        else:
+            body = self._item_body(value)
+            digest = body_hash(body)
         if digest not in known:
             bodies[digest] = body
         return digest
@@ -574,20 +626,33 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             return
         bodies: dict[str, Mapping[str, Any]] = {}
         hashes: builtins.list[str] = []
+        fresh: dict[int, tuple[Any, str, Mapping[str, Any]]] = {}
         for idx, (channel, value) in enumerate(writes):
-            kind, data = self.serde.dumps_typed(value)
-            body = {
+            body: dict[str, Any] = {
                 "id": "",
                 "task": task_id,
                 "idx": WRITES_IDX_MAP.get(channel, idx),
                 "ch": channel,
-                "t": kind,
-                "b": data,
                 "path": task_path,
             }
+            items: builtins.list[str] = []
+            if type(value) is builtins.list:
+                # Items as the channels store them: a message written here is the body
+                # its channel will hold, stored once.
+                body["n"] = len(value)
+                for item in value:
+                    item_body = self._item_body(item)
+                    digest = body_hash(item_body)
+                    bodies[digest] = item_body
+                    items.append(digest)
+                    if not isinstance(item, _MUTABLE):
+                        fresh[id(item)] = (item, digest, item_body)
+            else:
+                body["t"], body["b"] = self.serde.dumps_typed(value)
             digest = body_hash(body)
             bodies[digest] = body
             hashes.append(digest)
+            hashes.extend(items)
         session = _writes_session(thread_id, ns, checkpoint_id)
         with self._lock:
             for attempt in range(_ATTEMPTS):
@@ -621,6 +686,9 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
                 if len(self._writes_heads) >= 1024:
                     self._writes_heads.clear()
                 self._writes_heads[session] = written.id
+                if len(self._fresh) >= 4096:
+                    self._fresh.clear()
+                self._fresh.update(fresh)
                 return
 
     def delete_thread(self, thread_id: str) -> None:
@@ -637,7 +705,7 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version above ``current``: a counter and a random tail, as LangGraph's own."""
         number = 0 if current is None else int(str(current).split(".")[0])
-        return f"{number + 1:032}.{secrets.randbelow(10**16):016}"
+        return f"{number + 1:032}.{random.random():016}"
 
     # -- async ---------------------------------------------------------------
 
