@@ -58,6 +58,13 @@ EXPECTED = {
         "memory: 32 episodes, 149 facts (limits 32, 200)",
         "reopened: 3301 messages, heap frozen: True",
     ],
+    "langgraph_checkpointer.py": [
+        "answer: Nantes: 320,000; Lille: 236,000",
+        "reopened: 14 messages, 17 checkpoints",
+        "answer: Lille: 236,000",
+        "messages: 18, each stored once: True",
+        "checkpoints: 22, deltas: 21, each under 1 KB: True",
+    ],
     "redis_sessions.py": [
         "node-a owns the session",
         "node-a handed it to node-b (a newer fencing token: True)",

@@ -223,8 +223,6 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         self._lock = threading.RLock()
         self._heads: dict[str, _Head] = {}
         self._writes_heads: dict[str, str] = {}
-        # Items of the writes stored lately, by object: the next put finds them by identity.
-        self._fresh: dict[int, tuple[Any, str, Mapping[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<CtxflowSaver store={self.store!r}>"
@@ -598,12 +596,8 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
 
     def _body(self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]) -> str:
         """The body hash of one list item; its body goes into ``bodies`` unless stored."""
-        fresh = self._fresh.get(id(value))
-        if fresh is not None and fresh[0] is value:
-            _, digest, body = fresh
-        else:
-            body = self._item_body(value)
-            digest = body_hash(body)
+        body = self._item_body(value)
+        digest = body_hash(body)
         if digest not in known:
             bodies[digest] = body
         return digest
@@ -626,7 +620,6 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             return
         bodies: dict[str, Mapping[str, Any]] = {}
         hashes: builtins.list[str] = []
-        fresh: dict[int, tuple[Any, str, Mapping[str, Any]]] = {}
         for idx, (channel, value) in enumerate(writes):
             body: dict[str, Any] = {
                 "id": "",
@@ -637,16 +630,15 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             }
             items: builtins.list[str] = []
             if type(value) is builtins.list:
-                # Items as the channels store them: a message written here is the body
-                # its channel will hold, stored once.
+                # Items as the channels store them: a message written here with its id
+                # is the body its channel will hold, stored once. (Not found by identity
+                # later: the reducer may still give it an id in place.)
                 body["n"] = len(value)
                 for item in value:
                     item_body = self._item_body(item)
                     digest = body_hash(item_body)
                     bodies[digest] = item_body
                     items.append(digest)
-                    if not isinstance(item, _MUTABLE):
-                        fresh[id(item)] = (item, digest, item_body)
             else:
                 body["t"], body["b"] = self.serde.dumps_typed(value)
             digest = body_hash(body)
@@ -686,9 +678,6 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
                 if len(self._writes_heads) >= 1024:
                     self._writes_heads.clear()
                 self._writes_heads[session] = written.id
-                if len(self._fresh) >= 4096:
-                    self._fresh.clear()
-                self._fresh.update(fresh)
                 return
 
     def delete_thread(self, thread_id: str) -> None:
