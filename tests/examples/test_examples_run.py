@@ -58,6 +58,13 @@ EXPECTED = {
         "memory: 32 episodes, 149 facts (limits 32, 200)",
         "reopened: 3301 messages, heap frozen: True",
     ],
+    "langchain_middleware.py": [
+        "answer: 16 modules read; mod0.py has 61 lines.",
+        "history: 36 messages, 49,315 characters",
+        "model calls: 18, all valid for both APIs: True",
+        "every window within 4,000 tokens: True",
+        "chart: start plan_ready step ... 17 steps, 3 reflections",
+    ],
     "langgraph_checkpointer.py": [
         "answer: Nantes: 320,000; Lille: 236,000",
         "reopened: 14 messages, 17 checkpoints",

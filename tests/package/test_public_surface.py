@@ -31,6 +31,7 @@ PUBLIC = (
     "ctxflow.sessions",
     "ctxflow.loop",
     "ctxflow.testing",
+    "ctxflow.integrations.langchain",
     "ctxflow.integrations.langgraph",
 )
 
