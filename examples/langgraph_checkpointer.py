@@ -103,7 +103,10 @@ def main() -> None:
             records = saver.store.checkpoints("langgraph/cities/")
             deltas = [r.size for r in records if not r.full]
             small = max(deltas) < 1024
-            print(f"checkpoints: {len(records)}, deltas: {len(deltas)}, each under 1 KB: {small}")
+            print(
+                f"store records (checkpoints and writes): {len(records)}, "
+                f"deltas: {len(deltas)}, each under 1 KB: {small}"
+            )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import random
+import operator
 import secrets
 import struct
 import threading
@@ -163,6 +163,8 @@ class _Channel:
     ranges: _Ranges
     hashes: builtins.list[str]
     items: builtins.list[Any] | None = None
+    #: No item is a builtin container (so identity alone says an item is unchanged).
+    plain: bool = False
 
 
 @attrs.define
@@ -190,7 +192,7 @@ def _array(n: int) -> bytes:
     return b"\xdd" + struct.pack(">I", n)
 
 
-class CtxflowSaver(BaseCheckpointSaver[str]):
+class CtxflowSaver(BaseCheckpointSaver[int]):
     """A LangGraph checkpointer (sync and async) that keeps its checkpoints in a ctxflow store.
 
     ``store`` is any :class:`~ctxflow.persistence.Store` (``MemoryStore``,
@@ -356,7 +358,7 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             checkpoint=checkpoint,  # type: ignore[arg-type]
             metadata=metadata if metadata is not None else self._metadata(snapshot),  # type: ignore[arg-type]
             parent_config=_config(thread_id, ns, parent) if parent else None,
-            pending_writes=self._pending(thread_id, ns, checkpoint["id"]),
+            pending_writes=self._pending(thread_id, ns, checkpoint["id"], snapshot),
         )
 
     def _value(self, body: Mapping[str, Any]) -> Any:
@@ -382,38 +384,31 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             items = values.get(name)
             if isinstance(items, builtins.list) and len(items) == len(channel.hashes):
                 channel.items = builtins.list(items)
+                channel.plain = not any(isinstance(item, _MUTABLE) for item in items)
 
     def _pending(
-        self, thread_id: str, ns: str, checkpoint_id: str
+        self, thread_id: str, ns: str, checkpoint_id: str, snapshot: Snapshot
     ) -> builtins.list[tuple[str, str, Any]]:
-        """A checkpoint's pending writes, merged as LangGraph's savers merge them."""
+        """A checkpoint's pending writes (those stored with it, then any stored apart),
+        merged as LangGraph's savers merge them."""
+        calls = [snapshot.bodies[digest] for digest in snapshot.manifest.overlays.values()]
         try:
-            snapshot = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
+            apart = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
         except CheckpointNotFound:
-            return []
-        log, bodies = snapshot.manifest.hashes, snapshot.bodies
-        merged: dict[tuple[str, int], tuple[Mapping[str, Any], builtins.list[str]]] = {}
-        at = 0
-        while at < len(log):
-            body = bodies[log[at]]
-            count = body.get("n", 0)
-            items = log[at + 1 : at + 1 + count]
-            at += 1 + count
-            key = (body["task"], body["idx"])
-            if key[1] >= 0 and key in merged:
-                continue
-            merged[key] = (body, items)
-        ordered = sorted(
-            merged.values(),
-            key=lambda w: writes_sort_key(w[0]["path"], w[0]["task"], w[0]["idx"]),
-        )
+            pass
+        else:
+            calls += [apart.bodies[digest] for digest in apart.manifest.hashes]
+        merged: dict[tuple[str, int], tuple[str, int, str, str, bytes]] = {}
+        for call in calls:
+            task, path = call["task"], call["path"]
+            for idx, channel, kind, data in call["writes"]:
+                if idx >= 0 and (task, idx) in merged:
+                    continue  # a task's write is stored once; a special channel replaces
+                merged[(task, idx)] = (path, idx, channel, kind, data)
+        ordered = sorted(merged.items(), key=lambda w: writes_sort_key(w[1][0], w[0][0], w[0][1]))
         return [
-            (
-                body["task"],
-                body["ch"],
-                self._items([bodies[h] for h in items]) if "n" in body else self._value(body),
-            )
-            for body, items in ordered
+            (task, channel, self.serde.loads_typed((kind, data)))
+            for (task, _), (_, _, channel, kind, data) in ordered
         ]
 
     # -- writing -------------------------------------------------------------
@@ -490,6 +485,7 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         given = checkpoint["channel_values"]
         versions = dict(checkpoint["channel_versions"])
         manifest = head.manifest.copy()
+        manifest.overlays = {}  # the writes of the checkpoint before stay with it
         log = manifest.hashes
         bodies: dict[str, Mapping[str, Any]] = {}
         lists: dict[str, _Channel] = {}
@@ -562,6 +558,30 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
         """A list value as ranges of the log, appending the items that are new to it."""
         old_items = before.items if before is not None and before.items is not None else []
         old_hashes = before.hashes if before is not None else []
+        count = len(old_items)
+        if (
+            before is not None
+            and before.plain
+            and count
+            and len(value) >= count
+            and all(map(operator.is_, old_items, value))
+        ):
+            # The common step: the same items and some appended (checked at C speed).
+            new = value[count:]
+            if not new:
+                return _Channel(before.ranges, old_hashes, old_items, plain=True)
+            added = [self._body(item, bodies, head.known) for item in new]
+            ranges = [list(r) for r in before.ranges]
+            start = len(log)
+            log.extend(added)
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = [ranges[-1][0], len(log)]
+            else:
+                ranges.append([start, len(log)])
+            if len(ranges) <= _MAX_RANGES:
+                plain = not any(isinstance(item, _MUTABLE) for item in new)
+                return _Channel(ranges, old_hashes + added, builtins.list(value), plain=plain)
+            del log[start:]
         hashes: builtins.list[str] = []
         for index, item in enumerate(value):
             if (
@@ -588,7 +608,8 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             start = len(log)
             log.extend(hashes)
             ranges = [[start, len(log)]]
-        return _Channel(ranges, hashes, builtins.list(value))
+        plain = not any(isinstance(item, _MUTABLE) for item in value)
+        return _Channel(ranges, hashes, builtins.list(value), plain=plain)
 
     def _item_body(self, value: Any) -> dict[str, Any]:
         kind, data = self.serde.dumps_typed(value)
@@ -618,67 +639,92 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
             )
         if not writes:
             return
-        bodies: dict[str, Mapping[str, Any]] = {}
-        hashes: builtins.list[str] = []
-        for idx, (channel, value) in enumerate(writes):
-            body: dict[str, Any] = {
-                "id": "",
-                "task": task_id,
-                "idx": WRITES_IDX_MAP.get(channel, idx),
-                "ch": channel,
-                "path": task_path,
-            }
-            items: builtins.list[str] = []
-            if type(value) is builtins.list:
-                # Items as the channels store them: a message written here with its id
-                # is the body its channel will hold, stored once. (Not found by identity
-                # later: the reducer may still give it an id in place.)
-                body["n"] = len(value)
-                for item in value:
-                    item_body = self._item_body(item)
-                    digest = body_hash(item_body)
-                    bodies[digest] = item_body
-                    items.append(digest)
-            else:
-                body["t"], body["b"] = self.serde.dumps_typed(value)
-            digest = body_hash(body)
-            bodies[digest] = body
-            hashes.append(digest)
-            hashes.extend(items)
-        session = _writes_session(thread_id, ns, checkpoint_id)
+        body = {
+            "id": "",
+            "task": task_id,
+            "path": task_path,
+            "writes": [
+                [WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value)]
+                for idx, (channel, value) in enumerate(writes)
+            ],
+        }
+        bodies = {body_hash(body): body}
         with self._lock:
+            session = _session(thread_id, ns)
             for attempt in range(_ATTEMPTS):
-                parent = self._writes_heads.get(session)
-                if parent is None:
-                    try:
-                        parent = self.store.latest(session).id
-                    except CheckpointNotFound:
-                        parent = None
-                manifest = (
-                    Manifest(hashes=hashes).to_plain()
-                    if parent is None
-                    else {"kind": "delta", "hashes": hashes}
-                )
-                draft = CheckpointDraft(
-                    id=new_checkpoint_id(),
-                    session_id=session,
-                    parent_id=parent,
-                    created_at=time.time(),
-                    manifest=manifest,
-                    bodies=bodies,
-                    trigger="langgraph-writes",
-                )
+                head = self._head(session)
                 try:
-                    written = self.store.put(draft, expected_parent=parent)
+                    if head.record_id is not None and _lg_id(head.record_id) == checkpoint_id:
+                        self._put_writes_at_head(session, head, checkpoint_id, bodies)
+                    else:
+                        self._put_writes_apart(
+                            _writes_session(thread_id, ns, checkpoint_id), bodies
+                        )
+                    return
                 except StaleCheckpoint:
-                    self._writes_heads.pop(session, None)
+                    self._heads.pop(session, None)
                     if attempt == _ATTEMPTS - 1:
                         raise
-                    continue
-                if len(self._writes_heads) >= 1024:
-                    self._writes_heads.clear()
-                self._writes_heads[session] = written.id
-                return
+
+    def _put_writes_at_head(
+        self, session: str, head: _Head, checkpoint_id: str, bodies: dict[str, dict[str, Any]]
+    ) -> None:
+        """Writes for the session's latest checkpoint: a delta naming their bodies in the
+        manifest's keyed body map (which the next checkpoint empties again)."""
+        manifest = head.manifest.copy()
+        for digest in bodies:
+            manifest.overlays[f"{len(manifest.overlays)}"] = digest
+        record = manifest.delta_from(head.manifest)
+        if record is None or len(record) == 2:
+            return  # nothing new
+        draft = CheckpointDraft(
+            id=_record_id(checkpoint_id),
+            session_id=session,
+            parent_id=head.record_id,
+            created_at=time.time(),
+            manifest=record,
+            bodies={d: b for d, b in bodies.items() if d not in head.known},
+            trigger="langgraph-writes",
+        )
+        written = self.store.put(draft, expected_parent=head.record_id)
+        head.record_id = written.id
+        head.manifest = manifest
+        head.known.update(bodies)
+        head.since_full += 1
+        head.delta_bytes += len(msgpack.packb(record, use_bin_type=True))
+
+    def _put_writes_apart(self, session: str, bodies: dict[str, dict[str, Any]]) -> None:
+        """Writes for a checkpoint that is no longer its thread's latest: a session of their
+        own, one store checkpoint per call."""
+        hashes = builtins.list(bodies)
+        parent = self._writes_heads.get(session)
+        if parent is None:
+            try:
+                parent = self.store.latest(session).id
+            except CheckpointNotFound:
+                parent = None
+        manifest = (
+            Manifest(hashes=hashes).to_plain()
+            if parent is None
+            else {"kind": "delta", "hashes": hashes}
+        )
+        draft = CheckpointDraft(
+            id=new_checkpoint_id(),
+            session_id=session,
+            parent_id=parent,
+            created_at=time.time(),
+            manifest=manifest,
+            bodies=bodies,
+            trigger="langgraph-writes",
+        )
+        try:
+            written = self.store.put(draft, expected_parent=parent)
+        except StaleCheckpoint:
+            self._writes_heads.pop(session, None)
+            raise
+        if len(self._writes_heads) >= 1024:
+            self._writes_heads.clear()
+        self._writes_heads[session] = written.id
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread (all its namespaces)."""
@@ -690,11 +736,6 @@ class CtxflowSaver(BaseCheckpointSaver[str]):
                     self.store.erase(session)
                     self._heads.pop(session, None)
                     self._writes_heads.pop(session, None)
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        """A version above ``current``: a counter and a random tail, as LangGraph's own."""
-        number = 0 if current is None else int(str(current).split(".")[0])
-        return f"{number + 1:032}.{random.random():016}"
 
     # -- async ---------------------------------------------------------------
 
