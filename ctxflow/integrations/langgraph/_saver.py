@@ -162,6 +162,7 @@ class _Channel:
 
     ranges: _Ranges
     hashes: builtins.list[str]
+    bodies: builtins.list[Mapping[str, Any]]
     items: builtins.list[Any] | None = None
     #: No item is a builtin container (so identity alone says an item is unchanged).
     plain: bool = False
@@ -178,6 +179,8 @@ class _Head:
     values: dict[str, builtins.list[Any]] = attrs.field(factory=dict)
     newest: str | None = None
     known: set[str] = attrs.field(factory=set)
+    #: The bodies of the pending writes stored with the latest checkpoint.
+    writes: builtins.list[Mapping[str, Any]] = attrs.field(factory=list)
     since_full: int = 0
     delta_bytes: int = 0
     full_bytes: int = 0
@@ -209,6 +212,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         serde: SerializerProtocol | None = None,
         full_every: int = 64,
         full_ratio: float = 1.0,
+        max_heads: int = 256,
     ) -> None:
         if full_every < 1:
             raise CheckpointError(
@@ -222,6 +226,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         self.store = store
         self.full_every = full_every
         self.full_ratio = full_ratio
+        self.max_heads = max(1, max_heads)
         self._lock = threading.RLock()
         self._heads: dict[str, _Head] = {}
         self._writes_heads: dict[str, str] = {}
@@ -249,15 +254,17 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         with self._lock:
             try:
                 if checkpoint_id is None:
+                    found = self._from_head(thread_id, ns, session)
+                    if found is not None:
+                        return found
                     snapshot: Snapshot | None = self.store.load(session)
                     assert snapshot is not None
                     newest = snapshot.manifest.state.get("newest")
                     if isinstance(newest, str) and _lg_id(snapshot.record.id) != newest:
                         snapshot = self._load(session, newest)
                     else:
-                        found = self._tuple(thread_id, ns, snapshot)
-                        self._adopt(session, snapshot, found.checkpoint["channel_values"])
-                        return found
+                        head = self._adopt(session, snapshot)
+                        return self._tuple_of_head(thread_id, ns, head)
                 else:
                     snapshot = self._load(session, checkpoint_id)
             except CheckpointNotFound:
@@ -342,23 +349,66 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         *,
         metadata: dict[str, Any] | None = None,
     ) -> CheckpointTuple:
-        state = snapshot.manifest.state
+        manifest, bodies = snapshot.manifest, snapshot.bodies
+        lists = {
+            name: [bodies[manifest.hashes[i]] for i in _positions(ranges)]
+            for name, ranges in manifest.state["lists"].items()
+        }
+        writes = [bodies[digest] for digest in manifest.overlays.values()]
+        return self._assemble(thread_id, ns, manifest.state, lists, writes, metadata=metadata)
+
+    def _tuple_of_head(self, thread_id: str, ns: str, head: _Head) -> CheckpointTuple:
+        """The tuple of a session's latest checkpoint from what the saver holds of it; its
+        list items become the ones the next put compares by identity."""
+        lists = {name: channel.bodies for name, channel in head.lists.items()}
+        found = self._assemble(thread_id, ns, head.manifest.state, lists, head.writes)
+        values = found.checkpoint["channel_values"]
+        for name, channel in head.lists.items():
+            items = values.get(name)
+            if isinstance(items, builtins.list) and len(items) == len(channel.hashes):
+                channel.items = builtins.list(items)
+                channel.plain = not any(isinstance(item, _MUTABLE) for item in items)
+        return found
+
+    def _from_head(self, thread_id: str, ns: str, session: str) -> CheckpointTuple | None:
+        """The latest checkpoint without reading it back, when the saver's head of the
+        session is still the store's latest (one small query) and the thread's newest."""
+        head = self._heads.get(session)
+        if head is None or head.record_id is None or head.newest != _lg_id(head.record_id):
+            return None
+        if self.store.latest(session).id != head.record_id:
+            self._heads.pop(session, None)
+            return None
+        return self._tuple_of_head(thread_id, ns, head)
+
+    def _assemble(
+        self,
+        thread_id: str,
+        ns: str,
+        state: Mapping[str, Any],
+        lists: Mapping[str, builtins.list[Mapping[str, Any]]],
+        writes: builtins.list[Mapping[str, Any]],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> CheckpointTuple:
+        """A checkpoint tuple from a manifest state, the bodies of its list channels and
+        of the pending writes stored with it."""
         kind, data = state["checkpoint"]
         checkpoint: dict[str, Any] = self.serde.loads_typed((kind, data))
-        log, bodies = snapshot.manifest.hashes, snapshot.bodies
-        values: dict[str, Any] = {}
-        for name, ranges in state["lists"].items():
-            values[name] = self._items([bodies[log[i]] for i in _positions(ranges)])
+        values: dict[str, Any] = {name: self._items(items) for name, items in lists.items()}
         for name, (kind_, data_) in state["values"].items():
             values[name] = self.serde.loads_typed((kind_, data_))
         checkpoint["channel_values"] = values
+        if metadata is None:
+            meta_kind, meta_data = state["metadata"]
+            metadata = self.serde.loads_typed((meta_kind, meta_data))
         parent = state.get("parent")
         return CheckpointTuple(
             config=_config(thread_id, ns, checkpoint["id"]),
             checkpoint=checkpoint,  # type: ignore[arg-type]
-            metadata=metadata if metadata is not None else self._metadata(snapshot),  # type: ignore[arg-type]
+            metadata=metadata,  # type: ignore[arg-type]
             parent_config=_config(thread_id, ns, parent) if parent else None,
-            pending_writes=self._pending(thread_id, ns, checkpoint["id"], snapshot),
+            pending_writes=self._pending(thread_id, ns, checkpoint["id"], writes),
         )
 
     def _value(self, body: Mapping[str, Any]) -> Any:
@@ -373,25 +423,27 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                 return items
         return [self._value(b) for b in bodies]
 
-    def _adopt(self, session: str, snapshot: Snapshot, values: Mapping[str, Any]) -> None:
-        """Take a loaded latest checkpoint as the head of its session, with the list items
-        just read (so the next put finds them unchanged by identity)."""
+    def _adopt(self, session: str, snapshot: Snapshot) -> _Head:
+        """Take a loaded latest checkpoint as the head of its session."""
         head = self._heads.get(session)
         if head is None or head.record_id != snapshot.record.id:
             head = self._head_of(snapshot)
-            self._heads[session] = head
-        for name, channel in head.lists.items():
-            items = values.get(name)
-            if isinstance(items, builtins.list) and len(items) == len(channel.hashes):
-                channel.items = builtins.list(items)
-                channel.plain = not any(isinstance(item, _MUTABLE) for item in items)
+            self._remember(session, head)
+        return head
+
+    def _remember(self, session: str, head: _Head) -> None:
+        """Keep a session's head, forgetting the least recently used beyond ``max_heads``."""
+        self._heads.pop(session, None)
+        self._heads[session] = head
+        while len(self._heads) > self.max_heads:
+            del self._heads[next(iter(self._heads))]
 
     def _pending(
-        self, thread_id: str, ns: str, checkpoint_id: str, snapshot: Snapshot
+        self, thread_id: str, ns: str, checkpoint_id: str, stored: builtins.list[Mapping[str, Any]]
     ) -> builtins.list[tuple[str, str, Any]]:
         """A checkpoint's pending writes (those stored with it, then any stored apart),
         merged as LangGraph's savers merge them."""
-        calls = [snapshot.bodies[digest] for digest in snapshot.manifest.overlays.values()]
+        calls = builtins.list(stored)
         try:
             apart = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
         except CheckpointNotFound:
@@ -449,7 +501,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             head = _Head(record_id=None, manifest=Manifest())
         else:
             head = self._head_of(snapshot)
-        self._heads[session] = head
+        self._remember(session, head)
         return head
 
     def _head_of(self, snapshot: Snapshot) -> _Head:
@@ -457,15 +509,17 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         state = snapshot.manifest.state
         kind, data = state["checkpoint"]
         described = self.serde.loads_typed((kind, data))
-        log = snapshot.manifest.hashes
+        log, bodies = snapshot.manifest.hashes, snapshot.bodies
+        lists = {}
+        for name, ranges in state["lists"].items():
+            hashes = [log[i] for i in _positions(ranges)]
+            lists[name] = _Channel(ranges, hashes, [bodies[h] for h in hashes])
         return _Head(
             record_id=snapshot.record.id,
             manifest=snapshot.manifest.copy(),
             versions=dict(described.get("channel_versions") or {}),
-            lists={
-                name: _Channel(ranges, [log[i] for i in _positions(ranges)])
-                for name, ranges in state["lists"].items()
-            },
+            lists=lists,
+            writes=[bodies[d] for d in snapshot.manifest.overlays.values()],
             values=dict(state["values"]),
             newest=state.get("newest"),
             known=snapshot.manifest.body_hashes(),
@@ -540,6 +594,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         head.record_id = written.id
         head.manifest = manifest
         head.lists, head.values, head.versions, head.newest = lists, values, versions, newest
+        head.writes = []
         head.known.update(bodies)
         if full:
             head.since_full, head.delta_bytes, head.full_bytes = 0, 0, weight
@@ -558,6 +613,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         """A list value as ranges of the log, appending the items that are new to it."""
         old_items = before.items if before is not None and before.items is not None else []
         old_hashes = before.hashes if before is not None else []
+        old_bodies = before.bodies if before is not None else []
         count = len(old_items)
         if (
             before is not None
@@ -569,8 +625,9 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             # The common step: the same items and some appended (checked at C speed).
             new = value[count:]
             if not new:
-                return _Channel(before.ranges, old_hashes, old_items, plain=True)
-            added = [self._body(item, bodies, head.known) for item in new]
+                return _Channel(before.ranges, old_hashes, old_bodies, old_items, plain=True)
+            made = [self._body(item, bodies, head.known) for item in new]
+            added = [digest for digest, _ in made]
             ranges = [list(r) for r in before.ranges]
             start = len(log)
             log.extend(added)
@@ -580,9 +637,16 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                 ranges.append([start, len(log)])
             if len(ranges) <= _MAX_RANGES:
                 plain = not any(isinstance(item, _MUTABLE) for item in new)
-                return _Channel(ranges, old_hashes + added, builtins.list(value), plain=plain)
+                return _Channel(
+                    ranges,
+                    old_hashes + added,
+                    old_bodies + [body for _, body in made],
+                    builtins.list(value),
+                    plain=plain,
+                )
             del log[start:]
         hashes: builtins.list[str] = []
+        item_bodies: builtins.list[Mapping[str, Any]] = []
         for index, item in enumerate(value):
             if (
                 index < len(old_items)
@@ -590,8 +654,11 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                 and not isinstance(item, _MUTABLE)
             ):
                 hashes.append(old_hashes[index])
+                item_bodies.append(old_bodies[index])
             else:
-                hashes.append(self._body(item, bodies, head.known))
+                digest, body = self._body(item, bodies, head.known)
+                hashes.append(digest)
+                item_bodies.append(body)
         kept = 0
         limit = min(len(hashes), len(old_hashes))
         while kept < limit and hashes[kept] == old_hashes[kept]:
@@ -609,19 +676,22 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             log.extend(hashes)
             ranges = [[start, len(log)]]
         plain = not any(isinstance(item, _MUTABLE) for item in value)
-        return _Channel(ranges, hashes, builtins.list(value), plain=plain)
+        return _Channel(ranges, hashes, item_bodies, builtins.list(value), plain=plain)
 
     def _item_body(self, value: Any) -> dict[str, Any]:
         kind, data = self.serde.dumps_typed(value)
         return {"id": "", "t": kind, "b": data}
 
-    def _body(self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]) -> str:
-        """The body hash of one list item; its body goes into ``bodies`` unless stored."""
+    def _body(
+        self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]
+    ) -> tuple[str, dict[str, Any]]:
+        """The body hash and body of one list item; the body goes into ``bodies`` unless
+        stored."""
         body = self._item_body(value)
         digest = body_hash(body)
         if digest not in known:
             bodies[digest] = body
-        return digest
+        return digest, body
 
     def put_writes(
         self,
@@ -690,6 +760,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         head.record_id = written.id
         head.manifest = manifest
         head.known.update(bodies)
+        head.writes.extend(bodies.values())
         head.since_full += 1
         head.delta_bytes += len(msgpack.packb(record, use_bin_type=True))
 
