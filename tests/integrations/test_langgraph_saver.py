@@ -257,3 +257,54 @@ def test_bad_configs_raise_typed_errors_before_writing() -> None:
     with pytest.raises(CheckpointError, match="full_every"):
         CtxflowSaver(store, full_every=0)
     assert store.sessions() == []
+
+
+def _checkpoint(checkpoint_id: str, value: str) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "id": checkpoint_id,
+        "ts": "2026-01-01T00:00:00+00:00",
+        "channel_values": {"x": value},
+        "channel_versions": {"x": 1},
+        "versions_seen": {},
+        "updated_channels": None,
+    }
+
+
+def test_the_newest_id_stays_latest_when_an_older_one_is_put_after_it() -> None:
+    """The latest of a thread is its greatest checkpoint id, as in LangGraph's own savers."""
+    store = MemoryStore()
+    saver = CtxflowSaver(store)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    saver.put(config, _checkpoint("b", "newer"), {"step": 1}, {"x": 1})
+    saver.put(config, _checkpoint("a", "older"), {"step": 0}, {"x": 1})
+    for reader in (saver, CtxflowSaver(store)):
+        latest = reader.get_tuple(config)
+        assert latest is not None
+        assert latest.checkpoint["id"] == "b"
+        assert latest.checkpoint["channel_values"] == {"x": "newer"}
+    assert [t.checkpoint["id"] for t in saver.list(config)] == ["b", "a"]
+
+
+def test_writes_for_an_older_checkpoint_stay_with_it() -> None:
+    """Writes that arrive after the next checkpoint belong to the one they name only."""
+    store = MemoryStore()
+    saver = CtxflowSaver(store)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    first = saver.put(config, _checkpoint("a", "1"), {"step": 0}, {"x": 1})
+    saver.put_writes(first, [("x", "early")], "task-1")
+    second = saver.put(first, _checkpoint("b", "2"), {"step": 1}, {"x": 1})
+    saver.put_writes(first, [("x", "late"), ("x", "later")], "task-2")
+    saver.put_writes(first, [("x", "again")], "task-2")  # (task, idx) stored once
+    for reader in (saver, CtxflowSaver(store)):
+        older = reader.get_tuple(first)
+        newer = reader.get_tuple(second)
+        assert older is not None and newer is not None
+        assert older.pending_writes == [
+            ("task-1", "x", "early"),
+            ("task-2", "x", "late"),
+            ("task-2", "x", "later"),
+        ]
+        assert newer.pending_writes == []
+        assert newer.parent_config is not None
+        assert newer.parent_config["configurable"]["checkpoint_id"] == "a"

@@ -521,7 +521,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             lists=lists,
             writes=[bodies[d] for d in snapshot.manifest.overlays.values()],
             values=dict(state["values"]),
-            newest=state.get("newest"),
+            newest=state.get("newest") or _lg_id(snapshot.record.id),
             known=snapshot.manifest.body_hashes(),
             since_full=snapshot.depth,
         )
@@ -568,8 +568,9 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             "parent": parent,
             "lists": {name: channel.ranges for name, channel in lists.items()},
             "values": values,
-            "newest": newest,
         }
+        if newest != checkpoint_id:
+            state["newest"] = newest  # only when an older id was put after a newer one
         manifest.set_state(state, bodies, head.known)
         due = head.record_id is None or (
             head.since_full + 1 >= self.full_every
