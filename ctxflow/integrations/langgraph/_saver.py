@@ -7,19 +7,25 @@ Layout in the store:
   checkpoints in the order they were put; the LangGraph checkpoint id is the
   prefix of the store checkpoint id (``<id>!<random>``), so a listing needs no
   manifest;
-- channel values are bodies, content-addressed like message bodies: a list
-  value (the messages channel) is stored item by item, so a message that stays
-  in the list is stored once however many checkpoints hold it;
+- list channel values (the messages channel) are stored item by item as
+  content-addressed bodies, so a message that stays in the list is stored once
+  however many checkpoints hold it; other values sit in the manifest's state
+  (a large one a content-addressed part, as in ctxflow's own checkpoints);
 - the manifest's body log (its ``hashes``) is the thread's append-only log of
-  those bodies, and each channel is a ``{"list": [[start, end], ...]}`` range set or
-  an ``{"at": index}`` into it: a step that appends one message writes a delta
-  of one hash and a small state, and a full manifest only every so often (the
-  same ``full_every`` / ``full_ratio`` rule as :class:`~ctxflow.persistence.Checkpointer`);
-- the pending writes of a checkpoint are a session of their own
-  (``langgraph-writes/<thread>/<ns>/<id>``), one store checkpoint per
-  ``put_writes`` call appending its writes; they are merged on read as
-  LangGraph's own savers merge them (a repeated ``(task, idx)`` is ignored, a
-  special channel replaces).
+  list items, and a list channel is a range set into it (``state["lists"]``):
+  a step that appends one message writes a delta of one hash and a small
+  state, and a full manifest only every so often (the ``full_every`` /
+  ``full_ratio`` rule of :class:`~ctxflow.persistence.Checkpointer`);
+- the pending writes of the latest checkpoint are stored with it: a delta per
+  ``put_writes`` call naming one body (the call's writes) in the manifest's
+  keyed body map (``overlays``, for a conversation the overlays of its
+  messages), which the next checkpoint empties; writes naming an older
+  checkpoint go to a session of their own (``langgraph-writes/<thread>/<ns>/<id>``).
+  They are merged on read as LangGraph's own savers merge them (a repeated
+  ``(task, idx)`` is ignored, a special channel replaces);
+- the saver keeps the head of each thread it wrote or read (at most
+  ``max_heads``): the latest checkpoint of a thread whose head is still the
+  store's latest is deserialized from the bytes it holds, without a read.
 
 Gotcha: to avoid serializing the whole message list at every step, an item that
 is the *same object* as the one at that position in the value this saver wrote
