@@ -261,7 +261,15 @@ def _call_id(block: ToolUseBlock) -> str:
 
 
 def _by_role(message: Message) -> list[BaseMessage]:
-    """LangChain messages for a ctxflow message without a usable origin record."""
+    """LangChain messages for a ctxflow message without a usable origin record; the first
+    keeps the message's id, a further one ``<id>.<k>``."""
+    made = _by_role_unnamed(message)
+    for k, converted in enumerate(made):
+        converted.id = message.id if k == 0 else f"{message.id}.{k}"
+    return made
+
+
+def _by_role_unnamed(message: Message) -> list[BaseMessage]:
     blocks = list(message.content)
     if message.role is Role.SYSTEM:
         return [SystemMessage(content=message.text)]

@@ -185,8 +185,8 @@ class _Head:
     values: dict[str, builtins.list[Any]] = attrs.field(factory=dict)
     newest: str | None = None
     known: set[str] = attrs.field(factory=set)
-    #: The bodies of the pending writes stored with the latest checkpoint.
-    writes: builtins.list[Mapping[str, Any]] = attrs.field(factory=list)
+    #: The bodies of the pending writes stored with the latest checkpoint, by hash.
+    writes: dict[str, Mapping[str, Any]] = attrs.field(factory=dict)
     since_full: int = 0
     delta_bytes: int = 0
     full_bytes: int = 0
@@ -236,6 +236,9 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         self._lock = threading.RLock()
         self._heads: dict[str, _Head] = {}
         self._writes_heads: dict[str, str] = {}
+        # The list items of the writes since the last put, by object: the next put takes
+        # their bodies instead of serializing them again, while each keeps the id it had.
+        self._fresh: dict[int, tuple[Any, Any, str, dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<CtxflowSaver store={self.store!r}>"
@@ -360,20 +363,23 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             name: [bodies[manifest.hashes[i]] for i in _positions(ranges)]
             for name, ranges in manifest.state["lists"].items()
         }
-        writes = [bodies[digest] for digest in manifest.overlays.values()]
+        writes = {digest: bodies[digest] for digest in manifest.overlays.values()}
         return self._assemble(thread_id, ns, manifest.state, lists, writes, metadata=metadata)
 
     def _tuple_of_head(self, thread_id: str, ns: str, head: _Head) -> CheckpointTuple:
         """The tuple of a session's latest checkpoint from what the saver holds of it; its
         list items become the ones the next put compares by identity."""
         lists = {name: channel.bodies for name, channel in head.lists.items()}
-        found = self._assemble(thread_id, ns, head.manifest.state, lists, head.writes)
+        # Writes stored apart name a checkpoint that was not its thread's latest when they
+        # came, so the latest has none: its own are all in the head.
+        found = self._assemble(thread_id, ns, head.manifest.state, lists, head.writes, apart=False)
         values = found.checkpoint["channel_values"]
         for name, channel in head.lists.items():
             items = values.get(name)
             if isinstance(items, builtins.list) and len(items) == len(channel.hashes):
                 channel.items = builtins.list(items)
-                channel.plain = not any(isinstance(item, _MUTABLE) for item in items)
+                if not channel.plain:
+                    channel.plain = not any(isinstance(item, _MUTABLE) for item in items)
         return found
 
     def _from_head(self, thread_id: str, ns: str, session: str) -> CheckpointTuple | None:
@@ -393,12 +399,13 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         ns: str,
         state: Mapping[str, Any],
         lists: Mapping[str, builtins.list[Mapping[str, Any]]],
-        writes: builtins.list[Mapping[str, Any]],
+        writes: Mapping[str, Mapping[str, Any]],
         *,
         metadata: dict[str, Any] | None = None,
+        apart: bool = True,
     ) -> CheckpointTuple:
         """A checkpoint tuple from a manifest state, the bodies of its list channels and
-        of the pending writes stored with it."""
+        of the pending writes stored with it (and, with ``apart``, of those stored apart)."""
         kind, data = state["checkpoint"]
         checkpoint: dict[str, Any] = self.serde.loads_typed((kind, data))
         values: dict[str, Any] = {name: self._items(items) for name, items in lists.items()}
@@ -414,7 +421,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             checkpoint=checkpoint,  # type: ignore[arg-type]
             metadata=metadata,  # type: ignore[arg-type]
             parent_config=_config(thread_id, ns, parent) if parent else None,
-            pending_writes=self._pending(thread_id, ns, checkpoint["id"], writes),
+            pending_writes=self._pending(thread_id, ns, checkpoint["id"], writes, apart=apart),
         )
 
     def _value(self, body: Mapping[str, Any]) -> Any:
@@ -445,29 +452,47 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             del self._heads[next(iter(self._heads))]
 
     def _pending(
-        self, thread_id: str, ns: str, checkpoint_id: str, stored: builtins.list[Mapping[str, Any]]
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        stored: Mapping[str, Mapping[str, Any]],
+        *,
+        apart: bool = True,
     ) -> builtins.list[tuple[str, str, Any]]:
         """A checkpoint's pending writes (those stored with it, then any stored apart),
         merged as LangGraph's savers merge them."""
-        calls = builtins.list(stored)
-        try:
-            apart = self.store.load(_writes_session(thread_id, ns, checkpoint_id))
-        except CheckpointNotFound:
-            pass
-        else:
-            calls += [apart.bodies[digest] for digest in apart.manifest.hashes]
-        merged: dict[tuple[str, int], tuple[str, int, str, str, bytes]] = {}
+        bodies = dict(stored)
+        calls = [body for body in stored.values() if "task" in body]
+        other = self._apart(thread_id, ns, checkpoint_id) if apart else None
+        if other is not None:
+            bodies.update(other.bodies)
+            calls += [other.bodies[d] for d in other.manifest.hashes if "task" in other.bodies[d]]
+        merged: dict[tuple[str, int], tuple[str, str, str, Any]] = {}
         for call in calls:
             task, path = call["task"], call["path"]
             for idx, channel, kind, data in call["writes"]:
                 if idx >= 0 and (task, idx) in merged:
                     continue  # a task's write is stored once; a special channel replaces
-                merged[(task, idx)] = (path, idx, channel, kind, data)
-        ordered = sorted(merged.items(), key=lambda w: writes_sort_key(w[1][0], w[0][0], w[0][1]))
+                merged[(task, idx)] = (path, channel, kind, data)
+        ordered = sorted(merged.items(), key=lambda w: writes_sort_key(w[1][0], *w[0]))
         return [
-            (task, channel, self.serde.loads_typed((kind, data)))
-            for (task, _), (_, _, channel, kind, data) in ordered
+            (
+                task,
+                channel,
+                self._items([bodies[h] for h in data])
+                if kind == "items"
+                else self.serde.loads_typed((kind, data)),
+            )
+            for (task, _), (_, channel, kind, data) in ordered
         ]
+
+    def _apart(self, thread_id: str, ns: str, checkpoint_id: str) -> Snapshot | None:
+        """The writes of a checkpoint stored apart (None when it has none)."""
+        try:
+            return self.store.load(_writes_session(thread_id, ns, checkpoint_id))
+        except CheckpointNotFound:
+            return None
 
     # -- writing -------------------------------------------------------------
 
@@ -525,7 +550,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             manifest=snapshot.manifest.copy(),
             versions=dict(described.get("channel_versions") or {}),
             lists=lists,
-            writes=[bodies[d] for d in snapshot.manifest.overlays.values()],
+            writes={d: bodies[d] for d in snapshot.manifest.overlays.values()},
             values=dict(state["values"]),
             newest=state.get("newest") or _lg_id(snapshot.record.id),
             known=snapshot.manifest.body_hashes(),
@@ -601,7 +626,8 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         head.record_id = written.id
         head.manifest = manifest
         head.lists, head.values, head.versions, head.newest = lists, values, versions, newest
-        head.writes = []
+        head.writes = {}
+        self._fresh.clear()
         head.known.update(bodies)
         if full:
             head.since_full, head.delta_bytes, head.full_bytes = 0, 0, weight
@@ -694,8 +720,12 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
     ) -> tuple[str, dict[str, Any]]:
         """The body hash and body of one list item; the body goes into ``bodies`` unless
         stored."""
-        body = self._item_body(value)
-        digest = body_hash(body)
+        fresh = self._fresh.get(id(value))
+        if fresh is not None and fresh[0] is value and getattr(value, "id", None) == fresh[1]:
+            _, _, digest, body = fresh
+        else:
+            body = self._item_body(value)
+            digest = body_hash(body)
         if digest not in known:
             bodies[digest] = body
         return digest, body
@@ -716,16 +746,25 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             )
         if not writes:
             return
-        body = {
-            "id": "",
-            "task": task_id,
-            "path": task_path,
-            "writes": [
-                [WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value)]
-                for idx, (channel, value) in enumerate(writes)
-            ],
-        }
-        bodies = {body_hash(body): body}
+        bodies: dict[str, dict[str, Any]] = {}
+        fresh: dict[int, tuple[Any, Any, str, dict[str, Any]]] = {}
+        entries: builtins.list[builtins.list[Any]] = []
+        for idx, (channel, value) in enumerate(writes):
+            where = WRITES_IDX_MAP.get(channel, idx)
+            if type(value) is builtins.list and not any(isinstance(v, _MUTABLE) for v in value):
+                # Items as a list channel stores them: a message that carries its id is
+                # the body its channel will hold, stored once.
+                items = [self._item_body(item) for item in value]
+                hashes = [body_hash(item) for item in items]
+                bodies.update(zip(hashes, items, strict=True))
+                entries.append([where, channel, "items", hashes])
+                for item, digest, item_body in zip(value, hashes, items, strict=True):
+                    if getattr(item, "id", None) is not None:
+                        fresh[id(item)] = (item, item.id, digest, item_body)
+            else:
+                entries.append([where, channel, *self.serde.dumps_typed(value)])
+        call = {"id": "", "task": task_id, "path": task_path, "writes": entries}
+        bodies = {body_hash(call): call, **bodies}
         with self._lock:
             session = _session(thread_id, ns)
             for attempt in range(_ATTEMPTS):
@@ -733,6 +772,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                 try:
                     if head.record_id is not None and _lg_id(head.record_id) == checkpoint_id:
                         self._put_writes_at_head(session, head, checkpoint_id, bodies)
+                        self._fresh.update(fresh)
                     else:
                         self._put_writes_apart(
                             _writes_session(thread_id, ns, checkpoint_id), bodies
@@ -767,7 +807,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         head.record_id = written.id
         head.manifest = manifest
         head.known.update(bodies)
-        head.writes.extend(bodies.values())
+        head.writes.update(bodies)
         head.since_full += 1
         head.delta_bytes += len(msgpack.packb(record, use_bin_type=True))
 
