@@ -855,6 +855,68 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                     self._heads.pop(session, None)
                     self._writes_heads.pop(session, None)
 
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only the latest checkpoint of each namespace of the threads (with its
+        writes), or delete them whole (``strategy="delete"``)."""
+        if strategy not in {"keep_latest", "delete"}:
+            raise CheckpointError(
+                f"'strategy' must be 'keep_latest' or 'delete' (got {strategy!r})",
+                rule="prune_strategy",
+            )
+        with self._lock:
+            sessions = self.store.sessions()
+            for thread_id in thread_ids:
+                thread = _q(str(thread_id))
+                mine = [s for s in sessions if s.startswith(f"{_THREADS}{thread}/")]
+                apart = [s for s in sessions if s.startswith(f"{_WRITES}{thread}/")]
+                kept: set[str] = set()
+                for session in mine:
+                    self._heads.pop(session, None)
+                    if strategy == "delete":
+                        self.store.erase(session)
+                        continue
+                    records = self.store.checkpoints(session)
+                    newest = max(_lg_id(r.id) for r in records)
+                    last = max(i for i, r in enumerate(records) if _lg_id(r.id) == newest)
+                    place = _parse_session(session)
+                    assert place is not None
+                    kept.add(_writes_session(place[0], place[1], newest))
+                    self.store.prune(session, keep_last=len(records) - last)
+                for session in apart:
+                    if session not in kept:
+                        self.store.erase(session)
+                        self._writes_heads.pop(session, None)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint of a thread, with its writes, to another thread."""
+        found = self._list(
+            {"configurable": {"thread_id": source_thread_id}}, filter=None, before=None, limit=None
+        )
+        order = sorted(
+            found,
+            key=lambda t: (
+                t.config["configurable"]["checkpoint_ns"],
+                t.config["configurable"]["checkpoint_id"],
+            ),
+        )
+        for copied in order:
+            ns = copied.config["configurable"]["checkpoint_ns"]
+            target: dict[str, Any] = {"thread_id": target_thread_id, "checkpoint_ns": ns}
+            if copied.parent_config is not None:
+                target["checkpoint_id"] = copied.parent_config["configurable"]["checkpoint_id"]
+            checkpoint = copied.checkpoint
+            stored = self.put(
+                {"configurable": target},
+                checkpoint,
+                copied.metadata,
+                dict(checkpoint["channel_versions"]),
+            )
+            tasks: dict[str, builtins.list[tuple[str, Any]]] = {}
+            for task, channel, value in copied.pending_writes or ():
+                tasks.setdefault(task, []).append((channel, value))
+            for task, writes in tasks.items():
+                self.put_writes(stored, writes, task)
+
     # -- async ---------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -899,3 +961,11 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
     async def adelete_thread(self, thread_id: str) -> None:
         """See :meth:`delete_thread` (run in a worker thread)."""
         await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """See :meth:`prune` (run in a worker thread)."""
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """See :meth:`copy_thread` (run in a worker thread)."""
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
