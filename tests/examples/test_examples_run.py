@@ -69,6 +69,20 @@ EXPECTED = {
         "save latency: p50 ",
         "closed: unsaved=[]",
     ],
+    "langchain_middleware.py": [
+        "answer: 16 modules read; mod0.py has 61 lines.",
+        "history: 36 messages, 49,315 characters",
+        "model calls: 18, all valid for both APIs: True",
+        "every window within 4,000 tokens: True",
+        "chart: start plan_ready step ... 17 steps, 3 reflections",
+    ],
+    "langgraph_checkpointer.py": [
+        "answer: Nantes: 320,000; Lille: 236,000",
+        "reopened: 14 messages, 17 checkpoints",
+        "answer: Lille: 236,000",
+        "messages: 18, each stored once: True",
+        "checkpoints stored: 22, each delta under 1 KB: True",
+    ],
     "redis_sessions.py": [
         "node-a owns the session",
         "node-a handed it to node-b (a newer fencing token: True)",

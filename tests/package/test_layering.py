@@ -33,6 +33,7 @@ RANKS = {
     "loop": 9,
     "replay": 10,
     "testing": 10,
+    "integrations": 10,
     "cli": 11,
     "__main__": 12,
     "": 12,  # the top-level __init__

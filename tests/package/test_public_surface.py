@@ -31,6 +31,8 @@ PUBLIC = (
     "ctxflow.sessions",
     "ctxflow.loop",
     "ctxflow.testing",
+    "ctxflow.integrations.langchain",
+    "ctxflow.integrations.langgraph",
 )
 
 
