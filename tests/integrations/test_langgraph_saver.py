@@ -16,7 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
 
-from ctxflow.errors import CheckpointError, StoreError
+from ctxflow.errors import CheckpointError, StoreURLError
 from ctxflow.integrations.langgraph import CtxflowSaver
 from ctxflow.stores import MemoryStore, SQLiteStore
 
@@ -230,20 +230,20 @@ def test_two_savers_on_one_file_take_turns(tmp_path: Path) -> None:
 
 
 def test_from_conn_string_reads_memory_sqlite_and_paths(tmp_path: Path) -> None:
-    """``memory``, ``sqlite:///path`` and a path open stores; other URLs are refused by name."""
-    with CtxflowSaver.from_conn_string("memory") as saver:
-        assert isinstance(saver.store, MemoryStore)
+    """``memory`` (and LangGraph's ``:memory:``), ``sqlite:///path`` and a path open stores;
+    other URLs are refused by name, creating nothing."""
+    for memory in ("memory", ":memory:"):
+        with CtxflowSaver.from_conn_string(memory) as saver:
+            assert isinstance(saver.store, MemoryStore)
     with CtxflowSaver.from_conn_string(f"sqlite:///{tmp_path / 'a.db'}") as saver:
         assert isinstance(saver.store, SQLiteStore)
     with CtxflowSaver.from_conn_string(str(tmp_path / "b.db")) as saver:
         assert isinstance(saver.store, SQLiteStore)
-    with (
-        pytest.raises(StoreError, match="got scheme 'mysql'"),
-        CtxflowSaver.from_conn_string("mysql://x"),
-    ):
+    with pytest.raises(StoreURLError, match="mysql"), CtxflowSaver.from_conn_string("mysql://x"):
         pass
-    with pytest.raises(StoreError, match="non-empty string"), CtxflowSaver.from_conn_string(""):
+    with pytest.raises(StoreURLError), CtxflowSaver.from_conn_string(""):
         pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db"]
 
 
 def test_bad_configs_raise_typed_errors_before_writing() -> None:

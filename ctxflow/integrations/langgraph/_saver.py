@@ -68,7 +68,6 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ctxflow.errors import CheckpointError, CheckpointNotFound, StaleCheckpoint
-from ctxflow.integrations.langgraph._urls import open_store
 from ctxflow.persistence import (
     CheckpointDraft,
     Manifest,
@@ -77,6 +76,7 @@ from ctxflow.persistence import (
     body_hash,
     new_checkpoint_id,
 )
+from ctxflow.stores import open_store
 
 __all__ = ["CtxflowSaver"]
 
@@ -246,9 +246,11 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
     @classmethod
     @contextmanager
     def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[CtxflowSaver]:
-        """A saver on the store a URL names (``memory``, ``sqlite:///path``, a path),
-        closed on exit."""
-        store = open_store(conn_string)
+        """A saver on the store a URL names, closed on exit: any URL of
+        :func:`ctxflow.stores.open_store` (``memory``, a path, ``sqlite:///…``,
+        ``redis://…``, ``redis+cluster://…``, ``postgresql://…``), and LangGraph's
+        ``:memory:`` for ``memory``."""
+        store = open_store("memory" if conn_string == ":memory:" else conn_string)
         try:
             yield cls(store, **kwargs)
         finally:
