@@ -30,7 +30,7 @@ import abc
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import attrs
 
@@ -94,6 +94,12 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the backend's resources."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- primitives -----------------------------------------------------------
 

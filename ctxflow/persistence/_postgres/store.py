@@ -246,12 +246,6 @@ class PostgresStore(BaseStore):
         if self._owns_pool:
             self.pool.close()
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- running operations -----------------------------------------------------
 
     @contextmanager

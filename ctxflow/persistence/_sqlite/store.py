@@ -215,12 +215,6 @@ class SQLiteStore(BaseStore):
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def size(self) -> int:
         """Bytes on disk: the database file plus its WAL."""
