@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from cluster_support import Server, free_ports
 
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointDraft, Checkpointer, new_checkpoint_id
@@ -28,9 +27,7 @@ WORKER = Path(__file__).with_name("redis_worker.py")
 
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def answers(url: str) -> bool:
@@ -44,48 +41,11 @@ def answers(url: str) -> bool:
         client.close()
 
 
-class RedisServer:
+class RedisServer(Server):
     """A private ``redis-server`` process on a free port (started and killed by tests)."""
 
     def __init__(self, directory: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.extra = extra
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server and wait until it answers PING."""
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while not answers(self.url):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL the server and reap it."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        super().__init__(directory, free_port(), *extra)
 
 
 def coordinator(
