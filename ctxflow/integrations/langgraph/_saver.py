@@ -17,15 +17,21 @@ Layout in the store:
   state, and a full manifest only every so often (the ``full_every`` /
   ``full_ratio`` rule of :class:`~ctxflow.persistence.Checkpointer`);
 - the pending writes of the latest checkpoint are stored with it: a delta per
-  ``put_writes`` call naming one body (the call's writes) in the manifest's
-  keyed body map (``overlays``, for a conversation the overlays of its
-  messages), which the next checkpoint empties; writes naming an older
-  checkpoint go to a session of their own (``langgraph-writes/<thread>/<ns>/<id>``).
-  They are merged on read as LangGraph's own savers merge them (a repeated
-  ``(task, idx)`` is ignored, a special channel replaces);
+  ``put_writes`` call holding the call in the manifest's free mapping
+  (``chart``, which LangGraph's checkpoints do not otherwise use); a written
+  list whose items all carry an id is appended to the log, and the next
+  checkpoint's list takes those places, so a step's message is one body and
+  one log entry. Items without an id, and calls beyond ``_INLINE_BYTES`` in
+  one record, are bodies named in the keyed body map (``overlays``). The next
+  checkpoint empties both; writes naming an older checkpoint go to a session
+  of their own (``langgraph-writes/<thread>/<ns>/<id>``). They are merged on
+  read as LangGraph's own savers merge them (a repeated ``(task, idx)`` is
+  ignored, a special channel replaces);
 - the saver keeps the head of each thread it wrote or read (at most
   ``max_heads``): the latest checkpoint of a thread whose head is still the
-  store's latest is deserialized from the bytes it holds, without a read.
+  store's latest is deserialized from the bytes it holds, without a read;
+- with ``JsonPlusSerializer``, LangChain's messages are rebuilt from their
+  stored fields (a validated message's dump) without validating them again.
 
 Gotcha: to avoid serializing the whole message list at every step, an item that
 is the *same object* as the one at that position in the value this saver wrote
