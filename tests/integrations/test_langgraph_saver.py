@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -10,8 +12,18 @@ import pytest
 
 pytest.importorskip("langgraph", reason="needs the [langgraph] extra")
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    ChatMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
@@ -308,3 +320,116 @@ def test_writes_for_an_older_checkpoint_stay_with_it() -> None:
         assert newer.pending_writes == []
         assert newer.parent_config is not None
         assert newer.parent_config["configurable"]["checkpoint_id"] == "a"
+
+
+def varied() -> list[Any]:
+    """Messages of every kind the fast decoding rebuilds, with what they may carry (content
+    blocks, tool calls, usage, names, extras of other types in their kwargs)."""
+    return [
+        SystemMessage(content="You read files.", id="s1"),
+        HumanMessage(content="Read a.py", id="h1", name="ana"),
+        AIMessage(
+            content=[{"type": "text", "text": "Reading."}],
+            tool_calls=[{"name": "read", "args": {"path": "a.py"}, "id": "t1"}],
+            usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+            response_metadata={"model": "m", "at": datetime(2026, 1, 2, tzinfo=UTC)},
+            additional_kwargs={"trace": uuid.UUID(int=7), "nested": {"n": [1, 2]}},
+            id="a1",
+        ),
+        ToolMessage(content="print(1)", tool_call_id="t1", status="error", artifact={"k": 1}),
+        AIMessageChunk(content="partial", id="c1"),
+        ChatMessage(content="hm", role="critic"),
+        RemoveMessage(id="h1"),
+    ]
+
+
+def test_fast_decoding_gives_what_the_serializer_gives() -> None:
+    """Items decoded by the saver equal, type for type, what LangGraph's serializer decodes;
+    another serializer decodes them itself."""
+    saver = CtxflowSaver(MemoryStore())
+    messages = varied()
+    bodies = [saver._item_body(m) for m in messages]
+    decoded = saver._items(bodies)
+    expected = [saver.serde.loads_typed((b["t"], b["b"])) for b in bodies]
+    assert decoded == expected == messages
+    assert [type(m) for m in decoded] == [type(m) for m in messages]
+    assert [m.model_dump() for m in decoded] == [m.model_dump() for m in expected]
+    assert decoded[2].additional_kwargs["trace"] == uuid.UUID(int=7)
+    assert decoded[0] is not saver._items(bodies)[0]  # each load builds its own objects
+
+    class Counting(JsonPlusSerializer):
+        calls = 0
+
+        def loads_typed(self, data: tuple[str, bytes]) -> Any:
+            Counting.calls += 1
+            return super().loads_typed(data)
+
+    other = CtxflowSaver(MemoryStore(), serde=Counting())
+    assert other._items(bodies) == messages
+    assert Counting.calls == 1
+
+
+def _replayed(saver: Any) -> tuple[Any, Any]:
+    """Two checkpoints with many small writes calls for the first (more than the record
+    holds), repeated (task, idx) pairs, special channels and a list of messages."""
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    first = saver.put(config, _checkpoint("a", "1"), {"step": 0}, {"x": 1})
+    for n in range(40):
+        task = str(uuid.UUID(int=n % 7)) if n % 2 else f"task-{n % 5}"
+        writes = [("x", f"value {n} " + "y" * 40), ("messages", [AIMessage(content=f"m{n}")])]
+        if n % 9 == 0:
+            writes.append(("__error__", f"error {n}"))
+        saver.put_writes(first, writes, task, f"path-{n % 3}")
+    second = saver.put(first, _checkpoint("b", "2"), {"step": 1}, {"x": 2})
+    saver.put_writes(second, [("messages", [HumanMessage(content="next", id="n1")])], "task-b")
+    return first, second
+
+
+def test_many_writes_calls_read_back_as_langgraphs_own_saver_has_them() -> None:
+    """Writes calls kept in the record, then beyond its limit as bodies, read back (and after
+    reopening) merged and ordered as InMemorySaver gives them."""
+    reference = InMemorySaver()
+    expected = [reference.get_tuple(config) for config in _replayed(reference)]
+    store = MemoryStore()
+    saver = CtxflowSaver(store)
+    configs = _replayed(saver)
+    for reader in (saver, CtxflowSaver(store)):
+        found = [reader.get_tuple(config) for config in configs]
+        for got, want in zip(found, expected, strict=True):
+            assert got is not None and want is not None
+            assert got.pending_writes == want.pending_writes
+        assert [t.pending_writes for t in reader.list({"configurable": {"thread_id": "t"}})] == [
+            t.pending_writes for t in reversed(expected) if t is not None
+        ]
+    records = store.checkpoints("langgraph/t/")
+    assert any(len(store.load("langgraph/t/", r.id).manifest.overlays) > 0 for r in records)
+
+
+def test_a_step_stores_its_writes_in_its_record_and_each_message_once() -> None:
+    """Writes whose messages carry ids add no body beside the messages themselves: the
+    message bodies the writes stored are the ones the next checkpoint's list names."""
+    store = MemoryStore()
+    saver = CtxflowSaver(store)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    messages: list[Any] = []
+    parent = saver.put(config, _checkpoint("000", "-"), {"step": -1}, {"x": 1})
+    for step in range(1, 30):
+        message = AIMessage(content=f"turn {step}", id=f"m{step}")
+        saver.put_writes(parent, [("messages", [message]), ("x", str(step))], f"t{step}")
+        messages = [*messages, message]
+        checkpoint = _checkpoint(f"{step:03d}", str(step))
+        checkpoint["channel_values"] = {"messages": messages, "x": str(step)}
+        checkpoint["channel_versions"] = {"messages": step, "x": step}
+        parent = saver.put(parent, checkpoint, {"step": step}, {"messages": step, "x": step})
+    snapshot = store.load("langgraph/t/")
+    assert len(snapshot.manifest.hashes) == len(messages)
+    assert set(store._blobs) == set(snapshot.manifest.hashes)  # no body for a writes call
+    latest = CtxflowSaver(store).get_tuple(config)
+    assert latest is not None
+    assert latest.checkpoint["channel_values"]["messages"] == messages
+    older = CtxflowSaver(store).get_tuple(
+        {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "010"}}
+    )
+    assert older is not None
+    assert older.pending_writes == [("t11", "messages", [messages[10]]), ("t11", "x", "11")]
+    assert len(older.checkpoint["channel_values"]["messages"]) == 10

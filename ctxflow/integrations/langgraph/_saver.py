@@ -17,15 +17,21 @@ Layout in the store:
   state, and a full manifest only every so often (the ``full_every`` /
   ``full_ratio`` rule of :class:`~ctxflow.persistence.Checkpointer`);
 - the pending writes of the latest checkpoint are stored with it: a delta per
-  ``put_writes`` call naming one body (the call's writes) in the manifest's
-  keyed body map (``overlays``, for a conversation the overlays of its
-  messages), which the next checkpoint empties; writes naming an older
-  checkpoint go to a session of their own (``langgraph-writes/<thread>/<ns>/<id>``).
-  They are merged on read as LangGraph's own savers merge them (a repeated
-  ``(task, idx)`` is ignored, a special channel replaces);
+  ``put_writes`` call holding the call in the manifest's free mapping
+  (``chart``, which LangGraph's checkpoints do not otherwise use); a written
+  list whose items all carry an id is appended to the log, and the next
+  checkpoint's list takes those places, so a step's message is one body and
+  one log entry. Items without an id, and calls beyond ``_INLINE_BYTES`` in
+  one record, are bodies named in the keyed body map (``overlays``). The next
+  checkpoint empties both; writes naming an older checkpoint go to a session
+  of their own (``langgraph-writes/<thread>/<ns>/<id>``). They are merged on
+  read as LangGraph's own savers merge them (a repeated ``(task, idx)`` is
+  ignored, a special channel replaces);
 - the saver keeps the head of each thread it wrote or read (at most
   ``max_heads``): the latest checkpoint of a thread whose head is still the
-  store's latest is deserialized from the bytes it holds, without a read.
+  store's latest is deserialized from the bytes it holds, without a read;
+- with ``JsonPlusSerializer``, LangChain's messages are rebuilt from their
+  stored fields (a validated message's dump) without validating them again.
 
 Gotcha: to avoid serializing the whole message list at every step, an item that
 is the *same object* as the one at that position in the value this saver wrote
@@ -47,13 +53,16 @@ import secrets
 import struct
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, unquote
 
 import attrs
+import langchain_core.messages as lc_messages
 import msgpack
+import ormsgpack
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -66,6 +75,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import EXT_PYDANTIC_V2, JsonPlusSerializer
 
 from ctxflow.errors import CheckpointError, CheckpointNotFound, StaleCheckpoint
 from ctxflow.persistence import (
@@ -87,7 +97,28 @@ _ATTEMPTS = 5
 #: A list channel spread over more ranges of the log than this is written anew.
 _MAX_RANGES = 16
 _MUTABLE = (dict, list, set)
+#: The pending writes of the latest checkpoint sit in its manifest record up to this many
+#: packed bytes; a call beyond them is a body of its own (so many calls stay linear).
+_INLINE_BYTES = 1024
 _Ranges = list[list[int]]
+#: A fresh list item of the writes: the item, its id then, its body hash, its body and
+#: its place in the log (None when it is not in the log).
+_Fresh = tuple[Any, Any, str, dict[str, Any], int | None]
+
+
+#: LangChain's message classes by (module, name), as ``JsonPlusSerializer`` names them: their
+#: stored fields are a validated message's own dump, so they are rebuilt without validating.
+_MESSAGES: dict[tuple[str, str], type[lc_messages.BaseMessage]] = {
+    (cls.__module__, cls.__name__): cls
+    for cls in (
+        getattr(lc_messages, name)
+        for name in lc_messages.__all__
+        if name.endswith(("Message", "MessageChunk"))
+    )
+    if isinstance(cls, type)
+    and issubclass(cls, lc_messages.BaseMessage)
+    and cls not in (lc_messages.BaseMessage, lc_messages.BaseMessageChunk)
+}
 
 
 def _q(text: str) -> str:
@@ -113,7 +144,20 @@ def _parse_session(session: str) -> tuple[str, str] | None:
 
 
 def _record_id(checkpoint_id: str) -> str:
-    return f"{_q(checkpoint_id)}{_SEP}{secrets.token_urlsafe(9)}"
+    return f"{_q(checkpoint_id)}{_SEP}{secrets.token_urlsafe(6)}"
+
+
+def _task_plain(task_id: str) -> str | bytes:
+    """A task id as stored: the 16 bytes of a UUID in its canonical form, else the text."""
+    try:
+        found = uuid.UUID(task_id)
+    except ValueError:
+        return task_id
+    return found.bytes if str(found) == task_id else task_id
+
+
+def _task_of(stored: str | bytes) -> str:
+    return str(uuid.UUID(bytes=stored)) if isinstance(stored, bytes) else stored
 
 
 def _lg_id(record_id: str) -> str:
@@ -161,6 +205,33 @@ def _positions(ranges: _Ranges) -> Iterator[int]:
         yield from range(start, end)
 
 
+def _extend(
+    ranges: _Ranges,
+    log: builtins.list[str],
+    added: builtins.list[str],
+    places: Sequence[int | None],
+) -> bool:
+    """Extend a range set by ``added`` items: at the places the writes already put them in
+    the log when those follow the set's last range, else appended to the log (True)."""
+    end = ranges[-1][1] if ranges else None
+    first = places[0] if places else None
+    if (
+        first is not None
+        and (end is None or end == first)
+        and all(at == first + i for i, at in enumerate(places))
+        and log[first : first + len(added)] == added
+    ):
+        start, appended = first, False
+    else:
+        start, appended = len(log), True
+        log.extend(added)
+    if ranges and ranges[-1][1] == start:
+        ranges[-1] = [ranges[-1][0], start + len(added)]
+    else:
+        ranges.append([start, start + len(added)])
+    return appended
+
+
 @attrs.define
 class _Channel:
     """What the saver wrote last of one list channel: its ranges in the log, its body
@@ -172,6 +243,60 @@ class _Channel:
     items: builtins.list[Any] | None = None
     #: No item is a builtin container (so identity alone says an item is unchanged).
     plain: bool = False
+
+
+@attrs.define
+class _Write:
+    """One write of a ``put_writes`` call, serialized: a list value item by item (its
+    items' bodies), any other value as the serializer gives it."""
+
+    idx: int
+    channel: str
+    kind: str
+    data: bytes
+    items: builtins.list[Any] | None = None
+    #: The items' ids when they were serialized (a reducer may give one later).
+    ids: builtins.list[Any] = attrs.field(factory=builtins.list)
+    hashes: builtins.list[str] = attrs.field(factory=builtins.list)
+    bodies: builtins.list[dict[str, Any]] = attrs.field(factory=builtins.list)
+
+    @property
+    def logged(self) -> bool:
+        """Its items go into the log: each carried an id, so the reducer keeps the object
+        as it is and the next checkpoint's list takes the same places."""
+        return bool(self.ids) and all(i is not None for i in self.ids)
+
+
+@attrs.frozen
+class _Stored:
+    """Pending writes as stored: their calls (task, path, writes), and the log and bodies
+    their items are read from."""
+
+    calls: builtins.list[tuple[str, str, builtins.list[builtins.list[Any]]]]
+    log: Sequence[str]
+    bodies: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def of(cls, manifest: Manifest, bodies: Mapping[str, Mapping[str, Any]]) -> _Stored:
+        """The writes stored with a checkpoint: those in its record, then those that are
+        bodies of their own (named in its keyed body map), in the order they came."""
+        calls = [(_task_of(t), p, w) for t, p, w in manifest.chart.get("writes") or ()]
+        for digest in manifest.overlays.values():
+            body = bodies[digest]
+            if "task" in body:
+                calls.append((_task_of(body["task"]), body["path"], body["writes"]))
+        return cls(calls, manifest.hashes, bodies)
+
+    def item_bodies(self) -> dict[str, Mapping[str, Any]]:
+        """The bodies these writes name, by hash."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for _, _, writes in self.calls:
+            for _, _, kind, data in writes:
+                if kind == "log":
+                    found.update((h, self.bodies[h]) for h in self.log[data[0] : data[1]])
+                elif kind == "items":
+                    found.update((h, self.bodies[h]) for h in data)
+        return found
 
 
 @attrs.define
@@ -238,7 +363,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         self._writes_heads: dict[str, str] = {}
         # The list items of the writes since the last put, by object: the next put takes
         # their bodies instead of serializing them again, while each keeps the id it had.
-        self._fresh: dict[int, tuple[Any, Any, str, dict[str, Any]]] = {}
+        self._fresh: dict[int, _Fresh] = {}
 
     def __repr__(self) -> str:
         return f"<CtxflowSaver store={self.store!r}>"
@@ -365,8 +490,8 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             name: [bodies[manifest.hashes[i]] for i in _positions(ranges)]
             for name, ranges in manifest.state["lists"].items()
         }
-        writes = {digest: bodies[digest] for digest in manifest.overlays.values()}
-        return self._assemble(thread_id, ns, manifest.state, lists, writes, metadata=metadata)
+        stored = _Stored.of(manifest, bodies)
+        return self._assemble(thread_id, ns, manifest.state, lists, stored, metadata=metadata)
 
     def _tuple_of_head(self, thread_id: str, ns: str, head: _Head) -> CheckpointTuple:
         """The tuple of a session's latest checkpoint from what the saver holds of it; its
@@ -374,7 +499,8 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         lists = {name: channel.bodies for name, channel in head.lists.items()}
         # Writes stored apart name a checkpoint that was not its thread's latest when they
         # came, so the latest has none: its own are all in the head.
-        found = self._assemble(thread_id, ns, head.manifest.state, lists, head.writes, apart=False)
+        stored = _Stored.of(head.manifest, head.writes)
+        found = self._assemble(thread_id, ns, head.manifest.state, lists, stored, apart=False)
         values = found.checkpoint["channel_values"]
         for name, channel in head.lists.items():
             items = values.get(name)
@@ -401,7 +527,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         ns: str,
         state: Mapping[str, Any],
         lists: Mapping[str, builtins.list[Mapping[str, Any]]],
-        writes: Mapping[str, Mapping[str, Any]],
+        stored: _Stored,
         *,
         metadata: dict[str, Any] | None = None,
         apart: bool = True,
@@ -423,7 +549,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             checkpoint=checkpoint,  # type: ignore[arg-type]
             metadata=metadata,  # type: ignore[arg-type]
             parent_config=_config(thread_id, ns, parent) if parent else None,
-            pending_writes=self._pending(thread_id, ns, checkpoint["id"], writes, apart=apart),
+            pending_writes=self._pending(thread_id, ns, checkpoint["id"], stored, apart=apart),
         )
 
     def _value(self, body: Mapping[str, Any]) -> Any:
@@ -433,10 +559,30 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         """The values of item bodies; msgpack ones in one call, as one array."""
         if bodies and all(b["t"] == "msgpack" for b in bodies):
             data = _array(len(bodies)) + b"".join(b["b"] for b in bodies)
-            items = self.serde.loads_typed(("msgpack", data))
+            if type(self.serde) is JsonPlusSerializer:
+                items = ormsgpack.unpackb(
+                    data, ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS
+                )
+            else:
+                items = self.serde.loads_typed(("msgpack", data))
             if isinstance(items, builtins.list) and len(items) == len(bodies):
                 return items
         return [self._value(b) for b in bodies]
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        """``JsonPlusSerializer``'s msgpack extension types, LangChain's messages rebuilt
+        from their stored fields without validating them again (about twice as fast);
+        anything else decoded by the serializer itself."""
+        if code == EXT_PYDANTIC_V2:
+            found = ormsgpack.unpackb(
+                data, ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS
+            )
+            if isinstance(found, builtins.list) and len(found) >= 3:
+                cls = _MESSAGES.get((found[0], found[1]))
+                if cls is not None and isinstance(found[2], dict):
+                    return cls.model_construct(**found[2])
+        wrapped = ormsgpack.packb(ormsgpack.Ext(code, data))
+        return self.serde.loads_typed(("msgpack", wrapped))
 
     def _adopt(self, session: str, snapshot: Snapshot) -> _Head:
         """Take a loaded latest checkpoint as the head of its session."""
@@ -458,36 +604,39 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         thread_id: str,
         ns: str,
         checkpoint_id: str,
-        stored: Mapping[str, Mapping[str, Any]],
+        stored: _Stored,
         *,
         apart: bool = True,
     ) -> builtins.list[tuple[str, str, Any]]:
         """A checkpoint's pending writes (those stored with it, then any stored apart),
         merged as LangGraph's savers merge them."""
-        bodies = dict(stored)
-        calls = [body for body in stored.values() if "task" in body]
+        sources = [stored]
         other = self._apart(thread_id, ns, checkpoint_id) if apart else None
         if other is not None:
-            bodies.update(other.bodies)
-            calls += [other.bodies[d] for d in other.manifest.hashes if "task" in other.bodies[d]]
-        merged: dict[tuple[str, int], tuple[str, str, str, Any]] = {}
-        for call in calls:
-            task, path = call["task"], call["path"]
-            for idx, channel, kind, data in call["writes"]:
-                if idx >= 0 and (task, idx) in merged:
-                    continue  # a task's write is stored once; a special channel replaces
-                merged[(task, idx)] = (path, channel, kind, data)
+            log, bodies = other.manifest.hashes, other.bodies
+            calls = [bodies[d] for d in log if "task" in bodies[d]]
+            sources.append(
+                _Stored([(_task_of(c["task"]), c["path"], c["writes"]) for c in calls], log, bodies)
+            )
+        merged: dict[tuple[str, int], tuple[str, str, str, Any, _Stored]] = {}
+        for source in sources:
+            for task, path, writes in source.calls:
+                for idx, channel, kind, data in writes:
+                    if idx >= 0 and (task, idx) in merged:
+                        continue  # a task's write is stored once; a special channel replaces
+                    merged[(task, idx)] = (path, channel, kind, data, source)
         ordered = sorted(merged.items(), key=lambda w: writes_sort_key(w[1][0], *w[0]))
         return [
-            (
-                task,
-                channel,
-                self._items([bodies[h] for h in data])
-                if kind == "items"
-                else self.serde.loads_typed((kind, data)),
-            )
-            for (task, _), (_, channel, kind, data) in ordered
+            (task, channel, self._write_value(kind, data, source))
+            for (task, _), (_, channel, kind, data, source) in ordered
         ]
+
+    def _write_value(self, kind: str, data: Any, source: _Stored) -> Any:
+        if kind == "items":
+            return self._items([source.bodies[h] for h in data])
+        if kind == "log":
+            return self._items([source.bodies[h] for h in source.log[data[0] : data[1]]])
+        return self.serde.loads_typed((kind, data))
 
     def _apart(self, thread_id: str, ns: str, checkpoint_id: str) -> Snapshot | None:
         """The writes of a checkpoint stored apart (None when it has none)."""
@@ -552,7 +701,10 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             manifest=snapshot.manifest.copy(),
             versions=dict(described.get("channel_versions") or {}),
             lists=lists,
-            writes={d: bodies[d] for d in snapshot.manifest.overlays.values()},
+            writes={
+                **{d: bodies[d] for d in snapshot.manifest.overlays.values()},
+                **_Stored.of(snapshot.manifest, bodies).item_bodies(),
+            },
             values=dict(state["values"]),
             newest=state.get("newest") or _lg_id(snapshot.record.id),
             known=snapshot.manifest.body_hashes(),
@@ -572,7 +724,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         given = checkpoint["channel_values"]
         versions = dict(checkpoint["channel_versions"])
         manifest = head.manifest.copy()
-        manifest.overlays = {}  # the writes of the checkpoint before stay with it
+        manifest.overlays, manifest.chart = {}, {}  # the writes before stay with theirs
         log = manifest.hashes
         bodies: dict[str, Mapping[str, Any]] = {}
         lists: dict[str, _Channel] = {}
@@ -662,26 +814,23 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             if not new:
                 return _Channel(before.ranges, old_hashes, old_bodies, old_items, plain=True)
             made = [self._body(item, bodies, head.known) for item in new]
-            added = [digest for digest, _ in made]
+            added = [digest for digest, _, _ in made]
             ranges = [list(r) for r in before.ranges]
-            start = len(log)
-            log.extend(added)
-            if ranges and ranges[-1][1] == start:
-                ranges[-1] = [ranges[-1][0], len(log)]
-            else:
-                ranges.append([start, len(log)])
+            appended = _extend(ranges, log, added, [at for _, _, at in made])
             if len(ranges) <= _MAX_RANGES:
                 plain = not any(isinstance(item, _MUTABLE) for item in new)
                 return _Channel(
                     ranges,
                     old_hashes + added,
-                    old_bodies + [body for _, body in made],
+                    old_bodies + [body for _, body, _ in made],
                     builtins.list(value),
                     plain=plain,
                 )
-            del log[start:]
+            if appended:
+                del log[-len(added) :]
         hashes: builtins.list[str] = []
         item_bodies: builtins.list[Mapping[str, Any]] = []
+        places: builtins.list[int | None] = []
         for index, item in enumerate(value):
             if (
                 index < len(old_items)
@@ -690,22 +839,19 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             ):
                 hashes.append(old_hashes[index])
                 item_bodies.append(old_bodies[index])
+                places.append(None)
             else:
-                digest, body = self._body(item, bodies, head.known)
+                digest, body, at = self._body(item, bodies, head.known)
                 hashes.append(digest)
                 item_bodies.append(body)
+                places.append(at)
         kept = 0
         limit = min(len(hashes), len(old_hashes))
         while kept < limit and hashes[kept] == old_hashes[kept]:
             kept += 1
         ranges = _truncated(before.ranges, kept) if before is not None else []
         if kept < len(hashes):
-            start = len(log)
-            log.extend(hashes[kept:])
-            if ranges and ranges[-1][1] == start:
-                ranges[-1] = [ranges[-1][0], len(log)]
-            else:
-                ranges.append([start, len(log)])
+            _extend(ranges, log, hashes[kept:], places[kept:])
         if len(ranges) > _MAX_RANGES:
             start = len(log)
             log.extend(hashes)
@@ -719,18 +865,19 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
 
     def _body(
         self, value: Any, bodies: dict[str, Mapping[str, Any]], known: set[str]
-    ) -> tuple[str, dict[str, Any]]:
-        """The body hash and body of one list item; the body goes into ``bodies`` unless
-        stored."""
+    ) -> tuple[str, dict[str, Any], int | None]:
+        """The body hash and body of one list item, and its place in the log when the
+        writes put it there; the body goes into ``bodies`` unless stored."""
         fresh = self._fresh.get(id(value))
+        at = None
         if fresh is not None and fresh[0] is value and getattr(value, "id", None) == fresh[1]:
-            _, _, digest, body = fresh
+            _, _, digest, body, at = fresh
         else:
             body = self._item_body(value)
             digest = body_hash(body)
         if digest not in known:
             bodies[digest] = body
-        return digest, body
+        return digest, body, at
 
     def put_writes(
         self,
@@ -748,36 +895,25 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
             )
         if not writes:
             return
-        bodies: dict[str, dict[str, Any]] = {}
-        fresh: dict[int, tuple[Any, Any, str, dict[str, Any]]] = {}
-        entries: builtins.list[builtins.list[Any]] = []
-        for idx, (channel, value) in enumerate(writes):
-            where = WRITES_IDX_MAP.get(channel, idx)
-            if type(value) is builtins.list and not any(isinstance(v, _MUTABLE) for v in value):
-                # Items as a list channel stores them: a message that carries its id is
-                # the body its channel will hold, stored once.
-                items = [self._item_body(item) for item in value]
-                hashes = [body_hash(item) for item in items]
-                bodies.update(zip(hashes, items, strict=True))
-                entries.append([where, channel, "items", hashes])
-                for item, digest, item_body in zip(value, hashes, items, strict=True):
-                    if getattr(item, "id", None) is not None:
-                        fresh[id(item)] = (item, item.id, digest, item_body)
-            else:
-                entries.append([where, channel, *self.serde.dumps_typed(value)])
-        call = {"id": "", "task": task_id, "path": task_path, "writes": entries}
-        bodies = {body_hash(call): call, **bodies}
+        prepared = [
+            self._write(WRITES_IDX_MAP.get(channel, idx), channel, value)
+            for idx, (channel, value) in enumerate(writes)
+        ]
         with self._lock:
             session = _session(thread_id, ns)
             for attempt in range(_ATTEMPTS):
                 head = self._head(session)
                 try:
                     if head.record_id is not None and _lg_id(head.record_id) == checkpoint_id:
-                        self._put_writes_at_head(session, head, checkpoint_id, bodies)
-                        self._fresh.update(fresh)
+                        self._put_writes_at_head(
+                            session, head, checkpoint_id, task_id, task_path, prepared
+                        )
                     else:
                         self._put_writes_apart(
-                            _writes_session(thread_id, ns, checkpoint_id), bodies
+                            _writes_session(thread_id, ns, checkpoint_id),
+                            task_id,
+                            task_path,
+                            prepared,
                         )
                     return
                 except StaleCheckpoint:
@@ -785,17 +921,65 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
                     if attempt == _ATTEMPTS - 1:
                         raise
 
+    def _write(self, idx: int, channel: str, value: Any) -> _Write:
+        """One write serialized: a list of plain items item by item, as a list channel
+        stores them (a message that carries its id is the body its channel will hold)."""
+        if type(value) is builtins.list and not any(isinstance(v, _MUTABLE) for v in value):
+            # The ids first: a reducer running meanwhile may give an item one.
+            ids = [getattr(item, "id", None) for item in value]
+            bodies = [self._item_body(item) for item in value]
+            hashes = [body_hash(body) for body in bodies]
+            return _Write(idx, channel, "items", b"", value, ids, hashes, bodies)
+        kind, data = self.serde.dumps_typed(value)
+        return _Write(idx, channel, kind, data)
+
     def _put_writes_at_head(
-        self, session: str, head: _Head, checkpoint_id: str, bodies: dict[str, dict[str, Any]]
+        self,
+        session: str,
+        head: _Head,
+        checkpoint_id: str,
+        task_id: str,
+        task_path: str,
+        prepared: builtins.list[_Write],
     ) -> None:
-        """Writes for the session's latest checkpoint: a delta naming their bodies in the
-        manifest's keyed body map (which the next checkpoint empties again)."""
+        """Writes for the session's latest checkpoint: a delta holding the call (a body of
+        its own, named in the keyed body map, once the record's calls weigh
+        ``_INLINE_BYTES``), whose list items carrying an id are appended to the log; the
+        next checkpoint empties both again."""
         manifest = head.manifest.copy()
-        for digest in bodies:
+        log = manifest.hashes
+        bodies: dict[str, dict[str, Any]] = {}
+        fresh: dict[int, _Fresh] = {}
+        entries: builtins.list[builtins.list[Any]] = []
+        for write in prepared:
+            if write.items is None:
+                entries.append([write.idx, write.channel, write.kind, write.data])
+                continue
+            bodies.update(zip(write.hashes, write.bodies, strict=True))
+            if write.logged:
+                start = len(log)
+                log.extend(write.hashes)
+                entries.append([write.idx, write.channel, "log", [start, len(log)]])
+                for at, (item, item_id) in enumerate(
+                    zip(write.items, write.ids, strict=True), start
+                ):
+                    fresh[id(item)] = (item, item_id, log[at], write.bodies[at - start], at)
+            else:
+                entries.append([write.idx, write.channel, "items", write.hashes])
+                for digest in write.hashes:
+                    manifest.overlays[f"{len(manifest.overlays)}"] = digest
+        manifest.ids.extend([""] * (len(log) - len(manifest.ids)))
+        call = [_task_plain(task_id), task_path, entries]
+        inline = [*(manifest.chart.get("writes") or ()), call]
+        if len(msgpack.packb(inline, use_bin_type=True)) <= _INLINE_BYTES:
+            manifest.chart = {"writes": inline}
+        else:
+            body = {"id": "", "task": call[0], "path": task_path, "writes": entries}
+            digest = body_hash(body)
+            bodies[digest] = body
             manifest.overlays[f"{len(manifest.overlays)}"] = digest
         record = manifest.delta_from(head.manifest)
-        if record is None or len(record) == 2:
-            return  # nothing new
+        assert record is not None  # the log only grew
         draft = CheckpointDraft(
             id=_record_id(checkpoint_id),
             session_id=session,
@@ -812,10 +996,23 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         head.writes.update(bodies)
         head.since_full += 1
         head.delta_bytes += len(msgpack.packb(record, use_bin_type=True))
+        self._fresh.update(fresh)
 
-    def _put_writes_apart(self, session: str, bodies: dict[str, dict[str, Any]]) -> None:
+    def _put_writes_apart(
+        self, session: str, task_id: str, task_path: str, prepared: builtins.list[_Write]
+    ) -> None:
         """Writes for a checkpoint that is no longer its thread's latest: a session of their
-        own, one store checkpoint per call."""
+        own, one store checkpoint per call (the call and its items bodies)."""
+        items: dict[str, dict[str, Any]] = {}
+        entries: builtins.list[builtins.list[Any]] = []
+        for write in prepared:
+            if write.items is None:
+                entries.append([write.idx, write.channel, write.kind, write.data])
+            else:
+                items.update(zip(write.hashes, write.bodies, strict=True))
+                entries.append([write.idx, write.channel, "items", write.hashes])
+        call = {"id": "", "task": _task_plain(task_id), "path": task_path, "writes": entries}
+        bodies = {body_hash(call): call, **items}
         hashes = builtins.list(bodies)
         parent = self._writes_heads.get(session)
         if parent is None:
