@@ -199,3 +199,34 @@ def test_the_command_runs_lists_and_restores_on_the_cluster(
         assert store.latest(session).id == records[-1]["id"]
     finally:
         store.close()
+
+
+def test_langgraph_s_conformance_suite_passes_on_the_cluster(redis_cluster: LocalCluster) -> None:
+    """LangGraph's own checkpointer suite passes for ``CtxflowSaver`` over the Redis store on
+    the cluster (each fresh saver in a tenant of its own), every base capability included."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    conformance = pytest.importorskip(
+        "langgraph.checkpoint.conformance", reason="needs the [langgraph] extra"
+    )
+    from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES
+
+    from ctxflow.integrations.langgraph import CtxflowSaver
+
+    run = _tenant()
+
+    async def factory() -> AsyncIterator[CtxflowSaver]:
+        store = RedisStore.from_url(redis_cluster.url, tenant=f"{run}-{uuid.uuid4().hex[:6]}")
+        try:
+            yield CtxflowSaver(store)
+        finally:
+            store.close()
+
+    report = asyncio.run(
+        conformance.validate(conformance.checkpointer_test(name="CtxflowSaver[cluster]")(factory))
+    )
+    for capability in BASE_CAPABILITIES:
+        outcome = report.results[capability.value]
+        assert outcome.detected and outcome.passed is True, capability
+    assert report.passed_all()
