@@ -31,22 +31,27 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
+import re
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ctxflow._plain import Sealed
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.model import SUMMARY_OF, Facts, Role
 from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
     "PART_BYTES",
     "Manifest",
     "apply_deltas",
+    "facts_of_body",
     "mentions",
     "pack_hashes",
+    "pack_index",
     "replay",
     "unpack_hashes",
+    "unpack_index",
 ]
 
 Tags = tuple[str | None, str | None]
@@ -129,6 +134,7 @@ class Manifest:
         "counts",
         "hashes",
         "ids",
+        "index",
         "measure",
         "overlay_counts",
         "overlays",
@@ -154,6 +160,8 @@ class Manifest:
     ) -> None:
         self.ids = ids if ids is not None else []
         self.hashes = hashes if hashes is not None else []
+        # Parallel to ``hashes``: each message's index facts, None where none were stored.
+        self.index: list[Facts | None] = [None] * len(self.hashes)
         self.tags = tags if tags is not None else {}
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
@@ -190,11 +198,23 @@ class Manifest:
             overlay_counts=dict(self.overlay_counts),
         )
         copied.skeleton, copied.parts = self.skeleton, dict(self.parts)
+        copied.index = list(self.index)
         return copied
+
+    def indexed(self, start: int = 0) -> list[Facts] | None:
+        """The index facts of the messages from ``start`` on, or None when one is unknown."""
+        entries = self.index[start:]
+        if len(self.index) != len(self.hashes) or None in entries:
+            return None
+        return entries  # type: ignore[return-value]  # no None among them
 
     def body_hashes(self) -> set[str]:
         """Every body hash this manifest references (messages, overlays, state parts)."""
         return set(self.hashes) | set(self.overlays.values()) | set(_part_hashes(self.parts))
+
+    def part_hashes(self) -> set[str]:
+        """The body hashes of the state's parts."""
+        return set(_part_hashes(self.parts))
 
     def set_state(
         self, state: dict[str, Any], bodies: dict[str, Any], written: Collection[str] = ()
@@ -259,6 +279,9 @@ class Manifest:
         }
         if self.parts:
             plain["parts"] = _parts_plain(self.parts)
+        entries = self.indexed()
+        if entries is not None and entries:
+            plain["index"] = pack_index(entries)
         if self.measure is not None:
             plain["measure"] = self.measure
             plain["counts"] = list(self.counts)
@@ -282,6 +305,9 @@ class Manifest:
         if self.measure != parent.measure or self.counts[:n] != parent.counts:
             return None
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(self.hashes[n:])}
+        entries = self.indexed(n)
+        if entries:
+            delta["index"] = pack_index(entries)
         if self.measure is not None:
             delta["counts"] = self.counts[n:]
         changed = {k: list(v) for k, v in self.tags.items() if parent.tags.get(k) != v}
@@ -327,6 +353,12 @@ class Manifest:
             elif "counts" in data:
                 raise ValueError("counts need the measure they were taken with")
             self.hashes.extend(hashes)
+            if len(self.index) < len(self.hashes) - len(hashes):
+                self.index += [None] * (len(self.hashes) - len(hashes) - len(self.index))
+            if data.get("index") is not None and hashes:
+                self.index.extend(unpack_index(data["index"], len(hashes)))
+            else:
+                self.index.extend([None] * len(hashes))
             # Most deltas append and change the state only: skip what they do not hold.
             if data.get("tags"):
                 for key, pair in dict(data["tags"]).items():
@@ -362,6 +394,144 @@ class Manifest:
                 f"a manifest must have the documented shape ({type(exc).__name__}: {exc})",
                 rule="manifest",
             ) from None
+
+
+# --- the message index ---------------------------------------------------------------
+
+_ROLES = {"s": Role.SYSTEM, "u": Role.USER, "a": Role.ASSISTANT}
+_ROLE_CHARS = {role: char for char, role in _ROLES.items()}
+_PACKED_ID = re.compile(r"^([a-z]{1,16})_([0-9a-f]{32})$")
+
+
+def facts_of_body(body: Mapping[str, Any]) -> Facts:
+    """The index facts of a stored message body (``ValueError`` if it is malformed)."""
+    try:
+        uses: list[tuple[str, str]] = []
+        results: list[str] = []
+        for block in body["content"]:
+            kind = block.get("type")
+            if kind == "tool_use":
+                uses.append((block["id"], block["name"]))
+            elif kind == "tool_result":
+                results.append(block["tool_use_id"])
+        metadata = body.get("metadata") or {}
+        if not isinstance(body["id"], str):
+            raise TypeError("a message id must be a string")
+        return Facts(
+            body["id"], Role(body["role"]), tuple(uses), tuple(results), SUMMARY_OF in metadata
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"a message body must hold an id, a role and content ({exc})") from None
+
+
+def _pack_ids(ids: list[str]) -> dict[str, Any]:
+    """Message ids: ``prefix_<32 hex>`` ones as a prefix number and 16 bytes each."""
+    prefixes: dict[str, int] = {}
+    packed = bytearray()
+    for ident in ids:
+        found = _PACKED_ID.match(ident)
+        if found is None or len(prefixes) > 255:
+            return {"ids": list(ids)}
+        prefix = prefixes.setdefault(found.group(1), len(prefixes))
+        if prefix > 255:
+            return {"ids": list(ids)}
+        packed.append(prefix)
+        packed += bytes.fromhex(found.group(2))
+    return {"prefixes": list(prefixes), "packed": bytes(packed)}
+
+
+def _unpack_ids(data: Mapping[str, Any], n: int) -> list[str]:
+    if "ids" in data:
+        ids = list(data["ids"])
+        if not all(isinstance(i, str) and i for i in ids):
+            raise ValueError("index ids must be non-empty strings")
+    else:
+        prefixes, packed = list(data["prefixes"]), data["packed"]
+        if not isinstance(packed, bytes) or len(packed) % 17:
+            raise ValueError("packed index ids must be 17 bytes each")
+        if not all(isinstance(p, str) for p in prefixes) or any(
+            c >= len(prefixes) for c in packed[::17]
+        ):
+            raise ValueError("packed index ids must name their prefixes")
+        text = packed.hex()  # 34 hex digits an id: its prefix number, then its 32
+        named = [f"{p}_" for p in prefixes]
+        ids = [
+            named[int(text[i : i + 2], 16)] + text[i + 2 : i + 34] for i in range(0, len(text), 34)
+        ]
+    if len(ids) != n:
+        raise ValueError(f"an index must name {n} messages (got {len(ids)})")
+    return ids
+
+
+def pack_index(entries: Sequence[Facts]) -> dict[str, Any]:
+    """The index facts of consecutive messages as plain data: ids packed, roles as
+    letters, and only where a message has them its calls (``uses``: offset, then id and
+    name pairs), its results (``answers``: the offsets of messages answering exactly
+    the calls of the message before them; ``results``: offset, then the ids answered)
+    and whether it is a summary (``summaries``: offsets)."""
+    plain = _pack_ids([e.id for e in entries])
+    plain["roles"] = "".join(_ROLE_CHARS[e.role] for e in entries)
+    uses: list[list[Any]] = []
+    answers: list[int] = []
+    results: list[list[Any]] = []
+    previous: tuple[str, ...] = ()
+    for at, entry in enumerate(entries):
+        if entry.uses:
+            uses.append([at, *(x for pair in entry.uses for x in pair)])
+        if entry.results:
+            if entry.results == previous:
+                answers.append(at)
+            else:
+                results.append([at, *entry.results])
+        previous = tuple(use_id for use_id, _ in entry.uses)
+    summaries = [at for at, e in enumerate(entries) if e.summary]
+    for key, value in (
+        ("uses", uses),
+        ("answers", answers),
+        ("results", results),
+        ("summaries", summaries),
+    ):
+        if value:
+            plain[key] = value
+    return plain
+
+
+def _offset(value: Any, n: int) -> int:
+    if type(value) is not int or not 0 <= value < n:
+        raise ValueError(f"an index offset must be an integer below {n} (got {value!r})")
+    return value
+
+
+def unpack_index(data: Any, n: int) -> list[Facts]:
+    """The index facts of ``n`` messages from :func:`pack_index`'s output (``ValueError``)."""
+    if not isinstance(data, Mapping):
+        raise ValueError("an index must be a mapping")
+    ids = _unpack_ids(data, n)
+    roles = data["roles"]
+    if not isinstance(roles, str) or len(roles) != n:
+        raise ValueError(f"an index must give {n} roles")
+    uses: dict[int, tuple[tuple[str, str], ...]] = {}
+    for entry in data.get("uses") or ():
+        at, *flat = entry
+        if len(flat) % 2 or not flat or not all(isinstance(x, str) for x in flat):
+            raise ValueError("an index's calls must be id and name strings")
+        uses[_offset(at, n)] = tuple(zip(flat[::2], flat[1::2], strict=True))
+    results: dict[int, tuple[str, ...]] = {}
+    for entry in data.get("results") or ():
+        at, *answered = entry
+        if not answered or not all(isinstance(x, str) for x in answered):
+            raise ValueError("an index's results must be id strings")
+        results[_offset(at, n)] = tuple(answered)
+    for at in data.get("answers") or ():
+        before = uses.get(_offset(at, n) - 1)
+        if not before:
+            raise ValueError("an index's answer must follow a message with calls")
+        results[at] = tuple(use_id for use_id, _ in before)
+    summaries = {_offset(at, n) for at in data.get("summaries") or ()}
+    return [
+        Facts(ident, _ROLES[role], uses.get(at, ()), results.get(at, ()), at in summaries)
+        for at, (ident, role) in enumerate(zip(ids, roles, strict=True))
+    ]
 
 
 def mentions(record: Mapping[str, Any]) -> set[str]:

@@ -15,6 +15,7 @@ from ctxflow.persistence._names import check_tenant
 
 __all__ = ["Fence", "RedisKeys", "check_session_id", "check_tenant", "fenced_out"]
 
+
 def check_session_id(session_id: str) -> str:
     """Refuse a session id that would break its hash tag (braces) or is empty."""
     if not isinstance(session_id, str) or not session_id or "{" in session_id or "}" in session_id:
