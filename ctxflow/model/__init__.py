@@ -5,7 +5,14 @@ This room knows nothing of budgets, charts or storage.
 
 from ctxflow.model._anthropic import messages_from_anthropic, messages_to_anthropic
 from ctxflow.model._conversation import SUMMARY_OF, Conversation, ToolPair
-from ctxflow.model._lazy import Facts, Placeholder, Source, facts_of, page_in
+from ctxflow.model._lazy import (
+    Facts,
+    OverlayPlaceholder,
+    Placeholder,
+    Source,
+    facts_of,
+    page_in,
+)
 from ctxflow.model._messages import (
     Block,
     ImageBlock,
@@ -36,6 +43,7 @@ __all__ = [
     "Facts",
     "ImageBlock",
     "Message",
+    "OverlayPlaceholder",
     "Placeholder",
     "RedactedThinkingBlock",
     "Role",

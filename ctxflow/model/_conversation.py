@@ -350,7 +350,9 @@ class Conversation:
     def unhide(self, message_ids: Iterable[str]) -> None:
         """Clear the compression tags of messages (undo a compression)."""
         positions = self._log.positions(message_ids)
-        page_in(self._log.messages[at] for at in positions)
+        shown = [self._log.messages[at] for at in positions]
+        overlays = self._view.overlays
+        page_in([*shown, *(overlays[m.id] for m in shown if m.id in overlays)])
         self._changed([at for at in positions if self._view.untag(at)])
 
     def add_summary(self, summary: Message, covers: Sequence[str]) -> Message:

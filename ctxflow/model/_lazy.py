@@ -21,7 +21,15 @@ from typing import Any, NamedTuple, Protocol
 
 from ctxflow.model._messages import Block, Message, Role, ToolResultBlock, ToolUseBlock
 
-__all__ = ["SUMMARY_OF", "Facts", "Placeholder", "Source", "facts_of", "page_in"]
+__all__ = [
+    "SUMMARY_OF",
+    "Facts",
+    "OverlayPlaceholder",
+    "Placeholder",
+    "Source",
+    "facts_of",
+    "page_in",
+]
 
 
 class Facts(NamedTuple):
@@ -49,7 +57,7 @@ SUMMARY_OF = "ctxflow.summary_of"
 
 def facts_of(message: Message) -> Facts:
     """The index facts of ``message`` (a placeholder's own, without fetching)."""
-    if type(message) is Placeholder:
+    if isinstance(message, Placeholder):
         return message.facts
     return Facts(
         message.id,
@@ -113,8 +121,9 @@ class Placeholder(Message):
         setter = object.__setattr__
         setter(made, "id", facts.id)
         setter(made, "role", facts.role)
-        setter(made, "condense_parent", condense_parent)
-        setter(made, "truncation_parent", truncation_parent)
+        if cls is Placeholder:  # an overlay's tags are read through its body
+            setter(made, "condense_parent", condense_parent)
+            setter(made, "truncation_parent", truncation_parent)
         setter(made, "facts", facts)
         setter(made, "_key", key)
         setter(made, "_source", source)
@@ -192,11 +201,34 @@ class Placeholder(Message):
 _PROBE = Message(role=Role.USER, content=(), id="probe")
 
 
+class OverlayPlaceholder(Placeholder):
+    """An overlay laid over a hidden message, fetched on first read like a placeholder.
+
+    Its compression tags are those its body holds (read through the body);
+    its id, role and tool ids are its message's (an overlay keeps them).
+    """
+
+    __slots__ = ()
+
+    condense_parent = _body_field("condense_parent")
+    truncation_parent = _body_field("truncation_parent")
+
+    def with_tags(self, *, condense_parent: str | None, truncation_parent: str | None) -> Message:
+        """See :meth:`Message.with_tags` (fetches the body)."""
+        return _loaded(self).with_tags(
+            condense_parent=condense_parent, truncation_parent=truncation_parent
+        )
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._real is not None else "not loaded"
+        return f"OverlayPlaceholder(id={self.id!r}, role={self.role.value!r}, {state})"
+
+
 def page_in(messages: Iterable[Message]) -> None:
     """Fetch the bodies of the unfetched placeholders among ``messages``, one read per source."""
     by_source: dict[int, tuple[Source, list[Placeholder]]] = {}
     for message in messages:
-        if type(message) is Placeholder and message._real is None:
+        if isinstance(message, Placeholder) and message._real is None:
             source = message._source
             by_source.setdefault(id(source), (source, []))[1].append(message)
     for source, wanted in by_source.values():

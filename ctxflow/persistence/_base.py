@@ -71,8 +71,8 @@ Wanted = Callable[[Manifest], set[str]] | None
 
 
 def view_hashes(manifest: Manifest, measure: str | None) -> set[str]:
-    """The bodies a view load reads: all but those of hidden, indexed messages; every
-    one when the manifest's counts were not taken with ``measure``."""
+    """The bodies a view load reads: all but those of hidden, indexed messages and their
+    overlays; every one when the manifest's counts were not taken with ``measure``."""
     if (
         measure is None
         or manifest.measure != measure
@@ -80,12 +80,14 @@ def view_hashes(manifest: Manifest, measure: str | None) -> set[str]:
     ):
         return manifest.body_hashes()
     tags, index = manifest.tags, manifest.index
-    wanted = {
-        digest
-        for digest, facts in zip(manifest.hashes, index, strict=True)
-        if facts is None or facts.id not in tags
-    }
-    wanted.update(manifest.overlays.values())
+    wanted: set[str] = set()
+    left: set[str] = set()  # ids of the hidden messages whose bodies stay in the store
+    for digest, facts in zip(manifest.hashes, index, strict=True):
+        if facts is None or facts.id not in tags:
+            wanted.add(digest)
+        else:
+            left.add(facts.id)
+    wanted.update(h for i, h in manifest.overlays.items() if i not in left)
     wanted.update(manifest.part_hashes())
     return wanted
 

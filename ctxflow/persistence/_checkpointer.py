@@ -46,7 +46,15 @@ from ctxflow.errors import (
     InvalidMessage,
     StoreError,
 )
-from ctxflow.model import Conversation, Message, Placeholder, Source, facts_of, page_in
+from ctxflow.model import (
+    Conversation,
+    Message,
+    OverlayPlaceholder,
+    Placeholder,
+    Source,
+    facts_of,
+    page_in,
+)
 from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.persistence._codec import pack_plain
@@ -149,7 +157,10 @@ class StoreSource:
                     rule="hidden_body",
                     message_id=placeholder.id,
                 )
-            message = rebuild(body, placeholder.condense_parent, placeholder.truncation_parent)
+            if isinstance(placeholder, OverlayPlaceholder):
+                message = message_from_plain(body)  # an overlay's body holds its tags
+            else:
+                message = rebuild(body, placeholder.condense_parent, placeholder.truncation_parent)
             if message.role is not placeholder.role:
                 raise CorruptCheckpoint(
                     f"hidden message {placeholder.id!r} must have the role its index gives "
@@ -199,8 +210,23 @@ def conversation_from_snapshot(
             )
         messages.append(rebuild(body, *tags.get(message_id, untagged)))
     overlays: dict[str, Message] = {}
+    left = (
+        {m.id: m for m in messages if type(m) is Placeholder}
+        if source is not None and manifest.overlays
+        else {}
+    )
     for message_id, digest in manifest.overlays.items():
         body = snapshot.bodies.get(digest)
+        under = left.get(message_id)
+        if body is None and under is not None and source is not None:
+            overlays[message_id] = OverlayPlaceholder.of(
+                under.facts,
+                key=digest,
+                source=source,
+                condense_parent=None,
+                truncation_parent=None,
+            )
+            continue
         if body is None:
             raise CorruptCheckpoint(
                 f"overlay of {message_id!r} must have its body {digest} in the store",

@@ -64,6 +64,12 @@ def _session(checkpointer: Checkpointer, rounds: int = 120) -> Conversation:
     for step in range(rounds):
         conversation.extend(_round(step))
         if step % 30 == 29:
+            trimmed = conversation.at(len(conversation) - 9)  # a result, shown trimmed
+            answer = trimmed.tool_results[0].tool_use_id
+            conversation.set_overlay(
+                trimmed.id,
+                trimmed.with_content((ToolResultBlock(tool_use_id=answer, content="[cut]"),)),
+            )
             view = conversation.effective()
             covered = [m.id for m in view[:-2]]
             summary = Message.assistant(f"summary to {step}", id=f"sum_{step:032x}")
@@ -100,6 +106,7 @@ def test_lazy_restore_equals_eager_message_by_message(sqlite_path: Path) -> None
         assert lazy.log_counts() == eager.log_counts()
         assert list(lazy.pairs()) == list(eager.pairs())
         assert [m.id for m in lazy.summaries()] == [m.id for m in eager.summaries()]
+        assert sorted(lazy.overlays) == sorted(eager.overlays)
         assert lazy.check(api="openai") == eager.check(api="openai")
         assert not any(p.loaded for p in hidden)
         assert [m.id for m in lazy] == [m.id for m in eager]
@@ -107,6 +114,7 @@ def test_lazy_restore_equals_eager_message_by_message(sqlite_path: Path) -> None
             assert mine == theirs and theirs == mine
             assert mine.content == theirs.content and mine.text == theirs.text
         assert all(p.loaded for p in hidden)
+        assert lazy.overlays == eager.overlays
 
 
 def test_hidden_bodies_are_not_read_at_reopen() -> None:
@@ -140,8 +148,9 @@ def test_recall_pages_in_only_its_span_in_one_read() -> None:
     ids = [m.id for m in covered if m.hidden]
     lazy.unhide(ids)
     eager.unhide(ids)
+    assert len(store.asked) == 2  # the span's overlays, in one read
     assert lazy.effective() == eager.effective()
-    assert len(store.asked) == 1
+    assert len(store.asked) == 2
 
 
 def test_placeholder_evolves_into_a_message_and_keeps_new_tags_unloaded() -> None:
