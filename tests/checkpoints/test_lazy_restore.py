@@ -41,7 +41,7 @@ class RecordingStore(MemoryStore):
         return super()._bodies(wanted)
 
 
-def _round(step: int) -> list[Message]:
+def _round(step: int, lines: int = 0) -> list[Message]:
     call = Message(
         role=Role.ASSISTANT,
         id=f"msg_{step:032x}",
@@ -53,7 +53,9 @@ def _round(step: int) -> list[Message]:
     result = Message(
         role=Role.USER,
         id=f"res_{step:032x}",
-        content=(ToolResultBlock(tool_use_id=f"call_{step}", content="line\n" * (step % 7 + 1)),),
+        content=(
+            ToolResultBlock(tool_use_id=f"call_{step}", content="line\n" * (lines or step % 7 + 1)),
+        ),
     )
     return [call, result]
 
@@ -264,3 +266,28 @@ def test_store_010_restores_lazily_as_eagerly(tmp_path: Path) -> None:
         writer.capture(conversation)
         again = restore(store, "ses_alpha", measure=measure, lazy=True).conversation
         assert list(again) == list(conversation)
+
+
+def test_engine_reopens_lazily_and_carries_on() -> None:
+    """Engine.from_checkpoint leaves hidden messages in the store, gives the same window
+    as the session it reopens, and carries on to the same log."""
+    from ctxflow.engine import Engine
+
+    store = MemoryStore()
+    engine = Engine(store=store, budget=3000)
+    engine.send("start", task="Fix the tests.")
+    engine.add_messages([Message.user("Fix the tests.")])
+    engine.send("plan_ready")
+    for step in range(60):
+        engine.window()
+        engine.add_messages(_round(step, lines=60))
+        engine.send("step")
+    engine.checkpoint("end")
+    opened = Engine.from_checkpoint(store=store, session_id=engine.session_id, budget=3000)
+    hidden = _placeholders(opened.conversation)
+    assert len(hidden) > 60 and not any(p.loaded for p in hidden)
+    assert opened.window().messages == engine.window().messages
+    for running in (engine, opened):
+        running.add_messages(_round(500))
+        running.send("step")
+    assert list(opened.conversation) == list(engine.conversation)
