@@ -24,6 +24,13 @@ the manifest, and in a delta only when it changed; a delta names only the
 parts that changed. Manifests written before parts existed hold the whole
 state and still read.
 
+The message index (``index``, parallel to the hashes) holds what a restore
+needs of a message without its body: its id, role, tool calls and the calls
+its results answer, whether it is a summary (:func:`pack_index`). A full
+manifest writes its tags in log order and the index marks the hidden
+positions with a bit each instead of naming their ids a second time. Records
+without an index still read: their bodies supply it.
+
 Gotcha: a delta needs the parent's ids to be a prefix of the child's. The log
 only grows, so that holds along a session; anything else is written in full.
 """
@@ -280,8 +287,13 @@ class Manifest:
         if self.parts:
             plain["parts"] = _parts_plain(self.parts)
         entries = self.indexed()
-        if entries is not None and entries:
-            plain["index"] = pack_index(entries)
+        if entries:
+            ordered = [e.id for e in entries if e.id in self.tags]
+            if len(ordered) == len(self.tags):  # every tag names a message of the log
+                plain["tags"] = {i: list(self.tags[i]) for i in ordered}
+                plain["index"] = pack_index(entries, self.tags)
+            else:
+                plain["index"] = pack_index(entries)
         if self.measure is not None:
             plain["measure"] = self.measure
             plain["counts"] = list(self.counts)
@@ -356,7 +368,8 @@ class Manifest:
             if len(self.index) < len(self.hashes) - len(hashes):
                 self.index += [None] * (len(self.hashes) - len(hashes) - len(self.index))
             if data.get("index") is not None and hashes:
-                self.index.extend(unpack_index(data["index"], len(hashes)))
+                hidden = list(data.get("tags") or ()) if full else []
+                self.index.extend(unpack_index(data["index"], len(hashes), hidden))
             else:
                 self.index.extend([None] * len(hashes))
             # Most deltas append and change the state only: skip what they do not hold.
@@ -463,21 +476,37 @@ def _unpack_ids(data: Mapping[str, Any], n: int) -> list[str]:
     return ids
 
 
-def pack_index(entries: Sequence[Facts]) -> dict[str, Any]:
+def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[str, Any]:
     """The index facts of consecutive messages as plain data: ids packed, roles as
     letters, and only where a message has them its calls (``uses``: offset, then id and
-    name pairs), its results (``answers``: the offsets of messages answering exactly
-    the calls of the message before them; ``results``: offset, then the ids answered)
-    and whether it is a summary (``summaries``: offsets)."""
-    plain = _pack_ids([e.id for e in entries])
+    tool number pairs, the numbers indexing ``names``), its results (``answers``: the
+    offsets of messages answering exactly the calls of the message before them;
+    ``results``: offset, then the ids answered) and whether it is a summary
+    (``summaries``: offsets). With ``hidden`` (the ids of a full manifest's tags,
+    written in log order), those ids are left out (module docstring)."""
+    if hidden:
+        # The ids of hidden messages are the manifest's tag keys, written in log order:
+        # the index marks their positions (one bit each) instead of naming them again.
+        marks = bytearray((len(entries) + 7) // 8)
+        for at, entry in enumerate(entries):
+            if entry.id in hidden:
+                marks[at >> 3] |= 1 << (at & 7)
+        plain = _pack_ids([e.id for e in entries if e.id not in hidden])
+        plain["hidden"] = bytes(marks)
+    else:
+        plain = _pack_ids([e.id for e in entries])
     plain["roles"] = "".join(_ROLE_CHARS[e.role] for e in entries)
     uses: list[list[Any]] = []
     answers: list[int] = []
     results: list[list[Any]] = []
+    names: dict[str, int] = {}
     previous: tuple[str, ...] = ()
     for at, entry in enumerate(entries):
         if entry.uses:
-            uses.append([at, *(x for pair in entry.uses for x in pair)])
+            flat: list[Any] = [at]
+            for use_id, name in entry.uses:
+                flat += (use_id, names.setdefault(name, len(names)))
+            uses.append(flat)
         if entry.results:
             if entry.results == previous:
                 answers.append(at)
@@ -486,6 +515,7 @@ def pack_index(entries: Sequence[Facts]) -> dict[str, Any]:
         previous = tuple(use_id for use_id, _ in entry.uses)
     summaries = [at for at, e in enumerate(entries) if e.summary]
     for key, value in (
+        ("names", list(names)),
         ("uses", uses),
         ("answers", answers),
         ("results", results),
@@ -502,20 +532,41 @@ def _offset(value: Any, n: int) -> int:
     return value
 
 
-def unpack_index(data: Any, n: int) -> list[Facts]:
-    """The index facts of ``n`` messages from :func:`pack_index`'s output (``ValueError``)."""
+def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
+    """The index facts of ``n`` messages from :func:`pack_index`'s output (``ValueError``);
+    ``hidden`` are the tag keys of the full manifest it came with, in order."""
     if not isinstance(data, Mapping):
         raise ValueError("an index must be a mapping")
-    ids = _unpack_ids(data, n)
+    marks = data.get("hidden")
+    if marks is None:
+        ids = _unpack_ids(data, n)
+    else:
+        if not isinstance(marks, bytes) or len(marks) != (n + 7) // 8:
+            raise ValueError(f"an index's hidden marks must be {(n + 7) // 8} bytes")
+        at_hidden = [bool(marks[at >> 3] >> (at & 7) & 1) for at in range(n)]
+        count = sum(at_hidden)
+        if count != len(hidden):
+            raise ValueError(
+                f"an index marks {count} hidden messages (the tags name {len(hidden)})"
+            )
+        shown = iter(_unpack_ids(data, n - count))
+        tagged = iter(hidden)
+        ids = [next(tagged) if mark else next(shown) for mark in at_hidden]
     roles = data["roles"]
     if not isinstance(roles, str) or len(roles) != n:
         raise ValueError(f"an index must give {n} roles")
+    names = list(data.get("names") or ())
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError("an index's tool names must be strings")
     uses: dict[int, tuple[tuple[str, str], ...]] = {}
     for entry in data.get("uses") or ():
         at, *flat = entry
-        if len(flat) % 2 or not flat or not all(isinstance(x, str) for x in flat):
-            raise ValueError("an index's calls must be id and name strings")
-        uses[_offset(at, n)] = tuple(zip(flat[::2], flat[1::2], strict=True))
+        calls, named = flat[::2], flat[1::2]
+        if len(flat) % 2 or not flat or not all(isinstance(x, str) for x in calls):
+            raise ValueError("an index's calls must be id strings and name numbers")
+        if not all(type(x) is int and 0 <= x < len(names) for x in named):
+            raise ValueError("an index's calls must name tools by their number")
+        uses[_offset(at, n)] = tuple(zip(calls, [names[x] for x in named], strict=True))
     results: dict[int, tuple[str, ...]] = {}
     for entry in data.get("results") or ():
         at, *answered = entry

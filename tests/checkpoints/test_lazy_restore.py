@@ -21,6 +21,7 @@ from ctxflow.model import (
     ToolUseBlock,
 )
 from ctxflow.persistence import Checkpointer, MemoryStore, restore
+from ctxflow.persistence._manifest import Manifest
 from ctxflow.stores import SQLiteStore
 from ctxflow.tokens import HeuristicCounter, message_measure
 
@@ -291,3 +292,21 @@ def test_engine_reopens_lazily_and_carries_on() -> None:
         running.add_messages(_round(500))
         running.send("step")
     assert list(opened.conversation) == list(engine.conversation)
+
+
+def test_full_manifest_index_round_trips_and_refuses_damage() -> None:
+    """A full manifest's index (hidden ids given by its tags, in log order) reads back as
+    written; marks that disagree with the tags are CorruptCheckpoint."""
+    store = MemoryStore()
+    _session(Checkpointer(store, SESSION, measure=MEASURE), rounds=40)
+    manifest = store.load(SESSION).manifest
+    plain = manifest.to_plain()
+    assert "hidden" in plain["index"] and plain["tags"]
+    again = Manifest.from_plain(plain)
+    assert again.index == manifest.index and again.tags == manifest.tags
+    broken = {**plain, "tags": dict(list(plain["tags"].items())[1:])}
+    with pytest.raises(CorruptCheckpoint, match="manifest"):
+        Manifest.from_plain(broken)
+    odd = {**plain, "index": {**plain["index"], "packed": plain["index"]["packed"][:-1]}}
+    with pytest.raises(CorruptCheckpoint, match="manifest"):
+        Manifest.from_plain(odd)
