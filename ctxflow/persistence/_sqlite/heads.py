@@ -229,9 +229,8 @@ class SessionHeads(Part):
         manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
         found = self.bodies.ids(set(manifest.hashes))
         depth = head.depth + len(records)
-        return self._encode(
-            records[-1].seq, depth, manifest, known, found, head.manifest.get("index")
-        )
+        held = (head.manifest.get("index"), list(head.manifest.get("tags") or ()))
+        return self._encode(records[-1].seq, depth, manifest, known, found, held)
 
     def _encode(
         self,
@@ -240,10 +239,11 @@ class SessionHeads(Part):
         manifest: Manifest,
         known: list[Any],
         ids: Mapping[str, int],
-        known_index: Any = None,
+        held: tuple[Any, list[str]] = (None, []),
     ) -> bytes | None:
         """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes (and
-        the message index of both, ``known_index`` being that of the known ones)."""
+        the message index of both, ``held`` being the index and tag keys of the head
+        the known ones come from)."""
         if not all(h in ids for h in manifest.hashes):
             return None
         plain = manifest.to_plain()
@@ -252,9 +252,15 @@ class SessionHeads(Part):
         entries = manifest.indexed()
         if known and entries is not None:
             try:
-                entries = unpack_index(known_index, len(known)) + entries
+                entries = unpack_index(held[0], len(known), held[1]) + entries
             except (KeyError, TypeError, ValueError):
                 entries = None  # the head's index is unknown: the head keeps none
         if entries:
-            plain["index"] = pack_index(entries)
+            tags = manifest.tags
+            ordered = [e.id for e in entries if e.id in tags]
+            if len(ordered) == len(tags):  # tags in log order: hidden ids are not repeated
+                plain["tags"] = {i: list(tags[i]) for i in ordered}
+                plain["index"] = pack_index(entries, tags)
+            else:
+                plain["index"] = pack_index(entries)
         return encode_readable(self.codec, [seq, depth, plain])
