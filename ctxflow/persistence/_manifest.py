@@ -38,6 +38,7 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
+import itertools
 import re
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -412,6 +413,8 @@ class Manifest:
 # --- the message index ---------------------------------------------------------------
 
 _ROLES = {"s": Role.SYSTEM, "u": Role.USER, "a": Role.ASSISTANT}
+# Each byte value's eight bits, lowest first (a bit per message of the hidden marks).
+_BITS = [tuple(bool(b >> i & 1) for i in range(8)) for b in range(256)]
 _ROLE_CHARS = {role: char for char, role in _ROLES.items()}
 _PACKED_ID = re.compile(r"^([a-z]{1,16})_([0-9a-f]{32})$")
 
@@ -543,7 +546,7 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
     else:
         if not isinstance(marks, bytes) or len(marks) != (n + 7) // 8:
             raise ValueError(f"an index's hidden marks must be {(n + 7) // 8} bytes")
-        at_hidden = [bool(marks[at >> 3] >> (at & 7) & 1) for at in range(n)]
+        at_hidden = list(itertools.chain.from_iterable(_BITS[b] for b in marks))[:n]
         count = sum(at_hidden)
         if count != len(hidden):
             raise ValueError(
