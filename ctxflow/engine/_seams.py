@@ -128,7 +128,9 @@ class SupportsCheckpoints(Protocol):
 class StoreCheckpointer:
     """The engine's checkpointer over a store: ``ctxflow.persistence.Checkpointer`` for writes.
 
-    Reads (``restore``) load a checkpoint's data without moving the writer, so
+    Reads (``restore``) are lazy: hidden messages stay in the store until read
+    (the store must stay open while the engine runs). They load a checkpoint's
+    data without moving the writer, so
     restoring an older checkpoint — ``recover`` does — never forks the session:
     the next write rebases the writer on the session's latest checkpoint and
     continues from there, recording the restored content (a full manifest when
@@ -161,7 +163,7 @@ class StoreCheckpointer:
     ) -> CheckpointRecord:
         """Write one checkpoint; return its record."""
         if self._rebase:
-            self.writer.restore()
+            self.writer.restore(lazy=True)
             self._rebase = False
         return self.writer.capture(
             conversation, state=state, chart=chart, phase=phase, trigger=trigger
@@ -174,8 +176,10 @@ class StoreCheckpointer:
         """
         if checkpoint_id is None:
             self._rebase = False
-            return self.writer.restore(measure=measure)
-        restored = persistence.restore(self.store, self.session_id, checkpoint_id, measure=measure)
+            return self.writer.restore(measure=measure, lazy=True)
+        restored = persistence.restore(
+            self.store, self.session_id, checkpoint_id, measure=measure, lazy=True
+        )
         self._rebase = restored.record.id != self.writer.last_id
         return restored
 

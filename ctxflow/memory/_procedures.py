@@ -49,7 +49,7 @@ import attrs
 
 from ctxflow.errors import FormatError
 from ctxflow.layers import SCOPES, Procedure
-from ctxflow.model import Message, Role, ToolUseBlock
+from ctxflow.model import Message, Placeholder, Role, ToolUseBlock
 
 __all__ = [
     "MAX_ENTRIES",
@@ -675,6 +675,8 @@ class ProcedureLearner:
             self._reset()
             read = 0
         for message in messages[read:]:
+            if type(message) is Placeholder and not message.loaded:
+                continue  # hidden before its checkpoint: consolidated then, not read again
             for done in self._scan.feed(message):
                 occurrence = self._successes.feed(done)
                 if occurrence is not None:

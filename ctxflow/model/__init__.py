@@ -5,6 +5,14 @@ This room knows nothing of budgets, charts or storage.
 
 from ctxflow.model._anthropic import messages_from_anthropic, messages_to_anthropic
 from ctxflow.model._conversation import SUMMARY_OF, Conversation, ToolPair
+from ctxflow.model._lazy import (
+    Facts,
+    OverlayPlaceholder,
+    Placeholder,
+    Source,
+    facts_of,
+    page_in,
+)
 from ctxflow.model._messages import (
     Block,
     ImageBlock,
@@ -32,10 +40,14 @@ __all__ = [
     "SUMMARY_OF",
     "Block",
     "Conversation",
+    "Facts",
     "ImageBlock",
     "Message",
+    "OverlayPlaceholder",
+    "Placeholder",
     "RedactedThinkingBlock",
     "Role",
+    "Source",
     "TextBlock",
     "ThinkingBlock",
     "ToolPair",
@@ -46,11 +58,13 @@ __all__ = [
     "Violation",
     "check",
     "dump_transcript",
+    "facts_of",
     "from_openai",
     "load_transcript",
     "messages_from_anthropic",
     "messages_to_anthropic",
     "new_id",
+    "page_in",
     "read_transcripts",
     "to_openai",
     "validate",

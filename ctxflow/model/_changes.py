@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from ctxflow.errors import InvalidMessage
+from ctxflow.model._lazy import Placeholder, facts_of
 from ctxflow.model._log import MessageLog
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._view import SUMMARY_OF
@@ -38,9 +39,20 @@ def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> Non
             rule="overlay_identity",
             message_id=message_id,
         )
-    if [u.id for u in replacement.tool_uses] != [u.id for u in original.tool_uses] or [
-        r.tool_use_id for r in replacement.tool_results
-    ] != [r.tool_use_id for r in original.tool_results]:
+    if type(original) is Placeholder:  # its facts hold the ids: its body stays unread
+        uses = [use_id for use_id, _ in original.facts.uses]
+        results = list(original.facts.results)
+    else:
+        uses = [u.id for u in original.tool_uses]
+        results = [r.tool_use_id for r in original.tool_results]
+    if isinstance(replacement, Placeholder):
+        laid = facts_of(replacement)
+        changed = [i for i, _ in laid.uses] != uses or list(laid.results) != results
+    else:
+        changed = [u.id for u in replacement.tool_uses] != uses or [
+            r.tool_use_id for r in replacement.tool_results
+        ] != results
+    if changed:
         raise InvalidMessage(
             f"overlay for {message_id!r} must keep its tool blocks' ids",
             rule="overlay_pairs",

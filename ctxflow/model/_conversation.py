@@ -34,12 +34,13 @@ from typing import overload
 
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
+from ctxflow.model._lazy import page_in
 from ctxflow.model._log import MessageLog, char_estimate, check_counts
 from ctxflow.model._messages import Message
 from ctxflow.model._pairs import PairIndex, ToolPair
 from ctxflow.model._undo import Undo
 from ctxflow.model._validity import API, ValidityReport, check
-from ctxflow.model._view import SUMMARY_OF, View
+from ctxflow.model._view import SUMMARY_OF, View, is_summary
 
 __all__ = ["JOURNAL_SIZE", "SUMMARY_OF", "Conversation", "ToolPair"]
 
@@ -217,7 +218,7 @@ class Conversation:
 
     def summaries(self) -> list[Message]:
         """Every summary message in the log, oldest first."""
-        return [m for m in self._log.messages if SUMMARY_OF in m.metadata]
+        return [m for m in self._log.messages if is_summary(m)]
 
     def covered_by(self, summary_id: str) -> list[Message]:
         """The originals a summary covers (expanding a condensed span)."""
@@ -225,7 +226,9 @@ class Conversation:
         ids = summary.metadata.get(SUMMARY_OF)
         if not ids:
             raise InvalidMessage(f"message {summary_id!r} is not a summary", rule="not_a_summary")
-        return [self.original(i) for i in ids]
+        covered = [self.original(i) for i in ids]
+        page_in(covered)
+        return covered
 
     def effective(self) -> list[Message]:
         """The messages a model would be shown, in order.
@@ -332,7 +335,7 @@ class Conversation:
             )
         if condense_parent is not None:
             at = self._log.position.get(condense_parent)
-            if at is None or SUMMARY_OF not in self._log.messages[at].metadata:
+            if at is None or not is_summary(self._log.messages[at]):
                 raise InvalidMessage(
                     f"'condense_parent' must name a summary in the conversation "
                     f"(got {condense_parent!r})",
@@ -347,6 +350,9 @@ class Conversation:
     def unhide(self, message_ids: Iterable[str]) -> None:
         """Clear the compression tags of messages (undo a compression)."""
         positions = self._log.positions(message_ids)
+        shown = [self._log.messages[at] for at in positions]
+        overlays = self._view.overlays
+        page_in([*shown, *(overlays[m.id] for m in shown if m.id in overlays)])
         self._changed([at for at in positions if self._view.untag(at)])
 
     def add_summary(self, summary: Message, covers: Sequence[str]) -> Message:

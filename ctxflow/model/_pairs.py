@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 
 from ctxflow.errors import InvalidMessage
+from ctxflow.model._lazy import Placeholder
 from ctxflow.model._log import refusal
 from ctxflow.model._messages import Message
 
@@ -69,39 +70,45 @@ class PairIndex:
         used, answered = self.uses, self.results
         new: PairBatch | None = None
         for at, message in enumerate(batch, base):
-            uses, results = message.tool_uses, message.tool_results
-            if not (uses or results):
-                continue
+            if type(message) is Placeholder:
+                calls, answers = message.facts.uses, message.facts.results
+                if not (calls or answers):
+                    continue
+            else:
+                uses, results = message.tool_uses, message.tool_results
+                if not (uses or results):
+                    continue
+                calls = tuple((u.id, u.name) for u in uses)
+                answers = tuple(r.tool_use_id for r in results)
             if new is None:
                 new = PairBatch()
             new_uses, new_results = new.uses, new.results
             ident = message.id
-            for use in uses:
-                if use.id in used or use.id in new_uses:
+            for use_id, name in calls:
+                if use_id in used or use_id in new_uses:
                     raise refusal(
                         at,
                         "duplicate_tool_use_id",
-                        f"tool_use id {use.id!r} is already used",
-                        tool_use_id=use.id,
+                        f"tool_use id {use_id!r} is already used",
+                        tool_use_id=use_id,
                     )
-                new_uses[use.id] = (ident, use.name)
-            for result in results:
-                answers = result.tool_use_id
-                if answers not in used and answers not in new_uses:
+                new_uses[use_id] = (ident, name)
+            for answer in answers:
+                if answer not in used and answer not in new_uses:
                     raise refusal(
                         at,
                         "orphan_tool_result",
-                        f"tool_result {answers!r} answers no tool_use",
-                        tool_use_id=answers,
+                        f"tool_result {answer!r} answers no tool_use",
+                        tool_use_id=answer,
                     )
-                if answers in answered or answers in new_results:
+                if answer in answered or answer in new_results:
                     raise refusal(
                         at,
                         "duplicate_tool_result",
-                        f"tool_use {answers!r} is already answered",
-                        tool_use_id=answers,
+                        f"tool_use {answer!r} is already answered",
+                        tool_use_id=answer,
                     )
-                new_results[answers] = ident
+                new_results[answer] = ident
         return new
 
     def add(self, admitted: PairBatch | None) -> None:

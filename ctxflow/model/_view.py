@@ -22,14 +22,20 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from ctxflow.model._lazy import SUMMARY_OF, Placeholder
 from ctxflow.model._log import MessageLog
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._validity import check, local_ok
 
-__all__ = ["SUMMARY_OF", "Checked", "View"]
+__all__ = ["SUMMARY_OF", "Checked", "View", "is_summary"]
 
-#: Metadata key on a summary message: the ids of the messages it covers.
-SUMMARY_OF = "ctxflow.summary_of"
+
+def is_summary(message: Message) -> bool:
+    """True when ``message`` is a summary (a placeholder knows without its body)."""
+    if type(message) is Placeholder:
+        return message.facts.summary
+    return bool(message.metadata) and SUMMARY_OF in message.metadata
+
 
 # A log position's part in the view: shown as is; not shown (truncated, or a
 # summary's own slot); special (a summary's span, or shown overlaid).
@@ -86,7 +92,7 @@ class View:
     def flag(self, at: int) -> int:
         """The part log position ``at`` plays in the view."""
         message = self.log.messages[at]
-        if SUMMARY_OF in message.metadata:
+        if is_summary(message):
             return _SKIP  # shown where the first message it covers stood
         if message.condense_parent is not None:
             return _SPECIAL
@@ -156,7 +162,7 @@ class View:
         a hidden message's index is that of the next message shown.
         """
         message = self.log.messages[at]
-        if SUMMARY_OF in message.metadata:
+        if is_summary(message):
             anchor = self.anchors.get(message.id)
             if anchor is None:
                 return None, False
@@ -178,7 +184,7 @@ class View:
         base = end - len(batch)
         self.flags += bytes(len(batch))  # _PLAIN
         for message in batch:
-            if message.hidden or (message.metadata and SUMMARY_OF in message.metadata):
+            if message.hidden or is_summary(message):
                 for at in range(base, end):
                     self.flags[at] = self.flag(at)
                 return False

@@ -27,6 +27,7 @@ never needs to read what it deletes (:meth:`BaseStore._erase`).
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -37,7 +38,7 @@ import attrs
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
 from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, encode_readable
-from ctxflow.persistence._manifest import mentions, replay
+from ctxflow.persistence._manifest import Manifest, facts_of_body, mentions, replay
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -60,9 +61,35 @@ __all__ = [
     "pick_pruned",
     "record_for",
     "stale_parent",
+    "view_hashes",
 ]
 
 T = TypeVar("T")
+
+#: Picks the bodies a load reads from a checkpoint's manifest (None: every one).
+Wanted = Callable[[Manifest], set[str]] | None
+
+
+def view_hashes(manifest: Manifest, measure: str | None) -> set[str]:
+    """The bodies a view load reads: all but those of hidden, indexed messages and their
+    overlays; every one when the manifest's counts were not taken with ``measure``."""
+    if (
+        measure is None
+        or manifest.measure != measure
+        or len(manifest.counts) != len(manifest.hashes)
+    ):
+        return manifest.body_hashes()
+    tags, index = manifest.tags, manifest.index
+    wanted: set[str] = set()
+    left: set[str] = set()  # ids of the hidden messages whose bodies stay in the store
+    for digest, facts in zip(manifest.hashes, index, strict=True):
+        if facts is None or facts.id not in tags:
+            wanted.add(digest)
+        else:
+            left.add(facts.id)
+    wanted.update(h for i, h in manifest.overlays.items() if i not in left)
+    wanted.update(manifest.part_hashes())
+    return wanted
 
 
 @attrs.frozen(kw_only=True)
@@ -164,15 +191,18 @@ class BaseStore(abc.ABC):
         latest when None) and the full manifest its chain starts from: all by default."""
         return self._known(session_id)
 
-    def _snapshot(self, session_id: str, checkpoint_id: str | None) -> Snapshot:
+    def _snapshot(
+        self, session_id: str, checkpoint_id: str | None, wanted: Wanted = None
+    ) -> Snapshot:
         """A checkpoint's record, full manifest (ids not filled in), delta depth and the
-        bodies it names (the latest when None; a backend may find them its own way)."""
+        bodies it names, or those ``wanted`` picks (the latest when None; a backend may
+        find them its own way)."""
         records = self._chain_records(session_id, checkpoint_id)
         index = _index_of(records, session_id, checkpoint_id)
         start = chain_start(records, index)
         check_chain(records[max(start, 1) - 1 : index + 1], session_id)
         manifest = replay(self._manifests([r.id for r in records[start : index + 1]]))
-        bodies = self._bodies(manifest.body_hashes())
+        bodies = self._bodies(manifest.body_hashes() if wanted is None else wanted(manifest))
         return Snapshot(
             record=records[index], manifest=manifest, bodies=bodies, depth=index - start
         )
@@ -288,32 +318,67 @@ class BaseStore(abc.ABC):
 
     def load(self, session_id: str, checkpoint_id: str | None = None) -> Snapshot:
         """A checkpoint's full manifest and bodies (the latest when no id is given)."""
+        return self._load(session_id, checkpoint_id, None)
+
+    def load_view(
+        self, session_id: str, checkpoint_id: str | None = None, *, measure: str | None
+    ) -> Snapshot:
+        """A checkpoint as :meth:`load` gives it, but without the bodies of hidden messages.
+
+        A hidden (tagged) message whose index entry the manifest holds keeps its
+        body in the store (read it with :meth:`read_bodies`); every other body is
+        read. Counts are needed to rebuild a conversation without its hidden
+        bodies: when the checkpoint's counts were not taken with ``measure`` (a
+        measure's key), every body is read as :meth:`load` does.
+        """
+        return self._load(session_id, checkpoint_id, lambda m: view_hashes(m, measure))
+
+    def read_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
+        """The decoded bodies stored under ``hashes`` (absent ones left out), in one read."""
+        wanted = set(hashes)
+        return self._atomic("read bodies", lambda: self._bodies(wanted), write=False)
+
+    def _load(self, session_id: str, checkpoint_id: str | None, wanted: Wanted) -> Snapshot:
         check_store_id(session_id)
         if checkpoint_id is not None:
             check_store_id(checkpoint_id, what="checkpoint id")
 
         def run() -> Snapshot:
             try:
-                return self._snapshot(session_id, checkpoint_id)
+                return self._snapshot(session_id, checkpoint_id, wanted)
             except CorruptCheckpoint as exc:
                 raise self._naming(exc, session_id, checkpoint_id) from None
 
         snapshot = self._atomic("load", run, write=False)
         record, manifest, bodies = snapshot.record, snapshot.manifest, snapshot.bodies
-        missing = manifest.body_hashes() - bodies.keys()
+        needed = manifest.body_hashes() if wanted is None else wanted(manifest)
+        missing = needed - bodies.keys()
         if missing:
             raise CorruptCheckpoint(
                 f"checkpoint {record.id!r} must have all its bodies in the store "
                 f"(missing {len(missing)}, e.g. {min(missing)!r})",
                 rule="missing_body",
             )
+        index = manifest.index
+        index += [None] * (len(manifest.hashes) - len(index))
+        ids: list[str] = []
         try:
-            manifest.ids = [bodies[h]["id"] for h in manifest.hashes]
+            for at, digest in enumerate(manifest.hashes):
+                facts = index[at]
+                if facts is None:
+                    body = bodies[digest]
+                    ident = body["id"]
+                    with contextlib.suppress(ValueError):  # a body of another shape: its id
+                        index[at] = facts_of_body(body)
+                    ids.append(ident)
+                else:
+                    ids.append(facts.id)
         except (KeyError, TypeError):
             raise CorruptCheckpoint(
                 f"checkpoint {record.id!r}: every body must hold a message id",
                 rule="body",
             ) from None
+        manifest.ids = ids
         try:
             manifest.assemble(bodies)
         except CorruptCheckpoint as exc:

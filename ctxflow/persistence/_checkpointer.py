@@ -35,16 +35,30 @@ the latest (or fork) and carry on from there.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
 
-from ctxflow.errors import CheckpointError, CorruptCheckpoint, InvalidMessage
-from ctxflow.model import Conversation, Message
+from ctxflow.errors import (
+    CheckpointError,
+    CorruptCheckpoint,
+    InvalidMessage,
+    StoreError,
+)
+from ctxflow.model import (
+    Conversation,
+    Message,
+    OverlayPlaceholder,
+    Placeholder,
+    Source,
+    facts_of,
+    page_in,
+)
+from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.persistence._codec import pack_plain
-from ctxflow.persistence._manifest import Manifest, pack_hashes
+from ctxflow.persistence._manifest import Manifest, pack_hashes, pack_index
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -56,7 +70,14 @@ from ctxflow.persistence._model import (
 from ctxflow.persistence._protocol import Store
 from ctxflow.protocols import Measure
 
-__all__ = ["Checkpointer", "Restored", "conversation_from_snapshot", "measure_key", "restore"]
+__all__ = [
+    "Checkpointer",
+    "Restored",
+    "StoreSource",
+    "conversation_from_snapshot",
+    "measure_key",
+    "restore",
+]
 
 
 def measure_key(measure: Measure | None) -> str | None:
@@ -86,19 +107,101 @@ def _plain_mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]
     return dict(value)
 
 
+class StoreSource:
+    """Fetches the bodies of a lazily restored conversation's placeholders from its store.
+
+    Each body read is checked against its hash; a body that is missing or
+    damaged raises :class:`~ctxflow.errors.CorruptCheckpoint`, and a store that
+    can no longer be read (closed, unreachable) :class:`~ctxflow.errors.StoreError`,
+    both naming the first message asked for.
+    """
+
+    __slots__ = ("checkpoint_id", "store")
+
+    def __init__(self, store: BaseStore, checkpoint_id: str) -> None:
+        self.store = store
+        self.checkpoint_id = checkpoint_id
+
+    def fetch(self, wanted: Sequence[Placeholder]) -> list[Message]:
+        """The messages ``wanted`` stand for, their tags kept, read in one store read."""
+        if not wanted:
+            return []
+        first = wanted[0].id
+        try:
+            bodies = self.store.read_bodies({p.key for p in wanted})
+        except CorruptCheckpoint as exc:
+            raise CorruptCheckpoint(
+                f"hidden message {first!r} of checkpoint {self.checkpoint_id!r} must be "
+                f"readable from its store ({exc.message})",
+                rule="hidden_body",
+                message_id=first,
+            ) from None
+        except Exception as exc:  # a closed or unreachable backend: its own errors too
+            raise StoreError(
+                f"hidden message {first!r} of checkpoint {self.checkpoint_id!r} needs its "
+                f"store open to be read ({type(exc).__name__}: {exc})",
+                rule="store_unavailable",
+                message_id=first,
+            ) from None
+        messages: list[Message] = []
+        for placeholder in wanted:
+            body = bodies.get(placeholder.key)
+            if (
+                body is None
+                or body_hash(body) != placeholder.key
+                or body.get("id") != placeholder.id
+            ):
+                raise CorruptCheckpoint(
+                    f"hidden message {placeholder.id!r} of checkpoint {self.checkpoint_id!r} "
+                    f"must have its body {placeholder.key} in the store (missing or damaged)",
+                    rule="hidden_body",
+                    message_id=placeholder.id,
+                )
+            if isinstance(placeholder, OverlayPlaceholder):
+                message = message_from_plain(body)  # an overlay's body holds its tags
+            else:
+                message = rebuild(body, placeholder.condense_parent, placeholder.truncation_parent)
+            if message.role is not placeholder.role:
+                raise CorruptCheckpoint(
+                    f"hidden message {placeholder.id!r} must have the role its index gives "
+                    f"({placeholder.role.value}, got {message.role.value})",
+                    rule="hidden_body",
+                    message_id=placeholder.id,
+                )
+            messages.append(message)
+        return messages
+
+
 def conversation_from_snapshot(
-    snapshot: Snapshot, *, measure: Measure | None = None
+    snapshot: Snapshot, *, measure: Measure | None = None, source: Source | None = None
 ) -> Conversation:
     """Rebuild the Conversation of a loaded checkpoint (tags and overlays included).
 
     When ``measure`` has the key the checkpoint's counts were stored under,
-    those counts are taken instead of measuring every message again.
+    those counts are taken instead of measuring every message again. A hidden
+    message whose body the snapshot lacks (a view load) becomes a
+    :class:`~ctxflow.model.Placeholder` fetching it from ``source``.
     """
     manifest = snapshot.manifest
     bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
-    messages = []
-    for message_id, digest in zip(manifest.ids, manifest.hashes, strict=True):
+    index = manifest.index if len(manifest.index) == len(manifest.hashes) else None
+    messages: list[Message] = []
+    for at, (message_id, digest) in enumerate(zip(manifest.ids, manifest.hashes, strict=True)):
         body = bodies.get(digest)
+        if body is None and source is not None and index is not None and message_id in tags:
+            facts = index[at]
+            if facts is not None:
+                condense, truncation = tags[message_id]
+                messages.append(
+                    Placeholder.of(
+                        facts,
+                        key=digest,
+                        source=source,
+                        condense_parent=condense,
+                        truncation_parent=truncation,
+                    )
+                )
+                continue
         if body is None or body.get("id") != message_id:
             raise CorruptCheckpoint(
                 f"message {message_id!r} must have its body {digest} in the store (missing)",
@@ -107,8 +210,23 @@ def conversation_from_snapshot(
             )
         messages.append(rebuild(body, *tags.get(message_id, untagged)))
     overlays: dict[str, Message] = {}
+    left = (
+        {m.id: m for m in messages if type(m) is Placeholder}
+        if source is not None and manifest.overlays
+        else {}
+    )
     for message_id, digest in manifest.overlays.items():
         body = snapshot.bodies.get(digest)
+        under = left.get(message_id)
+        if body is None and under is not None and source is not None:
+            overlays[message_id] = OverlayPlaceholder.of(
+                under.facts,
+                key=digest,
+                source=source,
+                condense_parent=None,
+                truncation_parent=None,
+            )
+            continue
         if body is None:
             raise CorruptCheckpoint(
                 f"overlay of {message_id!r} must have its body {digest} in the store",
@@ -122,6 +240,7 @@ def conversation_from_snapshot(
             conversation = Conversation(messages, measure=measure, counts=manifest.counts)
             counts = manifest.overlay_counts
         else:
+            page_in(messages)  # measuring reads every body
             conversation = Conversation(messages, measure=measure)
             counts = {}
         if overlays:
@@ -133,17 +252,34 @@ def conversation_from_snapshot(
     return conversation
 
 
+def _load(
+    store: Store, session_id: str, checkpoint_id: str | None, measure: Measure | None, lazy: bool
+) -> tuple[Snapshot, Source | None]:
+    """A checkpoint loaded whole, or (``lazy``, from a store that can) without its
+    hidden bodies, with the source its placeholders read them from."""
+    if lazy and isinstance(store, BaseStore):
+        snapshot = store.load_view(session_id, checkpoint_id, measure=measure_key(measure))
+        return snapshot, StoreSource(store, snapshot.record.id)
+    return store.load(session_id, checkpoint_id), None
+
+
 def restore(
     store: Store,
     session_id: str,
     checkpoint_id: str | None = None,
     *,
     measure: Measure | None = None,
+    lazy: bool = False,
 ) -> Restored:
-    """Load a checkpoint (the session's latest when no id is given) and rebuild it."""
-    snapshot = store.load(session_id, checkpoint_id)
+    """Load a checkpoint (the session's latest when no id is given) and rebuild it.
+
+    With ``lazy``, hidden messages stay in the store until read (see
+    :meth:`BaseStore.load_view`): the store must stay open while the
+    conversation is used.
+    """
+    snapshot, source = _load(store, session_id, checkpoint_id, measure, lazy)
     return Restored(
-        conversation=conversation_from_snapshot(snapshot, measure=measure),
+        conversation=conversation_from_snapshot(snapshot, measure=measure, source=source),
         state=dict(snapshot.manifest.state),
         chart=dict(snapshot.manifest.chart),
         record=snapshot.record,
@@ -295,17 +431,21 @@ class Checkpointer:
         return written
 
     def restore(
-        self, checkpoint_id: str | None = None, *, measure: Measure | None = None
+        self,
+        checkpoint_id: str | None = None,
+        *,
+        measure: Measure | None = None,
+        lazy: bool = False,
     ) -> Restored:
         """Restore a checkpoint of this session and continue capturing from it.
 
         ``measure`` defaults to this checkpointer's own, the one its captures
-        say the conversation counts with.
+        say the conversation counts with. With ``lazy``, hidden messages stay in
+        the store until read (see :func:`restore`).
         """
-        snapshot = self.store.load(self.session_id, checkpoint_id)
-        conversation = conversation_from_snapshot(
-            snapshot, measure=self.measure if measure is None else measure
-        )
+        measure = self.measure if measure is None else measure
+        snapshot, source = _load(self.store, self.session_id, checkpoint_id, measure, lazy)
+        conversation = conversation_from_snapshot(snapshot, measure=measure, source=source)
         self._last_id = snapshot.record.id
         self._manifest = snapshot.manifest.copy()
         self._follow(conversation, None)
@@ -380,6 +520,8 @@ class Checkpointer:
             if message.hidden:
                 tags[message.id] = [message.condense_parent, message.truncation_parent]
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(hashes)}
+        if appended:
+            delta["index"] = pack_index([facts_of(m) for m in appended])
         if key is not None:
             delta["counts"] = [conversation.original_tokens(m.id) for m in appended]
         overlays: dict[str, str] = {}
@@ -491,6 +633,7 @@ class Checkpointer:
     ) -> None:
         for message in messages:
             manifest.ids.append(message.id)
+            manifest.index.append(facts_of(message))
             manifest.hashes.append(self._stored(message, bodies))
             if message.hidden:
                 manifest.tags[message.id] = (message.condense_parent, message.truncation_parent)

@@ -24,6 +24,13 @@ the manifest, and in a delta only when it changed; a delta names only the
 parts that changed. Manifests written before parts existed hold the whole
 state and still read.
 
+The message index (``index``, parallel to the hashes) holds what a restore
+needs of a message without its body: its id, role, tool calls and the calls
+its results answer, whether it is a summary (:func:`pack_index`). A full
+manifest writes its tags in log order and the index marks the hidden
+positions with a bit each instead of naming their ids a second time. Records
+without an index still read: their bodies supply it.
+
 Gotcha: a delta needs the parent's ids to be a prefix of the child's. The log
 only grows, so that holds along a session; anything else is written in full.
 """
@@ -31,22 +38,28 @@ only grows, so that holds along a session; anything else is written in full.
 from __future__ import annotations
 
 import binascii
+import itertools
+import re
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ctxflow._plain import Sealed
 from ctxflow.errors import CorruptCheckpoint
+from ctxflow.model import SUMMARY_OF, Facts, Role
 from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
     "PART_BYTES",
     "Manifest",
     "apply_deltas",
+    "facts_of_body",
     "mentions",
     "pack_hashes",
+    "pack_index",
     "replay",
     "unpack_hashes",
+    "unpack_index",
 ]
 
 Tags = tuple[str | None, str | None]
@@ -129,6 +142,7 @@ class Manifest:
         "counts",
         "hashes",
         "ids",
+        "index",
         "measure",
         "overlay_counts",
         "overlays",
@@ -154,6 +168,8 @@ class Manifest:
     ) -> None:
         self.ids = ids if ids is not None else []
         self.hashes = hashes if hashes is not None else []
+        # Parallel to ``hashes``: each message's index facts, None where none were stored.
+        self.index: list[Facts | None] = [None] * len(self.hashes)
         self.tags = tags if tags is not None else {}
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
@@ -190,11 +206,23 @@ class Manifest:
             overlay_counts=dict(self.overlay_counts),
         )
         copied.skeleton, copied.parts = self.skeleton, dict(self.parts)
+        copied.index = list(self.index)
         return copied
+
+    def indexed(self, start: int = 0) -> list[Facts] | None:
+        """The index facts of the messages from ``start`` on, or None when one is unknown."""
+        entries = self.index[start:]
+        if len(self.index) != len(self.hashes) or None in entries:
+            return None
+        return entries  # type: ignore[return-value]  # no None among them
 
     def body_hashes(self) -> set[str]:
         """Every body hash this manifest references (messages, overlays, state parts)."""
         return set(self.hashes) | set(self.overlays.values()) | set(_part_hashes(self.parts))
+
+    def part_hashes(self) -> set[str]:
+        """The body hashes of the state's parts."""
+        return set(_part_hashes(self.parts))
 
     def set_state(
         self, state: dict[str, Any], bodies: dict[str, Any], written: Collection[str] = ()
@@ -259,6 +287,14 @@ class Manifest:
         }
         if self.parts:
             plain["parts"] = _parts_plain(self.parts)
+        entries = self.indexed()
+        if entries:
+            ordered = [e.id for e in entries if e.id in self.tags]
+            if len(ordered) == len(self.tags):  # every tag names a message of the log
+                plain["tags"] = {i: list(self.tags[i]) for i in ordered}
+                plain["index"] = pack_index(entries, self.tags)
+            else:
+                plain["index"] = pack_index(entries)
         if self.measure is not None:
             plain["measure"] = self.measure
             plain["counts"] = list(self.counts)
@@ -282,6 +318,9 @@ class Manifest:
         if self.measure != parent.measure or self.counts[:n] != parent.counts:
             return None
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(self.hashes[n:])}
+        entries = self.indexed(n)
+        if entries:
+            delta["index"] = pack_index(entries)
         if self.measure is not None:
             delta["counts"] = self.counts[n:]
         changed = {k: list(v) for k, v in self.tags.items() if parent.tags.get(k) != v}
@@ -327,6 +366,13 @@ class Manifest:
             elif "counts" in data:
                 raise ValueError("counts need the measure they were taken with")
             self.hashes.extend(hashes)
+            if len(self.index) < len(self.hashes) - len(hashes):
+                self.index += [None] * (len(self.hashes) - len(hashes) - len(self.index))
+            if data.get("index") is not None and hashes:
+                hidden = list(data.get("tags") or ()) if full else []
+                self.index.extend(unpack_index(data["index"], len(hashes), hidden))
+            else:
+                self.index.extend([None] * len(hashes))
             # Most deltas append and change the state only: skip what they do not hold.
             if data.get("tags"):
                 for key, pair in dict(data["tags"]).items():
@@ -362,6 +408,184 @@ class Manifest:
                 f"a manifest must have the documented shape ({type(exc).__name__}: {exc})",
                 rule="manifest",
             ) from None
+
+
+# --- the message index ---------------------------------------------------------------
+
+_ROLES = {"s": Role.SYSTEM, "u": Role.USER, "a": Role.ASSISTANT}
+# Each byte value's eight bits, lowest first (a bit per message of the hidden marks).
+_BITS = [tuple(bool(b >> i & 1) for i in range(8)) for b in range(256)]
+_ROLE_CHARS = {role: char for char, role in _ROLES.items()}
+_PACKED_ID = re.compile(r"^([a-z]{1,16})_([0-9a-f]{32})$")
+
+
+def facts_of_body(body: Mapping[str, Any]) -> Facts:
+    """The index facts of a stored message body (``ValueError`` if it is malformed)."""
+    try:
+        uses: list[tuple[str, str]] = []
+        results: list[str] = []
+        for block in body["content"]:
+            kind = block.get("type")
+            if kind == "tool_use":
+                uses.append((block["id"], block["name"]))
+            elif kind == "tool_result":
+                results.append(block["tool_use_id"])
+        metadata = body.get("metadata") or {}
+        if not isinstance(body["id"], str):
+            raise TypeError("a message id must be a string")
+        return Facts(
+            body["id"], Role(body["role"]), tuple(uses), tuple(results), SUMMARY_OF in metadata
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"a message body must hold an id, a role and content ({exc})") from None
+
+
+def _pack_ids(ids: list[str]) -> dict[str, Any]:
+    """Message ids: ``prefix_<32 hex>`` ones as a prefix number and 16 bytes each."""
+    prefixes: dict[str, int] = {}
+    packed = bytearray()
+    for ident in ids:
+        found = _PACKED_ID.match(ident)
+        if found is None or len(prefixes) > 255:
+            return {"ids": list(ids)}
+        prefix = prefixes.setdefault(found.group(1), len(prefixes))
+        if prefix > 255:
+            return {"ids": list(ids)}
+        packed.append(prefix)
+        packed += bytes.fromhex(found.group(2))
+    return {"prefixes": list(prefixes), "packed": bytes(packed)}
+
+
+def _unpack_ids(data: Mapping[str, Any], n: int) -> list[str]:
+    if "ids" in data:
+        ids = list(data["ids"])
+        if not all(isinstance(i, str) and i for i in ids):
+            raise ValueError("index ids must be non-empty strings")
+    else:
+        prefixes, packed = list(data["prefixes"]), data["packed"]
+        if not isinstance(packed, bytes) or len(packed) % 17:
+            raise ValueError("packed index ids must be 17 bytes each")
+        if not all(isinstance(p, str) for p in prefixes) or any(
+            c >= len(prefixes) for c in packed[::17]
+        ):
+            raise ValueError("packed index ids must name their prefixes")
+        text = packed.hex()  # 34 hex digits an id: its prefix number, then its 32
+        named = [f"{p}_" for p in prefixes]
+        ids = [
+            named[int(text[i : i + 2], 16)] + text[i + 2 : i + 34] for i in range(0, len(text), 34)
+        ]
+    if len(ids) != n:
+        raise ValueError(f"an index must name {n} messages (got {len(ids)})")
+    return ids
+
+
+def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[str, Any]:
+    """The index facts of consecutive messages as plain data: ids packed, roles as
+    letters, and only where a message has them its calls (``uses``: offset, then id and
+    tool number pairs, the numbers indexing ``names``), its results (``answers``: the
+    offsets of messages answering exactly the calls of the message before them;
+    ``results``: offset, then the ids answered) and whether it is a summary
+    (``summaries``: offsets). With ``hidden`` (the ids of a full manifest's tags,
+    written in log order), those ids are left out (module docstring)."""
+    if hidden:
+        # The ids of hidden messages are the manifest's tag keys, written in log order:
+        # the index marks their positions (one bit each) instead of naming them again.
+        marks = bytearray((len(entries) + 7) // 8)
+        for at, entry in enumerate(entries):
+            if entry.id in hidden:
+                marks[at >> 3] |= 1 << (at & 7)
+        plain = _pack_ids([e.id for e in entries if e.id not in hidden])
+        plain["hidden"] = bytes(marks)
+    else:
+        plain = _pack_ids([e.id for e in entries])
+    plain["roles"] = "".join(_ROLE_CHARS[e.role] for e in entries)
+    uses: list[list[Any]] = []
+    answers: list[int] = []
+    results: list[list[Any]] = []
+    names: dict[str, int] = {}
+    previous: tuple[str, ...] = ()
+    for at, entry in enumerate(entries):
+        if entry.uses:
+            flat: list[Any] = [at]
+            for use_id, name in entry.uses:
+                flat += (use_id, names.setdefault(name, len(names)))
+            uses.append(flat)
+        if entry.results:
+            if entry.results == previous:
+                answers.append(at)
+            else:
+                results.append([at, *entry.results])
+        previous = tuple(use_id for use_id, _ in entry.uses)
+    summaries = [at for at, e in enumerate(entries) if e.summary]
+    for key, value in (
+        ("names", list(names)),
+        ("uses", uses),
+        ("answers", answers),
+        ("results", results),
+        ("summaries", summaries),
+    ):
+        if value:
+            plain[key] = value
+    return plain
+
+
+def _offset(value: Any, n: int) -> int:
+    if type(value) is not int or not 0 <= value < n:
+        raise ValueError(f"an index offset must be an integer below {n} (got {value!r})")
+    return value
+
+
+def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
+    """The index facts of ``n`` messages from :func:`pack_index`'s output (``ValueError``);
+    ``hidden`` are the tag keys of the full manifest it came with, in order."""
+    if not isinstance(data, Mapping):
+        raise ValueError("an index must be a mapping")
+    marks = data.get("hidden")
+    if marks is None:
+        ids = _unpack_ids(data, n)
+    else:
+        if not isinstance(marks, bytes) or len(marks) != (n + 7) // 8:
+            raise ValueError(f"an index's hidden marks must be {(n + 7) // 8} bytes")
+        at_hidden = list(itertools.chain.from_iterable(_BITS[b] for b in marks))[:n]
+        count = sum(at_hidden)
+        if count != len(hidden):
+            raise ValueError(
+                f"an index marks {count} hidden messages (the tags name {len(hidden)})"
+            )
+        shown = iter(_unpack_ids(data, n - count))
+        tagged = iter(hidden)
+        ids = [next(tagged) if mark else next(shown) for mark in at_hidden]
+    roles = data["roles"]
+    if not isinstance(roles, str) or len(roles) != n:
+        raise ValueError(f"an index must give {n} roles")
+    names = list(data.get("names") or ())
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError("an index's tool names must be strings")
+    uses: dict[int, tuple[tuple[str, str], ...]] = {}
+    for entry in data.get("uses") or ():
+        at, *flat = entry
+        calls, named = flat[::2], flat[1::2]
+        if len(flat) % 2 or not flat or not all(isinstance(x, str) for x in calls):
+            raise ValueError("an index's calls must be id strings and name numbers")
+        if not all(type(x) is int and 0 <= x < len(names) for x in named):
+            raise ValueError("an index's calls must name tools by their number")
+        uses[_offset(at, n)] = tuple(zip(calls, [names[x] for x in named], strict=True))
+    results: dict[int, tuple[str, ...]] = {}
+    for entry in data.get("results") or ():
+        at, *answered = entry
+        if not answered or not all(isinstance(x, str) for x in answered):
+            raise ValueError("an index's results must be id strings")
+        results[_offset(at, n)] = tuple(answered)
+    for at in data.get("answers") or ():
+        before = uses.get(_offset(at, n) - 1)
+        if not before:
+            raise ValueError("an index's answer must follow a message with calls")
+        results[at] = tuple(use_id for use_id, _ in before)
+    summaries = {_offset(at, n) for at in data.get("summaries") or ()}
+    return [
+        Facts(ident, _ROLES[role], uses.get(at, ()), results.get(at, ()), at in summaries)
+        for at, (ident, role) in enumerate(zip(ids, roles, strict=True))
+    ]
 
 
 def mentions(record: Mapping[str, Any]) -> set[str]:

@@ -29,7 +29,7 @@ import attrs
 
 from ctxflow.engine import Engine
 from ctxflow.errors import ConflictError, SessionEvicted
-from ctxflow.model import Conversation, Message
+from ctxflow.model import Conversation, Message, Placeholder
 
 __all__ = [
     "LATENCY_SAMPLES",
@@ -52,6 +52,8 @@ OPERATIONS = ("add", "get", "update", "save", "load")
 #: What a message costs beside its text (the Message object, its id, its cached
 #: count and its places in the log and the pair index), and what a block costs.
 MESSAGE_BYTES = 800
+#: What a hidden message restored without its body holds beside that: its index facts.
+PLACEHOLDER_BYTES = 100
 BLOCK_BYTES = 100
 
 
@@ -206,6 +208,9 @@ def approx_bytes(messages: Iterable[Message]) -> int:
     total = 0
     for message in messages:
         total += MESSAGE_BYTES + len(message.id)
+        if type(message) is Placeholder and not message.loaded:
+            total += PLACEHOLDER_BYTES  # its index facts; the body stays in the store
+            continue
         for block in message.content:
             total += _plain_bytes(block)
     return total

@@ -34,7 +34,7 @@ import attrs
 from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._codec import encode_readable
-from ctxflow.persistence._manifest import Manifest, apply_deltas
+from ctxflow.persistence._manifest import Manifest, apply_deltas, pack_index, unpack_index
 from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
 
@@ -229,7 +229,8 @@ class SessionHeads(Part):
         manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
         found = self.bodies.ids(set(manifest.hashes))
         depth = head.depth + len(records)
-        return self._encode(records[-1].seq, depth, manifest, known, found)
+        held = (head.manifest.get("index"), list(head.manifest.get("tags") or ()))
+        return self._encode(records[-1].seq, depth, manifest, known, found, held)
 
     def _encode(
         self,
@@ -238,10 +239,28 @@ class SessionHeads(Part):
         manifest: Manifest,
         known: list[Any],
         ids: Mapping[str, int],
+        held: tuple[Any, list[str]] = (None, []),
     ) -> bytes | None:
-        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes."""
+        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes (and
+        the message index of both, ``held`` being the index and tag keys of the head
+        the known ones come from)."""
         if not all(h in ids for h in manifest.hashes):
             return None
         plain = manifest.to_plain()
         plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
+        plain.pop("index", None)
+        entries = manifest.indexed()
+        if known and entries is not None:
+            try:
+                entries = unpack_index(held[0], len(known), held[1]) + entries
+            except (KeyError, TypeError, ValueError):
+                entries = None  # the head's index is unknown: the head keeps none
+        if entries:
+            tags = manifest.tags
+            ordered = [e.id for e in entries if e.id in tags]
+            if len(ordered) == len(tags):  # tags in log order: hidden ids are not repeated
+                plain["tags"] = {i: list(tags[i]) for i in ordered}
+                plain["index"] = pack_index(entries, tags)
+            else:
+                plain["index"] = pack_index(entries)
         return encode_readable(self.codec, [seq, depth, plain])

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxflow.errors import CorruptCheckpoint, StoreError
-from ctxflow.persistence._base import BaseStore, Encoded, check_chain, no_session
+from ctxflow.persistence._base import BaseStore, Encoded, Wanted, check_chain, no_session
 from ctxflow.persistence._codec import EnvelopeCodec, default_codec
 from ctxflow.persistence._manifest import Manifest, apply_deltas
 from ctxflow.persistence._model import CheckpointRecord, Snapshot
@@ -323,20 +323,22 @@ class SQLiteStore(BaseStore):
             return records or self._known(session_id)
         return self._packs.records_to_full(session, session_id) + records
 
-    def _snapshot(self, session_id: str, checkpoint_id: str | None) -> Snapshot:
+    def _snapshot(
+        self, session_id: str, checkpoint_id: str | None, wanted: Wanted = None
+    ) -> Snapshot:
         # The latest checkpoint: its record and manifest come with the plain rows in one
         # query; its chain starts at the last plain full manifest, else at the head (the
         # last packed checkpoint in full), else in the packs (each decoded at most once).
         # Its bodies come with one scan of the session's references.
         if checkpoint_id is not None:
-            return super()._snapshot(session_id, checkpoint_id)
+            return super()._snapshot(session_id, checkpoint_id, wanted)
         rows = self._db.execute(
             f"SELECT {COLUMNS}, c.manifest, c.session FROM checkpoints c "
             "JOIN sessions s ON s.id = c.session WHERE s.name = ? ORDER BY c.seq",
             (session_id,),
         ).fetchall()
         if not rows:
-            return super()._snapshot(session_id, None)
+            return super()._snapshot(session_id, None, wanted)
         records = [record(r) for r in rows]
         self._check_latest(session_id, records[-1])
         session = int(rows[0][12])
@@ -354,7 +356,7 @@ class SQLiteStore(BaseStore):
             first, depth = -1, len(packed)
         check_chain(records[max(first, 1) - 1 :], session_id)
         apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
-        hashes = manifest.body_hashes()
+        hashes = manifest.body_hashes() if wanted is None else wanted(manifest)
         bodies = self._segments.decode_placed(placed, hashes)
         missing = hashes - bodies.keys()
         if missing:

@@ -1,0 +1,237 @@
+"""Placeholders: hidden messages whose bodies stay in the store until something reads them.
+
+A long session hides most of its log behind summaries and truncations. A
+lazy restore builds those hidden positions as :class:`Placeholder` messages:
+each holds its id, role, compression tags and the *facts* the conversation's
+indexes need (its tool calls and results, whether it is a summary), and a
+:class:`Source` that can fetch its body. Reading any body field (content,
+metadata, timestamp, text, tool blocks...) fetches the body once; every
+later read uses the fetched message.
+
+Gotchas: a placeholder compares and hashes as the message it stands for (so
+reading equality pages it in); ``with_tags`` keeps it a placeholder; and
+``attrs.evolve`` on one gives a plain :class:`Message`, since a placeholder
+cannot be built from fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from ctxflow.model._messages import Block, Message, Role, ToolResultBlock, ToolUseBlock
+
+__all__ = [
+    "SUMMARY_OF",
+    "Facts",
+    "OverlayPlaceholder",
+    "Placeholder",
+    "Source",
+    "facts_of",
+    "page_in",
+]
+
+
+class Facts(NamedTuple):
+    """What a conversation's indexes need of a message without its body."""
+
+    id: str
+    role: Role
+    uses: tuple[tuple[str, str], ...]  # (tool_use id, tool name)
+    results: tuple[str, ...]  # the tool_use ids its results answer
+    summary: bool  # whether its metadata names what it summarizes
+
+
+class Source(Protocol):
+    """Where placeholders fetch their bodies from (one read for many where it can)."""
+
+    def fetch(self, wanted: Sequence[Placeholder]) -> list[Message]:
+        """The messages ``wanted`` stand for (their tags kept), in order; a typed
+        ``CtxflowError`` naming the message when one cannot be read."""
+        ...
+
+
+#: Metadata key on a summary message: the ids of the messages it covers.
+SUMMARY_OF = "ctxflow.summary_of"
+
+
+def facts_of(message: Message) -> Facts:
+    """The index facts of ``message`` (a placeholder's own, without fetching)."""
+    if isinstance(message, Placeholder):
+        return message.facts
+    return Facts(
+        message.id,
+        message.role,
+        tuple((u.id, u.name) for u in message.tool_uses),
+        tuple(r.tool_use_id for r in message.tool_results),
+        bool(message.metadata) and SUMMARY_OF in message.metadata,
+    )
+
+
+def _loaded(self: Placeholder) -> Message:
+    real = self._real
+    if real is None:
+        page_in((self,))
+        real = self._real
+        assert real is not None
+    return real
+
+
+def _body_field(name: str) -> Any:
+    def get(self: Placeholder) -> Any:
+        return getattr(_loaded(self), name)
+
+    return property(get, doc=f"The message's {name} (fetches its body once).")
+
+
+class Placeholder(Message):
+    """A hidden message whose body is fetched from a :class:`Source` on first read."""
+
+    __slots__ = ("_key", "_real", "_source", "facts")
+
+    _key: str
+    _real: Message | None
+    _source: Source
+    facts: Facts
+
+    # Body fields: read through the fetched message.
+    content = _body_field("content")
+    timestamp = _body_field("timestamp")
+    metadata = _body_field("metadata")
+    important = _body_field("important")
+    _uses = _body_field("_uses")
+    _results = _body_field("_results")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # attrs.evolve builds ``type(inst)(**fields)``: give it a plain message.
+        return Message(*args, **kwargs)
+
+    @classmethod
+    def of(
+        cls,
+        facts: Facts,
+        *,
+        key: str,
+        source: Source,
+        condense_parent: str | None,
+        truncation_parent: str | None,
+    ) -> Placeholder:
+        """A placeholder for the message ``facts`` describe, its body under ``key``."""
+        made: Placeholder = object.__new__(cls)
+        setter = object.__setattr__
+        setter(made, "id", facts.id)
+        setter(made, "role", facts.role)
+        if cls is Placeholder:  # an overlay's tags are read through its body
+            setter(made, "condense_parent", condense_parent)
+            setter(made, "truncation_parent", truncation_parent)
+        setter(made, "facts", facts)
+        setter(made, "_key", key)
+        setter(made, "_source", source)
+        setter(made, "_real", None)
+        return made
+
+    @property
+    def key(self) -> str:
+        """Where the body is kept in its source (a checkpoint store's body hash)."""
+        return self._key
+
+    @property
+    def loaded(self) -> bool:
+        """True once the body was fetched."""
+        return self._real is not None
+
+    def message(self) -> Message:
+        """The message this placeholder stands for (fetched on first call)."""
+        return _loaded(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        if type(other) is Placeholder:
+            other = _loaded(other)
+        return _loaded(self) == other
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(_loaded(self))
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._real is not None else "not loaded"
+        return f"Placeholder(id={self.id!r}, role={self.role.value!r}, {state})"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        return _loaded(self).__reduce__()
+
+    def with_content(
+        self, content: Iterable[Block], *, metadata: Mapping[str, Any] | None = None
+    ) -> Message:
+        """See :meth:`Message.with_content` (fetches the body)."""
+        return _loaded(self).with_content(content, metadata=metadata)
+
+    def with_tags(self, *, condense_parent: str | None, truncation_parent: str | None) -> Message:
+        """See :meth:`Message.with_tags`; an unfetched placeholder stays one."""
+        if self._real is not None:
+            return self._real.with_tags(
+                condense_parent=condense_parent, truncation_parent=truncation_parent
+            )
+        # Checked as a message checks them (the probe's copy is dropped).
+        _PROBE.with_tags(condense_parent=condense_parent, truncation_parent=truncation_parent)
+        return Placeholder.of(
+            self.facts,
+            key=self._key,
+            source=self._source,
+            condense_parent=condense_parent,
+            truncation_parent=truncation_parent,
+        )
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        """The tool_use blocks, in order (fetches the body)."""
+        return _loaded(self).tool_uses
+
+    @property
+    def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        """The tool_result blocks, in order (fetches the body)."""
+        return _loaded(self).tool_results
+
+
+_PROBE = Message(role=Role.USER, content=(), id="probe")
+
+
+class OverlayPlaceholder(Placeholder):
+    """An overlay laid over a hidden message, fetched on first read like a placeholder.
+
+    Its compression tags are those its body holds (read through the body);
+    its id, role and tool ids are its message's (an overlay keeps them).
+    """
+
+    __slots__ = ()
+
+    condense_parent = _body_field("condense_parent")
+    truncation_parent = _body_field("truncation_parent")
+
+    def with_tags(self, *, condense_parent: str | None, truncation_parent: str | None) -> Message:
+        """See :meth:`Message.with_tags` (fetches the body)."""
+        return _loaded(self).with_tags(
+            condense_parent=condense_parent, truncation_parent=truncation_parent
+        )
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._real is not None else "not loaded"
+        return f"OverlayPlaceholder(id={self.id!r}, role={self.role.value!r}, {state})"
+
+
+def page_in(messages: Iterable[Message]) -> None:
+    """Fetch the bodies of the unfetched placeholders among ``messages``, one read per source."""
+    by_source: dict[int, tuple[Source, list[Placeholder]]] = {}
+    for message in messages:
+        if isinstance(message, Placeholder) and message._real is None:
+            source = message._source
+            by_source.setdefault(id(source), (source, []))[1].append(message)
+    for source, wanted in by_source.values():
+        fetched = source.fetch(wanted)
+        for placeholder, real in zip(wanted, fetched, strict=True):
+            object.__setattr__(placeholder, "_real", real)
