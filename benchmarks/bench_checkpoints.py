@@ -40,7 +40,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Harness
+from benchmarks.harness import Harness, file_size, paired_ratio, rotated_rounds, step_windows
 from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
 from ctxflow.persistence import Checkpointer, restore
 from ctxflow.stores import SQLiteStore
@@ -50,21 +50,6 @@ from ctxflow.tokens._counters import MessageMeasure
 WINDOW = 50
 LOAD_RUNS = 30
 REPEATS = 4
-
-
-def _windows(times: list[float]) -> tuple[float, float]:
-    """Median ms over steps 6-55 and over the last 50 steps.
-
-    Fifty steps a side: with ten, one slow spell of this noisy machine moved
-    the growth ratio by half.
-    """
-    early = times[5 : 5 + WINDOW]
-    late = times[-WINDOW:]
-    return statistics.median(early) * 1000, statistics.median(late) * 1000
-
-
-def _file_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
 def _write(
@@ -103,14 +88,14 @@ Loads = dict[str, Callable[[], object]]
 def _ours(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict[str, Any], Loads]:
     path = folder / "ctxflow.db"
     session_id, times = _write(path, messages)
-    size = _file_size(path)
+    size = file_size(path)
     # The session is written REPEATS times more, each to a file of its own, and
     # each window's median is taken over every run: the early and late steps of
     # one run are seconds apart, and a slow spell of the machine then falls on
     # one window only (the growth ratio moved by 0.8 between two runs of one day).
-    runs = [_windows(times)]
+    runs = [step_windows(times)]
     for repeat in range(REPEATS):
-        runs.append(_windows(_write(folder / f"ctxflow-repeat-{repeat}.db", messages)[1]))
+        runs.append(step_windows(_write(folder / f"ctxflow-repeat-{repeat}.db", messages)[1]))
     cl100k = message_measure(TiktokenCounter("cl100k_base"))
     counted_path = folder / "ctxflow-cl100k.db"
     counted_id, _ = _write(counted_path, messages, cl100k)
@@ -141,34 +126,10 @@ def _ours(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict
 
 
 def _rotation(h: Harness, loads: Loads, *, runs: int) -> dict[str, list[float]]:
-    """Each load's times in ms, one call of each per round (see the module docstring).
-
-    Each round starts one load further on: the call after another side's large
-    free (its heap shrinks, the next call faults its pages back in) is each
-    load's in turn, not always the first one's.
-    """
+    """Each load's times in ms (:func:`~benchmarks.harness.rotated_rounds`; three rounds in
+    a smoke run)."""
     runs = min(runs, 3) if h.smoke else runs
-    times: dict[str, list[float]] = {name: [] for name in loads}
-    for fn in loads.values():
-        fn()
-    order = list(loads.items())
-    for round_ in range(runs):
-        shift = round_ % len(order)
-        for name, fn in order[shift:] + order[:shift]:
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) * 1000)
-            finally:
-                gc.enable()
-    return times
-
-
-def _paired(ours: list[float], peer: list[float]) -> float:
-    """The median of the rounds' own ratios (a round's two calls share the machine's mood)."""
-    return round(statistics.median(a / b for a, b in zip(ours, peer, strict=True)), 4)
+    return rotated_rounds(loads, runs)
 
 
 def _to_langchain(message: Message) -> list[Any]:
@@ -230,7 +191,7 @@ def _peer(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict
     finally:
         gc.enable()
     times = [b - a for a, b in itertools.pairwise(entries)]
-    size = _file_size(path)
+    size = file_size(path)
 
     def load() -> None:
         state = app.get_state(config)
@@ -241,7 +202,7 @@ def _peer(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict
             state = app.copy({"checkpointer": SqliteSaver(new)}).get_state(config)
         assert state.values["step"] == len(turns)
 
-    early, late = _windows(times)
+    early, late = step_windows(times)
     return {"early": early, "late": late, "size": size}, {"load": load, "load_new": fresh}
 
 
@@ -268,9 +229,9 @@ def run(h: Harness) -> None:
     paired = {}
     if peer:
         paired = {
-            "load": _paired(times["load"], times["peer_load"]),
-            "load_new": _paired(times["load_new"], times["peer_load_new"]),
-            "load_cl100k": _paired(times["load_cl100k"], times["peer_load"]),
+            "load": paired_ratio(times["load"], times["peer_load"]),
+            "load_new": paired_ratio(times["load_new"], times["peer_load_new"]),
+            "load_cl100k": paired_ratio(times["load_cl100k"], times["peer_load"]),
         }
     name = "langgraph SqliteSaver" if peer else None
     note = "" if peer else "peer not installed"

@@ -52,7 +52,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Harness
+from benchmarks.harness import Harness, file_size, paired_ratio, rotated_rounds, step_windows
 from ctxflow.model import Message, messages_to_anthropic
 
 WINDOW = 50
@@ -60,18 +60,6 @@ LOAD_ROUNDS = 15
 PEER_STEPS = int(os.environ.get("CTXFLOW_BENCH_PEER_STEPS", "1000"))
 
 Load = Callable[[], None]
-
-
-def _windows(times: list[float]) -> tuple[float, float]:
-    """Median ms over steps 6-55 and over the last 50 steps."""
-    return (
-        statistics.median(times[5 : 5 + WINDOW]) * 1000,
-        statistics.median(times[-WINDOW:]) * 1000,
-    )
-
-
-def _file_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
 def _graph(turns: list[list[Any]], entries: list[float]) -> Any:
@@ -131,7 +119,7 @@ def _run(
         entries.append(time.perf_counter())
     finally:
         gc.enable()
-    early, late = _windows([b - a for a, b in itertools.pairwise(entries)])
+    early, late = step_windows([b - a for a, b in itertools.pairwise(entries)])
     # The saver's time per step: the writes of a step and the checkpoint after them.
     per_step: list[float] = []
     pending = 0.0
@@ -140,9 +128,9 @@ def _run(
         if is_put:
             per_step.append(pending)
             pending = 0.0
-    saver_early, saver_late = _windows(per_step[1:])
+    saver_early, saver_late = step_windows(per_step[1:])
     settle()
-    size = _file_size(path)
+    size = file_size(path)
     expected = sum(len(t) for t in turns)
 
     def load() -> None:
@@ -157,31 +145,6 @@ def _run(
         "saver_late": saver_late,
         "size": size,
     }, load
-
-
-def _rounds(loads: dict[str, Load], rounds: int) -> dict[str, list[float]]:
-    """Each load's times in ms, one call of each per round, the order turning each round."""
-    times: dict[str, list[float]] = {name: [] for name in loads}
-    for fn in loads.values():
-        fn()
-    order = list(loads.items())
-    for round_ in range(rounds):
-        shift = round_ % len(order)
-        for name, fn in order[shift:] + order[:shift]:
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) * 1000)
-            finally:
-                gc.enable()
-    return times
-
-
-def _paired(ours: list[float], peer: list[float]) -> float:
-    """The median of the rounds' own ratios (a round's two calls share the machine's mood)."""
-    return round(statistics.median(a / b for a, b in zip(ours, peer, strict=True)), 4)
 
 
 def _checkpointer(h: Harness, n: int) -> None:
@@ -214,7 +177,7 @@ def _checkpointer(h: Harness, n: int) -> None:
                 peer_path,
                 lambda: connection.execute("PRAGMA wal_checkpoint(TRUNCATE)"),
             )
-        times = _rounds(loads, h.size(LOAD_ROUNDS, 3))
+        times = rotated_rounds(loads, h.size(LOAD_ROUNDS, 3))
     ours["load"] = statistics.median(times["ours"])
     if peer is not None:
         peer["load"] = statistics.median(times["peer"])
@@ -242,7 +205,7 @@ def _checkpointer(h: Harness, n: int) -> None:
     record(f"langgraph.storage_vs_raw@{n}", "storage", "x", target=2.0, raw_bytes=raw)
     extra: dict[str, Any] = {"rounds": h.size(LOAD_ROUNDS, 3), "messages": n}
     if peer:
-        extra["paired_ratio"] = _paired(times["ours"], times["peer"])
+        extra["paired_ratio"] = paired_ratio(times["ours"], times["peer"])
     record(f"langgraph.load_latest_ms@{n}", "load", "ms", **extra)
 
 

@@ -166,3 +166,52 @@ def _timed(fn: Callable[[], object], setup: Callable[[], object] | None, repeat:
 @cache
 def _corpus() -> list[Transcript]:
     return load_corpus()
+
+
+# -- paired timings, shared by the benchmarks that time a load beside a peer's ------------
+
+
+def rotated_rounds(loads: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Each load's times in ms, one call of each per round, after one untimed call each.
+
+    Each round starts one load further on: the call after another side's large
+    free (its heap shrinks, the next call faults its pages back in) is each
+    load's in turn, not always the first one's. The collector runs before each
+    call and is off during it.
+    """
+    times: dict[str, list[float]] = {name: [] for name in loads}
+    for fn in loads.values():
+        fn()
+    order = list(loads.items())
+    for round_ in range(rounds):
+        shift = round_ % len(order)
+        for name, fn in order[shift:] + order[:shift]:
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1000)
+            finally:
+                gc.enable()
+    return times
+
+
+def paired_ratio(ours: list[float], peer: list[float]) -> float:
+    """The median of the rounds' own ratios (a round's two calls share the machine's mood)."""
+    return round(statistics.median(a / b for a, b in zip(ours, peer, strict=True)), 4)
+
+
+def step_windows(times: list[float], window: int = 50) -> tuple[float, float]:
+    """Median ms (of times in seconds) over steps 6 to 5 + ``window`` and over the last
+    ``window`` steps. Fifty a side: with ten, one slow spell of a noisy machine moved
+    a growth ratio by half."""
+    return (
+        statistics.median(times[5 : 5 + window]) * 1000,
+        statistics.median(times[-window:]) * 1000,
+    )
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a SQLite file with its journal files (``path*``)."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
