@@ -40,7 +40,14 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Harness, file_size, paired_ratio, rotated_rounds, step_windows
+from benchmarks.harness import (
+    Harness,
+    file_size,
+    message_graph,
+    paired_ratio,
+    rotated_rounds,
+    step_windows,
+)
 from ctxflow.model import Conversation, Message, Role, messages_to_anthropic
 from ctxflow.persistence import Checkpointer, restore
 from ctxflow.stores import SQLiteStore
@@ -150,31 +157,13 @@ def _to_langchain(message: Message) -> list[Any]:
 
 def _peer(messages: list[Message], folder: Path, stack: ExitStack) -> tuple[dict[str, Any], Loads]:
     import sqlite3
-    from typing import Annotated, TypedDict
 
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.graph import END, StateGraph
-    from langgraph.graph.message import add_messages
 
     turns = [_to_langchain(m) for m in messages]
 
-    # The functional form: string annotations could not see the local add_messages.
-    State = TypedDict("State", {"messages": Annotated[list[Any], add_messages], "step": int})  # type: ignore[misc]  # noqa: UP013
-
     entries: list[float] = []
-
-    def node(state: dict[str, Any]) -> dict[str, Any]:
-        entries.append(time.perf_counter())
-        step = state["step"]
-        return {"messages": turns[step], "step": step + 1}
-
-    def route(state: dict[str, Any]) -> str:
-        return "node" if state["step"] < len(turns) else END
-
-    graph = StateGraph(State)
-    graph.add_node("node", node)
-    graph.set_entry_point("node")
-    graph.add_conditional_edges("node", route)
+    graph = message_graph(turns, entries)
     path = folder / "langgraph.db"
     connection = stack.enter_context(closing(sqlite3.connect(path, check_same_thread=False)))
     saver = SqliteSaver(connection)

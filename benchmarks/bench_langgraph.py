@@ -52,7 +52,14 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Harness, file_size, paired_ratio, rotated_rounds, step_windows
+from benchmarks.harness import (
+    Harness,
+    file_size,
+    message_graph,
+    paired_ratio,
+    rotated_rounds,
+    step_windows,
+)
 from ctxflow.model import Message, messages_to_anthropic
 
 WINDOW = 50
@@ -60,31 +67,6 @@ LOAD_ROUNDS = 15
 PEER_STEPS = int(os.environ.get("CTXFLOW_BENCH_PEER_STEPS", "1000"))
 
 Load = Callable[[], None]
-
-
-def _graph(turns: list[list[Any]], entries: list[float]) -> Any:
-    """The looping graph: each node run appends the next turn."""
-    from typing import Annotated, TypedDict
-
-    from langgraph.graph import END, StateGraph
-    from langgraph.graph.message import add_messages
-
-    # The functional form: string annotations could not see the local add_messages.
-    State = TypedDict("State", {"messages": Annotated[list[Any], add_messages], "step": int})  # type: ignore[misc]  # noqa: UP013
-
-    def node(state: dict[str, Any]) -> dict[str, Any]:
-        entries.append(time.perf_counter())
-        step = state["step"]
-        return {"messages": turns[step], "step": step + 1}
-
-    def route(state: dict[str, Any]) -> str:
-        return "node" if state["step"] < len(turns) else END
-
-    graph = StateGraph(State)
-    graph.add_node("node", node)
-    graph.set_entry_point("node")
-    graph.add_conditional_edges("node", route)
-    return graph
 
 
 def _run(
@@ -110,7 +92,7 @@ def _run(
     timed("put")
     timed("put_writes")
     entries: list[float] = []
-    app = _graph(turns, entries).compile(checkpointer=saver)
+    app = message_graph(turns, entries).compile(checkpointer=saver)
     config: Any = {"configurable": {"thread_id": "bench"}, "recursion_limit": len(turns) + 10}
     gc.collect()
     gc.disable()

@@ -215,3 +215,29 @@ def step_windows(times: list[float], window: int = 50) -> tuple[float, float]:
 def file_size(path: Path) -> int:
     """Bytes of a SQLite file with its journal files (``path*``)."""
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def message_graph(turns: list[list[Any]], entries: list[float]) -> Any:
+    """A LangGraph graph with a messages channel that loops over ``turns`` (each node run
+    appends the next turn and records when it ran in ``entries``); not compiled."""
+    from typing import Annotated, TypedDict
+
+    from langgraph.graph import END, StateGraph
+    from langgraph.graph.message import add_messages
+
+    # The functional form: string annotations could not see the local add_messages.
+    State = TypedDict("State", {"messages": Annotated[list[Any], add_messages], "step": int})  # type: ignore[misc]  # noqa: UP013
+
+    def node(state: dict[str, Any]) -> dict[str, Any]:
+        entries.append(time.perf_counter())
+        step = state["step"]
+        return {"messages": turns[step], "step": step + 1}
+
+    def route(state: dict[str, Any]) -> str:
+        return "node" if state["step"] < len(turns) else END
+
+    graph = StateGraph(State)
+    graph.add_node("node", node)
+    graph.set_entry_point("node")
+    graph.add_conditional_edges("node", route)
+    return graph
