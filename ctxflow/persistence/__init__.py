@@ -28,6 +28,7 @@ from ctxflow.persistence._bodies import body_hash, message_from_plain, message_t
 from ctxflow.persistence._checkpointer import (
     Checkpointer,
     Restored,
+    check_full_rule,
     conversation_from_snapshot,
     measure_key,
     restore,
@@ -84,6 +85,7 @@ __all__ = [
     "Store",
     "ThreadedAsyncStore",
     "body_hash",
+    "check_full_rule",
     "conversation_from_snapshot",
     "default_codec",
     "encode_readable",

@@ -172,6 +172,15 @@ class StoreSource:
         return messages
 
 
+def check_full_rule(full_every: int, full_ratio: float) -> None:
+    """Refuse a full-manifest rule (``full_every``, ``full_ratio``: see :class:`Checkpointer`)
+    that could never write a full manifest, or always would (``CheckpointError``)."""
+    if full_every < 1:
+        raise CheckpointError(f"'full_every' must be >= 1 (got {full_every})", rule="full_every")
+    if not full_ratio >= 0:
+        raise CheckpointError(f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio")
+
+
 def conversation_from_snapshot(
     snapshot: Snapshot, *, measure: Measure | None = None, source: Source | None = None
 ) -> Conversation:
@@ -337,14 +346,7 @@ class Checkpointer:
         clock: Callable[[], float] = time.time,
         measure: Measure | None = None,
     ) -> None:
-        if full_every < 1:
-            raise CheckpointError(
-                f"'full_every' must be >= 1 (got {full_every})", rule="full_every"
-            )
-        if not full_ratio >= 0:
-            raise CheckpointError(
-                f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
-            )
+        check_full_rule(full_every, full_ratio)
         self.store = store
         self.session_id = new_session_id() if session_id is None else check_store_id(session_id)
         self.full_every = full_every

@@ -84,6 +84,7 @@ from ctxflow.persistence import (
     Snapshot,
     Store,
     body_hash,
+    check_full_rule,
     new_checkpoint_id,
 )
 from ctxflow.stores import open_store
@@ -345,14 +346,7 @@ class CtxflowSaver(BaseCheckpointSaver[int]):
         full_ratio: float = 1.0,
         max_heads: int = 256,
     ) -> None:
-        if full_every < 1:
-            raise CheckpointError(
-                f"'full_every' must be >= 1 (got {full_every})", rule="full_every"
-            )
-        if not full_ratio >= 0:
-            raise CheckpointError(
-                f"'full_ratio' must be >= 0 (got {full_ratio})", rule="full_ratio"
-            )
+        check_full_rule(full_every, full_ratio)
         super().__init__(serde=serde)
         self.store = store
         self.full_every = full_every
