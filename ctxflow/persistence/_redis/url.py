@@ -15,7 +15,7 @@ Every malformed URL is a :class:`~ctxflow.errors.StoreError` with
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 import redis
@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ctxflow.errors import StoreError
+from ctxflow.persistence._names import redact
 from ctxflow.persistence._redis.failures import REDIS_ERRORS
 
 __all__ = ["CLUSTER_SCHEMES", "SERVER_SCHEMES", "RedisURL", "parse_redis_url"]
@@ -115,17 +116,8 @@ def parse_redis_url(url: str) -> RedisURL:
 
 
 def _safe(url: object) -> str:
-    """The URL with its password hidden, for messages."""
-    if not isinstance(url, str):
-        return repr(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return repr(url)
-    if parts.password is None:
-        return repr(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return repr(urlunsplit(parts._replace(netloc=netloc)))
+    """The URL as messages show it: quoted, its password hidden."""
+    return repr(redact(url)) if isinstance(url, str) else repr(url)
 
 
 def _bad(url: object, why: str) -> StoreError:
