@@ -1,13 +1,16 @@
 """Session heads in the SQLite store: where loading the latest checkpoint starts.
 
 Each session keeps a *head*: the full manifest of one of its recent
-checkpoints, its bodies named by their row ids (3 bytes instead of a 16-byte
-hash). It moves to the latest checkpoint every ``head_every`` checkpoints and
-past the rows being packed, from the previous head or a newer full manifest.
-The latest checkpoint's chain starts at the head (or a newer plain full
-manifest), so loading it reads no pack and replays at most ``head_every``
-plain rows. Retention and erasure empty the head; a later full manifest sets
-it again.
+checkpoints, its bodies named by their packed 16-byte digests as any full
+manifest names them, so loading the latest checkpoint looks up only the
+bodies its view shows. (Heads written before named bodies by their row ids,
+3 bytes each: they still read, through one scan of the session's
+references, and the next move writes digests.) It moves to the latest
+checkpoint every ``head_every`` checkpoints and past the rows being packed,
+from the previous head or a newer full manifest. The latest checkpoint's
+chain starts at the head (or a newer plain full manifest), so loading it
+reads no pack and replays at most ``head_every`` plain rows. Retention and
+erasure empty the head; a later full manifest sets it again.
 
 A head is a full manifest, so moving it costs the whole log. Once it weighs
 :data:`LARGE_HEAD` bytes or more (``length(head)`` and ``seq`` tell without
@@ -20,13 +23,13 @@ Smaller heads keep the plain every-``head_every`` rule.
 Stored in the ``heads`` table, one row per session: the seq of the checkpoint
 it holds, and the codec bytes of ``[seq, depth, manifest]``: that seq again,
 how many deltas were applied since the last full manifest, and the plain full
-manifest with body row ids in ``hashes``. A file no write of this version has
+manifest. A file no write of this version has
 touched yet keeps them in ``sessions.head`` (read there, read-only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
@@ -34,7 +37,14 @@ import attrs
 from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._codec import encode_readable
-from ctxflow.persistence._manifest import Manifest, apply_deltas, pack_index, unpack_index
+from ctxflow.persistence._manifest import (
+    Manifest,
+    apply_deltas,
+    pack_hashes,
+    pack_index,
+    unpack_hashes,
+    unpack_index,
+)
 from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
 
@@ -97,7 +107,7 @@ class SessionHeads(Part):
             and len(value) == 3
             and all(type(v) is int for v in value[:2])
             and isinstance(value[2], dict)
-            and isinstance(value[2].get("hashes"), list)
+            and isinstance(value[2].get("hashes"), (list, bytes))
         ):
             raise CorruptCheckpoint(
                 f"the head of session {session} must be [seq, depth, manifest]", rule="head"
@@ -122,16 +132,29 @@ class SessionHeads(Part):
         """Log a damaged head that a load or write went without."""
         _log.warning("damaged_head", session=session, rule=exc.rule, reason=exc.message)
 
-    def manifest(self, session: int, head: Head, hashes: Mapping[int, str]) -> Manifest:
-        """A head's full manifest, its body ids turned back into ``hashes`` (by row id)."""
+    def manifest(
+        self, session: int, head: Head, hashes: Callable[[], Mapping[int, str]]
+    ) -> Manifest:
+        """A head's full manifest; an earlier head's body row ids are turned back into
+        hashes through ``hashes()`` (row id to hash, called only for such a head)."""
+        if isinstance(head.manifest["hashes"], bytes):
+            return Manifest.from_plain(head.manifest)
+        return Manifest.from_plain({**head.manifest, "hashes": self._named(session, head, hashes)})
+
+    @staticmethod
+    def _named(session: int, head: Head, hashes: Callable[[], Mapping[int, str]]) -> list[str]:
+        """The body hashes of a head's manifest (digests, or an earlier head's row ids)."""
+        known = head.manifest["hashes"]
         try:
-            named = [hashes[i] for i in head.manifest["hashes"]]
-        except (KeyError, TypeError):
+            if isinstance(known, bytes):
+                return unpack_hashes(known)
+            found = hashes()
+            return [found[i] for i in known]
+        except (KeyError, TypeError, ValueError):
             raise CorruptCheckpoint(
                 f"the head of session {session} must name bodies the session holds",
                 rule="head",
             ) from None
-        return Manifest.from_plain({**head.manifest, "hashes": named})
 
     @staticmethod
     def place(head: Head | None, seqs: Sequence[int]) -> int | None:
@@ -203,11 +226,10 @@ class SessionHeads(Part):
             first = fulls[-1]
             manifest = Manifest.from_plain(records[first].manifest)
             apply_deltas(manifest, [r.manifest for r in records[first + 1 :]])
-            found = {r[0]: r[4] for r in self.bodies.of_session(session)}
-            data = self._encode(records[-1].seq, len(records) - 1 - first, manifest, [], found)
+            data = self._encode(records[-1].seq, len(records) - 1 - first, manifest, b"")
         elif head is not None and records[0].seq == head.seq + 1:
             try:
-                data = self._continue(head, records)
+                data = self._continue(session, head, records)
             except CorruptCheckpoint as exc:
                 self.passed_over(session, exc)
         if data is None:
@@ -218,41 +240,47 @@ class SessionHeads(Part):
                 (session, records[-1].seq, data),
             )
 
-    def _continue(self, head: Head, records: list[Plain]) -> bytes | None:
+    def _continue(self, session: int, head: Head, records: list[Plain]) -> bytes | None:
         """The encoded head moved from ``head`` through the deltas that follow it."""
         known = head.manifest["hashes"]
+        if not isinstance(known, bytes):  # an earlier head's row ids: named by digest now
+            rows = self.bodies.of_session
+            named = self._named(session, head, lambda: {r[4]: r[0] for r in rows(session)})
+            packed = pack_hashes(named)
+            if not isinstance(packed, bytes):
+                return None
+            known = packed
         shell = {**head.manifest, "hashes": []}
         if head.manifest.get("measure") is not None:
             shell["counts"] = []
         manifest = Manifest.from_plain(shell)
         apply_deltas(manifest, [r.manifest for r in records])
         manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
-        found = self.bodies.ids(set(manifest.hashes))
         depth = head.depth + len(records)
         held = (head.manifest.get("index"), list(head.manifest.get("tags") or ()))
-        return self._encode(records[-1].seq, depth, manifest, known, found, held)
+        return self._encode(records[-1].seq, depth, manifest, known, held)
 
     def _encode(
         self,
         seq: int,
         depth: int,
         manifest: Manifest,
-        known: list[Any],
-        ids: Mapping[str, int],
+        known: bytes,
         held: tuple[Any, list[str]] = (None, []),
     ) -> bytes | None:
-        """The encoded head: ``known`` body ids, then those of ``manifest``'s hashes (and
+        """The encoded head: the ``known`` packed digests, then ``manifest``'s hashes (and
         the message index of both, ``held`` being the index and tag keys of the head
         the known ones come from)."""
-        if not all(h in ids for h in manifest.hashes):
-            return None
         plain = manifest.to_plain()
-        plain["hashes"] = [*known, *(ids[h] for h in manifest.hashes)]
+        if not isinstance(plain["hashes"], bytes):
+            return None
+        plain["hashes"] = known + plain["hashes"]
         plain.pop("index", None)
         entries = manifest.indexed()
-        if known and entries is not None:
+        count = len(known) // 16
+        if count and entries is not None:
             try:
-                entries = unpack_index(held[0], len(known), held[1]) + entries
+                entries = unpack_index(held[0], count, held[1]) + entries
             except (KeyError, TypeError, ValueError):
                 entries = None  # the head's index is unknown: the head keeps none
         if entries:

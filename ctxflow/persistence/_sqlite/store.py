@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -342,7 +342,14 @@ class SQLiteStore(BaseStore):
         records = [record(r) for r in rows]
         self._check_latest(session_id, records[-1])
         session = int(rows[0][12])
-        placed = self._segments.of_session(session)
+        placing: list[list[Any]] = []
+
+        def placed() -> list[Any]:
+            # One scan of the session's references, made once and only when needed.
+            if not placing:
+                placing.append(self._segments.of_session(session))
+            return placing[0]
+
         fulls = [i for i, row in enumerate(rows) if row[4]]
         start = self._from_head(session, records, fulls, placed)
         if start is not None:
@@ -357,7 +364,11 @@ class SQLiteStore(BaseStore):
         check_chain(records[max(first, 1) - 1 :], session_id)
         apply_deltas(manifest, (self.codec.decode(bytes(r[11])) for r in rows[first + 1 :]))
         hashes = manifest.body_hashes() if wanted is None else wanted(manifest)
-        bodies = self._segments.decode_placed(placed, hashes)
+        # A view (a few hundred bodies) is looked up by hash; a whole log by one scan.
+        if placing or 4 * len(hashes) >= len(manifest.hashes):
+            bodies = self._segments.decode_placed(placed(), hashes)
+        else:
+            bodies = self._segments.decoded(hashes)
         missing = hashes - bodies.keys()
         if missing:
             bodies.update(self._segments.decoded(missing))
@@ -373,7 +384,7 @@ class SQLiteStore(BaseStore):
         session: int,
         records: list[CheckpointRecord],
         fulls: list[int],
-        placed: list[Any],
+        placed: Callable[[], list[Any]],
     ) -> tuple[int, int, Manifest] | None:
         """Where the latest chain starts at the session head: the head's index among the
         plain ``records``, its depth and manifest (None: no usable head there)."""
@@ -382,7 +393,7 @@ class SQLiteStore(BaseStore):
         if head is None or at is None or at < max(fulls, default=-1):
             return None
         try:
-            manifest = self._heads.manifest(session, head, {r[4]: r[0] for r in placed})
+            manifest = self._heads.manifest(session, head, lambda: {r[4]: r[0] for r in placed()})
         except CorruptCheckpoint as exc:
             self._heads.passed_over(session, exc)
             return None
