@@ -114,6 +114,7 @@ class Core(DefaultSeams, ContextOps):
         clock: Callable[[], float] = time.time,
         keep_records: int = KEEP_RECORDS,
         freeze_gc: bool = False,
+        page_hidden: bool | None = None,
     ) -> None:
         self.chart: Chart = chart if isinstance(chart, Chart) else load_chart(chart)
         self.phases: dict[str, PhaseConfig] = dict(phases or {})
@@ -169,8 +170,16 @@ class Core(DefaultSeams, ContextOps):
             raise errors.PolicyError(
                 "give the engine a 'store' or a 'checkpointer', not both", rule="engine_store"
             )
+        if page_hidden is not None and checkpointer is not None:
+            raise errors.PolicyError(
+                "'page_hidden' is the engine's own checkpointer's: give it to yours",
+                rule="engine_page_hidden",
+            )
         self.checkpointer: seams.SupportsCheckpoints = checkpointer or seams.StoreCheckpointer(
-            store if store is not None else MemoryStore(), session_id, measure=self.measure
+            store if store is not None else MemoryStore(),
+            session_id,
+            measure=self.measure,
+            page_hidden=page_hidden,
         )
         self.session_id: str = (
             session_id or getattr(self.checkpointer, "session_id", None) or new_session_id()

@@ -23,7 +23,7 @@ from ctxflow.context import from_checkpoint as context_from_checkpoint
 from ctxflow.engine._charts import PhaseConfig
 from ctxflow.layers import LayeredState
 from ctxflow.model import Conversation
-from ctxflow.persistence import CheckpointRecord, Restored, Store
+from ctxflow.persistence import BaseStore, CheckpointRecord, Restored, Store
 from ctxflow.protocols import Measure
 
 __all__ = [
@@ -129,8 +129,10 @@ class StoreCheckpointer:
     """The engine's checkpointer over a store: ``ctxflow.persistence.Checkpointer`` for writes.
 
     Reads (``restore``) are lazy: hidden messages stay in the store until read
-    (the store must stay open while the engine runs). They load a checkpoint's
-    data without moving the writer, so
+    (the store must stay open while the engine runs). With ``page_hidden`` (by
+    default on for a store whose bodies live outside the process), every capture
+    pages the messages it finds hidden out the same way, so resident memory
+    follows the view. Reads load a checkpoint's data without moving the writer, so
     restoring an older checkpoint — ``recover`` does — never forks the session:
     the next write rebases the writer on the session's latest checkpoint and
     continues from there, recording the restored content (a full manifest when
@@ -139,12 +141,22 @@ class StoreCheckpointer:
     """
 
     def __init__(
-        self, store: Store, session_id: str | None = None, *, measure: Measure | None = None
+        self,
+        store: Store,
+        session_id: str | None = None,
+        *,
+        measure: Measure | None = None,
+        page_hidden: bool | None = None,
     ) -> None:
         self.store = store
+        if page_hidden is None:
+            # Paging out saves memory only where bodies live outside the process.
+            page_hidden = isinstance(store, BaseStore) and not store.in_process
         # Checkpoints carry the conversation's counts (under its measure's key); with
         # that measure as the default, a restore takes them instead of counting again.
-        self.writer = persistence.Checkpointer(store, session_id, measure=measure)
+        self.writer = persistence.Checkpointer(
+            store, session_id, measure=measure, page_hidden=page_hidden
+        )
         self._rebase = False
 
     @property

@@ -117,6 +117,9 @@ class BaseStore(abc.ABC):
     """The store operations written once over a few backend primitives (module docstring)."""
 
     codec: EnvelopeCodec
+    #: True when the stored bodies live in this process's memory: paging hidden
+    #: messages out to such a store saves nothing, so the engine does not.
+    in_process: bool = False
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -345,9 +345,21 @@ class Checkpointer:
         full_ratio: float = 1.0,
         clock: Callable[[], float] = time.time,
         measure: Measure | None = None,
+        page_hidden: bool = False,
     ) -> None:
         check_full_rule(full_every, full_ratio)
+        if type(page_hidden) is not bool:
+            raise CheckpointError(
+                f"'page_hidden' must be True or False (got {page_hidden!r})", rule="page_hidden"
+            )
+        if page_hidden and not isinstance(store, BaseStore):
+            raise CheckpointError(
+                "'page_hidden' needs a store that can read bodies back (a BaseStore; got "
+                f"{type(store).__name__})",
+                rule="page_hidden",
+            )
         self.store = store
+        self.page_hidden = page_hidden
         self.session_id = new_session_id() if session_id is None else check_store_id(session_id)
         self.full_every = full_every
         self.full_ratio = full_ratio
@@ -363,6 +375,8 @@ class Checkpointer:
         self._mark = 0
         self._since_full = 0
         self._written = _Recent()
+        # Paging hidden messages out: the journal mark and log length at the last page-out.
+        self._paged = (0, 0)
 
     def __repr__(self) -> str:
         return f"<Checkpointer session={self.session_id} last={self._last_id}>"
@@ -430,6 +444,8 @@ class Checkpointer:
             self._since_full += 1
             self._delta_bytes += weight
         self._written.update(bodies)
+        if self.page_hidden:
+            self._page_out(conversation)
         return written
 
     def restore(
@@ -454,12 +470,61 @@ class Checkpointer:
         self._since_full = snapshot.depth
         self._delta_bytes = self._full_bytes = 0
         self._written = _Recent(snapshot.manifest.body_hashes())
+        self._paged = (conversation.change_mark, 0)
         return Restored(
             conversation=conversation,
             state=dict(snapshot.manifest.state),
             chart=dict(snapshot.manifest.chart),
             record=snapshot.record,
         )
+
+    def _page_out(self, conversation: Conversation) -> None:
+        """After a capture of ``conversation``: its hidden messages hidden or appended
+        since the last page-out become placeholders reading their bodies back from the
+        store (``page_hidden``), in the conversation and in what this writer keeps.
+
+        The positions come from the change journal (cost: the change); a journal that
+        no longer reaches the last page-out sends every position through again.
+        """
+        manifest = self._manifest
+        if manifest is None or self._last_id is None or len(manifest.hashes) != len(conversation):
+            return
+        mark, length = self._paged
+        changed = conversation.changes_since(mark)
+        positions = (
+            range(len(conversation))
+            if changed is None
+            else sorted({*changed, *range(length, len(conversation))})
+        )
+        self._paged = (conversation.change_mark, len(conversation))
+        index, hashes = manifest.index, manifest.hashes
+        assert isinstance(self.store, BaseStore)  # page_hidden needs one (checked)
+        source = StoreSource(self.store, self._last_id)
+        made: list[tuple[int, Placeholder]] = []
+        for at in positions:
+            if at >= len(conversation):
+                continue
+            message = conversation.at(at)
+            if not message.hidden or isinstance(message, Placeholder):
+                continue
+            facts = index[at] if at < len(index) else None
+            made.append(
+                (
+                    at,
+                    Placeholder.of(
+                        facts if facts is not None else facts_of(message),
+                        key=hashes[at],
+                        source=source,
+                        condense_parent=message.condense_parent,
+                        truncation_parent=message.truncation_parent,
+                    ),
+                )
+            )
+        if made and conversation.page_out(p for _, p in made):
+            log = self._log
+            for at, placeholder in made:
+                if conversation.at(at) is placeholder and at < len(log):
+                    log[at] = placeholder
 
     # -- following the conversation -------------------------------------------
 

@@ -25,6 +25,8 @@ __all__ = ["MemoryStore"]
 class MemoryStore(BaseStore):
     """A :class:`~ctxflow.persistence.Store` in process memory (thread-safe, not persistent)."""
 
+    in_process = True
+
     def __init__(self, *, codec: EnvelopeCodec | None = None) -> None:
         self.codec = codec or default_codec()
         self._lock = threading.RLock()
