@@ -35,8 +35,11 @@ shrink as it is, behind a zero byte (a frame starts with its magic number): a
 small manifest delta is then smaller and decodes in half the time. 3 stores
 the layered state in parts (see :mod:`ctxflow.persistence._manifest`): the
 envelope is unchanged, but code that knows only version 2 would take a
-manifest's skeleton for the whole state, so it is told to refuse. Values of
-versions 1 and 2 read unchanged (built-in migrations).
+manifest's skeleton for the whole state, so it is told to refuse. 4 writes a
+full manifest's tags as columns over its message index (see
+:func:`ctxflow.persistence._manifest.pack_tag_columns`): code that knows only
+version 3 would find no tags and show every hidden message, so it is told to
+refuse too. Values of versions 1 to 3 read unchanged (built-in migrations).
 
 Gotcha: msgpack turns tuples into lists; a round trip gives lists back.
 """
@@ -73,7 +76,7 @@ __all__ = [
 #: The first four bytes of every encoded value.
 MAGIC = b"CXFL"
 #: The format version this code writes.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 #: Most msgpack items (keys, values, elements) a codec decodes from one body by default.
@@ -392,7 +395,7 @@ class EnvelopeCodec:
 
     ``layers`` run in order on encode (default: lz4) and in reverse on decode.
     ``migrations`` maps an older format version ``v`` to a function upgrading a
-    decoded value to ``v + 1`` (1 to 2 and 2 to 3 are built in); bytes of a newer version
+    decoded value to ``v + 1`` (1 to 2, 2 to 3 and 3 to 4 are built in); bytes of a newer version
     are refused. ``max_size`` bounds a body's bytes and ``max_objects`` the
     msgpack items decoded from it.
     """
@@ -424,7 +427,7 @@ class EnvelopeCodec:
         self.max_size = max_size
         self.max_objects = max_objects
         self.version = version
-        self.migrations = {1: _unchanged, 2: _unchanged, **dict(migrations or {})}
+        self.migrations = {1: _unchanged, 2: _unchanged, 3: _unchanged, **dict(migrations or {})}
         self.tags = ("msgpack", *(layer.tag for layer in self.layers))
         self._tag_bytes = "+".join(self.tags).encode("ascii")
         self._prefix = _HEAD.pack(MAGIC, self.version, len(self._tag_bytes)) + self._tag_bytes
@@ -551,7 +554,7 @@ class EnvelopeCodec:
 def default_codec(
     *, max_size: int = DEFAULT_MAX_SIZE, max_objects: int = DEFAULT_MAX_OBJECTS
 ) -> EnvelopeCodec:
-    """The codec ctxflow writes by default: msgpack + lz4 in a version-3 envelope.
+    """The codec ctxflow writes by default: msgpack + lz4 in a version-4 envelope.
 
     lz4 runs at level 3 (high compression): about 20% smaller on the stores'
     body segments and still fast on small values; decoding is the same speed.

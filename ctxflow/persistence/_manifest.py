@@ -27,9 +27,13 @@ state and still read.
 The message index (``index``, parallel to the hashes) holds what a restore
 needs of a message without its body: its id, role, tool calls and the calls
 its results answer, whether it is a summary (:func:`pack_index`). A full
-manifest writes its tags in log order and the index marks the hidden
-positions with a bit each instead of naming their ids a second time. Records
-without an index still read: their bodies supply it.
+manifest with an index writes its tags as columns over it (format 4,
+:func:`pack_tag_columns`): a bit per message marking the hidden ones, the
+distinct parents once, and two parent numbers per hidden message, instead
+of a mapping from every hidden id to its pair. (Format 3 wrote that mapping,
+in log order, and the index marked the hidden positions instead of naming
+their ids twice; it still reads.) Records without an index still read:
+their bodies supply it.
 
 Gotcha: a delta needs the parent's ids to be a prefix of the child's. The log
 only grows, so that holds along a session; anything else is written in full.
@@ -40,7 +44,9 @@ from __future__ import annotations
 import binascii
 import itertools
 import re
+import sys
 import threading
+from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -54,12 +60,15 @@ __all__ = [
     "Manifest",
     "apply_deltas",
     "facts_of_body",
+    "index_fields",
     "mentions",
     "pack_hashes",
     "pack_index",
+    "pack_tag_columns",
     "replay",
     "unpack_hashes",
     "unpack_index",
+    "unpack_tag_columns",
 ]
 
 Tags = tuple[str | None, str | None]
@@ -289,12 +298,7 @@ class Manifest:
             plain["parts"] = _parts_plain(self.parts)
         entries = self.indexed()
         if entries:
-            ordered = [e.id for e in entries if e.id in self.tags]
-            if len(ordered) == len(self.tags):  # every tag names a message of the log
-                plain["tags"] = {i: list(self.tags[i]) for i in ordered}
-                plain["index"] = pack_index(entries, self.tags)
-            else:
-                plain["index"] = pack_index(entries)
+            plain.update(index_fields(entries, self.tags))
         if self.measure is not None:
             plain["measure"] = self.measure
             plain["counts"] = list(self.counts)
@@ -373,6 +377,12 @@ class Manifest:
                 self.index.extend(unpack_index(data["index"], len(hashes), hidden))
             else:
                 self.index.extend([None] * len(hashes))
+            if full and data.get("tag_columns") is not None:
+                entries = self.index[len(self.index) - len(hashes) :]
+                if None in entries:
+                    raise ValueError("tag columns need the message index")
+                ids = [e.id for e in entries]  # type: ignore[union-attr]  # no None among them
+                self.tags.update(unpack_tag_columns(data["tag_columns"], ids))
             # Most deltas append and change the state only: skip what they do not hold.
             if data.get("tags"):
                 for key, pair in dict(data["tags"]).items():
@@ -586,6 +596,74 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
         Facts(ident, _ROLES[role], uses.get(at, ()), results.get(at, ()), at in summaries)
         for at, (ident, role) in enumerate(zip(ids, roles, strict=True))
     ]
+
+
+def pack_tag_columns(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str, Any] | None:
+    """A full manifest's tags as columns over its index (format 4), or None when a tag
+    names no message of ``entries``: a bit per message marking the hidden ones
+    (``marks``), the distinct parents (``parents``), and for each hidden message in
+    log order the numbers of its condense and truncation parents, 4 bytes each,
+    little-endian, 0 for none (``pairs``). A long session's tags share a few
+    thousand parents, so this is about a tenth of the mapping they replace, and
+    decodes without an object per message."""
+    parents: dict[str, int] = {}
+    marks = bytearray((len(entries) + 7) // 8)
+    numbers = array("I")
+    found = 0
+    for at, entry in enumerate(entries):
+        pair = tags.get(entry.id)
+        if pair is None:
+            continue
+        found += 1
+        marks[at >> 3] |= 1 << (at & 7)
+        for parent in pair:
+            numbers.append(0 if parent is None else parents.setdefault(parent, len(parents)) + 1)
+    if found != len(tags):
+        return None
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return {"parents": list(parents), "marks": bytes(marks), "pairs": numbers.tobytes()}
+
+
+def unpack_tag_columns(data: Any, ids: Sequence[str]) -> dict[str, Tags]:
+    """The tags of :func:`pack_tag_columns`'s output over messages ``ids`` (``ValueError``)."""
+    if not isinstance(data, Mapping):
+        raise ValueError("tag columns must be a mapping")
+    named, marks, pairs = data["parents"], data["marks"], data["pairs"]
+    if not isinstance(named, list) or not all(isinstance(p, str) and p for p in named):
+        raise ValueError("tag columns' parents must be non-empty strings")
+    n = len(ids)
+    if not isinstance(marks, bytes) or len(marks) != (n + 7) // 8:
+        raise ValueError(f"tag columns' marks must be {(n + 7) // 8} bytes")
+    if n % 8 and marks[-1] >> (n % 8):
+        raise ValueError("tag columns' marks must not mark past the last message")
+    if not isinstance(pairs, bytes) or len(pairs) % 8:
+        raise ValueError("tag columns' pairs must be 8 bytes each")
+    numbers = array("I")
+    numbers.frombytes(pairs)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    bits = itertools.chain.from_iterable(_BITS[b] for b in marks)
+    hidden = [ids[at] for at in itertools.compress(range(n), bits)]
+    if len(numbers) != 2 * len(hidden):
+        raise ValueError(f"tag columns must give 2 parents for each of {len(hidden)} messages")
+    if numbers and max(numbers) > len(named):
+        raise ValueError("tag columns must name their parents by number")
+    table: list[str | None] = [None, *named]
+    found = iter(numbers)
+    tags = {i: (table[c], table[t]) for i, c, t in zip(hidden, found, found, strict=True)}
+    if (None, None) in tags.values():
+        raise ValueError("a hidden message must have a parent")
+    return tags
+
+
+def index_fields(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str, Any]:
+    """A full manifest's message index and tags: the tags as columns over the index
+    when each names a message of it (else as the mapping, beside the index)."""
+    columns = pack_tag_columns(entries, tags)
+    if columns is None:
+        return {"index": pack_index(entries)}
+    return {"tags": {}, "index": pack_index(entries), "tag_columns": columns}
 
 
 def mentions(record: Mapping[str, Any]) -> set[str]:

@@ -21,7 +21,7 @@ from ctxflow.model import (
     ToolUseBlock,
 )
 from ctxflow.persistence import Checkpointer, MemoryStore, restore
-from ctxflow.persistence._manifest import Manifest
+from ctxflow.persistence._manifest import Manifest, pack_index
 from ctxflow.stores import SQLiteStore
 from ctxflow.tokens import HeuristicCounter, message_measure
 
@@ -294,13 +294,26 @@ def test_engine_reopens_lazily_and_carries_on() -> None:
     assert list(opened.conversation) == list(engine.conversation)
 
 
+def _format_3(manifest: Manifest) -> dict[str, Any]:
+    """A full manifest as format 3 wrote it: its tags as a mapping in log order, and the
+    index marking the hidden positions instead of naming their ids."""
+    plain = manifest.to_plain()
+    entries = manifest.indexed()
+    assert entries is not None
+    ordered = [e.id for e in entries if e.id in manifest.tags]
+    plain.pop("tag_columns")
+    plain["tags"] = {i: list(manifest.tags[i]) for i in ordered}
+    plain["index"] = pack_index(entries, manifest.tags)
+    return plain
+
+
 def test_full_manifest_index_round_trips_and_refuses_damage() -> None:
-    """A full manifest's index (hidden ids given by its tags, in log order) reads back as
-    written; marks that disagree with the tags are CorruptCheckpoint."""
+    """A full manifest's index (hidden ids given by its tags, in log order: format 3)
+    reads back as written; marks that disagree with the tags are CorruptCheckpoint."""
     store = MemoryStore()
     _session(Checkpointer(store, SESSION, measure=MEASURE), rounds=40)
     manifest = store.load(SESSION).manifest
-    plain = manifest.to_plain()
+    plain = _format_3(manifest)
     assert "hidden" in plain["index"] and plain["tags"]
     again = Manifest.from_plain(plain)
     assert again.index == manifest.index and again.tags == manifest.tags
@@ -310,3 +323,32 @@ def test_full_manifest_index_round_trips_and_refuses_damage() -> None:
     odd = {**plain, "index": {**plain["index"], "packed": plain["index"]["packed"][:-1]}}
     with pytest.raises(CorruptCheckpoint, match="manifest"):
         Manifest.from_plain(odd)
+
+
+def test_full_manifest_tag_columns_round_trip_and_refuse_damage() -> None:
+    """Format 4 writes a full manifest's tags as columns over its index: they read back
+    as the tags, and damaged columns are CorruptCheckpoint."""
+    store = MemoryStore()
+    _session(Checkpointer(store, SESSION, measure=MEASURE), rounds=40)
+    manifest = store.load(SESSION).manifest
+    plain = manifest.to_plain()
+    columns = plain["tag_columns"]
+    assert plain["tags"] == {} and "hidden" not in plain["index"]
+    assert len(columns["pairs"]) == 8 * len(manifest.tags)
+    assert len(columns["parents"]) < len(manifest.tags)
+    again = Manifest.from_plain(plain)
+    assert again.index == manifest.index and again.tags == manifest.tags
+    pairs = columns["pairs"]
+    for damaged in (
+        {**columns, "pairs": pairs[:-8]},  # a hidden message without its pair
+        {**columns, "pairs": pairs[:-1]},  # not 8 bytes a pair
+        {**columns, "pairs": b"\xff" * len(pairs)},  # parents past the table
+        {**columns, "pairs": bytes(len(pairs))},  # hidden with no parent
+        {**columns, "marks": columns["marks"][:-1]},
+        {**columns, "parents": [*columns["parents"][:-1], 7]},
+        "not columns",
+    ):
+        with pytest.raises(CorruptCheckpoint, match="manifest"):
+            Manifest.from_plain({**plain, "tag_columns": damaged})
+    with pytest.raises(CorruptCheckpoint, match="manifest"):
+        Manifest.from_plain({**plain, "index": None})  # columns need the index

@@ -162,7 +162,9 @@ def test_a_manifest_its_codec_could_not_read_back_is_refused(tmp_path: Path, kin
     conversation.extend(
         Message.user(f"q{i}") if i % 2 == 0 else Message.assistant(f"a{i}") for i in range(500)
     )
-    conversation.hide([m.id for m in conversation.messages[:400]], truncation_parent="t")
+    # each hidden behind a truncation of its own: 400 parents, each an item of the manifest
+    for i, message in enumerate(conversation.messages[:400]):
+        conversation.hide([message.id], truncation_parent=f"t{i}")
     with pytest.raises(CheckpointError) as info:
         Checkpointer(store, "other", measure=measure).capture(conversation)
     assert info.value.rule == "too_many_objects"

@@ -40,10 +40,11 @@ from ctxflow.persistence._codec import encode_readable
 from ctxflow.persistence._manifest import (
     Manifest,
     apply_deltas,
+    index_fields,
     pack_hashes,
-    pack_index,
     unpack_hashes,
     unpack_index,
+    unpack_tag_columns,
 )
 from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
@@ -251,6 +252,17 @@ class SessionHeads(Part):
                 return None
             known = packed
         shell = {**head.manifest, "hashes": []}
+        columns = shell.pop("tag_columns", None)
+        if columns is not None:  # the tags as columns over the index: as a mapping here
+            try:
+                ids = [e.id for e in unpack_index(head.manifest["index"], len(known) // 16)]
+                tags = unpack_tag_columns(columns, ids)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptCheckpoint(
+                    f"the head of session {session} must have readable tag columns ({exc})",
+                    rule="head",
+                ) from None
+            shell["tags"] = {i: list(pair) for i, pair in tags.items()}
         if head.manifest.get("measure") is not None:
             shell["counts"] = []
         manifest = Manifest.from_plain(shell)
@@ -275,7 +287,8 @@ class SessionHeads(Part):
         if not isinstance(plain["hashes"], bytes):
             return None
         plain["hashes"] = known + plain["hashes"]
-        plain.pop("index", None)
+        for key in ("index", "tag_columns"):
+            plain.pop(key, None)
         entries = manifest.indexed()
         count = len(known) // 16
         if count and entries is not None:
@@ -284,11 +297,5 @@ class SessionHeads(Part):
             except (KeyError, TypeError, ValueError):
                 entries = None  # the head's index is unknown: the head keeps none
         if entries:
-            tags = manifest.tags
-            ordered = [e.id for e in entries if e.id in tags]
-            if len(ordered) == len(tags):  # tags in log order: hidden ids are not repeated
-                plain["tags"] = {i: list(tags[i]) for i in ordered}
-                plain["index"] = pack_index(entries, tags)
-            else:
-                plain["index"] = pack_index(entries)
+            plain.update(index_fields(entries, manifest.tags))
         return encode_readable(self.codec, [seq, depth, plain])
