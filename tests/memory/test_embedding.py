@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import ctxflow.memory._embedding as embedding_module
+from ctxflow.engine import Engine
 from ctxflow.errors import CtxflowError, PolicyError
-from ctxflow.layers import Fact
+from ctxflow.layers import Fact, LayeredState, SystemLayer
 from ctxflow.memory import (
     RETRIEVERS,
     BM25Retriever,
@@ -26,6 +27,7 @@ from ctxflow.memory import (
     retriever_named,
 )
 from ctxflow.memory._retrieval import choose, rank
+from ctxflow.model import Message
 
 # Each question shares almost no word with its fact: a paraphrase a word match misses.
 FACTS = [
@@ -263,6 +265,30 @@ def test_one_retriever_is_safe_to_share_between_threads(embedder: EmbeddingRetri
     for thread in threads:
         thread.join()
     assert found and all(found)
+
+
+def test_the_engine_ranks_memory_with_the_retriever_it_is_given(
+    embedder: EmbeddingRetriever,
+) -> None:
+    """Engine(retriever=...) chooses memory that does not fit by that retriever, and says so."""
+    facts = [
+        Fact(key=f"service-{k}", value=f"the {name} service listens on port {8000 + k}", step=k)
+        for k, name in enumerate(["billing", "search", "auth", "mail", "queue"] * 60)
+    ]
+    facts.append(Fact(key="invoicing-owner", value=FACTS[3], step=0))
+    engine = Engine(
+        state=LayeredState(system=SystemLayer(prompt="Be careful.")).with_facts(facts),
+        budget=4_000,
+        retriever=embedder,
+    )
+    engine.add_message(Message.user("Who is responsible for invoicing?"))
+    window = engine.window(phase="execution")
+    reasons = window.report.memory_chosen["semantic"]
+    assert len(reasons) < len(facts)
+    assert all(" by embedding" in reason for reason in reasons)
+    assert any(reason.startswith("invoicing-owner: relevance") for reason in reasons)
+    with pytest.raises(PolicyError, match="'retriever' must be a Retriever"):
+        Engine(retriever=object())  # type: ignore[arg-type]
 
 
 def _python(code: str) -> str:
