@@ -29,6 +29,7 @@ from ctxflow.cli.files import (
 from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
+from ctxflow.memory import RETRIEVERS, Retriever, retriever_named
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.plot import plot_turns, require_plot_extra
@@ -36,7 +37,13 @@ from ctxflow.replay.runner import LONG_TERM_TIERS, RunResult, TurnRecord, replay
 from ctxflow.stores import StoreURL
 from ctxflow.tokens import DEFAULT_MODEL, ModelProfile, get_profile
 
-__all__ = ["default_store_path", "register", "replay_options"]
+__all__ = [
+    "add_retriever_option",
+    "default_store_path",
+    "memory_retriever",
+    "register",
+    "replay_options",
+]
 
 
 def default_store_path() -> Path:
@@ -59,6 +66,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "sqlite:///path, redis://host:port/db, postgresql://user@host/db "
         "(default: a SQLite file in the cache folder)",
     )
+    add_retriever_option(parser)
     parser.add_argument(
         "--summarizer",
         choices=("extractive",),
@@ -223,6 +231,25 @@ def _result_line(result: RunResult) -> None:
     print("result: ok" if result.ok else f"result: FAILED ({', '.join(problems)})")
 
 
+def add_retriever_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--retriever``: what ranks memory items when a tier's do not all fit."""
+    parser.add_argument(
+        "--retriever",
+        choices=RETRIEVERS,
+        default="bm25",
+        help="how memory items are ranked when they do not all fit: bm25 (words; default), "
+        "embedding (meaning) or hybrid (both fused; the best measured); the last two need "
+        "pip install 'ctxflow[embeddings]'",
+    )
+
+
+def memory_retriever(args: argparse.Namespace) -> Retriever | None:
+    """The retriever ``--retriever`` names (None: the engine's shared BM25), loaded now."""
+    if args.retriever == "bm25":
+        return None
+    return retriever_named(args.retriever)
+
+
 def replay_options(args: argparse.Namespace) -> tuple[ModelProfile, Chart]:
     """The model and the chart a replay's options name (bad ones refused before any work)."""
     profile = get_profile(args.model)
@@ -235,6 +262,7 @@ def replay_options(args: argparse.Namespace) -> tuple[ModelProfile, Chart]:
 
 def _run(args: argparse.Namespace) -> int:
     profile, chart = replay_options(args)
+    retriever = memory_retriever(args)
     run_input = read_run_input(args.file, conversation_id=args.id, format=args.format)
     plan = fit_plan(
         plan_replay(run_input.transcript.messages, reflect_every=args.reflect_every), chart
@@ -290,6 +318,7 @@ def _run(args: argparse.Namespace) -> int:
                         budget=args.budget,
                         store=store,
                         data=data,
+                        retriever=retriever,
                     )
 
                 def write_window(body: dict[str, Any]) -> None:

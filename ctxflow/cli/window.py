@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from ctxflow.budget import LayerUsage, Window
-from ctxflow.cli.run import replay_options
+from ctxflow.cli.run import add_retriever_option, memory_retriever, replay_options
 from ctxflow.engine import Engine
 from ctxflow.errors import FormatError, PolicyError
 from ctxflow.layers import LayeredState
@@ -68,6 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api", choices=("anthropic", "openai"), help="request body format (default: model's)"
     )
+    add_retriever_option(parser)
     parser.add_argument(
         "--explain",
         action="store_true",
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             rule="unknown_phase",
             phase=args.phase,
         )
+    retriever = memory_retriever(args)
     run_input = read_run_input(args.file, conversation_id=args.id, format=args.format)
     plan = fit_plan(
         plan_replay(run_input.transcript.messages, reflect_every=args.reflect_every), chart
@@ -109,7 +111,15 @@ def run(args: argparse.Namespace) -> int:
     data = {"transcript": Path(args.file).name, "conversation": run_input.transcript.id}
 
     def engine_factory(state: LayeredState) -> Engine:
-        return Engine(chart, model=profile, state=state, budget=args.budget, store=store, data=data)
+        return Engine(
+            chart,
+            model=profile,
+            state=state,
+            budget=args.budget,
+            store=store,
+            data=data,
+            retriever=retriever,
+        )
 
     try:
         engine = replay_to_turn(run_input, turn, engine_factory=engine_factory, plan=plan)
@@ -154,8 +164,11 @@ def _explain(window: Window, engine: Engine, *, turn: int, turns: int, phase: st
             )
     else:
         lines.append("left out, masked or trimmed: nothing")
+    ranker = getattr(engine.retriever, "source", None) or "bm25"
     for tier, reasons in report.memory_chosen.items():
-        lines.append(f"{tier} memory chosen by relevance to the task and the latest turn:")
+        lines.append(
+            f"{tier} memory chosen by relevance ({ranker}) to the task and the latest turn:"
+        )
         lines.extend(f"  {reason}" for reason in reasons)
     dropped = ", ".join(f"{name} {n}" for name, n in report.dropped_blocks.items())
     lines.append(f"context blocks that did not fit their allocation: {dropped or 'none'}")

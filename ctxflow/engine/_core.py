@@ -70,7 +70,7 @@ from ctxflow.engine._session import SessionBase
 from ctxflow.engine._state import ContextOps
 from ctxflow.errors import CtxflowError, EventError
 from ctxflow.layers import LayeredState
-from ctxflow.memory import Consolidator, MemoryLimits, Owner, SharedMemory
+from ctxflow.memory import Consolidator, MemoryLimits, Owner, Retriever, SharedMemory
 from ctxflow.memory._sync import SharedSync
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import CheckpointPolicy, MemoryStore, Restored, Store, new_session_id
@@ -102,6 +102,7 @@ class Core(DefaultSeams, ContextOps):
         window_builder: seams.WindowBuilder | None = None,
         summarizer: Summarizer | AsyncSummarizer | None = None,
         memory_limits: MemoryLimits | None = None,
+        retriever: Retriever | None = None,
         shared_memory: SharedMemory | None = None,
         owners: Sequence[Owner] = (),
         budget: int | None = None,
@@ -154,6 +155,13 @@ class Core(DefaultSeams, ContextOps):
                 rule="engine_memory_limits",
             )
         self.memory_limits = memory_limits
+        if retriever is not None and not isinstance(retriever, Retriever):
+            raise errors.PolicyError(
+                f"'retriever' must be a Retriever (got {type(retriever).__name__})",
+                rule="engine_retriever",
+            )
+        #: ranks memory items when a tier's do not all fit (None: BM25)
+        self.retriever = retriever
         self._consolidator: Consolidator | None = None
         self._ladders: dict[str, Ladder] = {}
         self.allocator: seams.Allocator = allocator if allocator is not None else self._plan_budget

@@ -11,7 +11,7 @@ from ctxflow.budget import DEFAULT_POLICY, BudgetPolicy, Window, build_window, p
 from ctxflow.compression import CompressionResult, Ladder, fixed_tokens
 from ctxflow.errors import BudgetExceeded, PolicyError
 from ctxflow.layers import Layer, LayeredState
-from ctxflow.memory import Consolidator, MemoryLimits
+from ctxflow.memory import Consolidator, MemoryLimits, Retriever
 from ctxflow.memory._choosing import memory_query, relevance_chooser
 from ctxflow.model import Conversation
 from ctxflow.protocols import TokenCounter
@@ -44,6 +44,7 @@ class DefaultSeams:
     phases: dict[str, PhaseConfig]
     summarizer: Summarizer | AsyncSummarizer | None
     memory_limits: MemoryLimits | None
+    retriever: Retriever | None
     _consolidator: Consolidator | None
     counter: TokenCounter
     profile: ModelProfile
@@ -162,6 +163,7 @@ class DefaultSeams:
             choose = relevance_chooser(
                 memory_query(state, conversation),
                 stable_query=memory_query(state, conversation, latest=False),
+                retriever=self.retriever,
             )
         return build_window(
             state,

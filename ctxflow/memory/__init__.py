@@ -11,6 +11,11 @@ The short-term tier is the conversation itself; the long-term tiers
 - the memory tool (:data:`MEMORY_TOOL`, :func:`handle_memory`): the model
   views, searches, writes, updates and deletes its own memory
   (``run_agent(..., memory_tool=True)``);
+- relevance: when a tier's items do not all fit, the window keeps those most
+  relevant to the task and the latest turn, by a :class:`Retriever`
+  (:class:`BM25Retriever` by default; :class:`EmbeddingRetriever` and
+  :class:`HybridRetriever` with the ``embeddings`` extra, chosen with
+  ``Engine(retriever=...)`` or :func:`retriever_named`);
 - memory across sessions (:class:`SharedMemory`, :func:`shared_memory_for`):
   items scoped ``"user"`` or ``"project"`` are kept per :class:`Owner` on the
   same stores, and an engine given ``shared_memory=`` and ``owners=`` starts
@@ -25,6 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ctxflow.memory._choosing import memory_query, relevance_chooser
 from ctxflow.memory._consolidate import (
     CONSOLIDATION_PREFIX,
     SESSION_EPISODE,
@@ -32,6 +38,13 @@ from ctxflow.memory._consolidate import (
     MemoryLimits,
     bound,
     with_counts,
+)
+from ctxflow.memory._embedding import (
+    RETRIEVERS,
+    EmbeddingRetriever,
+    EmbeddingsUnavailable,
+    HybridRetriever,
+    retriever_named,
 )
 from ctxflow.memory._procedures import (
     ProcedureLearner,
@@ -41,6 +54,7 @@ from ctxflow.memory._procedures import (
     procedures_from_plain,
     success_signal,
 )
+from ctxflow.memory._retrieval import BM25Retriever, Retriever
 from ctxflow.memory._shared import (
     InMemorySharedMemory,
     Owner,
@@ -64,8 +78,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLIDATION_PREFIX",
     "MEMORY_TOOL",
+    "RETRIEVERS",
     "SESSION_EPISODE",
+    "BM25Retriever",
     "Consolidator",
+    "EmbeddingRetriever",
+    "EmbeddingsUnavailable",
+    "HybridRetriever",
     "InMemorySharedMemory",
     "MemoryLimits",
     "MemoryOutcome",
@@ -73,6 +92,7 @@ __all__ = [
     "PostgresSharedMemory",
     "ProcedureLearner",
     "RedisSharedMemory",
+    "Retriever",
     "SQLiteSharedMemory",
     "SharedItems",
     "SharedMemory",
@@ -82,8 +102,11 @@ __all__ = [
     "handle_memory",
     "learn_procedures",
     "load_procedures",
+    "memory_query",
     "openai_memory_tool",
     "procedures_from_plain",
+    "relevance_chooser",
+    "retriever_named",
     "shared_memory_for",
     "success_signal",
     "with_counts",

@@ -9,6 +9,8 @@ Okapi BM25 (Lucene's variant) computed by the ``bm25s`` library over terms that
 are lower-cased, split on anything that is not a letter or digit, stripped of
 English stop words and stemmed with the Snowball English stemmer (PyStemmer), so
 "deploys", "deployed" and "deployment" all match "deploy". Nothing is downloaded.
+Relevance by meaning (``EmbeddingRetriever``, ``HybridRetriever``) is an optional
+extra: see :mod:`ctxflow.memory._embedding`.
 
 Gotchas:
 
@@ -107,7 +109,13 @@ def _term_sets(documents: tuple[str, ...]) -> tuple[frozenset[str], ...]:
 
 @runtime_checkable
 class Retriever(Protocol):
-    """Scores texts by their relevance to a query."""
+    """Scores texts by their relevance to a query.
+
+    A retriever may name where its scores come from in a ``source`` attribute
+    (``"embedding"``, ``"bm25+embedding"``); a ranked text's reason then says
+    so, and shows the query words the text matched only when the source names
+    ``bm25`` (a retriever without one counts as lexical).
+    """
 
     def scores(self, documents: Sequence[str], query: str) -> list[float]:
         """One score per document, in order; higher is more relevant, equal inputs score equally."""
@@ -208,11 +216,12 @@ class Ranked:
     terms: tuple[str, ...] = ()
     importance: float | None = None
     recency: float | None = None
+    source: str | None = None
 
     @property
     def reason(self) -> str:
-        """Why the text ranks where it does: relevance (matched words), importance, recency."""
-        return _reason(self.relevance, list(self.terms), self.importance, self.recency)
+        """Why the text ranks where it does: relevance (source, words), importance, recency."""
+        return _reason(self.relevance, list(self.terms), self.importance, self.recency, self.source)
 
 
 def rank(
@@ -238,9 +247,12 @@ def rank(
     recencies = _unit_values(recency, count, "recency")
     if count == 0:
         return []
-    raw = (retriever or _DEFAULT_RETRIEVER).scores(texts, query)
+    ranker = retriever or _DEFAULT_RETRIEVER
+    raw = ranker.scores(texts, query)
     relevances = _normalised(raw, count)
-    query_stems = _query_stems(query)
+    source = getattr(ranker, "source", None)
+    source = source if isinstance(source, str) and source else None
+    query_stems = _query_stems(query) if source is None or "bm25" in source else []
     term_sets = _term_sets(tuple(texts)) if any(relevances) and query_stems else None
     ranked: list[tuple[float, float, int, Ranked]] = []
     for position in range(count):
@@ -262,6 +274,7 @@ def rank(
                     else (),
                     importance=None if importances is None else weight,
                     recency=None if recencies is None else fresh,
+                    source=source,
                 ),
             )
         )
@@ -371,9 +384,13 @@ def _matched(query_stems: list[tuple[str, str]], terms: frozenset[str]) -> list[
 
 
 def _reason(
-    relevance: float, terms: list[str], importance: float | None, recency: float | None
+    relevance: float,
+    terms: list[str],
+    importance: float | None,
+    recency: float | None,
+    source: str | None = None,
 ) -> str:
-    parts = [f"relevance {relevance:.2f}"]
+    parts = [f"relevance {relevance:.2f}" + (f" by {source}" if source else "")]
     if terms:
         shown = terms[:_REASON_TERMS]
         more = ", …" if len(terms) > _REASON_TERMS else ""
