@@ -44,6 +44,7 @@ same window.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import attrs
@@ -124,12 +125,18 @@ class Window:
     allowed_tools: tuple[str, ...] = attrs.field(default=attrs.Factory(_all_names, takes_self=True))
 
 
+#: Texts a window builder's counter remembers (least recently used first out).
+COUNT_CACHE = 2048
+
+
 class _CachedCounter:
-    """Counts through a small cache: system prompts and tool JSON repeat on every build."""
+    """Counts through a small LRU cache: system prompts and tool JSON repeat on every
+    build, while a step's own texts come and go (they push out the oldest entries, never
+    the whole cache)."""
 
     def __init__(self, inner: TokenCounter) -> None:
         self.inner = inner
-        self.cache: dict[str, int] = {}
+        self.cache: OrderedDict[str, int] = OrderedDict()
         #: Late-context sizes by (measure, text): the same context repeats until a step.
         self.late: dict[tuple[Measure, str], int] = {}
 
@@ -138,12 +145,15 @@ class _CachedCounter:
         return self.inner.name
 
     def count(self, text: str) -> int:
-        hit = self.cache.get(text)
+        cache = self.cache
+        hit = cache.get(text)
         if hit is None:
             hit = self.inner.count(text)
-            if len(self.cache) >= 512:
-                self.cache.clear()
-            self.cache[text] = hit
+            if len(cache) >= COUNT_CACHE:
+                cache.popitem(last=False)
+            cache[text] = hit
+        else:
+            cache.move_to_end(text)
         return hit
 
 

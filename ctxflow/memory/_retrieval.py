@@ -99,12 +99,18 @@ def _stem(words: list[str]) -> list[str]:
 
 def tokenize(text: str) -> list[str]:
     """The index terms of ``text``: lower-cased words and numbers, stop words dropped, stemmed."""
-    return _stem(_words(text))
+    return list(_terms(text))
+
+
+@lru_cache(maxsize=4096)
+def _terms(text: str) -> tuple[str, ...]:
+    # Memory items' lines come back at every index build until they change: stem once.
+    return tuple(_stem(_words(text)))
 
 
 @lru_cache(maxsize=8)
 def _term_sets(documents: tuple[str, ...]) -> tuple[frozenset[str], ...]:
-    return tuple(frozenset(tokenize(document)) for document in documents)
+    return tuple(frozenset(_terms(document)) for document in documents)
 
 
 @runtime_checkable
@@ -186,7 +192,7 @@ class BM25Retriever:
         return index
 
     def _build(self, documents: tuple[str, ...]) -> _Index:
-        corpus = [tokenize(document) for document in documents]
+        corpus = [list(_terms(document)) for document in documents]
         if not any(corpus):
             # bm25s divides by the mean length, which is zero here.
             return _Index(None, {}, len(documents))
