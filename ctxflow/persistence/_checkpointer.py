@@ -48,6 +48,7 @@ from ctxflow.errors import (
 )
 from ctxflow.model import (
     Conversation,
+    Facts,
     Message,
     OverlayPlaceholder,
     Placeholder,
@@ -302,6 +303,7 @@ class _Tracked(NamedTuple):
     appended: tuple[Message, ...]
     hashes: list[str]  # of the appended messages, the strings the manifest keeps
     laid: list[str]  # message ids whose overlay was laid anew
+    facts: list[Facts]  # of the appended messages, sharing their strings
 
 
 class _Recent:
@@ -587,8 +589,9 @@ class Checkpointer:
             if message.hidden:
                 tags[message.id] = [message.condense_parent, message.truncation_parent]
         delta: dict[str, Any] = {"kind": "delta", "hashes": pack_hashes(hashes)}
+        facts = [facts_of(m) for m in appended]
         if appended:
-            delta["index"] = pack_index([facts_of(m) for m in appended])
+            delta["index"] = pack_index(facts)
         if key is not None:
             delta["counts"] = [conversation.original_tokens(m.id) for m in appended]
         overlays: dict[str, str] = {}
@@ -632,15 +635,20 @@ class Checkpointer:
         delta.update(manifest.state_delta(state, bodies, self._written))
         if chart != manifest.chart:
             delta["chart"] = chart
-        return _Tracked(delta, appended, hashes, laid)
+        return _Tracked(delta, appended, hashes, laid, facts)
 
     @staticmethod
     def _advanced(manifest: Manifest, tracked: _Tracked, state: dict[str, Any]) -> Manifest:
         """``manifest`` with the tracked delta applied in place (ids and whole state too),
-        holding the hash strings :meth:`_tracked` made rather than unpacked copies."""
+        holding the hash strings and index facts :meth:`_tracked` made (sharing the
+        messages' own strings) rather than unpacked copies."""
         n = len(manifest.hashes)
-        manifest.apply(tracked.delta)
+        delta = tracked.delta
+        manifest.apply(
+            {k: v for k, v in delta.items() if k != "index"} if "index" in delta else delta
+        )
         manifest.hashes[n:] = tracked.hashes
+        manifest.index[n:] = tracked.facts
         manifest.ids.extend(m.id for m in tracked.appended)
         manifest.state = state
         return manifest
