@@ -80,8 +80,8 @@ FORMAT_VERSION = 4
 #: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 #: Most msgpack items (keys, values, elements) a codec decodes from one body by default.
-#: A full manifest holds about five per message of the session (a count, a hidden
-#: message's tags, an overlay), so this reads sessions of about 1.7 million messages;
+#: A full manifest holds about four per message of the session (a count, a tool call's
+#: id and name, an overlay), so this reads sessions of about two million messages;
 #: a crafted body can make the decoder build at most this many objects (about 0.5 GB).
 DEFAULT_MAX_OBJECTS = 2**23
 #: Deepest nesting of lists and maps a body may hold: the msgpack decoder's own stack.
