@@ -48,7 +48,9 @@ tail of a result are read (:data:`SCAN_CHARS` each): test summaries and exit
 codes live there. SWE-agent trajectories record no exit codes and never flag
 errors, so there only summaries and failure text (a traceback, a refused edit)
 followed by a clean rerun count. A read that works after failing (a wrong path,
-then the right one) is never a success.
+then the right one) is never a success. Counts are kept per distinct sequence;
+past :data:`MAX_SEQUENCES` of them, those carried out once that never succeeded
+are forgotten, so a long session's learner stays small.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ MAX_STEPS = 6
 # The fewest actions a sequence needs for every run of it, not only its successes, to count
 # as seen: one action retried after a failure shows no procedure.
 MIN_TAIL = 2
+#: The distinct sequences a learner keeps counts for before it forgets those carried out
+#: once that never succeeded.
+MAX_SEQUENCES = 20_000
 #: Characters read from the head and from the tail of each result.
 SCAN_CHARS = 8192
 #: The largest procedures file :func:`load_procedures` reads.
@@ -659,9 +664,8 @@ class _Seen:
             self.found.append(occurrence)
 
 
-def _tails(occurrence: _Occurrence) -> Iterator[tuple[str, ...]]:
-    """The sequences an occurrence shows: itself, then its tails, longest first."""
-    actions = occurrence.actions
+def _tails(actions: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """The sequences an attempt shows: all its actions, then their tails, longest first."""
     yield actions
     for length in range(len(actions) - 1, 0, -1):
         yield actions[-length:]
@@ -754,7 +758,9 @@ class ProcedureLearner:
         self._last: str | None = None
         self._scan = _Scan()
         self._attempts = _Attempts()
-        self._successes: list[_Occurrence] = []
+        # The distinct sequences that ended in a success, in the order of their first.
+        self._successes: dict[tuple[str, ...], None] = {}
+        self._prune_at = MAX_SEQUENCES
         self._shown: dict[tuple[str, ...], _Seen] = {}
 
     def __call__(self, messages: Sequence[Message], step: int = 0) -> list[Procedure]:
@@ -772,15 +778,25 @@ class ProcedureLearner:
                 if occurrence is None:
                     continue
                 if occurrence.signal is not None:
-                    self._successes.append(occurrence)
-                for tail in _tails(occurrence):
+                    self._successes.setdefault(occurrence.actions)
+                for tail in _tails(occurrence.actions):
                     seen = shown.get(tail)
                     if seen is None:
                         seen = shown[tail] = _Seen()
                     seen.add(occurrence, keep)
+                if len(shown) > self._prune_at:
+                    self._prune()
         self._read = len(messages)
         self._last = messages[-1].id if messages else None
         return self._procedures(step)
+
+    def _prune(self) -> None:
+        """Forget the sequences carried out once that never succeeded, so a long session
+        holds at most about :data:`MAX_SEQUENCES` of them; the work stays linear."""
+        shown = self._shown
+        for actions in [a for a, seen in shown.items() if not seen.successes and seen.attempts < 2]:
+            del shown[actions]
+        self._prune_at = max(MAX_SEQUENCES, 2 * len(shown))
 
     def _recurs(self, actions: tuple[str, ...]) -> bool:
         """True when ``actions`` (which ended in a success at least once) count as seen
@@ -794,7 +810,7 @@ class ProcedureLearner:
     def _procedures(self, step: int) -> list[Procedure]:
         # Each success is explained by the longest sequence it shows that recurs.
         chosen = dict.fromkeys(
-            next((t for t in _tails(o) if self._recurs(t)), ()) for o in self._successes
+            next((t for t in _tails(actions) if self._recurs(t)), ()) for actions in self._successes
         )
         procedures: list[Procedure] = []
         for actions in chosen:

@@ -14,6 +14,7 @@ import pytest
 from ctxflow.engine import Engine
 from ctxflow.errors import CtxflowWarning, FormatError
 from ctxflow.layers import LayeredState, Procedure
+from ctxflow.memory import _procedures as procedures_module
 from ctxflow.memory._procedures import (
     MAX_ENTRIES,
     MAX_FILE_BYTES,
@@ -621,6 +622,27 @@ def test_an_accepted_edit_does_not_cut_the_loop_it_belongs_to() -> None:
     assert procedure.steps.startswith("1. bash: edit\n2. bash: python\n")
     assert procedure.steps.endswith("(seen 2 times, 1 succeeded).")
     assert set(fix + run) <= set(procedure.evidence)
+
+
+def test_a_long_session_forgets_sequences_seen_once_that_never_succeeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_SEQUENCES, one-off sequences are forgotten; loops that succeed are kept."""
+    monkeypatch.setattr(procedures_module, "MAX_SEQUENCES", 20)
+    trajectory = Trajectory()
+    learner = ProcedureLearner()
+    sizes = []
+    for n in range(60):
+        trajectory.bash(f"tool{n}", "")
+        if n % 20 == 0:
+            _fix_loop(trajectory)
+        learner(trajectory.messages)
+        sizes.append(len(learner._shown))
+    (procedure,) = learner(trajectory.messages)
+    assert procedure.name == "edit, then run pytest until it passes"
+    assert procedure.seen == 3
+    assert max(sizes) <= 2 * 20 + MAX_STEPS
+    assert procedure == learn_procedures(trajectory.messages)[0]
 
 
 @pytest.mark.parametrize("min_seen", [0, -1, True, 1.5])
