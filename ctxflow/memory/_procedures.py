@@ -5,35 +5,52 @@ a procedure. This module finds such loops in a list of messages and turns each
 one that recurs into a :class:`~ctxflow.layers.Procedure`, with the ids of the
 messages it was learned from as evidence.
 
-Three pieces, each small and table-driven:
+Four pieces, each small and table-driven:
 
 - **Actions.** A tool call is normalised to ``"<tool>: <verb>"``: the program
   of a shell command (``bash: pytest``, ``bash: sed -i``), the sub-command of an
   editor tool (``str_replace_editor: str_replace``) or the bare tool name. A
   shell command that runs several programs gives several actions
   (``cat <<EOF > t.py ... python t.py`` is ``cat >`` then ``python``); its
-  result belongs to the last. Calls come from ``tool_use`` blocks or, for
-  text-action agents (mini-swe-agent style), from an assistant text holding
-  exactly one fenced ``bash`` block, answered by the next user message's text.
+  result belongs to the last that changes something (``make html && grep x
+  out.html`` is judged as the build), or to the last when none does. Calls
+  come from ``tool_use`` blocks or, for text-action agents (mini-swe-agent
+  style), from an assistant text holding exactly one fenced ``bash`` block,
+  answered by the next user message's text.
 - **Signals.** A result counts as a success only for a reason this module can
   name: a clean test summary (pytest, unittest, sympy, cargo, go), a build that
-  says it finished, or, *after a failure of the same action*, an exit code 0 or
+  says it finished (make, cargo, gradle, sphinx), a check the agent wrote that
+  reports it passed (a line starting ``SUCCESS``), a transaction tool (one
+  named for a change to a record, such as ``cancel_reservation``) whose result
+  is not an error, or, *after a failure of the same action*, an exit code 0 or
   a result with no error flag and no failure text. A bare exit code 0 is not a
   success: most commands exit 0. Failures are read the same way (exit codes,
-  error flags, failed test summaries, tracebacks).
-- **Sequences.** For each success, the actions since the last failure (or,
-  without one, since the previous success) form its sequence: actions that only
-  look (``ls``, ``grep``, ``view``) are left out, immediate repeats are folded
-  and at most :data:`MAX_STEPS` actions are kept. A procedure is a sequence
-  seen ``min_seen`` times, whole or as the common tail (of two actions or more)
-  of longer ones; each success is explained by the longest such sequence.
+  error flags, ``Error: ...`` from a transaction tool, failed test summaries,
+  tracebacks).
+- **Attempts.** Every run of an action that changes something is an attempt:
+  the actions since that action last ran (or since the start), ending with
+  it. Actions that only look (``ls``, ``grep``, ``view``, ``get_...``) are left
+  out and make no attempt, so what they show is never a success; immediate
+  repeats are folded and at most :data:`MAX_STEPS` actions are kept.
+- **Procedures.** A sequence of actions is a procedure when at least one
+  attempt showing it ended in a success and it was *seen* ``min_seen`` times:
+  for two actions or more, carried out ``min_seen`` times (whole, or as the
+  tail of a longer attempt), whatever those runs ended in: the edit-and-rerun
+  loop that failed twice and then passed was seen three times; for one action
+  alone, successful ``min_seen`` times (a call that fails and then works when
+  retried shows no procedure: the failure is what made its success count).
+  Each success is explained by the longest such sequence it shows. The
+  evidence is the ids of the messages of every successful attempt and of the
+  first ``min_seen`` others.
 
 Gotchas: results can be huge (an 868 KB ``git diff``), so only the head and the
 tail of a result are read (:data:`SCAN_CHARS` each): test summaries and exit
 codes live there. SWE-agent trajectories record no exit codes and never flag
 errors, so there only summaries and failure text (a traceback, a refused edit)
 followed by a clean rerun count. A read that works after failing (a wrong path,
-then the right one) is never a success.
+then the right one) is never a success. Counts are kept per distinct sequence;
+past :data:`MAX_SEQUENCES` of them, those carried out once that never succeeded
+are forgotten, so a long session's learner stays small.
 """
 
 from __future__ import annotations
@@ -67,8 +84,12 @@ __all__ = [
 
 #: The longest action sequence a procedure holds (older actions are dropped).
 MAX_STEPS = 6
-# The shortest tail of a longer sequence that counts as a procedure of its own.
+# The fewest actions a sequence needs for every run of it, not only its successes, to count
+# as seen: one action retried after a failure shows no procedure.
 MIN_TAIL = 2
+#: The distinct sequences a learner keeps counts for before it forgets those carried out
+#: once that never succeeded.
+MAX_SEQUENCES = 20_000
 #: Characters read from the head and from the tail of each result.
 SCAN_CHARS = 8192
 #: The largest procedures file :func:`load_procedures` reads.
@@ -102,6 +123,12 @@ _INSPECTIONS = frozenset(
 )
 # Non-shell tools whose names say they only look (tau-bench's ``get_user_details``).
 _INSPECTING_TOOL_PREFIXES = ("get_", "search_", "list_", "find_", "read_", "view_", "lookup_")
+# Non-shell tools whose names say they change a record: a result that is not an error is
+# the record as changed (tau-bench's ``cancel_reservation``), a completed transaction.
+_TRANSACTION_PREFIXES = (
+    *("book_", "cancel_", "modify_", "exchange_", "return_", "update_", "create_", "delete_"),
+    *("send_", "add_", "remove_", "place_", "refund_"),
+)
 # SWE-agent commands whose following lines are text, up to ``end_of_edit`` and the like.
 _BLOCK_COMMANDS = frozenset({"edit", "insert", "append"})
 _MAX_COMMAND = 20_000  # characters of a command line that are read
@@ -268,7 +295,7 @@ def actions_of(call: ToolUseBlock) -> tuple[str, ...]:
 
     A shell command gives one action per program it runs (``cat <<EOF > t.py ...
     python t.py`` gives ``bash: cat >`` then ``bash: python``); its result belongs
-    to the last one.
+    to the last that changes something.
     """
     command = call.input.get("command")
     if isinstance(command, str) and command.strip():
@@ -324,8 +351,13 @@ _SUCCESSES: tuple[_Pattern, ...] = (
     _row("build finished", "Built target", r"^\[100%\] Built target \S+"),
     # pip wheels, docker images: "Successfully built marshmallow"
     _row("build finished", "Successfully built", r"^Successfully built \S+"),
+    # sphinx-build: "build succeeded, 2 warnings."
+    _row("build finished", "build succeeded", r"^build succeeded\b"),
     # webpack, angular and friends
     _row("compiled successfully", "Compiled successfully", r"\bCompiled successfully\b"),
+    # a check the agent wrote, reporting that it passed: "SUCCESS: Query returned True"
+    _row("the check passed", "SUCCESS", r"^SUCCESS\b"),
+    _row("the check passed", "ll tests passed", r"^All (?:\d+ )?tests passed\b"),
 )
 
 # Text that makes a result a failure, whatever else it says.
@@ -339,7 +371,7 @@ _FAILURES: tuple[_Pattern, ...] = (
     _row("tests failed", "FAILED (", r"^FAILED \((?:failures|errors)=\d+"),
     # cargo and go
     _row("tests failed", "test result: FAILED", r"^test result: FAILED\b"),
-    _row("tests failed", "FAIL", r"^--- FAIL:|^FAIL\b"),
+    _row("tests failed", "FAIL", r"^--- FAIL:|^FAIL(?:ED|URE)?\b"),
     _row("traceback", "Traceback", r"^Traceback \(most recent call last\):"),
     _row("command not found", "command not found", r"command not found$"),
     _row("command not found", "No such file", r"No such file or directory$"),
@@ -366,8 +398,15 @@ _EXIT_CODE = re.compile(
     r"<returncode>\s*(-?\d+)\s*</returncode>"  # mini-swe-agent
     r"|\b[Ee]xit code:? (-?\d+)\b"  # "exit code 0", "Exit code: 0", OpenHands' "[... exit code 1.]"
 )
+# Terminal colour codes (``\x1b[32m``), left out before the summaries are read.
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 # Programs whose exit code 1 means "nothing found" or "differs", not a failure.
 _QUIET_ONE = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "diff", "cmp", "test", "["})
+
+
+def _transacts(action: str) -> bool:
+    """True for a call of a tool named for a change to a record (``cancel_reservation``)."""
+    return ": " not in action and action.startswith(_TRANSACTION_PREFIXES)
 
 
 @attrs.frozen
@@ -379,9 +418,11 @@ class _Outcome:
 
 
 def _scanned(text: str) -> str:
-    if len(text) <= 2 * SCAN_CHARS:
-        return text
-    return text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+    if len(text) > 2 * SCAN_CHARS:
+        text = text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+    if "\x1b[" in text:  # coloured output: pytest's summary line is bold and green
+        text = _COLOUR.sub("", text)
+    return text
 
 
 def _exit_code(text: str) -> int | None:
@@ -410,6 +451,10 @@ def _outcome(text: str, is_error: bool, action: str, failed: Collection[str]) ->
     success = _first(_SUCCESSES, text)
     if success is not None:
         return _Outcome(success=success)
+    if _transacts(action) and text.strip():  # the changed record, or "Error: ..."
+        if text.lstrip().startswith("Error"):
+            return _Outcome(failure="the tool reported an error")
+        return _Outcome(success=f"a completed {action}")
     if action in failed and not _inspects(action):  # a read that works again shows nothing
         if code == 0:
             return _Outcome(success=f"exit code 0 after a failed {action}")
@@ -464,11 +509,15 @@ class _Step:
 
 @attrs.frozen
 class _Occurrence:
-    """One sequence of actions that ended in a success, with the message ids of each action."""
+    """One attempt: the actions since the last action's previous run, with their message ids.
+
+    ``signal`` names the success the attempt ended in, or is None when it ended
+    in a failure or in neither.
+    """
 
     actions: tuple[str, ...]
     ids: tuple[tuple[str, ...], ...]  # per action: its calls' and results' message ids
-    signal: str
+    signal: str | None
     source: str
 
     def evidence(self, length: int) -> Iterator[str]:
@@ -518,15 +567,21 @@ class _Scan:
             yield from self._step(actions, call_id, answer)
 
     def _step(self, actions: tuple[str, ...], call_id: str, answer: Message) -> Iterator[_Step]:
-        for action in actions[:-1]:
-            yield _Step(action, call_id, answer.id, _Outcome())
-        action = actions[-1]
-        outcome = _message_outcome(answer, action, self.failed)
-        if outcome.failure:
-            self.failed.add(action)
-        else:
-            self.failed.discard(action)
-        yield _Step(action, call_id, answer.id, outcome)
+        # The result is the last acting program's: ``make html && grep x out.html`` built.
+        last = next(
+            (i for i in range(len(actions) - 1, -1, -1) if not _inspects(actions[i])),
+            len(actions) - 1,
+        )
+        for index, action in enumerate(actions):
+            if index != last:
+                yield _Step(action, call_id, answer.id, _Outcome())
+                continue
+            outcome = _message_outcome(answer, action, self.failed)
+            if outcome.failure:
+                self.failed.add(action)
+            else:
+                self.failed.discard(action)
+            yield _Step(action, call_id, answer.id, outcome)
 
 
 def _inspects(action: str) -> bool:
@@ -537,14 +592,12 @@ def _inspects(action: str) -> bool:
     return tool in _INSPECTIONS or tool.startswith(_INSPECTING_TOOL_PREFIXES)
 
 
-def _folded(steps: Sequence[_Step], signal: str, source: str) -> _Occurrence:
-    """The occurrence ``steps`` make: the last :data:`MAX_STEPS` actions that change
-    something (and the final one, whatever it is), with immediate repeats folded."""
+def _folded(steps: Sequence[_Step], signal: str | None, source: str) -> _Occurrence:
+    """The occurrence ``steps`` make: the last :data:`MAX_STEPS` actions, immediate
+    repeats folded (``steps`` hold no action that only looks)."""
     actions: list[str] = []
     ids: list[list[str]] = []
-    for position, step in enumerate(reversed(steps)):
-        if position and _inspects(step.action):
-            continue
+    for step in reversed(steps):
         if not actions or actions[-1] != step.action:
             if len(actions) == MAX_STEPS:
                 break
@@ -559,32 +612,62 @@ def _folded(steps: Sequence[_Step], signal: str, source: str) -> _Occurrence:
     )
 
 
-class _Successes:
-    """Every success with the steps that led to it (since the last failure or success)."""
+class _Attempts:
+    """Every run of an action that changes something, as an attempt: the actions since
+    that action last ran (or since the start), ending with it.
+
+    Actions that only look are no part of an attempt and make none. Only the
+    last ``4 * MAX_STEPS`` steps are kept: an attempt holds at most
+    :data:`MAX_STEPS` actions, so older steps cannot matter, and the work per
+    step stays bounded.
+    """
 
     def __init__(self) -> None:
-        self.window: list[_Step] = []
+        self.steps: list[tuple[int, _Step]] = []  # recent steps, each with its number
+        self.last_run: dict[str, int] = {}  # action -> the number of its latest step
+        self.count = 0
 
     def feed(self, step: _Step) -> _Occurrence | None:
-        """The occurrence ``step`` completes, if it is a success."""
-        if step.outcome.failure:
-            self.window = []
+        """The attempt ``step`` closes (None for a step that only looks)."""
+        if _inspects(step.action):
             return None
-        window = self.window
-        window.append(step)
-        if len(window) > 4 * MAX_STEPS:  # only the tail can matter: keep the work bounded
-            del window[: -2 * MAX_STEPS]
-        if step.outcome.success:
-            self.window = []
-            return _folded(window, step.outcome.success, step.result_id)
-        return None
+        number = self.count
+        self.count += 1
+        self.steps.append((number, step))
+        if len(self.steps) > 4 * MAX_STEPS:
+            del self.steps[: -2 * MAX_STEPS]
+        since = self.last_run.get(step.action, -1)
+        self.last_run[step.action] = number
+        window = [s for n, s in self.steps if n > since]
+        return _folded(window, step.outcome.success, step.result_id)
 
 
-def _tails(occurrence: _Occurrence) -> Iterator[tuple[str, ...]]:
-    """The sequences an occurrence shows: itself, and its tails of at least two actions."""
-    actions = occurrence.actions
+class _Seen:
+    """What is known of one sequence: how often it was carried out, and the
+    occurrences kept as its evidence (every success, the first other attempts)."""
+
+    __slots__ = ("attempts", "found", "others", "successes")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.successes = 0
+        self.others = 0
+        self.found: list[_Occurrence] = []
+
+    def add(self, occurrence: _Occurrence, keep_others: int) -> None:
+        self.attempts += 1
+        if occurrence.signal is not None:
+            self.successes += 1
+            self.found.append(occurrence)
+        elif self.others < keep_others:
+            self.others += 1
+            self.found.append(occurrence)
+
+
+def _tails(actions: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """The sequences an attempt shows: all its actions, then their tails, longest first."""
     yield actions
-    for length in range(len(actions) - 1, MIN_TAIL - 1, -1):
+    for length in range(len(actions) - 1, 0, -1):
         yield actions[-length:]
 
 
@@ -599,6 +682,8 @@ _SIGNAL_PHRASES: tuple[tuple[str, str], ...] = (
     ("cargo build", "it builds"),
     ("build", "it builds"),
     ("compiled", "it compiles"),
+    ("the check passed", "its check passes"),
+    ("a completed", "it completes"),
 )
 _EDITS = frozenset(
     {"sed -i", "str_replace", "insert", "edit", "create", "cat >", "echo >", "write"}
@@ -635,10 +720,13 @@ def _name(actions: tuple[str, ...], signal: str) -> str:
     return f"{head}, then {until}" if head else until
 
 
-def _steps_text(actions: tuple[str, ...], signals: Sequence[str], seen: int) -> str:
+def _steps_text(actions: tuple[str, ...], signals: Sequence[str], seen: int, succeeded: int) -> str:
     lines = [f"{n}. {action}" for n, action in enumerate(actions, 1)]
     kinds = ", ".join(dict.fromkeys(signals))
-    lines.append(f"Success when: {kinds} (seen {seen} times).")
+    times = (
+        f"seen {seen} times" if succeeded == seen else f"seen {seen} times, {succeeded} succeeded"
+    )
+    lines.append(f"Success when: {kinds} ({times}).")
     return "\n".join(lines)
 
 
@@ -648,8 +736,13 @@ class ProcedureLearner:
     Call it with the whole log each time (``learner(messages, step)``): it reads
     only what was appended since the last call, and starts over when the log
     no longer extends the one it read (a restore, another conversation). So a
-    consolidation costs the messages since the last one, not the session.
-    ``min_seen`` as for :func:`learn_procedures`.
+    consolidation costs the messages since the last one, not the session, and
+    each message is read once, whatever the log's length.
+
+    ``min_seen`` is how often a sequence must be seen: a sequence of two
+    actions or more that ended in a success at least once is seen each time it
+    was carried out (whole, or as the tail of a longer attempt), whatever that
+    run ended in; one action alone is seen only when it succeeded.
     """
 
     def __init__(self, *, min_seen: int = 2) -> None:
@@ -664,9 +757,11 @@ class ProcedureLearner:
         self._read = 0
         self._last: str | None = None
         self._scan = _Scan()
-        self._successes = _Successes()
-        self._occurrences: list[_Occurrence] = []
-        self._shown: dict[tuple[str, ...], list[_Occurrence]] = {}
+        self._attempts = _Attempts()
+        # The distinct sequences that ended in a success, in the order of their first.
+        self._successes: dict[tuple[str, ...], None] = {}
+        self._prune_at = MAX_SEQUENCES
+        self._shown: dict[tuple[str, ...], _Seen] = {}
 
     def __call__(self, messages: Sequence[Message], step: int = 0) -> list[Procedure]:
         """The procedures ``messages`` show (see :func:`learn_procedures`)."""
@@ -674,43 +769,66 @@ class ProcedureLearner:
         if read > len(messages) or (read and messages[read - 1].id != self._last):
             self._reset()
             read = 0
+        shown, keep = self._shown, self.min_seen
         for message in messages[read:]:
             if type(message) is Placeholder and not message.loaded:
                 continue  # hidden before its checkpoint: consolidated then, not read again
             for done in self._scan.feed(message):
-                occurrence = self._successes.feed(done)
-                if occurrence is not None:
-                    self._occurrences.append(occurrence)
-                    for tail in _tails(occurrence):
-                        self._shown.setdefault(tail, []).append(occurrence)
+                occurrence = self._attempts.feed(done)
+                if occurrence is None:
+                    continue
+                if occurrence.signal is not None:
+                    self._successes.setdefault(occurrence.actions)
+                for tail in _tails(occurrence.actions):
+                    seen = shown.get(tail)
+                    if seen is None:
+                        seen = shown[tail] = _Seen()
+                    seen.add(occurrence, keep)
+                if len(shown) > self._prune_at:
+                    self._prune()
         self._read = len(messages)
         self._last = messages[-1].id if messages else None
         return self._procedures(step)
 
+    def _prune(self) -> None:
+        """Forget the sequences carried out once that never succeeded, so a long session
+        holds at most about :data:`MAX_SEQUENCES` of them; the work stays linear."""
+        shown = self._shown
+        for actions in [a for a, seen in shown.items() if not seen.successes and seen.attempts < 2]:
+            del shown[actions]
+        self._prune_at = max(MAX_SEQUENCES, 2 * len(shown))
+
+    def _recurs(self, actions: tuple[str, ...]) -> bool:
+        """True when ``actions`` (which ended in a success at least once) count as seen
+        ``min_seen`` times: carried out that often, or, for one action alone, successful
+        that often (retrying one call is no procedure until it works again)."""
+        seen = self._shown[actions]
+        if len(actions) < MIN_TAIL:
+            return seen.successes >= self.min_seen
+        return seen.attempts >= self.min_seen
+
     def _procedures(self, step: int) -> list[Procedure]:
-        shown, min_seen = self._shown, self.min_seen
         # Each success is explained by the longest sequence it shows that recurs.
         chosen = dict.fromkeys(
-            next((t for t in _tails(o) if len(shown[t]) >= min_seen), ()) for o in self._occurrences
+            next((t for t in _tails(actions) if self._recurs(t)), ()) for actions in self._successes
         )
         procedures: list[Procedure] = []
         for actions in chosen:
             if not actions:
                 continue
-            found = shown[actions]
-            seen = len(found)
-            signals = [o.signal for o in found]
+            seen = self._shown[actions]
+            signals = [o.signal for o in seen.found if o.signal is not None]
             common = max(dict.fromkeys(signals), key=signals.count)
-            evidence = (i for o in found for i in o.evidence(len(actions)))
+            evidence = (i for o in seen.found for i in o.evidence(len(actions)))
             procedures.append(
                 Procedure(
                     name=_name(actions, common),
-                    steps=_steps_text(actions, signals, seen),
-                    source=found[-1].source,
+                    steps=_steps_text(actions, signals, seen.attempts, seen.successes),
+                    source=next(o.source for o in reversed(seen.found) if o.signal is not None),
                     evidence=tuple(dict.fromkeys(evidence)),
-                    seen=seen,
+                    seen=seen.attempts,
                     step=step,
-                    importance=1.0 - 0.5 / seen,
+                    importance=1.0 - 0.5 / seen.successes,
                 )
             )
         return procedures
@@ -719,13 +837,23 @@ class ProcedureLearner:
 def learn_procedures(
     messages: Sequence[Message], *, min_seen: int = 2, step: int = 0
 ) -> list[Procedure]:
-    """The tool-call sequences of ``messages`` that ended in a success at least ``min_seen`` times.
+    """The tool-call sequences of ``messages`` that ended in a success and were seen
+    at least ``min_seen`` times.
+
+    A sequence of two actions or more is seen each time it was carried out (the
+    actions since its last action ran before, or their tail), whatever that run
+    ended in, and must have ended in a success at least once: the edit-and-test
+    loop that failed twice and then passed was seen three times. One action
+    alone must have succeeded ``min_seen`` times: a call that failed and then
+    worked when retried is no procedure.
 
     One procedure per distinct sequence of normalised actions, in the order of
-    their first success; ``evidence`` holds the ids of every call and result of
-    every occurrence, ``source`` the id of the last success, and ``importance``
-    grows with ``seen``. Work is linear in the messages; a
-    :class:`ProcedureLearner` reads a growing log incrementally.
+    their first success; ``seen`` counts the runs, and the steps text says how
+    many succeeded when not all did; ``evidence`` holds the ids of every call
+    and result of every successful run and of the first ``min_seen`` others,
+    ``source`` the id of the last success, and ``importance`` grows with the
+    successes. Work is linear in the messages; a :class:`ProcedureLearner`
+    reads a growing log incrementally.
     """
     return ProcedureLearner(min_seen=min_seen)(messages, step)
 

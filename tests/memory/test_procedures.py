@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ctxflow.errors import FormatError
-from ctxflow.layers import Procedure
+from ctxflow.engine import Engine
+from ctxflow.errors import CtxflowWarning, FormatError
+from ctxflow.layers import LayeredState, Procedure
+from ctxflow.memory import _procedures as procedures_module
 from ctxflow.memory._procedures import (
     MAX_ENTRIES,
     MAX_FILE_BYTES,
@@ -25,6 +28,13 @@ from ctxflow.memory._procedures import (
     success_signal,
 )
 from ctxflow.model import Message, ToolResultBlock, ToolUseBlock, Transcript
+from ctxflow.replay.inputs import RunInput, read_run_input, synthesise_tools
+from ctxflow.replay.runner import replay
+from ctxflow.stores import MemoryStore
+
+PONY = (
+    Path(__file__).resolve().parents[2] / "examples" / "transcripts" / "openhands-ponyc-4588.jsonl"
+)
 
 
 class Trajectory:
@@ -205,6 +215,84 @@ def test_only_the_head_and_tail_of_a_huge_result_are_read() -> None:
     filler = "x" * 100_000
     assert success_signal(_result(filler + PYTEST_PASS)) == "pytest passed"
     assert success_signal(_result(filler + PYTEST_PASS + filler)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("build succeeded, 2 warnings.\n\nThe HTML pages are in _build/html.", "build finished"),
+        (
+            "\x1b[32m======= \x1b[32m\x1b[1m3 passed\x1b[0m\x1b[32m in 0.12s\x1b[0m =======\x1b[0m",
+            "pytest passed",
+        ),
+        ("Result with fields=[]: {}\nSUCCESS: Result is empty dict.\n", "the check passed"),
+        ("<returncode>0</returncode>\n<output>\nAll tests passed!\n</output>", "the check passed"),
+    ],
+)
+def test_success_signal_reads_sphinx_builds_coloured_summaries_and_checks(
+    text: str, kind: str
+) -> None:
+    """Sphinx's "build succeeded", a coloured pytest summary and a check reporting SUCCESS."""
+    assert success_signal(_result(text)) == kind
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SUCCESS: case 1\nFAIL: case 2 returned None\n",
+        "SUCCESS: parsed\nFAILED: the round trip differs\n",
+        "<returncode>1</returncode>\n<output>\nSUCCESS: first half\n</output>",
+        "Expected SUCCESS but the query returned False\n",
+        "\x1b[31m=== 1 failed, \x1b[32m2 passed\x1b[0m in 0.1s ===\x1b[0m",
+    ],
+)
+def test_a_check_that_also_fails_is_no_success(text: str) -> None:
+    """A SUCCESS line beside a failure, after a non-zero exit or mid-sentence is no success."""
+    assert success_signal(_result(text)) is None
+
+
+RECORD = '{"reservation_id": "GV1N64", "user_id": "james_patel_9828", "status": "cancelled"}'
+
+
+@pytest.mark.parametrize(
+    ("action", "text", "is_error", "success", "failure"),
+    [
+        ("cancel_reservation", RECORD, False, "a completed cancel_reservation", None),
+        ("book_reservation", RECORD, False, "a completed book_reservation", None),
+        (
+            "send_certificate",
+            "Certificate c_1 added to user u_1.",
+            False,
+            "a completed send_certificate",
+            None,
+        ),
+        (
+            "book_reservation",
+            "Error: payment amount does not add up",
+            True,
+            None,
+            "the tool reported an error",
+        ),
+        (
+            "update_reservation_flights",
+            "Error: not enough seats",
+            False,
+            None,
+            "the tool reported an error",
+        ),
+        ("get_reservation_details", RECORD, False, None, None),
+        ("transfer_to_human_agents", "Transfer successful", False, None, None),
+        ("cancel_reservation", "", False, None, None),
+        ("execute_bash: update-alternatives", "done", False, None, None),
+    ],
+)
+def test_a_transaction_tool_succeeds_when_its_result_is_no_error(
+    action: str, text: str, is_error: bool, success: str | None, failure: str | None
+) -> None:
+    """A tool named for a change to a record succeeds with a record; "Error: ..." fails it."""
+    message = _result(text, is_error=is_error)
+    assert success_signal(message, action=action) == success
+    assert failure_signal(message, action=action) == failure
 
 
 # --- actions ---------------------------------------------------------------------------
@@ -415,6 +503,148 @@ def test_importance_grows_with_seen_and_learning_is_deterministic() -> None:
     assert learn_procedures(thrice.messages) == learn_procedures(thrice.messages)
 
 
+CRASH = "Traceback (most recent call last):\n  File 'repro.py', line 3\nKeyError: 'x'"
+
+
+def test_a_loop_carried_out_twice_and_successful_once_is_a_procedure() -> None:
+    """Edit and rerun, failing then working: the loop was seen twice and ended in success."""
+    trajectory = Trajectory()
+    trajectory.bash("python repro.py", CRASH)  # the first run: nothing changed before it
+    first = (*trajectory.edit(), *trajectory.bash("python repro.py", CRASH))
+    second = (*trajectory.edit(), *trajectory.bash("python repro.py", "fixed"))
+
+    (procedure,) = learn_procedures(trajectory.messages)
+
+    assert procedure.name == "edit, then run python until it reports no error"
+    assert procedure.steps == (
+        "1. str_replace_editor: str_replace\n2. bash: python\n"
+        "Success when: no error after a failed bash: python (seen 2 times, 1 succeeded)."
+    )
+    assert (procedure.seen, procedure.importance) == (2, 0.5)
+    assert procedure.evidence == first + second
+    assert procedure.source == second[-1]
+    assert learn_procedures(trajectory.messages, min_seen=3) == []
+
+
+def test_a_long_failing_loop_keeps_its_successes_and_first_failures_as_evidence() -> None:
+    """Seen counts every run of the loop; evidence is the success and the first min_seen others."""
+    trajectory = Trajectory()
+    trajectory.bash("python -m pytest", PYTEST_FAIL)
+    runs = []
+    for result in [PYTEST_FAIL] * 4 + [PYTEST_PASS]:
+        runs.append((*trajectory.edit(), *trajectory.bash("python -m pytest", result)))
+
+    (procedure,) = learn_procedures(trajectory.messages)
+
+    assert procedure.seen == 5
+    assert procedure.steps.endswith("(seen 5 times, 1 succeeded).")
+    assert procedure.evidence == runs[0] + runs[1] + runs[4]
+    (three,) = learn_procedures(trajectory.messages, min_seen=3)
+    assert three.evidence == runs[0] + runs[1] + runs[2] + runs[4]
+
+
+def test_one_call_that_works_when_retried_is_no_procedure() -> None:
+    """A failed call that works the next time shows no sequence: one action must succeed twice."""
+    trajectory = Trajectory()
+    trajectory.call("book_reservation", {"user_id": "u1"}, "Error: payment method not found")
+    trajectory.call("book_reservation", {"user_id": "u1"}, RECORD)
+    trajectory.bash("make", "make: *** [all] Error 2", is_error=True)
+    trajectory.bash("make", "cc -o app app.c")
+    assert learn_procedures(trajectory.messages) == []
+    assert len(learn_procedures(trajectory.messages, min_seen=1)) == 2
+
+
+def test_a_transaction_completed_twice_is_a_procedure_without_its_lookups() -> None:
+    """Two cancellations, each after a lookup: the cancellation is the procedure, twice."""
+    trajectory = Trajectory()
+    evidence: list[str] = []
+    for reservation in ("GV1N64", "HATHAT"):
+        trajectory.call("get_reservation_details", {"reservation_id": reservation}, RECORD)
+        evidence += trajectory.call("cancel_reservation", {"reservation_id": reservation}, RECORD)
+
+    (procedure,) = learn_procedures(trajectory.messages)
+
+    assert procedure.name == "call cancel_reservation until it completes"
+    assert procedure.steps == (
+        "1. cancel_reservation\nSuccess when: a completed cancel_reservation (seen 2 times)."
+    )
+    assert procedure.evidence == tuple(evidence)
+
+
+def test_a_booking_priced_again_after_an_error_is_a_procedure() -> None:
+    """Calculate then book, refused with "Error: ..." and then done: seen twice, one success."""
+    trajectory = Trajectory()
+    for result in ("Error: payment amount does not add up, total price is 584", RECORD):
+        trajectory.call("calculate", {"expression": "292 * 2"}, "584")
+        trajectory.call("book_reservation", {"user_id": "u1"}, result)
+    (procedure,) = learn_procedures(trajectory.messages)
+    assert procedure.name == "call calculate, then call book_reservation until it completes"
+    assert procedure.seen == 2
+
+
+def test_what_a_look_shows_is_never_a_success() -> None:
+    """A passing summary read back with cat or grep is no success: looking changed nothing."""
+    trajectory = Trajectory()
+    for _ in range(3):
+        trajectory.edit()
+        trajectory.bash("cat test.log", PYTEST_PASS)
+        trajectory.bash("grep -A3 summary test.log", PYTEST_PASS)
+    assert learn_procedures(trajectory.messages, min_seen=1) == []
+
+
+def test_a_result_belongs_to_the_last_program_that_acts() -> None:
+    """``make html && grep x out.html``: the build succeeded, not the grep."""
+    trajectory = Trajectory()
+    for _ in range(2):
+        trajectory.edit()
+        trajectory.bash(
+            "cd docs && make html && grep -c MyClass _build/html/index.html",
+            "build succeeded, 1 warning.\n\nThe HTML pages are in _build/html.\n3",
+        )
+    (procedure,) = learn_procedures(trajectory.messages)
+    assert procedure.name == "edit, then run make until it builds"
+    assert procedure.steps.startswith("1. str_replace_editor: str_replace\n2. bash: make\n")
+
+
+def test_an_accepted_edit_does_not_cut_the_loop_it_belongs_to() -> None:
+    """SWE-agent style: a crash, an edit refused then accepted, and a clean rerun: one loop."""
+    trajectory = Trajectory()
+    trajectory.bash("create repro.py\n", "[File: repro.py (1 lines total)]")
+    trajectory.bash("edit 1:1\nimport pydicom\nend_of_edit\n", "[File: repro.py (9 lines)]")
+    trajectory.bash("python repro.py\n", CRASH)
+    refused = "Your proposed edit has introduced new syntax error(s). Please read this."
+    trajectory.bash("edit 5:5\n  x = (\nend_of_edit\n", refused)
+    fix = trajectory.bash("edit 5:5\n  x = 1\nend_of_edit\n", "[File: h.py (373 lines)]")
+    run = trajectory.bash("python repro.py\n", "Script completed successfully, no errors.")
+
+    (procedure,) = learn_procedures(trajectory.messages)
+
+    assert procedure.steps.startswith("1. bash: edit\n2. bash: python\n")
+    assert procedure.steps.endswith("(seen 2 times, 1 succeeded).")
+    assert set(fix + run) <= set(procedure.evidence)
+
+
+def test_a_long_session_forgets_sequences_seen_once_that_never_succeeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_SEQUENCES, one-off sequences are forgotten; loops that succeed are kept."""
+    monkeypatch.setattr(procedures_module, "MAX_SEQUENCES", 20)
+    trajectory = Trajectory()
+    learner = ProcedureLearner()
+    sizes = []
+    for n in range(60):
+        trajectory.bash(f"tool{n}", "")
+        if n % 20 == 0:
+            _fix_loop(trajectory)
+        learner(trajectory.messages)
+        sizes.append(len(learner._shown))
+    (procedure,) = learner(trajectory.messages)
+    assert procedure.name == "edit, then run pytest until it passes"
+    assert procedure.seen == 3
+    assert max(sizes) <= 2 * 20 + MAX_STEPS
+    assert procedure == learn_procedures(trajectory.messages)[0]
+
+
 @pytest.mark.parametrize("min_seen", [0, -1, True, 1.5])
 def test_min_seen_must_be_a_positive_integer(min_seen: Any) -> None:
     """A min_seen below one, or not an integer, is refused."""
@@ -522,10 +752,14 @@ def test_load_procedures_refuses_too_large_files_and_too_many_entries(tmp_path: 
 
 # --- the corpus ------------------------------------------------------------------------
 
-# Non-tau conversations learning at least one procedure. The brief's target was 0.5; with
-# honest signals the ceiling is lower: SWE-agent records no exit codes and its runs almost
-# never run tests, and most conversations show fewer than two successes at all.
-CODING_SHARE_FLOOR = 0.25
+# Non-tau conversations learning at least one procedure (measured: 50 of 76). SWE-agent's
+# short runs record no exit codes and rarely repeat anything (2 of 22 learn one).
+CODING_SHARE_FLOOR = 0.6
+# Per source (measured: miniswe 47/51, openhands 1/3, sweagent 2/22, taubench 27/200, all
+# 77/276). A tau-bench run learns only when a transaction recurs: 87 of its 200 complete
+# none, and 68 complete one kind once, so at most 45 could.
+SOURCE_FLOORS = {"miniswe": 0.8, "sweagent": 0.05, "taubench": 0.1}
+ALL_FLOOR = 0.25
 
 
 @pytest.mark.corpus
@@ -551,6 +785,55 @@ def test_learning_over_the_corpus_gives_real_evidence(transcripts: list[Transcri
     report = f"shares {shares}; coding share {coding_share:.2f}; learned in {elapsed:.2f}s"
     assert sum(convs.values()) == 276, report
     assert coding_share >= CODING_SHARE_FLOOR, report
+    for source, floor in SOURCE_FLOORS.items():
+        assert learned[source] / convs[source] >= floor, report
+    assert sum(learned.values()) / 276 >= ALL_FLOOR, report
+    assert elapsed < 10, report  # linear: the whole corpus, 11,757 messages, in well under that
+
+
+def _replayed(run: RunInput, budget: int = 12_000) -> list[Procedure]:
+    """The learned procedures an engine holds after replaying ``run`` as ``ctxflow run`` does."""
+    engines: list[Engine] = []
+
+    def factory(state: LayeredState) -> Engine:
+        engines.append(Engine(state=state, budget=budget, store=MemoryStore()))
+        return engines[-1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CtxflowWarning)  # a compression stopping above target
+        replay(run, engine_factory=factory, reflect_every=10)
+    return [p for p in engines[-1].state.memory.procedural if p.evidence]
+
+
+def test_the_make_run_transcript_ends_with_a_learned_procedure() -> None:
+    """Replayed at 12k as ``make run`` does, the bundled transcript learns a procedure whose
+    evidence names its messages."""
+    run = read_run_input(str(PONY))
+    procedures = _replayed(run)
+    ids = {m.id for m in run.transcript.messages}
+    assert procedures
+    for procedure in procedures:
+        assert set(procedure.evidence) <= ids and procedure.source in ids
+        assert procedure.seen >= 2
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_a_12k_replay_ends_with_what_the_whole_log_teaches(transcripts: list[Transcript]) -> None:
+    """Every corpus conversation replayed at 12k ends with a learned procedure exactly when
+    learning over its whole log gives one, each evidence id one of its messages."""
+    for transcript in transcripts:
+        run = RunInput(
+            transcript=transcript,
+            tools=synthesise_tools(transcript.messages),
+            format="jsonl",
+            tools_synthesised=True,
+        )
+        procedures = _replayed(run)
+        ids = {m.id for m in transcript.messages}
+        assert bool(procedures) == bool(learn_procedures(transcript.messages)), transcript.id
+        for procedure in procedures:
+            assert set(procedure.evidence) <= ids and procedure.source in ids, transcript.id
 
 
 @pytest.mark.corpus
