@@ -572,7 +572,16 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
     if not all(isinstance(name, str) for name in names):
         raise ValueError("an index's tool names must be strings")
     uses: dict[int, tuple[tuple[str, str], ...]] = {}
+    known = len(names)
     for entry in data.get("uses") or ():
+        if type(entry) is list and len(entry) == 3:  # most messages make one call
+            at, call, name = entry
+            if type(at) is not int or not 0 <= at < n:
+                raise ValueError(f"an index offset must be an integer below {n} (got {at!r})")
+            if type(call) is not str or type(name) is not int or not 0 <= name < known:
+                raise ValueError("an index's calls must be id strings and tool numbers")
+            uses[at] = ((call, names[name]),)
+            continue
         at, *flat = entry
         calls, named = flat[::2], flat[1::2]
         if len(flat) % 2 or not flat or not all(isinstance(x, str) for x in calls):
@@ -590,11 +599,15 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
         before = uses.get(_offset(at, n) - 1)
         if not before:
             raise ValueError("an index's answer must follow a message with calls")
-        results[at] = tuple(use_id for use_id, _ in before)
+        results[at] = (before[0][0],) if len(before) == 1 else tuple(u for u, _ in before)
     summaries = {_offset(at, n) for at in data.get("summaries") or ()}
+    # tuple.__new__ builds each Facts without the named tuple's Python-level __new__
+    # (a reopen makes one per message of the log).
+    new, no_uses, no_results = tuple.__new__, uses.get, results.get
+    by_letter = [_ROLES[char] for char in roles]
     return [
-        Facts(ident, _ROLES[role], uses.get(at, ()), results.get(at, ()), at in summaries)
-        for at, (ident, role) in enumerate(zip(ids, roles, strict=True))
+        new(Facts, (ident, role, no_uses(at, ()), no_results(at, ()), at in summaries))
+        for at, (ident, role) in enumerate(zip(ids, by_letter, strict=True))
     ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.model import (
     Conversation,
+    Facts,
     Message,
     Placeholder,
     Role,
@@ -21,7 +22,7 @@ from ctxflow.model import (
     ToolUseBlock,
 )
 from ctxflow.persistence import Checkpointer, MemoryStore, restore
-from ctxflow.persistence._manifest import Manifest, pack_index
+from ctxflow.persistence._manifest import Manifest, pack_index, unpack_index
 from ctxflow.stores import SQLiteStore
 from ctxflow.tokens import HeuristicCounter, message_measure
 
@@ -352,3 +353,27 @@ def test_full_manifest_tag_columns_round_trip_and_refuse_damage() -> None:
             Manifest.from_plain({**plain, "tag_columns": damaged})
     with pytest.raises(CorruptCheckpoint, match="manifest"):
         Manifest.from_plain({**plain, "index": None})  # columns need the index
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        [2, "call_1", 0],
+        [-1, "call_1", 0],
+        ["0", "call_1", 0],
+        [0, 7, 0],
+        [0, "call_1", 1],
+        [0, "call_1", -1],
+        [0, "call_1", "0"],
+    ],
+)
+def test_a_damaged_one_call_index_entry_is_refused(entry: list[Any]) -> None:
+    """A one-call entry of an index's ``uses`` (the common case, read on a fast path) is
+    checked as any other: its offset, its call id and its tool number."""
+    calls = [Facts("a1", Role.ASSISTANT, (("call_1", "read"),), (), False)]
+    calls.append(Facts("u1", Role.USER, (), ("call_1",), False))
+    plain = pack_index(calls)
+    assert plain["uses"] == [[0, "call_1", 0]]
+    assert unpack_index(plain, 2) == calls
+    with pytest.raises(ValueError, match="index"):
+        unpack_index({**plain, "uses": [entry]}, 2)
