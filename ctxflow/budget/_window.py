@@ -125,8 +125,10 @@ class Window:
     allowed_tools: tuple[str, ...] = attrs.field(default=attrs.Factory(_all_names, takes_self=True))
 
 
-#: Texts a window builder's counter remembers (least recently used first out).
+#: Texts a window builder's counter remembers (least recently used first out), and
+#: the characters they may hold in all (a long session's system texts are long).
 COUNT_CACHE = 2048
+COUNT_CACHE_CHARS = 1 << 20
 
 
 class _CachedCounter:
@@ -137,6 +139,7 @@ class _CachedCounter:
     def __init__(self, inner: TokenCounter) -> None:
         self.inner = inner
         self.cache: OrderedDict[str, int] = OrderedDict()
+        self.chars = 0
         #: Late-context sizes by (measure, text): the same context repeats until a step.
         self.late: dict[tuple[Measure, str], int] = {}
 
@@ -149,8 +152,11 @@ class _CachedCounter:
         hit = cache.get(text)
         if hit is None:
             hit = self.inner.count(text)
-            if len(cache) >= COUNT_CACHE:
-                cache.popitem(last=False)
+            if len(text) > COUNT_CACHE_CHARS // 4:
+                return hit  # too long to keep
+            self.chars += len(text)
+            while cache and (len(cache) >= COUNT_CACHE or self.chars > COUNT_CACHE_CHARS):
+                self.chars -= len(cache.popitem(last=False)[0])
             cache[text] = hit
         else:
             cache.move_to_end(text)
