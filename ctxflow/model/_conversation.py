@@ -34,7 +34,7 @@ from typing import overload
 
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
-from ctxflow.model._lazy import Placeholder, page_in
+from ctxflow.model._lazy import OverlayPlaceholder, Placeholder, page_in
 from ctxflow.model._log import MessageLog, char_estimate, check_counts
 from ctxflow.model._messages import Message
 from ctxflow.model._pairs import PairIndex, ToolPair
@@ -314,32 +314,41 @@ class Conversation:
             self._changed(range(base, base + len(batch)))
 
     def page_out(self, placeholders: Iterable[Placeholder]) -> int:
-        """Let hidden messages' bodies leave memory: each placeholder takes the log place
-        of the hidden message it stands for, which is read again from the
-        placeholder's source when something asks for its body.
+        """Let hidden messages' bodies leave memory: each placeholder takes the place
+        of the hidden message it stands for (an :class:`OverlayPlaceholder`, of the
+        overlay laid over one), which is read again from the placeholder's source
+        when something asks for its body.
 
         A placeholder replaces a message of the same id, role and compression
-        tags that is hidden and still whole; one whose message is shown, is a
-        placeholder already or carries other tags is passed over. Nothing a
-        reader can see changes (a placeholder compares equal to its message):
-        no version, epoch or change-journal entry. Every placeholder is checked
-        before any takes its place. Returns how many did.
+        tags that is hidden and still whole; an overlay placeholder replaces a
+        hidden message's overlay that is still whole. One whose message is
+        shown, is a placeholder already or carries other tags is passed over.
+        Nothing a reader can see changes (a placeholder compares equal to its
+        message): no version, epoch or change-journal entry. Every placeholder
+        is checked before any takes its place. Returns how many did.
         """
-        log = self._log
+        log, laid = self._log, self._view.overlays
         swaps: list[tuple[int, Placeholder]] = []
+        overlays: list[Placeholder] = []
         for placeholder in placeholders:
-            if type(placeholder) is not Placeholder or placeholder.loaded:
+            kind = type(placeholder)
+            if kind not in (Placeholder, OverlayPlaceholder) or placeholder.loaded:
                 raise InvalidMessage(
                     "only an unread Placeholder can take a hidden message's place "
-                    f"(got {type(placeholder).__name__})",
+                    f"(got {kind.__name__})",
                     rule="not_a_placeholder",
                 )
             at = log.at(placeholder.id)
             current = log.messages[at]
+            if not current.hidden or current.role is not placeholder.role:
+                continue
+            if kind is OverlayPlaceholder:
+                overlay = laid.get(placeholder.id)
+                if overlay is not None and not isinstance(overlay, Placeholder):
+                    overlays.append(placeholder)
+                continue
             if (
                 isinstance(current, Placeholder)
-                or not current.hidden
-                or current.role is not placeholder.role
                 or current.condense_parent != placeholder.condense_parent
                 or current.truncation_parent != placeholder.truncation_parent
             ):
@@ -347,7 +356,9 @@ class Conversation:
             swaps.append((at, placeholder))
         for at, placeholder in swaps:
             log.messages[at] = placeholder
-        return len(swaps)
+        for placeholder in overlays:
+            laid[placeholder.id] = placeholder
+        return len(swaps) + len(overlays)
 
     # -- changing (used by compression) ---------------------------------------
 

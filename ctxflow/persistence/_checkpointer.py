@@ -507,25 +507,39 @@ class Checkpointer:
             if at >= len(conversation):
                 continue
             message = conversation.at(at)
-            if not message.hidden or isinstance(message, Placeholder):
+            if not message.hidden:
                 continue
             facts = index[at] if at < len(index) else None
-            made.append(
-                (
-                    at,
-                    Placeholder.of(
-                        facts if facts is not None else facts_of(message),
-                        key=hashes[at],
-                        source=source,
-                        condense_parent=message.condense_parent,
-                        truncation_parent=message.truncation_parent,
-                    ),
+            if facts is None:
+                facts = facts_of(message)
+            if not isinstance(message, Placeholder):
+                made.append(
+                    (
+                        at,
+                        Placeholder.of(
+                            facts,
+                            key=hashes[at],
+                            source=source,
+                            condense_parent=message.condense_parent,
+                            truncation_parent=message.truncation_parent,
+                        ),
+                    )
                 )
-            )
+            overlay = conversation.overlay(message.id)
+            digest = manifest.overlays.get(message.id)
+            if overlay is not None and digest is not None and not isinstance(overlay, Placeholder):
+                # an overlay over a hidden message is never shown: its body can go too
+                laid = OverlayPlaceholder.of(
+                    facts, key=digest, source=source, condense_parent=None, truncation_parent=None
+                )
+                made.append((-1, laid))
         if made and conversation.page_out(p for _, p in made):
-            log = self._log
+            log, overlays = self._log, self._overlays
             for at, placeholder in made:
-                if conversation.at(at) is placeholder and at < len(log):
+                if at < 0:
+                    if conversation.overlay(placeholder.id) is placeholder:
+                        overlays[placeholder.id] = placeholder
+                elif conversation.at(at) is placeholder and at < len(log):
                     log[at] = placeholder
 
     # -- following the conversation -------------------------------------------
