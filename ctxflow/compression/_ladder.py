@@ -49,7 +49,7 @@ from ctxflow.compression._summarizers import ExtractiveSummarizer, checked_summa
 from ctxflow.compression._trim import TrimOversized, latest_user_text
 from ctxflow.errors import BudgetExceeded, CompressionError, InvalidConversation, PolicyError
 from ctxflow.layers import LayeredState
-from ctxflow.model import SUMMARY_OF, Conversation, Message, Role, check
+from ctxflow.model import Conversation, Message, Role, check, facts_of
 from ctxflow.protocols import AsyncSummarizer, Summarizer
 
 __all__ = [
@@ -203,7 +203,8 @@ def guard(
 
 def _original_request(conversation: Conversation) -> str | None:
     for message in conversation:
-        if message.role is Role.USER and SUMMARY_OF not in message.metadata:
+        # facts_of: a hidden message paged out to the store answers without its body
+        if message.role is Role.USER and not facts_of(message).summary:
             return message.id
         if message.role is Role.ASSISTANT:
             return None
