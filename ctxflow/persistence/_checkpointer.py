@@ -59,7 +59,7 @@ from ctxflow.model import (
 from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.persistence._codec import pack_plain
-from ctxflow.persistence._manifest import Manifest, pack_hashes, pack_index
+from ctxflow.persistence._manifest import PARENT_DELTA, Manifest, pack_hashes, pack_index
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -416,7 +416,9 @@ class Checkpointer:
             assert manifest is not None
             if due:
                 manifest = self._advanced(manifest.copy(), tracked, state_plain)
-            record = manifest.to_plain() if due else tracked.delta
+            record = tracked.delta
+            if due:  # in full, with the delta it replaces (a store may keep that instead)
+                record = {**manifest.to_plain(), PARENT_DELTA: tracked.delta}
         else:
             manifest = self._compared(conversation, bodies, state_plain, chart_plain)
             found = None if self._manifest is None or due else manifest.delta_from(self._manifest)

@@ -56,6 +56,7 @@ from ctxflow.model import SUMMARY_OF, Facts, Role
 from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
+    "PARENT_DELTA",
     "PART_BYTES",
     "Manifest",
     "apply_deltas",
@@ -75,6 +76,11 @@ Tags = tuple[str | None, str | None]
 Path = tuple[str, ...]
 #: A part's reference: ("value", hash) or ("items", (hash, ...)).
 Ref = tuple[str, str | tuple[str, ...]]
+
+#: A full manifest record written in place of a delta may carry that delta under this
+#: key: the record's parent with it applied is the record. A store may keep the delta
+#: instead (the SQLite store's packs do); a reader of the full manifest ignores it.
+PARENT_DELTA = "parent_delta"
 
 #: The packed size from which a state value is stored as a part of its own.
 PART_BYTES = 512

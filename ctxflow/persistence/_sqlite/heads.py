@@ -46,6 +46,7 @@ from ctxflow.persistence._manifest import (
     unpack_index,
     unpack_tag_columns,
 )
+from ctxflow.persistence._manifest_plain import extend_full
 from ctxflow.persistence._sqlite.schema import Part, has_heads_table
 from ctxflow.persistence._sqlite.segments import BodySegments
 
@@ -225,9 +226,13 @@ class SessionHeads(Part):
         data = None
         if fulls:
             first = fulls[-1]
-            manifest = Manifest.from_plain(records[first].manifest)
-            apply_deltas(manifest, [r.manifest for r in records[first + 1 :]])
-            data = self._encode(records[-1].seq, len(records) - 1 - first, manifest, b"")
+            deltas = [r.manifest for r in records[first + 1 :]]
+            depth = len(records) - 1 - first
+            data = self._plain(records[-1].seq, depth, records[first].manifest, deltas)
+            if data is None:
+                manifest = Manifest.from_plain(records[first].manifest)
+                apply_deltas(manifest, deltas)
+                data = self._encode(records[-1].seq, depth, manifest, b"")
         elif head is not None and records[0].seq == head.seq + 1:
             try:
                 data = self._continue(session, head, records)
@@ -241,8 +246,22 @@ class SessionHeads(Part):
                 (session, records[-1].seq, data),
             )
 
+    def _plain(self, seq: int, depth: int, full: Any, deltas: list[Any]) -> bytes | None:
+        """The encoded head of ``full`` moved through ``deltas`` on their stored forms
+        (no manifest of the whole log is built: see ``_manifest_plain``), or None when
+        those forms do not allow it."""
+        try:
+            moved = extend_full(full, deltas)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None  # the manifest path reads it, or names what is wrong
+        return None if moved is None else encode_readable(self.codec, [seq, depth, moved])
+
     def _continue(self, session: int, head: Head, records: list[Plain]) -> bytes | None:
         """The encoded head moved from ``head`` through the deltas that follow it."""
+        depth = head.depth + len(records)
+        data = self._plain(records[-1].seq, depth, head.manifest, [r.manifest for r in records])
+        if data is not None:
+            return data
         known = head.manifest["hashes"]
         if not isinstance(known, bytes):  # an earlier head's row ids: named by digest now
             rows = self.bodies.of_session
@@ -268,7 +287,6 @@ class SessionHeads(Part):
         manifest = Manifest.from_plain(shell)
         apply_deltas(manifest, [r.manifest for r in records])
         manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
-        depth = head.depth + len(records)
         held = (head.manifest.get("index"), list(head.manifest.get("tags") or ()))
         return self._encode(records[-1].seq, depth, manifest, known, held)
 

@@ -26,7 +26,8 @@ import attrs
 
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._codec import encode_readable
-from ctxflow.persistence._manifest import Manifest
+from ctxflow.persistence._manifest import PARENT_DELTA, Manifest
+from ctxflow.persistence._manifest_plain import compose_deltas
 from ctxflow.persistence._model import CheckpointRecord
 from ctxflow.persistence._sqlite.heads import Plain, SessionHeads
 from ctxflow.persistence._sqlite.schema import Part, record
@@ -60,6 +61,8 @@ class CheckpointPacks(Part):
 
     heads: SessionHeads
     size: int
+    # Per session, where the last pack written left its chain (see ``_compact``).
+    _chains: dict[int, _Chain] = attrs.field(factory=dict, init=False, repr=False)
 
     # -- reading --------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class CheckpointPacks(Part):
         if held is None:
             plain = [Plain(e[_SEQ], bool(e[_FULL]), e[_MANIFEST]) for e in entries]
             self.heads.extend(session, plain, self.heads.usable(session))
-        self._store(session, None, entries)
+        self._store(session, None, entries, chained=True)
         self.db.executemany(
             "INSERT INTO packed_ids (key, session, seq) VALUES (?, ?, ?)",
             ((_id_key(e[_ID]), session, e[_SEQ]) for e in entries),
@@ -196,6 +199,7 @@ class CheckpointPacks(Part):
 
     def rewrite_full(self, checkpoint_id: str, manifest: Any) -> list[int]:
         """Store a packed checkpoint's manifest in full; the sessions of the packs rewritten."""
+        self._chains.clear()
         touched = []
         for (session, last), entries in self._holding([checkpoint_id]).items():
             for entry in entries:
@@ -209,6 +213,7 @@ class CheckpointPacks(Part):
         """Delete packed checkpoints of a session (and every pack left empty)."""
         if not self._holding(doomed):
             return
+        self._chains.pop(session, None)
         # A kept pack may store a full manifest as a delta of a doomed one: rewrite them all.
         memo: _Memo = {}
         packs = [
@@ -333,32 +338,89 @@ class CheckpointPacks(Part):
                 return (fulls[-1], *self._full_at(session, fulls[-1], memo))
         return None
 
-    def _compact(self, session: int, entries: _Entries, memo: _Memo) -> _Entries:
+    def _compact(
+        self, session: int, entries: _Entries, memo: _Memo, *, chained: bool = False
+    ) -> _Entries:
         """Pack entries as stored: a full manifest becomes a delta against the previous full
         one, stamped ``[base seq, depth]`` (full manifests repeat every hash of the log, and
-        they make up most of a pack's bytes otherwise)."""
-        base = (
-            self._full_before(session, entries[0][_SEQ], memo)
-            if any(e[_FULL] for e in entries)  # most packs hold none: no base to read
-            else None
-        )
+        they make up most of a pack's bytes otherwise).
+
+        A full manifest record that carries the delta it replaces
+        (:data:`~ctxflow.persistence._manifest.PARENT_DELTA`) is stored as the deltas
+        since the previous full one composed (``compose_deltas``): nothing of the
+        whole log is built. Without it (or on a chain that forks), the previous full
+        manifest is read and compared. With ``chained`` (the packing of a session's
+        oldest rows), where the last such packing left the chain is kept, so the
+        next one need not decode the packs before it.
+        """
+        kept = self._chains.pop(session, None)
+        chain = kept if kept is not None and kept.last == entries[0][1] else None
+        if chain is None and any(e[_FULL] for e in entries):
+            chain = self._chain_before(session, entries[0][_SEQ])
+        base: tuple[int, Manifest, int] | None = None
+        based = False  # whether ``base`` was read for the Manifest path
         out: _Entries = []
         for entry in entries:
             manifest, stamp = entry[_MANIFEST], None
             if entry[_FULL]:
-                full, depth = Manifest.from_plain(manifest), 0
-                if base is not None and base[2] < _MAX_DEPTH:
-                    delta = full.delta_from(base[1])
-                    if delta is not None:
-                        manifest, depth = delta, base[2] + 1
-                        stamp = [base[0], depth]
-                base = (entry[_SEQ], full, depth)
-                memo[(session, entry[_SEQ])] = (full, depth)
+                composed = _composed(chain, entry)
+                if composed is not None:
+                    manifest, stamp = composed
+                    depth, based = stamp[1], False
+                elif chain is not None and chain.linear and chain.depth >= _MAX_DEPTH:
+                    # as deep as a chain may go: stored in full, no base to read
+                    manifest, depth, based = _without_delta(manifest), 0, False
+                else:
+                    manifest = _without_delta(manifest)
+                    if not based:
+                        base, based = self._full_before(session, entry[_SEQ], memo), True
+                    full, depth = Manifest.from_plain(manifest), 0
+                    if base is not None and base[2] < _MAX_DEPTH:
+                        delta = full.delta_from(base[1])
+                        if delta is not None:
+                            manifest, depth = delta, base[2] + 1
+                            stamp = [base[0], depth]
+                    base = (entry[_SEQ], full, depth)
+                    memo[(session, entry[_SEQ])] = (full, depth)
+                chain = _Chain(entry[_SEQ], depth, entry[_ID])
+            elif chain is not None:
+                chain.add(entry)
             out.append([*entry[:10], manifest, stamp])
+        if chained and chain is not None and chain.linear:
+            self._chains[session] = chain
         return out
 
+    def _chain_before(self, session: int, seq: int) -> _Chain | None:
+        """The session's last packed full checkpoint before ``seq`` and the packed deltas
+        after it, as stored (a few packs back at most; None when none is found)."""
+        rows = self.db.execute(
+            "SELECT last_seq, data FROM packs WHERE session = ? AND last_seq < ? "
+            "ORDER BY last_seq DESC LIMIT 4",
+            (session, seq),
+        ).fetchall()
+        later: _Entries = []
+        for last, data in rows:
+            stored = self._decode(session, int(last), bytes(data))
+            fulls = [i for i, e in enumerate(stored) if e[_FULL]]
+            if not fulls:
+                later[:0] = stored
+                continue
+            found = stored[fulls[-1]]
+            stamp = found[_STAMP]
+            chain = _Chain(found[_SEQ], 0 if stamp is None else int(stamp[1]), found[_ID])
+            for entry in [*stored[fulls[-1] + 1 :], *later]:
+                chain.add(entry)
+            return chain
+        return None
+
     def _store(
-        self, session: int, old_last: int | None, entries: _Entries, memo: _Memo | None = None
+        self,
+        session: int,
+        old_last: int | None,
+        entries: _Entries,
+        memo: _Memo | None = None,
+        *,
+        chained: bool = False,
     ) -> None:
         """Replace a pack by ``entries`` (expanded; none left: drop it)."""
         if old_last is not None:
@@ -366,8 +428,56 @@ class CheckpointPacks(Part):
                 "DELETE FROM packs WHERE session = ? AND last_seq = ?", (session, old_last)
             )
         if entries:
-            compact = self._compact(session, entries, {} if memo is None else memo)
+            compact = self._compact(session, entries, {} if memo is None else memo, chained=chained)
             self.db.execute(
                 "INSERT INTO packs (session, last_seq, data) VALUES (?, ?, ?)",
                 (session, entries[-1][_SEQ], encode_readable(self.codec, compact)),
             )
+
+
+class _Chain:
+    """A packed full checkpoint (its seq and delta depth) and the deltas after it, while
+    they follow each other (each the parent of the next)."""
+
+    __slots__ = ("deltas", "depth", "last", "linear", "seq")
+
+    def __init__(self, seq: int, depth: int, last: str) -> None:
+        self.seq, self.depth, self.last = seq, depth, last
+        self.deltas: list[Any] = []
+        self.linear = True
+
+    def add(self, entry: list[Any]) -> None:
+        """The next entry of the session, a delta."""
+        if entry[1] != self.last or entry[_FULL]:
+            self.linear = False
+        self.deltas.append(entry[_MANIFEST])
+        self.last = entry[_ID]
+
+
+def _composed(chain: _Chain | None, entry: list[Any]) -> tuple[Any, list[int]] | None:
+    """A full entry as the deltas since the previous full composed with the one it
+    replaces, and its stamp; None when that cannot be done on the stored forms."""
+    manifest = entry[_MANIFEST]
+    if (
+        chain is None
+        or not chain.linear
+        or chain.depth >= _MAX_DEPTH
+        or entry[1] != chain.last
+        or not isinstance(manifest, dict)
+        or manifest.get(PARENT_DELTA) is None
+    ):
+        return None
+    try:
+        delta = compose_deltas([*chain.deltas, manifest[PARENT_DELTA]])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
+    if delta is None:
+        return None
+    return delta, [chain.seq, chain.depth + 1]
+
+
+def _without_delta(manifest: Any) -> Any:
+    """A full manifest record without the delta it replaced (a pack keeps one or the other)."""
+    if isinstance(manifest, dict) and PARENT_DELTA in manifest:
+        return {k: v for k, v in manifest.items() if k != PARENT_DELTA}
+    return manifest
