@@ -533,8 +533,20 @@ def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[s
                 results.append([at, *entry.results])
         previous = tuple(use_id for use_id, _ in entry.uses)
     summaries = [at for at, e in enumerate(entries) if e.summary]
+    return with_index_lists(plain, list(names), uses, answers, results, summaries)
+
+
+def with_index_lists(
+    plain: dict[str, Any],
+    names: list[str],
+    uses: list[list[Any]],
+    answers: list[int],
+    results: list[list[Any]],
+    summaries: list[int],
+) -> dict[str, Any]:
+    """``plain`` (a packed index's ids and roles) with those of its lists that hold any."""
     for key, value in (
-        ("names", list(names)),
+        ("names", names),
         ("uses", uses),
         ("answers", answers),
         ("results", results),

@@ -23,7 +23,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ctxflow.persistence._manifest import _PACKED_ID
+from ctxflow.persistence._manifest import _PACKED_ID, with_index_lists
 
 __all__ = ["compose_deltas", "concat_index", "extend_full"]
 
@@ -74,16 +74,7 @@ def concat_index(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, An
         base += count
     out: dict[str, Any] = {"prefixes": list(prefixes), "packed": bytes(packed)}
     out["roles"] = "".join(roles)
-    for key, value in (
-        ("names", list(names)),
-        ("uses", uses),
-        ("answers", answers),
-        ("results", results),
-        ("summaries", summaries),
-    ):
-        if value:
-            out[key] = value
-    return out
+    return with_index_lists(out, list(names), uses, answers, results, summaries)
 
 
 def compose_deltas(deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
