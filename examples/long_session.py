@@ -3,9 +3,11 @@
 Run it: ``python examples/long_session.py``. An engine with a 16,000-token
 budget and a SQLite store takes 1,500 tool rounds (3,000 messages) of a
 synthetic agent, reflecting every 10 steps with a decision. The script then
-shows what stayed bounded (step records, memory tiers), what a checkpoint
-writes at the end, the store's bytes per message, and a reopen in a new
-engine that freezes the restored heap for the collector (``freeze_gc=True``).
+shows what stayed bounded (step records, memory tiers), the hidden messages
+paged out to the store (placeholders that read their body back when asked),
+what a checkpoint writes at the end, the store's bytes per message, and a
+reopen in a new engine that freezes the restored heap for the collector
+(``freeze_gc=True``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ctxflow.engine import Engine
-from ctxflow.model import Message, Role, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxflow.model import Message, Placeholder, Role, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxflow.stores import SQLiteStore
 
 ROUNDS = 1_500
@@ -79,6 +81,13 @@ def run(folder: Path) -> None:
     )
     print(f"records kept: {len(engine.records)} of {engine.records.total}")
     print(f"memory: {len(memory.episodic)} episodes, {len(memory.semantic)} facts (limits 32, 200)")
+    hidden = [m for m in engine.conversation.history if m.hidden]
+    paged = [m for m in hidden if isinstance(m, Placeholder)]
+    read = sum(p.loaded for p in paged)
+    print(f"hidden messages paged out to the store: {len(paged)} of {len(hidden)}, read: {read}")
+    result = next(p for p in paged if p.role is Role.USER and p.tool_results)
+    size = len(str(result.tool_results[0].content))  # reads the body back, checked
+    print(f"a paged-out result reads back on request: {size} characters, loaded: {result.loaded}")
     last = sorted(r.size for r in records[-20:] if not r.full)
     print(f"a checkpoint at the end writes a manifest of {last[len(last) // 2]} bytes (median)")
     store.close()

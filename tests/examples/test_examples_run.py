@@ -56,6 +56,8 @@ EXPECTED = {
         "messages: 3301, in the last window: 101",
         "records kept: 200 of 1802",
         "memory: 32 episodes, 149 facts (limits 32, 200)",
+        "hidden messages paged out to the store: 3200 of 3200, read: 0",
+        "a paged-out result reads back on request: 666 characters, loaded: True",
         "reopened: 3301 messages, heap frozen: True",
     ],
     "sessions_memory.py": [
