@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from ctxflow._collector import paused
 from ctxflow.errors import (
     CheckpointError,
     CorruptCheckpoint,
@@ -273,6 +274,16 @@ def _load(
     return store.load(session_id, checkpoint_id), None
 
 
+def _rebuilt(
+    store: Store, session_id: str, checkpoint_id: str | None, measure: Measure | None, lazy: bool
+) -> tuple[Snapshot, Conversation]:
+    """A checkpoint loaded and its conversation rebuilt, the collector paused meanwhile
+    (``ctxflow._collector``: what a restore builds all survives it)."""
+    with paused():
+        snapshot, source = _load(store, session_id, checkpoint_id, measure, lazy)
+        return snapshot, conversation_from_snapshot(snapshot, measure=measure, source=source)
+
+
 def restore(
     store: Store,
     session_id: str,
@@ -287,9 +298,9 @@ def restore(
     :meth:`BaseStore.load_view`): the store must stay open while the
     conversation is used.
     """
-    snapshot, source = _load(store, session_id, checkpoint_id, measure, lazy)
+    snapshot, conversation = _rebuilt(store, session_id, checkpoint_id, measure, lazy)
     return Restored(
-        conversation=conversation_from_snapshot(snapshot, measure=measure, source=source),
+        conversation=conversation,
         state=dict(snapshot.manifest.state),
         chart=dict(snapshot.manifest.chart),
         record=snapshot.record,
@@ -466,8 +477,7 @@ class Checkpointer:
         the store until read (see :func:`restore`).
         """
         measure = self.measure if measure is None else measure
-        snapshot, source = _load(self.store, self.session_id, checkpoint_id, measure, lazy)
-        conversation = conversation_from_snapshot(snapshot, measure=measure, source=source)
+        snapshot, conversation = _rebuilt(self.store, self.session_id, checkpoint_id, measure, lazy)
         self._last_id = snapshot.record.id
         self._manifest = snapshot.manifest.copy()
         self._follow(conversation, None)
