@@ -233,6 +233,7 @@ def child(n_messages: int) -> dict[str, Any]:
         assert len(opened.conversation) >= n_messages
         again.close()
         del opened
+        gc.collect()  # the engine dropped holds cycles: not the next reopen's memory
     tenth = max(1, len(per_turn) // 10)
     first, last = per_turn[:tenth], per_turn[-tenth:]
     return {
