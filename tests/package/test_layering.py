@@ -14,6 +14,7 @@ RANKS = {
     "errors": 0,
     "_critical": 0,
     "_plain": 0,
+    "_collector": 0,
     "_log": 1,
     "_checks": 1,
     "_telemetry": 1,
