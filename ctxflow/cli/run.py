@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from ctxflow.engine import Chart, Engine, load_chart
 from ctxflow.errors import FormatError, StoreError
 from ctxflow.layers import LayeredState
 from ctxflow.memory import RETRIEVERS, Retriever, retriever_named
+from ctxflow.persistence import Store
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.plot import plot_turns, require_plot_extra
@@ -42,6 +44,7 @@ __all__ = [
     "default_store_path",
     "memory_retriever",
     "register",
+    "replay_engines",
     "replay_options",
 ]
 
@@ -250,6 +253,32 @@ def memory_retriever(args: argparse.Namespace) -> Retriever | None:
     return retriever_named(args.retriever)
 
 
+def replay_engines(
+    args: argparse.Namespace,
+    chart: Chart,
+    profile: ModelProfile,
+    *,
+    store: Store,
+    data: dict[str, Any],
+    retriever: Retriever | None,
+) -> Callable[[LayeredState], Engine]:
+    """The engine factory a replay of ``args`` runs with: its chart, model, budget and
+    retriever, on ``store``."""
+
+    def engine_factory(state: LayeredState) -> Engine:
+        return Engine(
+            chart,
+            model=profile,
+            state=state,
+            budget=args.budget,
+            store=store,
+            data=data,
+            retriever=retriever,
+        )
+
+    return engine_factory
+
+
 def replay_options(args: argparse.Namespace) -> tuple[ModelProfile, Chart]:
     """The model and the chart a replay's options name (bad ones refused before any work)."""
     profile = get_profile(args.model)
@@ -310,16 +339,9 @@ def _run(args: argparse.Namespace) -> int:
                         f"{'turn':>4} {'phase':<10} {'events':<18} CK {'tokens/budget':>17} layers"
                     )
 
-                def engine_factory(state: LayeredState) -> Engine:
-                    return Engine(
-                        chart,
-                        model=profile,
-                        state=state,
-                        budget=args.budget,
-                        store=store,
-                        data=data,
-                        retriever=retriever,
-                    )
+                engine_factory = replay_engines(
+                    args, chart, profile, store=store, data=data, retriever=retriever
+                )
 
                 def write_window(body: dict[str, Any]) -> None:
                     assert windows is not None

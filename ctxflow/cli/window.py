@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 from ctxflow.budget import LayerUsage, Window
-from ctxflow.cli.run import add_retriever_option, memory_retriever, replay_options
+from ctxflow.cli.run import (
+    add_retriever_option,
+    memory_retriever,
+    replay_engines,
+    replay_options,
+)
 from ctxflow.engine import Engine
 from ctxflow.errors import FormatError, PolicyError
-from ctxflow.layers import LayeredState
 from ctxflow.replay.inputs import FORMATS, read_run_input
 from ctxflow.replay.plan import fit_plan, plan_replay
 from ctxflow.replay.runner import replay_to_turn, request_body
@@ -110,16 +114,9 @@ def run(args: argparse.Namespace) -> int:
     store = MemoryStore()
     data = {"transcript": Path(args.file).name, "conversation": run_input.transcript.id}
 
-    def engine_factory(state: LayeredState) -> Engine:
-        return Engine(
-            chart,
-            model=profile,
-            state=state,
-            budget=args.budget,
-            store=store,
-            data=data,
-            retriever=retriever,
-        )
+    engine_factory = replay_engines(
+        args, chart, profile, store=store, data=data, retriever=retriever
+    )
 
     try:
         engine = replay_to_turn(run_input, turn, engine_factory=engine_factory, plan=plan)
