@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -129,12 +129,20 @@ class Window:
 #: the characters they may hold in all (a long session's system texts are long).
 COUNT_CACHE = 2048
 COUNT_CACHE_CHARS = 1 << 20
+#: A text longer than this missing from the cache is counted line by line through it
+#: when the counter can cut it where counts add up (``TiktokenCounter.line_cuts``).
+LINES_FROM = 2048
 
 
 class _CachedCounter:
     """Counts through a small LRU cache: system prompts and tool JSON repeat on every
     build, while a step's own texts come and go (they push out the oldest entries, never
-    the whole cache)."""
+    the whole cache).
+
+    A long text that changes a line at a time (the system text, whose settled
+    memory changes by an item) is counted line by line through the cache when
+    the counter allows it, so a change costs the lines it changed.
+    """
 
     def __init__(self, inner: TokenCounter) -> None:
         self.inner = inner
@@ -142,6 +150,8 @@ class _CachedCounter:
         self.chars = 0
         #: Late-context sizes by (measure, text): the same context repeats until a step.
         self.late: dict[tuple[Measure, str], int] = {}
+        cuts = getattr(inner, "line_cuts", None)
+        self.line_cuts: Callable[[str], list[str]] | None = cuts if callable(cuts) else None
 
     @property
     def name(self) -> str:
@@ -151,7 +161,15 @@ class _CachedCounter:
         cache = self.cache
         hit = cache.get(text)
         if hit is None:
-            hit = self.inner.count(text)
+            if self.line_cuts is not None and len(text) > LINES_FROM:
+                cuts = self.line_cuts(text)
+                hit = (
+                    sum(self.count(cut) for cut in cuts)
+                    if len(cuts) > 1
+                    else self.inner.count(text)
+                )
+            else:
+                hit = self.inner.count(text)
             if len(text) > COUNT_CACHE_CHARS // 4:
                 return hit  # too long to keep
             self.chars += len(text)

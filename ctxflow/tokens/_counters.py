@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -91,6 +92,10 @@ class HeuristicCounter:
 #: Texts up to this many characters keep their count in a cache (one per encoding).
 MEMO_CHARS = 256
 
+# See TiktokenCounter.line_cuts (o200k's pre-tokenizer lets punctuation take the
+# newlines and slashes after it).
+_LINE_CUTS = re.compile(r"(?<=\n)(?=[^\s/])")
+
 
 class TiktokenCounter:
     """Exact counts with a tiktoken encoding loaded from an installed package.
@@ -109,6 +114,16 @@ class TiktokenCounter:
     def name(self) -> str:
         """The encoding's name."""
         return self._name
+
+    def line_cuts(self, text: str) -> list[str]:
+        """``text`` cut into lines whose counts add up to its count.
+
+        A cut falls just after a newline that a character other than whitespace
+        or ``/`` follows: the encodings' pre-tokenizer never joins a piece across
+        such a point, and byte-pair merges stay within a piece. A caller counting
+        long texts that change a line at a time counts the lines (cached) instead.
+        """
+        return _LINE_CUTS.split(text)
 
     def count(self, text: str) -> int:
         """The number of tokens of ``text`` (special-token text counted as plain text)."""

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.budget import BudgetPolicy, build_window, tools_json, window_measure
+from ctxflow.budget import BudgetPolicy, _window, build_window, tools_json, window_measure
 from ctxflow.errors import BudgetExceeded, PolicyError
 from ctxflow.layers import Episode, LayeredState
 from ctxflow.model import Conversation, Message, Role, ToolResultBlock, ToolUseBlock, check
 from ctxflow.testing import CountingCounter, FixedCounter
+from ctxflow.tokens import HeuristicCounter, TiktokenCounter
 
 from .conftest import conversations, state_for
 
@@ -293,3 +294,32 @@ def test_documents_and_work_buffer_render_within_their_allowance() -> None:
     assert "plan: patch io.py" in window.context
     assert "step 1 done" in window.context
     assert counted(window) == window.tokens <= 6_000
+
+
+class _LineCounting(CountingCounter):
+    """A counting counter that cuts lines as its inner counter does."""
+
+    def line_cuts(self, text: str) -> list[str]:
+        return TiktokenCounter("cl100k_base").line_cuts(text)
+
+
+def test_a_long_text_changed_by_a_line_is_counted_by_that_line() -> None:
+    """The window's counter counts a long text exactly; changed by a line, it encodes that
+    line only (a settled memory item changes the system text so). A counter that cannot
+    cut lines counts the whole text."""
+    exact = TiktokenCounter("cl100k_base")
+    recording = _LineCounting(exact)
+    cached = _window._CachedCounter(recording)
+    lines = [
+        f"- decision_{i}: keep the fix for module {i} in src/module_{i}.py" for i in range(120)
+    ]
+    text = "## Semantic memory\n" + "\n".join(lines)
+    assert len(text) > _window.LINES_FROM
+    assert cached.count(text) == len(exact._encoding.encode_ordinary(text))
+    recording.texts.clear()
+    changed = text.replace("decision_7: keep", "decision_7: drop")
+    assert cached.count(changed) == len(exact._encoding.encode_ordinary(changed))
+    assert list(recording.texts) == [lines[7].replace("keep", "drop") + "\n"]
+    whole = CountingCounter(HeuristicCounter())
+    assert _window._CachedCounter(whole).count(text) == HeuristicCounter().count(text)
+    assert list(whole.texts) == [text]

@@ -8,12 +8,15 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctxflow.errors import PolicyError, TokenizerUnavailable, UnknownModel
-from ctxflow.model import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxflow.model import Message, TextBlock, ToolResultBlock, ToolUseBlock, Transcript
 from ctxflow.testing import capture_events
 from ctxflow.tokens import (
     IMAGE_TOKENS,
@@ -228,3 +231,86 @@ def test_calibration_learns_and_clamps() -> None:
     counter = CalibratedCounter(HeuristicCounter(1), calibration, "m")
     assert counter.count("x" * 100) == 120
     assert counter.name == "heuristic+calibrated"
+
+
+# Pieces a text is made of where the pre-tokenizers differ: newlines before and after
+# punctuation, slashes, spaces, contractions, digits, letters of several scripts.
+_PIECES = [
+    "\n",
+    "\n\n",
+    "\r\n",
+    " \n",
+    "\t",
+    " ",
+    "  ",
+    "/",
+    "//",
+    ".",
+    "...",
+    "'s",
+    "'ll",
+    "-",
+    "# ",
+    "- ",
+    "```",
+    ":",
+    "a",
+    "word",
+    "Word",
+    "CAPS",
+    "x_y",
+    "12",
+    "12345",
+    "é",
+    "日本",
+    "😀",
+    "<|endoftext|>",
+]
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+@settings(max_examples=250, deadline=None)
+@given(text=st.lists(st.sampled_from(_PIECES), max_size=60).map("".join))
+def test_line_cuts_add_up_to_the_count(encoding: str, text: str) -> None:
+    """Cut where ``line_cuts`` cuts, a text's pieces count what the whole text counts."""
+    counter = _loaded(encoding)
+    encode = counter._encoding.encode_ordinary
+    cuts = counter.line_cuts(text)
+    assert "".join(cuts) == text
+    assert sum(len(encode(cut)) for cut in cuts) == len(encode(text))
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_line_cuts_add_up_over_the_corpus(encoding: str, corpus: list[Transcript]) -> None:
+    """Every multi-line text of the corpus (tool output, code, prompts) counts the same cut."""
+    counter = _loaded(encoding)
+    encode = counter._encoding.encode_ordinary
+    texts = [
+        block_text
+        for transcript in corpus
+        for message in transcript.messages
+        for block_text in _texts(message)
+        if "\n" in block_text
+    ]
+    assert len(texts) > 1_000
+    for text in texts[:: max(1, len(texts) // 3_000)]:
+        cuts = counter.line_cuts(text)
+        assert len(cuts) == 1 + sum(1 for k in range(1, len(text)) if _cut_at(text, k))
+        assert sum(len(encode(cut)) for cut in cuts) == len(encode(text)), text[:200]
+
+
+def _loaded(encoding: str) -> TiktokenCounter:
+    # A package o200k's loading reaches still calls a deprecated importlib API.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return TiktokenCounter(encoding)
+
+
+def _cut_at(text: str, k: int) -> bool:
+    return text[k - 1] == "\n" and not text[k].isspace() and text[k] != "/"
+
+
+def _texts(message: Message) -> list[str]:
+    found = [block.text for block in message.content if isinstance(block, TextBlock)]
+    found += [r.text for r in message.tool_results]
+    return found
