@@ -5,8 +5,8 @@ procedure, items are ranked by their relevance to the task and the latest turn,
 then by importance, then by recency, and the best that fit are kept.
 
 Relevance comes from a :class:`Retriever`; the default is :class:`BM25Retriever`,
-Okapi BM25 (Lucene's variant) computed by the ``bm25s`` library over terms that
-are lower-cased, split on anything that is not a letter or digit, stripped of
+Okapi BM25 (Lucene's variant, the scores of ``bm25s``'s ``lucene`` method) over
+terms that are lower-cased, split on anything that is not a letter or digit, stripped of
 English stop words and stemmed with the Snowball English stemmer (PyStemmer), so
 "deploys", "deployed" and "deployment" all match "deploy". Nothing is downloaded.
 Relevance by meaning (``EmbeddingRetriever``, ``HybridRetriever``) is an optional
@@ -16,8 +16,8 @@ Gotchas:
 
 - The same memory is ranked every turn, so a retriever keeps the indexes of the
   last few document lists (keyed by the exact tuple of texts); changing one item
-  builds a new index. Build cost is linear in the texts; querying a built index
-  is a sparse sum over the query's terms.
+  builds a new index. Build cost is linear in the texts' terms (a stemmed text's
+  terms are cached); querying a built index sums the postings of the query's terms.
 - Relevance is normalised per call: the best-matching text has relevance 1.0
   and the others a fraction of it, so scores are comparable only within one call.
 - :func:`choose` returns items in their original order, not rank order, so a
@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -108,9 +108,11 @@ def _terms(text: str) -> tuple[str, ...]:
     return tuple(_stem(_words(text)))
 
 
-@lru_cache(maxsize=8)
-def _term_sets(documents: tuple[str, ...]) -> tuple[frozenset[str], ...]:
-    return tuple(frozenset(_terms(document)) for document in documents)
+@lru_cache(maxsize=4096)
+def _term_counts(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    # How many terms the text has, and each distinct one with its count (BM25's tf).
+    terms = _terms(text)
+    return len(terms), tuple(Counter(terms).items())
 
 
 @runtime_checkable
@@ -129,17 +131,25 @@ class Retriever(Protocol):
 
 
 class _Index(NamedTuple):
-    model: Any  # a bm25s.BM25, or None when no document has a term
-    vocabulary: dict[str, int]
+    # term -> (its idf, (document position, term-frequency component) per document holding it)
+    postings: dict[str, tuple[float, list[tuple[int, float]]]]
     size: int
 
 
 class BM25Retriever:
-    """Okapi BM25 relevance (the ``bm25s`` library), with an LRU of indexes per document list.
+    """Okapi BM25 relevance (Lucene's variant), with an LRU of indexes per document list.
 
     ``k1`` and ``b`` are BM25's term-saturation and length-normalisation
     parameters; ``cache_size`` is how many document lists keep their index.
     Safe to share between threads.
+
+    A document scores ``sum(idf(t) * tf / (tf + k1 * (1 - b + b * len / avglen)))``
+    over the query's terms ``t`` (a repeated term counts again), with
+    ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``: the scores of ``bm25s``'s
+    ``lucene`` method (a test holds them to it). The index is a dictionary of
+    postings built in one pass over the documents' terms: memory is re-indexed
+    whenever a tier changes, a few hundred short texts at a time, where an
+    array-backed index costs more to build than it saves in queries.
     """
 
     def __init__(self, *, k1: float = 1.5, b: float = 0.75, cache_size: int = 4) -> None:
@@ -171,10 +181,14 @@ class BM25Retriever:
         if not terms:
             return [0.0] * len(key)
         index = self._index(key)
-        ids = [index.vocabulary[term] for term in terms if term in index.vocabulary]
-        if not ids or index.model is None:
-            return [0.0] * index.size
-        found: list[float] = index.model.get_scores_from_ids(ids).tolist()
+        found = [0.0] * index.size
+        postings = index.postings
+        for term in terms:
+            entry = postings.get(term)
+            if entry is not None:
+                idf, weights = entry
+                for position, weight in weights:
+                    found[position] += idf * weight
         return found
 
     def _index(self, documents: tuple[str, ...]) -> _Index:
@@ -192,15 +206,29 @@ class BM25Retriever:
         return index
 
     def _build(self, documents: tuple[str, ...]) -> _Index:
-        corpus = [list(_terms(document)) for document in documents]
-        if not any(corpus):
-            # bm25s divides by the mean length, which is zero here.
-            return _Index(None, {}, len(documents))
-        import bm25s  # type: ignore[import-untyped]  # numpy-backed: loaded on first use only
-
-        model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-        model.index(corpus, create_empty_token=False, show_progress=False)
-        return _Index(model, dict(model.vocab_dict), len(documents))
+        corpus = [_term_counts(document) for document in documents]
+        size = len(corpus)
+        total = sum(length for length, _ in corpus)
+        if not total:
+            return _Index({}, size)
+        k1, b = self.k1, self.b
+        shrink = k1 * b * size / total  # k1 * b / avglen
+        base = k1 * (1 - b)
+        held: dict[str, list[tuple[int, float]]] = {}
+        for position, (length, counts) in enumerate(corpus):
+            norm = base + shrink * length
+            for term, tf in counts:
+                entry = (position, tf / (norm + tf))
+                found = held.get(term)
+                if found is None:
+                    held[term] = [entry]
+                else:
+                    found.append(entry)
+        postings = {
+            term: (math.log(1 + (size - len(found) + 0.5) / (len(found) + 0.5)), found)
+            for term, found in held.items()
+        }
+        return _Index(postings, size)
 
 
 _DEFAULT_RETRIEVER = BM25Retriever()
@@ -259,7 +287,7 @@ def rank(
     source = getattr(ranker, "source", None)
     source = source if isinstance(source, str) and source else None
     query_stems = _query_stems(query) if source is None or "bm25" in source else []
-    term_sets = _term_sets(tuple(texts)) if any(relevances) and query_stems else None
+    matching = bool(query_stems) and any(relevances)
     ranked: list[tuple[float, float, int, Ranked]] = []
     for position in range(count):
         relevance = relevances[position]
@@ -275,8 +303,8 @@ def rank(
                     index=position,
                     score=score,
                     relevance=relevance,
-                    terms=tuple(_matched(query_stems, term_sets[position]))
-                    if term_sets is not None and relevance > 0
+                    terms=tuple(_matched(query_stems, _terms(texts[position])))
+                    if matching and relevance > 0
                     else (),
                     importance=None if importances is None else weight,
                     recency=None if recencies is None else fresh,
@@ -385,7 +413,7 @@ def _query_stems(query: str) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def _matched(query_stems: list[tuple[str, str]], terms: frozenset[str]) -> list[str]:
+def _matched(query_stems: list[tuple[str, str]], terms: tuple[str, ...]) -> list[str]:
     return [word for stem, word in query_stems if stem in terms]
 
 

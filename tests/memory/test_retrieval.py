@@ -130,6 +130,55 @@ def test_bm25_empty_document_beside_others_scores_zero() -> None:
     assert scores[1] > scores[2] > 0
 
 
+_WORDS = [
+    "staging",
+    "database",
+    "host",
+    "deploy",
+    "deployed",
+    "port",
+    "the",
+    "of",
+    "rollback",
+    "cache",
+    "tests",
+    "module",
+    "window",
+    "budget",
+    "x1",
+    "Ünïcödé",
+    "...",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    documents=st.lists(
+        st.lists(st.sampled_from(_WORDS), max_size=25).map(" ".join), min_size=1, max_size=60
+    ),
+    query=st.lists(st.sampled_from(_WORDS), min_size=1, max_size=8).map(" ".join),
+    k1=st.sampled_from([0.9, 1.2, 1.5, 2.0]),
+    b=st.sampled_from([0.0, 0.4, 0.75, 1.0]),
+)
+def test_bm25_scores_are_bm25s_lucene_scores(
+    documents: list[str], query: str, k1: float, b: float
+) -> None:
+    """The scores are those ``bm25s``'s ``lucene`` method gives the same terms (its
+    float32 arithmetic agrees to about 1e-6), a repeated query term counting again."""
+    import bm25s  # type: ignore[import-untyped]  # a dev dependency: the reference
+
+    ours = BM25Retriever(k1=k1, b=b).scores(documents, query)
+    corpus = [tokenize(document) for document in documents]
+    if not any(corpus):
+        assert ours == [0.0] * len(documents)
+        return
+    model = bm25s.BM25(k1=k1, b=b, method="lucene")
+    model.index(corpus, create_empty_token=False, show_progress=False)
+    ids = [model.vocab_dict[t] for t in tokenize(query) if t in model.vocab_dict]
+    expected = model.get_scores_from_ids(ids).tolist() if ids else [0.0] * len(documents)
+    assert ours == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
 def test_bm25_index_cache_is_a_bounded_lru() -> None:
     """Indexes are reused for the same documents and the least recently used is dropped."""
     retriever = BM25Retriever(cache_size=2)
