@@ -99,20 +99,25 @@ def _stem(words: list[str]) -> list[str]:
 
 def tokenize(text: str) -> list[str]:
     """The index terms of ``text``: lower-cased words and numbers, stop words dropped, stemmed."""
-    return list(_terms(text))
+    return _stem(_words(text))
 
 
-@lru_cache(maxsize=4096)
-def _terms(text: str) -> tuple[str, ...]:
-    # Memory items' lines come back at every index build until they change: stem once.
-    return tuple(_stem(_words(text)))
+class _Terms(NamedTuple):
+    """A document's terms as BM25 reads them."""
+
+    length: int  # how many terms, repeats included
+    distinct: tuple[str, ...]  # each term once, in first-seen order
+    repeats: dict[str, int] | None  # the count of each term seen more than once
 
 
-@lru_cache(maxsize=4096)
-def _term_counts(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
-    # How many terms the text has, and each distinct one with its count (BM25's tf).
-    terms = _terms(text)
-    return len(terms), tuple(Counter(terms).items())
+# Memory items' lines come back at every index build until they change: stem them
+# once. A few times what memory holds at its default limits (queries never enter).
+@lru_cache(maxsize=1024)
+def _terms(text: str) -> _Terms:
+    terms = tokenize(text)
+    counts = Counter(terms)
+    repeats = {term: n for term, n in counts.items() if n > 1}
+    return _Terms(len(terms), tuple(counts), repeats or None)
 
 
 @runtime_checkable
@@ -206,18 +211,19 @@ class BM25Retriever:
         return index
 
     def _build(self, documents: tuple[str, ...]) -> _Index:
-        corpus = [_term_counts(document) for document in documents]
+        corpus = [_terms(document) for document in documents]
         size = len(corpus)
-        total = sum(length for length, _ in corpus)
+        total = sum(terms.length for terms in corpus)
         if not total:
             return _Index({}, size)
         k1, b = self.k1, self.b
         shrink = k1 * b * size / total  # k1 * b / avglen
         base = k1 * (1 - b)
         held: dict[str, list[tuple[int, float]]] = {}
-        for position, (length, counts) in enumerate(corpus):
+        for position, (length, distinct, repeats) in enumerate(corpus):
             norm = base + shrink * length
-            for term, tf in counts:
+            for term in distinct:
+                tf = 1 if repeats is None else repeats.get(term, 1)
                 entry = (position, tf / (norm + tf))
                 found = held.get(term)
                 if found is None:
@@ -303,7 +309,7 @@ def rank(
                     index=position,
                     score=score,
                     relevance=relevance,
-                    terms=tuple(_matched(query_stems, _terms(texts[position])))
+                    terms=tuple(_matched(query_stems, _terms(texts[position]).distinct))
                     if matching and relevance > 0
                     else (),
                     importance=None if importances is None else weight,
