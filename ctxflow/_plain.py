@@ -17,9 +17,13 @@ __all__ = ["Sealed"]
 
 
 class Sealed(dict[str, Any]):
-    """A plain mapping that refuses every change (a ``dict`` to msgpack and JSON)."""
+    """A plain mapping that refuses every change (a ``dict`` to msgpack and JSON).
 
-    __slots__ = ()
+    It can be weakly referenced: what is derived from one (a checkpoint's
+    digest of it) is kept while it lives.
+    """
+
+    __slots__ = ("__weakref__",)
 
     def _refuse(self, *_args: object, **_kwargs: object) -> NoReturn:
         raise TypeError("a sealed plain mapping cannot change")

@@ -18,9 +18,10 @@ reference and a failed transition leave it untouched. ``to_plain`` and
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Iterable, Mapping
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -190,15 +191,44 @@ class Procedure:
     tokens: int = 0
 
 
-# Memory holds a few hundred items at its default limits; a larger cache would keep
-# thousands of retired items (merged episodes weigh up to 2 KB) alive.
-@functools.lru_cache(maxsize=1_024)
+class _PerItem:
+    """What a function of a memory item gives, kept while the item lives.
+
+    Items are frozen, and every window asks for each item's digest (every
+    checkpoint for its plain form) until it is retired; a retired item takes its
+    entry with it, where a cache of a fixed size would keep hundreds alive
+    (merged episodes weigh up to 2 KB each). Safe to share between threads.
+    """
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self._make = make
+        self._kept: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, item: Any) -> Any:
+        with self._lock:
+            found = self._kept.get(item)
+        if found is None:
+            found = self._make(item)
+            with self._lock:
+                found = self._kept.setdefault(item, found)
+        return found
+
+
 def memory_digest(item: Episode | Fact | Procedure) -> str:
     """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds).
 
-    Cached per item (items are frozen): every window asks for every item's digest.
+    Kept with the item (items are frozen): every window asks for every item's digest.
     """
+    digest: str = _DIGESTS(item)
+    return digest
+
+
+def _digest(item: Episode | Fact | Procedure) -> str:
     return hashlib.blake2b(memory_line(item).encode(), digest_size=8).hexdigest()
+
+
+_DIGESTS = _PerItem(_digest)
 
 
 def memory_line(item: Episode | Fact | Procedure) -> str:
@@ -243,11 +273,17 @@ class MemoryLayer:
 _NO_MEMORY = MemoryLayer()
 
 
-# The default limits hold about 264 items; retired ones fall out of the cache.
-@functools.lru_cache(maxsize=1_024)
 def _item_plain(item: Episode | Fact | Procedure) -> Sealed:
-    """A memory item as a sealed plain mapping, the same object for the same item."""
+    """A memory item as a sealed plain mapping, the same object while the item lives."""
+    plain: Sealed = _PLAINS(item)
+    return plain
+
+
+def _plain_of(item: Episode | Fact | Procedure) -> Sealed:
     return Sealed({f.name: getattr(item, f.name) for f in attrs.fields(type(item))})
+
+
+_PLAINS = _PerItem(_plain_of)
 
 
 @attrs.frozen(kw_only=True)

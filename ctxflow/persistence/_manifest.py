@@ -46,6 +46,7 @@ import itertools
 import re
 import sys
 import threading
+import weakref
 from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -716,30 +717,41 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
 
 
 class _SealedDigests:
-    """The item bodies of :class:`~ctxflow._plain.Sealed` mappings, digested once.
+    """The digests of the item bodies of :class:`~ctxflow._plain.Sealed` mappings,
+    taken once.
 
-    Kept by the mapping's identity (each entry holds the mapping, so an
-    identity is not reused while it is kept); a sealed mapping never changes,
-    so its digest stays true. Bounded: the items of the memories of the
+    Kept by the mapping's identity while it lives: a weak reference drops the
+    entry when the mapping goes (a retired memory item's plain form), and an
+    entry holds nothing of the mapping itself. A sealed mapping never changes,
+    so its digest stays true. Bounded too: the items of the memories of the
     engines a process runs at once.
     """
 
     def __init__(self, size: int = 4_096) -> None:
         self.size = size
-        self._kept: dict[int, tuple[Sealed, dict[str, Any], str, int]] = {}
-        self._lock = threading.Lock()
+        self._kept: dict[int, tuple[weakref.ref[Sealed], str, int]] = {}
+        self._lock = threading.RLock()  # a mapping may go while the lock is held
 
     def digested(self, value: Sealed) -> tuple[dict[str, Any], str, int]:
-        found = self._kept.get(id(value))
-        if found is not None and found[0] is value:
-            return found[1], found[2], found[3]
+        key = id(value)
+        found = self._kept.get(key)
+        if found is not None and found[0]() is value:
+            return {"item": value}, found[1], found[2]
         body = {"item": value}
         digest, size = body_digest(body)
-        with self._lock:
-            if len(self._kept) >= self.size:
-                for key in list(self._kept)[: self.size // 2]:
-                    del self._kept[key]
-            self._kept[id(value)] = (value, body, digest, size)
+        kept, lock = self._kept, self._lock
+
+        def gone(ref: weakref.ref[Sealed]) -> None:
+            with lock:
+                entry = kept.get(key)
+                if entry is not None and entry[0] is ref:
+                    del kept[key]
+
+        with lock:
+            if len(kept) >= self.size:
+                for old in list(kept)[: self.size // 2]:
+                    del kept[old]
+            kept[key] = (weakref.ref(value, gone), digest, size)
         return body, digest, size
 
 

@@ -54,3 +54,28 @@ def test_a_sealed_mapping_refuses_every_change() -> None:
         with pytest.raises(TypeError):
             change()
     assert item["summary"] == "ran the tests"
+
+
+def test_what_is_kept_for_a_memory_item_goes_with_it() -> None:
+    """An item's digest and plain form are kept while it lives, and so is the digest a
+    checkpoint takes of its plain form; none of them keeps a retired item alive."""
+    import gc
+    import weakref
+
+    from ctxflow.layers import _DIGESTS, _PLAINS, memory_digest
+    from ctxflow.persistence._manifest import _SEALED
+
+    item = Episode(id="ep_gone", summary="a merged episode " * 100, step=3)
+    state = LayeredState()
+    state = attrs.evolve(state, memory=attrs.evolve(state.memory, episodic=(item,)))
+    plain = state.to_plain()["memory"]["episodic"][0]
+    assert memory_digest(item) == memory_digest(item)
+    _, digest, _ = _SEALED.digested(plain)
+    assert _SEALED.digested(plain)[1] == digest and id(plain) in _SEALED._kept
+    plain_id, watched, watched_plain = id(plain), weakref.ref(item), weakref.ref(plain)
+    kept_digests, kept_plains = len(_DIGESTS._kept), len(_PLAINS._kept)
+    del item, plain, state
+    gc.collect()
+    assert watched() is None and watched_plain() is None
+    assert len(_DIGESTS._kept) == kept_digests - 1 and len(_PLAINS._kept) == kept_plains - 1
+    assert plain_id not in _SEALED._kept
