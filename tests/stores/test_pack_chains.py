@@ -10,7 +10,7 @@ import pytest
 
 from ctxflow.model import Conversation, Message
 from ctxflow.persistence import Checkpointer, restore
-from ctxflow.persistence._sqlite.packs import CheckpointPacks
+from ctxflow.persistence._sqlite.packs import _FOLD, CheckpointPacks
 from ctxflow.stores import SQLiteStore
 
 
@@ -69,4 +69,35 @@ def test_packed_fulls_compose_the_deltas_before_them(
             got = restore(store, "s", checkpoint_id, measure=Chars())
             assert got.conversation.messages == messages
             assert got.conversation.overlays == overlays
+            assert got.state["i"] == i
+
+
+def test_a_chain_kept_between_packings_is_folded_and_every_checkpoint_restores(
+    tmp_path: Path,
+) -> None:
+    """Full manifests far apart: the deltas a packing keeps for the next one are composed
+    into one past ``_FOLD``, and the fulls packed from the folded chain restore exactly."""
+    path = tmp_path / "f.db"
+    seen: dict[str, tuple[tuple[Message, ...], int]] = {}
+    longest = 0
+    with SQLiteStore(path, pack_checkpoints=8, head_every=4) as store:
+        writer = Checkpointer(store, "s", measure=Chars(), full_every=90, full_ratio=0)
+        conversation = Conversation(measure=Chars())
+        for i in range(600):
+            role = Message.user if i % 2 == 0 else Message.assistant
+            conversation.append(role(f"turn {i} " + "word " * (i % 13)))
+            if i % 9 == 8 and i > 40:
+                shown = [m.id for m in conversation.effective()]
+                conversation.hide(shown[:2], truncation_parent=f"cut{i}")
+            record = writer.capture(conversation, state={"i": i})
+            seen[record.id] = (tuple(conversation.messages), i)
+            for chain in store._packs._chains.values():
+                longest = max(longest, len(chain.deltas))
+        assert 0 < longest <= _FOLD + 1
+        fulls = [e for e in _packed(store) if e[3]]
+        assert len([e for e in fulls if e[11] is not None]) >= 4  # composed from folded chains
+    with SQLiteStore(path) as store:
+        for checkpoint_id, (messages, i) in seen.items():
+            got = restore(store, "s", checkpoint_id, measure=Chars())
+            assert got.conversation.messages == messages
             assert got.state["i"] == i

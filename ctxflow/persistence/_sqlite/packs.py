@@ -41,6 +41,8 @@ _PLAIN_ROWS = 16
 #: A packed full manifest is stored as a delta against the session's previous
 #: full one; at most this many in a row, so expanding one decodes a few packs.
 _MAX_DEPTH = 8
+#: A chain of deltas after a packed full checkpoint is composed into one past this many.
+_FOLD = 32
 #: The fields of an entry that the code reads by place (module docstring).
 _ID, _SEQ, _FULL, _MANIFEST, _STAMP = 0, 2, 3, 10, 11
 _ROW = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
@@ -437,7 +439,11 @@ class CheckpointPacks(Part):
 
 class _Chain:
     """A packed full checkpoint (its seq and delta depth) and the deltas after it, while
-    they follow each other (each the parent of the next)."""
+    they follow each other (each the parent of the next).
+
+    Every :data:`_FOLD` deltas are composed into one (``compose_deltas``), so a chain
+    kept between packings holds a packed delta, not thousands of decoded ones.
+    """
 
     __slots__ = ("deltas", "depth", "last", "linear", "seq")
 
@@ -452,6 +458,13 @@ class _Chain:
             self.linear = False
         self.deltas.append(entry[_MANIFEST])
         self.last = entry[_ID]
+        if self.linear and len(self.deltas) > _FOLD:
+            try:
+                folded = compose_deltas(self.deltas)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                folded = None  # composed later, where a failure is handled
+            if folded is not None:
+                self.deltas = [folded]
 
 
 def _composed(chain: _Chain | None, entry: list[Any]) -> tuple[Any, list[int]] | None:
