@@ -356,8 +356,9 @@ class _Recent:
         seen = self._seen
         seen.update(dict.fromkeys(hashes))
         if len(seen) > self.size:
-            for digest in list(seen)[: len(seen) - self.size // 2]:
-                del seen[digest]
+            kept = list(seen)[len(seen) - self.size // 2 :]
+            seen.clear()
+            seen.update(dict.fromkeys(kept))
 
 
 class Checkpointer:
