@@ -205,8 +205,11 @@ def conversation_from_snapshot(
         # stays in the store: a placeholder stands for it.
         unread = map(operator.is_, map(bodies.get, hashes), itertools.repeat(None))
         hidden = map(tags.__contains__, ids)
-        indexed = map(operator.is_not, index, itertools.repeat(None))
-        stays = list(map(all, zip(unread, hidden, indexed, strict=True)))
+        if len(ids) == len(hashes) and all(index):  # every message indexed
+            stays = list(map(operator.and_, unread, hidden))
+        else:
+            indexed = map(operator.is_not, index, itertools.repeat(None))
+            stays = list(map(all, zip(unread, hidden, indexed, strict=True)))
         placeholders = Placeholder.many(
             itertools.compress(index, stays),  # type: ignore[arg-type]  # no None among them
             itertools.compress(hashes, stays),
