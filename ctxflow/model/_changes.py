@@ -33,6 +33,12 @@ def check_hideable(log: MessageLog, message_id: str, verb: str) -> None:
 def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> None:
     """Refuse an overlay that changes its message's id, role or tool blocks' ids."""
     original = log.original(message_id)
+    if (
+        type(original) is Placeholder
+        and isinstance(replacement, Placeholder)
+        and replacement.facts is original.facts
+    ):
+        return  # a placeholder laid over one of the same facts keeps everything
     if replacement.id != original.id or replacement.role is not original.role:
         raise InvalidMessage(
             f"overlay for {message_id!r} must keep its id and role",

@@ -117,17 +117,36 @@ class Placeholder(Message):
         truncation_parent: str | None,
     ) -> Placeholder:
         """A placeholder for the message ``facts`` describe, its body under ``key``."""
-        made: Placeholder = object.__new__(cls)
-        setter = object.__setattr__
-        setter(made, "id", facts.id)
-        setter(made, "role", facts.role)
-        if cls is Placeholder:  # an overlay's tags are read through its body
-            setter(made, "condense_parent", condense_parent)
-            setter(made, "truncation_parent", truncation_parent)
-        setter(made, "facts", facts)
-        setter(made, "_key", key)
-        setter(made, "_source", source)
-        setter(made, "_real", None)
+        return cls.many((facts,), (key,), ((condense_parent, truncation_parent),), source)[0]
+
+    @classmethod
+    def many(
+        cls,
+        facts: Iterable[Facts],
+        keys: Iterable[str],
+        tags: Iterable[tuple[str | None, str | None]],
+        source: Source,
+    ) -> list[Placeholder]:
+        """Placeholders as :meth:`of` builds them, one for each of ``facts`` with the
+        body key and (condense, truncation) tags of the same rank in ``keys`` and
+        ``tags``, all fetching from ``source`` (a restore builds one per hidden message)."""
+        new = object.__new__
+        set_id, set_role, set_condense, set_truncation = _MESSAGE_SLOTS
+        set_facts, set_key, set_source, set_real = _PLACEHOLDER_SLOTS
+        tagged = cls is Placeholder  # an overlay's tags are read through its body
+        made: list[Placeholder] = []
+        for fact, key, (condense, truncation) in zip(facts, keys, tags, strict=True):
+            one = new(cls)
+            set_id(one, fact.id)
+            set_role(one, fact.role)
+            if tagged:
+                set_condense(one, condense)
+                set_truncation(one, truncation)
+            set_facts(one, fact)
+            set_key(one, key)
+            set_source(one, source)
+            set_real(one, None)
+            made.append(one)
         return made
 
     @property
@@ -199,6 +218,15 @@ class Placeholder(Message):
 
 
 _PROBE = Message(role=Role.USER, content=(), id="probe")
+
+# The setters of the slots :meth:`Placeholder.many` fills (a frozen message refuses
+# setattr; its slots' own setters are what ``object.__setattr__`` would reach).
+_MESSAGE_SLOTS = tuple(
+    vars(Message)[name].__set__ for name in ("id", "role", "condense_parent", "truncation_parent")
+)
+_PLACEHOLDER_SLOTS = tuple(
+    vars(Placeholder)[name].__set__ for name in ("facts", "_key", "_source", "_real")
+)
 
 
 class OverlayPlaceholder(Placeholder):

@@ -14,13 +14,19 @@ This is a message store, not logging (that is :mod:`ctxflow._log`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Sequence
 
 from ctxflow.errors import InvalidMessage
 from ctxflow.model import _messages as m
 from ctxflow.model._messages import Message, Role
 
 __all__ = ["MessageLog", "char_estimate", "check_counts", "refusal"]
+
+
+_ID: Callable[[Message], str] = operator.attrgetter("id")
+_ROLE: Callable[[Message], Role] = operator.attrgetter("role")
 
 
 def char_estimate(message: Message) -> int:
@@ -50,7 +56,7 @@ def char_estimate(message: Message) -> int:
 
 def check_counts(counts: Sequence[int], size: int) -> None:
     """Refuse given counts that are not ``size`` non-negative integers."""
-    if len(counts) != size or not all(type(c) is int and c >= 0 for c in counts):
+    if len(counts) != size or not (set(map(type, counts)) <= {int} and min(counts, default=0) >= 0):
         raise InvalidMessage(
             f"'counts' must be {size} non-negative integers, one per message "
             f"(got {len(counts)} values)",
@@ -109,6 +115,8 @@ class MessageLog:
         The rules: a Message, an id new to the log and to the batch, a system
         message only first. The error's ``index`` is the message's log position.
         """
+        if self._admissible(batch):
+            return
         known = self.position
         new_ids: set[str] = set()
         for index, message in enumerate(batch, len(self.messages)):
@@ -135,10 +143,21 @@ class MessageLog:
                 )
             new_ids.add(ident)
 
+    def _admissible(self, batch: Sequence[Message]) -> bool:
+        """True when every message of ``batch`` keeps the log's rules, checked a rule at a
+        time over the whole batch (:meth:`admit` then names the first that does not)."""
+        if not all(map(isinstance, batch, itertools.repeat(Message))):
+            return False
+        ids = set(map(_ID, batch))
+        if len(ids) != len(batch) or not self.position.keys().isdisjoint(ids):
+            return False
+        later = itertools.islice(batch, 0 if self.messages else 1, None)  # after the first
+        return Role.SYSTEM not in map(_ROLE, later)
+
     def add(self, batch: Sequence[Message], counts: Sequence[int]) -> None:
         """Store admitted messages with their counts."""
         base = len(self.messages)
-        ids = [message.id for message in batch]
+        ids = list(map(_ID, batch))
         self.position.update(zip(ids, range(base, base + len(batch)), strict=True))
         self.messages += batch
         self.counts += counts

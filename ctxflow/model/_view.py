@@ -185,8 +185,7 @@ class View:
         self.flags += bytes(len(batch))  # _PLAIN
         for message in batch:
             if message.hidden or is_summary(message):
-                for at in range(base, end):
-                    self.flags[at] = self.flag(at)
+                self.flags[base:end] = bytes(map(self.flag, range(base, end)))
                 return False
         if self.messages is not None:
             self.messages += batch

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -36,6 +38,7 @@ from typing import Any, Self, TypeVar, Unpack
 import attrs
 
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
+from ctxflow.model import Facts
 from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, encode_readable
 from ctxflow.persistence._manifest import Manifest, facts_of_body, mentions, replay
@@ -66,6 +69,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: A message's id from its index facts.
+_ID: Callable[[Any], str] = operator.itemgetter(0)
+
 #: Picks the bodies a load reads from a checkpoint's manifest (None: every one).
 Wanted = Callable[[Manifest], set[str]] | None
 
@@ -79,17 +85,37 @@ def view_hashes(manifest: Manifest, measure: str | None) -> set[str]:
         or len(manifest.counts) != len(manifest.hashes)
     ):
         return manifest.body_hashes()
-    tags, index = manifest.tags, manifest.index
+    tags, index, hashes = manifest.tags, manifest.index, manifest.hashes
     wanted: set[str] = set()
     left: set[str] = set()  # ids of the hidden messages whose bodies stay in the store
-    for digest, facts in zip(manifest.hashes, index, strict=True):
-        if facts is None or facts.id not in tags:
-            wanted.add(digest)
-        else:
-            left.add(facts.id)
+    if len(index) == len(hashes) and all(index):  # every message indexed: by columns
+        ids = list(map(_ID, index))
+        hidden = list(map(tags.__contains__, ids))
+        wanted.update(itertools.compress(hashes, map(operator.not_, hidden)))
+        if manifest.overlays:
+            left.update(itertools.compress(ids, hidden))
+    else:
+        for digest, facts in zip(hashes, index, strict=True):
+            if facts is None or facts.id not in tags:
+                wanted.add(digest)
+            else:
+                left.add(facts.id)
     wanted.update(h for i, h in manifest.overlays.items() if i not in left)
     wanted.update(manifest.part_hashes())
     return wanted
+
+
+def _once(wanted: Callable[[Manifest], set[str]]) -> Callable[[Manifest], set[str]]:
+    """``wanted`` picking once per manifest: a load asks to read the bodies, then to check
+    them, with the same manifest."""
+    last: list[tuple[Manifest, set[str]]] = []
+
+    def pick(manifest: Manifest) -> set[str]:
+        if not last or last[0][0] is not manifest:
+            last[:] = [(manifest, wanted(manifest))]
+        return last[0][1]
+
+    return pick
 
 
 @attrs.frozen(kw_only=True)
@@ -334,7 +360,7 @@ class BaseStore(abc.ABC):
         bodies: when the checkpoint's counts were not taken with ``measure`` (a
         measure's key), every body is read as :meth:`load` does.
         """
-        return self._load(session_id, checkpoint_id, lambda m: view_hashes(m, measure))
+        return self._load(session_id, checkpoint_id, _once(lambda m: view_hashes(m, measure)))
 
     def read_bodies(self, hashes: Iterable[str]) -> dict[str, Any]:
         """The decoded bodies stored under ``hashes`` (absent ones left out), in one read."""
@@ -364,24 +390,10 @@ class BaseStore(abc.ABC):
             )
         index = manifest.index
         index += [None] * (len(manifest.hashes) - len(index))
-        ids: list[str] = []
-        try:
-            for at, digest in enumerate(manifest.hashes):
-                facts = index[at]
-                if facts is None:
-                    body = bodies[digest]
-                    ident = body["id"]
-                    with contextlib.suppress(ValueError):  # a body of another shape: its id
-                        index[at] = facts_of_body(body)
-                    ids.append(ident)
-                else:
-                    ids.append(facts.id)
-        except (KeyError, TypeError):
-            raise CorruptCheckpoint(
-                f"checkpoint {record.id!r}: every body must hold a message id",
-                rule="body",
-            ) from None
-        manifest.ids = ids
+        if all(index):  # every message indexed: its facts name it
+            manifest.ids = list(map(_ID, index))
+        else:
+            manifest.ids = _ids_filling(index, manifest.hashes, bodies, record.id)
         try:
             manifest.assemble(bodies)
         except CorruptCheckpoint as exc:
@@ -476,6 +488,31 @@ class BaseStore(abc.ABC):
         if not records:
             raise no_session(session_id)
         return records
+
+
+def _ids_filling(
+    index: list[Facts | None], hashes: Sequence[str], bodies: Mapping[str, Any], checkpoint: str
+) -> list[str]:
+    """The message ids of a manifest's ``hashes``, from its ``index`` or else their bodies
+    (whose facts then fill the index where the body has the shape of a message)."""
+    ids: list[str] = []
+    try:
+        for at, digest in enumerate(hashes):
+            facts = index[at]
+            if facts is None:
+                body = bodies[digest]
+                ident = body["id"]
+                with contextlib.suppress(ValueError):  # a body of another shape: its id
+                    index[at] = facts_of_body(body)
+                ids.append(ident)
+            else:
+                ids.append(facts.id)
+    except (KeyError, TypeError):
+        raise CorruptCheckpoint(
+            f"checkpoint {checkpoint!r}: every body must hold a message id",
+            rule="body",
+        ) from None
+    return ids
 
 
 def check_retention(keep_last: int | None, max_age: float | None) -> None:

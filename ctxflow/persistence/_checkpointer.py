@@ -34,6 +34,8 @@ the latest (or fork) and carry on from there.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -195,48 +197,55 @@ def conversation_from_snapshot(
     """
     manifest = snapshot.manifest
     bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
-    index = manifest.index if len(manifest.index) == len(manifest.hashes) else None
-    messages: list[Message] = []
-    for at, (message_id, digest) in enumerate(zip(manifest.ids, manifest.hashes, strict=True)):
+    ids, hashes, index = manifest.ids, manifest.hashes, manifest.index
+    stays: Iterable[bool] = itertools.repeat(False)
+    placeholders: list[Placeholder] = []
+    if source is not None and len(index) == len(hashes):
+        # A hidden message whose body was not read and whose index facts are known
+        # stays in the store: a placeholder stands for it.
+        unread = map(operator.is_, map(bodies.get, hashes), itertools.repeat(None))
+        hidden = map(tags.__contains__, ids)
+        if len(ids) == len(hashes) and all(index):  # every message indexed
+            stays = list(map(operator.and_, unread, hidden))
+        else:
+            indexed = map(operator.is_not, index, itertools.repeat(None))
+            stays = list(map(all, zip(unread, hidden, indexed, strict=True)))
+        placeholders = Placeholder.many(
+            itertools.compress(index, stays),  # type: ignore[arg-type]  # no None among them
+            itertools.compress(hashes, stays),
+            map(tags.__getitem__, itertools.compress(ids, stays)),
+            source,
+        )
+    read: list[Message] = []
+    for message_id, digest in itertools.compress(
+        zip(ids, hashes, strict=True), map(operator.not_, stays)
+    ):
         body = bodies.get(digest)
-        if body is None and source is not None and index is not None and message_id in tags:
-            facts = index[at]
-            if facts is not None:
-                condense, truncation = tags[message_id]
-                messages.append(
-                    Placeholder.of(
-                        facts,
-                        key=digest,
-                        source=source,
-                        condense_parent=condense,
-                        truncation_parent=truncation,
-                    )
-                )
-                continue
         if body is None or body.get("id") != message_id:
             raise CorruptCheckpoint(
                 f"message {message_id!r} must have its body {digest} in the store (missing)",
                 rule="missing_body",
                 message_id=message_id,
             )
-        messages.append(rebuild(body, *tags.get(message_id, untagged)))
+        read.append(rebuild(body, *tags.get(message_id, untagged)))
+    messages: list[Message] = read
+    if placeholders:
+        # Each position takes the next placeholder where one stays, else the next read.
+        takes = (iter(read), iter(placeholders))
+        messages = list(map(next, map(takes.__getitem__, stays)))
     overlays: dict[str, Message] = {}
     left = (
-        {m.id: m for m in messages if type(m) is Placeholder}
-        if source is not None and manifest.overlays
+        dict(zip(itertools.compress(ids, stays), placeholders, strict=False))
+        if placeholders and manifest.overlays
         else {}
     )
+    unread_overlays: dict[str, Placeholder] = {}  # by message id: the placeholder under it
     for message_id, digest in manifest.overlays.items():
-        body = snapshot.bodies.get(digest)
+        body = bodies.get(digest)
         under = left.get(message_id)
-        if body is None and under is not None and source is not None:
-            overlays[message_id] = OverlayPlaceholder.of(
-                under.facts,
-                key=digest,
-                source=source,
-                condense_parent=None,
-                truncation_parent=None,
-            )
+        if body is None and under is not None:
+            overlays[message_id] = under  # its place in order, until its placeholder is built
+            unread_overlays[message_id] = under
             continue
         if body is None:
             raise CorruptCheckpoint(
@@ -245,6 +254,14 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         overlays[message_id] = message_from_plain(body)
+    if unread_overlays and source is not None:
+        laid = OverlayPlaceholder.many(
+            (p.facts for p in unread_overlays.values()),
+            (manifest.overlays[i] for i in unread_overlays),
+            [untagged] * len(unread_overlays),
+            source,
+        )
+        overlays.update(zip(unread_overlays, laid, strict=True))
     key = measure_key(measure)
     try:
         if key is not None and key == manifest.measure and len(manifest.counts) == len(messages):
@@ -342,8 +359,9 @@ class _Recent:
         seen = self._seen
         seen.update(dict.fromkeys(hashes))
         if len(seen) > self.size:
-            for digest in list(seen)[: len(seen) - self.size // 2]:
-                del seen[digest]
+            kept = list(seen)[len(seen) - self.size // 2 :]
+            seen.clear()
+            seen.update(dict.fromkeys(kept))
 
 
 class Checkpointer:

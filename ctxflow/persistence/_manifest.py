@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import binascii
 import itertools
+import operator
 import re
 import sys
 import threading
@@ -121,10 +122,14 @@ def unpack_hashes(value: Any) -> list[str]:
     if isinstance(value, bytes):
         if len(value) % _DIGEST:
             raise ValueError(f"packed hashes must be a multiple of {_DIGEST} bytes")
-        digests = [value[i : i + _DIGEST] for i in range(0, len(value), _DIGEST)]
-        spread = b"\0\0".join(digests) + b"\0\0" if digests else b""
-        text = binascii.b2a_base64(spread, newline=False).translate(_URLSAFE).decode("ascii")
-        return [text[i : i + _TEXT] for i in range(0, len(text), 24)]
+        count = len(value) // _DIGEST
+        spread = bytearray(_SPREAD * count)
+        for at in range(_DIGEST):  # each digest's byte ``at``, all at once
+            spread[at::_SPREAD] = value[at::_DIGEST]
+        text = bytearray(binascii.b2a_base64(spread, newline=False).translate(_URLSAFE))
+        # The two characters after each hash (the spread's zero bytes) become the separator.
+        text[_TEXT::24] = text[_TEXT + 1 :: 24] = b" " * count
+        return text.decode("ascii").split("  ")[:-1]
     hashes = list(value)
     if not all(isinstance(h, str) for h in hashes):
         raise ValueError("hashes must be strings")
@@ -135,7 +140,7 @@ def _counts(value: Any, n: int) -> list[int]:
     """Stored token counts, checked: ``n`` non-negative integers."""
     if not isinstance(value, list) or len(value) != n:
         raise ValueError(f"counts must be a list of {n} integers")
-    if not all(type(c) is int and c >= 0 for c in value):
+    if not set(map(type, value)) <= {int} or (value and min(value) < 0):
         raise ValueError("counts must be non-negative integers")
     return value
 
@@ -482,18 +487,30 @@ def _unpack_ids(data: Mapping[str, Any], n: int) -> list[str]:
         prefixes, packed = list(data["prefixes"]), data["packed"]
         if not isinstance(packed, bytes) or len(packed) % 17:
             raise ValueError("packed index ids must be 17 bytes each")
-        if not all(isinstance(p, str) for p in prefixes) or any(
-            c >= len(prefixes) for c in packed[::17]
+        if not all(isinstance(p, str) for p in prefixes) or (
+            packed and max(packed[::17]) >= len(prefixes)
         ):
             raise ValueError("packed index ids must name their prefixes")
-        text = packed.hex()  # 34 hex digits an id: its prefix number, then its 32
-        named = [f"{p}_" for p in prefixes]
-        ids = [
-            named[int(text[i : i + 2], 16)] + text[i + 2 : i + 34] for i in range(0, len(text), 34)
-        ]
+        ids = _named_ids(packed, prefixes)
     if len(ids) != n:
         raise ValueError(f"an index must name {n} messages (got {len(ids)})")
     return ids
+
+
+def _named_ids(packed: bytes, prefixes: list[str]) -> list[str]:
+    """The ids of checked packed ones: each its prefix, ``_`` and its 32 hex digits."""
+    if not packed:
+        return []
+    text = packed.hex(" ", -17)  # 34 hex digits an id: its prefix number, then its 32
+    if any(" " in p or "\n" in p for p in prefixes):
+        named = [f"{p}_" for p in prefixes]
+        return [named[int(word[:2], 16)] + word[2:] for word in text.split(" ")]
+    # Each id's prefix number, after the space that starts it, becomes its prefix after
+    # a line break (which no number's replacement can match), then one split.
+    text = " " + text
+    for number in set(packed[::17]):
+        text = text.replace(f" {number:02x}", f"\n{prefixes[number]}_")
+    return text[1:].split("\n")
 
 
 def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[str, Any]:
@@ -581,18 +598,58 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
             raise ValueError(
                 f"an index marks {count} hidden messages (the tags name {len(hidden)})"
             )
-        shown = iter(_unpack_ids(data, n - count))
-        tagged = iter(hidden)
-        ids = [next(tagged) if mark else next(shown) for mark in at_hidden]
+        # Each mark picks the next id from the shown ids (False) or the tagged ones (True).
+        takes = (iter(_unpack_ids(data, n - count)), iter(hidden))
+        ids = list(map(next, map(takes.__getitem__, at_hidden)))
     roles = data["roles"]
     if not isinstance(roles, str) or len(roles) != n:
         raise ValueError(f"an index must give {n} roles")
     names = list(data.get("names") or ())
     if not all(isinstance(name, str) for name in names):
         raise ValueError("an index's tool names must be strings")
+    uses = _index_uses(data.get("uses") or (), n, names)
+    results: dict[int, tuple[str, ...]] = {}
+    for entry in data.get("results") or ():
+        at, *answered = entry
+        if not answered or not all(isinstance(x, str) for x in answered):
+            raise ValueError("an index's results must be id strings")
+        results[_offset(at, n)] = tuple(answered)
+    results.update(_index_answers(data.get("answers") or (), n, uses))
+    summaries = {_offset(at, n) for at in data.get("summaries") or ()}
+    # The facts are built column by column: tuple.__new__ makes each Facts from its
+    # row without the named tuple's Python-level __new__ (a reopen makes one per
+    # message of the log).
+    at = range(n)
+    rows = zip(
+        ids,
+        map(_ROLES.__getitem__, roles),
+        map(uses.get, at, itertools.repeat(())),
+        map(results.get, at, itertools.repeat(())),
+        map(summaries.__contains__, at),
+        strict=True,
+    )
+    return list(map(tuple.__new__, itertools.repeat(Facts), rows))
+
+
+def _ints_below(values: Sequence[Any], n: int) -> bool:
+    """True when ``values`` (some) are all integers from 0 to below ``n``."""
+    return set(map(type, values)) == {int} and min(values) >= 0 and max(values) < n
+
+
+def _index_uses(
+    entries: Sequence[Any], n: int, names: list[str]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """The calls of a packed index's ``uses`` entries by offset (``ValueError``)."""
     uses: dict[int, tuple[tuple[str, str], ...]] = {}
+    if entries and set(map(type, entries)) == {list} and set(map(len, entries)) == {3}:
+        # Each message makes one call (the usual index): read column by column when
+        # every column holds what it must; otherwise the loop below finds the offender.
+        at, calls, named = zip(*entries, strict=True)
+        if _ints_below(at, n) and _ints_below(named, len(names)) and set(map(type, calls)) == {str}:
+            pairs = zip(calls, map(names.__getitem__, named), strict=True)
+            return dict(zip(at, zip(pairs), strict=True))
     known = len(names)
-    for entry in data.get("uses") or ():
+    for entry in entries:
         if type(entry) is list and len(entry) == 3:  # most messages make one call
             at, call, name = entry
             if type(at) is not int or not 0 <= at < n:
@@ -608,26 +665,27 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
         if not all(type(x) is int and 0 <= x < len(names) for x in named):
             raise ValueError("an index's calls must name tools by their number")
         uses[_offset(at, n)] = tuple(zip(calls, [names[x] for x in named], strict=True))
+    return uses
+
+
+def _index_answers(
+    answers: Sequence[Any], n: int, uses: Mapping[int, tuple[tuple[str, str], ...]]
+) -> dict[int, tuple[str, ...]]:
+    """The results of a packed index's ``answers`` (each answering the calls of the
+    message before it) by offset (``ValueError``)."""
+    if answers and _ints_below(answers, n):
+        before: list[Any] = list(map(uses.get, map((-1).__add__, answers)))
+        if None not in before and set(map(len, before)) == {1}:
+            # Each answers the one call before it (the usual index), read in one pass.
+            first_call = map(operator.itemgetter(0), map(operator.itemgetter(0), before))
+            return dict(zip(answers, zip(first_call), strict=True))
     results: dict[int, tuple[str, ...]] = {}
-    for entry in data.get("results") or ():
-        at, *answered = entry
-        if not answered or not all(isinstance(x, str) for x in answered):
-            raise ValueError("an index's results must be id strings")
-        results[_offset(at, n)] = tuple(answered)
-    for at in data.get("answers") or ():
-        before = uses.get(_offset(at, n) - 1)
-        if not before:
+    for at in answers:
+        made = uses.get(_offset(at, n) - 1)
+        if not made:
             raise ValueError("an index's answer must follow a message with calls")
-        results[at] = (before[0][0],) if len(before) == 1 else tuple(u for u, _ in before)
-    summaries = {_offset(at, n) for at in data.get("summaries") or ()}
-    # tuple.__new__ builds each Facts without the named tuple's Python-level __new__
-    # (a reopen makes one per message of the log).
-    new, no_uses, no_results = tuple.__new__, uses.get, results.get
-    by_letter = [_ROLES[char] for char in roles]
-    return [
-        new(Facts, (ident, role, no_uses(at, ()), no_results(at, ()), at in summaries))
-        for at, (ident, role) in enumerate(zip(ids, by_letter, strict=True))
-    ]
+        results[at] = (made[0][0],) if len(made) == 1 else tuple(u for u, _ in made)
+    return results
 
 
 def pack_tag_columns(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str, Any] | None:
@@ -676,14 +734,15 @@ def unpack_tag_columns(data: Any, ids: Sequence[str]) -> dict[str, Tags]:
     if sys.byteorder == "big":
         numbers.byteswap()
     bits = itertools.chain.from_iterable(_BITS[b] for b in marks)
-    hidden = [ids[at] for at in itertools.compress(range(n), bits)]
+    hidden = list(itertools.compress(ids, bits))
     if len(numbers) != 2 * len(hidden):
         raise ValueError(f"tag columns must give 2 parents for each of {len(hidden)} messages")
     if numbers and max(numbers) > len(named):
         raise ValueError("tag columns must name their parents by number")
     table: list[str | None] = [None, *named]
-    found = iter(numbers)
-    tags = {i: (table[c], table[t]) for i, c, t in zip(hidden, found, found, strict=True)}
+    parent = table.__getitem__
+    pairs = zip(map(parent, numbers[::2]), map(parent, numbers[1::2]), strict=True)
+    tags = dict(zip(hidden, pairs, strict=True))
     if (None, None) in tags.values():
         raise ValueError("a hidden message must have a parent")
     return tags
