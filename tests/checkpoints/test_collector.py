@@ -53,3 +53,34 @@ def test_the_collector_is_left_as_it_was() -> None:
     gc.disable()
     restore(store, "s")
     assert not gc.isenabled()
+
+
+def _in_generation(generation: int, target: object) -> bool:
+    return any(o is target for o in gc.get_objects(generation=generation))
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_what_a_restore_built_goes_to_the_oldest_generation() -> None:
+    """No young collection walks a restored conversation: it starts in the oldest
+    generation, and the young ones are empty when the restore returns."""
+    got = restore(_store(), "s")
+    conversation, first = got.conversation, got.conversation.messages[0]
+    assert _in_generation(2, conversation) and _in_generation(2, first)
+    assert not _in_generation(0, conversation) and not _in_generation(1, conversation)
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_objects_an_application_froze_stay_frozen() -> None:
+    """With objects frozen by the application, a restore promotes nothing and unfreezes
+    nothing."""
+    store = _store()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        got = restore(store, "s")
+        assert gc.get_freeze_count() == frozen
+        assert not _in_generation(2, got.conversation)
+    finally:
+        gc.unfreeze()
