@@ -296,7 +296,7 @@ def _rebuilt(
 ) -> tuple[Snapshot, Conversation]:
     """A checkpoint loaded and its conversation rebuilt, the collector paused meanwhile
     (``ctxflow._collector``: what a restore builds all survives it)."""
-    with paused():
+    with paused(promote=True):
         snapshot, source = _load(store, session_id, checkpoint_id, measure, lazy)
         return snapshot, conversation_from_snapshot(snapshot, measure=measure, source=source)
 
@@ -496,12 +496,22 @@ class Checkpointer:
         """
         measure = self.measure if measure is None else measure
         snapshot, conversation = _rebuilt(self.store, self.session_id, checkpoint_id, measure, lazy)
+        manifest = snapshot.manifest  # the snapshot is this writer's alone: no copy
         self._last_id = snapshot.record.id
-        self._manifest = snapshot.manifest.copy()
+        self._manifest = manifest
         self._follow(conversation, None)
         self._since_full = snapshot.depth
         self._delta_bytes = self._full_bytes = 0
-        self._written = _Recent(snapshot.manifest.body_hashes())
+        # Any subset is right (the store checks what it holds): the newest messages' and
+        # overlays' bodies, and the state's parts, which every capture names again.
+        recent = self._written.size // 4
+        self._written = _Recent(
+            itertools.chain(
+                manifest.hashes[-recent:],
+                list(manifest.overlays.values())[-recent:],
+                manifest.part_hashes(),
+            )
+        )
         self._paged = (conversation.change_mark, 0)
         return Restored(
             conversation=conversation,
