@@ -196,23 +196,34 @@ class _PerItem:
 
     Items are frozen, and every window asks for each item's digest (every
     checkpoint for its plain form) until it is retired; a retired item takes its
-    entry with it, where a cache of a fixed size would keep hundreds alive
-    (merged episodes weigh up to 2 KB each). Safe to share between threads.
+    entry with it (a weak reference's callback), where a cache of a fixed size
+    would keep hundreds alive (merged episodes weigh up to 2 KB each). Kept by
+    identity: a lookup neither hashes the item nor compares it. Safe to share
+    between threads.
     """
 
     def __init__(self, make: Callable[[Any], Any]) -> None:
         self._make = make
-        self._kept: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._kept: dict[int, tuple[weakref.ref[Any], Any]] = {}
+        self._lock = threading.RLock()  # an item may go while the lock is held
 
     def __call__(self, item: Any) -> Any:
-        with self._lock:
-            found = self._kept.get(item)
-        if found is None:
-            found = self._make(item)
-            with self._lock:
-                found = self._kept.setdefault(item, found)
-        return found
+        key = id(item)
+        found = self._kept.get(key)
+        if found is not None and found[0]() is item:
+            return found[1]
+        made = self._make(item)
+        kept, lock = self._kept, self._lock
+
+        def gone(ref: weakref.ref[Any]) -> None:
+            with lock:
+                entry = kept.get(key)
+                if entry is not None and entry[0] is ref:
+                    del kept[key]
+
+        with lock:
+            kept[key] = (weakref.ref(item, gone), made)
+        return made
 
 
 def memory_digest(item: Episode | Fact | Procedure) -> str:
