@@ -30,7 +30,7 @@ import math
 import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -282,11 +282,24 @@ def rank(
     importance and recency alone. The default retriever is a shared
     :class:`BM25Retriever`.
     """
+    ordered, made = _ranking(texts, query, importance, recency, retriever)
+    return [made(position) for position in ordered]
+
+
+def _ranking(
+    texts: Sequence[str],
+    query: str,
+    importance: Sequence[float] | None,
+    recency: Sequence[float] | None,
+    retriever: Retriever | None,
+) -> tuple[list[int], Callable[[int], Ranked]]:
+    """The positions of ``texts`` in :func:`rank` order, and what builds the
+    :class:`Ranked` of one (a caller keeping a few builds only those)."""
     count = len(texts)
     importances = _unit_values(importance, count, "importance")
     recencies = _unit_values(recency, count, "recency")
     if count == 0:
-        return []
+        return [], _NOTHING
     ranker = retriever or _DEFAULT_RETRIEVER
     raw = ranker.scores(texts, query)
     relevances = _normalised(raw, count)
@@ -294,32 +307,38 @@ def rank(
     source = source if isinstance(source, str) and source else None
     query_stems = _query_stems(query) if source is None or "bm25" in source else []
     matching = bool(query_stems) and any(relevances)
-    ranked: list[tuple[float, float, int, Ranked]] = []
-    for position in range(count):
+    weights = importances if importances is not None else [0.0] * count
+    freshness = recencies if recencies is not None else [0.0] * count
+    scores = [
+        RELEVANCE_WEIGHT * relevance + IMPORTANCE_WEIGHT * weight + RECENCY_WEIGHT * fresh
+        for relevance, weight, fresh in zip(relevances, weights, freshness, strict=True)
+    ]
+    ordered = sorted(
+        range(count), key=lambda position: (-scores[position], -freshness[position], -position)
+    )
+
+    def made(position: int) -> Ranked:
         relevance = relevances[position]
-        weight = importances[position] if importances is not None else 0.0
-        fresh = recencies[position] if recencies is not None else 0.0
-        score = RELEVANCE_WEIGHT * relevance + IMPORTANCE_WEIGHT * weight + RECENCY_WEIGHT * fresh
-        ranked.append(
-            (
-                -score,
-                -fresh,
-                -position,
-                Ranked(
-                    index=position,
-                    score=score,
-                    relevance=relevance,
-                    terms=tuple(_matched(query_stems, _terms(texts[position]).distinct))
-                    if matching and relevance > 0
-                    else (),
-                    importance=None if importances is None else weight,
-                    recency=None if recencies is None else fresh,
-                    source=source,
-                ),
-            )
+        return Ranked(
+            index=position,
+            score=scores[position],
+            relevance=relevance,
+            terms=tuple(_matched(query_stems, _terms(texts[position]).distinct))
+            if matching and relevance > 0
+            else (),
+            importance=None if importances is None else weights[position],
+            recency=None if recencies is None else freshness[position],
+            source=source,
         )
-    ranked.sort(key=lambda entry: entry[:3])
-    return [entry[3] for entry in ranked]
+
+    return ordered, made
+
+
+def _nothing(position: int) -> Ranked:
+    raise IndexError(position)
+
+
+_NOTHING: Callable[[int], Ranked] = _nothing
 
 
 def choose(
@@ -358,14 +377,15 @@ def choose(
             allowance=allowance,
         )
     left = allowance
-    chosen: list[Ranked] = []
-    for item in rank(texts, query, importance=importance, recency=recency, retriever=retriever):
-        size = sizes[item.index]
+    kept: list[int] = []
+    ordered, made = _ranking(texts, query, importance, recency, retriever)
+    for position in ordered:
+        size = sizes[position]
         if size <= left:
-            chosen.append(item)
+            kept.append(position)
             left -= size
-    chosen.sort(key=lambda item: item.index)
-    return chosen
+    kept.sort()
+    return [made(position) for position in kept]
 
 
 def _one_per_text(got: int, count: int, what: str, rule: str) -> None:
