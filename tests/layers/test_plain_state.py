@@ -72,10 +72,11 @@ def test_what_is_kept_for_a_memory_item_goes_with_it() -> None:
     assert memory_digest(item) == memory_digest(item)
     _, digest, _ = _SEALED.digested(plain)
     assert _SEALED.digested(plain)[1] == digest and id(plain) in _SEALED._kept
-    plain_id, watched, watched_plain = id(plain), weakref.ref(item), weakref.ref(plain)
-    kept_digests, kept_plains = len(_DIGESTS._kept), len(_PLAINS._kept)
+    item_id, plain_id = id(item), id(plain)
+    watched, watched_plain = weakref.ref(item), weakref.ref(plain)
+    assert item_id in _DIGESTS._kept and item_id in _PLAINS._kept
     del item, plain, state
     gc.collect()
     assert watched() is None and watched_plain() is None
-    assert len(_DIGESTS._kept) == kept_digests - 1 and len(_PLAINS._kept) == kept_plains - 1
+    assert item_id not in _DIGESTS._kept and item_id not in _PLAINS._kept
     assert plain_id not in _SEALED._kept
