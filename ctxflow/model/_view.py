@@ -185,7 +185,7 @@ class View:
         self.flags += bytes(len(batch))  # _PLAIN
         for message in batch:
             if message.hidden or is_summary(message):
-                self.flags[base:end] = bytes(map(self.flag, range(base, end)))
+                self.flags[base:end] = self._flags_of(batch)
                 return False
         if self.messages is not None:
             self.messages += batch
@@ -193,6 +193,25 @@ class View:
             self.positions += range(base, end)
         self.total += sum(counts)
         return True
+
+    def _flags_of(self, batch: Sequence[Message]) -> bytes:
+        """What :meth:`flag` gives each message of ``batch``, in one pass (a restore
+        appends the whole log at once, most of it hidden)."""
+        overlays = self.overlays
+        flags = bytearray(len(batch))
+        for k, message in enumerate(batch):
+            if type(message) is Placeholder:
+                summary = message.facts.summary
+            else:
+                metadata = message.metadata
+                summary = bool(metadata) and SUMMARY_OF in metadata
+            if summary or (
+                message.condense_parent is None and message.truncation_parent is not None
+            ):
+                flags[k] = _SKIP
+            elif message.condense_parent is not None or message.id in overlays:
+                flags[k] = _SPECIAL
+        return bytes(flags)
 
     def add_summary(self, summary: Message, count: int) -> int:
         """Store a summary at the end of the log (shown at its anchor); its log position."""

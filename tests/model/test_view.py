@@ -56,3 +56,46 @@ def test_a_local_change_keeps_validity_known() -> None:
     view.changed(moved)
     assert view.valid is not None and view.valid.epoch == view.epoch == 1
     assert view.known() == (True, True)
+
+
+def test_a_tagged_batch_gets_the_flags_each_message_would_get() -> None:
+    """A batch appended with tags, summaries and overlays among it is flagged in one pass
+    as flag() flags each message alone, placeholders included (a restore)."""
+    from ctxflow.model import Placeholder
+    from ctxflow.model._lazy import Facts, Role
+
+    class Nowhere:
+        def fetch(self, wanted: object) -> list[Message]:
+            raise AssertionError("a flag never reads a body")
+
+    kinds = [
+        Message.user("plain", id="p0"),
+        Message.user("cut", id="t0").with_tags(condense_parent=None, truncation_parent="t"),
+        Message.assistant("in span", id="c0").with_tags(
+            condense_parent="s0", truncation_parent=None
+        ),
+        Message.assistant("both", id="b0").with_tags(condense_parent="s0", truncation_parent="t"),
+        Message.assistant("gist", id="s0", metadata={SUMMARY_OF: ["c0"]}),
+        Message.user("overlaid", id="o0"),
+        Placeholder.of(
+            Facts("h0", Role.USER, (), (), False),
+            key="k0",
+            source=Nowhere(),
+            condense_parent=None,
+            truncation_parent="t",
+        ),
+        Placeholder.of(
+            Facts("h1", Role.ASSISTANT, (), (), True),
+            key="k1",
+            source=Nowhere(),
+            condense_parent=None,
+            truncation_parent=None,
+        ),
+    ]
+    log = MessageLog()
+    view = View(log)
+    view.overlays["o0"] = Message.user("[cut]", id="o0")
+    log.add(kinds, [1] * len(kinds))
+    assert not view.append(kinds, [1] * len(kinds))
+    assert list(view.flags) == [view.flag(at) for at in range(len(kinds))]
+    assert list(view.flags) == [0, 1, 2, 2, 1, 2, 1, 1]
