@@ -19,14 +19,13 @@ reference and a failed transition leave it untouched. ``to_plain`` and
 from __future__ import annotations
 
 import hashlib
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
 import attrs
 
+from ctxflow._kept import KeptWhileAlive
 from ctxflow._plain import Sealed
 from ctxflow.errors import FormatError
 
@@ -191,55 +190,20 @@ class Procedure:
     tokens: int = 0
 
 
-class _PerItem:
-    """What a function of a memory item gives, kept while the item lives.
-
-    Items are frozen, and every window asks for each item's digest (every
-    checkpoint for its plain form) until it is retired; a retired item takes its
-    entry with it (a weak reference's callback), where a cache of a fixed size
-    would keep hundreds alive (merged episodes weigh up to 2 KB each). Kept by
-    identity: a lookup neither hashes the item nor compares it. Safe to share
-    between threads.
-    """
-
-    def __init__(self, make: Callable[[Any], Any]) -> None:
-        self._make = make
-        self._kept: dict[int, tuple[weakref.ref[Any], Any]] = {}
-        self._lock = threading.RLock()  # an item may go while the lock is held
-
-    def __call__(self, item: Any) -> Any:
-        key = id(item)
-        found = self._kept.get(key)
-        if found is not None and found[0]() is item:
-            return found[1]
-        made = self._make(item)
-        kept, lock = self._kept, self._lock
-
-        def gone(ref: weakref.ref[Any]) -> None:
-            with lock:
-                entry = kept.get(key)
-                if entry is not None and entry[0] is ref:
-                    del kept[key]
-
-        with lock:
-            kept[key] = (weakref.ref(item, gone), made)
-        return made
-
-
 def memory_digest(item: Episode | Fact | Procedure) -> str:
     """A short digest of a memory item's rendered line (what ``MemoryLayer.settled`` holds).
 
     Kept with the item (items are frozen): every window asks for every item's digest.
     """
-    digest: str = _DIGESTS(item)
-    return digest
+    return _DIGESTS(item)
 
 
 def _digest(item: Episode | Fact | Procedure) -> str:
     return hashlib.blake2b(memory_line(item).encode(), digest_size=8).hexdigest()
 
 
-_DIGESTS = _PerItem(_digest)
+# Every window asks for each item's digest until the item is retired.
+_DIGESTS: KeptWhileAlive[str] = KeptWhileAlive(_digest)
 
 
 def memory_line(item: Episode | Fact | Procedure) -> str:
@@ -286,15 +250,14 @@ _NO_MEMORY = MemoryLayer()
 
 def _item_plain(item: Episode | Fact | Procedure) -> Sealed:
     """A memory item as a sealed plain mapping, the same object while the item lives."""
-    plain: Sealed = _PLAINS(item)
-    return plain
+    return _PLAINS(item)
 
 
 def _plain_of(item: Episode | Fact | Procedure) -> Sealed:
     return Sealed({f.name: getattr(item, f.name) for f in attrs.fields(type(item))})
 
 
-_PLAINS = _PerItem(_plain_of)
+_PLAINS: KeptWhileAlive[Sealed] = KeptWhileAlive(_plain_of)
 
 
 @attrs.frozen(kw_only=True)

@@ -46,12 +46,11 @@ import itertools
 import operator
 import re
 import sys
-import threading
-import weakref
 from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from ctxflow._kept import KeptWhileAlive
 from ctxflow._plain import Sealed
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.model import SUMMARY_OF, Facts, Role
@@ -775,46 +774,14 @@ def mentions(record: Mapping[str, Any]) -> set[str]:
 # --- state parts ---------------------------------------------------------------------
 
 
-class _SealedDigests:
-    """The digests of the item bodies of :class:`~ctxflow._plain.Sealed` mappings,
-    taken once.
-
-    Kept by the mapping's identity while it lives: a weak reference drops the
-    entry when the mapping goes (a retired memory item's plain form), and an
-    entry holds nothing of the mapping itself. A sealed mapping never changes,
-    so its digest stays true. Bounded too: the items of the memories of the
-    engines a process runs at once.
-    """
-
-    def __init__(self, size: int = 4_096) -> None:
-        self.size = size
-        self._kept: dict[int, tuple[weakref.ref[Sealed], str, int]] = {}
-        self._lock = threading.RLock()  # a mapping may go while the lock is held
-
-    def digested(self, value: Sealed) -> tuple[dict[str, Any], str, int]:
-        key = id(value)
-        found = self._kept.get(key)
-        if found is not None and found[0]() is value:
-            return {"item": value}, found[1], found[2]
-        body = {"item": value}
-        digest, size = body_digest(body)
-        kept, lock = self._kept, self._lock
-
-        def gone(ref: weakref.ref[Sealed]) -> None:
-            with lock:
-                entry = kept.get(key)
-                if entry is not None and entry[0] is ref:
-                    del kept[key]
-
-        with lock:
-            if len(kept) >= self.size:
-                for old in list(kept)[: self.size // 2]:
-                    del kept[old]
-            kept[key] = (weakref.ref(value, gone), digest, size)
-        return body, digest, size
+def _sealed_digest(value: Sealed) -> tuple[str, int]:
+    return body_digest({"item": value})
 
 
-_SEALED = _SealedDigests()
+# The digests of the item bodies of sealed mappings (memory items' plain forms),
+# taken once and kept while the mapping lives; bounded by the items of the
+# memories of the engines a process runs at once.
+_SEALED: KeptWhileAlive[tuple[str, int]] = KeptWhileAlive(_sealed_digest, size=4_096)
 
 
 def _split(
@@ -836,7 +803,7 @@ def _split(
 
     def item(value: Any) -> tuple[dict[str, Any], str, int]:
         if type(value) is Sealed:
-            return _SEALED.digested(value)
+            return ({"item": value}, *_SEALED(value))
         return digested({"item": value})
 
     def walk(mapping: Mapping[str, Any], path: Path) -> dict[str, Any]:

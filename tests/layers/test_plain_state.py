@@ -70,11 +70,11 @@ def test_what_is_kept_for_a_memory_item_goes_with_it() -> None:
     state = attrs.evolve(state, memory=attrs.evolve(state.memory, episodic=(item,)))
     plain = state.to_plain()["memory"]["episodic"][0]
     assert memory_digest(item) == memory_digest(item)
-    _, digest, _ = _SEALED.digested(plain)
-    assert _SEALED.digested(plain)[1] == digest and id(plain) in _SEALED._kept
+    digest = _SEALED(plain)
+    assert _SEALED(plain) == digest and _SEALED.holds(plain)
     item_id, plain_id = id(item), id(plain)
     watched, watched_plain = weakref.ref(item), weakref.ref(plain)
-    assert item_id in _DIGESTS._kept and item_id in _PLAINS._kept
+    assert _DIGESTS.holds(item) and _PLAINS.holds(item)
     del item, plain, state
     gc.collect()
     assert watched() is None and watched_plain() is None

@@ -15,6 +15,7 @@ RANKS = {
     "_critical": 0,
     "_plain": 0,
     "_collector": 0,
+    "_kept": 0,
     "_log": 1,
     "_checks": 1,
     "_telemetry": 1,
