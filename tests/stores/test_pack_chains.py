@@ -28,6 +28,18 @@ def _packed(store: SQLiteStore) -> list[list[Any]]:
     return [entry for (data,) in rows for entry in store.codec.decode(bytes(data))]
 
 
+def _turn(conversation: Conversation, i: int, width: int) -> None:
+    role = Message.user if i % 2 == 0 else Message.assistant
+    conversation.append(role(f"turn {i} " + "word " * (i % width)))
+
+
+def _hide_oldest(conversation: Conversation, count: int, tag: str) -> list[str]:
+    """Hide the first ``count`` messages of the view; the view's ids before."""
+    shown = [m.id for m in conversation.effective()]
+    conversation.hide(shown[:count], truncation_parent=tag)
+    return shown
+
+
 def test_packed_fulls_compose_the_deltas_before_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,11 +57,9 @@ def test_packed_fulls_compose_the_deltas_before_them(
         writer = Checkpointer(store, "s", measure=Chars(), full_every=4, full_ratio=0.3)
         conversation = Conversation(measure=Chars())
         for i in range(400):
-            role = Message.user if i % 2 == 0 else Message.assistant
-            conversation.append(role(f"turn {i} " + "word " * (i % 11)))
+            _turn(conversation, i, 11)
             if i % 7 == 6 and i > 30:
-                shown = [m.id for m in conversation.effective()]
-                conversation.hide(shown[:3], truncation_parent=f"cut{i}")
+                shown = _hide_oldest(conversation, 3, f"cut{i}")
                 laid = conversation.original(shown[4])
                 conversation.set_overlay(
                     laid.id, Message(role=laid.role, content="[cut]", id=laid.id)
@@ -84,11 +94,9 @@ def test_a_chain_kept_between_packings_is_folded_and_every_checkpoint_restores(
         writer = Checkpointer(store, "s", measure=Chars(), full_every=90, full_ratio=0)
         conversation = Conversation(measure=Chars())
         for i in range(600):
-            role = Message.user if i % 2 == 0 else Message.assistant
-            conversation.append(role(f"turn {i} " + "word " * (i % 13)))
+            _turn(conversation, i, 13)
             if i % 9 == 8 and i > 40:
-                shown = [m.id for m in conversation.effective()]
-                conversation.hide(shown[:2], truncation_parent=f"cut{i}")
+                _hide_oldest(conversation, 2, f"cut{i}")
             record = writer.capture(conversation, state={"i": i})
             seen[record.id] = (tuple(conversation.messages), i)
             for chain in store._packs._chains.values():
