@@ -468,27 +468,30 @@ class Conversation:
         if keep_valid and was is None:
             view.validity()
             was = view.known()
-        undo, version = Undo(view), self.version
+        # What it changes is recorded only where it may have to be taken back.
+        undo, version = Undo(view) if keep_valid else None, self.version
         touched: list[int] = []
-        restyled: list[int] = []
-        for message_id, replacement in overlays.items():
-            undo.overlay(message_id)
-            at = log.position[message_id]
-            view.lay(at, replacement, overlay_counts[message_id])
-            restyled.append(at)
+        restyled = [log.position[message_id] for message_id in overlays]
+        if undo is not None:
+            for message_id in overlays:
+                undo.overlay(message_id)
+        view.lay_many(restyled, overlays, overlay_counts)
         for summary, covers, count in zip(
             marked, (c for _, c in summaries), summary_counts, strict=True
         ):
             touched.append(view.add_summary(summary, count))
-            undo.appended += 1
+            if undo is not None:
+                undo.appended += 1
             for message_id in covers:
-                undo.message(log.position[message_id])
+                if undo is not None:
+                    undo.message(log.position[message_id])
                 touched.append(view.tag(message_id, summary.id, None))
         for message_id, tag in hidden.items():
-            undo.message(log.position[message_id])
+            if undo is not None:
+                undo.message(log.position[message_id])
             touched.append(view.tag(message_id, None, tag))
         self._changed(touched, restyled=restyled)
-        if keep_valid and was is not None:
+        if undo is not None and was is not None:
             now = view.known()
             if now is None or (was[1] and not now[1]):
                 undo.restore()

@@ -19,7 +19,7 @@ is not a pass over it each time.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from ctxflow.model._lazy import SUMMARY_OF, Placeholder
@@ -246,6 +246,21 @@ class View:
         self.overlays[replacement.id] = replacement
         self.overlay_tokens[replacement.id] = count
         self.flags[at] = self.flag(at)
+
+    def lay_many(
+        self,
+        positions: Sequence[int],
+        replacements: Mapping[str, Message],
+        counts: Mapping[str, int],
+    ) -> None:
+        """:meth:`lay` for many overlays at once: ``replacements`` by message id, at log
+        ``positions`` in the same order, counted as ``counts`` gives (a restore lays
+        every overlay of the log)."""
+        self.overlays.update(replacements)
+        self.overlay_tokens.update((i, counts[i]) for i in replacements)
+        log, flags = self.log.messages, self.flags
+        for at, flag in zip(positions, self._flags_of([log[at] for at in positions]), strict=True):
+            flags[at] = flag
 
     def lift(self, at: int) -> bool:
         """Show the original at ``at`` again; False if it had no overlay."""
