@@ -17,7 +17,8 @@ again: at 100,000 messages each walk took 50 ms. Objects the young
 generations held when the block ended go with it, and a reference cycle
 among them waits for a full collection. An application that froze objects
 itself (``gc.get_freeze_count()`` is not zero) keeps them frozen: nothing is
-promoted then.
+promoted then. Freeze before restores start: objects frozen by another
+thread while a restore promotes (between its two calls) would be unfrozen.
 """
 
 from __future__ import annotations
