@@ -136,8 +136,12 @@ class Retriever(Protocol):
 
 
 class _Index(NamedTuple):
-    # term -> (its idf, (document position, term-frequency component) per document holding it)
-    postings: dict[str, tuple[float, list[tuple[int, float]]]]
+    # term -> its idf, and the positions of the documents holding it with their
+    # term-frequency components. Tuples of numbers only: the collector stops tracking
+    # them within its first passes, so an index kept across windows does not reach
+    # its oldest generation (lists of them did, thousands per index, and brought full
+    # collections of a long session's whole heap sooner).
+    postings: dict[str, tuple[float, tuple[int, ...], tuple[float, ...]]]
     size: int
 
 
@@ -191,8 +195,8 @@ class BM25Retriever:
         for term in terms:
             entry = postings.get(term)
             if entry is not None:
-                idf, weights = entry
-                for position, weight in weights:
+                idf, positions, weights = entry
+                for position, weight in zip(positions, weights, strict=True):
                     found[position] += idf * weight
         return found
 
@@ -219,20 +223,23 @@ class BM25Retriever:
         k1, b = self.k1, self.b
         shrink = k1 * b * size / total  # k1 * b / avglen
         base = k1 * (1 - b)
-        held: dict[str, list[tuple[int, float]]] = {}
+        held: dict[str, tuple[list[int], list[float]]] = {}
         for position, (length, distinct, repeats) in enumerate(corpus):
             norm = base + shrink * length
             for term in distinct:
                 tf = 1 if repeats is None else repeats.get(term, 1)
-                entry = (position, tf / (norm + tf))
                 found = held.get(term)
                 if found is None:
-                    held[term] = [entry]
-                else:
-                    found.append(entry)
+                    found = held[term] = ([], [])
+                found[0].append(position)
+                found[1].append(tf / (norm + tf))
         postings = {
-            term: (math.log(1 + (size - len(found) + 0.5) / (len(found) + 0.5)), found)
-            for term, found in held.items()
+            term: (
+                math.log(1 + (size - len(at) + 0.5) / (len(at) + 0.5)),
+                tuple(at),
+                tuple(weights),
+            )
+            for term, (at, weights) in held.items()
         }
         return _Index(postings, size)
 

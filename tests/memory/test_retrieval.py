@@ -845,3 +845,23 @@ def test_the_same_question_is_answered_once() -> None:
     fresh = relevance_chooser("billing api", stable_query="billing", retriever=BM25Retriever())
     assert fresh("semantic", facts, lines, sizes, 30, settled=True) == first
     assert {lines[k] for k, _ in first} >= {lines[0], lines[4]}
+
+
+def test_an_index_gives_the_collector_nothing_to_walk_per_posting() -> None:
+    """Postings are tuples of numbers, which the collector stops tracking within its
+    first passes: an index kept across windows brings no tracked objects to its
+    oldest generation (thousands per index brought full collections on)."""
+    import gc
+
+    retriever = BM25Retriever()
+    documents = [f"fact {n}: deploy module {n} to the staging host" for n in range(200)]
+    retriever.scores(documents, "staging host")
+    index = retriever._indexes[tuple(documents)]
+    # A pass untracks a tuple that holds nothing tracked; a tuple whose inner tuples
+    # it reached later in the same pass goes at the next one.
+    gc.collect()
+    gc.collect()
+    entries = list(index.postings.values())
+    assert len(entries) > 200
+    assert not any(gc.is_tracked(entry) for entry in entries)
+    assert not any(gc.is_tracked(part) for entry in entries for part in entry[1:])
