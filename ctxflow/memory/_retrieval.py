@@ -306,7 +306,7 @@ def _ranking(
     importances = _unit_values(importance, count, "importance")
     recencies = _unit_values(recency, count, "recency")
     if count == 0:
-        return [], _NOTHING
+        return [], _nothing  # no position to build a Ranked for
     ranker = retriever or _DEFAULT_RETRIEVER
     raw = ranker.scores(texts, query)
     relevances = _normalised(raw, count)
@@ -343,9 +343,6 @@ def _ranking(
 
 def _nothing(position: int) -> Ranked:
     raise IndexError(position)
-
-
-_NOTHING: Callable[[int], Ranked] = _nothing
 
 
 def choose(
