@@ -39,7 +39,11 @@ manifest's skeleton for the whole state, so it is told to refuse. 4 writes a
 full manifest's tags as columns over its message index (see
 :func:`ctxflow.persistence._manifest.pack_tag_columns`): code that knows only
 version 3 would find no tags and show every hidden message, so it is told to
-refuse too. Values of versions 1 to 3 read unchanged (built-in migrations).
+refuse too. 5 writes a full manifest's token counts packed and the calls of
+its message index as columns (see
+:func:`ctxflow.persistence._manifest.call_columns`): code that knows only
+version 4 would find no tool calls and break the tool pairs it restores, so
+it refuses. Values of versions 1 to 4 read unchanged (built-in migrations).
 
 Gotcha: msgpack turns tuples into lists; a round trip gives lists back.
 """
@@ -76,7 +80,7 @@ __all__ = [
 #: The first four bytes of every encoded value.
 MAGIC = b"CXFL"
 #: The format version this code writes.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: Largest body (stored or decompressed) a codec accepts by default: 256 MiB.
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 #: Most msgpack items (keys, values, elements) a codec decodes from one body by default.
@@ -395,7 +399,7 @@ class EnvelopeCodec:
 
     ``layers`` run in order on encode (default: lz4) and in reverse on decode.
     ``migrations`` maps an older format version ``v`` to a function upgrading a
-    decoded value to ``v + 1`` (1 to 2, 2 to 3 and 3 to 4 are built in); bytes of a newer version
+    decoded value to ``v + 1`` (1 to 2 up to 4 to 5 are built in); bytes of a newer version
     are refused. ``max_size`` bounds a body's bytes and ``max_objects`` the
     msgpack items decoded from it.
     """
@@ -427,7 +431,13 @@ class EnvelopeCodec:
         self.max_size = max_size
         self.max_objects = max_objects
         self.version = version
-        self.migrations = {1: _unchanged, 2: _unchanged, 3: _unchanged, **dict(migrations or {})}
+        self.migrations = {
+            1: _unchanged,
+            2: _unchanged,
+            3: _unchanged,
+            4: _unchanged,
+            **dict(migrations or {}),
+        }
         self.tags = ("msgpack", *(layer.tag for layer in self.layers))
         self._tag_bytes = "+".join(self.tags).encode("ascii")
         self._prefix = _HEAD.pack(MAGIC, self.version, len(self._tag_bytes)) + self._tag_bytes
@@ -554,7 +564,7 @@ class EnvelopeCodec:
 def default_codec(
     *, max_size: int = DEFAULT_MAX_SIZE, max_objects: int = DEFAULT_MAX_OBJECTS
 ) -> EnvelopeCodec:
-    """The codec ctxflow writes by default: msgpack + lz4 in a version-4 envelope.
+    """The codec ctxflow writes by default: msgpack + lz4 in a version-5 envelope.
 
     lz4 runs at level 3 (high compression): about 20% smaller on the stores'
     body segments and still fast on small values; decoding is the same speed.

@@ -57,16 +57,20 @@ from ctxflow.model import SUMMARY_OF, Facts, Role
 from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
+    "CALL_SEPARATOR",
     "PARENT_DELTA",
     "PART_BYTES",
     "Manifest",
     "apply_deltas",
+    "call_columns",
     "facts_of_body",
     "index_fields",
     "mentions",
+    "pack_counts",
     "pack_hashes",
     "pack_index",
     "pack_tag_columns",
+    "read_counts",
     "replay",
     "unpack_hashes",
     "unpack_index",
@@ -135,8 +139,28 @@ def unpack_hashes(value: Any) -> list[str]:
     return hashes
 
 
-def _counts(value: Any, n: int) -> list[int]:
-    """Stored token counts, checked: ``n`` non-negative integers."""
+def pack_counts(counts: Sequence[int]) -> bytes | list[int]:
+    """Token counts as 4-byte little-endian numbers back to back (format 5), or the
+    list itself when one does not fit."""
+    try:
+        packed = array("I", counts)
+    except (OverflowError, TypeError):
+        return list(counts)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def read_counts(value: Any, n: int) -> list[int]:
+    """Stored token counts (packed bytes or a list), checked: ``n`` non-negative integers."""
+    if isinstance(value, bytes):
+        if len(value) != 4 * n:
+            raise ValueError(f"packed counts must be {4 * n} bytes (4 for each of {n})")
+        numbers = array("I")
+        numbers.frombytes(value)
+        if sys.byteorder == "big":
+            numbers.byteswap()
+        return numbers.tolist()
     if not isinstance(value, list) or len(value) != n:
         raise ValueError(f"counts must be a list of {n} integers")
     if not set(map(type, value)) <= {int} or (value and min(value) < 0):
@@ -312,7 +336,7 @@ class Manifest:
             plain.update(index_fields(entries, self.tags))
         if self.measure is not None:
             plain["measure"] = self.measure
-            plain["counts"] = list(self.counts)
+            plain["counts"] = pack_counts(self.counts)
             plain["overlay_counts"] = dict(self.overlay_counts)
         return plain
 
@@ -377,7 +401,7 @@ class Manifest:
                     raise TypeError("a measure must be named by a string")
                 self.measure = measure
             if self.measure is not None:
-                self.counts.extend(_counts(data.get("counts"), len(hashes)))
+                self.counts.extend(read_counts(data.get("counts"), len(hashes)))
             elif "counts" in data:
                 raise ValueError("counts need the measure they were taken with")
             self.hashes.extend(hashes)
@@ -411,7 +435,7 @@ class Manifest:
                 counted = dict(data["overlay_counts"])
                 if self.measure is None:
                     raise ValueError("counts need the measure they were taken with")
-                _counts(list(counted.values()), len(counted))
+                read_counts(list(counted.values()), len(counted))
                 self.overlay_counts.update(counted)
             if full:
                 self.parts = {}
@@ -512,14 +536,18 @@ def _named_ids(packed: bytes, prefixes: list[str]) -> list[str]:
     return text[1:].split("\n")
 
 
-def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[str, Any]:
+def pack_index(
+    entries: Sequence[Facts], hidden: Collection[str] = (), *, columns: bool = False
+) -> dict[str, Any]:
     """The index facts of consecutive messages as plain data: ids packed, roles as
     letters, and only where a message has them its calls (``uses``: offset, then id and
     tool number pairs, the numbers indexing ``names``), its results (``answers``: the
     offsets of messages answering exactly the calls of the message before them;
     ``results``: offset, then the ids answered) and whether it is a summary
     (``summaries``: offsets). With ``hidden`` (the ids of a full manifest's tags,
-    written in log order), those ids are left out (module docstring)."""
+    written in log order), those ids are left out (module docstring). With
+    ``columns``, the calls and answers are written as columns over the messages
+    instead (:func:`call_columns`, format 5) where they can be."""
     if hidden:
         # The ids of hidden messages are the manifest's tag keys, written in log order:
         # the index marks their positions (one bit each) instead of naming them again.
@@ -532,6 +560,13 @@ def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[s
     else:
         plain = _pack_ids([e.id for e in entries])
     plain["roles"] = "".join(_ROLE_CHARS[e.role] for e in entries)
+    summaries = [at for at, e in enumerate(entries) if e.summary]
+    packed = call_columns(entries) if columns else None
+    if packed is not None:
+        plain.update(packed)
+        if summaries:
+            plain["summaries"] = summaries
+        return plain
     uses: list[list[Any]] = []
     answers: list[int] = []
     results: list[list[Any]] = []
@@ -549,8 +584,65 @@ def pack_index(entries: Sequence[Facts], hidden: Collection[str] = ()) -> dict[s
             else:
                 results.append([at, *entry.results])
         previous = tuple(use_id for use_id, _ in entry.uses)
-    summaries = [at for at, e in enumerate(entries) if e.summary]
     return with_index_lists(plain, list(names), uses, answers, results, summaries)
+
+
+#: Separates the call ids of an index's ``call_ids`` column (an id holding it is
+#: written in the ``uses`` form instead).
+CALL_SEPARATOR = "\x00"
+# Most calls one message may make, and most tool names, in the column form.
+_COLUMN_MOST = 255
+
+
+def call_columns(entries: Sequence[Facts]) -> dict[str, Any] | None:
+    """The calls and answers of consecutive messages as columns (format 5), or None when
+    a message makes more than 255 calls, the tools have more than 256 names, or a call
+    id holds :data:`CALL_SEPARATOR`.
+
+    ``calls``: a byte per message, how many calls it makes; ``call_ids``: every call's
+    id in order, joined by the separator; ``call_names``: a byte per call, its tool's
+    number in ``names``; ``answered``: a byte per message, 1 where it answers exactly
+    the calls of the message before it (``results`` names any other's, by offset).
+    Each column is left out when it holds nothing. A long session's index then
+    decodes to a few values, not a list per message."""
+    calls = bytearray(len(entries))
+    answered = bytearray(len(entries))
+    ids: list[str] = []
+    numbers = bytearray()
+    names: dict[str, int] = {}
+    results: list[list[Any]] = []
+    previous: tuple[str, ...] = ()
+    for at, entry in enumerate(entries):
+        made = entry.uses
+        if made:
+            if len(made) > _COLUMN_MOST:
+                return None
+            calls[at] = len(made)
+            for use_id, name in made:
+                ids.append(use_id)
+                number = names.setdefault(name, len(names))
+                if number > _COLUMN_MOST:
+                    return None
+                numbers.append(number)
+        if entry.results:
+            if entry.results == previous:
+                answered[at] = 1
+            else:
+                results.append([at, *entry.results])
+        previous = tuple(use_id for use_id, _ in made)
+    joined = CALL_SEPARATOR.join(ids)
+    if ids and joined.count(CALL_SEPARATOR) != len(ids) - 1:
+        return None
+    out: dict[str, Any] = {}
+    if ids:
+        out.update(
+            names=list(names), calls=bytes(calls), call_ids=joined, call_names=bytes(numbers)
+        )
+    if any(answered):
+        out["answered"] = bytes(answered)
+    if results:
+        out["results"] = results
+    return out
 
 
 def with_index_lists(
@@ -606,14 +698,21 @@ def unpack_index(data: Any, n: int, hidden: Sequence[str] = ()) -> list[Facts]:
     names = list(data.get("names") or ())
     if not all(isinstance(name, str) for name in names):
         raise ValueError("an index's tool names must be strings")
-    uses = _index_uses(data.get("uses") or (), n, names)
+    if not _CALL_COLUMNS.isdisjoint(data):
+        if "uses" in data or "answers" in data:
+            raise ValueError("an index must give its calls as columns or as entries, not both")
+        uses = _column_uses(data, n, names)
+        answering: Sequence[Any] = _flagged(data.get("answered"), n)
+    else:
+        uses = _index_uses(data.get("uses") or (), n, names)
+        answering = data.get("answers") or ()
     results: dict[int, tuple[str, ...]] = {}
     for entry in data.get("results") or ():
         at, *answered = entry
         if not answered or not all(isinstance(x, str) for x in answered):
             raise ValueError("an index's results must be id strings")
         results[_offset(at, n)] = tuple(answered)
-    results.update(_index_answers(data.get("answers") or (), n, uses))
+    results.update(_index_answers(answering, n, uses))
     summaries = {_offset(at, n) for at in data.get("summaries") or ()}
     # The facts are built column by column: tuple.__new__ makes each Facts from its
     # row without the named tuple's Python-level __new__ (a reopen makes one per
@@ -664,6 +763,48 @@ def _index_uses(
         if not all(type(x) is int and 0 <= x < len(names) for x in named):
             raise ValueError("an index's calls must name tools by their number")
         uses[_offset(at, n)] = tuple(zip(calls, [names[x] for x in named], strict=True))
+    return uses
+
+
+_CALL_COLUMNS = frozenset(("calls", "call_ids", "call_names", "answered"))
+
+
+def _flagged(value: Any, n: int) -> list[int]:
+    """The offsets a column of ``n`` flag bytes (0 or 1) marks (none when absent)."""
+    if value is None:
+        return []
+    if not isinstance(value, bytes) or len(value) != n or (value and max(value) > 1):
+        raise ValueError(f"an index's answered column must be {n} bytes of 0 or 1")
+    return list(itertools.compress(range(n), value))
+
+
+def _column_uses(
+    data: Mapping[str, Any], n: int, names: list[str]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """The calls of a packed index's call columns by offset (``ValueError``)."""
+    calls, text, numbers = data.get("calls"), data.get("call_ids"), data.get("call_names")
+    if calls is None and text is None and numbers is None:
+        return {}
+    if not isinstance(calls, bytes) or len(calls) != n:
+        raise ValueError(f"an index's calls column must be {n} bytes")
+    total = sum(calls)
+    if not isinstance(text, str) or not isinstance(numbers, bytes) or len(numbers) != total:
+        raise ValueError(f"an index's call columns must give {total} call ids and tool numbers")
+    ids = text.split(CALL_SEPARATOR) if total else []
+    if len(ids) != total or (not total and text):
+        raise ValueError(f"an index's call ids must be {total} strings")
+    if numbers and max(numbers) >= len(names):
+        raise ValueError("an index's calls must name tools by their number")
+    pairs = list(zip(ids, map(names.__getitem__, numbers), strict=True))
+    at = list(itertools.compress(range(n), calls))
+    if len(at) == total:  # one call a message (the usual index): one pass
+        return dict(zip(at, zip(pairs), strict=True))
+    uses: dict[int, tuple[tuple[str, str], ...]] = {}
+    taken = 0
+    for offset in at:
+        made = calls[offset]
+        uses[offset] = tuple(pairs[taken : taken + made])
+        taken += made
     return uses
 
 
@@ -752,8 +893,8 @@ def index_fields(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str
     when each names a message of it (else as the mapping, beside the index)."""
     columns = pack_tag_columns(entries, tags)
     if columns is None:
-        return {"index": pack_index(entries)}
-    return {"tags": {}, "index": pack_index(entries), "tag_columns": columns}
+        return {"index": pack_index(entries, columns=True)}
+    return {"tags": {}, "index": pack_index(entries, columns=True), "tag_columns": columns}
 
 
 def mentions(record: Mapping[str, Any]) -> set[str]:

@@ -23,22 +23,27 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ctxflow.persistence._manifest import _PACKED_ID, with_index_lists
+from ctxflow.persistence._manifest import (
+    _PACKED_ID,
+    CALL_SEPARATOR,
+    pack_counts,
+    read_counts,
+)
 
 __all__ = ["compose_deltas", "concat_index", "extend_full"]
 
 _ID_BYTES = 17  # a packed id: its prefix number, then 16 bytes
+_MOST = 255  # most calls a message, in the column form
 
 
 def concat_index(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any] | None:
-    """The packed index of consecutive runs of messages, each ``(packed index, count)``
-    (None when one holds ids that are not packed, or hidden marks)."""
+    """The packed index of consecutive runs of messages, each ``(packed index, count)``,
+    its calls as columns (None when one holds ids that are not packed, or hidden marks,
+    or calls the columns cannot hold: see ``call_columns``)."""
     prefixes: dict[str, int] = {}
     packed = bytearray()
     roles: list[str] = []
-    names: dict[str, int] = {}
-    uses: list[list[Any]] = []
-    answers: list[int] = []
+    calls = _Calls()
     results: list[list[Any]] = []
     summaries: list[int] = []
     base = 0
@@ -59,22 +64,118 @@ def concat_index(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, An
                 moved[at] = numbers[moved[at]]
             packed += moved
         roles.append(plain["roles"])
-        named = [names.setdefault(name, len(names)) for name in plain.get("names") or ()]
-        same = named == list(range(len(named)))
-        for entry in plain.get("uses") or ():
-            if base == 0 and same:
-                uses.append(entry)  # the first run's entries as they are
-                continue
-            at, *flat = entry
-            flat[1::2] = [named[x] for x in flat[1::2]]
-            uses.append([at + base, *flat])
-        answers.extend(at + base for at in plain.get("answers") or ())
+        if not calls.add(plain, count):
+            return None
         results.extend([entry[0] + base, *entry[1:]] for entry in plain.get("results") or ())
         summaries.extend(at + base for at in plain.get("summaries") or ())
         base += count
     out: dict[str, Any] = {"prefixes": list(prefixes), "packed": bytes(packed)}
     out["roles"] = "".join(roles)
-    return with_index_lists(out, list(names), uses, answers, results, summaries)
+    out.update(calls.columns())
+    if results:
+        out["results"] = results
+    if summaries:
+        out["summaries"] = summaries
+    return out
+
+
+class _Calls:
+    """The call columns of consecutive runs of messages (``call_columns``' format),
+    joined as the runs come, from either form a run stores them in."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}
+        self.calls = bytearray()
+        self.ids: list[str] = []
+        self.numbers = bytearray()
+        self.answered = bytearray()
+
+    def add(self, plain: Mapping[str, Any], count: int) -> bool:
+        """Join the calls of a run of ``count`` messages (False: the columns cannot
+        hold them; ``ValueError`` for a malformed run)."""
+        named = [self.names.setdefault(name, len(self.names)) for name in plain.get("names") or ()]
+        if len(self.names) > 256:
+            return False
+        calls: bytes | bytearray
+        numbers: bytes | bytearray
+        answered: bytes | bytearray
+        if "uses" in plain or "answers" in plain:
+            run = _listed_calls(plain, count, len(named))
+            if run is None:
+                return False
+            calls, ids, numbers, answered = run
+        else:
+            calls = plain.get("calls", bytes(count))
+            text = plain.get("call_ids", "")
+            numbers = plain.get("call_names", b"")
+            answered = plain.get("answered", bytes(count))
+            if not (
+                isinstance(calls, bytes)
+                and isinstance(text, str)
+                and isinstance(numbers, bytes)
+                and isinstance(answered, bytes)
+                and len(calls) == count == len(answered)
+                and len(numbers) == sum(calls)
+                and (text.count(CALL_SEPARATOR) + 1 if numbers else len(text)) == len(numbers)
+                and (not numbers or max(numbers) < len(named))
+            ):
+                raise ValueError(f"an index's call columns must cover its {count} messages")
+            ids = [text] if text else []
+        if named != list(range(len(named))):
+            numbers = bytes(numbers).translate(bytes(named + [0] * (256 - len(named))))
+        self.calls += calls
+        self.ids += ids
+        self.numbers += numbers
+        self.answered += answered
+        return True
+
+    def columns(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.numbers:
+            out.update(
+                names=list(self.names),
+                calls=bytes(self.calls),
+                call_ids=CALL_SEPARATOR.join(self.ids),
+                call_names=bytes(self.numbers),
+            )
+        if any(self.answered):
+            out["answered"] = bytes(self.answered)
+        return out
+
+
+def _listed_calls(
+    plain: Mapping[str, Any], count: int, tools: int
+) -> tuple[bytearray, list[str], bytearray, bytearray] | None:
+    """The call columns of a run of ``count`` messages that lists its calls (``uses``,
+    ``answers``) naming ``tools`` tools: the calls a message, the ids joined, the tool
+    numbers, the answered flags (None when the columns cannot hold them)."""
+    calls = bytearray(count)
+    ids: list[str] = []
+    numbers = bytearray()
+    for entry in sorted(plain.get("uses") or (), key=lambda e: e[0]):
+        at, *flat = entry
+        made, named = flat[::2], flat[1::2]
+        if (
+            type(at) is not int
+            or not 0 <= at < count
+            or calls[at]
+            or not flat
+            or len(made) != len(named)
+            or not all(type(call) is str for call in made)
+            or not all(type(x) is int and 0 <= x < tools for x in named)
+        ):
+            raise ValueError(f"an index's calls must be id and tool number pairs below {count}")
+        if len(made) > _MOST or any(CALL_SEPARATOR in call for call in made):
+            return None
+        calls[at] = len(made)
+        ids.append(CALL_SEPARATOR.join(made))
+        numbers += bytes(named)
+    answered = bytearray(count)
+    for at in plain.get("answers") or ():
+        if type(at) is not int or not 0 <= at < count:
+            raise ValueError(f"an index's answers must be offsets below {count}")
+        answered[at] = 1
+    return calls, ids, numbers, answered
 
 
 def compose_deltas(deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -97,7 +198,8 @@ def compose_deltas(deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None
         appended = len(delta["hashes"]) // 16
         hashes += delta["hashes"]
         if "counts" in delta:
-            counts = (counts or []) + list(delta["counts"])
+            counts = counts if counts is not None else []
+            counts += read_counts(delta["counts"], appended)
         if appended:
             if delta.get("index") is None:
                 return None
@@ -129,7 +231,7 @@ def compose_deltas(deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None
             return None
         out["index"] = index
     if counts is not None:
-        out["counts"] = counts
+        out["counts"] = pack_counts(counts)
     for key, value in (
         ("tags", tags),
         ("overlays", overlays),
@@ -170,9 +272,9 @@ def extend_full(
     out = dict(full)
     out["hashes"] = full["hashes"] + change["hashes"]
     if full.get("measure") is not None:
-        out["counts"] = list(full["counts"]) + list(change.get("counts") or ())
-        if len(out["counts"]) != old + new:
-            raise ValueError("a delta must give a count for each message it appends")
+        counts = read_counts(full["counts"], old)
+        counts += read_counts(change["counts"], new) if new else []
+        out["counts"] = pack_counts(counts)
     elif "counts" in change:
         raise ValueError("counts need the measure they were taken with")
     index = full["index"]

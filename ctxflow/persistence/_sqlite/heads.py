@@ -42,6 +42,7 @@ from ctxflow.persistence._manifest import (
     apply_deltas,
     index_fields,
     pack_hashes,
+    read_counts,
     unpack_hashes,
     unpack_index,
     unpack_tag_columns,
@@ -286,7 +287,15 @@ class SessionHeads(Part):
             shell["counts"] = []
         manifest = Manifest.from_plain(shell)
         apply_deltas(manifest, [r.manifest for r in records])
-        manifest.counts = list(head.manifest.get("counts") or []) + manifest.counts
+        if head.manifest.get("measure") is not None:
+            try:
+                counted = read_counts(head.manifest.get("counts"), len(known) // 16)
+            except ValueError as exc:
+                raise CorruptCheckpoint(
+                    f"the head of session {session} must count each message ({exc})",
+                    rule="head",
+                ) from None
+            manifest.counts = counted + manifest.counts
         held = (head.manifest.get("index"), list(head.manifest.get("tags") or ()))
         return self._encode(records[-1].seq, depth, manifest, known, held)
 
