@@ -536,6 +536,32 @@ def test_damaged_head_is_passed_over(tmp_path: Path, head: object, rule: str) ->
         assert list(restore(store, "s").conversation) == list(conversation)
 
 
+def test_a_move_past_a_full_manifest_starts_there_without_reading_the_head(
+    tmp_path: Path,
+) -> None:
+    """A full manifest written since the head is where the moved head starts: the head
+    itself is not read (a damaged one is not even logged), and the new head is right."""
+    with SQLiteStore(tmp_path / "m.db", pack_checkpoints=1000) as store:
+        writer = Checkpointer(store, "s", full_every=HEAD_EVERY // 2, full_ratio=0)
+        conversation = Conversation()
+        for i in range(HEAD_EVERY):
+            conversation.append(_turn(i))
+            writer.capture(conversation, state={"step": i})
+        seq = store.codec.decode(_heads(store)[0])[0]  # type: ignore[arg-type]
+        with store._transaction(write=True):
+            store._db.execute("UPDATE heads SET head = ?", (b"CXFL garbage",))
+        with capture_events(logging.WARNING) as events:
+            for i in range(HEAD_EVERY, 2 * HEAD_EVERY):
+                conversation.append(_turn(i))
+                writer.capture(conversation, state={"step": i})
+        assert _count(store, f"checkpoints WHERE full = 1 AND seq > {seq}") >= 1
+        assert [e for e in events if e["event"] == "damaged_head"] == []
+        assert store.codec.decode(_heads(store)[0])[0] > seq  # type: ignore[arg-type]
+        latest = store.load("s")
+        assert latest.manifest == store.load("s", store.latest("s").id).manifest
+        assert list(restore(store, "s").conversation) == list(conversation)
+
+
 def test_retention_empties_the_head(tmp_path: Path) -> None:
     """Pruning empties the session head; the latest still loads as it does by id."""
     with SQLiteStore(tmp_path / "r.db", pack_checkpoints=4) as store:

@@ -203,14 +203,30 @@ class SessionHeads(Part):
             ).fetchone()
             if 2 * since < weight:
                 return
-        head = self.usable(session)
+        head, after = self._start(session)
         rows = self.db.execute(
             "SELECT seq, full, manifest FROM checkpoints WHERE session = ? AND seq > ? "
             "ORDER BY seq",
-            (session, -1 if head is None else head.seq),
+            (session, after),
         ).fetchall()
         plain = [Plain(r[0], bool(r[1]), self.codec.decode(bytes(r[2]))) for r in rows]
         self.extend(session, plain, head)
+
+    def _start(self, session: int) -> tuple[Head | None, int]:
+        """Where a move starts: the head (None when the move need not read it) and the
+        seq after which the rows to read begin. A full manifest written since the head
+        is where the moved head starts: then the head is not read at all (at a long
+        session's size, decoding it is most of what a move holds in memory)."""
+        if self._own_table():
+            row = self.db.execute("SELECT seq FROM heads WHERE session = ?", (session,)).fetchone()
+            (full,) = self.db.execute(
+                "SELECT max(seq) FROM checkpoints WHERE session = ? AND full AND seq > ?",
+                (session, -1 if row is None else row[0]),
+            ).fetchone()
+            if full is not None:
+                return None, full - 1
+        head = self.usable(session)
+        return head, -1 if head is None else head.seq
 
     def extend(self, session: int, records: list[Plain], head: Head | None) -> None:
         """Bring the session head forward through consecutive checkpoints, oldest first.
