@@ -168,6 +168,24 @@ def read_counts(value: Any, n: int) -> list[int]:
     return value
 
 
+#: Tag pairs shared between the messages that have them (a compression hides many
+#: messages under one pair): at most this many are kept, then the table starts again.
+_SHARED_TAGS = 4096
+_shared: dict[Tags, Tags] = {}
+
+
+def _shared_tags(condense: str | None, truncation: str | None) -> Tags:
+    """The pair ``(condense, truncation)``, one tuple for every message that has it: a
+    long session's manifest holds a pair per hidden message, most of them equal."""
+    pair = (condense, truncation)
+    found = _shared.get(pair)
+    if found is None:
+        if len(_shared) >= _SHARED_TAGS:
+            _shared.clear()
+        found = _shared.setdefault(pair, pair)
+    return found
+
+
 class Manifest:
     """The full manifest of one checkpoint (a working form, changed in place).
 
@@ -425,7 +443,7 @@ class Manifest:
                     if condense is None and truncation is None:
                         self.tags.pop(key, None)
                     else:
-                        self.tags[key] = (condense, truncation)
+                        self.tags[key] = _shared_tags(condense, truncation)
             if data.get("overlays"):
                 self.overlays.update(dict(data["overlays"]))
             for key in data.get("removed_overlays") or ():

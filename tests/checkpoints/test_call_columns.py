@@ -192,3 +192,13 @@ def test_a_format_4_envelope_reads_and_a_format_4_reader_refuses_format_5() -> N
     with pytest.raises(CorruptCheckpoint) as refused:
         old.decode(new.encode(value))
     assert refused.value.rule == "newer_version"
+
+
+def test_hidden_messages_share_one_tag_pair() -> None:
+    """A compression hides many messages under one pair: the manifest keeps one tuple."""
+    manifest = Manifest()
+    ids = [f"msg_{k:032x}" for k in range(50)]
+    manifest.apply({"kind": "delta", "hashes": b"", "tags": {i: ["sum_1", None] for i in ids}})
+    manifest.apply({"kind": "delta", "hashes": b"", "tags": {ids[0]: ["sum_2", "t_1"]}})
+    assert manifest.tags[ids[1]] == ("sum_1", None) and manifest.tags[ids[0]] == ("sum_2", "t_1")
+    assert len({id(pair) for i, pair in manifest.tags.items() if i != ids[0]}) == 1
