@@ -943,6 +943,24 @@ def _sealed_digest(value: Sealed) -> tuple[str, int]:
 _SEALED: KeptWhileAlive[tuple[str, int]] = KeptWhileAlive(_sealed_digest, size=4_096)
 
 
+#: Per state path, the last list of items split there and its (body, digest, size)
+#: entries: a memory tier that did not change since the last checkpoint (the same
+#: item objects) is not digested again, item by item.
+_LAST_ITEMS: dict[Path, tuple[tuple[Any, ...], list[tuple[dict[str, Any], str, int]]]] = {}
+
+
+def _items_of(path: Path, value: Sequence[Any], item: Any) -> list[tuple[dict[str, Any], str, int]]:
+    """``item`` of each of ``value``'s items, reusing the last split at ``path`` when it
+    held the very same objects (any engine's: the entries depend on the items alone)."""
+    last = _LAST_ITEMS.get(path)
+    if last is not None and len(last[0]) == len(value) and all(map(operator.is_, last[0], value)):
+        return last[1]
+    found = [item(i) for i in value]
+    if all(type(i) is Sealed for i in value):  # unchanging: safe to keep and compare
+        _LAST_ITEMS[path] = (tuple(value), found)
+    return found
+
+
 def _split(
     state: Mapping[str, Any], bodies: dict[str, Any], written: Collection[str]
 ) -> tuple[dict[str, Any], dict[Path, Ref]]:
@@ -981,7 +999,7 @@ def _split(
                 and value
                 and all(isinstance(item, Mapping) for item in value)
             )
-            found = [item(i) for i in value] if items else [digested({"part": value})]
+            found = _items_of(where, value, item) if items else [digested({"part": value})]
             if sum(size for _, _, size in found) < PART_BYTES:
                 kept[key] = value
                 continue

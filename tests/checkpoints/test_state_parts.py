@@ -171,3 +171,38 @@ def test_a_manifest_its_codec_could_not_read_back_is_refused(tmp_path: Path, kin
     assert store.sessions() == ["big"]
     assert len(restore(store, "big", measure=measure).conversation) == 20
     store.close()
+
+
+def test_a_tier_of_the_same_items_is_not_digested_again() -> None:
+    """A memory tier holding the very same (sealed) items as the last split is not
+    digested item by item again; one item swapped, or a plain mapping changed in
+    place, is."""
+    from ctxflow.persistence import _manifest
+
+    path = ("layers", "memory", "episodic")
+    state = LayeredState()
+    for n in range(30):
+        state = state.with_episode(_episode(n))
+    first = Manifest()
+    first.set_state({"layers": state.to_plain()}, {})
+    entries = _manifest._LAST_ITEMS[path][1]
+    again = Manifest()
+    again.set_state({"layers": state.to_plain()}, {})
+    assert _manifest._LAST_ITEMS[path][1] is entries
+    assert again.parts == first.parts
+
+    swapped = LayeredState()
+    for n in range(30):
+        swapped = swapped.with_episode(_episode(n if n else 99))
+    other = Manifest()
+    other.set_state({"layers": swapped.to_plain()}, {})
+    old_hashes, new_hashes = first.parts[path][1], other.parts[path][1]
+    assert new_hashes[1:] == old_hashes[1:] and new_hashes[0] != old_hashes[0]
+
+    plain = _state(30, 1)  # plain mappings, as a store gives them back: never kept
+    before = Manifest()
+    before.set_state(plain, {})
+    plain["layers"]["memory"]["episodic"][3]["summary"] = "changed in place"
+    after = Manifest()
+    after.set_state(plain, {})
+    assert after.parts[path][1][3] != before.parts[path][1][3]
