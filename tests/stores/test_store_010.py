@@ -13,18 +13,10 @@ from ctxflow.model import Conversation, Message
 from ctxflow.persistence import Checkpointer, restore
 from ctxflow.persistence._sqlite.schema import APPLICATION_ID
 from ctxflow.stores import SQLiteStore
+from tests.stores._fixture_stores import CharMeasure, seen
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((FIXTURES / "store_010.json").read_text())
-
-
-class CharMeasure:
-    """The keyed measure the fixture was written and recorded with."""
-
-    key = "fixture/chars"
-
-    def __call__(self, message: Message) -> int:
-        return len(message.text) // 4 + 4
 
 
 @pytest.fixture
@@ -33,23 +25,6 @@ def copy(tmp_path: Path) -> Path:
     path = tmp_path / "store_010.sqlite"
     shutil.copyfile(FIXTURES / "store_010.sqlite", path)
     return path
-
-
-def _seen(store: SQLiteStore, session: str, checkpoint_id: str | None) -> dict[str, Any]:
-    got = restore(store, session, checkpoint_id, measure=CharMeasure())
-    talk = got.conversation
-    return {
-        "id": got.record.id,
-        "seq": got.record.seq,
-        "full": got.record.full,
-        "trigger": got.record.trigger,
-        "message_count": got.record.message_count,
-        "ids": [m.id for m in talk],
-        "effective": [m.id for m in talk.effective()],
-        "overlays": sorted(talk.overlays),
-        "state": got.state,
-        "tokens": [talk.tokens(m.id) for m in talk],
-    }
 
 
 @pytest.mark.parametrize("read_only", [False, True])
@@ -63,8 +38,8 @@ def test_every_checkpoint_lists_loads_and_restores(copy: Path, read_only: bool) 
             records = store.checkpoints(session)
             assert [(r.id, r.seq) for r in records] == [(row["id"], row["seq"]) for row in rows]
             for row in rows:
-                assert _seen(store, session, row["id"]) == row
-            assert _seen(store, session, None) == rows[-1]
+                assert seen(store, session, row["id"]) == row
+            assert seen(store, session, None) == rows[-1]
         assert store._db.execute("PRAGMA application_id").fetchone()[0] == 0
     assert copy.read_bytes() == before
 
@@ -93,7 +68,7 @@ def test_copy_keeps_growing(copy: Path) -> None:
         assert store._db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert list(restore(store, "ses_alpha").conversation) == list(conversation)
         for row in EXPECTED["ses_beta"]:
-            assert _seen(store, "ses_beta", row["id"]) == row
+            assert seen(store, "ses_beta", row["id"]) == row
         fork = store.fork("ses_beta", EXPECTED["ses_beta"][4]["id"], new_session_id="ses_new")
         assert len(restore(store, "ses_new").conversation) == fork.message_count
         store.prune("ses_alpha", keep_last=5)
@@ -101,4 +76,4 @@ def test_copy_keeps_growing(copy: Path) -> None:
         store.erase("ses_fork")
         assert store.sessions() == ["ses_alpha", "ses_beta", "ses_new"]
     with SQLiteStore(copy, read_only=True) as store:
-        assert _seen(store, "ses_beta", None) == EXPECTED["ses_beta"][-1]
+        assert seen(store, "ses_beta", None) == EXPECTED["ses_beta"][-1]

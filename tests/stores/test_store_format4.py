@@ -14,20 +14,12 @@ from ctxflow.model import Conversation, Message, Role, ToolResultBlock, ToolUseB
 from ctxflow.persistence import Checkpointer, restore
 from ctxflow.persistence._sqlite.heads import HEAD_EVERY
 from ctxflow.stores import SQLiteStore
+from tests.stores._fixture_stores import CharMeasure, seen
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads(
     (FIXTURES / "store_format4.json").read_text()
 )
-
-
-class CharMeasure:
-    """The keyed measure the fixture was written and recorded with."""
-
-    key = "fixture/chars"
-
-    def __call__(self, message: Message) -> int:
-        return len(message.text) // 4 + 4
 
 
 @pytest.fixture
@@ -43,23 +35,6 @@ def _heads(store: SQLiteStore) -> dict[str, Any]:
         "SELECT sessions.name, heads.head FROM heads JOIN sessions ON sessions.id = heads.session"
     ).fetchall()
     return {name: store.codec.decode(bytes(head))[2] for name, head in rows}
-
-
-def _seen(store: SQLiteStore, session: str, checkpoint_id: str | None) -> dict[str, Any]:
-    got = restore(store, session, checkpoint_id, measure=CharMeasure())
-    talk = got.conversation
-    return {
-        "id": got.record.id,
-        "seq": got.record.seq,
-        "full": got.record.full,
-        "trigger": got.record.trigger,
-        "message_count": got.record.message_count,
-        "ids": [m.id for m in talk],
-        "effective": [m.id for m in talk.effective()],
-        "overlays": sorted(talk.overlays),
-        "state": got.state,
-        "tokens": [talk.tokens(m.id) for m in talk],
-    }
 
 
 def test_the_fixture_is_format_4_with_heads_calls_and_counts() -> None:
@@ -78,8 +53,8 @@ def test_every_checkpoint_restores_as_recorded(copy: Path, read_only: bool) -> N
         assert store.sessions() == list(EXPECTED)
         for session, rows in EXPECTED.items():
             for row in rows:
-                assert _seen(store, session, row["id"]) == row
-            assert _seen(store, session, None) == rows[-1]
+                assert seen(store, session, row["id"]) == row
+            assert seen(store, session, None) == rows[-1]
 
 
 @pytest.mark.parametrize("session", ["ses_alpha", "ses_beta"])
@@ -103,4 +78,4 @@ def test_a_copy_grows_into_format_5_from_its_format_4_heads(copy: Path, session:
         assert list(got) == list(conversation)
         assert [got.tokens(m.id) for m in got] == [conversation.tokens(m.id) for m in got]
         for row in EXPECTED[session]:
-            assert _seen(store, session, row["id"]) == row
+            assert seen(store, session, row["id"]) == row
