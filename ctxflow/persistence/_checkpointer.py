@@ -62,7 +62,13 @@ from ctxflow.model import (
 from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
 from ctxflow.persistence._codec import pack_plain
-from ctxflow.persistence._manifest import PARENT_DELTA, Manifest, pack_hashes, pack_index
+from ctxflow.persistence._manifest import (
+    PARENT_DELTA,
+    Manifest,
+    pack_hashes,
+    pack_index,
+    shared_tags,
+)
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -765,7 +771,9 @@ class Checkpointer:
             manifest.index.append(facts_of(message))
             manifest.hashes.append(self._stored(message, bodies))
             if message.hidden:
-                manifest.tags[message.id] = (message.condense_parent, message.truncation_parent)
+                manifest.tags[message.id] = shared_tags(
+                    message.condense_parent, message.truncation_parent
+                )
         manifest.counts.extend(self._counts(messages, conversation))
 
     def _extend(
@@ -788,7 +796,7 @@ class Checkpointer:
                 if new.id != old.id or message_to_plain(new) != message_to_plain(old):
                     return None
                 if new.hidden:
-                    manifest.tags[new.id] = (new.condense_parent, new.truncation_parent)
+                    manifest.tags[new.id] = shared_tags(new.condense_parent, new.truncation_parent)
                 else:
                     manifest.tags.pop(new.id, None)
         self._append(manifest, log[n:], bodies, conversation)

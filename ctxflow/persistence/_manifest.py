@@ -58,11 +58,13 @@ from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
     "CALL_SEPARATOR",
+    "COLUMN_MOST",
     "PARENT_DELTA",
     "PART_BYTES",
     "Manifest",
     "apply_deltas",
     "call_columns",
+    "call_fields",
     "facts_of_body",
     "index_fields",
     "mentions",
@@ -72,6 +74,7 @@ __all__ = [
     "pack_tag_columns",
     "read_counts",
     "replay",
+    "shared_tags",
     "unpack_hashes",
     "unpack_index",
     "unpack_tag_columns",
@@ -174,7 +177,7 @@ _SHARED_TAGS = 4096
 _shared: dict[Tags, Tags] = {}
 
 
-def _shared_tags(condense: str | None, truncation: str | None) -> Tags:
+def shared_tags(condense: str | None, truncation: str | None) -> Tags:
     """The pair ``(condense, truncation)``, one tuple for every message that has it: a
     long session's manifest holds a pair per hidden message, most of them equal."""
     pair = (condense, truncation)
@@ -443,7 +446,7 @@ class Manifest:
                     if condense is None and truncation is None:
                         self.tags.pop(key, None)
                     else:
-                        self.tags[key] = _shared_tags(condense, truncation)
+                        self.tags[key] = shared_tags(condense, truncation)
             if data.get("overlays"):
                 self.overlays.update(dict(data["overlays"]))
             for key in data.get("removed_overlays") or ():
@@ -608,8 +611,8 @@ def pack_index(
 #: Separates the call ids of an index's ``call_ids`` column (an id holding it is
 #: written in the ``uses`` form instead).
 CALL_SEPARATOR = "\x00"
-# Most calls one message may make, and most tool names, in the column form.
-_COLUMN_MOST = 255
+#: Most calls one message may make in the column form (and the highest tool number).
+COLUMN_MOST = 255
 
 
 def call_columns(entries: Sequence[Facts]) -> dict[str, Any] | None:
@@ -633,13 +636,13 @@ def call_columns(entries: Sequence[Facts]) -> dict[str, Any] | None:
     for at, entry in enumerate(entries):
         made = entry.uses
         if made:
-            if len(made) > _COLUMN_MOST:
+            if len(made) > COLUMN_MOST:
                 return None
             calls[at] = len(made)
             for use_id, name in made:
                 ids.append(use_id)
                 number = names.setdefault(name, len(names))
-                if number > _COLUMN_MOST:
+                if number > COLUMN_MOST:
                     return None
                 numbers.append(number)
         if entry.results:
@@ -651,15 +654,26 @@ def call_columns(entries: Sequence[Facts]) -> dict[str, Any] | None:
     joined = CALL_SEPARATOR.join(ids)
     if ids and joined.count(CALL_SEPARATOR) != len(ids) - 1:
         return None
-    out: dict[str, Any] = {}
-    if ids:
-        out.update(
-            names=list(names), calls=bytes(calls), call_ids=joined, call_names=bytes(numbers)
-        )
-    if any(answered):
-        out["answered"] = bytes(answered)
+    out = call_fields(list(names), calls, joined, numbers, answered)
     if results:
         out["results"] = results
+    return out
+
+
+def call_fields(
+    names: list[str],
+    calls: bytes | bytearray,
+    joined: str,
+    numbers: bytes | bytearray,
+    answered: bytes | bytearray,
+) -> dict[str, Any]:
+    """The call columns of :func:`call_columns` as stored: each left out when it holds
+    nothing (no call at all, no message answering the calls before it)."""
+    out: dict[str, Any] = {}
+    if numbers:
+        out.update(names=names, calls=bytes(calls), call_ids=joined, call_names=bytes(numbers))
+    if any(answered):
+        out["answered"] = bytes(answered)
     return out
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from ctxflow.persistence._manifest import (
     _PACKED_ID,
     CALL_SEPARATOR,
+    COLUMN_MOST,
+    call_fields,
     pack_counts,
     read_counts,
 )
@@ -33,7 +35,6 @@ from ctxflow.persistence._manifest import (
 __all__ = ["compose_deltas", "concat_index", "extend_full"]
 
 _ID_BYTES = 17  # a packed id: its prefix number, then 16 bytes
-_MOST = 255  # most calls a message, in the column form
 
 
 def concat_index(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any] | None:
@@ -94,7 +95,7 @@ class _Calls:
         """Join the calls of a run of ``count`` messages (False: the columns cannot
         hold them; ``ValueError`` for a malformed run)."""
         named = [self.names.setdefault(name, len(self.names)) for name in plain.get("names") or ()]
-        if len(self.names) > 256:
+        if len(self.names) > COLUMN_MOST + 1:
             return False
         calls: bytes | bytearray
         numbers: bytes | bytearray
@@ -130,17 +131,9 @@ class _Calls:
         return True
 
     def columns(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.numbers:
-            out.update(
-                names=list(self.names),
-                calls=bytes(self.calls),
-                call_ids=CALL_SEPARATOR.join(self.ids),
-                call_names=bytes(self.numbers),
-            )
-        if any(self.answered):
-            out["answered"] = bytes(self.answered)
-        return out
+        """The joined columns, as ``call_fields`` stores them."""
+        joined = CALL_SEPARATOR.join(self.ids)
+        return call_fields(list(self.names), self.calls, joined, self.numbers, self.answered)
 
 
 def _listed_calls(
@@ -165,7 +158,7 @@ def _listed_calls(
             or not all(type(x) is int and 0 <= x < tools for x in named)
         ):
             raise ValueError(f"an index's calls must be id and tool number pairs below {count}")
-        if len(made) > _MOST or any(CALL_SEPARATOR in call for call in made):
+        if len(made) > COLUMN_MOST or any(CALL_SEPARATOR in call for call in made):
             return None
         calls[at] = len(made)
         ids.append(CALL_SEPARATOR.join(made))

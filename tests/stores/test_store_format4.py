@@ -72,8 +72,7 @@ def test_a_copy_grows_into_format_5_from_its_format_4_heads(copy: Path, session:
             writer.capture(conversation, state={"turn": 100 + i})
         head = _heads(store)[session]
         assert "uses" not in head["index"] and head["index"]["calls"].count(1) >= HEAD_EVERY
-        if head.get("measure") is not None:
-            assert isinstance(head["counts"], bytes)
+        assert head["measure"] == CharMeasure.key and isinstance(head["counts"], bytes)
         got = restore(store, session, measure=CharMeasure()).conversation
         assert list(got) == list(conversation)
         assert [got.tokens(m.id) for m in got] == [conversation.tokens(m.id) for m in got]
