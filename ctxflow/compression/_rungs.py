@@ -24,6 +24,7 @@ Cheapest first:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeAlias
 
@@ -32,8 +33,18 @@ import attrs
 from ctxflow.compression._details import extract_details
 from ctxflow.compression._draft import Draft, dialogue_start, is_result, tail_start
 from ctxflow.compression._summarizers import extract_facts, is_decision
+from ctxflow.errors import InvalidMessage
 from ctxflow.layers import Episode
-from ctxflow.model import SUMMARY_OF, Block, Message, Role, TextBlock, ToolResultBlock, new_id
+from ctxflow.model import (
+    SUMMARY_OF,
+    Block,
+    Message,
+    Role,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    new_id,
+)
 
 __all__ = [
     "CLEARED",
@@ -449,7 +460,7 @@ class Condense:
             summary = Message(
                 role=Role.USER,
                 content=(TextBlock(text=f"{marker}\n{text}"),),
-                id=new_id("sum"),
+                id=_summary_id(draft, messages, text),
                 metadata={"ctxflow.kind": "summary"},
             )
             count = draft.measure(summary)
@@ -462,6 +473,42 @@ class Condense:
             return draft.with_summary(start, stop, summary, episode=episode, facts=facts)
 
         return NeedsSummary(messages=messages, max_tokens=limit, finish=finish)
+
+
+def _summary_id(draft: Draft, span: Sequence[Message], text: str) -> str:
+    """A summary's id, from what it summarises and says, not from the messages' ids.
+
+    Two runs of one conversation then give the same summary ids, so the same
+    token counts (memory lists episodes by id) and the same ladder choices,
+    even where the application's message ids are random. A span whose id is
+    taken (the same plain exchange summarised twice) mixes its ids in.
+    """
+    digest = hashlib.blake2b(text.encode(), digest_size=16)
+    for message in span:
+        digest.update(f"\x00{message.role.value}\x00{message.text}".encode())
+        for block in message.content:
+            if isinstance(block, ToolUseBlock):
+                digest.update(f"\x00use\x00{block.id}".encode())
+            elif isinstance(block, ToolResultBlock):
+                digest.update(f"\x00result\x00{block.tool_use_id}".encode())
+    summary_id = f"sum_{digest.hexdigest()}"
+    if draft.original is None or not _taken(draft, summary_id):
+        return summary_id
+    for message in span:
+        digest.update(f"\x00id\x00{message.id}".encode())
+    return f"sum_{digest.hexdigest()}"
+
+
+def _taken(draft: Draft, message_id: str) -> bool:
+    """Whether the conversation behind ``draft`` or the draft itself holds ``message_id``."""
+    if any(summary.id == message_id for summary, _ in draft.summaries):
+        return True
+    assert draft.original is not None
+    try:
+        draft.original(message_id)
+    except InvalidMessage:
+        return False
+    return True
 
 
 @attrs.frozen(kw_only=True)

@@ -274,3 +274,49 @@ def test_truncate_flushes_unlabelled_user_details_to_semantic_memory(
 def test_placeholders_give_the_size_to_two_significant_digits(size: int, shown: str) -> None:
     """The size cleared, rounded: placeholders repeat (their counts are cached)."""
     assert _approx(size) == shown
+
+
+def _renamed(conversation: Conversation, prefix: str) -> Conversation:
+    """The same messages under other ids (an application whose ids are random)."""
+    return Conversation(
+        [attrs.evolve(m, id=f"{prefix}-{m.id}") for m in conversation.messages],
+        measure=conversation.measure,
+    )
+
+
+def test_a_summary_id_follows_what_it_covers_not_the_message_ids(
+    measure: Callable[[Message], int],
+) -> None:
+    """One conversation under two sets of ids condenses to the same summary and window."""
+    first = _renamed(chat(12, measure=measure), "run1")
+    second = _renamed(chat(12, measure=measure), "run2")
+    ladder = Ladder(policy=LENIENT, rungs=[Condense(keep_recent=4)])
+    states = []
+    for conversation in (first, second):
+        with pytest.warns(CtxflowWarning, match="above its target"):
+            states.append(ladder.run(conversation, LayeredState(), budget=300, fixed=0).state)
+    (one,), (two,) = first.summaries(), second.summaries()
+    assert one.id == two.id and one.id.startswith("sum_")
+    assert states[0].memory.episodic[-1].id == states[1].memory.episodic[-1].id == one.id
+    assert first.effective_tokens == second.effective_tokens
+    assert [m.text for m in first.effective()] == [m.text for m in second.effective()]
+
+
+def test_a_summary_id_already_in_the_conversation_is_not_reused(
+    measure: Callable[[Message], int],
+) -> None:
+    """Where the content's id is taken, the summarised messages' ids make it unique."""
+    probe = chat(12, measure=measure)
+    ladder = Ladder(policy=LENIENT, rungs=[Condense(keep_recent=4)])
+    with pytest.warns(CtxflowWarning, match="above its target"):
+        ladder.run(probe, LayeredState(), budget=300, fixed=0)
+    (taken,) = probe.summaries()
+    messages = list(chat(12, measure=measure).messages)
+    messages[0] = attrs.evolve(messages[0], id=taken.id)  # the system message holds the id
+    conversation = Conversation(messages, measure=measure)
+    with pytest.warns(CtxflowWarning, match="above its target"):
+        ladder.run(conversation, LayeredState(), budget=300, fixed=0)
+    (summary,) = conversation.summaries()
+    assert summary.id != taken.id and summary.id.startswith("sum_")
+    assert summary.text == taken.text
+    _valid(conversation)
