@@ -41,7 +41,13 @@ from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoin
 from ctxflow.model import Facts
 from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, encode_readable
-from ctxflow.persistence._manifest import Manifest, facts_of_body, mentions, replay
+from ctxflow.persistence._manifest import (
+    Manifest,
+    facts_of_body,
+    mentions,
+    new_mentions,
+    replay,
+)
 from ctxflow.persistence._model import (
     CheckpointDraft,
     CheckpointRecord,
@@ -302,7 +308,9 @@ class BaseStore(abc.ABC):
                 )
             bodies[digest] = self.codec.encode(dict(body))
         return Encoded(
-            manifest=manifest, bodies=bodies, mentioned=frozenset(mentions(draft.manifest))
+            manifest=manifest,
+            bodies=bodies,
+            mentioned=frozenset(new_mentions(draft.manifest, parent=draft.parent_id)),
         )
 
     def put(self, draft: CheckpointDraft, *, expected_parent: str | None) -> CheckpointRecord:

@@ -68,6 +68,7 @@ __all__ = [
     "facts_of_body",
     "index_fields",
     "mentions",
+    "new_mentions",
     "pack_counts",
     "pack_hashes",
     "pack_index",
@@ -187,6 +188,22 @@ def shared_tags(condense: str | None, truncation: str | None) -> Tags:
             _shared.clear()
         found = _shared.setdefault(pair, pair)
     return found
+
+
+def new_mentions(record: Mapping[str, Any], *, parent: str | None) -> set[str]:
+    """The body hashes a write of ``record`` must find or bring: what it names that its
+    parent checkpoint does not.
+
+    A full manifest that carries the delta it replaces (:data:`PARENT_DELTA`) is
+    its parent with that delta applied: it names what the delta names, the rest
+    its parent, in the same session, named already. Any other record names
+    itself (:func:`mentions`). At a long session's size this spares a set of
+    every hash of the log at each full manifest.
+    """
+    delta = record.get(PARENT_DELTA)
+    if parent is not None and isinstance(delta, Mapping):
+        return mentions(delta)
+    return mentions(record)
 
 
 class Manifest:

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxflow.errors import CorruptCheckpoint
-from ctxflow.persistence import Manifest, body_hash, mentions
-from ctxflow.persistence._manifest import pack_hashes, unpack_hashes
+from ctxflow.errors import CheckpointError, CorruptCheckpoint
+from ctxflow.model import Conversation, Message
+from ctxflow.persistence import CheckpointDraft, Checkpointer, Manifest, body_hash, mentions
+from ctxflow.persistence._manifest import PARENT_DELTA, new_mentions, pack_hashes, unpack_hashes
+from ctxflow.stores import MemoryStore
 
 
 @settings(max_examples=50, deadline=None)
@@ -136,3 +138,41 @@ def test_bad_counts_are_corrupt(changes: dict[str, object]) -> None:
     with pytest.raises(CorruptCheckpoint) as info:
         Manifest.from_plain(_counted(**changes))
     assert info.value.rule == "manifest"
+
+
+def test_a_full_record_carrying_its_delta_brings_what_the_delta_names() -> None:
+    """A write of a full manifest with the delta it replaces checks and references only
+    the delta's bodies (its parent holds the rest); any other record names itself."""
+    old = [body_hash({"v": i}) for i in range(50)]
+    new = body_hash({"v": "new"})
+    delta = {"kind": "delta", "hashes": pack_hashes([new])}
+    full = {"kind": "full", "hashes": pack_hashes([*old, new]), PARENT_DELTA: delta}
+    assert new_mentions(full, parent="ckpt-1") == {new}
+    assert new_mentions(full, parent=None) == {*old, new}  # no parent: the record itself
+    assert new_mentions({**full, PARENT_DELTA: "damaged"}, parent="ckpt-1") == {*old, new}
+    assert new_mentions(delta, parent="ckpt-1") == mentions(delta) == {new}
+
+
+def test_a_full_record_whose_delta_names_a_missing_body_is_refused() -> None:
+    """The bodies the carried delta names must be stored or given, as for a delta."""
+    store = MemoryStore()
+    writer = Checkpointer(store, "s")
+    conversation = Conversation([Message.user("first", id="u0")])
+    first = writer.capture(conversation)
+    missing = body_hash({"v": "never stored"})
+    delta = {"kind": "delta", "hashes": pack_hashes([missing])}
+    loaded = store.load("s").manifest.to_plain()
+    record = {**loaded, "hashes": pack_hashes([*unpack_hashes(loaded["hashes"]), missing])}
+    draft = CheckpointDraft(
+        id="ckpt-full",
+        session_id="s",
+        parent_id=first.id,
+        created_at=0.0,
+        manifest={**record, PARENT_DELTA: delta},
+        tokens=0,
+        message_count=2,
+    )
+    with pytest.raises(CheckpointError) as info:
+        store.put(draft, expected_parent=first.id)
+    assert info.value.rule == "missing_body"
+    assert [r.id for r in store.checkpoints("s")] == [first.id]
