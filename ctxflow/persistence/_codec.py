@@ -51,6 +51,7 @@ Gotcha: msgpack turns tuples into lists; a round trip gives lists back.
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -517,6 +518,46 @@ class EnvelopeCodec:
                 tags=envelope.tags,
             )
         return self._unpack(envelope.body, envelope.version)
+
+    def decode_entry(self, data: bytes, key: str) -> Any:
+        """The value under ``key`` of the map ``data`` holds (None when it has no such
+        key), without building the rest: the other entries are skipped unread.
+
+        Only an envelope in this codec's own version and tags is read this way;
+        any other (an earlier format to migrate, damage to name) is decoded whole
+        by :meth:`decode`, with the same errors.
+        """
+        own = self._own_body(data)
+        if own is not None:
+            body = own
+            for layer in reversed(self.layers):
+                body = layer.unwrap(body, max_size=self.max_size)
+            if len(body) <= self.max_objects:  # else decode() scans it and names what it holds
+                unpacker = msgpack.Unpacker(  # read from the body: no copy of it
+                    io.BytesIO(body),
+                    raw=False,
+                    use_list=True,
+                    strict_map_key=True,
+                    ext_hook=_refuse_ext,
+                    max_ext_len=0,
+                    max_buffer_size=max(len(body), 1),
+                )
+                try:
+                    for _ in range(unpacker.read_map_header()):
+                        if unpacker.unpack() == key:
+                            return unpacker.unpack()
+                        unpacker.skip()
+                    return None
+                except (
+                    ValueError,
+                    TypeError,
+                    OverflowError,
+                    msgpack.UnpackException,
+                    CorruptCheckpoint,
+                ):
+                    pass  # not a map, or damaged: decode() says which
+        value = self.decode(data)
+        return value.get(key) if isinstance(value, dict) else None
 
     def _unpack(self, body: bytes, version: int) -> Any:
         """The value of a checked envelope body written in format ``version``."""

@@ -435,3 +435,36 @@ def test_any_body_decodes_within_the_bound_or_is_refused(body: bytes, max_object
     except CorruptCheckpoint:
         return
     assert _items(value) <= max_objects
+
+
+def test_one_entry_reads_as_a_whole_decode_would() -> None:
+    """``decode_entry`` gives the value under a key (None without it) without the rest."""
+    value = {"hashes": b"\x01" * 50_000, "parent_delta": {"kind": "delta", "n": [1, 2]}, "x": 1}
+    data = default_codec().encode(value)
+    codec = default_codec()
+    assert codec.decode_entry(data, "parent_delta") == {"kind": "delta", "n": [1, 2]}
+    assert codec.decode_entry(data, "x") == 1
+    assert codec.decode_entry(data, "missing") is None
+    assert codec.decode_entry(default_codec().encode([1, 2]), "x") is None  # not a map
+
+
+def test_one_entry_of_damaged_or_older_bytes_reads_through_a_whole_decode() -> None:
+    """Damage raises what ``decode`` raises; an older version is migrated first."""
+    data = default_codec().encode({"messages": ["hello"] * 20, "k": 3})
+    with pytest.raises(CorruptCheckpoint) as info:
+        default_codec().decode_entry(data[:-1] + bytes([data[-1] ^ 1]), "k")
+    assert info.value.rule == "checksum"
+    upgraded = EnvelopeCodec(
+        (Lz4Layer(),),
+        version=FORMAT_VERSION + 1,
+        migrations={FORMAT_VERSION: lambda v: {**v, "k": 4}},
+    )
+    assert upgraded.decode_entry(data, "k") == 4
+    # a map whose value holds an extension type is refused as decode refuses it
+    body = msgpack.packb({"k": msgpack.ExtType(5, b"x")})
+    sealed = default_codec().seal(body)
+    with pytest.raises(CorruptCheckpoint) as refused:
+        default_codec().decode(sealed)
+    with pytest.raises(CorruptCheckpoint) as same:
+        default_codec().decode_entry(sealed, "k")
+    assert same.value.rule == refused.value.rule

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ctxflow.model import Conversation, Message
-from ctxflow.persistence import Checkpointer, restore
+from ctxflow.persistence import Checkpointer, EnvelopeCodec, Lz4Layer, restore
+from ctxflow.persistence._manifest import PARENT_DELTA
 from ctxflow.persistence._sqlite import heads
 from ctxflow.stores import SQLiteStore
 
@@ -55,3 +57,51 @@ def test_heads_move_by_weight_once_large(
             assert moves < 40
         else:
             assert moves >= 70
+
+
+class _CountingCodec(EnvelopeCodec):
+    """The default codec, counting whole decodes of full manifests and one-entry reads."""
+
+    def __init__(self) -> None:
+        super().__init__((Lz4Layer(level=3),))
+        self.whole_fulls = 0
+        self.entries = 0
+
+    def decode(self, data: bytes) -> Any:
+        value = super().decode(data)
+        if isinstance(value, dict) and PARENT_DELTA in value:
+            self.whole_fulls += 1
+        return value
+
+    def decode_entry(self, data: bytes, key: str) -> Any:
+        self.entries += 1
+        return super().decode_entry(data, key)
+
+
+def test_a_packing_behind_a_large_head_reads_full_rows_for_their_delta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full manifests written often are packed from the deltas they carry (read alone):
+    every checkpoint still loads as written, and the session restores whole."""
+    monkeypatch.setattr(heads, "LARGE_HEAD", 100)
+    codec = _CountingCodec()
+    with SQLiteStore(
+        tmp_path / "f.db", head_every=2, pack_checkpoints=4, segment_bodies=8, codec=codec
+    ) as store:
+        writer = Checkpointer(store, "s", full_every=3, full_ratio=0)
+        conversation = Conversation(
+            Message.user(f"earlier {i}", id=f"e{i}") for i in range(0, 400, 2)
+        )
+        written = {}
+        for i in range(120):
+            role = Message.user if i % 2 == 0 else Message.assistant
+            conversation.append(role(f"turn {i} " + "word " * (i % 7), id=f"m{i}"))
+            record = writer.capture(conversation, state={"step": i})
+            written[record.id] = (len(conversation), i)
+        assert store._db.execute("SELECT count(*) FROM packs").fetchone()[0] > 5
+        assert codec.entries > 5  # full rows packed from their deltas
+        for checkpoint_id, (count, step) in written.items():
+            snapshot = restore(store, "s", checkpoint_id)
+            assert len(snapshot.conversation) == count
+            assert snapshot.state == {"step": step}
+        assert list(restore(store, "s").conversation) == list(conversation)

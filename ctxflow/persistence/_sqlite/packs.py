@@ -46,6 +46,8 @@ _FOLD = 32
 #: The fields of an entry that the code reads by place (module docstring).
 _ID, _SEQ, _FULL, _MANIFEST, _STAMP = 0, 2, 3, 10, 11
 _ROW = "id, parent, seq, full, created_at, phase, trigger, tokens, message_count, size, manifest"
+#: The same, with a full row's manifest left to be read when it is packed (``_Unread``).
+_ROW_LAZY = _ROW.replace("manifest", "CASE WHEN full THEN NULL ELSE manifest END")
 #: Full manifests of packed checkpoints already expanded, by (session, seq): with depth.
 _Memo = dict[tuple[int, int], tuple[Manifest, int]]
 _Entries = list[list[Any]]
@@ -182,11 +184,22 @@ class CheckpointPacks(Part):
             if count < self.size:
                 return
             keep = 0
-        rows = self.db.execute(
-            f"SELECT {_ROW} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
-            (session, count - keep),
-        ).fetchall()
-        entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
+        if held is None:
+            rows = self.db.execute(
+                f"SELECT {_ROW} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
+                (session, count - keep),
+            ).fetchall()
+            entries = [[*r[:10], self.codec.decode(bytes(r[10]))] for r in rows]
+        else:  # a full row is read when it is packed, then only for its delta where it can
+            rows = self.db.execute(
+                f"SELECT {_ROW_LAZY} FROM checkpoints WHERE session = ? ORDER BY seq LIMIT ?",
+                (session, count - keep),
+            ).fetchall()
+            # the full rows' deltas first, before the other rows are decoded and held
+            unread = {r[0]: _Unread(self, r[0]) for r in rows if r[3]}
+            entries = [
+                [*r[:10], unread[r[0]] if r[3] else self.codec.decode(bytes(r[10]))] for r in rows
+            ]
         if held is None:
             plain = [Plain(e[_SEQ], bool(e[_FULL]), e[_MANIFEST]) for e in entries]
             self.heads.extend(session, plain, self.heads.usable(session))
@@ -366,6 +379,8 @@ class CheckpointPacks(Part):
             manifest, stamp = entry[_MANIFEST], None
             if entry[_FULL]:
                 composed = _composed(chain, entry)
+                if isinstance(manifest, _Unread) and composed is None:
+                    manifest = manifest.whole()
                 if composed is not None:
                     manifest, stamp = composed
                     depth, based = stamp[1], False
@@ -471,22 +486,43 @@ def _composed(chain: _Chain | None, entry: list[Any]) -> tuple[Any, list[int]] |
     """A full entry as the deltas since the previous full composed with the one it
     replaces, and its stamp; None when that cannot be done on the stored forms."""
     manifest = entry[_MANIFEST]
-    if (
-        chain is None
-        or not chain.linear
-        or chain.depth >= _MAX_DEPTH
-        or entry[1] != chain.last
-        or not isinstance(manifest, dict)
-        or manifest.get(PARENT_DELTA) is None
-    ):
+    if chain is None or not chain.linear or chain.depth >= _MAX_DEPTH or entry[1] != chain.last:
+        return None
+    replaced = manifest.delta if isinstance(manifest, _Unread) else None
+    if isinstance(manifest, dict):
+        replaced = manifest.get(PARENT_DELTA)
+    if replaced is None:
         return None
     try:
-        delta = compose_deltas([*chain.deltas, manifest[PARENT_DELTA]])
+        delta = compose_deltas([*chain.deltas, replaced])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return None
     if delta is None:
         return None
     return delta, [chain.seq, chain.depth + 1]
+
+
+class _Unread:
+    """A full checkpoint row of a packing: the delta it replaces (:data:`PARENT_DELTA`)
+    read alone, which is all the pack keeps where the deltas before it compose; the
+    whole manifest read again only where they do not. At a long session's size a
+    full manifest decodes to megabytes, and a packing holds every row it packs."""
+
+    __slots__ = ("checkpoint_id", "delta", "packs")
+
+    def __init__(self, packs: CheckpointPacks, checkpoint_id: str) -> None:
+        self.packs, self.checkpoint_id = packs, checkpoint_id
+        self.delta = packs.codec.decode_entry(self._data(), PARENT_DELTA)
+
+    def _data(self) -> bytes:
+        (data,) = self.packs.db.execute(
+            "SELECT manifest FROM checkpoints WHERE id = ?", (self.checkpoint_id,)
+        ).fetchone()
+        return bytes(data)
+
+    def whole(self) -> Any:
+        """The full manifest record."""
+        return self.packs.codec.decode(self._data())
 
 
 def _without_delta(manifest: Any) -> Any:
