@@ -129,7 +129,7 @@ _MAX_CHUNK = 1 << 24
 
 
 def _decompress_growing(
-    decompressor: lz4.frame.LZ4FrameDecompressor, data: bytes, limit: int
+    decompressor: lz4.frame.LZ4FrameDecompressor, data: bytes | memoryview, limit: int
 ) -> bytes:
     """At most ``limit`` bytes of ``data``'s frame, the buffer growing as output arrives."""
     size = min(limit, _FIRST_CHUNK)
@@ -163,6 +163,12 @@ class Lz4Layer:
 
     def unwrap(self, data: bytes, *, max_size: int) -> bytes:
         """Decompress one frame, refusing frames that declare or produce too much."""
+        out = self.unwrap_view(data, max_size=max_size)
+        return out if isinstance(out, bytes) else bytes(out)
+
+    def unwrap_view(self, data: bytes | memoryview, *, max_size: int) -> bytes | memoryview:
+        """:meth:`unwrap` of a view as well as of bytes, copying nothing it need not: a
+        kept body comes back as a view of ``data``."""
         if data[:1] == _KEPT:
             if len(data) - 1 > max_size:
                 raise CorruptCheckpoint(
@@ -324,7 +330,7 @@ _COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
 _EXT_TYPE_AT = {0xC7: 2, 0xC8: 3, 0xC9: 5, 0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1}
 
 
-def _scan(body: bytes, max_objects: int) -> None:
+def _scan(body: bytes | memoryview, max_objects: int) -> None:
     """Walk the first msgpack item of ``body`` header by header, building nothing.
 
     Raises ``CorruptCheckpoint`` when the items its containers declare exceed
@@ -480,7 +486,7 @@ class EnvelopeCodec:
         digest.update(body)
         return head + digest.digest() + body
 
-    def _own_body(self, data: bytes) -> bytes | None:
+    def _own_body(self, data: bytes) -> memoryview | None:
         """The checked body of an envelope in this codec's own version and tags, else None.
 
         The common case of :meth:`decode`, with the same checks in a few operations;
@@ -493,7 +499,7 @@ class EnvelopeCodec:
         (length,) = _LENGTH.unpack_from(data, len(prefix))
         if length > self.max_size or len(data) - start != length:
             return None
-        body = data[start:]
+        body = memoryview(data)[start:]  # not a copy: at a long session's size, megabytes
         expected = hashlib.blake2b(data[: len(prefix) + _LENGTH.size], digest_size=_DIGEST)
         expected.update(body)
         return body if expected.digest() == data[start - _DIGEST : start] else None
@@ -519,6 +525,16 @@ class EnvelopeCodec:
             )
         return self._unpack(envelope.body, envelope.version)
 
+    def _unwrapped(self, body: bytes | memoryview) -> bytes | memoryview:
+        """A checked body through the layers' ``unwrap``, last layer first. The lz4 layer
+        reads a view of the envelope; any other layer is given bytes."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Lz4Layer):
+                body = layer.unwrap_view(body, max_size=self.max_size)
+            else:
+                body = layer.unwrap(bytes(body), max_size=self.max_size)
+        return body
+
     def decode_entry(self, data: bytes, key: str) -> Any:
         """The value under ``key`` of the map ``data`` holds (None when it has no such
         key), without building the rest: the other entries are skipped unread.
@@ -529,9 +545,7 @@ class EnvelopeCodec:
         """
         own = self._own_body(data)
         if own is not None:
-            body = own
-            for layer in reversed(self.layers):
-                body = layer.unwrap(body, max_size=self.max_size)
+            body = self._unwrapped(own)
             if len(body) <= self.max_objects:  # else decode() scans it and names what it holds
                 unpacker = msgpack.Unpacker(  # read from the body: no copy of it
                     io.BytesIO(body),
@@ -559,10 +573,9 @@ class EnvelopeCodec:
         value = self.decode(data)
         return value.get(key) if isinstance(value, dict) else None
 
-    def _unpack(self, body: bytes, version: int) -> Any:
+    def _unpack(self, body: bytes | memoryview, version: int) -> Any:
         """The value of a checked envelope body written in format ``version``."""
-        for layer in reversed(self.layers):
-            body = layer.unwrap(body, max_size=self.max_size)
+        body = self._unwrapped(body)
         # Every item takes a byte at least: only a longer body can hold too many.
         scanned = len(body) > self.max_objects
         if scanned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import struct
 import tracemalloc
 from typing import Any
@@ -468,3 +469,17 @@ def test_one_entry_of_damaged_or_older_bytes_reads_through_a_whole_decode() -> N
     with pytest.raises(CorruptCheckpoint) as same:
         default_codec().decode_entry(sealed, "k")
     assert same.value.rule == refused.value.rule
+
+
+def test_a_large_envelope_is_read_without_a_copy_of_its_body() -> None:
+    """Decoding reads the envelope's body where it lies: it holds the decompressed body
+    and the value, not a copy of the frame as well (megabytes at a long session's size)."""
+    rng = random.Random(5)
+    for value in (  # framed (half compresses), and kept as it is (nothing compresses)
+        {"hashes": rng.randbytes(750_000) + bytes(750_000), "n": 1},
+        {"hashes": rng.randbytes(1_500_000), "n": 2},
+    ):
+        data = default_codec().encode(value)
+        peak = _peak_while(lambda data=data: default_codec().decode(data))
+        assert peak < 2.2 * 1_500_000, (len(data), peak)
+        assert default_codec().decode(data) == value
