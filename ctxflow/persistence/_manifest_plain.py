@@ -265,9 +265,17 @@ def extend_full(
     out = dict(full)
     out["hashes"] = full["hashes"] + change["hashes"]
     if full.get("measure") is not None:
-        counts = read_counts(full["counts"], old)
-        counts += read_counts(change["counts"], new) if new else []
-        out["counts"] = pack_counts(counts)
+        before, added = full["counts"], change["counts"] if new else b""
+        if (
+            isinstance(before, bytes)
+            and isinstance(added, bytes)
+            and (len(before), len(added)) == (4 * old, 4 * new)
+        ):
+            out["counts"] = before + added  # packed both: no number of the log is built
+        else:
+            counts = read_counts(before, old)
+            counts += read_counts(added, new) if new else []
+            out["counts"] = pack_counts(counts)
     elif "counts" in change:
         raise ValueError("counts need the measure they were taken with")
     index = full["index"]

@@ -210,7 +210,7 @@ class SessionHeads(Part):
             (session, after),
         ).fetchall()
         plain = [Plain(r[0], bool(r[1]), self.codec.decode(bytes(r[2]))) for r in rows]
-        self.extend(session, plain, head)
+        self.extend(session, plain, head, consume=True)
 
     def _start(self, session: int) -> tuple[Head | None, int]:
         """Where a move starts: the head (None when the move need not read it) and the
@@ -228,12 +228,15 @@ class SessionHeads(Part):
         head = self.usable(session)
         return head, -1 if head is None else head.seq
 
-    def extend(self, session: int, records: list[Plain], head: Head | None) -> None:
+    def extend(
+        self, session: int, records: list[Plain], head: Head | None, *, consume: bool = False
+    ) -> None:
         """Bring the session head forward through consecutive checkpoints, oldest first.
 
         ``head`` is the current one. The head moves from the last full manifest
         among ``records``, else from the head itself when they continue it; else
-        it is emptied (or stays empty).
+        it is emptied (or stays empty). With ``consume`` the records were read for
+        this move alone: the full manifest it starts from is emptied once moved.
         """
         if head is not None:
             records = [r for r in records if r.seq > head.seq]
@@ -245,7 +248,9 @@ class SessionHeads(Part):
             first = fulls[-1]
             deltas = [r.manifest for r in records[first + 1 :]]
             depth = len(records) - 1 - first
-            data = self._plain(records[-1].seq, depth, records[first].manifest, deltas)
+            data = self._plain(
+                records[-1].seq, depth, records[first].manifest, deltas, consume=consume
+            )
             if data is None:
                 manifest = Manifest.from_plain(records[first].manifest)
                 apply_deltas(manifest, deltas)
@@ -263,20 +268,30 @@ class SessionHeads(Part):
                 (session, records[-1].seq, data),
             )
 
-    def _plain(self, seq: int, depth: int, full: Any, deltas: list[Any]) -> bytes | None:
+    def _plain(
+        self, seq: int, depth: int, full: Any, deltas: list[Any], *, consume: bool = False
+    ) -> bytes | None:
         """The encoded head of ``full`` moved through ``deltas`` on their stored forms
         (no manifest of the whole log is built: see ``_manifest_plain``), or None when
-        those forms do not allow it."""
+        those forms do not allow it. With ``consume`` (``full`` read for this move
+        alone) ``full`` is emptied once moved, so its columns are not held while the
+        moved head is encoded."""
         try:
             moved = extend_full(full, deltas)
         except (KeyError, TypeError, ValueError, IndexError):
             return None  # the manifest path reads it, or names what is wrong
-        return None if moved is None else encode_readable(self.codec, [seq, depth, moved])
+        if moved is None:
+            return None
+        if consume:
+            full.clear()
+        return encode_readable(self.codec, [seq, depth, moved])
 
     def _continue(self, session: int, head: Head, records: list[Plain]) -> bytes | None:
         """The encoded head moved from ``head`` through the deltas that follow it."""
         depth = head.depth + len(records)
-        data = self._plain(records[-1].seq, depth, head.manifest, [r.manifest for r in records])
+        data = self._plain(
+            records[-1].seq, depth, head.manifest, [r.manifest for r in records], consume=True
+        )
         if data is not None:
             return data
         known = head.manifest["hashes"]
