@@ -139,7 +139,7 @@ _lock = threading.Lock()
 _encodings: dict[str, Any] = {}
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=2048)
 def _short_count(encoding: str, text: str) -> int:
     """The token count of a short ``text`` in ``encoding``, cached (see MEMO_CHARS)."""
     return len(_load_encoding(encoding).encode_ordinary(text))
