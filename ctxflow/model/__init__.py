@@ -7,6 +7,7 @@ from ctxflow.model._anthropic import messages_from_anthropic, messages_to_anthro
 from ctxflow.model._conversation import SUMMARY_OF, Conversation, ToolPair
 from ctxflow.model._lazy import (
     Facts,
+    IndexFacts,
     OverlayPlaceholder,
     Placeholder,
     Source,
@@ -42,6 +43,7 @@ __all__ = [
     "Conversation",
     "Facts",
     "ImageBlock",
+    "IndexFacts",
     "Message",
     "OverlayPlaceholder",
     "Placeholder",

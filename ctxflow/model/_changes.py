@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model._lazy import Placeholder, facts_of
+from ctxflow.model._lazy import Placeholder
 from ctxflow.model._log import MessageLog
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._view import SUMMARY_OF
@@ -36,7 +36,10 @@ def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> Non
     if (
         type(original) is Placeholder
         and isinstance(replacement, Placeholder)
-        and replacement.facts is original.facts
+        and replacement.id == original.id
+        and replacement.role is original.role
+        and replacement.uses == original.uses
+        and replacement.results == original.results
     ):
         return  # a placeholder laid over one of the same facts keeps everything
     if replacement.id != original.id or replacement.role is not original.role:
@@ -46,14 +49,13 @@ def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> Non
             message_id=message_id,
         )
     if type(original) is Placeholder:  # its facts hold the ids: its body stays unread
-        uses = [use_id for use_id, _ in original.facts.uses]
-        results = list(original.facts.results)
+        uses = [use_id for use_id, _ in original.uses]
+        results = list(original.results)
     else:
         uses = [u.id for u in original.tool_uses]
         results = [r.tool_use_id for r in original.tool_results]
     if isinstance(replacement, Placeholder):
-        laid = facts_of(replacement)
-        changed = [i for i, _ in laid.uses] != uses or list(laid.results) != results
+        changed = [i for i, _ in replacement.uses] != uses or list(replacement.results) != results
     else:
         changed = [u.id for u in replacement.tool_uses] != uses or [
             r.tool_use_id for r in replacement.tool_results

@@ -24,6 +24,7 @@ from ctxflow.model._messages import Block, Message, Role, ToolResultBlock, ToolU
 __all__ = [
     "SUMMARY_OF",
     "Facts",
+    "IndexFacts",
     "OverlayPlaceholder",
     "Placeholder",
     "Source",
@@ -40,6 +41,22 @@ class Facts(NamedTuple):
     uses: tuple[tuple[str, str], ...]  # (tool_use id, tool name)
     results: tuple[str, ...]  # the tool_use ids its results answer
     summary: bool  # whether its metadata names what it summarizes
+
+
+class IndexFacts(Protocol):
+    """What :class:`Facts` holds, as attributes: a :class:`Placeholder` has them too,
+    so a writer's index can keep the placeholder instead of a Facts per message."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def uses(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def results(self) -> tuple[str, ...]: ...
+    @property
+    def summary(self) -> bool: ...
 
 
 class Source(Protocol):
@@ -59,6 +76,10 @@ def facts_of(message: Message) -> Facts:
     """The index facts of ``message`` (a placeholder's own, without fetching)."""
     if isinstance(message, Placeholder):
         return message.facts
+    return _facts_of_message(message)
+
+
+def _facts_of_message(message: Message) -> Facts:
     return Facts(
         message.id,
         message.role,
@@ -87,12 +108,15 @@ def _body_field(name: str) -> Any:
 class Placeholder(Message):
     """A hidden message whose body is fetched from a :class:`Source` on first read."""
 
-    __slots__ = ("_key", "_real", "_source", "facts")
+    # A placeholder's body fields are read through its body: the slots a message keeps
+    # its tool blocks and pin in hold the placeholder's index facts instead (its tool
+    # calls, the calls its results answer, whether it is a summary), so a hidden
+    # message costs no Facts object of its own (see ``uses``, ``results``, ``summary``).
+    __slots__ = ("_key", "_real", "_source")
 
     _key: str
     _real: Message | None
     _source: Source
-    facts: Facts
 
     # Body fields: read through the fetched message.
     content = _body_field("content")
@@ -109,7 +133,7 @@ class Placeholder(Message):
     @classmethod
     def of(
         cls,
-        facts: Facts,
+        facts: IndexFacts,
         *,
         key: str,
         source: Source,
@@ -122,7 +146,7 @@ class Placeholder(Message):
     @classmethod
     def many(
         cls,
-        facts: Iterable[Facts],
+        facts: Iterable[IndexFacts],
         keys: Iterable[str],
         tags: Iterable[tuple[str | None, str | None]],
         source: Source,
@@ -132,17 +156,25 @@ class Placeholder(Message):
         ``tags``, all fetching from ``source`` (a restore builds one per hidden message)."""
         new = object.__new__
         set_id, set_role, set_condense, set_truncation = _MESSAGE_SLOTS
-        set_facts, set_key, set_source, set_real = _PLACEHOLDER_SLOTS
+        set_uses, set_results, set_summary = _FACT_SETTERS
+        set_key, set_source, set_real = _PLACEHOLDER_SLOTS
         tagged = cls is Placeholder  # an overlay's tags are read through its body
         made: list[Placeholder] = []
         for fact, key, (condense, truncation) in zip(facts, keys, tags, strict=True):
             one = new(cls)
-            set_id(one, fact.id)
-            set_role(one, fact.role)
+            if type(fact) is Facts:
+                fact_id, role, uses, results, summary = fact
+            else:
+                fact_id, role = fact.id, fact.role
+                uses, results, summary = fact.uses, fact.results, fact.summary
+            set_id(one, fact_id)
+            set_role(one, role)
             if tagged:
                 set_condense(one, condense)
                 set_truncation(one, truncation)
-            set_facts(one, fact)
+            set_uses(one, uses)
+            set_results(one, results)
+            set_summary(one, summary)
             set_key(one, key)
             set_source(one, source)
             set_real(one, None)
@@ -153,6 +185,28 @@ class Placeholder(Message):
     def key(self) -> str:
         """Where the body is kept in its source (a checkpoint store's body hash)."""
         return self._key
+
+    @property
+    def uses(self) -> tuple[tuple[str, str], ...]:
+        """The (tool_use id, tool name) of its tool calls, known without the body."""
+        uses: tuple[tuple[str, str], ...] = _FACT_GETTERS[0](self)
+        return uses
+
+    @property
+    def results(self) -> tuple[str, ...]:
+        """The tool_use ids its tool results answer, known without the body."""
+        results: tuple[str, ...] = _FACT_GETTERS[1](self)
+        return results
+
+    @property
+    def summary(self) -> bool:
+        """Whether it is a summary (its metadata names what it covers), without the body."""
+        return bool(_FACT_GETTERS[2](self))
+
+    @property
+    def facts(self) -> Facts:
+        """Its index facts (:class:`Facts`), without the body."""
+        return Facts(self.id, self.role, self.uses, self.results, self.summary)
 
     @property
     def loaded(self) -> bool:
@@ -199,7 +253,7 @@ class Placeholder(Message):
         # Checked as a message checks them (the probe's copy is dropped).
         _PROBE.with_tags(condense_parent=condense_parent, truncation_parent=truncation_parent)
         return Placeholder.of(
-            self.facts,
+            self,
             key=self._key,
             source=self._source,
             condense_parent=condense_parent,
@@ -224,9 +278,11 @@ _PROBE = Message(role=Role.USER, content=(), id="probe")
 _MESSAGE_SLOTS = tuple(
     vars(Message)[name].__set__ for name in ("id", "role", "condense_parent", "truncation_parent")
 )
-_PLACEHOLDER_SLOTS = tuple(
-    vars(Placeholder)[name].__set__ for name in ("facts", "_key", "_source", "_real")
-)
+_PLACEHOLDER_SLOTS = tuple(vars(Placeholder)[name].__set__ for name in ("_key", "_source", "_real"))
+# The message slots a placeholder keeps its index facts in (its uses, results, summary).
+_FACT_SLOTS = tuple(vars(Message)[name] for name in ("_uses", "_results", "important"))
+_FACT_SETTERS = tuple(slot.__set__ for slot in _FACT_SLOTS)
+_FACT_GETTERS = tuple(slot.__get__ for slot in _FACT_SLOTS)
 
 
 class OverlayPlaceholder(Placeholder):

@@ -71,7 +71,7 @@ class PairIndex:
         new: PairBatch | None = None
         for at, message in enumerate(batch, base):
             if type(message) is Placeholder:
-                calls, answers = message.facts.uses, message.facts.results
+                calls, answers = message.uses, message.results
                 if not (calls or answers):
                     continue
             else:

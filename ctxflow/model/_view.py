@@ -33,7 +33,7 @@ __all__ = ["SUMMARY_OF", "Checked", "View", "is_summary"]
 def is_summary(message: Message) -> bool:
     """True when ``message`` is a summary (a placeholder knows without its body)."""
     if type(message) is Placeholder:
-        return message.facts.summary
+        return message.summary
     return bool(message.metadata) and SUMMARY_OF in message.metadata
 
 
@@ -201,7 +201,7 @@ class View:
         flags = bytearray(len(batch))
         for k, message in enumerate(batch):
             if type(message) is Placeholder:
-                summary = message.facts.summary
+                summary = message.summary
             else:
                 metadata = message.metadata
                 summary = bool(metadata) and SUMMARY_OF in metadata

@@ -38,7 +38,7 @@ from typing import Any, Self, TypeVar, Unpack
 import attrs
 
 from ctxflow.errors import CheckpointError, CheckpointNotFound, CorruptCheckpoint, StaleCheckpoint
-from ctxflow.model import Facts
+from ctxflow.model import IndexFacts
 from ctxflow.persistence._bodies import body_hash
 from ctxflow.persistence._codec import EnvelopeCodec, encode_readable
 from ctxflow.persistence._manifest import (
@@ -499,7 +499,10 @@ class BaseStore(abc.ABC):
 
 
 def _ids_filling(
-    index: list[Facts | None], hashes: Sequence[str], bodies: Mapping[str, Any], checkpoint: str
+    index: list[IndexFacts | None],
+    hashes: Sequence[str],
+    bodies: Mapping[str, Any],
+    checkpoint: str,
 ) -> list[str]:
     """The message ids of a manifest's ``hashes``, from its ``index`` or else their bodies
     (whose facts then fill the index where the body has the shape of a message)."""

@@ -262,7 +262,7 @@ def conversation_from_snapshot(
         overlays[message_id] = message_from_plain(body)
     if unread_overlays and source is not None:
         laid = OverlayPlaceholder.many(
-            (p.facts for p in unread_overlays.values()),
+            unread_overlays.values(),
             (manifest.overlays[i] for i in unread_overlays),
             [untagged] * len(unread_overlays),
             source,
@@ -585,8 +585,11 @@ class Checkpointer:
                 if at < 0:
                     if conversation.overlay(placeholder.id) is placeholder:
                         overlays[placeholder.id] = placeholder
-                elif conversation.at(at) is placeholder and at < len(log):
-                    log[at] = placeholder
+                elif conversation.at(at) is placeholder:
+                    if at < len(log):
+                        log[at] = placeholder
+                    if at < len(index):  # the placeholder holds the facts: no Facts kept
+                        index[at] = placeholder
 
     # -- following the conversation -------------------------------------------
 

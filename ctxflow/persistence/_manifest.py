@@ -53,7 +53,7 @@ from typing import Any
 from ctxflow._kept import KeptWhileAlive
 from ctxflow._plain import Sealed
 from ctxflow.errors import CorruptCheckpoint
-from ctxflow.model import SUMMARY_OF, Facts, Role
+from ctxflow.model import SUMMARY_OF, Facts, IndexFacts, Role
 from ctxflow.persistence._bodies import body_digest
 
 __all__ = [
@@ -251,7 +251,7 @@ class Manifest:
         self.ids = ids if ids is not None else []
         self.hashes = hashes if hashes is not None else []
         # Parallel to ``hashes``: each message's index facts, None where none were stored.
-        self.index: list[Facts | None] = [None] * len(self.hashes)
+        self.index: list[IndexFacts | None] = [None] * len(self.hashes)
         self.tags = tags if tags is not None else {}
         self.overlays = overlays if overlays is not None else {}
         self.state = state if state is not None else {}
@@ -291,10 +291,10 @@ class Manifest:
         copied.index = list(self.index)
         return copied
 
-    def indexed(self, start: int = 0) -> list[Facts] | None:
+    def indexed(self, start: int = 0) -> list[IndexFacts] | None:
         """The index facts of the messages from ``start`` on, or None when one is unknown."""
         entries = self.index[start:]
-        if len(self.index) != len(self.hashes) or None in entries:
+        if len(self.index) != len(self.hashes) or any(e is None for e in entries):
             return None
         return entries  # type: ignore[return-value]  # no None among them
 
@@ -575,7 +575,7 @@ def _named_ids(packed: bytes, prefixes: list[str]) -> list[str]:
 
 
 def pack_index(
-    entries: Sequence[Facts], hidden: Collection[str] = (), *, columns: bool = False
+    entries: Sequence[IndexFacts], hidden: Collection[str] = (), *, columns: bool = False
 ) -> dict[str, Any]:
     """The index facts of consecutive messages as plain data: ids packed, roles as
     letters, and only where a message has them its calls (``uses``: offset, then id and
@@ -632,7 +632,7 @@ CALL_SEPARATOR = "\x00"
 COLUMN_MOST = 255
 
 
-def call_columns(entries: Sequence[Facts]) -> dict[str, Any] | None:
+def call_columns(entries: Sequence[IndexFacts]) -> dict[str, Any] | None:
     """The calls and answers of consecutive messages as columns (format 5), or None when
     a message makes more than 255 calls, the tools have more than 256 names, or a call
     id holds :data:`CALL_SEPARATOR`.
@@ -877,7 +877,9 @@ def _index_answers(
     return results
 
 
-def pack_tag_columns(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str, Any] | None:
+def pack_tag_columns(
+    entries: Sequence[IndexFacts], tags: Mapping[str, Tags]
+) -> dict[str, Any] | None:
     """A full manifest's tags as columns over its index (format 4), or None when a tag
     names no message of ``entries``: a bit per message marking the hidden ones
     (``marks``), the distinct parents (``parents``), and for each hidden message in
@@ -937,7 +939,7 @@ def unpack_tag_columns(data: Any, ids: Sequence[str]) -> dict[str, Tags]:
     return tags
 
 
-def index_fields(entries: Sequence[Facts], tags: Mapping[str, Tags]) -> dict[str, Any]:
+def index_fields(entries: Sequence[IndexFacts], tags: Mapping[str, Tags]) -> dict[str, Any]:
     """A full manifest's message index and tags: the tags as columns over the index
     when each names a message of it (else as the mapping, beside the index)."""
     columns = pack_tag_columns(entries, tags)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from ctxflow.engine import KEEP_RECORDS, Engine, StepRecords, StoreCheckpointer
@@ -19,6 +20,7 @@ from ctxflow.model import (
     Role,
     ToolResultBlock,
     ToolUseBlock,
+    facts_of,
 )
 from ctxflow.persistence import Checkpointer, MemoryStore
 from ctxflow.persistence._checkpointer import StoreSource
@@ -210,6 +212,29 @@ def test_an_in_process_store_keeps_messages_whole() -> None:
     assert [m.text for m in asked.conversation.history] == [
         m.text for m in engine.conversation.history
     ]
+
+
+def test_a_paged_out_message_keeps_its_index_facts_in_the_placeholder(tmp_path: Path) -> None:
+    """A placeholder knows its tool calls, answers and summary flag without its body, and
+    the writer's index holds the placeholder itself (no Facts object per hidden message)."""
+    engine, store = _session(tmp_path, "facts")
+    _tool_rounds(engine, 40)
+    out = _placeholders(engine)
+    assert out
+    index = engine.checkpointer.writer._manifest.index  # type: ignore[attr-defined]
+    history = engine.conversation.history
+    for placeholder in out:
+        assert not placeholder.loaded
+        at = engine.conversation.index_of(placeholder.id)
+        assert index[at] is placeholder
+        facts = placeholder.facts
+        assert (facts.id, facts.role) == (placeholder.id, placeholder.role)
+        assert not placeholder.loaded
+    reference = [facts_of(attrs.evolve(p)) for p in out[:12]]  # evolve reads the bodies
+    assert [p.facts for p in out[:12]] == reference
+    assert any(p.uses for p in out) and any(p.results for p in out)
+    assert [m.id for m in history] == [m.id for m in engine.conversation.history]
+    store.close()
 
 
 def test_page_hidden_is_checked() -> None:
