@@ -239,6 +239,9 @@ def conversation_from_snapshot(
         # Each position takes the next placeholder where one stays, else the next read.
         takes = (iter(read), iter(placeholders))
         messages = list(map(next, map(takes.__getitem__, stays)))
+        # The index keeps the placeholders (they hold the facts): no Facts per hidden message.
+        kept = (iter(itertools.compress(index, map(operator.not_, stays))), iter(placeholders))
+        manifest.index = list(map(next, map(kept.__getitem__, stays)))
     overlays: dict[str, Message] = {}
     left = (
         dict(zip(itertools.compress(ids, stays), placeholders, strict=False))

@@ -135,6 +135,30 @@ def test_hidden_bodies_are_not_read_at_reopen() -> None:
     assert [m.id for m in lazy] == [m.id for m in conversation]
 
 
+def test_a_lazy_restore_indexes_its_placeholders_not_facts_beside_them() -> None:
+    """The restored manifest's index holds each hidden message's placeholder (its facts
+    the same as stored), and a checkpoint after the reopen writes what one before did."""
+    store = MemoryStore()
+    conversation = _session(Checkpointer(store, SESSION, measure=MEASURE))
+    stored = store.load(SESSION).manifest.index
+    writer = Checkpointer(store, SESSION, measure=MEASURE)
+    lazy = writer.restore(lazy=True).conversation
+    index = writer._manifest.index  # type: ignore[union-attr]
+    hidden = _placeholders(lazy)
+    assert hidden
+    at = {m.id: i for i, m in enumerate(lazy)}
+    assert all(index[at[p.id]] is p for p in hidden)
+    assert [(e.id, e.role, e.uses, e.results, e.summary) for e in index] == [
+        tuple(f) for f in stored
+    ]
+    assert not any(p.loaded for p in hidden)
+    conversation.extend(_round(999))
+    lazy.extend(_round(999))
+    writer.capture(lazy, state={"step": 999})
+    again = restore(store, SESSION, measure=MEASURE)
+    assert [m.id for m in again.conversation] == [m.id for m in conversation]
+
+
 def test_recall_pages_in_only_its_span_in_one_read() -> None:
     """Expanding a summary reads the span it covers in one store read, and nothing else;
     unhiding a span shows it again with its bodies."""
