@@ -86,6 +86,9 @@ Path = tuple[str, ...]
 #: A part's reference: ("value", hash) or ("items", (hash, ...)).
 Ref = tuple[str, str | tuple[str, ...]]
 
+#: None, again and again (an identity test of every index entry, in C).
+_NONES = itertools.repeat(None)
+
 #: A full manifest record written in place of a delta may carry that delta under this
 #: key: the record's parent with it applied is the record. A store may keep the delta
 #: instead (the SQLite store's packs do); a reader of the full manifest ignores it.
@@ -294,7 +297,7 @@ class Manifest:
     def indexed(self, start: int = 0) -> list[IndexFacts] | None:
         """The index facts of the messages from ``start`` on, or None when one is unknown."""
         entries = self.index[start:]
-        if len(self.index) != len(self.hashes) or any(e is None for e in entries):
+        if len(self.index) != len(self.hashes) or any(map(operator.is_, entries, _NONES)):
             return None
         return entries  # type: ignore[return-value]  # no None among them
 
