@@ -17,7 +17,7 @@ cannot be built from fields.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ctxflow.model._messages import Block, Message, Role, ToolResultBlock, ToolUseBlock
 
@@ -174,7 +174,7 @@ class Placeholder(Message):
                 set_truncation(one, truncation)
             set_uses(one, uses)
             set_results(one, results)
-            set_summary(one, summary)
+            set_summary(one, bool(summary))
             set_key(one, key)
             set_source(one, source)
             set_real(one, None)
@@ -186,22 +186,22 @@ class Placeholder(Message):
         """Where the body is kept in its source (a checkpoint store's body hash)."""
         return self._key
 
-    @property
-    def uses(self) -> tuple[tuple[str, str], ...]:
-        """The (tool_use id, tool name) of its tool calls, known without the body."""
-        uses: tuple[tuple[str, str], ...] = _FACT_GETTERS[0](self)
-        return uses
+    if TYPE_CHECKING:
 
-    @property
-    def results(self) -> tuple[str, ...]:
-        """The tool_use ids its tool results answer, known without the body."""
-        results: tuple[str, ...] = _FACT_GETTERS[1](self)
-        return results
+        @property
+        def uses(self) -> tuple[tuple[str, str], ...]:
+            """The (tool_use id, tool name) of its tool calls, known without the body."""
 
-    @property
-    def summary(self) -> bool:
-        """Whether it is a summary (its metadata names what it covers), without the body."""
-        return bool(_FACT_GETTERS[2](self))
+        @property
+        def results(self) -> tuple[str, ...]:
+            """The tool_use ids its tool results answer, known without the body."""
+
+        @property
+        def summary(self) -> bool:
+            """Whether it is a summary (its metadata names what it covers), without the body."""
+
+    else:  # the message slots themselves: read at C speed (a restore reads them all)
+        uses, results, summary = (vars(Message)[n] for n in ("_uses", "_results", "important"))
 
     @property
     def facts(self) -> Facts:
@@ -280,9 +280,7 @@ _MESSAGE_SLOTS = tuple(
 )
 _PLACEHOLDER_SLOTS = tuple(vars(Placeholder)[name].__set__ for name in ("_key", "_source", "_real"))
 # The message slots a placeholder keeps its index facts in (its uses, results, summary).
-_FACT_SLOTS = tuple(vars(Message)[name] for name in ("_uses", "_results", "important"))
-_FACT_SETTERS = tuple(slot.__set__ for slot in _FACT_SLOTS)
-_FACT_GETTERS = tuple(slot.__get__ for slot in _FACT_SLOTS)
+_FACT_SETTERS = tuple(vars(Message)[n].__set__ for n in ("_uses", "_results", "important"))
 
 
 class OverlayPlaceholder(Placeholder):
