@@ -35,6 +35,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -234,6 +235,7 @@ def child(n_messages: int) -> dict[str, Any]:
         again.close()
         del opened
         gc.collect()  # the engine dropped holds cycles: not the next reopen's memory
+    shutil.rmtree(folder, ignore_errors=True)  # measured: the store goes
     tenth = max(1, len(per_turn) // 10)
     first, last = per_turn[:tenth], per_turn[-tenth:]
     return {
@@ -296,6 +298,8 @@ def _peer_child(n_messages: int) -> dict[str, Any]:
         count += 2
     tenth = max(1, len(per_turn) // 10)
     stored = sum(p.stat().st_size for p in Path(folder).iterdir())
+    saver.conn.close()
+    shutil.rmtree(folder, ignore_errors=True)
     return {
         "messages": n_messages,
         "median_ms": statistics.median(per_turn),
