@@ -76,10 +76,6 @@ def facts_of(message: Message) -> Facts:
     """The index facts of ``message`` (a placeholder's own, without fetching)."""
     if isinstance(message, Placeholder):
         return message.facts
-    return _facts_of_message(message)
-
-
-def _facts_of_message(message: Message) -> Facts:
     return Facts(
         message.id,
         message.role,

@@ -75,8 +75,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: A message's id from its index facts.
-_ID: Callable[[Any], str] = operator.itemgetter(0)
+#: A message's id from its index facts (a Facts or a placeholder holding them).
+_ID: Callable[[Any], str] = operator.attrgetter("id")
 
 #: Picks the bodies a load reads from a checkpoint's manifest (None: every one).
 Wanted = Callable[[Manifest], set[str]] | None
