@@ -33,21 +33,19 @@ def check_hideable(log: MessageLog, message_id: str, verb: str) -> None:
 def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> None:
     """Refuse an overlay that changes its message's id, role or tool blocks' ids."""
     original = log.original(message_id)
-    if (
-        type(original) is Placeholder
-        and isinstance(replacement, Placeholder)
-        and replacement.id == original.id
-        and replacement.role is original.role
-        and replacement.uses == original.uses
-        and replacement.results == original.results
-    ):
-        return  # a placeholder laid over one of the same facts keeps everything
     if replacement.id != original.id or replacement.role is not original.role:
         raise InvalidMessage(
             f"overlay for {message_id!r} must keep its id and role",
             rule="overlay_identity",
             message_id=message_id,
         )
+    if (
+        type(original) is Placeholder
+        and isinstance(replacement, Placeholder)
+        and replacement.uses == original.uses
+        and replacement.results == original.results
+    ):
+        return  # a placeholder laid over one of the same facts keeps everything
     if type(original) is Placeholder:  # its facts hold the ids: its body stays unread
         uses = [use_id for use_id, _ in original.uses]
         results = list(original.results)

@@ -488,9 +488,10 @@ def _composed(chain: _Chain | None, entry: list[Any]) -> tuple[Any, list[int]] |
     manifest = entry[_MANIFEST]
     if chain is None or not chain.linear or chain.depth >= _MAX_DEPTH or entry[1] != chain.last:
         return None
-    replaced = manifest.delta if isinstance(manifest, _Unread) else None
-    if isinstance(manifest, dict):
-        replaced = manifest.get(PARENT_DELTA)
+    if isinstance(manifest, _Unread):
+        replaced = manifest.delta
+    else:
+        replaced = manifest.get(PARENT_DELTA) if isinstance(manifest, dict) else None
     if replaced is None:
         return None
     try:
