@@ -8,11 +8,12 @@ the log or the view.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import attrs
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model._lazy import Placeholder
+from ctxflow.model._lazy import Facts, IndexFacts, Placeholder
 from ctxflow.model._log import MessageLog
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._view import SUMMARY_OF
@@ -32,24 +33,25 @@ def check_hideable(log: MessageLog, message_id: str, verb: str) -> None:
 
 def check_overlay(log: MessageLog, message_id: str, replacement: Message) -> None:
     """Refuse an overlay that changes its message's id, role or tool blocks' ids."""
-    original = log.original(message_id)
+    original = log.known(log.at(message_id))  # an unbuilt message answers with its facts
     if replacement.id != original.id or replacement.role is not original.role:
         raise InvalidMessage(
             f"overlay for {message_id!r} must keep its id and role",
             rule="overlay_identity",
             message_id=message_id,
         )
-    if (
-        type(original) is Placeholder
-        and isinstance(replacement, Placeholder)
-        and replacement.uses == original.uses
-        and replacement.results == original.results
-    ):
-        return  # a placeholder laid over one of the same facts keeps everything
-    if type(original) is Placeholder:  # its facts hold the ids: its body stays unread
-        uses = [use_id for use_id, _ in original.uses]
-        results = list(original.results)
+    if type(original) is Placeholder or type(original) is Facts:
+        facts = cast("IndexFacts", original)  # its facts hold the ids: its body stays unread
+        if (
+            isinstance(replacement, Placeholder)
+            and replacement.uses == facts.uses
+            and replacement.results == facts.results
+        ):
+            return  # a placeholder laid over one of the same facts keeps everything
+        uses = [use_id for use_id, _ in facts.uses]
+        results = list(facts.results)
     else:
+        assert isinstance(original, Message)
         uses = [u.id for u in original.tool_uses]
         results = [r.tool_use_id for r in original.tool_results]
     if isinstance(replacement, Placeholder):

@@ -29,14 +29,16 @@ in full.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import overload
+from typing import Any, cast, overload
 
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
-from ctxflow.model._lazy import OverlayPlaceholder, Placeholder, page_in
-from ctxflow.model._log import MessageLog, char_estimate, check_counts
-from ctxflow.model._messages import Message
+from ctxflow.model._lazy import IndexFacts, OverlayPlaceholder, Placeholder, Source, page_in
+from ctxflow.model._log import MessageLog, Unbuilt, char_estimate, check_counts
+from ctxflow.model._messages import Message, Role
 from ctxflow.model._pairs import PairIndex, ToolPair
 from ctxflow.model._undo import Undo
 from ctxflow.model._validity import API, ValidityReport, check
@@ -52,17 +54,20 @@ JOURNAL_SIZE = 1 << 16
 #: reused only by a measure with the same key. Public as ``ctxflow.protocols.Measure``.
 Measure = Callable[[Message], int]
 
+_ID: Callable[[Any], str] = operator.attrgetter("id")
+_ROLE: Callable[[Any], Role] = operator.attrgetter("role")
+
 
 class _History(Sequence[Message]):
     """A read-only sequence over a conversation's log (see :attr:`Conversation.history`)."""
 
-    __slots__ = ("_messages",)
+    __slots__ = ("_log",)
 
-    def __init__(self, messages: list[Message]) -> None:
-        self._messages = messages
+    def __init__(self, log: MessageLog) -> None:
+        self._log = log
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._log.messages)
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -71,12 +76,21 @@ class _History(Sequence[Message]):
     def __getitem__(self, index: slice) -> tuple[Message, ...]: ...
 
     def __getitem__(self, index: int | slice) -> Message | tuple[Message, ...]:
+        log = self._log
         if isinstance(index, slice):
-            return tuple(self._messages[index])
-        return self._messages[index]
+            if log.unbuilt is None:
+                return tuple(log.messages[index])
+            return tuple(map(log.message, range(*index.indices(len(log.messages)))))
+        return log.message(index)
 
     def __iter__(self) -> Iterator[Message]:
-        return iter(self._messages)
+        return self._log.iterate()
+
+    def iter_built(self, start: int = 0) -> Iterator[Message]:
+        """The messages from ``start`` on, in order, passing over the hidden messages
+        a lazy restore left unbuilt (see :meth:`Conversation.lazy`): for a reader
+        that skips unread placeholders anyway, without building them."""
+        return self._log.iterate_built(max(0, start))
 
 
 class Conversation:
@@ -98,13 +112,137 @@ class Conversation:
         self._journal_base = 0
         self.extend(messages, counts=counts)
 
+    @classmethod
+    def lazy(
+        cls,
+        messages: Sequence[Message | None],
+        *,
+        facts: list[IndexFacts | None],
+        keys: Sequence[str],
+        tags: Mapping[str, tuple[str | None, str | None]],
+        source: Source,
+        counts: Sequence[int],
+        measure: Measure | None = None,
+        overlays: Mapping[str, Message | str] | None = None,
+        overlay_counts: Mapping[str, int] | None = None,
+    ) -> Conversation:
+        """A conversation whose hidden messages are built only when read (a lazy restore).
+
+        ``messages`` is the log in order, None at each hidden message left in
+        a store: ``facts`` gives its index facts and ``keys`` its body key at
+        the same position, ``tags`` its compression tags by id (it must have
+        some). The first read of such a position builds its
+        :class:`~ctxflow.model.Placeholder`, which reads the body from
+        ``source`` when a body field is asked for; until then it costs no
+        object. ``counts`` are every message's token counts, taken with
+        ``measure``. The log is checked as :meth:`extend` checks it (the same
+        errors); the pair index, the view's flags and the positions are built
+        from the facts, at C speed where they can be. ``facts`` is kept, not
+        copied: a placeholder built takes its facts' place in it too (it holds
+        them), so a caller indexing by it keeps one object per hidden message.
+
+        ``overlays`` are laid as :meth:`set_overlays` lays them (``overlay_counts``
+        as its ``counts``), by message id: an overlay, or the body key in
+        ``source`` of one laid over a message left unbuilt (its
+        :class:`~ctxflow.model.OverlayPlaceholder` is built here: an overlay over
+        a hidden message is never shown, so its body stays in the store too).
+        """
+        held = list(messages)
+        check_counts(counts, len(held))
+        if len(facts) != len(held) or len(keys) != len(held):
+            raise InvalidMessage(
+                f"'facts' and 'keys' must give one entry per message ({len(held)}; got "
+                f"{len(facts)} and {len(keys)})",
+                rule="unbuilt",
+            )
+        conversation = cls(measure=measure)
+        empty = list(map(operator.is_, held, itertools.repeat(None)))
+        cold = list(itertools.compress(range(len(held)), empty))
+        cold_facts = list(map(facts.__getitem__, cold))
+        if any(map(operator.is_, cold_facts, itertools.repeat(None))) or not all(
+            map(tags.__contains__, map(_ID, cold_facts))
+        ):
+            first = next(
+                at for at, f in zip(cold, cold_facts, strict=True) if f is None or f.id not in tags
+            )
+            raise InvalidMessage(
+                f"message {first}: a message left unbuilt must have its index facts and "
+                "be hidden (tagged)",
+                rule="unbuilt",
+                index=first,
+            )
+        built = list(itertools.compress(held, map(operator.not_, empty)))
+        takes = (iter(built), iter(cold_facts))
+        entries: list[Message | IndexFacts] = list(
+            map(next, map(takes.__getitem__, empty))  # type: ignore[arg-type]
+        )
+        ids = list(map(_ID, entries))
+        unbuilt = Unbuilt(facts, keys, tags, source, len(cold))
+        if (
+            len(set(ids)) != len(ids)
+            or not all(map(isinstance, built, itertools.repeat(Message)))
+            or Role.SYSTEM in map(_ROLE, itertools.islice(entries, 1, None))
+        ):
+            # Refused: build every placeholder and let extend name the first fault.
+            log = MessageLog()
+            log.messages, log.unbuilt = held, unbuilt  # type: ignore[assignment]
+            conversation.extend(log.built(), counts=counts)
+            raise AssertionError("unreachable: extend refuses what the checks refused")
+        tools = conversation._pairs.admit(entries, 0)
+        log = conversation._log
+        log.restored(held, ids, list(counts), unbuilt)
+        conversation._pairs.add(tools)
+        if overlays:
+            conversation._lay_restored(overlays, overlay_counts or {}, source)
+        conversation._view.restored(empty, log.unbuilt)
+        conversation._changed(range(len(held)))
+        return conversation
+
+    def _lay_restored(
+        self, overlays: Mapping[str, Message | str], counts: Mapping[str, int], source: Source
+    ) -> None:
+        """Lay a lazy restore's overlays (see :meth:`lazy`) before its view is flagged."""
+        log = self._log
+        kept = {i: o for i, o in overlays.items() if isinstance(o, Message)}
+        stored = {i: o for i, o in overlays.items() if not isinstance(o, Message)}
+        under: list[IndexFacts] = []
+        for message_id, key in stored.items():
+            if type(key) is not str:
+                raise InvalidMessage(
+                    f"the overlay of {message_id!r} must be a Message or a body key "
+                    f"(got {type(key).__name__})",
+                    rule="not_a_message",
+                    message_id=message_id,
+                )
+            at = log.position.get(message_id)
+            if at is None or log.is_built(at):
+                raise InvalidMessage(
+                    f"an overlay left in the store must lie over an unbuilt message "
+                    f"(got {message_id!r})",
+                    rule="unbuilt_overlay",
+                    message_id=message_id,
+                )
+            under.append(cast("IndexFacts", log.known(at)))  # unbuilt: its facts
+        laid = OverlayPlaceholder.many(under, stored.values(), [(None, None)] * len(under), source)
+        for message_id, replacement in kept.items():
+            check_overlay(log, message_id, replacement)
+        replacements: dict[str, Message] = {**kept, **dict(zip(stored, laid, strict=True))}
+        # Each in the order given: the overlays' order is the checkpoint's.
+        ordered = {i: replacements[i] for i in overlays}
+        measure = self._measure
+        view = self._view
+        view.overlays.update(ordered)
+        view.overlay_tokens.update(
+            (i, counts[i] if counts.get(i) is not None else measure(m)) for i, m in ordered.items()
+        )
+
     # -- reading -------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._log.messages)
 
     def __iter__(self) -> Iterator[Message]:
-        return iter(self._log.messages)
+        return self._log.iterate()
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._log.position
@@ -118,16 +256,18 @@ class Conversation:
     @property
     def messages(self) -> Sequence[Message]:
         """Every message ever appended, in order, tags included (read-only view)."""
-        return tuple(self._log.messages)
+        return tuple(self._log.built())
 
     @property
     def history(self) -> Sequence[Message]:
         """Every message ever appended, as a read-only sequence over the log (no copy).
 
         It follows the conversation: later appends show in it. Prefer it to
-        :attr:`messages` where a reader indexes or slices a long log.
+        :attr:`messages` where a reader indexes or slices a long log. Its
+        ``iter_built(start)`` passes over the hidden messages a lazy restore
+        left unbuilt instead of building them.
         """
-        return _History(self._log.messages)
+        return _History(self._log)
 
     @property
     def effective_count(self) -> int:
@@ -149,14 +289,24 @@ class Conversation:
         """Moves on every change other than an append (tags, overlays, summaries)."""
         return self._view.epoch
 
+    def is_built(self, index: int) -> bool:
+        """False while the message at ``index`` is a hidden message of a lazy restore
+        (:meth:`lazy`) no reader has asked for yet: reading it builds its placeholder."""
+        return self._log.is_built(index)
+
+    def log_as_built(self) -> list[Message | None]:
+        """The log as a new list, None at each position :meth:`is_built` is False
+        for (nothing is built): for a reader that follows the log without reading it."""
+        return list(self._log.messages)
+
     def at(self, index: int) -> Message:
         """The message at ``index`` of the log, as appended (tags current)."""
-        return self._log.messages[index]
+        return self._log.message(index)
 
     def since(self, index: int) -> tuple[Message, ...]:
         """The messages of the log from ``index`` on (what was appended since it held
         ``index`` messages), without copying the rest."""
-        return tuple(self._log.messages[index:])
+        return tuple(self._log.iterate(index))
 
     @property
     def change_mark(self) -> int:
@@ -218,7 +368,11 @@ class Conversation:
 
     def summaries(self) -> list[Message]:
         """Every summary message in the log, oldest first."""
-        return [m for m in self._log.messages if is_summary(m)]
+        log = self._log
+        if log.unbuilt is None:
+            return [m for m in log.messages if is_summary(m)]
+        known = map(log.known, range(len(log.messages)))
+        return [log.message(at) for at, m in enumerate(known) if is_summary(m)]
 
     def covered_by(self, summary_id: str) -> list[Message]:
         """The originals a summary covers (expanding a condensed span)."""
@@ -266,7 +420,7 @@ class Conversation:
         changed since it was last checked.
         """
         if not effective:
-            return check(self._log.messages, api=api)
+            return check(self._log.built(), api=api)
         if api == "anthropic" and self.valid_for("anthropic"):
             return ValidityReport(api=api, violations=(), pending=self._view.pending())
         if api == "openai" and self.valid_for("openai"):
@@ -339,6 +493,8 @@ class Conversation:
                     rule="not_a_placeholder",
                 )
             at = log.at(placeholder.id)
+            if not log.is_built(at):
+                continue  # unbuilt: its placeholder is built when read
             current = log.messages[at]
             if not current.hidden or current.role is not placeholder.role:
                 continue
@@ -382,7 +538,7 @@ class Conversation:
             )
         if condense_parent is not None:
             at = self._log.position.get(condense_parent)
-            if at is None or not is_summary(self._log.messages[at]):
+            if at is None or not is_summary(self._log.known(at)):
                 raise InvalidMessage(
                     f"'condense_parent' must name a summary in the conversation "
                     f"(got {condense_parent!r})",
@@ -397,7 +553,7 @@ class Conversation:
     def unhide(self, message_ids: Iterable[str]) -> None:
         """Clear the compression tags of messages (undo a compression)."""
         positions = self._log.positions(message_ids)
-        shown = [self._log.messages[at] for at in positions]
+        shown = [self._log.message(at) for at in positions]
         overlays = self._view.overlays
         page_in([*shown, *(overlays[m.id] for m in shown if m.id in overlays)])
         self._changed([at for at in positions if self._view.untag(at)])

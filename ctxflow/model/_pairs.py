@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 
 from ctxflow.errors import InvalidMessage
-from ctxflow.model._lazy import Placeholder
+from ctxflow.model._lazy import Facts, IndexFacts, Placeholder
 from ctxflow.model._log import refusal
 from ctxflow.model._messages import Message
 
@@ -59,31 +59,31 @@ class PairIndex:
         for tool_use_id in self.uses:
             yield self.pair(tool_use_id)
 
-    def admit(self, batch: Sequence[Message], base: int) -> PairBatch | None:
+    def admit(self, batch: Sequence[Message | IndexFacts], base: int) -> PairBatch | None:
         """The tool blocks of ``batch`` (its first message at log position ``base``), all checked.
 
         A call's id must be new; a result must answer a call made before it
         (in the index or earlier in the batch) and not answered yet. Nothing
         is added to the index until :meth:`add`. None when no message of the
-        batch carries a tool block.
+        batch carries a tool block. An entry may be a message's index facts (a
+        lazy restore's unbuilt message).
         """
         used, answered = self.uses, self.results
-        new: PairBatch | None = None
+        new = PairBatch()
+        new_uses, new_results = new.uses, new.results
         for at, message in enumerate(batch, base):
-            if type(message) is Placeholder:
-                calls, answers = message.uses, message.results
-                if not (calls or answers):
-                    continue
+            kind = type(message)
+            if kind is Facts:  # an unbuilt message's facts (a restore reads many)
+                ident, _, calls, answers, _ = message  # type: ignore[misc]
+            elif kind is Placeholder:  # its facts, without a body
+                ident, calls, answers = message.id, message.uses, message.results  # type: ignore[union-attr]
             else:
-                uses, results = message.tool_uses, message.tool_results
+                uses, results = message.tool_uses, message.tool_results  # type: ignore[union-attr]
                 if not (uses or results):
                     continue
+                ident = message.id
                 calls = tuple((u.id, u.name) for u in uses)
                 answers = tuple(r.tool_use_id for r in results)
-            if new is None:
-                new = PairBatch()
-            new_uses, new_results = new.uses, new.results
-            ident = message.id
             for use_id, name in calls:
                 if use_id in used or use_id in new_uses:
                     raise refusal(
@@ -109,7 +109,7 @@ class PairIndex:
                         tool_use_id=answer,
                     )
                 new_results[answer] = ident
-        return new
+        return new if new_uses or new_results else None
 
     def add(self, admitted: PairBatch | None) -> None:
         """Index the tool blocks of an admitted batch (once its messages are in the log)."""

@@ -29,7 +29,7 @@ class Undo:
 
     def message(self, at: int) -> None:
         """Remember the message at log position ``at`` before it is retagged."""
-        self.messages.setdefault(at, self.view.log.messages[at])
+        self.messages.setdefault(at, self.view.log.message(at))
 
     def overlay(self, message_id: str) -> None:
         """Remember the overlay of ``message_id`` (or that it had none) before it is laid."""

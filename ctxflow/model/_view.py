@@ -18,24 +18,33 @@ is not a pass over it each time.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from ctxflow.model._lazy import SUMMARY_OF, Placeholder
-from ctxflow.model._log import MessageLog
+from ctxflow.model._lazy import SUMMARY_OF, Facts, IndexFacts, Placeholder
+from ctxflow.model._log import MessageLog, Unbuilt
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._validity import check, local_ok
 
 __all__ = ["SUMMARY_OF", "Checked", "View", "is_summary"]
 
 
-def is_summary(message: Message) -> bool:
-    """True when ``message`` is a summary (a placeholder knows without its body)."""
-    if type(message) is Placeholder:
-        return message.summary
+def is_summary(message: Message | IndexFacts) -> bool:
+    """True when ``message`` is a summary (a placeholder, or an unbuilt message's
+    index facts, knows without its body)."""
+    kind = type(message)
+    if kind is Placeholder or kind is Facts:
+        return bool(message.summary)  # type: ignore[union-attr]  # both have it
+    assert isinstance(message, Message)
     return bool(message.metadata) and SUMMARY_OF in message.metadata
 
+
+_ID: Callable[[Any], str] = operator.attrgetter("id")
+_FIRST: Callable[[Any], Any] = operator.itemgetter(0)
+_SUMMARY: Callable[[Any], bool] = operator.attrgetter("summary")
 
 # A log position's part in the view: shown as is; not shown (truncated, or a
 # summary's own slot); special (a summary's span, or shown overlaid).
@@ -91,14 +100,16 @@ class View:
 
     def flag(self, at: int) -> int:
         """The part log position ``at`` plays in the view."""
-        message = self.log.messages[at]
-        if is_summary(message):
+        log = self.log
+        entry = log.known(at)
+        if is_summary(entry):
             return _SKIP  # shown where the first message it covers stood
-        if message.condense_parent is not None:
+        condense, truncation = log.tags_at(at)
+        if condense is not None:
             return _SPECIAL
-        if message.truncation_parent is not None:
+        if truncation is not None:
             return _SKIP
-        return _SPECIAL if message.id in self.overlays else _PLAIN
+        return _SPECIAL if entry.id in self.overlays else _PLAIN
 
     def rebuild(self) -> None:
         """Derive the view, its counts and log positions from the log's flags.
@@ -137,18 +148,20 @@ class View:
                 at = min(plain, special if special >= 0 else size)
                 continue
             at = stop + 1
-            message = log[stop]
-            parent = message.condense_parent
+            message: Message | None = log[stop]
+            if message is None:  # an unbuilt hidden message: its facts and tags tell
+                ident, parent = self.log.known(stop).id, self.log.tags_at(stop)[0]
+            else:
+                ident, parent = message.id, message.condense_parent
             if parent is None:
-                view.append(overlays[message.id])
-                tokens.append(overlay_tokens[message.id])
+                view.append(overlays[ident])
+                tokens.append(overlay_tokens[ident])
                 positions.append(stop)
             elif parent not in anchors:
                 anchors[parent] = stop
                 where = self.log.position[parent]
-                summary = log[where]
-                if not summary.hidden:
-                    view.append(overlays.get(parent, summary))
+                if self.log.tags_at(where) == (None, None):  # a summary shown: built
+                    view.append(overlays.get(parent, self.log.message(where)))
                     tokens.append(overlay_tokens.get(parent, counts[where]))
                     positions.append(stop)
         self.messages, self.tokens, self.positions = view, tokens, positions
@@ -161,7 +174,7 @@ class View:
         A summary stands where its span began (None when it stands nowhere);
         a hidden message's index is that of the next message shown.
         """
-        message = self.log.messages[at]
+        message = self.log.known(at)
         if is_summary(message):
             anchor = self.anchors.get(message.id)
             if anchor is None:
@@ -185,7 +198,7 @@ class View:
         self.flags += bytes(len(batch))  # _PLAIN
         for message in batch:
             if message.hidden or is_summary(message):
-                self.flags[base:end] = self._flags_of(batch)
+                self.flags[base:end] = self._flags_at(range(base, end))
                 return False
         if self.messages is not None:
             self.messages += batch
@@ -194,24 +207,53 @@ class View:
         self.total += sum(counts)
         return True
 
-    def _flags_of(self, batch: Sequence[Message]) -> bytes:
-        """What :meth:`flag` gives each message of ``batch``, in one pass (a restore
-        appends the whole log at once, most of it hidden)."""
-        overlays = self.overlays
-        flags = bytearray(len(batch))
-        for k, message in enumerate(batch):
-            if type(message) is Placeholder:
-                summary = message.summary
+    def _flags_at(self, positions: Sequence[int]) -> bytes:
+        """What :meth:`flag` gives each of the log ``positions``, in one pass (nothing
+        is built)."""
+        overlays, log = self.overlays, self.log
+        messages = log.messages
+        flags = bytearray(len(positions))
+        for k, at in enumerate(positions):
+            message: Message | None = messages[at]
+            if message is None:  # unbuilt: hidden, its facts and tags tell the rest
+                facts = log.known(at)
+                summary, ident = bool(facts.summary), facts.id  # type: ignore[union-attr]
+                condense, truncation = log.tags_at(at)
+            elif type(message) is Placeholder:
+                summary, ident = message.summary, message.id
+                condense, truncation = message.condense_parent, message.truncation_parent
             else:
                 metadata = message.metadata
-                summary = bool(metadata) and SUMMARY_OF in metadata
-            if summary or (
-                message.condense_parent is None and message.truncation_parent is not None
-            ):
+                summary, ident = bool(metadata) and SUMMARY_OF in metadata, message.id
+                condense, truncation = message.condense_parent, message.truncation_parent
+            if summary or (condense is None and truncation is not None):
                 flags[k] = _SKIP
-            elif message.condense_parent is not None or message.id in overlays:
+            elif condense is not None or ident in overlays:
                 flags[k] = _SPECIAL
         return bytes(flags)
+
+    def restored(self, empty: Sequence[bool], unbuilt: Unbuilt | None) -> None:
+        """Flag a lazy restore's whole log at once (its messages in the log already,
+        ``empty`` true at each unbuilt position, ``unbuilt`` describing those, the
+        overlays laid): an unbuilt message is hidden, so it is skipped unless a
+        summary condensed it (then its span is special) and it is no summary itself."""
+        log = self.log
+        size = len(log.messages)
+        if unbuilt is None:
+            self.flags = bytearray(self._flags_at(range(size)))
+            return
+        flags = bytearray(bytes(empty))  # _SKIP (1) at each unbuilt position, else 0
+        tags, position, facts = unbuilt.tags, log.position, unbuilt.facts
+        condensed = itertools.compress(
+            tags.keys(), map(operator.is_not, map(_FIRST, tags.values()), itertools.repeat(None))
+        )
+        for at in map(position.get, condensed):
+            if at is not None and flags[at] and not _SUMMARY(facts[at]):
+                flags[at] = _SPECIAL
+        built = list(itertools.compress(range(size), map(operator.not_, empty)))
+        for at, flag in zip(built, self._flags_at(built), strict=True):
+            flags[at] = flag
+        self.flags = flags
 
     def add_summary(self, summary: Message, count: int) -> int:
         """Store a summary at the end of the log (shown at its anchor); its log position."""
@@ -222,7 +264,7 @@ class View:
     def tag(self, message_id: str, condense: str | None, truncation: str | None) -> int:
         """Add the tags a message lacks (a tag it has already is kept); its log position."""
         at = self.log.position[message_id]
-        message = self.log.messages[at]
+        message = self.log.message(at)
         condense = message.condense_parent or condense
         truncation = message.truncation_parent or truncation
         if condense != message.condense_parent or truncation != message.truncation_parent:
@@ -234,7 +276,7 @@ class View:
 
     def untag(self, at: int) -> bool:
         """Clear the tags of the message at ``at``; False if it had none."""
-        message = self.log.messages[at]
+        message = self.log.message(at)
         if not message.hidden:
             return False
         self.log.messages[at] = message.with_tags(condense_parent=None, truncation_parent=None)
@@ -258,13 +300,13 @@ class View:
         every overlay of the log)."""
         self.overlays.update(replacements)
         self.overlay_tokens.update((i, counts[i]) for i in replacements)
-        log, flags = self.log.messages, self.flags
-        for at, flag in zip(positions, self._flags_of([log[at] for at in positions]), strict=True):
+        flags = self.flags
+        for at, flag in zip(positions, self._flags_at(positions), strict=True):
             flags[at] = flag
 
     def lift(self, at: int) -> bool:
         """Show the original at ``at`` again; False if it had no overlay."""
-        message_id = self.log.messages[at].id
+        message_id = self.log.known(at).id
         if self.overlays.pop(message_id, None) is None:
             return False
         self.overlay_tokens.pop(message_id, None)
