@@ -770,7 +770,9 @@ class ProcedureLearner:
             self._reset()
             read = 0
         shown, keep = self._shown, self.min_seen
-        for message in messages[read:]:
+        # A conversation's history passes over the messages a lazy restore left unbuilt.
+        skim = getattr(messages, "iter_built", None)
+        for message in skim(read) if callable(skim) else messages[read:]:
             if type(message) is Placeholder and not message.loaded:
                 continue  # hidden before its checkpoint: consolidated then, not read again
             for done in self._scan.feed(message):

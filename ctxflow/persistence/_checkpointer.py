@@ -52,6 +52,7 @@ from ctxflow.errors import (
 from ctxflow.model import (
     Conversation,
     Facts,
+    IndexFacts,
     Message,
     OverlayPlaceholder,
     Placeholder,
@@ -198,17 +199,20 @@ def conversation_from_snapshot(
 
     When ``measure`` has the key the checkpoint's counts were stored under,
     those counts are taken instead of measuring every message again. A hidden
-    message whose body the snapshot lacks (a view load) becomes a
-    :class:`~ctxflow.model.Placeholder` fetching it from ``source``.
+    message whose body the snapshot lacks (a view load) stays in the store,
+    read from ``source``: with the stored counts it is left unbuilt until
+    something reads it (:meth:`Conversation.lazy`), else its
+    :class:`~ctxflow.model.Placeholder` is built and read to be measured.
     """
     manifest = snapshot.manifest
     bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
     ids, hashes, index = manifest.ids, manifest.hashes, manifest.index
+    key = measure_key(measure)
+    counted = key is not None and key == manifest.measure and len(manifest.counts) == len(ids)
     stays: Iterable[bool] = itertools.repeat(False)
-    placeholders: list[Placeholder] = []
     if source is not None and len(index) == len(hashes):
         # A hidden message whose body was not read and whose index facts are known
-        # stays in the store: a placeholder stands for it.
+        # stays in the store.
         unread = map(operator.is_, map(bodies.get, hashes), itertools.repeat(None))
         hidden = map(tags.__contains__, ids)
         if len(ids) == len(hashes) and all(index):  # every message indexed
@@ -216,12 +220,6 @@ def conversation_from_snapshot(
         else:
             indexed = map(operator.is_not, index, itertools.repeat(None))
             stays = list(map(all, zip(unread, hidden, indexed, strict=True)))
-        placeholders = Placeholder.many(
-            itertools.compress(index, stays),  # type: ignore[arg-type]  # no None among them
-            itertools.compress(hashes, stays),
-            map(tags.__getitem__, itertools.compress(ids, stays)),
-            source,
-        )
     read: list[Message] = []
     for message_id, digest in itertools.compress(
         zip(ids, hashes, strict=True), map(operator.not_, stays)
@@ -234,27 +232,101 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         read.append(rebuild(body, *tags.get(message_id, untagged)))
-    messages: list[Message] = read
-    if placeholders:
-        # Each position takes the next placeholder where one stays, else the next read.
-        takes = (iter(read), iter(placeholders))
-        messages = list(map(next, map(takes.__getitem__, stays)))
-        # The index keeps the placeholders (they hold the facts): no Facts per hidden message.
-        kept = (iter(itertools.compress(index, map(operator.not_, stays))), iter(placeholders))
-        manifest.index = list(map(next, map(kept.__getitem__, stays)))
-    overlays: dict[str, Message] = {}
-    left = (
-        dict(zip(itertools.compress(ids, stays), placeholders, strict=False))
-        if placeholders and manifest.overlays
-        else {}
+    held: list[Message | None] = list(read)
+    if isinstance(stays, list) and any(stays):
+        # Each position takes the next read message, or None where one stays.
+        takes = (iter(read), itertools.repeat(None))
+        held = list(map(next, map(takes.__getitem__, stays)))
+    try:
+        if source is not None and len(held) != len(read) and counted:
+            # Hidden messages and the overlays over them stay in the store, unbuilt.
+            overlays = {
+                i: digest if body is None else message_from_plain(body)
+                for i, digest, body in _overlay_bodies(snapshot)
+            }
+            return Conversation.lazy(
+                held,
+                facts=index,
+                keys=hashes,
+                tags=tags,
+                source=source,
+                counts=manifest.counts,
+                measure=measure,
+                overlays=overlays,
+                overlay_counts=manifest.overlay_counts,
+            )
+        messages = _placeheld(held, snapshot, source)
+        laid = _overlays_of(snapshot, source, stays)
+        if counted:
+            conversation = Conversation(messages, measure=measure, counts=manifest.counts)
+        else:
+            page_in(messages)  # measuring reads every body
+            conversation = Conversation(messages, measure=measure)
+        if laid:
+            conversation.set_overlays(laid, counts=manifest.overlay_counts if counted else {})
+    except InvalidMessage as exc:
+        if exc.rule == "unbuilt_overlay":
+            message_id = exc.details["message_id"]
+            raise CorruptCheckpoint(
+                f"overlay of {message_id!r} must have its body "
+                f"{manifest.overlays[message_id]} in the store",
+                rule="missing_body",
+                message_id=message_id,
+            ) from None
+        raise CorruptCheckpoint(
+            f"a checkpoint must restore a valid conversation ({exc})", rule="conversation"
+        ) from None
+    return conversation
+
+
+def _overlay_bodies(snapshot: Snapshot) -> Iterator[tuple[str, str, Any]]:
+    """Each overlay of a checkpoint: its message id, body hash, and body (None unread)."""
+    bodies = snapshot.bodies
+    for message_id, digest in snapshot.manifest.overlays.items():
+        yield message_id, digest, bodies.get(digest)
+
+
+def _placeheld(
+    held: list[Message | None], snapshot: Snapshot, source: Source | None
+) -> list[Message]:
+    """``held`` with a placeholder built at each None (a hidden message left in the store)."""
+    if source is None or None not in held:
+        return held  # type: ignore[return-value]  # no None in it
+    manifest = snapshot.manifest
+    at = [k for k, m in enumerate(held) if m is None]
+    made = Placeholder.many(
+        map(manifest.index.__getitem__, at),  # type: ignore[arg-type]  # indexed: checked
+        map(manifest.hashes.__getitem__, at),
+        (manifest.tags[manifest.ids[k]] for k in at),
+        source,
     )
-    unread_overlays: dict[str, Placeholder] = {}  # by message id: the placeholder under it
+    messages = list(held)
+    for k, placeholder in zip(at, made, strict=True):
+        messages[k] = placeholder
+    return messages  # type: ignore[return-value]  # every None replaced
+
+
+def _overlays_of(
+    snapshot: Snapshot, source: Source | None, stays: Iterable[bool]
+) -> dict[str, Message]:
+    """A checkpoint's overlays by message id: read from their bodies, or (an overlay
+    over a hidden message left in the store, its body unread) an
+    :class:`~ctxflow.model.OverlayPlaceholder` reading it from ``source``."""
+    manifest, bodies = snapshot.manifest, snapshot.bodies
+    if not manifest.overlays:
+        return {}
+    left: dict[str, Any] = {}
+    if isinstance(stays, list):
+        hidden = itertools.compress(manifest.ids, stays)
+        left = dict(zip(hidden, itertools.compress(manifest.index, stays), strict=True))
+    overlays: dict[str, Message | None] = {}
+    unread: dict[str, IndexFacts] = {}  # by message id: the facts of the message under it
     for message_id, digest in manifest.overlays.items():
         body = bodies.get(digest)
         under = left.get(message_id)
-        if body is None and under is not None:
-            overlays[message_id] = under  # its place in order, until its placeholder is built
-            unread_overlays[message_id] = under
+        if body is None and under is not None and source is not None:
+            overlays[message_id] = None  # its place in order, until its placeholder is built
+            unread[message_id] = under
             continue
         if body is None:
             raise CorruptCheckpoint(
@@ -263,30 +335,15 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         overlays[message_id] = message_from_plain(body)
-    if unread_overlays and source is not None:
+    if unread and source is not None:
         laid = OverlayPlaceholder.many(
-            unread_overlays.values(),
-            (manifest.overlays[i] for i in unread_overlays),
-            [untagged] * len(unread_overlays),
+            unread.values(),
+            (manifest.overlays[i] for i in unread),
+            [(None, None)] * len(unread),
             source,
         )
-        overlays.update(zip(unread_overlays, laid, strict=True))
-    key = measure_key(measure)
-    try:
-        if key is not None and key == manifest.measure and len(manifest.counts) == len(messages):
-            conversation = Conversation(messages, measure=measure, counts=manifest.counts)
-            counts = manifest.overlay_counts
-        else:
-            page_in(messages)  # measuring reads every body
-            conversation = Conversation(messages, measure=measure)
-            counts = {}
-        if overlays:
-            conversation.set_overlays(overlays, counts=counts)
-    except InvalidMessage as exc:
-        raise CorruptCheckpoint(
-            f"a checkpoint must restore a valid conversation ({exc})", rule="conversation"
-        ) from None
-    return conversation
+        overlays.update(zip(unread, laid, strict=True))
+    return overlays  # type: ignore[return-value]  # every None replaced
 
 
 def _load(
@@ -409,7 +466,8 @@ class Checkpointer:
         self.measure = measure
         self._last_id: str | None = None
         self._manifest: Manifest | None = None
-        self._log: list[Message] = []  # what was written, as objects
+        # What was written, as objects (None: a message a lazy restore has not built).
+        self._log: list[Message | None] = []
         self._overlays: dict[str, Message] = {}
         self._conversation: Conversation | None = None
         self._mark = 0
@@ -555,6 +613,8 @@ class Checkpointer:
         for at in positions:
             if at >= len(conversation):
                 continue
+            if not conversation.is_built(at):
+                continue  # a lazy restore's hidden message, in the store already
             message = conversation.at(at)
             if not message.hidden:
                 continue
@@ -609,7 +669,7 @@ class Checkpointer:
         """Remember what was written of ``conversation``: its messages and overlays as
         objects (for identity checks) and its change-journal mark."""
         if tracked is None or conversation is not self._conversation:
-            self._log = list(conversation.messages)
+            self._log = conversation.log_as_built()  # None where a lazy restore left one
             self._overlays = conversation.overlays
         else:
             log, delta = self._log, tracked.delta
@@ -799,7 +859,10 @@ class Checkpointer:
                 old, new = previous[index], log[index]
                 if old is new:
                     continue
-                if new.id != old.id or message_to_plain(new) != message_to_plain(old):
+                if old is None:  # unbuilt when written: the body stored, its tags may differ
+                    if new.id != self._manifest.ids[index]:
+                        return None
+                elif new.id != old.id or message_to_plain(new) != message_to_plain(old):
                     return None
                 if new.hidden:
                     manifest.tags[new.id] = shared_tags(new.condense_parent, new.truncation_parent)

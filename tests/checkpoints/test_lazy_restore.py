@@ -319,6 +319,42 @@ def test_engine_reopens_lazily_and_carries_on() -> None:
     assert list(opened.conversation) == list(engine.conversation)
 
 
+def test_a_reopened_engine_builds_no_hidden_message_it_does_not_read() -> None:
+    """Reopen, window, steps and checkpoints leave the hidden messages unbuilt (no object
+    each); one read builds that one alone, and the writer's index then holds it."""
+    from ctxflow.engine import Engine
+
+    store = MemoryStore()
+    engine = Engine(store=store, budget=3000)
+    engine.send("start", task="Fix the tests.")
+    engine.add_messages([Message.user("Fix the tests.")])
+    engine.send("plan_ready")
+    for step in range(60):
+        engine.window()
+        engine.add_messages(_round(step, lines=60))
+        engine.send("step")
+    engine.checkpoint("end")
+    opened = Engine.from_checkpoint(store=store, session_id=engine.session_id, budget=3000)
+    conversation = opened.conversation
+    unbuilt = [at for at in range(len(conversation)) if not conversation.is_built(at)]
+    assert len(unbuilt) > 60
+    assert all(conversation.log_as_built()[at] is None for at in unbuilt)
+    for step in range(500, 503):
+        opened.window()
+        opened.add_messages(_round(step, lines=60))
+        opened.send("step")
+    opened.checkpoint("later")
+    assert all(not conversation.is_built(at) for at in unbuilt)
+    one = conversation.at(unbuilt[0])
+    assert type(one) is Placeholder and not one.loaded
+    index = opened.checkpointer.writer._manifest.index  # type: ignore[attr-defined]
+    assert index[unbuilt[0]] is one
+    assert sum(not conversation.is_built(at) for at in unbuilt) == len(unbuilt) - 1
+    again = Engine.from_checkpoint(store=store, session_id=engine.session_id, budget=3000)
+    assert [m.id for m in again.conversation] == [m.id for m in conversation]
+    assert again.window().messages == opened.window().messages
+
+
 def _format_3(manifest: Manifest) -> dict[str, Any]:
     """A full manifest as format 3 wrote it: its tags as a mapping in log order, and the
     index marking the hidden positions instead of naming their ids."""
