@@ -306,7 +306,10 @@ class Conversation:
     def since(self, index: int) -> tuple[Message, ...]:
         """The messages of the log from ``index`` on (what was appended since it held
         ``index`` messages), without copying the rest."""
-        return tuple(self._log.iterate(index))
+        log = self._log
+        if log.unbuilt is None:
+            return tuple(log.messages[index:])
+        return tuple(log.iterate(index))
 
     @property
     def change_mark(self) -> int:

@@ -221,24 +221,24 @@ class MessageLog:
 
     def iterate_built(self, start: int = 0) -> Iterator[Message]:
         """The built messages from ``start`` on, in order (unbuilt ones passed over)."""
-        rest = itertools.islice(self.messages, start, None)
+        rest = self.messages[start:]  # a slice: islice would step over the first ``start``
         if self.unbuilt is None:
-            return rest
-        kept = map(operator.is_not, itertools.islice(self.messages, start, None), _NONES)
-        return itertools.compress(rest, kept)
+            return iter(rest)
+        return itertools.compress(rest, map(operator.is_not, rest, _NONES))
 
     def iterate(self, start: int = 0) -> Iterator[Message]:
         """The messages from ``start`` on, each unbuilt one built as it is reached."""
         if start < 0:
             start = max(0, start + len(self.messages))
-        unbuilt = self.unbuilt
-        if unbuilt is None:
-            yield from itertools.islice(self.messages, start, None)
-            return
+        if self.unbuilt is None:  # a slice: islice would step over the first ``start``
+            return iter(self.messages[start:] if start else self.messages)
+        return self._building(start, self.unbuilt)
+
+    def _building(self, start: int, unbuilt: Unbuilt) -> Iterator[Message]:
         for at in range(start, len(self.messages)):
             yield self.message(at)
             if not unbuilt.left:  # the last unbuilt one was built: the rest as a list
-                yield from itertools.islice(self.messages, at + 1, None)
+                yield from self.messages[at + 1 :]
                 return
 
     def at(self, message_id: str) -> int:
