@@ -53,7 +53,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -572,6 +572,48 @@ class EnvelopeCodec:
                     pass  # not a map, or damaged: decode() says which
         value = self.decode(data)
         return value.get(key) if isinstance(value, dict) else None
+
+    def decode_items(self, data: bytes, wanted: Collection[int]) -> Any:
+        """The list ``data`` holds with only its ``wanted`` positions and its last item
+        built (None stands at the others, skipped unread): a segment read for a few of
+        its bodies.
+
+        As :meth:`decode_entry`, only an envelope in this codec's own version and
+        tags is read this way; any other is decoded whole by :meth:`decode` (its
+        value returned as it is, with the same errors).
+        """
+        own = self._own_body(data)
+        if own is not None:
+            body = self._unwrapped(own)
+            if len(body) <= self.max_objects:  # else decode() scans it and names what it holds
+                unpacker = msgpack.Unpacker(  # read from the body: no copy of it
+                    io.BytesIO(body),
+                    raw=False,
+                    use_list=True,
+                    strict_map_key=True,
+                    ext_hook=_refuse_ext,
+                    max_ext_len=0,
+                    max_buffer_size=max(len(body), 1),
+                )
+                try:
+                    size = unpacker.read_array_header()
+                    items: list[Any] = []
+                    for at in range(size):
+                        if at in wanted or at == size - 1:
+                            items.append(unpacker.unpack())
+                        else:
+                            unpacker.skip()
+                            items.append(None)
+                    return items
+                except (
+                    ValueError,
+                    TypeError,
+                    OverflowError,
+                    msgpack.UnpackException,
+                    CorruptCheckpoint,
+                ):
+                    pass  # not a list, or damaged: decode() says which
+        return self.decode(data)
 
     def _unpack(self, body: bytes | memoryview, version: int) -> Any:
         """The value of a checked envelope body written in format ``version``."""

@@ -933,13 +933,28 @@ def unpack_tag_columns(data: Any, ids: Sequence[str]) -> dict[str, Tags]:
         raise ValueError(f"tag columns must give 2 parents for each of {len(hidden)} messages")
     if numbers and max(numbers) > len(named):
         raise ValueError("tag columns must name their parents by number")
-    table: list[str | None] = [None, *named]
-    parent = table.__getitem__
-    pairs = zip(map(parent, numbers[::2]), map(parent, numbers[1::2]), strict=True)
-    tags = dict(zip(hidden, pairs, strict=True))
-    if (None, None) in tags.values():
+    # Each message's two numbers read as one 8-byte code (its pair's), and one tuple
+    # per distinct pair: a long session's hidden messages share a few thousand.
+    codes = array("Q")
+    codes.frombytes(pairs)
+    if sys.byteorder == "big":
+        codes.byteswap()
+    if 0 in codes:
         raise ValueError("a hidden message must have a parent")
-    return tags
+    return dict(zip(hidden, map(_PairTable([None, *named]).__getitem__, codes), strict=True))
+
+
+class _PairTable(dict[int, Tags]):
+    """Tag pairs by their 8-byte code (condense number, then truncation number, as
+    :func:`pack_tag_columns` writes them), each made once, when first asked for."""
+
+    def __init__(self, parents: list[str | None]) -> None:
+        super().__init__()
+        self.parents = parents
+
+    def __missing__(self, code: int) -> Tags:
+        pair = self[code] = shared_tags(self.parents[code & 0xFFFFFFFF], self.parents[code >> 32])
+        return pair
 
 
 def index_fields(entries: Sequence[IndexFacts], tags: Mapping[str, Tags]) -> dict[str, Any]:

@@ -471,6 +471,37 @@ def test_one_entry_of_damaged_or_older_bytes_reads_through_a_whole_decode() -> N
     assert same.value.rule == refused.value.rule
 
 
+def test_some_items_read_as_a_whole_decode_would_the_rest_skipped() -> None:
+    """``decode_items`` builds the wanted positions and the last item, None elsewhere."""
+    value = [{"id": f"m{i}", "text": "x" * i} for i in range(40)] + [b"\x07" * 16]
+    data = default_codec().encode(value)
+    read = default_codec().decode_items(data, {3, 17})
+    assert len(read) == len(value)
+    assert read[3] == value[3] and read[17] == value[17] and read[-1] == value[-1]
+    assert [i for i, item in enumerate(read) if item is not None] == [3, 17, 40]
+    assert default_codec().decode_items(default_codec().encode({"k": 1}), {0}) == {"k": 1}
+
+
+def test_some_items_of_damaged_or_older_bytes_read_through_a_whole_decode() -> None:
+    """Damage raises what ``decode`` raises; an older version is decoded whole, migrated."""
+    data = default_codec().encode([["a"] * 20, ["b"], b"end"])
+    with pytest.raises(CorruptCheckpoint) as info:
+        default_codec().decode_items(data[:-1] + bytes([data[-1] ^ 1]), {0})
+    assert info.value.rule == "checksum"
+    upgraded = EnvelopeCodec(
+        (Lz4Layer(),),
+        version=FORMAT_VERSION + 1,
+        migrations={FORMAT_VERSION: lambda v: [*v[:-1], b"new"]},
+    )
+    assert upgraded.decode_items(data, {1}) == [["a"] * 20, ["b"], b"new"]
+    sealed = default_codec().seal(msgpack.packb([msgpack.ExtType(5, b"x"), 1]))
+    with pytest.raises(CorruptCheckpoint) as refused:
+        default_codec().decode(sealed)
+    with pytest.raises(CorruptCheckpoint) as same:
+        default_codec().decode_items(sealed, {0})
+    assert same.value.rule == refused.value.rule
+
+
 def test_a_large_envelope_is_read_without_a_copy_of_its_body() -> None:
     """Decoding reads the envelope's body where it lies: it holds the decompressed body
     and the value, not a copy of the frame as well (megabytes at a long session's size)."""

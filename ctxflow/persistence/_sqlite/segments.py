@@ -170,7 +170,12 @@ class BodySegments(Part):
                 if body_hash(body) != row[0]:
                     raise _misplaced(row[0], "its loose row")
                 found[row[0]] = body
-        segments = self._segments(sorted({row[1] for row in placed if type(row[1]) is int}))
+        # Each segment is read for the positions wanted of it, the others skipped unread.
+        positions: dict[int, set[int]] = {}
+        for row in placed:
+            if type(row[1]) is int and type(row[2]) is int:
+                positions.setdefault(row[1], set()).add(row[2])
+        segments = self._segments(sorted(positions), positions)
         for digest, segment, pos, *_ in placed:
             bodies, digests = segments.get(segment, ([], None))
             if type(pos) is not int or not 0 <= pos < len(bodies):
@@ -230,13 +235,25 @@ class BodySegments(Part):
         )
         return list(select_in(self.db, sql, sorted(hashes)))
 
-    def _segments(self, ids: Sequence[int]) -> dict[int, Segment]:
-        """The read segments, by id (missing ones left out)."""
+    def _segments(
+        self, ids: Sequence[int], positions: Mapping[int, Collection[int]]
+    ) -> dict[int, Segment]:
+        """The read segments, by id (missing ones left out), each with only the bodies at
+        its ``positions`` built (None stands at the others)."""
         rows = select_in(self.db, "SELECT id, data FROM segments WHERE id IN ({marks})", ids)
-        return {int(i): self._segment_value(int(i), bytes(d)) for i, d in rows}
+        return {
+            int(i): self._segment_value(int(i), bytes(d), positions.get(int(i), ()))
+            for i, d in rows
+        }
 
-    def _segment_value(self, segment: int, data: bytes) -> Segment:
-        value = self.codec.decode(data)
+    def _segment_value(
+        self, segment: int, data: bytes, positions: Collection[int] | None = None
+    ) -> Segment:
+        value = (
+            self.codec.decode(data)
+            if positions is None
+            else self.codec.decode_items(data, positions)
+        )
         if not isinstance(value, list):
             raise CorruptCheckpoint(
                 f"segment {segment} must be a list of bodies (got {type(value).__name__})",
