@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, cast, overload
+from typing import Any, overload
 
 from ctxflow.errors import InvalidConversation, InvalidMessage
 from ctxflow.model._changes import check_hideable, check_overlay, check_truncations, mark_summaries
@@ -205,7 +205,6 @@ class Conversation:
         log = self._log
         kept = {i: o for i, o in overlays.items() if isinstance(o, Message)}
         stored = {i: o for i, o in overlays.items() if not isinstance(o, Message)}
-        under: list[IndexFacts] = []
         for message_id, key in stored.items():
             if type(key) is not str:
                 raise InvalidMessage(
@@ -222,18 +221,16 @@ class Conversation:
                     rule="unbuilt_overlay",
                     message_id=message_id,
                 )
-            under.append(cast("IndexFacts", log.known(at)))  # unbuilt: its facts
-        laid = OverlayPlaceholder.many(under, stored.values(), [(None, None)] * len(under), source)
         for message_id, replacement in kept.items():
             check_overlay(log, message_id, replacement)
-        replacements: dict[str, Message] = {**kept, **dict(zip(stored, laid, strict=True))}
-        # Each in the order given: the overlays' order is the checkpoint's.
-        ordered = {i: replacements[i] for i in overlays}
-        measure = self._measure
         view = self._view
-        view.overlays.update(ordered)
+        # Each in the order given (the overlays' order is the checkpoint's): the ones
+        # left in the store stand unbuilt until read.
+        view.lay_unbuilt({i: kept.get(i) for i in overlays}, stored, source)
+        measure = self._measure
         view.overlay_tokens.update(
-            (i, counts[i] if counts.get(i) is not None else measure(m)) for i, m in ordered.items()
+            (i, counts[i] if counts.get(i) is not None else measure(view.overlay_of(i)))  # type: ignore[arg-type]
+            for i in overlays
         )
 
     # -- reading -------------------------------------------------------------
@@ -332,7 +329,8 @@ class Conversation:
     def get(self, message_id: str) -> Message:
         """The message as the effective view shows it (its overlay if it has one)."""
         message = self._log.original(message_id)
-        return self._view.overlays.get(message_id, message)
+        overlay = self._view.overlay_of(message_id)
+        return message if overlay is None else overlay
 
     def index_of(self, message_id: str) -> int:
         """The position of a message in the log."""
@@ -362,12 +360,17 @@ class Conversation:
 
     def overlay(self, message_id: str) -> Message | None:
         """The overlay laid over a message, if any."""
-        return self._view.overlays.get(message_id)
+        return self._view.overlay_of(message_id)
+
+    def overlays_as_built(self) -> dict[str, Message | None]:
+        """Every overlay by message id (a copy), None for each a lazy restore left in
+        the store that no reader has asked for (nothing is built)."""
+        return dict(self._view.overlays)
 
     @property
     def overlays(self) -> dict[str, Message]:
         """A copy of every overlay, by message id."""
-        return dict(self._view.overlays)
+        return dict(self._view.built_overlays())
 
     def summaries(self) -> list[Message]:
         """Every summary message in the log, oldest first."""
@@ -557,8 +560,8 @@ class Conversation:
         """Clear the compression tags of messages (undo a compression)."""
         positions = self._log.positions(message_ids)
         shown = [self._log.message(at) for at in positions]
-        overlays = self._view.overlays
-        page_in([*shown, *(overlays[m.id] for m in shown if m.id in overlays)])
+        laid = map(self._view.overlay_of, [m.id for m in shown])
+        page_in([*shown, *(o for o in laid if o is not None)])
         self._changed([at for at in positions if self._view.untag(at)])
 
     def add_summary(self, summary: Message, covers: Sequence[str]) -> Message:

@@ -34,7 +34,7 @@ class Undo:
     def overlay(self, message_id: str) -> None:
         """Remember the overlay of ``message_id`` (or that it had none) before it is laid."""
         view = self.view
-        overlay = view.overlays.get(message_id)
+        overlay = view.overlay_of(message_id)
         self.overlays.setdefault(
             message_id, None if overlay is None else (overlay, view.overlay_tokens[message_id])
         )

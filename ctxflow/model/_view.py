@@ -24,7 +24,15 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ctxflow.model._lazy import SUMMARY_OF, Facts, IndexFacts, Placeholder
+from ctxflow.model._lazy import (
+    SUMMARY_OF,
+    Facts,
+    IndexFacts,
+    OverlayPlaceholder,
+    Placeholder,
+    Source,
+    facts_of,
+)
 from ctxflow.model._log import MessageLog, Unbuilt
 from ctxflow.model._messages import Message, Role
 from ctxflow.model._validity import check, local_ok
@@ -68,17 +76,23 @@ class View:
         "flags",
         "log",
         "messages",
+        "overlay_source",
         "overlay_tokens",
         "overlays",
         "positions",
         "tokens",
         "total",
+        "unbuilt_overlays",
         "valid",
     )
 
     def __init__(self, log: MessageLog) -> None:
         self.log = log
+        # By message id; None for an overlay a lazy restore left in the store, unbuilt
+        # (its body key in ``unbuilt_overlays``, built by ``overlay_of``).
         self.overlays: dict[str, Message] = {}
+        self.unbuilt_overlays: dict[str, str] = {}
+        self.overlay_source: Source | None = None
         self.overlay_tokens: dict[str, int] = {}
         self.flags = bytearray()  # one per log position: _PLAIN, _SKIP or _SPECIAL
         self.messages: list[Message] | None = None  # None until first asked for
@@ -88,6 +102,45 @@ class View:
         self.total = 0
         self.epoch = 0  # moves on every change other than an append
         self.valid: Checked | None = None  # only valid views are remembered
+
+    def overlay_of(self, message_id: str) -> Message | None:
+        """The overlay laid over a message (None: none), an unbuilt one built first."""
+        overlay: Message | None = self.overlays.get(message_id)
+        if overlay is None and message_id in self.overlays:
+            overlay = self._build_overlays((message_id,))[0]
+        return overlay
+
+    def built_overlays(self) -> dict[str, Message]:
+        """Every overlay by message id, the unbuilt ones built first."""
+        if self.unbuilt_overlays:
+            self._build_overlays(list(self.unbuilt_overlays))
+        return self.overlays
+
+    def lay_unbuilt(
+        self, overlays: Mapping[str, Message | None], keys: Mapping[str, str], source: Source
+    ) -> None:
+        """Lay ``overlays`` by message id, None for each left in ``source`` under its body
+        key in ``keys`` (over a message the log left unbuilt: an overlay over a hidden
+        message is never shown), which stays unbuilt until read. Their counts and the
+        flags are the caller's."""
+        self.overlays.update(overlays)  # type: ignore[arg-type]  # None: unbuilt
+        self.unbuilt_overlays.update(keys)
+        self.overlay_source = source
+
+    def _build_overlays(self, message_ids: Sequence[str]) -> list[Message]:
+        log, keys, source = self.log, self.unbuilt_overlays, self.overlay_source
+        assert source is not None  # an unbuilt overlay came with its source
+        under: list[IndexFacts] = []
+        for message_id in message_ids:
+            entry = log.known(log.position[message_id])
+            if isinstance(entry, Message) and type(entry) is not Placeholder:
+                entry = facts_of(entry)  # a message read since: its facts
+            under.append(entry)
+        built = OverlayPlaceholder.many(
+            under, [keys.pop(i) for i in message_ids], [(None, None)] * len(under), source
+        )
+        self.overlays.update(zip(message_ids, built, strict=True))
+        return built  # type: ignore[return-value]
 
     def current(self) -> list[Message]:
         """The view's messages (rebuilt first if a change left none)."""
@@ -154,14 +207,19 @@ class View:
             else:
                 ident, parent = message.id, message.condense_parent
             if parent is None:
-                view.append(overlays[ident])
+                laid: Message | None = overlays[ident]
+                if laid is None:  # left in the store at a restore: built now it is shown
+                    laid = self.overlay_of(ident)
+                    assert laid is not None
+                view.append(laid)
                 tokens.append(overlay_tokens[ident])
                 positions.append(stop)
             elif parent not in anchors:
                 anchors[parent] = stop
                 where = self.log.position[parent]
                 if self.log.tags_at(where) == (None, None):  # a summary shown: built
-                    view.append(overlays.get(parent, self.log.message(where)))
+                    shown = self.overlay_of(parent) if parent in overlays else None
+                    view.append(shown if shown is not None else self.log.message(where))
                     tokens.append(overlay_tokens.get(parent, counts[where]))
                     positions.append(stop)
         self.messages, self.tokens, self.positions = view, tokens, positions
@@ -279,6 +337,7 @@ class View:
         message = self.log.message(at)
         if not message.hidden:
             return False
+        self.overlay_of(message.id)  # shown again: its overlay too, if it has one
         self.log.messages[at] = message.with_tags(condense_parent=None, truncation_parent=None)
         self.flags[at] = self.flag(at)
         return True
@@ -286,6 +345,7 @@ class View:
     def lay(self, at: int, replacement: Message, count: int) -> None:
         """Show ``replacement`` (counted ``count``) instead of the message at ``at`` (its id)."""
         self.overlays[replacement.id] = replacement
+        self.unbuilt_overlays.pop(replacement.id, None)
         self.overlay_tokens[replacement.id] = count
         self.flags[at] = self.flag(at)
 
@@ -299,6 +359,9 @@ class View:
         ``positions`` in the same order, counted as ``counts`` gives (a restore lays
         every overlay of the log)."""
         self.overlays.update(replacements)
+        if self.unbuilt_overlays:
+            for message_id in replacements:
+                self.unbuilt_overlays.pop(message_id, None)
         self.overlay_tokens.update((i, counts[i]) for i in replacements)
         flags = self.flags
         for at, flag in zip(positions, self._flags_at(positions), strict=True):
@@ -307,8 +370,10 @@ class View:
     def lift(self, at: int) -> bool:
         """Show the original at ``at`` again; False if it had no overlay."""
         message_id = self.log.known(at).id
-        if self.overlays.pop(message_id, None) is None:
+        if message_id not in self.overlays:
             return False
+        del self.overlays[message_id]
+        self.unbuilt_overlays.pop(message_id, None)
         self.overlay_tokens.pop(message_id, None)
         self.flags[at] = self.flag(at)
         return True

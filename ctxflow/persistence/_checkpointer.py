@@ -468,7 +468,7 @@ class Checkpointer:
         self._manifest: Manifest | None = None
         # What was written, as objects (None: a message a lazy restore has not built).
         self._log: list[Message | None] = []
-        self._overlays: dict[str, Message] = {}
+        self._overlays: dict[str, Message | None] = {}  # None: unbuilt when restored
         self._conversation: Conversation | None = None
         self._mark = 0
         self._since_full = 0
@@ -654,6 +654,20 @@ class Checkpointer:
                     if at < len(index):  # the placeholder holds the facts: no Facts kept
                         index[at] = placeholder
 
+    def _as_written(self, message_id: str, overlay: Message, digest: str | None) -> bool:
+        """True when ``overlay`` is the overlay this writer last wrote over ``message_id``
+        (under ``digest``): the same object, or one a lazy restore left in the store,
+        still unread, under that digest."""
+        written = self._overlays.get(message_id)
+        if overlay is written:
+            return True
+        return (
+            written is None
+            and type(overlay) is OverlayPlaceholder
+            and not overlay.loaded
+            and overlay.key == digest
+        )
+
     # -- following the conversation -------------------------------------------
 
     def _stored(self, message: Message, bodies: dict[str, Any], *, overlay: bool = False) -> str:
@@ -670,7 +684,7 @@ class Checkpointer:
         objects (for identity checks) and its change-journal mark."""
         if tracked is None or conversation is not self._conversation:
             self._log = conversation.log_as_built()  # None where a lazy restore left one
-            self._overlays = conversation.overlays
+            self._overlays = conversation.overlays_as_built()
         else:
             log, delta = self._log, tracked.delta
             log += tracked.appended
@@ -741,7 +755,10 @@ class Checkpointer:
                 if message_id in manifest.overlays:
                     removed.append(message_id)
                 continue
-            if overlay is not self._overlays.get(message_id) or message_id not in manifest.overlays:
+            if (
+                not self._as_written(message_id, overlay, manifest.overlays.get(message_id))
+                or message_id not in manifest.overlays
+            ):
                 digest = self._stored(overlay, bodies, overlay=True)
                 if manifest.overlays.get(message_id) != digest:
                     overlays[message_id] = digest
@@ -802,7 +819,9 @@ class Checkpointer:
         previous = self._manifest.overlays if self._manifest is not None else {}
         manifest.overlays = {}
         for message_id, overlay in overlays.items():
-            if self._overlays.get(message_id) is overlay and message_id in previous:
+            if message_id in previous and self._as_written(
+                message_id, overlay, previous[message_id]
+            ):
                 manifest.overlays[message_id] = previous[message_id]
                 continue
             manifest.overlays[message_id] = self._stored(overlay, bodies, overlay=True)

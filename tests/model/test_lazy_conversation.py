@@ -161,7 +161,11 @@ def test_changes_after_a_lazy_build_match_the_eager_ones() -> None:
 def test_overlays_left_in_the_store_are_read_on_first_use() -> None:
     eager = _eager()
     lazy, source, _ = _lazy(eager)
+    assert lazy.overlays_as_built()["r5"] is None  # no object until asked for
+    assert lazy.overlays_as_built()["r10"] == eager.overlay("r10")
+    assert lazy.tokens("r5") == eager.tokens("r5")
     laid = lazy.overlay("r5")
+    assert lazy.overlays_as_built()["r5"] is laid
     assert type(laid) is OverlayPlaceholder and not laid.loaded
     assert lazy.overlay("r10") == eager.overlay("r10")  # shown: given whole
     assert laid == eager.overlay("r5") and source.reads == 1
@@ -224,3 +228,18 @@ def test_a_lazy_conversation_whose_log_breaks_a_rule_is_refused_as_extend_refuse
         lazy(facts, counts=counts[:-1])
     assert refused.value.rule == "counts"
     assert source.reads == 0
+
+
+def test_a_message_shown_again_shows_the_overlay_left_in_the_store() -> None:
+    eager = _eager()
+    lazy, _, _ = _lazy(eager)
+    for conversation in (eager, lazy):
+        conversation.unhide(["a5", "r5"])
+    assert lazy.effective() == eager.effective()
+    assert lazy.get("r5") == eager.get("r5")
+    assert lazy.get("r5").tool_results[0].content == "[cut]"
+    assert lazy.effective_counts() == eager.effective_counts()
+    again, _, _ = _lazy(_eager())
+    again.remove_overlay("r5")  # an unbuilt overlay is lifted without being read
+    assert again.overlay("r5") is None and "r5" not in again.overlays
+    assert not again.is_built(eager.index_of("r5"))
