@@ -143,9 +143,11 @@ class Conversation:
 
         ``overlays`` are laid as :meth:`set_overlays` lays them (``overlay_counts``
         as its ``counts``), by message id: an overlay, or the body key in
-        ``source`` of one laid over a message left unbuilt (its
-        :class:`~ctxflow.model.OverlayPlaceholder` is built here: an overlay over
-        a hidden message is never shown, so its body stays in the store too).
+        ``source`` of one laid over a message left unbuilt, which stays unbuilt
+        too until read (then an :class:`~ctxflow.model.OverlayPlaceholder`: an
+        overlay over a hidden message is never shown, so its body stays in the
+        store; one without a count in ``overlay_counts`` is read here to be
+        measured).
         """
         held = list(messages)
         check_counts(counts, len(held))
@@ -177,20 +179,21 @@ class Conversation:
             map(next, map(takes.__getitem__, empty))  # type: ignore[arg-type]
         )
         ids = list(map(_ID, entries))
-        unbuilt = Unbuilt(facts, keys, tags, source, len(cold))
         if (
             len(set(ids)) != len(ids)
             or not all(map(isinstance, built, itertools.repeat(Message)))
             or Role.SYSTEM in map(_ROLE, itertools.islice(entries, 1, None))
         ):
-            # Refused: build every placeholder and let extend name the first fault.
+            # Refused: build every placeholder (the caller's facts untouched) and let
+            # extend name the first fault.
             log = MessageLog()
-            log.messages, log.unbuilt = held, unbuilt  # type: ignore[assignment]
+            log.messages = held  # type: ignore[assignment]
+            log.unbuilt = Unbuilt(list(facts), keys, tags, source, len(cold))
             conversation.extend(log.built(), counts=counts)
             raise AssertionError("unreachable: extend refuses what the checks refused")
         tools = conversation._pairs.admit(entries, 0)
         log = conversation._log
-        log.restored(held, ids, list(counts), unbuilt)
+        log.restored(held, ids, list(counts), Unbuilt(facts, keys, tags, source, len(cold)))
         conversation._pairs.add(tools)
         if overlays:
             conversation._lay_restored(overlays, overlay_counts or {}, source)
