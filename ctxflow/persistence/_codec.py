@@ -303,6 +303,16 @@ def _ext_refused(code: int) -> CorruptCheckpoint:
     )
 
 
+#: What a partial read (``decode_entry``, ``decode_items``) leaves to a whole decode.
+_PARTIAL_FAULTS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    msgpack.UnpackException,
+    CorruptCheckpoint,
+)
+
+
 def _refuse_ext(code: int, data: bytes) -> Any:
     raise _ext_refused(code)
 
@@ -543,33 +553,16 @@ class EnvelopeCodec:
         any other (an earlier format to migrate, damage to name) is decoded whole
         by :meth:`decode`, with the same errors.
         """
-        own = self._own_body(data)
-        if own is not None:
-            body = self._unwrapped(own)
-            if len(body) <= self.max_objects:  # else decode() scans it and names what it holds
-                unpacker = msgpack.Unpacker(  # read from the body: no copy of it
-                    io.BytesIO(body),
-                    raw=False,
-                    use_list=True,
-                    strict_map_key=True,
-                    ext_hook=_refuse_ext,
-                    max_ext_len=0,
-                    max_buffer_size=max(len(body), 1),
-                )
-                try:
-                    for _ in range(unpacker.read_map_header()):
-                        if unpacker.unpack() == key:
-                            return unpacker.unpack()
-                        unpacker.skip()
-                    return None
-                except (
-                    ValueError,
-                    TypeError,
-                    OverflowError,
-                    msgpack.UnpackException,
-                    CorruptCheckpoint,
-                ):
-                    pass  # not a map, or damaged: decode() says which
+        unpacker = self._partial_reader(data)
+        if unpacker is not None:
+            try:
+                for _ in range(unpacker.read_map_header()):
+                    if unpacker.unpack() == key:
+                        return unpacker.unpack()
+                    unpacker.skip()
+                return None
+            except _PARTIAL_FAULTS:
+                pass  # not a map, or damaged: decode() says which
         value = self.decode(data)
         return value.get(key) if isinstance(value, dict) else None
 
@@ -582,38 +575,41 @@ class EnvelopeCodec:
         tags is read this way; any other is decoded whole by :meth:`decode` (its
         value returned as it is, with the same errors).
         """
-        own = self._own_body(data)
-        if own is not None:
-            body = self._unwrapped(own)
-            if len(body) <= self.max_objects:  # else decode() scans it and names what it holds
-                unpacker = msgpack.Unpacker(  # read from the body: no copy of it
-                    io.BytesIO(body),
-                    raw=False,
-                    use_list=True,
-                    strict_map_key=True,
-                    ext_hook=_refuse_ext,
-                    max_ext_len=0,
-                    max_buffer_size=max(len(body), 1),
-                )
-                try:
-                    size = unpacker.read_array_header()
-                    items: list[Any] = []
-                    for at in range(size):
-                        if at in wanted or at == size - 1:
-                            items.append(unpacker.unpack())
-                        else:
-                            unpacker.skip()
-                            items.append(None)
-                    return items
-                except (
-                    ValueError,
-                    TypeError,
-                    OverflowError,
-                    msgpack.UnpackException,
-                    CorruptCheckpoint,
-                ):
-                    pass  # not a list, or damaged: decode() says which
+        unpacker = self._partial_reader(data)
+        if unpacker is not None:
+            try:
+                size = unpacker.read_array_header()
+                items: list[Any] = []
+                for at in range(size):
+                    if at in wanted or at == size - 1:
+                        items.append(unpacker.unpack())
+                    else:
+                        unpacker.skip()
+                        items.append(None)
+                return items
+            except _PARTIAL_FAULTS:
+                pass  # not a list, or damaged: decode() says which
         return self.decode(data)
+
+    def _partial_reader(self, data: bytes) -> msgpack.Unpacker | None:
+        """An unpacker over the body of ``data``, read in place, when it is an envelope
+        in this codec's own version and tags and within the item bound (None: read it
+        whole with :meth:`decode`, which migrates, scans or names the damage)."""
+        own = self._own_body(data)
+        if own is None:
+            return None
+        body = self._unwrapped(own)
+        if len(body) > self.max_objects:  # decode() scans it and names what it holds
+            return None
+        return msgpack.Unpacker(  # read from the body: no copy of it
+            io.BytesIO(body),
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_ext_len=0,
+            max_buffer_size=max(len(body), 1),
+        )
 
     def _unpack(self, body: bytes | memoryview, version: int) -> Any:
         """The value of a checked envelope body written in format ``version``."""

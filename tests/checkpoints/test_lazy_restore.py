@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
+from ctxflow.engine import Engine
 from ctxflow.errors import CorruptCheckpoint, StoreError
 from ctxflow.model import (
     Conversation,
@@ -294,12 +295,9 @@ def test_store_010_restores_lazily_as_eagerly(tmp_path: Path) -> None:
         assert list(again) == list(conversation)
 
 
-def test_engine_reopens_lazily_and_carries_on() -> None:
-    """Engine.from_checkpoint leaves hidden messages in the store, gives the same window
-    as the session it reopens, and carries on to the same log."""
-    from ctxflow.engine import Engine
-
-    store = MemoryStore()
+def _engine_session(store: MemoryStore) -> Engine:
+    """An engine that ran 60 tool rounds on ``store`` at a 3,000-token budget (most of
+    its log hidden) and checkpointed."""
     engine = Engine(store=store, budget=3000)
     engine.send("start", task="Fix the tests.")
     engine.add_messages([Message.user("Fix the tests.")])
@@ -309,6 +307,14 @@ def test_engine_reopens_lazily_and_carries_on() -> None:
         engine.add_messages(_round(step, lines=60))
         engine.send("step")
     engine.checkpoint("end")
+    return engine
+
+
+def test_engine_reopens_lazily_and_carries_on() -> None:
+    """Engine.from_checkpoint leaves hidden messages in the store, gives the same window
+    as the session it reopens, and carries on to the same log."""
+    store = MemoryStore()
+    engine = _engine_session(store)
     opened = Engine.from_checkpoint(store=store, session_id=engine.session_id, budget=3000)
     hidden = _placeholders(opened.conversation)
     assert len(hidden) > 60 and not any(p.loaded for p in hidden)
@@ -322,18 +328,8 @@ def test_engine_reopens_lazily_and_carries_on() -> None:
 def test_a_reopened_engine_builds_no_hidden_message_it_does_not_read() -> None:
     """Reopen, window, steps and checkpoints leave the hidden messages unbuilt (no object
     each); one read builds that one alone, and the writer's index then holds it."""
-    from ctxflow.engine import Engine
-
     store = MemoryStore()
-    engine = Engine(store=store, budget=3000)
-    engine.send("start", task="Fix the tests.")
-    engine.add_messages([Message.user("Fix the tests.")])
-    engine.send("plan_ready")
-    for step in range(60):
-        engine.window()
-        engine.add_messages(_round(step, lines=60))
-        engine.send("step")
-    engine.checkpoint("end")
+    engine = _engine_session(store)
     opened = Engine.from_checkpoint(store=store, session_id=engine.session_id, budget=3000)
     conversation = opened.conversation
     unbuilt = [at for at in range(len(conversation)) if not conversation.is_built(at)]
