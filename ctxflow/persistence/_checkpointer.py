@@ -38,7 +38,7 @@ import itertools
 import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import attrs
 
@@ -52,13 +52,11 @@ from ctxflow.errors import (
 from ctxflow.model import (
     Conversation,
     Facts,
-    IndexFacts,
     Message,
     OverlayPlaceholder,
     Placeholder,
     Source,
     facts_of,
-    page_in,
 )
 from ctxflow.persistence._base import BaseStore
 from ctxflow.persistence._bodies import body_hash, message_from_plain, message_to_plain, rebuild
@@ -198,11 +196,12 @@ def conversation_from_snapshot(
     """Rebuild the Conversation of a loaded checkpoint (tags and overlays included).
 
     When ``measure`` has the key the checkpoint's counts were stored under,
-    those counts are taken instead of measuring every message again. A hidden
-    message whose body the snapshot lacks (a view load) stays in the store,
-    read from ``source``: with the stored counts it is left unbuilt until
-    something reads it (:meth:`Conversation.lazy`), else its
-    :class:`~ctxflow.model.Placeholder` is built and read to be measured.
+    those counts are taken instead of measuring every message again; then a
+    hidden message whose body the snapshot lacks (a view load) stays in the
+    store, read from ``source``, left unbuilt until something reads it
+    (:meth:`Conversation.lazy`), and so does an overlay laid over one. Without
+    those counts every body must be in the snapshot (a view load reads them
+    all then: :func:`~ctxflow.persistence._base.view_hashes`).
     """
     manifest = snapshot.manifest
     bodies, tags, untagged = snapshot.bodies, manifest.tags, (None, None)
@@ -210,7 +209,7 @@ def conversation_from_snapshot(
     key = measure_key(measure)
     counted = key is not None and key == manifest.measure and len(manifest.counts) == len(ids)
     stays: Iterable[bool] = itertools.repeat(False)
-    if source is not None and len(index) == len(hashes):
+    if source is not None and counted and len(index) == len(hashes):
         # A hidden message whose body was not read and whose index facts are known
         # stays in the store.
         unread = map(operator.is_, map(bodies.get, hashes), itertools.repeat(None))
@@ -232,118 +231,52 @@ def conversation_from_snapshot(
                 message_id=message_id,
             )
         read.append(rebuild(body, *tags.get(message_id, untagged)))
-    held: list[Message | None] = list(read)
-    if isinstance(stays, list) and any(stays):
-        # Each position takes the next read message, or None where one stays.
-        takes = (iter(read), itertools.repeat(None))
-        held = list(map(next, map(takes.__getitem__, stays)))
+    lazy = source is not None and isinstance(stays, list) and any(stays)
+    overlays: dict[str, Message | str] = {}
+    for message_id, digest in manifest.overlays.items():
+        body = bodies.get(digest)
+        if body is None and not lazy:
+            raise _missing_overlay(message_id, digest)
+        # One left in the store (over a message left there too) is the body's key.
+        overlays[message_id] = digest if body is None else message_from_plain(body)
     try:
-        if source is not None and len(held) != len(read) and counted:
-            # Hidden messages and the overlays over them stay in the store, unbuilt.
-            overlays = {
-                i: digest if body is None else message_from_plain(body)
-                for i, digest, body in _overlay_bodies(snapshot)
-            }
+        if lazy:
+            # Each position takes the next read message, or None where one stays.
+            takes = (iter(read), itertools.repeat(None))
             return Conversation.lazy(
-                held,
+                list(map(next, map(takes.__getitem__, stays))),
                 facts=index,
                 keys=hashes,
                 tags=tags,
-                source=source,
+                source=source,  # type: ignore[arg-type]  # lazy: a source is given
                 counts=manifest.counts,
                 measure=measure,
                 overlays=overlays,
                 overlay_counts=manifest.overlay_counts,
             )
-        messages = _placeheld(held, snapshot, source)
-        laid = _overlays_of(snapshot, source, stays)
         if counted:
-            conversation = Conversation(messages, measure=measure, counts=manifest.counts)
+            conversation = Conversation(read, measure=measure, counts=manifest.counts)
         else:
-            page_in(messages)  # measuring reads every body
-            conversation = Conversation(messages, measure=measure)
-        if laid:
+            conversation = Conversation(read, measure=measure)
+        if overlays:
+            laid = cast("dict[str, Message]", overlays)  # not lazy: every overlay was read
             conversation.set_overlays(laid, counts=manifest.overlay_counts if counted else {})
     except InvalidMessage as exc:
         if exc.rule == "unbuilt_overlay":
             message_id = exc.details["message_id"]
-            raise CorruptCheckpoint(
-                f"overlay of {message_id!r} must have its body "
-                f"{manifest.overlays[message_id]} in the store",
-                rule="missing_body",
-                message_id=message_id,
-            ) from None
+            raise _missing_overlay(message_id, manifest.overlays[message_id]) from None
         raise CorruptCheckpoint(
             f"a checkpoint must restore a valid conversation ({exc})", rule="conversation"
         ) from None
     return conversation
 
 
-def _overlay_bodies(snapshot: Snapshot) -> Iterator[tuple[str, str, Any]]:
-    """Each overlay of a checkpoint: its message id, body hash, and body (None unread)."""
-    bodies = snapshot.bodies
-    for message_id, digest in snapshot.manifest.overlays.items():
-        yield message_id, digest, bodies.get(digest)
-
-
-def _placeheld(
-    held: list[Message | None], snapshot: Snapshot, source: Source | None
-) -> list[Message]:
-    """``held`` with a placeholder built at each None (a hidden message left in the store)."""
-    if source is None or None not in held:
-        return held  # type: ignore[return-value]  # no None in it
-    manifest = snapshot.manifest
-    at = [k for k, m in enumerate(held) if m is None]
-    made = Placeholder.many(
-        map(manifest.index.__getitem__, at),  # type: ignore[arg-type]  # indexed: checked
-        map(manifest.hashes.__getitem__, at),
-        (manifest.tags[manifest.ids[k]] for k in at),
-        source,
+def _missing_overlay(message_id: str, digest: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(
+        f"overlay of {message_id!r} must have its body {digest} in the store",
+        rule="missing_body",
+        message_id=message_id,
     )
-    messages = list(held)
-    for k, placeholder in zip(at, made, strict=True):
-        messages[k] = placeholder
-    return messages  # type: ignore[return-value]  # every None replaced
-
-
-def _overlays_of(
-    snapshot: Snapshot, source: Source | None, stays: Iterable[bool]
-) -> dict[str, Message]:
-    """A checkpoint's overlays by message id: read from their bodies, or (an overlay
-    over a hidden message left in the store, its body unread) an
-    :class:`~ctxflow.model.OverlayPlaceholder` reading it from ``source``."""
-    manifest, bodies = snapshot.manifest, snapshot.bodies
-    if not manifest.overlays:
-        return {}
-    left: dict[str, Any] = {}
-    if isinstance(stays, list):
-        hidden = itertools.compress(manifest.ids, stays)
-        left = dict(zip(hidden, itertools.compress(manifest.index, stays), strict=True))
-    overlays: dict[str, Message | None] = {}
-    unread: dict[str, IndexFacts] = {}  # by message id: the facts of the message under it
-    for message_id, digest in manifest.overlays.items():
-        body = bodies.get(digest)
-        under = left.get(message_id)
-        if body is None and under is not None and source is not None:
-            overlays[message_id] = None  # its place in order, until its placeholder is built
-            unread[message_id] = under
-            continue
-        if body is None:
-            raise CorruptCheckpoint(
-                f"overlay of {message_id!r} must have its body {digest} in the store",
-                rule="missing_body",
-                message_id=message_id,
-            )
-        overlays[message_id] = message_from_plain(body)
-    if unread and source is not None:
-        laid = OverlayPlaceholder.many(
-            unread.values(),
-            (manifest.overlays[i] for i in unread),
-            [(None, None)] * len(unread),
-            source,
-        )
-        overlays.update(zip(unread, laid, strict=True))
-    return overlays  # type: ignore[return-value]  # every None replaced
 
 
 def _load(

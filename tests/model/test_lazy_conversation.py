@@ -191,7 +191,7 @@ def test_a_lazy_conversation_whose_log_breaks_a_rule_is_refused_as_extend_refuse
             "counts": counts,
         }
         given.update(changed)
-        return Conversation.lazy(changed.pop("held", held), **given)  # type: ignore[arg-type]
+        return Conversation.lazy(held, **given)  # type: ignore[arg-type]
 
     facts = [facts_of(m) for m in log]
     a1 = eager.index_of("a1")
