@@ -193,6 +193,43 @@ def test_bm25_index_cache_is_a_bounded_lru() -> None:
     assert list(retriever._indexes) == [tuple(first), tuple(third)]
 
 
+def test_bm25_index_makes_postings_only_for_the_terms_queries_ask() -> None:
+    """An index holds no posting until a query asks for a term; each query adds its own
+    terms' postings (None for a term no document holds), and the scores do not depend on
+    which postings an earlier query made."""
+    retriever = BM25Retriever()
+    documents = [*FACTS, "staging staging host"]
+    index = retriever._index(tuple(documents))
+    assert index.postings == {}
+    first = retriever.scores(documents, "staging host")
+    assert set(index.postings) == set(tokenize("staging host"))
+    retriever.scores(documents, "kubernetes deploys")
+    assert set(index.postings) == set(tokenize("staging host kubernetes deploys"))
+    assert index.postings["kubernet"] is None
+    assert retriever._indexes[tuple(documents)] is index
+    asked_first = BM25Retriever()
+    asked_first.scores(documents, "kubernetes deploys database the")
+    assert asked_first.scores(documents, "staging host") == first
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [[1.0, float("nan"), 0.0], [1.0, "high", 0.0], [1.0, None, 0.0], [float("-inf"), 1.0, 0.0]],
+)
+def test_rank_refuses_a_retriever_score_that_is_not_a_finite_number(scores: list[object]) -> None:
+    """A retriever's score that is not a finite number is a policy error naming it."""
+    with pytest.raises(PolicyError) as raised:
+        rank(["a", "b", "c"], "a", retriever=_Fixed(scores))  # type: ignore[arg-type]
+    assert raised.value.rule == "retriever_scores"
+    assert repr(scores[0] if scores[0] != 1.0 else scores[1]) in raised.value.message
+
+
+def test_rank_takes_huge_finite_scores_whose_sum_overflows() -> None:
+    """Scores that are each finite are taken even when their sum is not."""
+    ranked = rank(["a", "b", "c"], "a", retriever=_Fixed([1e308, 1e308, 0.0]))
+    assert [item.relevance for item in ranked] == [1.0, 1.0, 0.0]
+
+
 def test_bm25_retriever_is_safe_to_share_between_threads() -> None:
     """Threads scoring through one retriever all get the single-threaded answer."""
     retriever = BM25Retriever(cache_size=1)
@@ -855,7 +892,7 @@ def test_an_index_gives_the_collector_nothing_to_walk_per_posting() -> None:
 
     retriever = BM25Retriever()
     documents = [f"fact {n}: deploy module {n} to the staging host" for n in range(200)]
-    retriever.scores(documents, "staging host")
+    retriever.scores(documents, " ".join(documents))  # every term gets its posting
     index = retriever._indexes[tuple(documents)]
     # A pass untracks a tuple that holds nothing tracked; a tuple whose inner tuples
     # it reached later in the same pass goes at the next one.
