@@ -105,3 +105,36 @@ def test_a_packing_behind_a_large_head_reads_full_rows_for_their_delta(
             assert len(snapshot.conversation) == count
             assert snapshot.state == {"step": step}
         assert list(restore(store, "s").conversation) == list(conversation)
+
+
+def test_a_large_head_moves_to_a_full_manifest_as_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large head moves to each full manifest the moment it is written, from the record
+    being written (no stored manifest is decoded for it, and it carries no parent delta);
+    every checkpoint still loads as written."""
+    monkeypatch.setattr(heads, "LARGE_HEAD", 100)
+    codec = _CountingCodec()
+    with SQLiteStore(tmp_path / "m.db", head_every=4, codec=codec) as store:
+        writer = Checkpointer(store, "s", full_every=5, full_ratio=0)
+        conversation = Conversation(Message.user(f"earlier {i}", id=f"e{i}") for i in range(50))
+        written = {}
+        fulls = 0
+        for i in range(40):
+            role = Message.user if i % 2 == 0 else Message.assistant
+            conversation.append(role(f"turn {i} " + "word " * (i % 7), id=f"m{i}"))
+            had = _head_seq(store)
+            record = writer.capture(conversation, state={"step": i})
+            written[record.id] = (len(conversation), i)
+            if record.full and had is not None:
+                fulls += 1
+                assert _head_seq(store) == record.seq
+        assert fulls >= 5
+        assert codec.whole_fulls == 0
+        (held,) = store._db.execute("SELECT head FROM heads").fetchone()
+        assert PARENT_DELTA not in codec.decode(bytes(held))[2]
+        for checkpoint_id, (count, step) in written.items():
+            snapshot = restore(store, "s", checkpoint_id)
+            assert len(snapshot.conversation) == count
+            assert snapshot.state == {"step": step}
+        assert list(restore(store, "s").conversation) == list(conversation)
