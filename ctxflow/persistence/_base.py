@@ -129,15 +129,12 @@ class Encoded:
     """A checked draft in codec bytes: what a backend writes for one checkpoint.
 
     ``bodies`` maps body hash to body bytes; ``mentioned`` is every body hash
-    the manifest record names itself (the bodies the session references);
-    ``record`` is the manifest record those bytes encode (a backend keeping a
-    copy of the latest full manifest takes it from there, reading nothing).
+    the manifest record names itself (the bodies the session references).
     """
 
     manifest: bytes
     bodies: Mapping[str, bytes] = attrs.field(repr=False)
     mentioned: frozenset[str] = attrs.field(repr=False)
-    record: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
     def without(self, present: Iterable[str]) -> Encoded:
         """The same checkpoint without the bodies the store already holds."""
@@ -145,7 +142,7 @@ class Encoded:
         if not held:
             return self
         bodies = {h: b for h, b in self.bodies.items() if h not in held}
-        return attrs.evolve(self, bodies=bodies)
+        return Encoded(manifest=self.manifest, bodies=bodies, mentioned=self.mentioned)
 
 
 class BaseStore(abc.ABC):
@@ -314,7 +311,6 @@ class BaseStore(abc.ABC):
             manifest=manifest,
             bodies=bodies,
             mentioned=frozenset(new_mentions(draft.manifest, parent=draft.parent_id)),
-            record=draft.manifest,
         )
 
     def put(self, draft: CheckpointDraft, *, expected_parent: str | None) -> CheckpointRecord:

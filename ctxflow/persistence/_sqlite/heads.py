@@ -17,10 +17,7 @@ A head is a full manifest, so moving it costs the whole log. Once it weighs
 reading it) it moves only when the rows written since it weigh at least as
 much, and packing takes only rows it already covers:
 both then cost, amortised, what was written (the rule full manifests follow
-too), and a latest load replays at most about a head's bytes of deltas. A
-large head also moves to each full manifest as that is written, encoded from
-the record being written: nothing is read or decoded for it, and since a
-full manifest weighs what the head does, that is most of its moves.
+too), and a latest load replays at most about a head's bytes of deltas.
 Smaller heads keep the plain every-``head_every`` rule.
 
 Stored in the ``heads`` table, one row per session: the seq of the checkpoint
@@ -41,7 +38,6 @@ from ctxflow._log import get_logger
 from ctxflow.errors import CorruptCheckpoint
 from ctxflow.persistence._codec import encode_readable
 from ctxflow.persistence._manifest import (
-    PARENT_DELTA,
     Manifest,
     apply_deltas,
     index_fields,
@@ -192,24 +188,8 @@ class SessionHeads(Part):
             return None
         return int(row[1])
 
-    def written(self, session: int, seq: int, full: Mapping[str, Any] | None = None) -> None:
-        """After checkpoint ``seq`` is written: move the head to it when one is due.
-
-        ``full`` is the manifest record of ``seq`` when it is a full one: a large
-        head then moves to it at once, by encoding that record (a move from the
-        stored row would decode it again, and wait for the next ``every``)."""
-        if (
-            full is not None
-            and full.get("kind") == "full"
-            and isinstance(full.get("hashes"), bytes)  # named by digest, as a head's are
-            and self.large(session) is not None
-        ):
-            record = {k: v for k, v in full.items() if k != PARENT_DELTA}
-            self.db.execute(
-                "INSERT OR REPLACE INTO heads (session, seq, head) VALUES (?, ?, ?)",
-                (session, seq, encode_readable(self.codec, [seq, 0, record])),
-            )
-            return
+    def written(self, session: int, seq: int) -> None:
+        """After checkpoint ``seq`` is written: move the head to it when one is due."""
         if seq % self.every:
             return
         held = self.large(session)

@@ -496,7 +496,7 @@ class SQLiteStore(BaseStore):
         )
         self._segments.reference(session, encoded.mentioned)
         self._packs.written(session)
-        self._heads.written(session, record.seq, encoded.record if record.full else None)
+        self._heads.written(session, record.seq)
 
     def _rewrite_full(self, checkpoint_id: str, manifest: bytes, mentioned: set[str]) -> None:
         row = self._db.execute(
