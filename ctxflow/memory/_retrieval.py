@@ -110,7 +110,6 @@ class _Terms(NamedTuple):
     length: int  # how many terms, repeats included
     distinct: tuple[str, ...]  # each term once, in first-seen order
     repeats: dict[str, int] | None  # the count of each term seen more than once
-    held: frozenset[str]  # each term once, to look one up
 
 
 # Memory items' lines come back at every index build until they change: stem them
@@ -120,7 +119,7 @@ def _terms(text: str) -> _Terms:
     terms = tokenize(text)
     counts = Counter(terms)
     repeats = {term: n for term, n in counts.items() if n > 1}
-    return _Terms(len(terms), tuple(counts), repeats or None, frozenset(counts))
+    return _Terms(len(terms), tuple(counts), repeats or None)
 
 
 @runtime_checkable
@@ -144,11 +143,13 @@ class _Index:
     Made from the documents' cached terms in one pass (their lengths' norms);
     a term's posting (its idf, the positions of the documents holding it and
     their term-frequency components) is made the first time a query asks for
-    it, by one pass over the documents, and kept. So a list ranked once costs
-    what its query's terms touch, not every term of every document, and one
-    ranked again and again costs a lookup per query term. Postings are tuples
-    of numbers only: the collector stops tracking them within its first passes.
-    Filling a posting from two threads at once makes the same entry twice.
+    it, in one pass over the documents' terms for all the query's new terms,
+    and kept. So a list ranked once costs a set lookup per term of its
+    documents and weights for the query's terms alone, not a posting for
+    every term, and one ranked again and again costs a lookup per query term.
+    Postings are tuples of numbers only: the collector stops tracking them
+    within its first passes. Two threads filling a posting at once make the
+    same entry twice.
     """
 
     __slots__ = ("_corpus", "_norms", "postings", "size")
@@ -163,26 +164,33 @@ class _Index:
         self._norms = [base + shrink * terms.length for terms in corpus]
         self.postings: dict[str, tuple[float, tuple[int, ...], tuple[float, ...]] | None] = {}
 
-    def posting(self, term: str) -> tuple[float, tuple[int, ...], tuple[float, ...]] | None:
-        """``term``'s idf, the documents holding it and their weights (None: none holds it)."""
-        try:
-            return self.postings[term]
-        except KeyError:
-            pass
-        corpus, norms = self._corpus, self._norms
-        positions = tuple(at for at, terms in enumerate(corpus) if term in terms.held)
-        found = None
-        if positions:
-            weights = []
-            for at in positions:
-                repeats = corpus[at].repeats
-                tf = 1 if repeats is None else repeats.get(term, 1)
-                weights.append(tf / (norms[at] + tf))
-            n = len(positions)
-            idf = math.log(1 + (self.size - n + 0.5) / (n + 0.5))
-            found = (idf, positions, tuple(weights))
-        self.postings[term] = found
-        return found
+    def postings_of(
+        self, terms: Sequence[str]
+    ) -> list[tuple[float, tuple[int, ...], tuple[float, ...]] | None]:
+        """Each term's idf, the documents holding it and their weights (None: no document
+        holds it), making the postings not made yet in one pass over the documents."""
+        postings = self.postings
+        missing = {term for term in terms if term not in postings}
+        if missing:
+            found: dict[str, list[int]] = {term: [] for term in missing}
+            for at, document in enumerate(self._corpus):
+                for term in document.distinct:
+                    if term in missing:
+                        found[term].append(at)
+            corpus, norms, size = self._corpus, self._norms, self.size
+            for term, positions in found.items():
+                if not positions:
+                    postings[term] = None
+                    continue
+                weights = []
+                for at in positions:
+                    repeats = corpus[at].repeats
+                    tf = 1 if repeats is None else repeats.get(term, 1)
+                    weights.append(tf / (norms[at] + tf))
+                n = len(positions)
+                idf = math.log(1 + (size - n + 0.5) / (n + 0.5))
+                postings[term] = (idf, tuple(positions), tuple(weights))
+        return [postings[term] for term in terms]
 
 
 class BM25Retriever:
@@ -233,8 +241,7 @@ class BM25Retriever:
             return [0.0] * len(key)
         index = self._index(key)
         found = [0.0] * index.size
-        for term in terms:
-            entry = index.posting(term)
+        for entry in index.postings_of(terms):
             if entry is not None:
                 idf, positions, weights = entry
                 for position, weight in zip(positions, weights, strict=True):
@@ -342,7 +349,7 @@ def _ranking(
             index=position,
             score=scores[position],
             relevance=relevance,
-            terms=tuple(_matched(query_stems, _terms(texts[position]).held))
+            terms=tuple(_matched(query_stems, _terms(texts[position]).distinct))
             if matching and relevance > 0
             else (),
             importance=None if importances is None else weights[position],
@@ -478,7 +485,7 @@ def _query_stems(query: str) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def _matched(query_stems: list[tuple[str, str]], terms: frozenset[str]) -> list[str]:
+def _matched(query_stems: list[tuple[str, str]], terms: tuple[str, ...]) -> list[str]:
     return [word for stem, word in query_stems if stem in terms]
 
 
