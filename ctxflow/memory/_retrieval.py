@@ -207,8 +207,8 @@ class BM25Retriever:
     postings made term by term, the first time a query asks for a term: memory
     is re-indexed whenever a tier changes, a few hundred short texts at a time,
     and ranked by two queries; a posting for every term of every text would
-    cost more to make than the queries it serves (about 0.5 ms against 0.15 for
-    200 memory lines).
+    cost more to make than the queries it serves (200 memory lines: 0.53 ms to
+    index and score once that way, 0.17 ms this way).
     """
 
     def __init__(self, *, k1: float = 1.5, b: float = 0.75, cache_size: int = 4) -> None:
@@ -379,18 +379,11 @@ def choose(
     Texts are taken in :func:`rank` order; one that does not fit in what is left
     is skipped and later, smaller ones may still be taken.
     """
-    _check_fit(len(texts), sizes, allowance)
-    ordered, made = _ranking(texts, query, importance, recency, retriever)
-    return [made(position) for position in _fit(ordered, sizes, allowance)]
-
-
-def _check_fit(count: int, sizes: Sequence[int], allowance: int) -> None:
-    """Refuse :func:`choose`'s ``sizes`` and ``allowance`` unless usable for ``count`` texts."""
-    if len(sizes) != count:
+    if len(sizes) != len(texts):
         raise PolicyError(
-            f"'sizes' must have one entry per text ({count}) (got {len(sizes)})",
+            f"'sizes' must have one entry per text ({len(texts)}) (got {len(sizes)})",
             rule="retrieval_lengths",
-            expected=count,
+            expected=len(texts),
             got=len(sizes),
         )
     if not (set(map(type, sizes)) <= {int} and (not sizes or min(sizes) >= 0)):
@@ -407,20 +400,16 @@ def _check_fit(count: int, sizes: Sequence[int], allowance: int) -> None:
             rule="retrieval_allowance",
             allowance=allowance,
         )
-
-
-def _fit(ordered: Sequence[int], sizes: Sequence[int], allowance: int) -> list[int]:
-    """The positions taken from ``ordered`` while their ``sizes`` fit ``allowance``
-    (one that does not fit is skipped), in input order."""
     left = allowance
     kept: list[int] = []
+    ordered, made = _ranking(texts, query, importance, recency, retriever)
     for position in ordered:
         size = sizes[position]
         if size <= left:
             kept.append(position)
             left -= size
     kept.sort()
-    return kept
+    return [made(position) for position in kept]
 
 
 def _one_per_text(got: int, count: int, what: str, rule: str) -> None:
