@@ -14,10 +14,10 @@ erasure empty the head; a later full manifest sets it again.
 
 A head is a full manifest, so moving it costs the whole log. Once it weighs
 :data:`LARGE_HEAD` bytes or more (``length(head)`` and ``seq`` tell without
-reading it) it moves only when the rows written since it weigh at least as
-much, and packing takes only rows it already covers:
+reading it) it moves only when the rows written since it weigh at least half
+as much, and packing takes only rows it already covers:
 both then cost, amortised, what was written (the rule full manifests follow
-too), and a latest load replays at most about a head's bytes of deltas.
+too), and a latest load replays at most about half a head's bytes of deltas.
 Smaller heads keep the plain every-``head_every`` rule.
 
 Stored in the ``heads`` table, one row per session: the seq of the checkpoint
@@ -201,7 +201,7 @@ class SessionHeads(Part):
             (weight,) = self.db.execute(
                 "SELECT length(head) FROM heads WHERE session = ?", (session,)
             ).fetchone()
-            if since < weight:
+            if 2 * since < weight:
                 return
         head, after = self._start(session)
         rows = self.db.execute(
